@@ -1,0 +1,44 @@
+/**
+ * What a CLI command receives: text sinks for stdout and stderr, so tests can
+ * run commands in-process. Bulk data goes through `createAtomicOutput`.
+ *
+ * @module
+ */
+
+/** Text output of a command. */
+export interface CliIo {
+  /** Write text to standard output. */
+  out(text: string): Promise<void>;
+  /** Write text to standard error. */
+  err(text: string): Promise<void>;
+  /** Whether standard error is a terminal (progress is shown only then). */
+  stderrIsTerminal: boolean;
+}
+
+/** A CLI subcommand: returns the process exit code. */
+export type CommandRun = (args: string[], io: CliIo) => Promise<number>;
+
+/** A usage mistake: exit code 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+const encoder = new TextEncoder();
+
+/** The process's real standard streams. */
+export function denoIo(): CliIo {
+  return {
+    async out(text) {
+      await writeAllTo(Deno.stdout, encoder.encode(text));
+    },
+    async err(text) {
+      await writeAllTo(Deno.stderr, encoder.encode(text));
+    },
+    stderrIsTerminal: Deno.stderr.isTerminal(),
+  };
+}
+
+async function writeAllTo(w: { write(p: Uint8Array): Promise<number> }, bytes: Uint8Array) {
+  let done = 0;
+  while (done < bytes.byteLength) done += await w.write(bytes.subarray(done));
+}

@@ -1,0 +1,176 @@
+/**
+ * Typed errors for every parser in vmem-dump. Each error carries the absolute
+ * byte offset of the field that was wrong, a stable `code` for programs and a
+ * sentence for people.
+ *
+ * @module
+ */
+
+/** Which input format an error belongs to. */
+export type ErrorFormat =
+  | "migration"
+  | "elf"
+  | "kdump"
+  | "raw"
+  | "plugmap"
+  | "container";
+
+/** Stable machine-readable error codes. */
+export type FormatErrorCode =
+  | "bad-magic"
+  | "bad-version"
+  | "unexpected-eof"
+  | "unsupported"
+  | "bad-section"
+  | "bad-footer"
+  | "bad-command"
+  | "bad-record"
+  | "unknown-block"
+  | "out-of-range"
+  | "too-large"
+  | "bad-virtio-mem"
+  | "bad-header"
+  | "bad-segment"
+  | "bad-note"
+  | "bad-json"
+  | "invariant"
+  | "verification";
+
+/** Details shared by every {@linkcode FormatError}. */
+export interface FormatErrorDetails {
+  /** Which format was being read. */
+  format: ErrorFormat;
+  /** Stable code for programs. */
+  code: FormatErrorCode;
+  /** Absolute byte offset of the offending field in the input. */
+  offset: number;
+}
+
+/**
+ * An input is not what its format allows. The message ends with the offset in
+ * hex; `offset` holds it as a number.
+ *
+ * @example Branch on the code
+ * ```ts
+ * import { FormatError } from "@vmem-dump/vmem-dump";
+ * try {
+ *   throw new FormatError("Cannot decode migration stream: bad magic", {
+ *     format: "migration", code: "bad-magic", offset: 0,
+ *   });
+ * } catch (e) {
+ *   if (e instanceof FormatError && e.code === "bad-magic") console.log(e.offset);
+ * }
+ * ```
+ */
+export class FormatError extends Error {
+  override name = "FormatError";
+  /** Which format was being read. */
+  readonly format: ErrorFormat;
+  /** Stable code for programs. */
+  readonly code: FormatErrorCode;
+  /** Absolute byte offset of the offending field. */
+  readonly offset: number;
+
+  /**
+   * @param message What went wrong, without the offset (it is appended).
+   * @param details Format, code and offset.
+   * @param options Standard error options, e.g. `{ cause }`.
+   */
+  constructor(message: string, details: FormatErrorDetails, options?: ErrorOptions) {
+    super(`${message} at offset 0x${details.offset.toString(16)}`, options);
+    this.format = details.format;
+    this.code = details.code;
+    this.offset = details.offset;
+  }
+}
+
+/**
+ * The input ended in the middle of a structure (a truncated file or a dropped
+ * connection).
+ *
+ * @example
+ * ```ts
+ * import { UnexpectedEofError } from "@vmem-dump/vmem-dump";
+ * const e = new UnexpectedEofError("Cannot read RAM page: input ended", "migration", 4096);
+ * console.log(e.code); // "unexpected-eof"
+ * ```
+ */
+export class UnexpectedEofError extends FormatError {
+  override name = "UnexpectedEofError";
+  /**
+   * @param message What was being read.
+   * @param format Which format was being read.
+   * @param offset Where the input ended.
+   */
+  constructor(message: string, format: ErrorFormat, offset: number) {
+    super(message, { format, code: "unexpected-eof", offset });
+  }
+}
+
+/**
+ * The input is valid but uses a feature vmem-dump does not handle (RDMA hooks,
+ * multifd channels, bzip2 save images, …).
+ *
+ * @example
+ * ```ts
+ * import { UnsupportedFeatureError } from "@vmem-dump/vmem-dump";
+ * const e = new UnsupportedFeatureError("RDMA hook records are not supported", "migration", 12);
+ * console.log(e.code); // "unsupported"
+ * ```
+ */
+export class UnsupportedFeatureError extends FormatError {
+  override name = "UnsupportedFeatureError";
+  /**
+   * @param message Which feature.
+   * @param format Which format was being read.
+   * @param offset Where the feature was found.
+   */
+  constructor(message: string, format: ErrorFormat, offset: number) {
+    super(message, { format, code: "unsupported", offset });
+  }
+}
+
+/** Where a verification failure was found. */
+export interface VerificationErrorDetails {
+  /** Guest-physical address of the offending page. */
+  gpa: number;
+  /** RAMBlock idstr of the offending record. */
+  ramBlock: string;
+  /** Offset of the page inside its RAMBlock. */
+  ramOffset: number;
+  /** Stream offset where the offending record starts. */
+  offset: number;
+}
+
+/**
+ * The receive side found a record for an unplugged virtio-mem block.
+ *
+ * @example
+ * ```ts
+ * import { VerificationError } from "@vmem-dump/vmem-dump";
+ * const e = new VerificationError("RAM page in unplugged block 96", {
+ *   gpa: 0x10c001000, ramBlock: "0000:00:01.0/vmem0mem", ramOffset: 0xc001000, offset: 231022400,
+ * });
+ * console.log(e.gpa.toString(16));
+ * ```
+ */
+export class VerificationError extends FormatError {
+  override name = "VerificationError";
+  /** Guest-physical address of the offending page. */
+  readonly gpa: number;
+  /** RAMBlock idstr of the offending record. */
+  readonly ramBlock: string;
+  /** Offset of the page inside its RAMBlock. */
+  readonly ramOffset: number;
+
+  /**
+   * @param message What was found.
+   * @param details Where it was found.
+   */
+  constructor(message: string, details: VerificationErrorDetails) {
+    super(message, { format: "migration", code: "verification", offset: details.offset });
+    this.gpa = details.gpa;
+    this.ramBlock = details.ramBlock;
+    this.ramOffset = details.ramOffset;
+  }
+}

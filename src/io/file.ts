@@ -1,0 +1,217 @@
+/**
+ * Files, pipes and atomic output. The only module of `src/` that touches
+ * `Deno.*`: everything else works on `ByteReader`s and sinks.
+ *
+ * @module
+ */
+
+import type { ErrorFormat } from "../errors.ts";
+import { type ByteReader, PullByteReader } from "./byte_reader.ts";
+
+/** Size of the reads issued to files and pipes. Large reads are what make a pipe fast. */
+export const READ_CHUNK_SIZE = 1 << 20;
+
+/** An opened input: a reader plus what a seekable file can also tell. */
+export interface OpenedInput {
+  /** Reader positioned at the first byte. */
+  reader: ByteReader;
+  /** File size when the input is a regular file, else `undefined`. */
+  byteLength: number | undefined;
+  /** The path given, or `-` for standard input. */
+  path: string;
+  /** Close the underlying file. Safe to call twice. */
+  close(): void;
+}
+
+/** Options for {@linkcode openInput}. */
+export interface OpenInputOptions {
+  /** Format named in truncation errors. @default {"migration"} */
+  format?: ErrorFormat;
+  /** Start reading at this file offset (regular files only). @default {0} */
+  startOffset?: number;
+  /** Size of each read. @default {READ_CHUNK_SIZE} */
+  chunkSize?: number;
+}
+
+/** Anything with the `read` of `Deno.FsFile`. */
+interface Readable {
+  read(p: Uint8Array): Promise<number | null>;
+}
+
+/**
+ * A {@linkcode ByteReader} that issues large reads to a Deno file or pipe.
+ * Each read fills a fresh buffer, so views handed out stay valid.
+ *
+ * @example
+ * ```ts ignore
+ * import { fileByteReader } from "@vmem-dump/vmem-dump";
+ * using file = await Deno.open("stream.mig");
+ * const reader = fileByteReader(file);
+ * ```
+ */
+export function fileByteReader(
+  file: Readable,
+  options: Omit<OpenInputOptions, "chunkSize"> & { chunkSize?: number } = {},
+): PullByteReader {
+  const chunkSize = options.chunkSize ?? READ_CHUNK_SIZE;
+  let done = false;
+  return new PullByteReader(async () => {
+    if (done) return undefined;
+    const buf = new Uint8Array(chunkSize);
+    let filled = 0;
+    // Fill most of the buffer so that pipes do not hand us 64 KiB slivers.
+    while (filled < chunkSize) {
+      const n = await file.read(buf.subarray(filled));
+      if (n === null) {
+        done = true;
+        break;
+      }
+      filled += n;
+      if (filled >= chunkSize / 2) break;
+    }
+    return filled === 0 ? undefined : buf.subarray(0, filled);
+  }, { format: options.format ?? "migration", startOffset: options.startOffset ?? 0 });
+}
+
+/**
+ * Open a path (or `-` for standard input) as a {@linkcode ByteReader}.
+ *
+ * @param path File path or `-`.
+ * @param options Error format, start offset, read size.
+ * @returns The opened input; call `close()` when done.
+ *
+ * @example
+ * ```ts ignore
+ * import { openInput } from "@vmem-dump/vmem-dump";
+ * const input = await openInput("s1.mig");
+ * try { console.log(input.byteLength); } finally { input.close(); }
+ * ```
+ */
+export async function openInput(path: string, options: OpenInputOptions = {}): Promise<OpenedInput> {
+  if (path === "-") {
+    return {
+      reader: fileByteReader(Deno.stdin, options),
+      byteLength: undefined,
+      path,
+      close() {},
+    };
+  }
+  const file = await Deno.open(path, { read: true });
+  let closed = false;
+  const close = () => {
+    if (!closed) {
+      closed = true;
+      file.close();
+    }
+  };
+  try {
+    const info = await file.stat();
+    const startOffset = options.startOffset ?? 0;
+    if (startOffset > 0) await file.seek(startOffset, Deno.SeekMode.Start);
+    return {
+      reader: fileByteReader(file, { ...options, startOffset }),
+      byteLength: info.isFile ? info.size : undefined,
+      path,
+      close,
+    };
+  } catch (e) {
+    close();
+    throw e;
+  }
+}
+
+/**
+ * Read `byteLength` bytes at `fileOffset` from a regular file (for trailers
+ * such as the migration vmdesc). Returns fewer bytes only at the end of file.
+ *
+ * @example
+ * ```ts ignore
+ * import { readFileRange } from "@vmem-dump/vmem-dump";
+ * const tail = await readFileRange("s1.mig", 0, 16);
+ * ```
+ */
+export async function readFileRange(
+  path: string,
+  fileOffset: number,
+  byteLength: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  using file = await Deno.open(path, { read: true });
+  await file.seek(fileOffset, Deno.SeekMode.Start);
+  const out = new Uint8Array(byteLength);
+  let filled = 0;
+  while (filled < byteLength) {
+    const n = await file.read(out.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  return out.subarray(0, filled);
+}
+
+/** An output that appears under its final name only when committed. */
+export interface AtomicOutput {
+  /** Write a chunk (the writer may keep it until written). */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Flush, close and rename into place (a no-op rename for stdout). */
+  commit(): Promise<void>;
+  /** Close and delete the temporary file. Safe after commit (does nothing). */
+  abort(): Promise<void>;
+}
+
+/**
+ * Create an output file atomically: bytes go to `PATH.tmp-<pid>-<n>` and are
+ * renamed to `PATH` by `commit()`. `-` writes to standard output.
+ *
+ * @param path Destination path or `-`.
+ * @returns The output; call `commit()` on success and `abort()` on failure.
+ *
+ * @example
+ * ```ts ignore
+ * import { createAtomicOutput } from "@vmem-dump/vmem-dump";
+ * const out = await createAtomicOutput("out.elf");
+ * try { await out.write(new Uint8Array(4)); await out.commit(); } catch (e) { await out.abort(); throw e; }
+ * ```
+ */
+export async function createAtomicOutput(path: string): Promise<AtomicOutput> {
+  if (path === "-") {
+    return {
+      async write(chunk) {
+        await writeAll(Deno.stdout, chunk);
+      },
+      async commit() {},
+      async abort() {},
+    };
+  }
+  const tmp = `${path}.tmp-${Deno.pid}-${tempCounter++}`;
+  const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
+  let state: "open" | "committed" | "aborted" = "open";
+  return {
+    async write(chunk) {
+      await writeAll(file, chunk);
+    },
+    async commit() {
+      if (state !== "open") return;
+      state = "committed";
+      file.close();
+      await Deno.rename(tmp, path);
+    },
+    async abort() {
+      if (state !== "open") return;
+      state = "aborted";
+      try {
+        file.close();
+      } catch { /* already closed */ }
+      await Deno.remove(tmp).catch(() => {});
+    },
+  };
+}
+
+let tempCounter = 0;
+
+/** Write every byte of `chunk` to a Deno writer. */
+export async function writeAll(
+  w: { write(p: Uint8Array): Promise<number> },
+  chunk: Uint8Array,
+): Promise<void> {
+  let done = 0;
+  while (done < chunk.byteLength) done += await w.write(chunk.subarray(done));
+}

@@ -1,0 +1,254 @@
+/**
+ * The records a migration stream decodes into. A stream is a flat sequence
+ * of these; `encodeMigration` turns the same sequence back into the exact
+ * input bytes.
+ *
+ * Every `Uint8Array` field is a view into the input: copy it to keep it past
+ * the next record.
+ *
+ * @module
+ */
+
+/** Fields every record has. */
+export interface RecordBase {
+  /** Stream offset of the record's first byte. */
+  streamOffset: number;
+}
+
+/** `QEVM` magic and version. */
+export interface HeaderRecord extends RecordBase {
+  kind: "header";
+  /** Stream version (3). */
+  version: number;
+}
+
+/** One subsection of the configuration section. */
+export interface ConfigurationSubsection {
+  /** Subsection name, e.g. `configuration/capabilities`. */
+  name: string;
+  /** Subsection version. */
+  versionId: number;
+  /** Raw body bytes. */
+  body: Uint8Array;
+}
+
+/** The configuration section: machine type and optional subsections. */
+export interface ConfigurationRecord extends RecordBase {
+  kind: "configuration";
+  /** Machine type, e.g. `pc-q35-7.2`. */
+  machineType: string;
+  /** Subsections in stream order. */
+  subsections: ConfigurationSubsection[];
+  /** Capability names from `configuration/capabilities`, when present. */
+  capabilities: string[];
+  /** Target page bits from `configuration/target-page-bits`, when present. */
+  targetPageBits: number | undefined;
+}
+
+/** A section header (START/FULL carry idstr, instance and version on the wire; PART/END only the id). */
+export interface SectionHeaderRecord extends RecordBase {
+  kind: "section-start" | "section-part" | "section-end" | "section-full";
+  /** Section id. */
+  sectionId: number;
+  /** idstr (for PART/END: learnt from the START). */
+  idstr: string;
+  /** Instance id (for PART/END: learnt from the START). */
+  instanceId: number;
+  /** Version id (for PART/END: learnt from the START). */
+  versionId: number;
+}
+
+/** A section footer (0x7E + section id). */
+export interface SectionFooterRecord extends RecordBase {
+  kind: "section-footer";
+  /** Section id repeated by the footer. */
+  sectionId: number;
+}
+
+/** A command (0x08). PACKAGED is followed by the records of its nested stream. */
+export interface CommandRecord extends RecordBase {
+  kind: "command";
+  /** MIG_CMD_* value. */
+  command: number;
+  /** Command name, e.g. `SWITCHOVER_START`. */
+  name: string;
+  /** Payload bytes (for PACKAGED: the be32 length only). */
+  payload: Uint8Array;
+}
+
+/** One RAMBlock of the MEM_SIZE list. */
+export interface RamBlockInfo {
+  /** RAMBlock idstr, e.g. `0000:00:01.0/vmem0mem` or `pc.ram`. */
+  idstr: string;
+  /** Used length in bytes. */
+  usedLength: number;
+  /** Block page size, present with postcopy-ram on hugepage blocks. */
+  pageSize?: number;
+  /** Guest-physical address, present with x-ignore-shared. */
+  gpa?: number;
+}
+
+/** The MEM_SIZE block list of the `ram` START section. */
+export interface RamMemSizeRecord extends RecordBase {
+  kind: "ram-mem-size";
+  /** Sum of all used lengths, as sent. */
+  totalBytes: number;
+  /** Blocks in stream order. */
+  blocks: RamBlockInfo[];
+}
+
+/** Fields of every record that carries one page. */
+export interface RamPageBase extends RecordBase {
+  /** RAMBlock idstr (resolved through CONTINUE). */
+  ramBlock: string;
+  /** Offset of the page inside its RAMBlock. */
+  ramOffset: number;
+  /** Whether the input had CONTINUE set (idstr omitted). */
+  continued: boolean;
+}
+
+/** A ZERO record. */
+export interface RamZeroPageRecord extends RamPageBase {
+  kind: "ram-zero-page";
+  /** Fill byte (QEMU always sends 0). */
+  fill: number;
+}
+
+/** A PAGE record. */
+export interface RamPageRecord extends RamPageBase {
+  kind: "ram-page";
+  /** The page bytes (page size long). */
+  data: Uint8Array;
+}
+
+/** An XBZRLE record. */
+export interface RamXbzrlePageRecord extends RamPageBase {
+  kind: "ram-xbzrle-page";
+  /** Encoding byte (0x01). */
+  encoding: number;
+  /** The encoded delta. */
+  data: Uint8Array;
+}
+
+/** A COMPRESS_PAGE record (zlib stream of one page). */
+export interface RamCompressedPageRecord extends RamPageBase {
+  kind: "ram-compressed-page";
+  /** The zlib bytes. */
+  data: Uint8Array;
+}
+
+/** EOS: the end of a `ram` section body. */
+export interface RamEosRecord extends RecordBase {
+  kind: "ram-eos";
+}
+
+/** MULTIFD_FLUSH barrier. */
+export interface RamMultifdFlushRecord extends RecordBase {
+  kind: "ram-multifd-flush";
+}
+
+/** The body of a `P/virtio-mem-device-early` FULL section. */
+export interface VirtioMemEarlyRecord extends RecordBase {
+  kind: "virtio-mem-early";
+  /** Device path P (the idstr without `/virtio-mem-device-early`). */
+  devicePath: string;
+  /** Guest-physical base of the region (`memaddr`). */
+  gpa: number;
+  /** Region size in bytes. */
+  regionSize: number;
+  /** Device block size in bytes. */
+  blockSize: number;
+  /** NUMA node. */
+  node: number;
+  /** Plugged bytes. */
+  size: number;
+  /** Plug bitmap as on the wire: be64 words, bit i of word w is block 64·w+i. */
+  bitmap: Uint8Array;
+}
+
+/** What the `virtio-mem-device` vmstate of a `P/virtio-mem` section holds. */
+export interface VirtioMemDeviceState {
+  /** `late`: sanity block, sizes and bitmap here; `early`: only usable and requested size. */
+  layout: "late" | "early";
+  /** Saved PCI config space size (256 or 4096). */
+  configSpaceSize: number;
+  /** MSI-X vectors found in the saved config space. */
+  msixVectors: number;
+  /** Offset inside the section body where the `virtio-mem-device` fields start. */
+  fieldsOffset: number;
+  /** Usable region size in bytes. */
+  usableRegionSize: number;
+  /** Requested size in bytes. */
+  requestedSize: number;
+  /** Late layout only: guest-physical base. */
+  gpa?: number;
+  /** Late layout only: region size. */
+  regionSize?: number;
+  /** Late layout only: block size. */
+  blockSize?: number;
+  /** Late layout only: node. */
+  node?: number;
+  /** Late layout only: plugged bytes. */
+  size?: number;
+  /** Late layout only: plug bitmap as on the wire (be64 words). */
+  bitmap?: Uint8Array;
+}
+
+/** The body of a `P/virtio-mem` FULL section, recognised and parsed in the device-state tail. */
+export interface VirtioMemDeviceRecord extends RecordBase {
+  kind: "virtio-mem-device";
+  /** Device path P. */
+  devicePath: string;
+  /** The whole section body, verbatim. */
+  data: Uint8Array;
+  /** The parsed `virtio-mem-device` state. */
+  state: VirtioMemDeviceState;
+}
+
+/** Bytes passed through verbatim (device state the decoder does not delimit). */
+export interface OpaqueRecord extends RecordBase {
+  kind: "opaque";
+  /** The bytes. */
+  data: Uint8Array;
+}
+
+/** QEMU_VM_EOF. */
+export interface EofRecord extends RecordBase {
+  kind: "eof";
+}
+
+/** The vmdesc JSON trailer. */
+export interface VmdescRecord extends RecordBase {
+  kind: "vmdesc";
+  /** Raw JSON bytes. */
+  json: Uint8Array;
+  /** Parsed JSON, or `undefined` when it does not parse (QEMU only reports that). */
+  parsed: unknown;
+}
+
+/** Every record a migration stream decodes into. */
+export type MigrationRecord =
+  | HeaderRecord
+  | ConfigurationRecord
+  | SectionHeaderRecord
+  | SectionFooterRecord
+  | CommandRecord
+  | RamMemSizeRecord
+  | RamZeroPageRecord
+  | RamPageRecord
+  | RamXbzrlePageRecord
+  | RamCompressedPageRecord
+  | RamEosRecord
+  | RamMultifdFlushRecord
+  | VirtioMemEarlyRecord
+  | VirtioMemDeviceRecord
+  | OpaqueRecord
+  | EofRecord
+  | VmdescRecord;
+
+/** The records that carry one page. */
+export type RamPageLikeRecord =
+  | RamZeroPageRecord
+  | RamPageRecord
+  | RamXbzrlePageRecord
+  | RamCompressedPageRecord;
