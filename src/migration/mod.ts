@@ -1,0 +1,24 @@
+/**
+ * QEMU migration streams: decode to records, encode back byte for byte.
+ *
+ * @example Round trip a stream
+ * ```ts ignore
+ * import { ByteWriter, decodeMigrationBatches, encodeMigration, openInput } from "@vmem-dump/vmem-dump";
+ * const input = await openInput("s1.mig");
+ * const chunks: Uint8Array[] = [];
+ * await encodeMigration(decodeMigrationBatches(input.reader), new ByteWriter((c) => { chunks.push(c); }));
+ * ```
+ *
+ * @module
+ */
+
+export * from "./constants.ts";
+export type * from "./types.ts";
+export {
+  commandName,
+  type DecodeOptions,
+  decodeMigration,
+  decodeMigrationBatches,
+  MigrationDecoderStream,
+} from "./decoder.ts";
+export { encodeMigration, MigrationEncoder, MigrationEncoderStream } from "./encoder.ts";
