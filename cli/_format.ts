@@ -1,0 +1,25 @@
+/** Small text helpers shared by the CLI commands. */
+
+/** `0x…` for an address or offset. */
+export function hex(n: number): string {
+  return `0x${n.toString(16)}`;
+}
+
+/** Thousands separators, for byte counts people read. */
+export function grouped(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+/** A fixed-width table with a header row. */
+export function table(header: string[], rows: (string | number)[][]): string {
+  const cells = [header, ...rows.map((r) => r.map(String))];
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
+  return cells
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd())
+    .join("\n") + "\n";
+}
+
+/** JSON with a trailing newline. */
+export function json(value: unknown): string {
+  return JSON.stringify(value, null, 2) + "\n";
+}

@@ -1,0 +1,97 @@
+/**
+ * `vmem-dump inspect FILE|-`: summarise a migration stream.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
+import { type InspectReport, inspectMigration } from "../../src/migration/inspect.ts";
+import { openStreamInput } from "../_stream_input.ts";
+import { grouped, hex, json, table } from "../_format.ts";
+import { type CliIo, UsageError } from "../io.ts";
+
+const HELP = `usage: vmem-dump inspect FILE|- [--json]
+
+Summarise a QEMU migration stream (raw, gzip, zstd or a libvirt save image):
+header and machine type, every section with its size, the RAM blocks with
+their record counts, and the virtio-mem sections.
+
+  --json   print the report as JSON (schema in README.md)
+`;
+
+/** Run `inspect`. */
+export async function run(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    await io.out(HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError("inspect takes exactly one input (a file or -)");
+  const input = await openStreamInput(positionals[0]!);
+  try {
+    const report = await inspectMigration(decodeMigrationBatches(input.reader));
+    const container = input.container;
+    if (values.json) await io.out(json({ input: positionals[0], container, ...report }));
+    else await io.out(render(positionals[0]!, container, report));
+    return 0;
+  } finally {
+    input.close();
+  }
+}
+
+function render(path: string, container: unknown, r: InspectReport): string {
+  let out = `stream:   ${path} (${grouped(r.byteLength)} bytes, container ${JSON.stringify(container)})\n`;
+  out += `header:   QEVM version ${r.version}, machine ${r.machineType ?? "(no configuration section)"}\n`;
+  out += `capabilities: ${r.capabilities.length ? r.capabilities.join(", ") : "none"}\n`;
+  out += `end:      ${r.eof ? "QEMU_VM_EOF" : "no EOF"}, vmdesc ${r.vmdescBytes === null ? "absent" : `${grouped(r.vmdescBytes)} bytes`}` +
+    `${r.tailMatchesVmdesc === false ? " (device-state sizes do not match the vmdesc)" : ""}\n`;
+  if (r.commands.length) {
+    out += `commands: ${r.commands.map((c) => `${c.name}@${hex(c.streamOffset)}`).join(", ")}\n`;
+  }
+  out += `\nsections (${r.sections.length}):\n`;
+  out += table(
+    ["id", "type", "idstr", "inst", "ver", "offset", "bytes"],
+    r.sections.map((s) => [
+      s.sectionId ?? "?",
+      s.type,
+      s.idstr,
+      s.instanceId,
+      s.versionId,
+      hex(s.streamOffset),
+      grouped(s.byteLength),
+    ]),
+  );
+  out += `\nRAM blocks (${r.ramBlocks.length}):\n`;
+  out += table(
+    ["idstr", "used_length", "zero", "page", "xbzrle", "compress", "record bytes"],
+    r.ramBlocks.map((b) => [
+      b.idstr,
+      hex(b.usedLength),
+      grouped(b.zeroPages),
+      grouped(b.pages),
+      grouped(b.xbzrlePages),
+      grouped(b.compressedPages),
+      grouped(b.recordBytes),
+    ]),
+  );
+  out += `\nvirtio-mem (${r.virtioMem.length} sections):\n`;
+  if (r.virtioMem.length === 0) out += "  none\n";
+  for (const v of r.virtioMem) {
+    const parts = [`${v.section} section of ${v.devicePath} at ${hex(v.streamOffset)}`];
+    if (v.gpa !== undefined) parts.push(`memaddr ${hex(v.gpa)}`);
+    if (v.regionSize !== undefined) parts.push(`region ${hex(v.regionSize)}`);
+    if (v.blockSize !== undefined) parts.push(`block ${hex(v.blockSize)}`);
+    if (v.size !== undefined) parts.push(`size ${hex(v.size)}`);
+    if (v.pluggedBlocks !== undefined) parts.push(`${v.pluggedBlocks} blocks plugged`);
+    if (v.usableRegionSize !== undefined) parts.push(`usable ${hex(v.usableRegionSize)}`);
+    if (v.requestedSize !== undefined) parts.push(`requested ${hex(v.requestedSize)}`);
+    out += `  ${parts.join(", ")}\n`;
+  }
+  return out;
+}
