@@ -82,11 +82,20 @@ export class ByteWriter {
     this.#buf = this.#free.pop() ?? new Uint8Array(this.#chunkSize);
     this.#view = new DataView(this.#buf.buffer);
     this.#pos = 0;
-    const p = this.#sink(chunk);
-    if (this.#reuse) {
-      if (p) this.#pending.push(p.then(() => void this.#free.push(full)));
-      else this.#free.push(full);
-    } else if (p) this.#pending.push(p);
+    this.#send(chunk, this.#reuse ? full : undefined);
+  }
+
+  /** Hand a chunk to the sink after every earlier one (sinks may be async: keep order). */
+  #tail: Promise<void> | undefined;
+  #send(chunk: Uint8Array<ArrayBuffer>, recycle: Uint8Array<ArrayBuffer> | undefined): void {
+    const p = this.#tail === undefined ? this.#sink(chunk) : this.#tail.then(() => this.#sink(chunk));
+    if (p) {
+      const tracked = recycle ? p.then(() => void this.#free.push(recycle)) : p;
+      this.#tail = tracked;
+      this.#pending.push(tracked);
+    } else if (recycle) {
+      this.#free.push(recycle);
+    }
   }
 
   /** Append bytes (copied). */
@@ -95,8 +104,7 @@ export class ByteWriter {
       this.#spill();
       const copy = data.slice();
       this.#flushed += copy.byteLength;
-      const p = this.#sink(copy);
-      if (p) this.#pending.push(p);
+      this.#send(copy, undefined);
       return;
     }
     this.#room(data.byteLength);
@@ -138,12 +146,16 @@ export class ByteWriter {
     this.#pos += 8;
   }
 
-  /** Await the sink when at least one chunk is pending. */
+  /**
+   * Await the sink when too many chunks are pending. With `reuseChunks`, up
+   * to two writes stay in flight while the caller goes on encoding.
+   */
   async flushIfFull(): Promise<void> {
-    if (this.#pending.length === 0) return;
+    if (this.#pending.length <= (this.#reuse ? 2 : 0)) return;
     const pending = this.#pending;
     this.#pending = [];
     await Promise.all(pending);
+    if (this.#pending.length === 0) this.#tail = undefined;
   }
 
   /** Hand every buffered byte to the sink and await it. */

@@ -314,3 +314,89 @@ export async function copyRanges(
   await pending;
   return written;
 }
+
+/**
+ * Counts distinct non-zero pages in bytes fed in ascending order, for
+ * `inspect` steps. A page is identified by its address in the space
+ * `fileOffset + addressDelta` (e.g. gpa = file offset + delta).
+ *
+ * @example
+ * ```ts
+ * import { NonZeroPageCounter } from "@vmem-dump/vmem-dump";
+ * const c = new NonZeroPageCounter(0, 4096);
+ * const data = new Uint8Array(8192);
+ * data[5000] = 1;
+ * c.add(data, 0);
+ * console.log(c.count); // 1
+ * ```
+ */
+export class NonZeroPageCounter {
+  #delta: number;
+  #pageSize: number;
+  #lastPage = -1;
+  #count = 0;
+
+  /**
+   * @param addressDelta Added to file offsets to get the address pages are aligned in.
+   * @param pageSize Page size in bytes.
+   */
+  constructor(addressDelta: number, pageSize: number) {
+    this.#delta = addressDelta;
+    this.#pageSize = pageSize;
+  }
+
+  /** Non-zero pages seen so far. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /**
+   * Feed bytes read at `fileOffset`.
+   *
+   * @param data The bytes.
+   * @param fileOffset Where they were read.
+   */
+  add(data: Uint8Array, fileOffset: number): void {
+    const base = fileOffset + this.#delta;
+    let pos = 0;
+    while (pos < data.byteLength) {
+      const addr = base + pos;
+      const page = Math.floor(addr / this.#pageSize);
+      const stop = Math.min(data.byteLength, pos + (this.#pageSize - (addr % this.#pageSize)));
+      if (page !== this.#lastPage && !isZeroBytes(data, pos, stop)) {
+        this.#count++;
+        this.#lastPage = page;
+      }
+      pos = stop;
+    }
+  }
+}
+
+/**
+ * Whether `data[from, to)` is all zero (word-wise where aligned).
+ *
+ * @param data Bytes.
+ * @param from Start index.
+ * @param to End index (exclusive).
+ * @returns `true` when every byte is zero.
+ *
+ * @example
+ * ```ts
+ * import { isZeroBytes } from "@vmem-dump/vmem-dump";
+ * console.log(isZeroBytes(new Uint8Array(64), 0, 64)); // true
+ * ```
+ */
+export function isZeroBytes(data: Uint8Array, from = 0, to = data.byteLength): boolean {
+  let i = from;
+  const abs = data.byteOffset + from;
+  if (abs % 4 === 0 && to - from >= 16) {
+    const words = (to - from) >>> 2;
+    const w = new Int32Array(data.buffer, abs, words);
+    let acc = 0;
+    for (let k = 0; k < words; k++) acc |= w[k]!;
+    if (acc !== 0) return false;
+    i = from + words * 4;
+  }
+  for (; i < to; i++) if (data[i] !== 0) return false;
+  return true;
+}
