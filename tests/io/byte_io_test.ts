@@ -1,0 +1,118 @@
+import assert from "node:assert/strict";
+import { bytesReader, PullByteReader } from "../../src/io/byte_reader.ts";
+import { ByteWriter } from "../../src/io/byte_writer.ts";
+import { fileByteReader } from "../../src/io/file.ts";
+import { UnexpectedEofError } from "../../src/errors.ts";
+import { BYTE_CHUNKINGS, chunkedStream, seededRandom } from "../_util/chunkings.ts";
+import { StreamByteReader } from "../../src/io/byte_reader.ts";
+
+function sample(n: number, seed = 1): Uint8Array {
+  const rnd = seededRandom(seed);
+  return Uint8Array.from({ length: n }, () => Math.floor(rnd() * 256));
+}
+
+Deno.test("PullByteReader returns exact bytes and offsets under every chunking", async (t) => {
+  const data = sample(50_000);
+  for (const chunking of BYTE_CHUNKINGS) {
+    await t.step(chunking.name, async () => {
+      const r = new StreamByteReader(chunkedStream(data, chunking));
+      const rnd = seededRandom(9);
+      let at = 0;
+      while (at < data.byteLength) {
+        const n = Math.min(data.byteLength - at, 1 + Math.floor(rnd() * 5000));
+        assert.equal(r.offset, at);
+        if (rnd() < 0.2) await r.skip(n);
+        else assert.deepEqual(await r.read(n), data.subarray(at, at + n));
+        at += n;
+      }
+      assert.equal(await r.readOrEnd(1), undefined);
+      assert.equal(await r.peekByte(), undefined);
+    });
+  }
+});
+
+Deno.test("PullByteReader reports truncation with the offset where the input ended", async () => {
+  const r = bytesReader(new Uint8Array(10), { startOffset: 100 });
+  await r.read(4);
+  await assert.rejects(r.read(10, "a thing"), (e: unknown) => {
+    assert.ok(e instanceof UnexpectedEofError);
+    assert.equal(e.offset, 110);
+    assert.match(e.message, /a thing/);
+    return true;
+  });
+});
+
+Deno.test("PullByteReader.tryReadSync never awaits and never crosses a chunk", async () => {
+  const chunks = [new Uint8Array([1, 2, 3]), new Uint8Array([4, 5])];
+  const r = new PullByteReader(() => Promise.resolve(chunks.shift()));
+  assert.equal(r.tryReadSync(1), undefined); // nothing buffered yet
+  assert.equal(await r.peekByte(), 1);
+  assert.deepEqual(r.tryReadSync(2), new Uint8Array([1, 2]));
+  assert.equal(r.tryReadSync(2), undefined);
+  assert.deepEqual(await r.read(2), new Uint8Array([3, 4]));
+  assert.equal(r.offset, 4);
+});
+
+Deno.test("ByteWriter keeps chunk order with a slow asynchronous sink", async () => {
+  const got: Uint8Array[] = [];
+  const rnd = seededRandom(3);
+  const w = new ByteWriter(async (c) => {
+    await new Promise((r) => setTimeout(r, Math.floor(rnd() * 3)));
+    got.push(c.slice());
+  }, { chunkSize: 64, reuseChunks: true });
+  const data = sample(10_000, 4);
+  for (let i = 0; i < data.byteLength;) {
+    const n = Math.min(data.byteLength - i, 1 + Math.floor(rnd() * 100));
+    w.bytes(data.subarray(i, i + n));
+    i += n;
+    await w.flushIfFull();
+  }
+  await w.flush();
+  const joined = new Uint8Array(got.reduce((a, c) => a + c.byteLength, 0));
+  let o = 0;
+  for (const c of got) {
+    joined.set(c, o);
+    o += c.byteLength;
+  }
+  assert.deepEqual(joined, data);
+  assert.equal(w.offset, data.byteLength);
+});
+
+Deno.test("ByteWriter writes big-endian and little-endian integers", async () => {
+  const parts: Uint8Array[] = [];
+  const w = new ByteWriter((c) => void parts.push(c));
+  w.u16(0x0102);
+  w.u32(0x03040506, true);
+  w.u64(2 ** 40 + 7);
+  w.bigU64(0x1122334455667788n, true);
+  await w.flush();
+  assert.deepEqual(
+    parts[0],
+    new Uint8Array([1, 2, 6, 5, 4, 3, 0, 0, 1, 0, 0, 0, 0, 7, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]),
+  );
+  assert.throws(() => w.u64(2 ** 53), RangeError);
+});
+
+Deno.test("fileByteReader reads a file byte-exact with read-ahead, copied or recycled", async () => {
+  const data = sample(3 * 65536 + 123, 5);
+  const path = await Deno.makeTempFile();
+  try {
+    await Deno.writeFile(path, data);
+    for (const recycleChunks of [0, 4]) {
+      using f = await Deno.open(path);
+      const r = fileByteReader(f, { chunkSize: 65536, recycleChunks });
+      const got = new Uint8Array(data.byteLength);
+      let o = 0;
+      for (;;) {
+        const c = await r.readChunk(7000);
+        if (c === undefined) break;
+        got.set(c, o);
+        o += c.byteLength;
+      }
+      assert.equal(o, data.byteLength);
+      assert.deepEqual(got, data);
+    }
+  } finally {
+    await Deno.remove(path);
+  }
+});
