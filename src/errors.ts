@@ -63,6 +63,7 @@ export interface FormatErrorDetails {
  * ```
  */
 export class FormatError extends Error {
+  /** The error class name. */
   override name = "FormatError";
   /** Which format was being read. */
   readonly format: ErrorFormat;
@@ -72,6 +73,8 @@ export class FormatError extends Error {
   readonly offset: number;
 
   /**
+   * Construct it.
+   *
    * @param message What went wrong, without the offset (it is appended).
    * @param details Format, code and offset.
    * @param options Standard error options, e.g. `{ cause }`.
@@ -96,8 +99,11 @@ export class FormatError extends Error {
  * ```
  */
 export class UnexpectedEofError extends FormatError {
+  /** The error class name. */
   override name = "UnexpectedEofError";
   /**
+   * Construct it.
+   *
    * @param message What was being read.
    * @param format Which format was being read.
    * @param offset Where the input ended.
@@ -119,8 +125,11 @@ export class UnexpectedEofError extends FormatError {
  * ```
  */
 export class UnsupportedFeatureError extends FormatError {
+  /** The error class name. */
   override name = "UnsupportedFeatureError";
   /**
+   * Construct it.
+   *
    * @param message Which feature.
    * @param format Which format was being read.
    * @param offset Where the feature was found.
@@ -155,6 +164,7 @@ export interface VerificationErrorDetails {
  * ```
  */
 export class VerificationError extends FormatError {
+  /** The error class name. */
   override name = "VerificationError";
   /** Guest-physical address of the offending page. */
   readonly gpa: number;
@@ -164,6 +174,8 @@ export class VerificationError extends FormatError {
   readonly ramOffset: number;
 
   /**
+   * Construct it.
+   *
    * @param message What was found.
    * @param details Where it was found.
    */

@@ -72,6 +72,8 @@ export class PullByteReader implements ByteReader {
   #ended = false;
 
   /**
+   * Construct it.
+   *
    * @param pull Returns the next chunk, or `undefined` at the end.
    * @param options Error format, start offset, cancel hook.
    */
@@ -227,6 +229,8 @@ export class PullByteReader implements ByteReader {
  */
 export class StreamByteReader extends PullByteReader {
   /**
+   * Construct it.
+   *
    * @param stream The byte stream to read.
    * @param options Error format and start offset.
    */

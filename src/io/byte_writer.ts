@@ -47,6 +47,8 @@ export class ByteWriter {
   #free: Uint8Array<ArrayBuffer>[] = [];
 
   /**
+   * Construct it.
+   *
    * @param sink Where full chunks go.
    * @param options Chunk size.
    */

@@ -43,7 +43,8 @@ export interface OpenInputOptions {
 }
 
 /** Anything with the `read` of `Deno.FsFile`. */
-interface Readable {
+export interface Readable {
+  /** Read into `p`; the count, or `null` at the end. */
   read(p: Uint8Array): Promise<number | null>;
 }
 

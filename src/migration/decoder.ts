@@ -660,7 +660,11 @@ export class MigrationDecoderStream implements TransformStream<Uint8Array, Migra
   /** Stream bytes in. */
   readonly writable: WritableStream<Uint8Array>;
 
-  /** @param options Decoder options. */
+  /**
+   * Construct it.
+   *
+   * @param options Decoder options. 
+   */
   constructor(options: DecodeOptions = {}) {
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
     this.writable = writable;

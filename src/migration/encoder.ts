@@ -43,7 +43,11 @@ export class MigrationEncoder {
   #lastBlock: string | undefined;
   #idCache = new Map<string, Uint8Array>();
 
-  /** @param writer Where the bytes go. */
+  /**
+   * Construct it.
+   *
+   * @param writer Where the bytes go. 
+   */
   constructor(writer: ByteWriter) {
     this.#w = writer;
   }
@@ -232,7 +236,11 @@ export async function encodeMigration(
  * ```
  */
 export class MigrationEncoderStream extends TransformStream<MigrationRecord, Uint8Array> {
-  /** @param options Chunk size of the emitted bytes. */
+  /**
+   * Construct it.
+   *
+   * @param options Chunk size of the emitted bytes. 
+   */
   constructor(options: { chunkSize?: number } = {}) {
     let enc: MigrationEncoder;
     super({

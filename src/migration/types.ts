@@ -17,6 +17,7 @@ export interface RecordBase {
 
 /** `QEVM` magic and version. */
 export interface HeaderRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "header";
   /** Stream version (3). */
   version: number;
@@ -34,6 +35,7 @@ export interface ConfigurationSubsection {
 
 /** The configuration section: machine type and optional subsections. */
 export interface ConfigurationRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "configuration";
   /** Machine type, e.g. `pc-q35-7.2`. */
   machineType: string;
@@ -47,6 +49,7 @@ export interface ConfigurationRecord extends RecordBase {
 
 /** A section header (START/FULL carry idstr, instance and version on the wire; PART/END only the id). */
 export interface SectionHeaderRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "section-start" | "section-part" | "section-end" | "section-full";
   /** Section id. */
   sectionId: number;
@@ -60,6 +63,7 @@ export interface SectionHeaderRecord extends RecordBase {
 
 /** A section footer (0x7E + section id). */
 export interface SectionFooterRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "section-footer";
   /** Section id repeated by the footer. */
   sectionId: number;
@@ -67,6 +71,7 @@ export interface SectionFooterRecord extends RecordBase {
 
 /** A command (0x08). PACKAGED is followed by the records of its nested stream. */
 export interface CommandRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "command";
   /** MIG_CMD_* value. */
   command: number;
@@ -90,6 +95,7 @@ export interface RamBlockInfo {
 
 /** The MEM_SIZE block list of the `ram` START section. */
 export interface RamMemSizeRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "ram-mem-size";
   /** Sum of all used lengths, as sent. */
   totalBytes: number;
@@ -109,6 +115,7 @@ export interface RamPageBase extends RecordBase {
 
 /** A ZERO record. */
 export interface RamZeroPageRecord extends RamPageBase {
+  /** Record discriminator. */
   kind: "ram-zero-page";
   /** Fill byte (QEMU always sends 0). */
   fill: number;
@@ -116,6 +123,7 @@ export interface RamZeroPageRecord extends RamPageBase {
 
 /** A PAGE record. */
 export interface RamPageRecord extends RamPageBase {
+  /** Record discriminator. */
   kind: "ram-page";
   /** The page bytes (page size long). */
   data: Uint8Array;
@@ -123,6 +131,7 @@ export interface RamPageRecord extends RamPageBase {
 
 /** An XBZRLE record. */
 export interface RamXbzrlePageRecord extends RamPageBase {
+  /** Record discriminator. */
   kind: "ram-xbzrle-page";
   /** Encoding byte (0x01). */
   encoding: number;
@@ -132,6 +141,7 @@ export interface RamXbzrlePageRecord extends RamPageBase {
 
 /** A COMPRESS_PAGE record (zlib stream of one page). */
 export interface RamCompressedPageRecord extends RamPageBase {
+  /** Record discriminator. */
   kind: "ram-compressed-page";
   /** The zlib bytes. */
   data: Uint8Array;
@@ -139,16 +149,19 @@ export interface RamCompressedPageRecord extends RamPageBase {
 
 /** EOS: the end of a `ram` section body. */
 export interface RamEosRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "ram-eos";
 }
 
 /** MULTIFD_FLUSH barrier. */
 export interface RamMultifdFlushRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "ram-multifd-flush";
 }
 
 /** The body of a `P/virtio-mem-device-early` FULL section. */
 export interface VirtioMemEarlyRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "virtio-mem-early";
   /** Device path P (the idstr without `/virtio-mem-device-early`). */
   devicePath: string;
@@ -196,6 +209,7 @@ export interface VirtioMemDeviceState {
 
 /** The body of a `P/virtio-mem` FULL section, recognised and parsed in the device-state tail. */
 export interface VirtioMemDeviceRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "virtio-mem-device";
   /** Device path P. */
   devicePath: string;
@@ -207,6 +221,7 @@ export interface VirtioMemDeviceRecord extends RecordBase {
 
 /** Bytes passed through verbatim (device state the decoder does not delimit). */
 export interface OpaqueRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "opaque";
   /** The bytes. */
   data: Uint8Array;
@@ -214,11 +229,13 @@ export interface OpaqueRecord extends RecordBase {
 
 /** QEMU_VM_EOF. */
 export interface EofRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "eof";
 }
 
 /** The vmdesc JSON trailer. */
 export interface VmdescRecord extends RecordBase {
+  /** Record discriminator. */
   kind: "vmdesc";
   /** Raw JSON bytes. */
   json: Uint8Array;
