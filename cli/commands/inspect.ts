@@ -33,7 +33,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError("inspect takes exactly one input (a file or -)");
-  const input = await openStreamInput(positionals[0]!);
+  const input = await openStreamInput(positionals[0]!, { recycle: true });
   try {
     const report = await inspectMigration(decodeMigrationBatches(input.reader));
     const container = input.container;

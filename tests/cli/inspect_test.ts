@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { fullRealdataEnabled, realdata, realdataFacts, type RealdataSet } from "../_util/realdata.ts";
+
+const MAIN = new URL("../../cli/main.ts", import.meta.url).pathname;
+
+async function cli(args: string[], stdin?: Uint8Array): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdin: stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (stdin) {
+    const w = child.stdin.getWriter();
+    await w.write(stdin);
+    await w.close();
+  }
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+async function inspectCountsMatch(set: RealdataSet, scenario: string, pluggedBlocks: number) {
+  const path = await realdata(set, `${scenario}.mig`);
+  const { code, stdout } = await cli(["inspect", "--json", path]);
+  assert.equal(code, 0);
+  const report = JSON.parse(stdout);
+  const vmem = report.ramBlocks.find((b: { idstr: string }) => b.idstr.endsWith("/vmem0mem"));
+  // Independent count 1: every plugged 2 MiB block has one record per 4 KiB page (README).
+  assert.equal(vmem.zeroPages + vmem.pages, pluggedBlocks * 512);
+  // Independent count 2: the producer's own parser (analysis.json).
+  const theirs = realdataFacts(set).analysis.scenarios[scenario].migration.ram_records;
+  for (const b of report.ramBlocks) {
+    const want = theirs[b.idstr] ?? { page: 0, zero: 0 };
+    assert.deepEqual([b.pages, b.zeroPages], [want.page, want.zero], b.idstr);
+  }
+  return report;
+}
+
+Deno.test("vmem-dump inspect --json counts the RAM records of real out-small/s1 like two independent counts", async () => {
+  const report = await inspectCountsMatch("out-small", "s1-plugged-200M", 100);
+  assert.equal(report.machineType, "pc-q35-7.2");
+  assert.equal(report.eof, true);
+  assert.equal(report.tailMatchesVmdesc, true);
+  const device = report.sections.find((s: { idstr: string }) => s.idstr === "0000:00:01.0/virtio-mem");
+  assert.equal(device.type, "full");
+  assert.ok(device.sectionId > 0);
+});
+
+Deno.test({
+  name: "vmem-dump inspect --json finds the 76,800 virtio-mem records of the large 7.2 s1 stream",
+  ignore: !fullRealdataEnabled(),
+  fn: async () => {
+    await inspectCountsMatch("out", "s1-plugged-300M", 150);
+  },
+});
+
+Deno.test("vmem-dump inspect reads a gzip stream from stdin and lists every section with its size", async () => {
+  const tiny = await Deno.readFile(new URL("../../testdata/migration/q72-tiny-unplugged.mig", import.meta.url));
+  const gz = new Uint8Array(await new Response(new Blob([tiny]).stream().pipeThrough(new CompressionStream("gzip"))).arrayBuffer());
+  const { code, stdout } = await cli(["inspect", "--json", "-"], gz);
+  assert.equal(code, 0);
+  const report = JSON.parse(stdout);
+  assert.equal(report.container, "gzip");
+  assert.equal(report.byteLength, tiny.byteLength);
+  const total = report.sections.reduce((a: number, s: { byteLength: number }) => a + s.byteLength, 0);
+  // Sections + header (8) + configuration (5 + name) + EOF (1) + vmdesc (5 + JSON) = the whole stream.
+  assert.equal(total + 8 + 5 + report.machineType.length + 1 + 5 + report.vmdescBytes, tiny.byteLength);
+  assert.ok(report.sections.every((s: { sectionId: number | null }) => s.sectionId !== null));
+});
+
+Deno.test("vmem-dump inspect exits 1 with the offset on a corrupt stream and 2 on a usage error", async () => {
+  const tiny = await Deno.readFile(new URL("../../testdata/migration/q72-tiny-unplugged.mig", import.meta.url));
+  const bad = tiny.slice(0, 200_000);
+  const r1 = await cli(["inspect", "-"], bad);
+  assert.equal(r1.code, 1);
+  assert.match(r1.stderr, /^error: .*at offset 0x[0-9a-f]+\n$/);
+  const r2 = await cli(["inspect"]);
+  assert.equal(r2.code, 2);
+  const r3 = await cli(["inspect", "--bogus", "x"]);
+  assert.equal(r3.code, 2);
+});
