@@ -21,3 +21,4 @@ export * from "./src/io/byte_writer.ts";
 export * from "./src/io/endian.ts";
 export * from "./src/io/file.ts";
 export * from "./src/migration/mod.ts";
+export * from "./src/vmem/mod.ts";

@@ -90,7 +90,11 @@ export function fileByteReader(
   let pending: { buf: Uint8Array; filled: Promise<number> } | undefined;
   const start = () => {
     const buf = ring[turn++ % ring.length]!;
-    pending = { buf, filled: readInto(buf) };
+    const filled = readInto(buf);
+    // A consumer may stop early and close the file while this read is under
+    // way: keep that rejection from being unhandled (awaiting it still throws).
+    filled.catch(() => {});
+    pending = { buf, filled };
   };
   return new PullByteReader(async () => {
     if (pending === undefined) {

@@ -22,3 +22,7 @@ export {
   MigrationDecoderStream,
 } from "./decoder.ts";
 export { encodeMigration, MigrationEncoder, MigrationEncoderStream } from "./encoder.ts";
+export * from "./virtio_mem_device.ts";
+export * from "./plug_state.ts";
+export * from "./vmdesc.ts";
+export * from "./inspect.ts";

@@ -1,0 +1,84 @@
+/**
+ * Reading and writing the plug-map exchange formats: the versioned JSON
+ * format (`{"version": 1, "devices": [...]}`), a QMP
+ * `query-memory-devices` reply combined with plugged block runs, and a
+ * plain list of plugged guest-physical ranges. See docs/plugmap.md.
+ *
+ * @module
+ */
+
+import { FormatError } from "../errors.ts";
+import { PlugMap } from "./plug_map.ts";
+import { isQmpPlugMapInput, plugMapFromQmp } from "./qmp.ts";
+import { plugMapFromRangeList } from "./range_list.ts";
+
+/** The input formats {@linkcode parsePlugMapSource} recognises. */
+export type PlugMapSourceFormat = "json-v1" | "qmp" | "range-list";
+
+/**
+ * Recognise the format of a `--plugmap` file and read it:
+ *
+ * - a JSON object with `version` → the exchange format (`PlugMap.fromJSON`);
+ * - a JSON object with `qmp`, `return` or `query-memory-devices`, or a JSON
+ *   array of `{type, data}` entries → a QMP reply plus runs (`plugMapFromQmp`);
+ * - a JSON array of `[gpa, byteLength]` pairs, or anything that is not JSON
+ *   → a list of plugged guest-physical ranges (`plugMapFromRangeList`).
+ *
+ * @param text The file contents.
+ * @returns The map and the format it was read as.
+ * @throws {FormatError} (format `plugmap`) when the text is none of these or describes an impossible state.
+ *
+ * @example
+ * ```ts
+ * import { parsePlugMapSource } from "@vmem-dump/vmem-dump";
+ * const { map, format } = parsePlugMapSource("0x100000000-0x100400000\n");
+ * console.log(format, map.devices.length); // "range-list" 1
+ * ```
+ */
+export function parsePlugMapSource(text: string): { map: PlugMap; format: PlugMapSourceFormat } {
+  const trimmed = text.trim();
+  if (!trimmed.startsWith("{") && !trimmed.startsWith("[")) {
+    return { map: plugMapFromRangeList(text), format: "range-list" };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(trimmed);
+  } catch (e) {
+    throw new FormatError(`Cannot read plug map: not valid JSON: ${(e as Error).message}`, {
+      format: "plugmap",
+      code: "bad-json",
+      offset: 0,
+    }, { cause: e });
+  }
+  if (typeof json === "object" && json !== null && !Array.isArray(json) && "version" in json) {
+    return { map: PlugMap.fromJSON(json), format: "json-v1" };
+  }
+  if (isQmpPlugMapInput(json)) return { map: plugMapFromQmp(json), format: "qmp" };
+  if (Array.isArray(json)) return { map: plugMapFromRangeList(json), format: "range-list" };
+  throw new FormatError(
+    "Cannot read plug map: expected the version 1 format, a QMP query-memory-devices reply or a range list",
+    { format: "plugmap", code: "bad-json", offset: 0 },
+  );
+}
+
+/**
+ * Serialise a plug map in the exchange format, version 1: one line per
+ * device inside a small pretty-printed frame, so diffs stay readable.
+ *
+ * @param map The map.
+ * @returns JSON text ending with a newline.
+ *
+ * @example
+ * ```ts
+ * import { formatPlugMapJson, parsePlugMapSource } from "@vmem-dump/vmem-dump";
+ * const { map } = parsePlugMapSource("0x100000000-0x100400000\n");
+ * const text = formatPlugMapJson(map);
+ * console.log(parsePlugMapSource(text).format); // "json-v1"
+ * ```
+ */
+export function formatPlugMapJson(map: PlugMap): string {
+  const json = map.toJSON();
+  if (json.devices.length === 0) return `{"version":${json.version},"devices":[]}\n`;
+  const devices = json.devices.map((d) => "  " + JSON.stringify(d)).join(",\n");
+  return `{"version":${json.version},"devices":[\n${devices}\n]}\n`;
+}

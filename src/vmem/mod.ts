@@ -1,0 +1,31 @@
+/**
+ * The virtio-mem plug state: which device blocks are plugged, queried by
+ * guest-physical address or RAMBlock offset, exchanged as versioned JSON
+ * (docs/plugmap.md), and read from QMP replies or plugged range lists.
+ *
+ * @example Load a plug map and list its unplugged memory
+ * ```ts
+ * import { formatGpaRange, parsePlugMapSource } from "@vmem-dump/vmem-dump";
+ * const { map } = parsePlugMapSource(JSON.stringify({
+ *   version: 1,
+ *   devices: [{
+ *     path: "0000:00:01.0", ramblock: "0000:00:01.0/vmem0mem", memaddr: 4294967296,
+ *     "region-size": 268435456, "block-size": 2097152, node: 0,
+ *     "usable-region-size": null, size: 104857600, "requested-size": null,
+ *     plugged: [[0, 14], [64, 36]],
+ *   }],
+ * }));
+ * for (const r of map.unpluggedGpaRanges()) console.log(formatGpaRange(r));
+ * // 0x101c00000-0x108000000
+ * // 0x10c800000-0x110000000
+ * ```
+ *
+ * @module
+ */
+
+export * from "./ranges.ts";
+export * from "./plug_map.ts";
+export * from "./qmp.ts";
+export * from "./range_list.ts";
+export * from "./json.ts";
+export * from "./load.ts";
