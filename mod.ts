@@ -22,3 +22,6 @@ export * from "./src/io/endian.ts";
 export * from "./src/io/file.ts";
 export * from "./src/migration/mod.ts";
 export * from "./src/vmem/mod.ts";
+export * from "./src/io/positional.ts";
+export * from "./src/elf/mod.ts";
+export * from "./src/raw/mod.ts";

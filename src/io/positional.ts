@@ -99,7 +99,9 @@ export async function openPositional(path: string): Promise<PositionalReader & D
   const file = await Deno.open(path, { read: true });
   try {
     const info = await file.stat();
-    if (!info.isFile) throw new TypeError(`Cannot read ${path} at random offsets: not a regular file`);
+    if (!info.isFile) {
+      throw new TypeError(`Cannot read ${path} at random offsets: not a regular file`);
+    }
     return new FilePositionalReader(file, info.size);
   } catch (e) {
     file.close();
@@ -128,7 +130,10 @@ export function bytesPositional(bytes: Uint8Array): PositionalReader & Disposabl
       if (!Number.isSafeInteger(fileOffset) || fileOffset < 0) {
         return Promise.reject(new RangeError(`Cannot read at file offset ${fileOffset}`));
       }
-      const part = bytes.subarray(Math.min(fileOffset, bytes.byteLength), fileOffset + into.byteLength);
+      const part = bytes.subarray(
+        Math.min(fileOffset, bytes.byteLength),
+        fileOffset + into.byteLength,
+      );
       into.set(part);
       return Promise.resolve(part.byteLength);
     },
@@ -180,7 +185,9 @@ export async function readAt(
   const n = await reader.readInto(fileOffset, out);
   if (n < byteLength) {
     throw new UnexpectedEofError(
-      `Cannot read ${options.what ?? `${byteLength} bytes`}: file ended after ${n} of ${byteLength} bytes`,
+      `Cannot read ${
+        options.what ?? `${byteLength} bytes`
+      }: file ended after ${n} of ${byteLength} bytes`,
       options.format ?? "elf",
       fileOffset + n,
     );
@@ -337,6 +344,8 @@ export class NonZeroPageCounter {
   #count = 0;
 
   /**
+   * Start counting.
+   *
    * @param addressDelta Added to file offsets to get the address pages are aligned in.
    * @param pageSize Page size in bytes.
    */

@@ -1,9 +1,17 @@
 import assert from "node:assert/strict";
-import { fullRealdataEnabled, realdata, realdataFacts, type RealdataSet } from "../_util/realdata.ts";
+import {
+  fullRealdataEnabled,
+  realdata,
+  realdataFacts,
+  type RealdataSet,
+} from "../_util/realdata.ts";
 
 const MAIN = new URL("../../cli/main.ts", import.meta.url).pathname;
 
-async function cli(args: string[], stdin?: Uint8Array): Promise<{ code: number; stdout: string; stderr: string }> {
+async function cli(
+  args: string[],
+  stdin?: Uint8Array,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],
     stdin: stdin ? "piped" : "null",
@@ -42,7 +50,9 @@ Deno.test("vmem-dump inspect --json counts the RAM records of real out-small/s1 
   assert.equal(report.machineType, "pc-q35-7.2");
   assert.equal(report.eof, true);
   assert.equal(report.tailMatchesVmdesc, true);
-  const device = report.sections.find((s: { idstr: string }) => s.idstr === "0000:00:01.0/virtio-mem");
+  const device = report.sections.find((s: { idstr: string }) =>
+    s.idstr === "0000:00:01.0/virtio-mem"
+  );
   assert.equal(device.type, "full");
   assert.ok(device.sectionId > 0);
 });
@@ -56,21 +66,34 @@ Deno.test({
 });
 
 Deno.test("vmem-dump inspect reads a gzip stream from stdin and lists every section with its size", async () => {
-  const tiny = await Deno.readFile(new URL("../../testdata/migration/q72-tiny-unplugged.mig", import.meta.url));
-  const gz = new Uint8Array(await new Response(new Blob([tiny]).stream().pipeThrough(new CompressionStream("gzip"))).arrayBuffer());
+  const tiny = await Deno.readFile(
+    new URL("../../testdata/migration/q72-tiny-unplugged.mig", import.meta.url),
+  );
+  const gz = new Uint8Array(
+    await new Response(new Blob([tiny]).stream().pipeThrough(new CompressionStream("gzip")))
+      .arrayBuffer(),
+  );
   const { code, stdout } = await cli(["inspect", "--json", "-"], gz);
   assert.equal(code, 0);
   const report = JSON.parse(stdout);
   assert.equal(report.container, "gzip");
   assert.equal(report.byteLength, tiny.byteLength);
-  const total = report.sections.reduce((a: number, s: { byteLength: number }) => a + s.byteLength, 0);
+  const total = report.sections.reduce(
+    (a: number, s: { byteLength: number }) => a + s.byteLength,
+    0,
+  );
   // Sections + header (8) + configuration (5 + name) + EOF (1) + vmdesc (5 + JSON) = the whole stream.
-  assert.equal(total + 8 + 5 + report.machineType.length + 1 + 5 + report.vmdescBytes, tiny.byteLength);
+  assert.equal(
+    total + 8 + 5 + report.machineType.length + 1 + 5 + report.vmdescBytes,
+    tiny.byteLength,
+  );
   assert.ok(report.sections.every((s: { sectionId: number | null }) => s.sectionId !== null));
 });
 
 Deno.test("vmem-dump inspect exits 1 with the offset on a corrupt stream and 2 on a usage error", async () => {
-  const tiny = await Deno.readFile(new URL("../../testdata/migration/q72-tiny-unplugged.mig", import.meta.url));
+  const tiny = await Deno.readFile(
+    new URL("../../testdata/migration/q72-tiny-unplugged.mig", import.meta.url),
+  );
   const bad = tiny.slice(0, 200_000);
   const r1 = await cli(["inspect", "-"], bad);
   assert.equal(r1.code, 1);

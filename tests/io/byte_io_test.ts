@@ -88,7 +88,30 @@ Deno.test("ByteWriter writes big-endian and little-endian integers", async () =>
   await w.flush();
   assert.deepEqual(
     parts[0],
-    new Uint8Array([1, 2, 6, 5, 4, 3, 0, 0, 1, 0, 0, 0, 0, 7, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]),
+    new Uint8Array([
+      1,
+      2,
+      6,
+      5,
+      4,
+      3,
+      0,
+      0,
+      1,
+      0,
+      0,
+      0,
+      0,
+      7,
+      0x88,
+      0x77,
+      0x66,
+      0x55,
+      0x44,
+      0x33,
+      0x22,
+      0x11,
+    ]),
   );
   assert.throws(() => w.u64(2 ** 53), RangeError);
 });

@@ -8,7 +8,9 @@ import type { MigrationRecord } from "../../src/migration/types.ts";
 import { createHash } from "node:crypto";
 
 /** Decode a byte stream and encode it back; returns the sha256 and length of the output. */
-export async function roundTripDigest(stream: ReadableStream<Uint8Array>): Promise<{ sha256: string; byteLength: number }> {
+export async function roundTripDigest(
+  stream: ReadableStream<Uint8Array>,
+): Promise<{ sha256: string; byteLength: number }> {
   const h = createHash("sha256");
   const byteLength = await encodeMigration(
     decodeMigrationBatches(new StreamByteReader(stream)),
@@ -20,7 +22,10 @@ export async function roundTripDigest(stream: ReadableStream<Uint8Array>): Promi
 /** Decode a byte stream and encode it back into memory. */
 export async function roundTripBytes(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
-  await encodeMigration(decodeMigrationBatches(new StreamByteReader(stream)), new ByteWriter((c) => void parts.push(c)));
+  await encodeMigration(
+    decodeMigrationBatches(new StreamByteReader(stream)),
+    new ByteWriter((c) => void parts.push(c)),
+  );
   const n = parts.reduce((a, p) => a + p.byteLength, 0);
   const out = new Uint8Array(n);
   let o = 0;
@@ -50,5 +55,7 @@ export function oneChunk(bytes: Uint8Array): ReadableStream<Uint8Array> {
 
 /** The small real QEMU 7.2 stream bundled in testdata (see testdata/README.md). */
 export async function tinyStream(): Promise<Uint8Array> {
-  return await Deno.readFile(new URL("../../testdata/migration/q72-tiny-unplugged.mig", import.meta.url));
+  return await Deno.readFile(
+    new URL("../../testdata/migration/q72-tiny-unplugged.mig", import.meta.url),
+  );
 }

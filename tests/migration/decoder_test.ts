@@ -1,9 +1,20 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { BYTE_CHUNKINGS, chunkedFileStream, chunkedStream, FILE_CHUNKINGS } from "../_util/chunkings.ts";
+import {
+  BYTE_CHUNKINGS,
+  chunkedFileStream,
+  chunkedStream,
+  FILE_CHUNKINGS,
+} from "../_util/chunkings.ts";
 import { assertBytesEqual, assertFormatError } from "../_util/assert.ts";
 import { realdata, realdataFacts, type RealdataSet } from "../_util/realdata.ts";
-import { decodeAll, oneChunk, roundTripBytes, roundTripDigest, tinyStream } from "./_stream_util.ts";
+import {
+  decodeAll,
+  oneChunk,
+  roundTripBytes,
+  roundTripDigest,
+  tinyStream,
+} from "./_stream_util.ts";
 import { FormatError, UnexpectedEofError } from "../../src/errors.ts";
 
 const SETS: RealdataSet[] = ["out-small", "out-q10"];
@@ -60,7 +71,10 @@ Deno.test("decodeMigration() counts the same RAM records as the producer's own p
   for (const set of SETS) {
     const facts = realdataFacts(set);
     for (const scenario of facts.scenarios) {
-      const expected = facts.analysis.scenarios[scenario].migration.ram_records as Record<string, { page: number; zero: number }>;
+      const expected = facts.analysis.scenarios[scenario].migration.ram_records as Record<
+        string,
+        { page: number; zero: number }
+      >;
       const counts: Record<string, { page: number; zero: number }> = {};
       const path = await realdata(set, `${scenario}.mig`);
       for (const r of await decodeAll(await chunkedFileStream(path, FILE_CHUNKINGS[0]!))) {
@@ -70,7 +84,10 @@ Deno.test("decodeMigration() counts the same RAM records as the producer's own p
         else c.zero++;
       }
       for (const [block, want] of Object.entries(expected)) {
-        assert.deepEqual(counts[block] ?? { page: 0, zero: 0 }, { page: want.page, zero: want.zero }, `${set}/${scenario} ${block}`);
+        assert.deepEqual(counts[block] ?? { page: 0, zero: 0 }, {
+          page: want.page,
+          zero: want.zero,
+        }, `${set}/${scenario} ${block}`);
       }
     }
   }
@@ -89,7 +106,7 @@ async function structuralOffsets(bytes: Uint8Array): Promise<number[]> {
       cuts.add(next - 4096 + 2048);
       cuts.add(next - 1);
     }
-    if (r.kind === "opaque") for (let o = r.streamOffset; o < next; o += 97) cuts.add(o);
+    if (r.kind === "opaque") { for (let o = r.streamOffset; o < next; o += 97) cuts.add(o); }
   }
   for (let o = bytes.byteLength - 256; o < bytes.byteLength; o++) cuts.add(o);
   return [...cuts].filter((o) => o > 0 && o < bytes.byteLength).sort((a, b) => a - b);
@@ -118,7 +135,9 @@ Deno.test("decodeMigration() meets single-byte flips in the headers with typed e
   for (const r of records) {
     if (r.kind === "ram-page" || r.kind === "ram-zero-page") continue;
     if (r.kind === "opaque" || r.kind === "vmdesc") continue;
-    for (let o = r.streamOffset; o < r.streamOffset + 16 && o < bytes.byteLength; o++) targets.add(o);
+    for (let o = r.streamOffset; o < r.streamOffset + 16 && o < bytes.byteLength; o++) {
+      targets.add(o);
+    }
   }
   // And the first and last 32 page records' headers and idstrs.
   const pages = records.filter((r) => r.kind === "ram-page" || r.kind === "ram-zero-page");
@@ -133,7 +152,10 @@ Deno.test("decodeMigration() meets single-byte flips in the headers with typed e
       try {
         await decodeAll(oneChunk(copy));
       } catch (e) {
-        assert.ok(e instanceof FormatError, `flip 0x${mask.toString(16)} at ${at}: ${e instanceof Error ? e.stack : e}`);
+        assert.ok(
+          e instanceof FormatError,
+          `flip 0x${mask.toString(16)} at ${at}: ${e instanceof Error ? e.stack : e}`,
+        );
         errors++;
       }
     }
@@ -202,13 +224,19 @@ Deno.test("decodeMigration() names the bad field and its offset", async (t) => {
     // Replace the first PART header with a command 0x0077.
     const c = bytes.slice();
     c.set([0x08, 0x00, 0x77, 0x00, 0x00], part.streamOffset);
-    await assertFormatError(decodeAll(oneChunk(c)), { code: "bad-command", offset: part.streamOffset + 1 });
+    await assertFormatError(decodeAll(oneChunk(c)), {
+      code: "bad-command",
+      offset: part.streamOffset + 1,
+    });
   });
   await t.step("RDMA hook", async () => {
     const rec = records.find((r) => r.kind === "ram-zero-page")!;
     const c = bytes.slice();
     c.set([0, 0, 0, 0, 0, 0, 0, 0x80], rec.streamOffset);
-    await assertFormatError(decodeAll(oneChunk(c)), { name: "UnsupportedFeatureError", offset: rec.streamOffset });
+    await assertFormatError(decodeAll(oneChunk(c)), {
+      name: "UnsupportedFeatureError",
+      offset: rec.streamOffset,
+    });
   });
 });
 

@@ -39,7 +39,16 @@ async function loadDigests(path: string): Promise<Map<string, string>> {
 /** The producer's QEMU command line, as a destination: no kernel, sockets in `dir`, `-incoming defer`. */
 function destinationArgs(cmdline: string[], dir: string): string[] {
   const args: string[] = [];
-  const drop = new Set(["-kernel", "-initrd", "-append", "-chardev", "-serial", "-qmp", "-gdb", "-pidfile"]);
+  const drop = new Set([
+    "-kernel",
+    "-initrd",
+    "-append",
+    "-chardev",
+    "-serial",
+    "-qmp",
+    "-gdb",
+    "-pidfile",
+  ]);
   for (let i = 1; i < cmdline.length; i++) {
     if (drop.has(cmdline[i]!)) {
       i++;
@@ -47,7 +56,17 @@ function destinationArgs(cmdline: string[], dir: string): string[] {
     }
     args.push(cmdline[i]!);
   }
-  return [...args, "-serial", "null", "-serial", "null", "-qmp", `unix:${dir}/qmp.sock,server=on,wait=off`, "-incoming", "defer"];
+  return [
+    ...args,
+    "-serial",
+    "null",
+    "-serial",
+    "null",
+    "-qmp",
+    `unix:${dir}/qmp.sock,server=on,wait=off`,
+    "-incoming",
+    "defer",
+  ];
 }
 
 Deno.test({
@@ -91,10 +110,16 @@ Deno.test({
       }
       assert.equal(status, "completed", "the destination loaded the re-encoded stream");
       const destElf = `${dir}/dest.elf`;
-      await qmp.execute("dump-guest-memory", { paging: false, protocol: `file:${destElf}` }, { timeoutMs: 60_000 });
+      await qmp.execute("dump-guest-memory", { paging: false, protocol: `file:${destElf}` }, {
+        timeoutMs: 60_000,
+      });
       const want = await loadDigests(sourceElf);
       const got = await loadDigests(destElf);
-      assert.deepEqual([...got.keys()], [...want.keys()], "same memory layout (plugged virtio-mem ranges included)");
+      assert.deepEqual(
+        [...got.keys()],
+        [...want.keys()],
+        "same memory layout (plugged virtio-mem ranges included)",
+      );
       for (const [range, digest] of want) assert.equal(got.get(range), digest, `memory ${range}`);
       await qmp.execute("quit").catch(() => {});
     } finally {

@@ -1,0 +1,358 @@
+/**
+ * `vmem-dump strip IN OUT --plugmap F | --plugmap-from STREAM`: rewrite an
+ * ELF guest memory dump (or a raw `pmemsave` image) without the memory of
+ * unplugged virtio-mem blocks.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { ELFMAG } from "../../src/elf/constants.ts";
+import { elfFromRawImage } from "../../src/elf/from_raw.ts";
+import { readElfCore } from "../../src/elf/reader.ts";
+import {
+  type KeptSegment,
+  type RemovedRange,
+  stripElf,
+  type StripReport,
+} from "../../src/elf/rewrite.ts";
+import { openPositional } from "../../src/io/positional.ts";
+import { zeroRawImage } from "../../src/raw/zero.ts";
+import { loadPlugMap } from "../../src/vmem/load.ts";
+import type { PlugMap, VmemDevice } from "../../src/vmem/plug_map.ts";
+import { formatGpaRange, type GpaRange } from "../../src/vmem/ranges.ts";
+import { grouped, hex, json, table } from "../_format.ts";
+import { type CliIo, UsageError } from "../io.ts";
+
+const HELP = `usage: vmem-dump strip IN OUT (--plugmap FILE | --plugmap-from STREAM) [options]
+
+Rewrite a guest memory dump so it holds no memory of unplugged virtio-mem
+blocks. Every PT_LOAD that overlaps unplugged blocks is split into its
+plugged parts; the unplugged memory becomes a gap between segments (never a
+zero-filled tail). Notes are copied byte for byte. The output uses the
+classic ELF layout (program headers at offset 64) that crash, gdb and
+makedumpfile accept. OUT appears only when complete; OUT may be - (stdout).
+
+IN is an ELF core (QEMU dump-guest-memory, /proc/vmcore copy, ...), or with
+--base a raw image of guest-physical memory (QEMU pmemsave).
+
+  --plugmap FILE         plug map: JSON v1, QMP reply + runs, or a range list
+  --plugmap-from STREAM  take the plug map from a migration stream of the VM
+  --base GPA             IN is a raw image whose first byte is at GPA
+  --format elf|raw       with --base: write an ELF with only the plugged parts
+                         (default), or the image with unplugged blocks zeroed
+  --count-nonzero        also read the removed bytes and count non-zero pages
+  --page-align N         align segment data to N bytes (default 4096, 0 = packed)
+  --json                 print the report as JSON
+`;
+
+/** Run `strip`. */
+export async function run(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      plugmap: { type: "string" },
+      "plugmap-from": { type: "string" },
+      base: { type: "string" },
+      format: { type: "string" },
+      "count-nonzero": { type: "boolean" },
+      "page-align": { type: "string" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    await io.out(HELP);
+    return 0;
+  }
+  if (positionals.length !== 2) {
+    throw new UsageError("strip takes an input and an output: strip IN OUT");
+  }
+  const [inPath, outPath] = positionals as [string, string];
+  if (inPath === "-") throw new UsageError("strip needs a seekable input file, not standard input");
+  if ((values.plugmap === undefined) === (values["plugmap-from"] === undefined)) {
+    throw new UsageError("strip needs exactly one of --plugmap FILE and --plugmap-from STREAM");
+  }
+  const format = values.format ?? "elf";
+  if (format !== "elf" && format !== "raw") {
+    throw new UsageError(`--format must be elf or raw, not ${format}`);
+  }
+  const baseGpa = values.base === undefined ? undefined : parseNumber(values.base, "--base");
+  if (baseGpa === undefined && values.format !== undefined) {
+    throw new UsageError(
+      "--format applies to raw images (with --base); an ELF input gives an ELF output",
+    );
+  }
+  const pageAlign = values["page-align"] === undefined
+    ? 4096
+    : parseNumber(values["page-align"], "--page-align");
+  const countNonZero = values["count-nonzero"] ?? false;
+
+  // Check the input kind before the (possibly slow) plug map extraction.
+  if (baseGpa === undefined) {
+    using input = await openPositional(inPath);
+    const magic = new Uint8Array(4);
+    const n = await input.readInto(0, magic);
+    if (n < 4 || !magic.every((b, i) => b === ELFMAG[i])) {
+      throw new UsageError(`${inPath} is not an ELF file; for a raw memory image give --base GPA`);
+    }
+  }
+
+  const map = await loadPlugMap({ plugmap: values.plugmap, plugmapFrom: values["plugmap-from"] });
+  if (map === undefined || map.devices.length === 0) {
+    await io.err("error: the plug map has no virtio-mem device\n");
+    return 1;
+  }
+  const exclude = map.unpluggedGpaRanges();
+  // With the data on stdout, the report goes to stderr.
+  const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
+
+  if (baseGpa === undefined) {
+    using core = await readElfCore(inPath);
+    const report = await stripElf(core, outPath, { exclude, pageAlign, countNonZero });
+    const devices = perDevice(map, report.removed);
+    if (values.json) {
+      await say(json({
+        input: inPath,
+        output: outPath,
+        kind: "elf",
+        elfClass: core.ehdr.elfClass,
+        littleEndian: core.ehdr.littleEndian,
+        machine: core.ehdr.machine,
+        ...reportJson(report),
+        devices,
+      }));
+    } else {
+      await say(
+        renderElf(inPath, outPath, core.ehdr.elfClass, core.ehdr.littleEndian, report, devices),
+      );
+    }
+    return 0;
+  }
+
+  if (format === "raw") {
+    const report = await zeroRawImage(inPath, outPath, { baseGpa, exclude, countNonZero });
+    const devices = perDevice(
+      map,
+      report.zeroed.map((z) => ({ ...z, fileByteLength: z.byteLength })),
+    );
+    if (values.json) {
+      await say(
+        json({
+          input: inPath,
+          output: outPath,
+          kind: "raw",
+          baseGpa,
+          format: "raw",
+          ...report,
+          devices,
+        }),
+      );
+    } else {
+      let out = `strip: ${inPath} (raw image at ${hex(baseGpa)}, ${
+        grouped(report.byteLength)
+      } bytes) -> ${outPath} (raw)\n`;
+      out += `zeroed ${grouped(report.zeroedByteLength)} bytes in ${report.zeroed.length} ranges\n`;
+      out += renderDevices(devices, "zeroed");
+      await say(out);
+    }
+    return 0;
+  }
+
+  const report = await elfFromRawImage(inPath, outPath, { baseGpa, exclude, pageAlign });
+  const devices = perDevice(
+    map,
+    report.removed.map((r) => ({ ...r, fileByteLength: r.byteLength })),
+  );
+  if (values.json) {
+    await say(json({
+      input: inPath,
+      output: outPath,
+      kind: "raw",
+      baseGpa,
+      format: "elf",
+      inputByteLength: report.inputByteLength,
+      outputByteLength: report.outputByteLength,
+      kept: report.kept.map(keptJson),
+      removed: report.removed,
+      removedByteLength: report.removedByteLength,
+      devices,
+    }));
+  } else {
+    let out =
+      `strip: ${inPath} (raw image at ${hex(baseGpa)}, ${
+        grouped(report.inputByteLength)
+      } bytes) -> ` +
+      `${outPath} (ELF64, ${report.kept.length} PT_LOADs, ${
+        grouped(report.outputByteLength)
+      } bytes)\n`;
+    out += renderKept(report.kept);
+    out += renderDevices(devices, "removed");
+    await say(out);
+  }
+  return 0;
+}
+
+function parseNumber(text: string, flag: string): number {
+  const n = /^0x[0-9a-f]+$/i.test(text)
+    ? Number.parseInt(text.slice(2), 16)
+    : /^\d+$/.test(text)
+    ? Number(text)
+    : NaN;
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new UsageError(`${flag} needs a non-negative integer (decimal or 0x hex), not ${text}`);
+  }
+  return n;
+}
+
+/** Removed ranges grouped by the device that owns them. */
+interface DeviceRemoval {
+  path: string;
+  ramBlock: string;
+  gpa: number;
+  regionSize: number;
+  blockSize: number;
+  ranges: Array<{
+    gpa: number;
+    byteLength: number;
+    fileByteLength: number;
+    firstBlock: number;
+    lastBlock: number;
+    nonZeroPages?: number;
+  }>;
+  byteLength: number;
+  fileByteLength: number;
+}
+
+function perDevice(
+  map: PlugMap,
+  removed: ReadonlyArray<GpaRange & { fileByteLength: number; nonZeroPages?: number }>,
+): DeviceRemoval[] {
+  const out = new Map<VmemDevice, DeviceRemoval>();
+  for (const d of map.devices) {
+    out.set(d, {
+      path: d.path,
+      ramBlock: d.ramBlock,
+      gpa: d.gpa,
+      regionSize: d.regionSize,
+      blockSize: d.blockSize,
+      ranges: [],
+      byteLength: 0,
+      fileByteLength: 0,
+    });
+  }
+  for (const r of removed) {
+    const d = map.deviceForGpa(r.gpa);
+    if (d === undefined) continue;
+    const entry = out.get(d)!;
+    const range = {
+      gpa: r.gpa,
+      byteLength: r.byteLength,
+      fileByteLength: r.fileByteLength,
+      firstBlock: Math.floor((r.gpa - d.gpa) / d.blockSize),
+      lastBlock: Math.floor((r.gpa + r.byteLength - 1 - d.gpa) / d.blockSize),
+      ...(r.nonZeroPages !== undefined ? { nonZeroPages: r.nonZeroPages } : {}),
+    };
+    // Ranges of adjacent input segments that touch are shown as one.
+    const last = entry.ranges.at(-1);
+    if (last !== undefined && last.gpa + last.byteLength === r.gpa) {
+      last.byteLength += r.byteLength;
+      last.fileByteLength += r.fileByteLength;
+      last.lastBlock = range.lastBlock;
+      if (range.nonZeroPages !== undefined) {
+        last.nonZeroPages = (last.nonZeroPages ?? 0) + range.nonZeroPages;
+      }
+    } else entry.ranges.push(range);
+    entry.byteLength += r.byteLength;
+    entry.fileByteLength += r.fileByteLength;
+  }
+  return [...out.values()];
+}
+
+function keptJson(k: KeptSegment) {
+  return { ...k, vaddr: `0x${k.vaddr.toString(16)}` };
+}
+
+function reportJson(r: StripReport) {
+  return {
+    inputByteLength: r.inputByteLength,
+    outputByteLength: r.outputByteLength,
+    inputLoadCount: r.inputLoadCount,
+    outputLoadCount: r.outputLoadCount,
+    inputLayout: r.inputLayout,
+    extendedNumbering: r.extendedNumbering,
+    notes: r.notes,
+    removedByteLength: r.removedByteLength,
+    removedFileByteLength: r.removedFileByteLength,
+    removed: r.removed,
+    kept: r.kept.map(keptJson),
+  };
+}
+
+function renderKept(kept: KeptSegment[]): string {
+  return table(
+    ["gpa", "bytes", "file offset", "file bytes"],
+    kept.map((k) => [
+      k.gpa === undefined ? "-" : formatGpaRange({ gpa: k.gpa, byteLength: k.byteLength }),
+      grouped(k.byteLength),
+      hex(k.fileOffset),
+      grouped(k.fileByteLength),
+    ]),
+  ).split("\n").map((line) => (line ? `  ${line}` : line)).join("\n");
+}
+
+function renderDevices(devices: DeviceRemoval[], verb: string): string {
+  let out = "";
+  for (const d of devices) {
+    out +=
+      `device ${d.path} (${d.ramBlock}, ${
+        formatGpaRange({ gpa: d.gpa, byteLength: d.regionSize })
+      }, ` +
+      `block ${hex(d.blockSize)}): ${verb} ${grouped(d.byteLength)} bytes` +
+      (verb === "removed" ? ` (${grouped(d.fileByteLength)} bytes of file data)` : "") +
+      ` in ${d.ranges.length} ranges\n`;
+    for (const r of d.ranges) {
+      out +=
+        `  ${formatGpaRange(r)}  blocks ${r.firstBlock}-${r.lastBlock}  ${
+          grouped(r.byteLength)
+        } bytes` +
+        (verb === "removed" && r.fileByteLength !== r.byteLength
+          ? ` (file data ${grouped(r.fileByteLength)})`
+          : "") +
+        (r.nonZeroPages !== undefined ? `  ${grouped(r.nonZeroPages)} non-zero pages` : "") + "\n";
+    }
+  }
+  return out;
+}
+
+function renderElf(
+  inPath: string,
+  outPath: string,
+  elfClass: 32 | 64,
+  littleEndian: boolean,
+  r: StripReport,
+  devices: DeviceRemoval[],
+): string {
+  const layout = r.inputLayout.sectionHeadersFirst ? "QEMU >= 7.2 layout" : "classic layout";
+  let out = `strip: ${inPath} (ELF${elfClass} ${littleEndian ? "LE" : "BE"}, ${layout}, ` +
+    `${r.inputLoadCount} PT_LOADs, ${grouped(r.inputByteLength)} bytes) -> ${outPath}\n`;
+  out +=
+    `output: ${r.outputLoadCount} PT_LOADs, ${r.notes.count} notes (${
+      grouped(r.notes.byteLength)
+    } bytes), ` +
+    `${grouped(r.outputByteLength)} bytes${
+      r.extendedNumbering ? ", extended numbering (PN_XNUM)" : ""
+    }\n`;
+  out += renderKept(r.kept);
+  out += `removed ${grouped(r.removedByteLength)} bytes of memory (${
+    grouped(r.removedFileByteLength)
+  } bytes of file data)\n`;
+  out += renderDevices(devices, "removed");
+  const outside = r.removed.filter((x: RemovedRange) =>
+    !devices.some((d) => x.gpa >= d.gpa && x.gpa < d.gpa + d.regionSize)
+  );
+  if (outside.length > 0) out += `removed outside any device: ${outside.length} ranges\n`;
+  return out;
+}
