@@ -25,3 +25,4 @@ export * from "./src/vmem/mod.ts";
 export * from "./src/io/positional.ts";
 export * from "./src/elf/mod.ts";
 export * from "./src/raw/mod.ts";
+export * from "./src/scan/mod.ts";

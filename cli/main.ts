@@ -77,7 +77,7 @@ export async function main(args: string[], io: CliIo = denoIo()): Promise<number
       await io.err(`error: ${e.message}\n`);
       return 2;
     }
-    if (e instanceof TypeError && (e as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    if (e instanceof TypeError && (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS_")) {
       await io.err(`error: ${e.message}\n`);
       return 2;
     }

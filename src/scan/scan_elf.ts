@@ -1,0 +1,88 @@
+/**
+ * Scan an ELF core dump (QEMU `dump-guest-memory`, a /proc/vmcore copy)
+ * for non-zero data in unplugged virtio-mem blocks.
+ *
+ * QEMU >= 6.2 leaves unplugged memory out of its dumps, so its dumps have
+ * nothing to find; older QEMUs and vmcore copies include the whole region,
+ * and that is where data written into unplugged blocks shows up.
+ *
+ * @module
+ */
+
+import { type ElfCore, iterateGpaRange } from "../elf/reader.ts";
+import { FindingCollector, type ScanReport } from "./findings.ts";
+import { type FilePiece, scanFilePieces } from "./_memory_pages.ts";
+import { elfPieces } from "./_elf_pieces.ts";
+import { SCAN_CHUNK_SIZE, type ScanDumpOptions } from "./scan_raw.ts";
+import { SCAN_PAGE_SIZE } from "./zero.ts";
+
+/**
+ * Scan the unplugged memory of an ELF core. Only the unplugged ranges of
+ * the plug map are visited, through the PT_LOADs that cover them (plugged
+ * memory is never read); each 4 KiB page there that is not all zero is a
+ * finding. Reads are double-buffered chunks of `chunkSize` bytes. Unplugged memory no PT_LOAD covers is counted as `absentBytes`,
+ * memory in a zero-fill tail (`p_memsz > p_filesz`) as `zeroFillBytes`.
+ *
+ * @param core A core from `readElfCore`.
+ * @param options Plug map, listing bound, chunk size.
+ * @returns The report (`input.kind` is `elf`).
+ * @throws {FormatError} when the file shrinks while it is read.
+ *
+ * @example
+ * ```ts ignore
+ * import { readElfCore } from "@vmem-dump/vmem-dump/elf";
+ * import { scanElfCore } from "@vmem-dump/vmem-dump/scan";
+ * using core = await readElfCore("old-qemu.elf");
+ * const report = await scanElfCore(core, { plugMap });
+ * for (const d of report.devices) for (const b of d.blocks) console.log(b.blockIndex, b.findings);
+ * ```
+ */
+export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Promise<ScanReport> {
+  const { plugMap } = options;
+  const chunkSize = options.chunkSize ?? SCAN_CHUNK_SIZE;
+  if (!(chunkSize >= SCAN_PAGE_SIZE && chunkSize % SCAN_PAGE_SIZE === 0)) {
+    throw new RangeError(`Cannot scan in chunks of ${chunkSize} bytes: use a multiple of 4096`);
+  }
+  const collector = new FindingCollector(
+    options.maxFindings === undefined ? {} : { maxFindings: options.maxFindings },
+  );
+  let zeroFill = 0;
+  let absent = 0;
+  const data: FilePiece[] = [];
+  for (const p of elfPieces(core.loads, plugMap.unpluggedGpaRanges())) {
+    if (p.kind === "data") data.push(p);
+    else if (p.kind === "zero") zeroFill += p.byteLength;
+    else absent += p.byteLength;
+  }
+  const total = data.reduce((n, p) => n + p.byteLength, 0);
+  const scanned = await scanFilePieces(core.reader, data, {
+    collector,
+    plugMap,
+    chunkSize,
+    pageSize: SCAN_PAGE_SIZE,
+    format: "elf",
+    // A page that PT_LOAD boundaries cut (rare): put it together from its pieces.
+    readPage: async (pageGpa) => {
+      const page = new Uint8Array(SCAN_PAGE_SIZE);
+      for await (const c of iterateGpaRange(core, { gpa: pageGpa, byteLength: SCAN_PAGE_SIZE })) {
+        if (c.kind === "data") page.set(c.data, c.gpa - pageGpa);
+      }
+      return page;
+    },
+    ...(options.onProgress ? { onBytes: (n: number) => options.onProgress!(n, total) } : {}),
+  });
+  return collector.report(plugMap, {
+    input: {
+      path: options.path ?? null,
+      kind: "elf",
+      container: null,
+      byteLength: core.byteLength,
+      baseGpa: null,
+    },
+    plugState: options.plugState ?? { source: "plugmap", detail: null },
+    scannedBytes: scanned,
+    zeroFillBytes: zeroFill,
+    absentBytes: absent,
+    sortPagesByGpa: true,
+  });
+}

@@ -1,0 +1,457 @@
+/**
+ * Scan a migration stream for page records of unplugged virtio-mem blocks.
+ * Every such record is a finding, whatever its content: a destination that
+ * loads it writes guest memory the device says is not there.
+ *
+ * @module
+ */
+
+import { inflateSync } from "node:zlib";
+import type { MigrationRecord, RamPageLikeRecord } from "../migration/types.ts";
+import { PlugMap, type VmemDevice } from "../vmem/plug_map.ts";
+import {
+  FindingCollector,
+  type FindingSource,
+  type PlugStateInfo,
+  type ScanReport,
+} from "./findings.ts";
+import { StreamPlugState } from "./stream_plug_state.ts";
+import { countNonZeroBytes, firstNonZeroIndex } from "./zero.ts";
+
+/** Options for {@linkcode scanMigration} and {@linkcode MigrationScanner}. */
+export interface ScanMigrationOptions {
+  /**
+   * Plug state to use when the stream carries none, and until its own
+   * appears. When the stream has its own, that one is used and a
+   * difference is reported as a warning. @default {undefined}
+   */
+  plugMap?: PlugMap;
+  /** How the report names `plugMap`. @default {{ source: "plugmap", detail: null }} */
+  plugState?: PlugStateInfo;
+  /** Pages listed in the report at most (totals stay exact). @default {100} */
+  maxFindings?: number;
+  /** Path the report names as input. @default {null} */
+  path?: string | null;
+  /** Outer container the report names (`raw`, `gzip`, `zstd`, `libvirt-save`). @default {null} */
+  container?: string | null;
+  /** Input size the report names. @default {null} */
+  byteLength?: number | null;
+}
+
+/** What {@linkcode scanMigration} returns. */
+export interface ScanMigrationResult {
+  /** The report. `report.details` is `blocks` when page details could not be kept (see below). */
+  report: ScanReport;
+  /**
+   * The plug state the report judged by (the stream's own, else the one
+   * given), or `undefined` when there was none: then nothing was checked.
+   * When `report.details` is `blocks`, scanning the stream again with
+   * `{ plugMap }` set to this map gives every page.
+   */
+  plugMap: PlugMap | undefined;
+}
+
+/** Granularity of the counts kept while the plug state is not yet known: the smallest virtio-mem block. */
+const GRANULE_SHIFT = 20;
+const GRANULE = 1 << GRANULE_SHIFT;
+/** Granules per lazily allocated page of counters. */
+const GRANULES_PER_PAGE = 64;
+/** Counters per granule: records, non-zero records, non-zero bytes, unknown content, first non-zero ramOffset + 1. */
+const FIELDS = 5;
+
+/**
+ * Per-RAMBlock counts of page records by 1 MiB granule, kept while the
+ * block's plug state is unknown (a late-layout stream sends it after all
+ * RAM). Any virtio-mem block size is a power-of-two multiple of 1 MiB and
+ * blocks start at RAMBlock offset 0, so granules add up to blocks exactly.
+ * Counters live in small typed arrays allocated on first use, so memory
+ * follows what the stream actually sends.
+ */
+class GranuleCounts {
+  #pages = new Map<number, Float64Array>();
+
+  add(ramOffset: number, nonZeroBytes: number, firstNonZero: number): void {
+    const g = Math.floor(ramOffset / GRANULE);
+    const key = Math.floor(g / GRANULES_PER_PAGE);
+    let page = this.#pages.get(key);
+    if (page === undefined) {
+      page = new Float64Array(GRANULES_PER_PAGE * FIELDS);
+      this.#pages.set(key, page);
+    }
+    const at = (g % GRANULES_PER_PAGE) * FIELDS;
+    page[at]! += 1;
+    if (nonZeroBytes < 0) {
+      page[at + 3]! += 1;
+    } else if (nonZeroBytes > 0) {
+      page[at + 1]! += 1;
+      page[at + 2]! += nonZeroBytes;
+      const first = ramOffset + firstNonZero + 1;
+      if (page[at + 4] === 0 || first < page[at + 4]!) page[at + 4] = first;
+    }
+  }
+
+  /** Counts of every granule with records, as [granule index, counters view]. */
+  *entries(): Generator<[number, Float64Array]> {
+    for (const [key, page] of this.#pages) {
+      for (let i = 0; i < GRANULES_PER_PAGE; i++) {
+        if (page[i * FIELDS] !== 0) {
+          yield [key * GRANULES_PER_PAGE + i, page.subarray(i * FIELDS, (i + 1) * FIELDS)];
+        }
+      }
+    }
+  }
+}
+
+/** How records of one RAMBlock are judged right now. */
+interface BlockRoute {
+  /** Device from the stream's early state: records are judged for good. */
+  final: VmemDevice | undefined;
+  /** Device from the given map, while the stream's state is unknown. */
+  provisional: VmemDevice | undefined;
+  /** Counts kept while the stream's state is unknown. */
+  counts: GranuleCounts | undefined;
+}
+
+const NO_ROUTE: BlockRoute = { final: undefined, provisional: undefined, counts: undefined };
+
+function sameDevice(a: VmemDevice, b: VmemDevice): boolean {
+  if (a.gpa !== b.gpa || a.regionSize !== b.regionSize || a.blockSize !== b.blockSize) return false;
+  if (a.bitmap.byteLength !== b.bitmap.byteLength) return false;
+  for (let i = 0; i < a.bitmap.byteLength; i++) if (a.bitmap[i] !== b.bitmap[i]) return false;
+  return true;
+}
+
+function isUnplugged(device: VmemDevice, ramOffset: number): boolean {
+  const block = Math.floor(ramOffset / device.blockSize);
+  return ((device.bitmap[block >>> 3]! >>> (block & 7)) & 1) === 0;
+}
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+/**
+ * A push-style stream scanner: feed it every record with `push`, then call
+ * `finish`. Use {@linkcode scanMigration} unless records arrive some other way.
+ *
+ * Records are judged as they come when the plug state is known: from the
+ * stream's early section, or from the map given in the options. When the
+ * stream sends its state only at the end (late layout, QEMU < 8.0 machine
+ * types), records of RAMBlocks that may belong to a virtio-mem device
+ * (idstrs with a device path, `P/name`) are also counted per 1 MiB
+ * granule. At the end the stream's own state decides: findings judged with
+ * a given map that agrees with it are kept page by page; otherwise the
+ * counts give exact per-block totals without page details
+ * (`report.details = "blocks"`).
+ *
+ * @example
+ * ```ts ignore
+ * import { decodeMigrationBatches, openInput } from "@vmem-dump/vmem-dump";
+ * import { MigrationScanner } from "@vmem-dump/vmem-dump/scan";
+ * const input = await openInput("s3-malicious.mig");
+ * const scanner = new MigrationScanner();
+ * for await (const batch of decodeMigrationBatches(input.reader)) scanner.pushBatch(batch);
+ * const { report } = scanner.finish();
+ * ```
+ */
+export class MigrationScanner {
+  #options: ScanMigrationOptions;
+  #state = new StreamPlugState();
+  #given: PlugMap | undefined;
+  #early: PlugMap | undefined;
+  #final: FindingCollector;
+  #provisional: FindingCollector;
+  #counts = new Map<string, GranuleCounts>();
+  #routes = new Map<string, BlockRoute>();
+  #lastName = "";
+  #lastRoute: BlockRoute = NO_ROUTE;
+  #pageSize = 4096;
+  #zeroPages = new Map<number, Uint8Array>();
+  #pageRecords = 0;
+  #xbzrle = 0;
+  #badCompressed = 0;
+  #beyondRegion = 0;
+
+  /** @param options Fallback plug map, listing bound, names for the report. */
+  constructor(options: ScanMigrationOptions = {}) {
+    this.#options = options;
+    this.#given = options.plugMap;
+    const bound = options.maxFindings === undefined ? {} : { maxFindings: options.maxFindings };
+    this.#final = new FindingCollector(bound);
+    this.#provisional = new FindingCollector(bound);
+  }
+
+  /** Feed a batch of records (from `decodeMigrationBatches`). */
+  pushBatch(records: readonly MigrationRecord[]): void {
+    for (let i = 0; i < records.length; i++) this.push(records[i]!);
+  }
+
+  /**
+   * Feed one record.
+   *
+   * @param r The next record of the stream.
+   * @throws {FormatError} (code `bad-virtio-mem`) when the stream's plug state is impossible.
+   */
+  push(r: MigrationRecord): void {
+    switch (r.kind) {
+      case "ram-page":
+      case "ram-zero-page":
+      case "ram-compressed-page":
+      case "ram-xbzrle-page":
+        this.#page(r);
+        return;
+      case "configuration":
+        if (r.targetPageBits !== undefined && r.targetPageBits >= 9 && r.targetPageBits <= 30) {
+          this.#pageSize = 2 ** r.targetPageBits;
+        }
+        return;
+      default:
+        if (this.#state.observe(r)) {
+          this.#early = this.#state.earlyMap();
+          this.#routes.clear();
+          this.#lastName = "";
+          this.#lastRoute = NO_ROUTE;
+        } else if (r.kind === "ram-mem-size") {
+          this.#routes.clear();
+          this.#lastName = "";
+          this.#lastRoute = NO_ROUTE;
+        }
+    }
+  }
+
+  #route(ramBlock: string): BlockRoute {
+    if (ramBlock === this.#lastName) return this.#lastRoute;
+    let route = this.#routes.get(ramBlock);
+    if (route === undefined) {
+      const final = this.#early?.deviceForRamBlock(ramBlock);
+      if (final !== undefined) {
+        route = { final, provisional: undefined, counts: undefined };
+      } else {
+        const provisional = this.#given?.deviceForRamBlock(ramBlock);
+        const mayBeVmem = ramBlock.lastIndexOf("/") > 0 || provisional !== undefined;
+        let counts: GranuleCounts | undefined;
+        if (mayBeVmem) {
+          counts = this.#counts.get(ramBlock);
+          if (counts === undefined) {
+            counts = new GranuleCounts();
+            this.#counts.set(ramBlock, counts);
+          }
+        }
+        route = { final: undefined, provisional, counts };
+      }
+      this.#routes.set(ramBlock, route);
+    }
+    this.#lastName = ramBlock;
+    this.#lastRoute = route;
+    return route;
+  }
+
+  #zeroPage(size: number, fill: number): Uint8Array {
+    let page = this.#zeroPages.get(fill);
+    if (page === undefined || page.byteLength !== size) {
+      page = new Uint8Array(size).fill(fill);
+      this.#zeroPages.set(fill, page);
+    }
+    return page;
+  }
+
+  /** The page content a record stands for, or `undefined` when it cannot be known. */
+  #content(r: RamPageLikeRecord): Uint8Array | undefined {
+    switch (r.kind) {
+      case "ram-page":
+        return r.data;
+      case "ram-zero-page":
+        return this.#zeroPage(this.#pageSize, r.fill);
+      case "ram-compressed-page":
+        try {
+          return inflateSync(r.data, { maxOutputLength: this.#pageSize });
+        } catch {
+          this.#badCompressed++;
+          return undefined;
+        }
+      case "ram-xbzrle-page":
+        this.#xbzrle++;
+        return undefined;
+    }
+  }
+
+  #page(r: RamPageLikeRecord): void {
+    this.#pageRecords++;
+    const route = this.#route(r.ramBlock);
+    if (
+      route === NO_ROUTE ||
+      (route.final === undefined && route.provisional === undefined && route.counts === undefined)
+    ) {
+      return;
+    }
+    const device = route.final ?? route.provisional;
+    let content: Uint8Array | undefined;
+    let known = false;
+    if (device !== undefined) {
+      if (r.ramOffset >= device.regionSize) {
+        this.#beyondRegion++;
+      } else if (isUnplugged(device, r.ramOffset)) {
+        content = this.#content(r);
+        known = true;
+        (route.final ? this.#final : this.#provisional).addPage(device, {
+          gpa: device.gpa + r.ramOffset,
+          content,
+          source: r.kind as FindingSource,
+          streamOffset: r.streamOffset,
+        });
+      }
+    }
+    if (route.counts !== undefined) {
+      if (!known) content = this.#content(r);
+      let nonZeroBytes = -1;
+      let first = -1;
+      if (content !== undefined) {
+        first = firstNonZeroIndex(content);
+        nonZeroBytes = first < 0 ? 0 : countNonZeroBytes(content.subarray(first));
+      }
+      route.counts.add(r.ramOffset, nonZeroBytes, first);
+    }
+  }
+
+  /**
+   * Decide and build the report.
+   *
+   * @returns The report and the plug map it judged by.
+   * @throws {FormatError} (code `bad-virtio-mem`) when the stream's plug state is impossible.
+   */
+  finish(): ScanMigrationResult {
+    const own = this.#state.finalMap();
+    const warnings: string[] = [];
+    const plugMap = own ?? this.#given;
+    const result = new FindingCollector(
+      this.#options.maxFindings === undefined ? {} : { maxFindings: this.#options.maxFindings },
+    );
+    let details: "pages" | "blocks" = "pages";
+    if (plugMap !== undefined) {
+      for (const device of plugMap.devices) {
+        result.absorb(this.#final, device);
+        const given = this.#given?.deviceForGpa(device.gpa);
+        if (
+          own !== undefined && this.#given !== undefined &&
+          (given === undefined || !sameDevice(given, device))
+        ) {
+          warnings.push(
+            `The plug map given differs from the stream's own plug state for device ${
+              device.path || device.ramBlock
+            } ` +
+              `at ${hex(device.gpa)}; the stream's state was used`,
+          );
+        }
+        if (own === undefined || (given !== undefined && sameDevice(given, device))) {
+          result.absorb(this.#provisional, device);
+          continue;
+        }
+        // Records judged neither for good nor with a matching map: use the counts.
+        const counts = device.ramBlock === "" ? undefined : this.#countsFor(own, device);
+        if (counts === undefined) continue;
+        for (const [granule, c] of counts.entries()) {
+          const ramOffset = granule * GRANULE;
+          if (ramOffset >= device.regionSize || !isUnplugged(device, ramOffset)) continue;
+          result.addBlockTotals(device, Math.floor(ramOffset / device.blockSize), {
+            findings: c[0]!,
+            nonZeroPages: c[1]!,
+            nonZeroBytes: c[2]!,
+            unknownContent: c[3]!,
+            firstNonZeroGpa: c[4]! === 0 ? -1 : device.gpa + c[4]! - 1,
+          });
+          details = "blocks";
+        }
+      }
+    }
+    if (plugMap === undefined) {
+      warnings.push(
+        "The stream carries no virtio-mem plug state and no plug map was given: nothing was checked",
+      );
+    }
+    if (this.#xbzrle > 0) {
+      warnings.push(
+        `${this.#xbzrle} XBZRLE records: their page content is a delta and cannot be known`,
+      );
+    }
+    if (this.#badCompressed > 0) {
+      warnings.push(
+        `${this.#badCompressed} compressed page records did not inflate to a page: content unknown`,
+      );
+    }
+    if (this.#beyondRegion > 0) {
+      warnings.push(
+        `${this.#beyondRegion} page records of a virtio-mem RAMBlock lie beyond its region`,
+      );
+    }
+    if (details === "blocks") {
+      warnings.push(
+        "The stream sent its plug state after its pages: findings are counted per block only; " +
+          "scan the stream again with this plug state to list the pages",
+      );
+    }
+    const source = this.#state.source;
+    const plugState: PlugStateInfo = own !== undefined && source !== undefined
+      ? { source, detail: null }
+      : this.#options.plugState ??
+        { source: plugMap === undefined ? "none" : "plugmap", detail: null };
+    const report = result.report(plugMap ?? emptyMap(), {
+      input: {
+        path: this.#options.path ?? null,
+        kind: "migration",
+        container: this.#options.container ?? null,
+        byteLength: this.#options.byteLength ?? null,
+        baseGpa: null,
+      },
+      plugState,
+      pageSize: this.#pageSize,
+      details,
+      pageRecords: this.#pageRecords,
+      warnings,
+    });
+    return { report, plugMap };
+  }
+
+  #countsFor(map: PlugMap, device: VmemDevice): GranuleCounts | undefined {
+    for (const [name, counts] of this.#counts) {
+      if (map.deviceForRamBlock(name) === device) return counts;
+    }
+    return undefined;
+  }
+}
+
+let empty: PlugMap | undefined;
+
+/** A map without devices, for the report of a stream that had no plug state. */
+function emptyMap(): PlugMap {
+  return empty ??= new PlugMap([]);
+}
+
+/**
+ * Scan a whole stream: every page-carrying record of an unplugged block is
+ * a finding (zero or not), reported with its stream offset, the SHA-256 and
+ * a hexdump of the page it carries. The stream's own plug state is used when
+ * it has one; `options.plugMap` otherwise.
+ *
+ * @param records Records or batches (`decodeMigrationBatches` is fastest).
+ * @param options Fallback plug map, listing bound, names for the report.
+ * @returns The report and the plug map it judged by.
+ * @throws {FormatError} whatever the decoder throws, and code `bad-virtio-mem` for an impossible plug state.
+ *
+ * @example
+ * ```ts ignore
+ * import { decodeMigrationBatches, openInput } from "@vmem-dump/vmem-dump";
+ * import { scanMigration } from "@vmem-dump/vmem-dump/scan";
+ * const input = await openInput("s3-malicious.mig");
+ * const { report } = await scanMigration(decodeMigrationBatches(input.reader));
+ * for (const d of report.devices) for (const b of d.blocks) console.log(b.blockIndex, b.pages.map((p) => p.streamOffset));
+ * ```
+ */
+export async function scanMigration(
+  records: AsyncIterable<MigrationRecord | MigrationRecord[]>,
+  options: ScanMigrationOptions = {},
+): Promise<ScanMigrationResult> {
+  const scanner = new MigrationScanner(options);
+  for await (const item of records) {
+    if (Array.isArray(item)) scanner.pushBatch(item);
+    else scanner.push(item);
+  }
+  return scanner.finish();
+}

@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import {
+  countNonZeroBytes,
+  firstNonZeroIndex,
+  forEachNonZeroPage,
+  isAllZero,
+} from "../../src/scan/zero.ts";
+import { seededRandom } from "../_util/chunkings.ts";
+
+/** Byte-by-byte answers to compare the word-wise code against. */
+function naive(bytes: Uint8Array) {
+  let first = -1;
+  let count = 0;
+  for (let i = 0; i < bytes.byteLength; i++) {
+    if (bytes[i] !== 0) {
+      if (first < 0) first = i;
+      count++;
+    }
+  }
+  return { zero: count === 0, first, count };
+}
+
+Deno.test("isAllZero(), firstNonZeroIndex() and countNonZeroBytes() agree with a byte loop for every alignment", () => {
+  const random = seededRandom(7);
+  const backing = new Uint8Array(4096 + 64);
+  for (let round = 0; round < 400; round++) {
+    backing.fill(0);
+    const start = Math.floor(random() * 8);
+    const length = Math.floor(random() * 300) + (round % 3 === 0 ? 4000 : 0);
+    const view = backing.subarray(start, Math.min(backing.byteLength, start + length));
+    const hits = Math.floor(random() * 4);
+    for (let h = 0; h < hits && view.byteLength > 0; h++) {
+      view[Math.floor(random() * view.byteLength)] = 1 + Math.floor(random() * 255);
+    }
+    const want = naive(view);
+    assert.equal(isAllZero(view), want.zero, `round ${round}`);
+    assert.equal(firstNonZeroIndex(view), want.first, `round ${round}`);
+    assert.equal(countNonZeroBytes(view), want.count, `round ${round}`);
+  }
+});
+
+Deno.test("isAllZero() sees a single bit in any byte of a page, including the sign bit of a word", () => {
+  const page = new Uint8Array(4096);
+  assert.equal(isAllZero(page), true);
+  assert.equal(isAllZero(new Uint8Array(0)), true);
+  for (const at of [0, 1, 2, 3, 4, 2047, 4092, 4095]) {
+    for (const bit of [0x01, 0x80]) {
+      page.fill(0);
+      page[at] = bit;
+      assert.equal(isAllZero(page), false, `byte ${at} bit ${bit}`);
+      assert.equal(firstNonZeroIndex(page), at);
+      assert.equal(countNonZeroBytes(page), 1);
+    }
+  }
+});
+
+Deno.test("forEachNonZeroPage() visits exactly the non-zero pages, aligned or not, with a short last page", () => {
+  for (const offset of [0, 1, 4]) {
+    const backing = new Uint8Array(offset + 5 * 4096 + 100);
+    const chunk = backing.subarray(offset);
+    chunk[4096 + 4095] = 1; // last byte of page 1
+    chunk[3 * 4096] = 2; // first byte of page 3
+    chunk[5 * 4096 + 99] = 3; // the short last page
+    const seen: number[] = [];
+    const n = forEachNonZeroPage(chunk, 4096, (at) => seen.push(at));
+    assert.deepEqual(seen, [4096, 3 * 4096, 5 * 4096], `offset ${offset}`);
+    assert.equal(n, 3);
+  }
+});
+
+Deno.test("forEachNonZeroPage() rejects a page size that is not a multiple of 32", () => {
+  assert.throws(() => forEachNonZeroPage(new Uint8Array(64), 48, () => {}), RangeError);
+});
+
+Deno.test("forEachNonZeroPage() finds single bytes across the native-compare windows of a large chunk", () => {
+  const random = seededRandom(3);
+  for (const offset of [0, 4, 3]) {
+    const backing = new Uint8Array(offset + 300 * 4096);
+    const chunk = backing.subarray(offset);
+    const want = new Set<number>();
+    for (let i = 0; i < 12; i++) {
+      const at = Math.floor(random() * chunk.byteLength);
+      chunk[at] = 1 + Math.floor(random() * 255);
+      want.add(Math.floor(at / 4096) * 4096);
+    }
+    const seen: number[] = [];
+    forEachNonZeroPage(chunk, 4096, (at) => seen.push(at));
+    assert.deepEqual(seen, [...want].sort((a, b) => a - b), `offset ${offset}`);
+  }
+  const empty: number[] = [];
+  assert.equal(forEachNonZeroPage(new Uint8Array(1 << 20), 4096, (at) => empty.push(at)), 0);
+  assert.deepEqual(empty, []);
+});
