@@ -59,4 +59,18 @@ if ! bash scripts/provision-qemu10.sh --print-env >/dev/null 2>&1; then
         fail_or_warn "QEMU 10 is not provisioned (run as root: scripts/provision-qemu10.sh)"
     fi
 fi
+
+# The debug vmlinux of the fixtures' guest kernel, for crash (cached in
+# /var/cache/vmemdbg). Not fatal here: tests/elf/crash_test.ts reports why it
+# is missing (and fails in CI) while the rest of the suite still runs.
+if ! sh scripts/fetch-vmlinux-dbg.sh --check >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        sh scripts/fetch-vmlinux-dbg.sh ||
+            say "WARNING: no debug vmlinux for crash: tests/elf/crash_test.ts will $(
+                [ "$ci" = 1 ] && echo fail || echo be skipped)"
+    else
+        say "WARNING: no debug vmlinux for crash (run as root: sh scripts/fetch-vmlinux-dbg.sh)" \
+            "- tests/elf/crash_test.ts will be skipped"
+    fi
+fi
 exit 0
