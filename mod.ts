@@ -26,3 +26,4 @@ export * from "./src/io/positional.ts";
 export * from "./src/elf/mod.ts";
 export * from "./src/raw/mod.ts";
 export * from "./src/scan/mod.ts";
+export * from "./src/container/mod.ts";

@@ -1,0 +1,297 @@
+/**
+ * `vmem-dump convert IN OUT`: re-pack a migration stream between containers
+ * (raw, gzip, zstd, libvirt save image). The migration stream itself is
+ * copied byte for byte; only the container changes.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  type ContainerKind,
+  type InnerCompression,
+  openContainer,
+} from "../../src/container/open.ts";
+import { createContainerWriter } from "../../src/container/write.ts";
+import {
+  buildLibvirtSaveHeader,
+  LIBVIRT_SAVE_HEADER_SIZE,
+  libvirtCompressionName,
+  type LibvirtSaveHeader,
+  QEMU_SAVE_FORMAT_GZIP,
+  QEMU_SAVE_FORMAT_RAW,
+  QEMU_SAVE_FORMAT_ZSTD,
+  QEMU_SAVE_VERSION,
+  readLibvirtSaveHeader,
+} from "../../src/container/libvirt_save.ts";
+import { DEFAULT_ZSTD_WINDOW_LOG_MAX } from "../../src/container/zstd_frames.ts";
+import { createAtomicOutput, openInput } from "../../src/io/file.ts";
+import { grouped, json } from "../_format.ts";
+import { type CliIo, UsageError } from "../io.ts";
+
+const HELP = `usage: vmem-dump convert IN OUT [--to raw|gzip|zstd|libvirt] [options]
+
+Re-pack the migration stream in IN into another container. IN may be a raw
+stream, a .gz or .zst file, or a libvirt save image ('virsh save'); the
+container is recognised from its first bytes. The migration stream is copied
+unchanged. IN and OUT may be '-'; OUT appears only when the copy succeeded.
+
+  --to KIND            raw, gzip, zstd or libvirt (default: from OUT's name:
+                       .gz gzip, .zst zstd, .save libvirt, anything else raw)
+  --compression C      payload compression inside a libvirt image: raw, gzip
+                       or zstd (default: what the libvirt header says)
+  --level N            gzip level 1-9 (default 6) or zstd level 1-19
+                       (default 3)
+  --long N             zstd: long-distance matching with a 2^N byte window
+                       (like zstd --long=N; readers need a window that large)
+  --header-from IMAGE  libvirt: take the header (XML, cookie, flags) from this
+                       save image instead of IN's own header
+  --xml FILE           libvirt: build a new header around this domain XML
+  --cookie FILE        libvirt: with --xml, also store this cookie XML
+  --zstd-window-log-max N
+                       largest zstd window accepted when reading, as a power
+                       of two (default ${DEFAULT_ZSTD_WINDOW_LOG_MAX}: 1 GiB, enough for --long=30)
+  --json               print a JSON report (stdout; stderr when OUT is '-')
+
+A libvirt image converted to raw and back with --header-from the original
+is identical byte for byte when its payload is raw. gzip and zstd payloads
+decompress to the identical stream (the compressed bytes may differ).
+`;
+
+const KINDS: Record<string, ContainerKind> = {
+  raw: "raw",
+  gzip: "gzip",
+  zstd: "zstd",
+  libvirt: "libvirt-save",
+  "libvirt-save": "libvirt-save",
+};
+
+const COMPRESSIONS: Record<string, InnerCompression> = { raw: "raw", gzip: "gzip", zstd: "zstd" };
+
+const LIBVIRT_CODES: Record<InnerCompression, number> = {
+  raw: QEMU_SAVE_FORMAT_RAW,
+  gzip: QEMU_SAVE_FORMAT_GZIP,
+  zstd: QEMU_SAVE_FORMAT_ZSTD,
+};
+
+/** The container an output name suggests. */
+function kindFromName(path: string): ContainerKind {
+  if (/\.gz$/i.test(path)) return "gzip";
+  if (/\.zstd?$/i.test(path)) return "zstd";
+  if (/\.save$/i.test(path)) return "libvirt-save";
+  return "raw";
+}
+
+function intOption(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^-?\d+$/.test(value)) throw new UsageError(`--${name} takes an integer, not '${value}'`);
+  return Number(value);
+}
+
+/** Read only the libvirt header of an image file. */
+async function headerOf(path: string): Promise<LibvirtSaveHeader> {
+  const input = await openInput(path, { format: "container" });
+  try {
+    return await readLibvirtSaveHeader(input.reader);
+  } finally {
+    input.close();
+  }
+}
+
+/** The libvirt header an output should carry, or a usage error. */
+async function chooseLibvirtHeader(
+  values: {
+    "header-from"?: string | undefined;
+    xml?: string | undefined;
+    cookie?: string | undefined;
+  },
+  inputHeader: LibvirtSaveHeader | undefined,
+  compression: InnerCompression | undefined,
+): Promise<LibvirtSaveHeader> {
+  const given = [values["header-from"], values.xml].filter((v) => v !== undefined).length;
+  if (given > 1) throw new UsageError("give either --header-from or --xml, not both");
+  if (values.cookie !== undefined && values.xml === undefined) {
+    throw new UsageError("--cookie needs --xml");
+  }
+  if (values["header-from"] !== undefined) return await headerOf(values["header-from"]);
+  if (values.xml !== undefined) {
+    const xml = await Deno.readTextFile(values.xml);
+    const cookie = values.cookie === undefined ? undefined : await Deno.readTextFile(values.cookie);
+    return buildLibvirtSaveHeader({
+      xml,
+      ...(cookie === undefined ? {} : { cookie }),
+      compression: LIBVIRT_CODES[compression ?? "raw"],
+    });
+  }
+  if (inputHeader !== undefined) return inputHeader;
+  throw new UsageError(
+    "a libvirt save image needs a header: IN is not one, so give --header-from IMAGE or --xml FILE",
+  );
+}
+
+/** Run `convert`. */
+export async function run(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      to: { type: "string" },
+      compression: { type: "string" },
+      level: { type: "string" },
+      long: { type: "string" },
+      "header-from": { type: "string" },
+      xml: { type: "string" },
+      cookie: { type: "string" },
+      "zstd-window-log-max": { type: "string" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    await io.out(HELP);
+    return 0;
+  }
+  if (positionals.length !== 2) {
+    throw new UsageError("convert takes an input and an output (files or -)");
+  }
+  const [inPath, outPath] = positionals as [string, string];
+  if (inPath !== "-" && inPath === outPath) {
+    throw new UsageError("convert cannot write its output over its input");
+  }
+  const toKind = values.to === undefined ? kindFromName(outPath) : KINDS[values.to];
+  if (toKind === undefined) {
+    throw new UsageError(`--to must be raw, gzip, zstd or libvirt, not '${values.to}'`);
+  }
+  const compression = values.compression === undefined
+    ? undefined
+    : COMPRESSIONS[values.compression];
+  if (values.compression !== undefined && compression === undefined) {
+    throw new UsageError(`--compression must be raw, gzip or zstd, not '${values.compression}'`);
+  }
+  if (compression !== undefined && toKind !== "libvirt-save") {
+    throw new UsageError("--compression applies to libvirt output only; use --to for the others");
+  }
+  if (
+    toKind !== "libvirt-save" &&
+    (values["header-from"] ?? values.xml ?? values.cookie) !== undefined
+  ) {
+    throw new UsageError("--header-from, --xml and --cookie apply to libvirt output only");
+  }
+  const level = intOption(values.level, "level");
+  const long = intOption(values.long, "long");
+  if (long !== undefined && (long < 10 || long > 31)) {
+    throw new UsageError("--long must be 10 to 31");
+  }
+  const windowLogMax = intOption(values["zstd-window-log-max"], "zstd-window-log-max");
+  if (windowLogMax !== undefined && (windowLogMax < 10 || windowLogMax > 31)) {
+    throw new UsageError("--zstd-window-log-max must be 10 to 31");
+  }
+
+  const input = await openInput(inPath, { format: "container" });
+  try {
+    const opened = await openContainer(input.reader, {
+      ...(windowLogMax === undefined ? {} : { zstdWindowLogMax: windowLogMax }),
+    });
+    const libvirt = toKind === "libvirt-save"
+      ? await chooseLibvirtHeader(values, opened.libvirt, compression)
+      : undefined;
+    const inner: InnerCompression = toKind === "libvirt-save"
+      ? compression ?? innerOf(libvirt!)
+      : toKind as InnerCompression;
+    if (level !== undefined) {
+      if (inner === "raw") throw new UsageError("--level applies to gzip and zstd output only");
+      const [lo, hi] = inner === "gzip" ? [1, 9] : [1, 19];
+      if (level < lo || level > hi) {
+        throw new UsageError(`--level for ${inner} must be ${lo} to ${hi}`);
+      }
+    }
+    if (long !== undefined && inner !== "zstd") {
+      throw new UsageError("--long applies to zstd output only");
+    }
+
+    const output = await createAtomicOutput(outPath);
+    let streamBytes = 0;
+    let containerBytes = 0;
+    try {
+      const writer = createContainerWriter(async (chunk) => {
+        containerBytes += chunk.byteLength;
+        await output.write(chunk);
+      }, {
+        kind: toKind,
+        ...(toKind === "libvirt-save" ? { compression: inner, libvirt: libvirt! } : {}),
+        ...(level === undefined ? {} : { level }),
+        ...(long === undefined ? {} : { zstdWindowLog: long }),
+      });
+      const reader = opened.reader;
+      for (let chunk; (chunk = await reader.readChunk(1 << 20)) !== undefined;) {
+        streamBytes += chunk.byteLength;
+        await writer.write(chunk);
+      }
+      await writer.close();
+      await output.commit();
+    } catch (e) {
+      await output.abort();
+      throw e;
+    }
+
+    const report = {
+      input: {
+        path: inPath,
+        container: opened.kind,
+        compression: opened.innerCompression,
+        ...(opened.libvirt ? { libvirt: libvirtSummary(opened.libvirt) } : {}),
+      },
+      output: {
+        path: outPath,
+        container: toKind,
+        compression: inner,
+        ...(libvirt ? { libvirt: libvirtSummary(libvirt, LIBVIRT_CODES[inner]) } : {}),
+        byteLength: containerBytes,
+      },
+      streamBytes,
+    };
+    if (values.json) {
+      const text = json(report) + "\n";
+      await (outPath === "-" ? io.err(text) : io.out(text));
+    } else if (io.stderrIsTerminal) {
+      await io.err(
+        `convert: ${describe(opened.kind, opened.innerCompression)} -> ${
+          describe(toKind, inner)
+        }: ` +
+          `${grouped(streamBytes)} stream bytes, ${grouped(containerBytes)} bytes written\n`,
+      );
+    }
+    return 0;
+  } finally {
+    input.close();
+  }
+}
+
+function innerOf(header: LibvirtSaveHeader): InnerCompression {
+  if (header.version < QEMU_SAVE_VERSION) return "raw";
+  if (header.compression === QEMU_SAVE_FORMAT_GZIP) return "gzip";
+  if (header.compression === QEMU_SAVE_FORMAT_ZSTD) return "zstd";
+  if (header.compression === QEMU_SAVE_FORMAT_RAW) return "raw";
+  throw new UsageError(
+    `the libvirt header asks for ${libvirtCompressionName(header.compression)} compression, ` +
+      "which convert cannot write: give --compression raw, gzip or zstd",
+  );
+}
+
+function describe(kind: ContainerKind, inner: InnerCompression): string {
+  return kind === "libvirt-save" ? `libvirt save image (${inner})` : kind;
+}
+
+function libvirtSummary(header: LibvirtSaveHeader, compression = header.compression) {
+  return {
+    version: header.version,
+    compression: libvirtCompressionName(compression),
+    wasRunning: header.wasRunning,
+    littleEndian: header.littleEndian,
+    dataLength: header.dataLength,
+    headerByteLength: LIBVIRT_SAVE_HEADER_SIZE + header.dataLength,
+    xmlLength: header.xml.length,
+    hasCookie: header.cookie !== undefined,
+  };
+}

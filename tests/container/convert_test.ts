@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import { run } from "../../cli/commands/convert.ts";
+import type { CliIo } from "../../cli/io.ts";
+import { main } from "../../cli/main.ts";
+import { bytesReader } from "../../src/io/byte_reader.ts";
+import {
+  buildLibvirtSaveHeader,
+  QEMU_SAVE_FORMAT_GZIP,
+  QEMU_SAVE_FORMAT_RAW,
+} from "../../src/container/libvirt_save.ts";
+import { openContainer } from "../../src/container/open.ts";
+import { assertBytesEqual } from "../_util/assert.ts";
+import { concatBytes } from "../_util/chunkings.ts";
+import { drain, fakeStream, zstd } from "./_helpers.ts";
+
+function memoryIo(): CliIo & { stdout: string[]; stderr: string[] } {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  return {
+    stdout,
+    stderr,
+    out: (t) => {
+      stdout.push(t);
+      return Promise.resolve();
+    },
+    err: (t) => {
+      stderr.push(t);
+      return Promise.resolve();
+    },
+    stderrIsTerminal: false,
+  };
+}
+
+async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-convert-test-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const XML = "<domain type='kvm'><name>convert</name></domain>";
+
+Deno.test("convert run() re-packs raw -> zstd -> gzip -> raw with the stream unchanged", async () => {
+  await withTempDir(async (dir) => {
+    const stream = fakeStream(700_000);
+    await Deno.writeFile(`${dir}/a.mig`, stream);
+    const io = memoryIo();
+    assert.equal(await run([`${dir}/a.mig`, `${dir}/b.mig.zst`], io), 0);
+    assert.equal(await run([`${dir}/b.mig.zst`, `${dir}/c.mig.gz`, "--level", "1"], io), 0);
+    assert.equal(await run([`${dir}/c.mig.gz`, `${dir}/d.mig`], io), 0);
+    const zst = await Deno.readFile(`${dir}/b.mig.zst`);
+    assert.deepEqual([...zst.subarray(0, 4)], [0x28, 0xb5, 0x2f, 0xfd]);
+    const gz = await Deno.readFile(`${dir}/c.mig.gz`);
+    assert.deepEqual([...gz.subarray(0, 2)], [0x1f, 0x8b]);
+    assertBytesEqual(await Deno.readFile(`${dir}/d.mig`), stream);
+    assert.deepEqual(io.stderr, []);
+  });
+});
+
+Deno.test("convert run() turns a libvirt image into raw and back into the identical image", async () => {
+  await withTempDir(async (dir) => {
+    const stream = fakeStream(300_001);
+    const header = buildLibvirtSaveHeader({
+      xml: XML,
+      cookie: "<c/>",
+      compression: QEMU_SAVE_FORMAT_RAW,
+    });
+    const image = concatBytes([header.headerBytes, stream]);
+    await Deno.writeFile(`${dir}/g.save`, image);
+    const io = memoryIo();
+    assert.equal(await run([`${dir}/g.save`, `${dir}/g.mig`, "--json"], io), 0);
+    assertBytesEqual(await Deno.readFile(`${dir}/g.mig`), stream);
+    const report = JSON.parse(io.stdout.join(""));
+    assert.equal(report.input.container, "libvirt-save");
+    assert.equal(report.input.libvirt.hasCookie, true);
+    assert.equal(report.output.container, "raw");
+    assert.equal(report.streamBytes, stream.length);
+
+    assert.equal(
+      await run([`${dir}/g.mig`, `${dir}/g2.save`, "--header-from", `${dir}/g.save`], io),
+      0,
+    );
+    assertBytesEqual(await Deno.readFile(`${dir}/g2.save`), image);
+    // a zstd payload inside a libvirt image, then back to a raw payload
+    assert.equal(await run([`${dir}/g.save`, `${dir}/gz.save`, "--compression", "zstd"], io), 0);
+    const opened = await openContainer(bytesReader(await Deno.readFile(`${dir}/gz.save`)));
+    assert.equal(opened.innerCompression, "zstd");
+    assertBytesEqual(await drain(opened.reader), stream);
+    assert.equal(await run([`${dir}/gz.save`, `${dir}/g3.save`, "--compression", "raw"], io), 0);
+    assertBytesEqual(await Deno.readFile(`${dir}/g3.save`), image);
+  });
+});
+
+Deno.test("convert run() builds a libvirt header from --xml and --cookie", async () => {
+  await withTempDir(async (dir) => {
+    const stream = fakeStream(10_000);
+    await Deno.writeFile(`${dir}/s.mig.zst`, zstd(stream));
+    await Deno.writeTextFile(`${dir}/dom.xml`, XML);
+    await Deno.writeTextFile(`${dir}/cookie.xml`, "<cookie/>");
+    const io = memoryIo();
+    const code = await run([
+      `${dir}/s.mig.zst`,
+      `${dir}/out.img`,
+      "--to",
+      "libvirt",
+      "--xml",
+      `${dir}/dom.xml`,
+      "--cookie",
+      `${dir}/cookie.xml`,
+      "--compression",
+      "gzip",
+    ], io);
+    assert.equal(code, 0);
+    const opened = await openContainer(bytesReader(await Deno.readFile(`${dir}/out.img`)));
+    assert.equal(opened.libvirt?.xml, XML);
+    assert.equal(opened.libvirt?.cookie, "<cookie/>");
+    assert.equal(opened.libvirt?.compression, QEMU_SAVE_FORMAT_GZIP);
+    assertBytesEqual(await drain(opened.reader), stream);
+  });
+});
+
+Deno.test("vmem-dump convert maps usage mistakes to 2 and bad input to 1 without leaving output", async () => {
+  await withTempDir(async (dir) => {
+    const stream = fakeStream(50_000);
+    await Deno.writeFile(`${dir}/a.mig`, stream);
+    const z = zstd(stream);
+    await Deno.writeFile(`${dir}/cut.zst`, z.subarray(0, z.length - 10));
+    const io = memoryIo();
+    assert.equal(await main(["convert", `${dir}/a.mig`], io), 2);
+    assert.equal(await main(["convert", `${dir}/a.mig`, `${dir}/x`, "--to", "bzip2"], io), 2);
+    assert.equal(await main(["convert", `${dir}/a.mig`, `${dir}/x.save`], io), 2); // no header
+    assert.equal(await main(["convert", `${dir}/a.mig`, `${dir}/x.mig`, "--level", "3"], io), 2);
+    assert.equal(await main(["convert", `${dir}/a.mig`, `${dir}/x.gz`, "--level", "12"], io), 2);
+    io.stderr.length = 0;
+    assert.equal(await main(["convert", `${dir}/cut.zst`, `${dir}/out.mig`], io), 1);
+    assert.match(
+      io.stderr.join(""),
+      /error: Cannot decompress zstd data: input ended inside the frame/,
+    );
+    const left = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(left, ["a.mig", "cut.zst"]);
+  });
+});
+
+Deno.test("vmem-dump convert runs as a process: a gzip pipe from stdin to zstd on stdout", async () => {
+  const stream = fakeStream(200_000);
+  const gz = new Uint8Array(
+    await new Response(
+      new Blob([stream]).stream().pipeThrough(new CompressionStream("gzip")),
+    ).arrayBuffer(),
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../../cli/main.ts", import.meta.url).pathname,
+      "convert",
+      "-",
+      "-",
+      "--to",
+      "zstd",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(gz);
+  await writer.close();
+  const out = await child.output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const opened = await openContainer(bytesReader(out.stdout));
+  assert.equal(opened.kind, "zstd");
+  assertBytesEqual(await drain(opened.reader), stream);
+});
