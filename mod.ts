@@ -27,3 +27,4 @@ export * from "./src/elf/mod.ts";
 export * from "./src/raw/mod.ts";
 export * from "./src/scan/mod.ts";
 export * from "./src/container/mod.ts";
+export * from "./src/proxy/mod.ts";

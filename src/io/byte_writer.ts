@@ -92,7 +92,10 @@ export class ByteWriter {
   #send(chunk: Uint8Array<ArrayBuffer>, recycle: Uint8Array<ArrayBuffer> | undefined): void {
     const p = this.#tail === undefined ? this.#sink(chunk) : this.#tail.then(() => this.#sink(chunk));
     if (p) {
+      // The buffer goes back to the free list only once the sink is done with it;
+      // a failed write is reported by flushIfFull()/flush(), not as an unhandled rejection.
       const tracked = recycle ? p.then(() => void this.#free.push(recycle)) : p;
+      tracked.catch(() => {});
       this.#tail = tracked;
       this.#pending.push(tracked);
     } else if (recycle) {
@@ -160,9 +163,14 @@ export class ByteWriter {
     if (this.#pending.length === 0) this.#tail = undefined;
   }
 
-  /** Hand every buffered byte to the sink and await it. */
+  /** Hand every buffered byte to the sink and await every pending write. */
   async flush(): Promise<void> {
     this.#spill();
-    await this.flushIfFull();
+    while (this.#pending.length > 0) {
+      const pending = this.#pending;
+      this.#pending = [];
+      await Promise.all(pending);
+    }
+    this.#tail = undefined;
   }
 }

@@ -26,3 +26,5 @@ export * from "./virtio_mem_device.ts";
 export * from "./plug_state.ts";
 export * from "./vmdesc.ts";
 export * from "./inspect.ts";
+export * from "./filter.ts";
+export * from "./verify.ts";

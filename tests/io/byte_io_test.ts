@@ -139,3 +139,24 @@ Deno.test("fileByteReader reads a file byte-exact with read-ahead, copied or rec
     await Deno.remove(path);
   }
 });
+
+Deno.test("ByteWriter.flush() waits for every write, even with chunks in flight", async () => {
+  const got: number[] = [];
+  const w = new ByteWriter(async (c) => {
+    await new Promise((r) => setTimeout(r, 20));
+    got.push(c.byteLength);
+  }, { chunkSize: 16, reuseChunks: true });
+  w.bytes(new Uint8Array(16));
+  w.bytes(new Uint8Array(16));
+  w.bytes(new Uint8Array(5));
+  await w.flushIfFull(); // two writes in flight: does not wait
+  await w.flush();
+  assert.deepEqual(got, [16, 16, 5]);
+});
+
+Deno.test("ByteWriter reports a failed write from flush() without an unhandled rejection", async () => {
+  const w = new ByteWriter(() => Promise.reject(new Error("disk full")), { chunkSize: 8, reuseChunks: true });
+  w.bytes(new Uint8Array(8));
+  w.bytes(new Uint8Array(8));
+  await assert.rejects(w.flush(), /disk full/);
+});

@@ -1,0 +1,227 @@
+/**
+ * Cost of the migration proxy.
+ *
+ * 1. Wall time of a real loopback migration (QEMU under TCG; the Linux guest
+ *    with 200 MiB plugged and `--fill-mib` of pattern data, or the tiny guest
+ *    with the s2/s3 plug shape) straight to a destination on a unix socket,
+ *    and through `vmem-dump proxy` in each mode; median of `--runs`
+ *    migrations, from `migrate` to the destination's `completed`.
+ * 2. Proxy throughput and peak RSS at two stream sizes: a synthetic stream
+ *    (real s3 RAM sections repeated, see bench/filter_verify.ts) is sent
+ *    through the proxy CLI (run under /usr/bin/time) into a sink that
+ *    discards it. Peak RSS should not grow with the stream.
+ *
+ *   deno run -A bench/proxy.ts [--qemu 7.2|10] [--guest linux|tiny] [--fill-mib 150] [--runs 3]
+ *                              [--gib 2.2] [--small-gib 0.25] [--skip-qemu]
+ */
+
+import { parseArgs } from "node:util";
+import { realdata } from "../tests/_util/realdata.ts";
+import {
+  type QemuGuest,
+  type QemuVersion,
+  startDestination,
+  startGuest,
+} from "../tests/_util/qemu.ts";
+import { synthesize } from "./filter_verify.ts";
+import { printTable } from "./_measure.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    qemu: { type: "string", default: "10" },
+    runs: { type: "string", default: "3" },
+    gib: { type: "string", default: "2.2" },
+    "small-gib": { type: "string", default: "0.25" },
+    "skip-qemu": { type: "boolean" },
+    guest: { type: "string", default: "linux" },
+    "fill-mib": { type: "string", default: "150" },
+  },
+});
+const MiB = 1 << 20;
+const main = new URL("../cli/main.ts", import.meta.url).pathname;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Start the proxy CLI (optionally under /usr/bin/time) and wait for its socket. */
+async function startProxy(
+  listen: string,
+  connect: string,
+  mode: string,
+  rssFile?: string,
+  extra: string[] = [],
+) {
+  const argv = [
+    Deno.execPath(),
+    "run",
+    "-A",
+    main,
+    "proxy",
+    "--listen",
+    `unix:${listen}`,
+    "--connect",
+    `unix:${connect}`,
+    "--mode",
+    mode,
+    ...extra,
+  ];
+  const cmd = rssFile ? ["/usr/bin/time", "-f", "%M", "-o", rssFile, ...argv] : argv;
+  const child = new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "null", stderr: "piped" })
+    .spawn();
+  const err = new Response(child.stderr).text();
+  for (let i = 0; i < 400; i++) {
+    try {
+      if ((await Deno.lstat(listen)).isSocket) break;
+    } catch { /* not yet */ }
+    await sleep(25);
+  }
+  return {
+    async done() {
+      const st = await child.status;
+      return { code: st.code, err: await err };
+    },
+  };
+}
+
+async function qemuWallTimes(
+  dir: string,
+  qemu: QemuVersion,
+  runs: number,
+  guest: "linux" | "tiny",
+  fillMiB: number,
+): Promise<(string | number)[][]> {
+  await using src: QemuGuest = await startGuest({ qemu, guest });
+  await src.plugTo(200 * MiB);
+  if (guest === "tiny") {
+    await src.writeBlocks(0, 100);
+    await src.qmp("qom-set", {
+      path: "/machine/peripheral/vmem0",
+      property: "requested-size",
+      value: 100 * MiB,
+    });
+    await src.unplugBlocks(14, 50);
+  } else {
+    await src.fill(fillMiB); // pattern data: real page records, not zero pages
+  }
+  await src.migrateToFile(`${dir}/size.mig`);
+  const streamBytes = (await Deno.stat(`${dir}/size.mig`)).size;
+  // QEMU 7.2 states the plug bitmap after the RAM: filter mode gets it out of band.
+  const plugArgs = qemu === "7.2" ? ["--plugmap-from", `${dir}/size.mig`] : [];
+  const rows: (string | number)[][] = [];
+  let base = 0;
+  for (const mode of ["direct", "pass", "filter", "verify"]) {
+    const times: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const dst = `${dir}/${mode}-${i}-dst.sock`;
+      await using d = await startDestination({ qemu, guest, incoming: `unix:${dst}` });
+      let uri = `unix:${dst}`;
+      let proxy: Awaited<ReturnType<typeof startProxy>> | undefined;
+      if (mode !== "direct") {
+        const listen = `${dir}/${mode}-${i}.sock`;
+        proxy = await startProxy(listen, dst, mode, undefined, mode === "filter" ? plugArgs : []);
+        uri = `unix:${listen}`;
+      }
+      const t0 = performance.now();
+      await src.migrate(uri);
+      await d.waitIncoming({ timeoutMs: 120_000 });
+      times.push((performance.now() - t0) / 1000);
+      if (proxy) {
+        const p = await proxy.done();
+        if (p.code !== 0) throw new Error(`proxy ${mode} failed: ${p.err}`);
+      }
+    }
+    const m = median(times);
+    if (mode === "direct") base = m;
+    rows.push([
+      `QEMU ${qemu} ${guest} guest, ${(streamBytes / 1e6).toFixed(0)} MB stream, ${mode}`,
+      m.toFixed(2),
+      mode === "direct" ? "" : `+${((m / base - 1) * 100).toFixed(0)}%`,
+    ]);
+  }
+  return rows;
+}
+
+/** Send `file` through the proxy into a discarding destination; return seconds and peak RSS. */
+async function proxyThroughput(dir: string, file: string, mode: string) {
+  const dst = `${dir}/sink.sock`;
+  const listen = `${dir}/p.sock`;
+  const rss = `${dir}/rss.txt`;
+  const listener = Deno.listen({ transport: "unix", path: dst });
+  const sink = (async () => {
+    const conn = await listener.accept();
+    listener.close();
+    const buf = new Uint8Array(1 << 20);
+    let n = 0;
+    try {
+      for (;;) {
+        const got = await conn.read(buf);
+        if (got === null) break;
+        n += got;
+      }
+    } catch { /* reset */ }
+    conn.close();
+    return n;
+  })();
+  const proxy = await startProxy(listen, dst, mode, rss);
+  const t0 = performance.now();
+  // The source: stream the file into the proxy's socket.
+  let conn: Deno.UnixConn | undefined;
+  for (let i = 0; i < 200 && conn === undefined; i++) {
+    conn = await Deno.connect({ transport: "unix", path: listen }).catch(() => undefined);
+    if (conn === undefined) await sleep(25);
+  }
+  if (conn === undefined) throw new Error("proxy socket did not appear");
+  using f = await Deno.open(file);
+  const buf = new Uint8Array(1 << 20);
+  try {
+    for (;;) {
+      const n = await f.read(buf);
+      if (n === null) break;
+      let o = 0;
+      while (o < n) o += await conn.write(buf.subarray(o, n));
+    }
+  } catch { /* verify mode: the proxy may stop reading */ }
+  conn.close();
+  const p = await proxy.done();
+  const received = await sink;
+  const seconds = (performance.now() - t0) / 1000;
+  await Deno.remove(dst).catch(() => {});
+  if (p.code !== 0 && !(mode === "verify" && p.code === 3)) {
+    throw new Error(`proxy ${mode} exited ${p.code}: ${p.err}`);
+  }
+  const rssMiB = Number((await Deno.readTextFile(rss)).trim().split("\n").pop()) / 1024;
+  return { seconds, rssMiB, received };
+}
+
+const dir = await Deno.makeTempDir({ prefix: "vmem-bench-proxy-" });
+try {
+  const rows: (string | number)[][] = [];
+  if (!values["skip-qemu"]) {
+    rows.push(
+      ...await qemuWallTimes(
+        dir,
+        values.qemu as QemuVersion,
+        Number(values.runs),
+        values.guest as "linux" | "tiny",
+        Number(values["fill-mib"]),
+      ),
+    );
+  }
+  const real = await realdata("out-q10", "s3-malicious.mig");
+  for (const gib of [Number(values["small-gib"]), Number(values.gib)]) {
+    const file = `${dir}/synth-${gib}.mig`;
+    const size = await synthesize(real, file, Math.round(gib * 2 ** 30));
+    for (const mode of ["pass", "filter", "verify"]) {
+      const m = await proxyThroughput(dir, file, mode);
+      rows.push([
+        `${(size / 1e9).toFixed(2)} GB stream, proxy ${mode}`,
+        m.seconds.toFixed(2),
+        `${(size / m.seconds / 1e9).toFixed(2)} GB/s, peak RSS ${m.rssMiB.toFixed(0)} MiB`,
+      ]);
+    }
+    await Deno.remove(file);
+  }
+  printTable(["case", "seconds", "notes"], rows);
+} finally {
+  await Deno.remove(dir, { recursive: true });
+}

@@ -1,0 +1,237 @@
+/**
+ * `vmem-dump filter IN OUT`: drop the RAM records of unplugged virtio-mem
+ * blocks from a migration stream. Also exports the plug-state and output
+ * helpers `verify` and `proxy` share.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { ByteWriter } from "../../src/io/byte_writer.ts";
+import { createAtomicOutput } from "../../src/io/file.ts";
+import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
+import { MigrationEncoder } from "../../src/migration/encoder.ts";
+import { type DropStats, UnpluggedPageDropper } from "../../src/migration/filter.ts";
+import { extractPlugStateFromStreamFile, loadPlugMap } from "../../src/vmem/load.ts";
+import type { PlugMap } from "../../src/vmem/plug_map.ts";
+import { formatByteCount, orderedSink } from "../../src/proxy/relay.ts";
+import { openStreamInput } from "../_stream_input.ts";
+import { grouped, hex, json } from "../_format.ts";
+import { type CliIo, UsageError } from "../io.ts";
+
+const HELP = `usage: vmem-dump filter IN OUT [--plugmap FILE | --plugmap-from STREAM] [--json]
+
+Copy the migration stream IN to OUT without the RAM records (PAGE, ZERO,
+XBZRLE, COMPRESS_PAGE) that fall in unplugged virtio-mem blocks. Every other
+record stays byte-identical; a kept record gets its RAMBlock name back when
+the dropped one carried it. IN and OUT may be '-'. OUT appears only when the
+whole stream was filtered.
+
+Plug state: the stream's early virtio-mem section (QEMU >= 8.0 machine
+types); for a late-layout file IN (QEMU 7.2), a first pass reads the device
+section at its end; or out of band:
+  --plugmap FILE         JSON plug map, QMP reply + runs, or plugged range list
+  --plugmap-from STREAM  a migration stream of the same paused VM
+  --json                 print the drop report as JSON (to stdout, or to
+                         stderr when OUT is '-')
+`;
+
+/** How the plug state of a command was obtained. */
+export interface PlugStateChoice {
+  /** The map to pass to the filter/verifier (`undefined`: in-band only). */
+  plugMap: PlugMap | undefined;
+  /** `plugmap`, `plugmap-from`, `two-pass` (read from IN first) or `in-band`. */
+  source: "plugmap" | "plugmap-from" | "two-pass" | "in-band";
+  /** Layout found by the first pass, when one ran. */
+  layout: "early" | "late" | "none" | undefined;
+}
+
+/**
+ * Decide where the plug state comes from: `--plugmap`/`--plugmap-from`, a
+ * first pass over a seekable IN (late layout or no device), or in-band.
+ */
+export async function choosePlugState(
+  values: { plugmap?: string | undefined; "plugmap-from"?: string | undefined },
+  inPath: string,
+  options: { twoPass: boolean },
+): Promise<PlugStateChoice> {
+  if (values.plugmap !== undefined && values["plugmap-from"] !== undefined) {
+    throw new UsageError("give either --plugmap or --plugmap-from, not both");
+  }
+  if (values.plugmap !== undefined || values["plugmap-from"] !== undefined) {
+    const plugMap = await loadPlugMap({
+      plugmap: values.plugmap,
+      plugmapFrom: values["plugmap-from"],
+    });
+    return {
+      plugMap,
+      source: values.plugmap !== undefined ? "plugmap" : "plugmap-from",
+      layout: undefined,
+    };
+  }
+  if (options.twoPass && inPath !== "-") {
+    const info = await Deno.stat(inPath);
+    if (info.isFile) {
+      const r = await extractPlugStateFromStreamFile(inPath);
+      // Early layout: the stream states it before RAM; use it in-band.
+      if (r.layout === "early") return { plugMap: undefined, source: "in-band", layout: "early" };
+      return { plugMap: r.plugMap, source: "two-pass", layout: r.layout };
+    }
+  }
+  return { plugMap: undefined, source: "in-band", layout: undefined };
+}
+
+/** Progress on a terminal: one updating line on stderr. */
+export function terminalProgress(io: CliIo, label: string, total: number | undefined): {
+  update(done: number): void;
+  end(): Promise<void>;
+} {
+  if (!io.stderrIsTerminal) return { update() {}, end: () => Promise.resolve() };
+  let last = 0;
+  let shown = false;
+  return {
+    update(done) {
+      const now = Date.now();
+      if (now - last < 250) return;
+      last = now;
+      shown = true;
+      const pct = total ? ` (${Math.floor((done / total) * 100)}%)` : "";
+      void io.err(
+        `\r${label}: ${formatByteCount(done)}${
+          total ? ` of ${formatByteCount(total)}` : ""
+        }${pct}   `,
+      );
+    },
+    end: () => (shown ? io.err("\r\x1b[K") : Promise.resolve()),
+  };
+}
+
+/** Run `filter`. */
+export async function run(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      plugmap: { type: "string" },
+      "plugmap-from": { type: "string" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    await io.out(HELP);
+    return 0;
+  }
+  if (positionals.length !== 2) {
+    throw new UsageError("filter takes an input and an output (files or -)");
+  }
+  const [inPath, outPath] = positionals as [string, string];
+  if (inPath !== "-" && inPath === outPath) {
+    throw new UsageError("filter cannot write its output over its input");
+  }
+  const choice = await choosePlugState(values, inPath, { twoPass: true });
+
+  const input = await openStreamInput(inPath, { recycle: true });
+  const output = await createAtomicOutput(outPath);
+  const dropper = new UnpluggedPageDropper(choice.plugMap ? { plugMap: choice.plugMap } : {});
+  let bytesOut = 0;
+  let bytesIn = 0;
+  const progress = terminalProgress(io, "filter", input.byteLength);
+  try {
+    const sink = orderedSink((c) => output.write(c));
+    const writer = new ByteWriter(sink.sink, { reuseChunks: true });
+    const enc = new MigrationEncoder(writer);
+    for await (const batch of decodeMigrationBatches(input.reader)) {
+      const out = dropper.filterBatch(batch);
+      for (let i = 0; i < out.length; i++) enc.write(out[i]!);
+      await enc.flushIfFull();
+      sink.check();
+      progress.update(input.reader.offset);
+    }
+    await enc.flush();
+    await sink.drain(writer.offset);
+    bytesOut = sink.written;
+    bytesIn = input.reader.offset;
+    await output.commit();
+  } catch (e) {
+    await output.abort();
+    throw e;
+  } finally {
+    input.close();
+    await progress.end();
+  }
+  const stats = dropper.stats;
+  if (values.json) {
+    const plugState = { source: choice.source, layout: choice.layout ?? null };
+    const report = json({ input: inPath, output: outPath, bytesIn, bytesOut, plugState, ...stats });
+    if (outPath === "-") await io.err(report);
+    else await io.out(report);
+  } else {
+    await io.err(renderDropReport(inPath, outPath, bytesIn, bytesOut, choice, stats));
+  }
+  return 0;
+}
+
+const SOURCE_TEXT: Record<string, string> = {
+  plugmap: "the plug map (--plugmap)",
+  "plugmap-from": "the plug map (--plugmap-from)",
+  early: "the early virtio-mem section",
+  device: "the device section",
+};
+
+/** The text drop report. */
+export function renderDropReport(
+  inPath: string,
+  outPath: string,
+  bytesIn: number,
+  bytesOut: number,
+  choice: PlugStateChoice,
+  s: DropStats,
+): string {
+  let t = `filter: ${inPath} -> ${outPath}: ${grouped(bytesIn)} -> ${grouped(bytesOut)} bytes; ` +
+    `dropped ${grouped(s.droppedRecords)} of ${grouped(s.pageRecords)} page records (${
+      grouped(s.droppedBytes)
+    } bytes)\n`;
+  if (choice.source === "two-pass") {
+    t += `  plug state read from the end of ${inPath} first (${choice.layout} layout)\n`;
+  }
+  if (s.devices.length === 0) t += "  no virtio-mem device: nothing to drop\n";
+  for (const d of s.devices) {
+    const src = choice.source === "two-pass"
+      ? "the device section (first pass)"
+      : SOURCE_TEXT[d.source] ?? d.source;
+    t +=
+      `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${d.blocks} blocks of ${
+        formatByteCount(d.blockSize)
+      } plugged, ` +
+      `plug state from ${src}): kept ${grouped(d.keptRecords)}, dropped ${
+        grouped(d.droppedRecords)
+      } records\n`;
+    const shown = d.droppedBlocks.slice(0, 64);
+    for (const b of shown) {
+      t +=
+        `    block ${b.blockIndex} (gpa ${hex(b.gpa)}): ${grouped(b.droppedRecords)} record${
+          b.droppedRecords === 1 ? "" : "s"
+        }, ` +
+        `${grouped(b.droppedBytes)} bytes\n`;
+    }
+    if (d.droppedBlocks.length > shown.length) {
+      t += `    … ${d.droppedBlocks.length - shown.length} more blocks\n`;
+    }
+  }
+  for (const r of s.dropped.slice(0, 16)) {
+    t += `  dropped ${r.recordKind} gpa ${hex(r.gpa)} (${r.ramBlock}+${
+      hex(r.ramOffset)
+    }) at stream offset ${hex(r.streamOffset)}\n`;
+  }
+  if (s.droppedRecords > 16) t += `  … ${s.droppedRecords - 16} more dropped records\n`;
+  if (s.renamedRecords > 0) {
+    t +=
+      `  restored the RAMBlock name on ${grouped(s.renamedRecords)} record${
+        s.renamedRecords === 1 ? "" : "s"
+      } ` +
+      `(+${grouped(s.renamedBytes)} bytes)\n`;
+  }
+  return t;
+}

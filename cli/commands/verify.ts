@@ -1,0 +1,200 @@
+/**
+ * `vmem-dump verify IN [--forward OUT]`: check that no RAM record of a
+ * migration stream touches an unplugged virtio-mem block. Exit 0 when clean,
+ * 3 when violations were found, 1 on errors.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { ByteWriter } from "../../src/io/byte_writer.ts";
+import { type AtomicOutput, createAtomicOutput } from "../../src/io/file.ts";
+import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
+import { MigrationEncoder } from "../../src/migration/encoder.ts";
+import { PlugStateVerifier, type VerifyResult } from "../../src/migration/verify.ts";
+import { formatByteCount, orderedSink } from "../../src/proxy/relay.ts";
+import { openStreamInput } from "../_stream_input.ts";
+import { grouped, hex, json } from "../_format.ts";
+import { type CliIo, UsageError } from "../io.ts";
+import { choosePlugState, type PlugStateChoice, terminalProgress } from "./filter.ts";
+
+const HELP = `usage: vmem-dump verify IN [--forward OUT] [--plugmap FILE | --plugmap-from STREAM]
+                        [--json] [--max-violations N] [--single-pass]
+
+Check that no RAM record of the migration stream IN (a file or '-') lies in
+an unplugged virtio-mem block, and list every offending record with its
+guest-physical address, RAMBlock offset, stream offset and kind.
+
+Plug state: the stream's early section (QEMU >= 8.0 machine types) or its
+device section after the RAM (QEMU 7.2). For a late-layout file the device
+section is read first, so every offending record is reported exactly; with
+--single-pass (and for pipes) records are collected per MiB until the device
+section arrives.
+
+  --forward OUT          copy the stream to OUT ('-' for stdout), only if it is clean
+  --plugmap FILE         out-of-band plug map (checked in addition to the stream's)
+  --plugmap-from STREAM  plug map from another stream of the same paused VM
+  --json                 JSON report (to stdout, or stderr with --forward -)
+  --max-violations N     list at most N violations (default 10000; all are counted)
+  --single-pass          do not read a late-layout file twice
+
+Exit status: 0 clean, 3 violations found, 1 error, 2 usage error.
+`;
+
+/** Run `verify`. */
+export async function run(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      forward: { type: "string" },
+      plugmap: { type: "string" },
+      "plugmap-from": { type: "string" },
+      json: { type: "boolean" },
+      "max-violations": { type: "string" },
+      "single-pass": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help) {
+    await io.out(HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) {
+    throw new UsageError("verify takes exactly one input (a file or -)");
+  }
+  const inPath = positionals[0]!;
+  let maxViolations = 10_000;
+  if (values["max-violations"] !== undefined) {
+    maxViolations = Number(values["max-violations"]);
+    if (!Number.isSafeInteger(maxViolations) || maxViolations < 0) {
+      throw new UsageError("--max-violations takes a non-negative integer");
+    }
+  }
+  const forwardPath = values.forward;
+  if (forwardPath !== undefined && forwardPath !== "-" && forwardPath === inPath) {
+    throw new UsageError("verify cannot forward onto its input");
+  }
+  const choice = await choosePlugState(values, inPath, { twoPass: !values["single-pass"] });
+  const verifier = new PlugStateVerifier({
+    mode: "report",
+    maxViolations,
+    ...(choice.plugMap ? { plugMap: choice.plugMap } : {}),
+  });
+
+  const input = await openStreamInput(inPath, { recycle: true });
+  let output: AtomicOutput | undefined;
+  const progress = terminalProgress(io, "verify", input.byteLength);
+  let bytesIn = 0;
+  try {
+    output = forwardPath === undefined ? undefined : await createAtomicOutput(forwardPath);
+    const out = output;
+    const sink = out === undefined ? undefined : orderedSink((c) => out.write(c));
+    const writer = sink === undefined
+      ? undefined
+      : new ByteWriter(sink.sink, { reuseChunks: true });
+    const enc = writer === undefined ? undefined : new MigrationEncoder(writer);
+    for await (const batch of decodeMigrationBatches(input.reader)) {
+      const pass = verifier.checkBatch(batch);
+      if (enc !== undefined) {
+        for (let i = 0; i < pass.length; i++) enc.write(pass[i]!);
+        await enc.flushIfFull();
+        sink!.check();
+      }
+      progress.update(input.reader.offset);
+    }
+    bytesIn = input.reader.offset;
+    const rest = verifier.end();
+    if (enc !== undefined && out !== undefined) {
+      for (const r of rest) enc.write(r);
+      await enc.flush();
+      await sink!.drain(writer!.offset);
+      if (verifier.failed) await out.abort();
+      else await out.commit();
+    }
+  } catch (e) {
+    await output?.abort();
+    throw e;
+  } finally {
+    input.close();
+    await progress.end();
+  }
+  const result = verifier.result;
+  const toErr = forwardPath === "-";
+  const text = values.json
+    ? json({
+      input: inPath,
+      bytesIn,
+      forwarded: forwardPath === undefined ? null : (result.clean ? forwardPath : null),
+      plugState: { source: choice.source, layout: choice.layout ?? null },
+      ...result,
+    })
+    : renderVerifyReport(inPath, bytesIn, choice, result, forwardPath);
+  if (toErr) await io.err(text);
+  else await io.out(text);
+  return result.clean ? 0 : 3;
+}
+
+const SOURCE_TEXT: Record<string, string> = {
+  plugmap: "plug map",
+  early: "early section",
+  device: "device section",
+};
+
+/** The text verification report. */
+export function renderVerifyReport(
+  inPath: string,
+  bytesIn: number,
+  choice: PlugStateChoice,
+  r: VerifyResult,
+  forwardPath: string | undefined,
+): string {
+  const names = choice.source === "two-pass"
+    ? { ...SOURCE_TEXT, plugmap: "device section, first pass" }
+    : SOURCE_TEXT;
+  let t = r.clean
+    ? `verify: ${inPath}: clean: ${grouped(r.pageRecords)} page records in ${
+      grouped(bytesIn)
+    } bytes, none in an unplugged block\n`
+    : `verify: ${inPath}: ${grouped(r.violatingRecords)} record${
+      r.violatingRecords === 1 ? "" : "s"
+    } in unplugged blocks ` +
+      `(${grouped(r.violationCount)} violation${r.violationCount === 1 ? "" : "s"}) among ${
+        grouped(r.pageRecords)
+      } page records\n`;
+  const layout = r.layout === "none" ? "no virtio-mem state in the stream" : `${r.layout} layout`;
+  t +=
+    `  ${layout}${choice.source === "two-pass" ? ", device section read first (two passes)" : ""}` +
+    `${
+      choice.source === "plugmap" || choice.source === "plugmap-from"
+        ? `, plug map from --${choice.source}`
+        : ""
+    }\n`;
+  for (const d of r.devices) {
+    t +=
+      `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${d.blocks} blocks of ${
+        formatByteCount(d.blockSize)
+      } plugged; ` +
+      `from ${[...new Set(d.sources)].map((s) => names[s] ?? s).join(" and ")})\n`;
+  }
+  for (const v of r.violations) {
+    t +=
+      `  ${v.recordKind} gpa ${hex(v.gpa)} (${v.ramBlock}+${
+        hex(v.ramOffset)
+      }, block ${v.blockIndex}) ` +
+      `at stream offset ${hex(v.streamOffset)}${
+        v.records > 1 ? ` and ${v.records - 1} more records in this MiB` : ""
+      }` +
+      ` [${names[v.detectedBy] ?? v.detectedBy}]\n`;
+  }
+  if (r.violationCount > r.violations.length) {
+    t += `  … ${r.violationCount - r.violations.length} more violations\n`;
+  }
+  if (forwardPath !== undefined) {
+    t += r.clean
+      ? `  forwarded to ${forwardPath}\n`
+      : `  not forwarded: ${forwardPath} was not written\n`;
+  }
+  return t;
+}

@@ -1,0 +1,269 @@
+/**
+ * Plug tables shared by the send-side filter and the receive-side verifier:
+ * for every virtio-mem RAMBlock, one byte per device block (1 = plugged),
+ * built from an out-of-band {@linkcode PlugMap}, an early
+ * `virtio-mem-device-early` record or a late `virtio-mem-device` record.
+ * Lookups on the page path are a string compare, a division and an index.
+ *
+ * @module
+ */
+
+import { FormatError } from "../errors.ts";
+import type { PlugMap, VmemDevice } from "../vmem/plug_map.ts";
+import type { RamBlockInfo, VirtioMemDeviceRecord, VirtioMemEarlyRecord } from "./types.ts";
+import { findVirtioMemRamBlock } from "./virtio_mem_device.ts";
+
+/** Where a plug table came from. */
+export type PlugStateSource = "plugmap" | "early" | "device";
+
+/** Plug state of one virtio-mem RAMBlock, one byte per device block. */
+export interface BlockPlugTable {
+  /** RAMBlock idstr. */
+  ramBlock: string;
+  /** Device path P (`""` when unknown). */
+  devicePath: string;
+  /** Guest-physical base of the region. */
+  gpa: number;
+  /** Region size in bytes. */
+  regionSize: number;
+  /** Device block size in bytes. */
+  blockSize: number;
+  /** 1 = plugged, 0 = unplugged; one entry per device block. */
+  plugged: Uint8Array;
+  /** Where the state came from. */
+  source: PlugStateSource;
+}
+
+/**
+ * Largest number of device blocks accepted for one device: 32 Mi blocks (32 TiB
+ * at 1 MiB blocks) keeps the one-byte-per-block table at 32 MiB.
+ */
+const MAX_BLOCKS = 1 << 25;
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+/** One byte per block from an LSB-first bitmap (PlugMap form). */
+export function flagsFromLsbBitmap(bitmap: Uint8Array, blocks: number): Uint8Array {
+  const out = new Uint8Array(blocks);
+  for (let i = 0; i < blocks; i++) out[i] = (bitmap[i >>> 3]! >>> (i & 7)) & 1;
+  return out;
+}
+
+/** One byte per block from QEMU's wire bitmap (be64 words, bit i in word i >> 6, bit i & 63). */
+export function flagsFromWireBitmap(wire: Uint8Array, blocks: number): Uint8Array {
+  const out = new Uint8Array(blocks);
+  for (let i = 0; i < blocks; i++) {
+    const byte = wire[8 * (i >>> 6) + 7 - ((i & 63) >>> 3)] ?? 0;
+    out[i] = (byte >>> (i & 7)) & 1;
+  }
+  return out;
+}
+
+/** LSB-first bitmap (PlugMap form) from QEMU's wire bitmap. */
+export function lsbBitmapFromWire(wire: Uint8Array, blocks: number): Uint8Array<ArrayBuffer> {
+  const flags = flagsFromWireBitmap(wire, blocks);
+  const out = new Uint8Array(Math.ceil(blocks / 8));
+  for (let i = 0; i < blocks; i++) if (flags[i] === 1) out[i >>> 3]! |= 1 << (i & 7);
+  return out;
+}
+
+/** The plug-map device that describes RAMBlock `block`, if any. */
+function deviceForBlock(map: PlugMap, block: RamBlockInfo): VmemDevice | undefined {
+  const direct = map.deviceForRamBlock(block.idstr);
+  if (direct !== undefined) return direct;
+  const cut = block.idstr.lastIndexOf("/");
+  if (cut <= 0) return undefined;
+  const path = block.idstr.slice(0, cut);
+  return map.devices.find((d) =>
+    d.ramBlock === "" && d.path === path && d.regionSize === block.usedLength
+  );
+}
+
+/**
+ * The plug tables of one stream. The MEM_SIZE list must arrive before
+ * in-band state; an out-of-band map is resolved against it.
+ */
+export class PlugTables {
+  #tables = new Map<string, BlockPlugTable>();
+  #blocks: readonly RamBlockInfo[] = [];
+  #map: PlugMap | undefined;
+  #format: "migration";
+
+  /** @param map Out-of-band plug map, resolved when the MEM_SIZE list arrives. */
+  constructor(map: PlugMap | undefined) {
+    this.#map = map;
+    this.#format = "migration";
+  }
+
+  /** Whether any plug state is known (an out-of-band map counts, even with no devices). */
+  get known(): boolean {
+    return this.#map !== undefined || this.#tables.size > 0;
+  }
+
+  /** The MEM_SIZE list, for resolving device paths. */
+  get ramBlocks(): readonly RamBlockInfo[] {
+    return this.#blocks;
+  }
+
+  /** The table of a RAMBlock. */
+  get(ramBlock: string): BlockPlugTable | undefined {
+    return this.#tables.get(ramBlock);
+  }
+
+  /** All tables. */
+  values(): IterableIterator<BlockPlugTable> {
+    return this.#tables.values();
+  }
+
+  /**
+   * Take the MEM_SIZE list and resolve the out-of-band map against it.
+   * @throws {FormatError} when a map device matches no RAMBlock or its size differs.
+   */
+  setRamBlocks(blocks: readonly RamBlockInfo[], streamOffset: number): void {
+    this.#blocks = blocks;
+    this.#tables.clear();
+    const map = this.#map;
+    if (map === undefined) return;
+    const used = new Set<VmemDevice>();
+    for (const b of blocks) {
+      const d = deviceForBlock(map, b);
+      if (d === undefined) continue;
+      if (d.regionSize !== b.usedLength) {
+        throw new FormatError(
+          `Cannot apply the plug map: device ${d.path || d.ramBlock} has region size ${
+            hex(d.regionSize)
+          } but RAMBlock ${JSON.stringify(b.idstr)} is ${hex(b.usedLength)} long`,
+          { format: this.#format, code: "invariant", offset: streamOffset },
+        );
+      }
+      used.add(d);
+      const blocksCount = d.regionSize / d.blockSize;
+      if (blocksCount > MAX_BLOCKS) {
+        throw new FormatError(
+          `Cannot apply the plug map: device ${
+            d.path || d.ramBlock
+          } has ${blocksCount} blocks, too many`,
+          { format: this.#format, code: "too-large", offset: streamOffset },
+        );
+      }
+      this.#tables.set(b.idstr, {
+        ramBlock: b.idstr,
+        devicePath: d.path || b.idstr.slice(0, Math.max(0, b.idstr.lastIndexOf("/"))),
+        gpa: d.gpa,
+        regionSize: d.regionSize,
+        blockSize: d.blockSize,
+        plugged: flagsFromLsbBitmap(d.bitmap, blocksCount),
+        source: "plugmap",
+      });
+    }
+    for (const d of map.devices) {
+      if (!used.has(d)) {
+        throw new FormatError(
+          `Cannot apply the plug map: device ${
+            JSON.stringify(d.path || d.ramBlock || hex(d.gpa))
+          } matches no RAMBlock of the stream`,
+          { format: this.#format, code: "unknown-block", offset: streamOffset },
+        );
+      }
+    }
+  }
+
+  /**
+   * Build the table an in-band record describes (without installing it).
+   * @throws {FormatError} when the device matches no RAMBlock or its geometry is impossible.
+   */
+  tableFromRecord(r: VirtioMemEarlyRecord | VirtioMemDeviceRecord): BlockPlugTable | undefined {
+    let gpa: number, regionSize: number, blockSize: number, wire: Uint8Array;
+    if (r.kind === "virtio-mem-early") {
+      ({ gpa, regionSize, blockSize } = r);
+      wire = r.bitmap;
+    } else {
+      const s = r.state;
+      if (
+        s.layout !== "late" || s.bitmap === undefined || s.gpa === undefined ||
+        s.regionSize === undefined ||
+        s.blockSize === undefined
+      ) return undefined;
+      gpa = s.gpa;
+      regionSize = s.regionSize;
+      blockSize = s.blockSize;
+      wire = s.bitmap;
+    }
+    const blocks = regionSize / blockSize;
+    if (Number.isInteger(blocks) && blocks > MAX_BLOCKS) {
+      throw new FormatError(
+        `Cannot use the virtio-mem state of ${r.devicePath}: ${blocks} device blocks are too many`,
+        { format: this.#format, code: "too-large", offset: r.streamOffset },
+      );
+    }
+    if (
+      !(blockSize >= 1 << 20) || !Number.isInteger(blocks) || blocks < 1 ||
+      wire.byteLength < 8 * Math.ceil(blocks / 64)
+    ) {
+      throw new FormatError(
+        `Cannot use the virtio-mem state of ${r.devicePath}: region ${
+          hex(regionSize)
+        } and block size ${hex(blockSize)} do not fit its bitmap`,
+        { format: this.#format, code: "bad-virtio-mem", offset: r.streamOffset },
+      );
+    }
+    const block = findVirtioMemRamBlock(r.devicePath, regionSize, this.#blocks);
+    if (block === undefined) {
+      throw new FormatError(
+        `Cannot use the virtio-mem state of ${r.devicePath}: no RAMBlock ${
+          JSON.stringify(`${r.devicePath}/…`)
+        } of ${hex(regionSize)} bytes in the block list`,
+        { format: this.#format, code: "unknown-block", offset: r.streamOffset },
+      );
+    }
+    return {
+      ramBlock: block.idstr,
+      devicePath: r.devicePath,
+      gpa,
+      regionSize,
+      blockSize,
+      plugged: flagsFromWireBitmap(wire, blocks),
+      source: r.kind === "virtio-mem-early" ? "early" : "device",
+    };
+  }
+
+  /** Install (or replace) a table. */
+  set(table: BlockPlugTable): void {
+    this.#tables.set(table.ramBlock, table);
+  }
+}
+
+/** First block index that `a` marks unplugged but `b` marks plugged, or -1. */
+export function firstDroppedButPlugged(a: BlockPlugTable, b: BlockPlugTable): number {
+  const n = Math.min(a.plugged.length, b.plugged.length);
+  for (let i = 0; i < n; i++) if (a.plugged[i] === 0 && b.plugged[i] === 1) return i;
+  return -1;
+}
+
+/** A `VmemDevice` for a table (for building a `PlugMap`). */
+export function deviceFromTable(t: BlockPlugTable, extra: {
+  node: number;
+  usableRegionSize: number | undefined;
+  requestedSize: number | undefined;
+}): VmemDevice {
+  const bitmap = new Uint8Array(Math.ceil(t.plugged.length / 8));
+  let plugged = 0;
+  for (let i = 0; i < t.plugged.length; i++) {
+    if (t.plugged[i] === 1) {
+      bitmap[i >>> 3]! |= 1 << (i & 7);
+      plugged++;
+    }
+  }
+  return {
+    path: t.devicePath,
+    ramBlock: t.ramBlock,
+    gpa: t.gpa,
+    regionSize: t.regionSize,
+    blockSize: t.blockSize,
+    node: extra.node,
+    usableRegionSize: extra.usableRegionSize,
+    size: plugged * t.blockSize,
+    requestedSize: extra.requestedSize,
+    bitmap,
+  };
+}

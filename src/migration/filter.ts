@@ -1,0 +1,495 @@
+/**
+ * Send-side filter: drop the RAM records of unplugged virtio-mem blocks from
+ * a migration stream, keeping the result loadable by QEMU.
+ *
+ * A record is dropped whole (header, idstr, payload) when its RAMBlock is a
+ * virtio-mem memory backend and its device block is unplugged. When a
+ * dropped record was the one that named the RAMBlock (CONTINUE clear), the
+ * next kept record of that block gets the name back (CONTINUE cleared), as
+ * QEMU's loader resolves CONTINUE against the last named block
+ * (spec migration-stream.md §6.3). Every other record passes unchanged, so
+ * re-encoding gives the input bytes minus the dropped records.
+ *
+ * @module
+ */
+
+import { FormatError, UnsupportedFeatureError } from "../errors.ts";
+import type { PlugMap } from "../vmem/plug_map.ts";
+import {
+  type BlockPlugTable,
+  firstDroppedButPlugged,
+  type PlugStateSource,
+  PlugTables,
+} from "./_filter_plug_state.ts";
+import type { MigrationRecord, RamPageLikeRecord } from "./types.ts";
+
+export type { PlugStateSource } from "./_filter_plug_state.ts";
+
+/** Options for {@linkcode UnpluggedPageDropper} and {@linkcode DropUnpluggedPagesStream}. */
+export interface DropUnpluggedPagesOptions {
+  /**
+   * Out-of-band plug state (e.g. from `loadPlugMap`). It takes precedence over
+   * the stream's own early section for the devices it describes.
+   * @default {undefined} (use the stream's `virtio-mem-device-early` sections)
+   */
+  plugMap?: PlugMap;
+  /**
+   * Fail at the first page record when no plug state is known yet (a late
+   * layout stream without `plugMap`). When `false`, such records pass.
+   * @default {true}
+   */
+  requirePlugState?: boolean;
+  /**
+   * Accept a `plugMap` that marks a block unplugged which the stream's own
+   * state marks plugged (the destination would then miss plugged memory).
+   * @default {false}
+   */
+  allowPlugStateMismatch?: boolean;
+  /** How many dropped records to describe one by one in {@linkcode DropStats.dropped}. @default {1000} */
+  maxDropDetails?: number;
+}
+
+/** One dropped record. */
+export interface DroppedRecord {
+  /** Kind of the dropped record. */
+  recordKind: RamPageLikeRecord["kind"];
+  /** RAMBlock idstr. */
+  ramBlock: string;
+  /** Offset inside the RAMBlock. */
+  ramOffset: number;
+  /** Guest-physical address of the page. */
+  gpa: number;
+  /** Device block index. */
+  blockIndex: number;
+  /** Stream offset of the record in the input. */
+  streamOffset: number;
+  /** Encoded size of the record in the input. */
+  byteLength: number;
+}
+
+/** Drop counts of one device block. */
+export interface DropBlockStats {
+  /** Device block index. */
+  blockIndex: number;
+  /** Guest-physical address of the block. */
+  gpa: number;
+  /** Records dropped. */
+  droppedRecords: number;
+  /** Input bytes dropped. */
+  droppedBytes: number;
+}
+
+/** Drop counts of one virtio-mem device. */
+export interface DropDeviceStats {
+  /** RAMBlock idstr. */
+  ramBlock: string;
+  /** Device path P. */
+  devicePath: string;
+  /** Guest-physical base of the region. */
+  gpa: number;
+  /** Device block size. */
+  blockSize: number;
+  /** Where the plug state used for this device came from. */
+  source: PlugStateSource;
+  /** Plugged device blocks. */
+  pluggedBlocks: number;
+  /** Device blocks in the region. */
+  blocks: number;
+  /** Page records kept. */
+  keptRecords: number;
+  /** Records dropped. */
+  droppedRecords: number;
+  /** Input bytes dropped. */
+  droppedBytes: number;
+  /** Blocks with dropped records, by block index. */
+  droppedBlocks: DropBlockStats[];
+}
+
+/** What a filter run dropped. */
+export interface DropStats {
+  /** Page records seen. */
+  pageRecords: number;
+  /** Records dropped. */
+  droppedRecords: number;
+  /** Input bytes dropped. */
+  droppedBytes: number;
+  /** Kept records whose RAMBlock name was restored (CONTINUE cleared). */
+  renamedRecords: number;
+  /** Bytes added by restored names. */
+  renamedBytes: number;
+  /** Per device, in stream order. */
+  devices: DropDeviceStats[];
+  /** The first `maxDropDetails` dropped records. */
+  dropped: DroppedRecord[];
+}
+
+interface DeviceCounters {
+  table: BlockPlugTable;
+  kept: number;
+  droppedRecords: number;
+  droppedBytes: number;
+  blocks: Map<number, { records: number; bytes: number }>;
+}
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+/** Encoded size of a page record as it was in the input. */
+function recordByteLength(r: RamPageLikeRecord): number {
+  const name = r.continued ? 0 : 1 + r.ramBlock.length;
+  switch (r.kind) {
+    case "ram-page":
+      return 8 + name + r.data.byteLength;
+    case "ram-zero-page":
+      return 8 + name + 1;
+    case "ram-xbzrle-page":
+      return 8 + name + 3 + r.data.byteLength;
+    case "ram-compressed-page":
+      return 8 + name + 4 + r.data.byteLength;
+  }
+}
+
+/**
+ * The filter engine: feed it record batches in stream order, it returns the
+ * batches to emit. Synchronous per batch, so a pipeline awaits once per batch,
+ * not per page.
+ *
+ * @example Filter a file into another
+ * ```ts ignore
+ * import { ByteWriter, decodeMigrationBatches, MigrationEncoder, openInput, UnpluggedPageDropper } from "@vmem-dump/vmem-dump";
+ * const input = await openInput("in.mig");
+ * const out = await Deno.open("out.mig", { write: true, create: true, truncate: true });
+ * const enc = new MigrationEncoder(new ByteWriter((c) => out.write(c).then(() => {})));
+ * const dropper = new UnpluggedPageDropper();
+ * for await (const batch of dropper.filterBatches(decodeMigrationBatches(input.reader))) {
+ *   for (const r of batch) enc.write(r);
+ *   await enc.flushIfFull();
+ * }
+ * await enc.flush();
+ * console.log(dropper.stats.droppedRecords);
+ * ```
+ */
+export class UnpluggedPageDropper {
+  #tables: PlugTables;
+  #map: PlugMap | undefined;
+  #requirePlugState: boolean;
+  #allowMismatch: boolean;
+  #maxDetails: number;
+  /** Output side: the last RAMBlock named on the output (QEMU's `last_recv_block` of the destination). */
+  #lastEmittedBlock: string | undefined;
+  #lastRamBlock: string | undefined;
+  #lastTable: BlockPlugTable | undefined;
+  #lastCounters: DeviceCounters | undefined;
+  #counters = new Map<string, DeviceCounters>();
+  #untracked = new Set<string>();
+  #pageRecords = 0;
+  #droppedRecords = 0;
+  #droppedBytes = 0;
+  #renamedRecords = 0;
+  #renamedBytes = 0;
+  #details: DroppedRecord[] = [];
+  #sawPage = false;
+
+  /**
+   * Create the filter.
+   *
+   * @param options Plug state and checks.
+   */
+  constructor(options: DropUnpluggedPagesOptions = {}) {
+    this.#map = options.plugMap;
+    this.#tables = new PlugTables(options.plugMap);
+    this.#requirePlugState = options.requirePlugState ?? true;
+    this.#allowMismatch = options.allowPlugStateMismatch ?? false;
+    this.#maxDetails = options.maxDropDetails ?? 1000;
+  }
+
+  /** What was dropped so far. */
+  get stats(): DropStats {
+    const devices: DropDeviceStats[] = [];
+    for (const c of this.#counters.values()) {
+      const t = c.table;
+      let pluggedBlocks = 0;
+      for (let i = 0; i < t.plugged.length; i++) pluggedBlocks += t.plugged[i]!;
+      devices.push({
+        ramBlock: t.ramBlock,
+        devicePath: t.devicePath,
+        gpa: t.gpa,
+        blockSize: t.blockSize,
+        source: t.source,
+        pluggedBlocks,
+        blocks: t.plugged.length,
+        keptRecords: c.kept,
+        droppedRecords: c.droppedRecords,
+        droppedBytes: c.droppedBytes,
+        droppedBlocks: [...c.blocks].sort((a, b) => a[0] - b[0]).map(([blockIndex, v]) => ({
+          blockIndex,
+          gpa: t.gpa + blockIndex * t.blockSize,
+          droppedRecords: v.records,
+          droppedBytes: v.bytes,
+        })),
+      });
+    }
+    return {
+      pageRecords: this.#pageRecords,
+      droppedRecords: this.#droppedRecords,
+      droppedBytes: this.#droppedBytes,
+      renamedRecords: this.#renamedRecords,
+      renamedBytes: this.#renamedBytes,
+      devices,
+      dropped: this.#details.slice(),
+    };
+  }
+
+  #install(table: BlockPlugTable): void {
+    this.#tables.set(table);
+    const old = this.#counters.get(table.ramBlock);
+    this.#counters.set(table.ramBlock, {
+      table,
+      kept: old?.kept ?? 0,
+      droppedRecords: old?.droppedRecords ?? 0,
+      droppedBytes: old?.droppedBytes ?? 0,
+      blocks: old?.blocks ?? new Map(),
+    });
+    this.#lastRamBlock = undefined;
+  }
+
+  /** Handle a record that is not a page: state updates and checks. */
+  #control(r: MigrationRecord): void {
+    switch (r.kind) {
+      case "ram-mem-size":
+        this.#tables.setRamBlocks(r.blocks, r.streamOffset);
+        this.#counters.clear();
+        for (const t of this.#tables.values()) this.#install(t);
+        this.#lastEmittedBlock = undefined;
+        this.#lastRamBlock = undefined;
+        return;
+      case "virtio-mem-early":
+      case "virtio-mem-device": {
+        const inBand = this.#tables.tableFromRecord(r);
+        if (inBand === undefined) return;
+        const current = this.#tables.get(inBand.ramBlock);
+        if (current === undefined) {
+          if (
+            this.#requirePlugState && this.#untracked.has(inBand.ramBlock) &&
+            inBand.plugged.includes(0)
+          ) {
+            throw new UnsupportedFeatureError(
+              `Cannot filter migration stream: the plug state of ${r.devicePath} arrives after pages of ${
+                JSON.stringify(inBand.ramBlock)
+              } were passed (late layout); give a plug map or filter a seekable file in two passes`,
+              "migration",
+              r.streamOffset,
+            );
+          }
+          if (r.kind === "virtio-mem-early") this.#install(inBand);
+          return;
+        }
+        if (!this.#allowMismatch) {
+          const bad = firstDroppedButPlugged(current, inBand);
+          if (bad >= 0) {
+            throw new FormatError(
+              `Cannot filter migration stream: the plug map marks block ${bad} (gpa ${
+                hex(current.gpa + bad * current.blockSize)
+              }) of ${r.devicePath} unplugged, but the stream marks it plugged`,
+              { format: "migration", code: "invariant", offset: r.streamOffset },
+            );
+          }
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  #noPlugState(r: RamPageLikeRecord): never {
+    throw new UnsupportedFeatureError(
+      "Cannot filter migration stream: the virtio-mem plug state is not known at the first RAM page " +
+        "(late layout, QEMU < 8.0 machine types); give a plug map or filter a seekable file in two passes",
+      "migration",
+      r.streamOffset,
+    );
+  }
+
+  /**
+   * Filter one batch of records (in stream order).
+   *
+   * @param batch Records, e.g. from `decodeMigrationBatches`.
+   * @returns The records to emit: `batch` itself when nothing changed, else a new array.
+   * @throws {UnsupportedFeatureError} when the plug state is unknown at the first page.
+   * @throws {FormatError} when a plug map disagrees with the stream or matches no RAMBlock.
+   */
+  filterBatch(batch: readonly MigrationRecord[]): MigrationRecord[] {
+    let out: MigrationRecord[] | undefined;
+    for (let i = 0; i < batch.length; i++) {
+      const r = batch[i]!;
+      const k = r.kind;
+      if (
+        k !== "ram-page" && k !== "ram-zero-page" && k !== "ram-xbzrle-page" &&
+        k !== "ram-compressed-page"
+      ) {
+        this.#control(r);
+        if (out !== undefined) out.push(r);
+        continue;
+      }
+      this.#pageRecords++;
+      if (!this.#sawPage) {
+        this.#sawPage = true;
+        if (this.#requirePlugState && !this.#tables.known) this.#noPlugState(r);
+      }
+      let table: BlockPlugTable | undefined;
+      let counters: DeviceCounters | undefined;
+      if (r.ramBlock === this.#lastRamBlock) {
+        table = this.#lastTable;
+        counters = this.#lastCounters;
+      } else {
+        table = this.#tables.get(r.ramBlock);
+        counters = this.#counters.get(r.ramBlock);
+        this.#lastRamBlock = r.ramBlock;
+        this.#lastTable = table;
+        this.#lastCounters = counters;
+        if (table === undefined) this.#untracked.add(r.ramBlock);
+      }
+      if (table !== undefined) {
+        const blockIndex = Math.floor(r.ramOffset / table.blockSize);
+        if (table.plugged[blockIndex] !== 1) {
+          // Drop.
+          if (out === undefined) out = batch.slice(0, i);
+          const byteLength = recordByteLength(r);
+          this.#droppedRecords++;
+          this.#droppedBytes += byteLength;
+          const c = counters!;
+          c.droppedRecords++;
+          c.droppedBytes += byteLength;
+          const b = c.blocks.get(blockIndex);
+          if (b === undefined) c.blocks.set(blockIndex, { records: 1, bytes: byteLength });
+          else {
+            b.records++;
+            b.bytes += byteLength;
+          }
+          if (this.#details.length < this.#maxDetails) {
+            this.#details.push({
+              recordKind: r.kind,
+              ramBlock: r.ramBlock,
+              ramOffset: r.ramOffset,
+              gpa: table.gpa + r.ramOffset,
+              blockIndex,
+              streamOffset: r.streamOffset,
+              byteLength,
+            });
+          }
+          continue;
+        }
+        counters!.kept++;
+      }
+      // Kept.
+      if (!r.continued) {
+        this.#lastEmittedBlock = r.ramBlock;
+        if (out !== undefined) out.push(r);
+      } else if (r.ramBlock !== this.#lastEmittedBlock) {
+        if (out === undefined) out = batch.slice(0, i);
+        out.push({ ...r, continued: false });
+        this.#renamedRecords++;
+        this.#renamedBytes += 1 + r.ramBlock.length;
+        this.#lastEmittedBlock = r.ramBlock;
+      } else if (out !== undefined) {
+        out.push(r);
+      }
+    }
+    return out ?? (batch as MigrationRecord[]);
+  }
+
+  /**
+   * Filter a stream of batches.
+   *
+   * @param batches Record batches, e.g. `decodeMigrationBatches(reader)`.
+   * @returns The filtered batches (empty batches are skipped).
+   */
+  async *filterBatches(
+    batches: AsyncIterable<MigrationRecord[]> | Iterable<MigrationRecord[]>,
+  ): AsyncGenerator<MigrationRecord[]> {
+    for await (const batch of batches) {
+      const out = this.filterBatch(batch);
+      if (out.length > 0) yield out;
+    }
+  }
+
+  /** The plug map this dropper was given, if any. */
+  get plugMap(): PlugMap | undefined {
+    return this.#map;
+  }
+}
+
+/**
+ * Drop the RAM records of unplugged virtio-mem blocks from batches of
+ * records; a generator form of {@linkcode UnpluggedPageDropper}.
+ *
+ * @param batches Record batches in stream order.
+ * @param options Plug state and checks; pass `dropper` to read its stats afterwards.
+ * @returns Filtered batches.
+ * @throws {UnsupportedFeatureError} when the plug state is unknown at the first page.
+ *
+ * @example
+ * ```ts ignore
+ * import { ByteWriter, decodeMigrationBatches, dropUnpluggedPages, encodeMigration, openInput } from "@vmem-dump/vmem-dump";
+ * const input = await openInput("q10-s3.mig");
+ * const chunks: Uint8Array[] = [];
+ * await encodeMigration(dropUnpluggedPages(decodeMigrationBatches(input.reader)), new ByteWriter((c) => { chunks.push(c); }));
+ * ```
+ */
+export function dropUnpluggedPages(
+  batches: AsyncIterable<MigrationRecord[]> | Iterable<MigrationRecord[]>,
+  options: DropUnpluggedPagesOptions & { dropper?: UnpluggedPageDropper } = {},
+): AsyncGenerator<MigrationRecord[]> {
+  return (options.dropper ?? new UnpluggedPageDropper(options)).filterBatches(batches);
+}
+
+/**
+ * A `TransformStream` that drops the RAM records of unplugged virtio-mem
+ * blocks. It accepts single records or batches (arrays) and emits the same
+ * shape: a batch in gives a batch out (skipped when empty), a dropped single
+ * record gives nothing.
+ *
+ * @example Send-side pipeline
+ * ```ts ignore
+ * import { DropUnpluggedPagesStream, MigrationDecoderStream, MigrationEncoderStream } from "@vmem-dump/vmem-dump";
+ * const file = await Deno.open("q10-s3.mig");
+ * const drop = new DropUnpluggedPagesStream();
+ * await file.readable
+ *   .pipeThrough(new MigrationDecoderStream())
+ *   .pipeThrough(drop)
+ *   .pipeThrough(new MigrationEncoderStream())
+ *   .pipeTo((await Deno.create("out.mig")).writable);
+ * console.log(drop.stats.droppedRecords);
+ * ```
+ */
+export class DropUnpluggedPagesStream extends TransformStream<
+  MigrationRecord | MigrationRecord[],
+  MigrationRecord | MigrationRecord[]
+> {
+  #dropper: UnpluggedPageDropper;
+
+  /**
+   * Create the filter.
+   *
+   * @param options Plug state and checks.
+   */
+  constructor(options: DropUnpluggedPagesOptions = {}) {
+    const dropper = new UnpluggedPageDropper(options);
+    super({
+      transform(item, controller) {
+        if (Array.isArray(item)) {
+          const out = dropper.filterBatch(item);
+          if (out.length > 0) controller.enqueue(out);
+        } else {
+          for (const r of dropper.filterBatch([item])) controller.enqueue(r);
+        }
+      },
+    });
+    this.#dropper = dropper;
+  }
+
+  /** What was dropped so far. */
+  get stats(): DropStats {
+    return this.#dropper.stats;
+  }
+}

@@ -1,0 +1,507 @@
+/**
+ * Receive-side verifier: check that no RAM record of a migration stream
+ * touches an unplugged virtio-mem block, while passing the records through.
+ *
+ * - Early layout (a `virtio-mem-device-early` section before RAM, QEMU >= 8.0
+ *   machine types) or an out-of-band plug map: every page record is checked
+ *   when it arrives, and the first offending record is the failure point.
+ * - Late layout (the plug bitmap only in the `P/virtio-mem` device section
+ *   after all RAM): the touched MiB of every RAMBlock are kept in a compact
+ *   set and checked when the device section arrives. Nothing after a failed
+ *   check is forwarded.
+ * - `QEMU_VM_EOF` and the vmdesc are held back until the input ends and
+ *   every check passed, so a destination never starts a VM from a stream
+ *   that fails. A virtio-mem device the vmdesc lists but whose state was not
+ *   recognised makes the stream unverifiable (a `FormatError`).
+ *
+ * @module
+ */
+
+import { FormatError, VerificationError } from "../errors.ts";
+import type { PlugMap } from "../vmem/plug_map.ts";
+import { type BlockPlugTable, type PlugStateSource, PlugTables } from "./_filter_plug_state.ts";
+import { CHUNK_SIZE, TouchedSet } from "./_touched_set.ts";
+import { VIRTIO_MEM_DEVICE_SUFFIX } from "./constants.ts";
+import type { MigrationRecord, RamPageLikeRecord, VmdescRecord } from "./types.ts";
+
+/** Options for {@linkcode PlugStateVerifier} and {@linkcode VerifyPlugStateStream}. */
+export interface VerifyPlugStateOptions {
+  /**
+   * Out-of-band plug state. Records are checked against it as they arrive,
+   * in addition to the stream's own state.
+   * @default {undefined}
+   */
+  plugMap?: PlugMap;
+  /**
+   * `veto`: throw a `VerificationError` at the first decisive violation.
+   * `report`: collect every violation, forward nothing after the first one,
+   * and (for the stream class) fail at the end.
+   * @default {"veto"}
+   */
+  mode?: "veto" | "report";
+  /** Report mode: violations described one by one (the count goes on). @default {10000} */
+  maxViolations?: number;
+  /** Memory cap of the touched-memory set (late layout). @default {268435456} */
+  maxTrackedBytes?: number;
+}
+
+/** One record (or, in late layout, one MiB of records) in an unplugged block. */
+export interface PlugStateViolation {
+  /** Kind of the offending record (the first one of its MiB in late layout). */
+  recordKind: RamPageLikeRecord["kind"];
+  /** RAMBlock idstr. */
+  ramBlock: string;
+  /** Device path P. */
+  devicePath: string;
+  /** Offset of the record's page inside the RAMBlock. */
+  ramOffset: number;
+  /** Guest-physical address of the page. */
+  gpa: number;
+  /** Device block index. */
+  blockIndex: number;
+  /** Stream offset where the record starts. */
+  streamOffset: number;
+  /**
+   * Records this entry stands for: 1 when checked on arrival; in late layout
+   * all records of the same MiB (the fields describe the first).
+   */
+  records: number;
+  /** Which plug state showed the block unplugged. */
+  detectedBy: PlugStateSource;
+}
+
+/** Plug state of one device as the verifier used it. */
+export interface VerifiedDevice {
+  /** RAMBlock idstr. */
+  ramBlock: string;
+  /** Device path P. */
+  devicePath: string;
+  /** Guest-physical base. */
+  gpa: number;
+  /** Block size. */
+  blockSize: number;
+  /** Device blocks. */
+  blocks: number;
+  /** Plugged blocks. */
+  pluggedBlocks: number;
+  /** Sources of the plug state. */
+  sources: PlugStateSource[];
+}
+
+/** Outcome of a verification. */
+export interface VerifyResult {
+  /** No violation found (so far). */
+  clean: boolean;
+  /** `early`, `late`, or `none` (no virtio-mem state in the stream). */
+  layout: "early" | "late" | "none";
+  /** Page records checked. */
+  pageRecords: number;
+  /** Violations found (entries; see {@linkcode PlugStateViolation.records}). */
+  violationCount: number;
+  /** Offending records counted. */
+  violatingRecords: number;
+  /** The first `maxViolations` violations, in stream order of detection. */
+  violations: PlugStateViolation[];
+  /** Devices whose plug state was known. */
+  devices: VerifiedDevice[];
+}
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+const KIND_CODE: Record<RamPageLikeRecord["kind"], number> = {
+  "ram-page": 0,
+  "ram-zero-page": 1,
+  "ram-xbzrle-page": 2,
+  "ram-compressed-page": 3,
+};
+
+/** A `VerificationError` describing a violation. */
+export function violationError(v: PlugStateViolation, more = 0): VerificationError {
+  const tail = more > 0 ? ` (and ${more} more)` : "";
+  return new VerificationError(
+    `RAM record (${v.recordKind}) in unplugged virtio-mem block ${v.blockIndex} of ${
+      JSON.stringify(v.ramBlock)
+    }: gpa ${hex(v.gpa)}, ramOffset ${hex(v.ramOffset)}${tail}`,
+    { gpa: v.gpa, ramBlock: v.ramBlock, ramOffset: v.ramOffset, offset: v.streamOffset },
+  );
+}
+
+interface BlockState {
+  map: BlockPlugTable | undefined;
+  stream: BlockPlugTable | undefined;
+  track: boolean;
+}
+
+/**
+ * The verifier engine. Feed it record batches in stream order; it returns
+ * what may be forwarded now. Call {@linkcode PlugStateVerifier.end} at the
+ * end of input to release the held-back EOF and vmdesc.
+ *
+ * @example Verify a file, report mode
+ * ```ts ignore
+ * import { decodeMigrationBatches, openInput, PlugStateVerifier } from "@vmem-dump/vmem-dump";
+ * const input = await openInput("s3-malicious.mig");
+ * const verifier = new PlugStateVerifier({ mode: "report" });
+ * for await (const batch of decodeMigrationBatches(input.reader)) verifier.checkBatch(batch);
+ * verifier.end();
+ * for (const v of verifier.result.violations) console.log(v.gpa.toString(16));
+ * ```
+ */
+export class PlugStateVerifier {
+  #tables: PlugTables;
+  #veto: boolean;
+  #maxViolations: number;
+  #touched: TouchedSet;
+  #stream = new Map<string, BlockPlugTable>();
+  #state = new Map<string, BlockState>();
+  #knownPaths = new Set<string>();
+  #lastRamBlock: string | undefined;
+  #last: BlockState | undefined;
+  #violations: PlugStateViolation[] = [];
+  #violationCount = 0;
+  #violatingRecords = 0;
+  #pageRecords = 0;
+  #failed = false;
+  #held: MigrationRecord[] | undefined;
+  #ended = false;
+  #layout: "early" | "late" | "none" = "none";
+
+  /**
+   * Create the verifier.
+   *
+   * @param options Plug map, mode and limits.
+   */
+  constructor(options: VerifyPlugStateOptions = {}) {
+    this.#tables = new PlugTables(options.plugMap);
+    this.#veto = (options.mode ?? "veto") === "veto";
+    this.#maxViolations = options.maxViolations ?? 10_000;
+    this.#touched = new TouchedSet(options.maxTrackedBytes ?? 256 << 20);
+  }
+
+  /** Whether a violation was found. */
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  /** The violations found so far (report mode: all, up to `maxViolations`). */
+  get violations(): readonly PlugStateViolation[] {
+    return this.#violations;
+  }
+
+  /** The outcome so far. */
+  get result(): VerifyResult {
+    const devices = new Map<string, VerifiedDevice>();
+    const add = (t: BlockPlugTable) => {
+      let d = devices.get(t.ramBlock);
+      if (d === undefined) {
+        let plugged = 0;
+        for (let i = 0; i < t.plugged.length; i++) plugged += t.plugged[i]!;
+        d = {
+          ramBlock: t.ramBlock,
+          devicePath: t.devicePath,
+          gpa: t.gpa,
+          blockSize: t.blockSize,
+          blocks: t.plugged.length,
+          pluggedBlocks: plugged,
+          sources: [],
+        };
+        devices.set(t.ramBlock, d);
+      }
+      d.sources.push(t.source);
+    };
+    for (const t of this.#stream.values()) add(t);
+    for (const t of this.#tables.values()) add(t);
+    return {
+      clean: !this.#failed,
+      layout: this.#layout,
+      pageRecords: this.#pageRecords,
+      violationCount: this.#violationCount,
+      violatingRecords: this.#violatingRecords,
+      violations: this.#violations.slice(),
+      devices: [...devices.values()],
+    };
+  }
+
+  #blockState(ramBlock: string): BlockState {
+    let s = this.#state.get(ramBlock);
+    if (s === undefined) {
+      const stream = this.#stream.get(ramBlock);
+      s = { map: this.#tables.get(ramBlock), stream, track: stream === undefined };
+      this.#state.set(ramBlock, s);
+    }
+    return s;
+  }
+
+  #violation(v: PlugStateViolation): void {
+    this.#failed = true;
+    this.#violationCount++;
+    this.#violatingRecords += v.records;
+    if (this.#violations.length < this.#maxViolations) this.#violations.push(v);
+    if (this.#veto) throw violationError(v);
+  }
+
+  /** The stream's own plug state for a RAMBlock arrived: decide on what it already sent. */
+  #decide(table: BlockPlugTable): void {
+    const map = this.#tables.get(table.ramBlock);
+    const chunks = this.#touched.chunks(table.ramBlock);
+    const found: PlugStateViolation[] = [];
+    for (const c of chunks) {
+      const blockIndex = Math.floor((c.chunk * CHUNK_SIZE) / table.blockSize);
+      if (table.plugged[blockIndex] === 1) continue;
+      // Already reported one by one against the plug map?
+      if (map !== undefined && map.plugged[Math.floor(c.ramOffset / map.blockSize)] !== 1) continue;
+      found.push({
+        recordKind: c.recordKind,
+        ramBlock: table.ramBlock,
+        devicePath: table.devicePath,
+        ramOffset: c.ramOffset,
+        gpa: table.gpa + c.ramOffset,
+        blockIndex,
+        streamOffset: c.streamOffset,
+        records: c.records,
+        detectedBy: table.source,
+      });
+    }
+    this.#touched.delete(table.ramBlock);
+    this.#stream.set(table.ramBlock, table);
+    this.#knownPaths.add(table.devicePath);
+    this.#state.delete(table.ramBlock);
+    this.#lastRamBlock = undefined;
+    found.sort((a, b) => a.streamOffset - b.streamOffset);
+    if (this.#veto && found.length > 0) {
+      this.#failed = true;
+      this.#violationCount += found.length;
+      for (const v of found) {
+        this.#violatingRecords += v.records;
+        if (this.#violations.length < this.#maxViolations) this.#violations.push(v);
+      }
+      throw violationError(found[0]!, found.length - 1);
+    }
+    for (const v of found) this.#violation(v);
+  }
+
+  /** Non-page records. Returns false when the record (and the rest) must be held back. */
+  #control(r: MigrationRecord): boolean {
+    switch (r.kind) {
+      case "ram-mem-size":
+        this.#tables.setRamBlocks(r.blocks, r.streamOffset);
+        for (const t of this.#tables.values()) this.#knownPaths.add(t.devicePath);
+        this.#stream.clear();
+        this.#state.clear();
+        this.#touched.clear();
+        this.#lastRamBlock = undefined;
+        return true;
+      case "virtio-mem-early":
+      case "virtio-mem-device": {
+        if (r.kind === "virtio-mem-device") this.#knownPaths.add(r.devicePath);
+        const table = this.#tables.tableFromRecord(r);
+        if (table === undefined) return true;
+        if (this.#layout === "none") {
+          this.#layout = r.kind === "virtio-mem-early" ? "early" : "late";
+        }
+        const before = this.#stream.get(table.ramBlock);
+        if (before !== undefined) {
+          // A second statement of the plug state: the stricter of the two counts.
+          for (let i = 0; i < table.plugged.length; i++) {
+            table.plugged[i]! &= before.plugged[i] ?? 0;
+          }
+          table.source = before.source;
+        }
+        this.#decide(table);
+        return true;
+      }
+      case "eof":
+        return false;
+      default:
+        return true;
+    }
+  }
+
+  /**
+   * Check one batch of records (in stream order).
+   *
+   * @param batch Records, e.g. from `decodeMigrationBatches`.
+   * @returns The records that may be forwarded now (possibly none).
+   * @throws {VerificationError} in veto mode, at the first decisive violation.
+   * @throws {FormatError} when a plug map does not fit the stream.
+   */
+  checkBatch(batch: readonly MigrationRecord[]): MigrationRecord[] {
+    if (this.#ended) throw new TypeError("PlugStateVerifier.checkBatch() called after end()");
+    // Index of the first record not to forward; -1 while everything may go.
+    let forward = this.#failed || this.#held !== undefined ? 0 : -1;
+    for (let i = 0; i < batch.length; i++) {
+      const r = batch[i]!;
+      const k = r.kind;
+      if (
+        k !== "ram-page" && k !== "ram-zero-page" && k !== "ram-xbzrle-page" &&
+        k !== "ram-compressed-page"
+      ) {
+        if (this.#held !== undefined) {
+          if (!this.#failed) this.#held.push(r);
+          continue;
+        }
+        const wasFailed = this.#failed;
+        const pass = this.#control(r);
+        if (forward === -1 && (!pass || (!wasFailed && this.#failed))) forward = i;
+        if (!pass) this.#held = this.#failed ? [] : [r];
+        continue;
+      }
+      this.#pageRecords++;
+      let s: BlockState;
+      if (r.ramBlock === this.#lastRamBlock) s = this.#last!;
+      else {
+        s = this.#blockState(r.ramBlock);
+        this.#lastRamBlock = r.ramBlock;
+        this.#last = s;
+      }
+      const t = s.stream ?? s.map;
+      if (t !== undefined) {
+        const blockIndex = Math.floor(r.ramOffset / t.blockSize);
+        let by: BlockPlugTable | undefined;
+        if (t.plugged[blockIndex] !== 1) by = t;
+        else if (s.stream !== undefined && s.map !== undefined) {
+          if (s.map.plugged[Math.floor(r.ramOffset / s.map.blockSize)] !== 1) by = s.map;
+        }
+        if (by !== undefined) {
+          if (forward === -1) forward = i;
+          this.#violation({
+            recordKind: k,
+            ramBlock: r.ramBlock,
+            devicePath: by.devicePath,
+            ramOffset: r.ramOffset,
+            gpa: by.gpa + r.ramOffset,
+            blockIndex: Math.floor(r.ramOffset / by.blockSize),
+            streamOffset: r.streamOffset,
+            records: 1,
+            detectedBy: by.source,
+          });
+        }
+      }
+      if (s.track) this.#touched.add(r.ramBlock, r.ramOffset, r.streamOffset, KIND_CODE[k]);
+    }
+    if (forward === -1) return batch as MigrationRecord[];
+    return batch.slice(0, forward);
+  }
+
+  /**
+   * End of input: final checks, then the held-back records (EOF, vmdesc).
+   *
+   * @returns The held records when the stream is clean; `[]` in report mode with violations.
+   * @throws {VerificationError} in veto mode when a violation was found.
+   * @throws {FormatError} when the vmdesc lists a virtio-mem device whose state was not recognised.
+   */
+  end(): MigrationRecord[] {
+    if (this.#ended) return [];
+    this.#ended = true;
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    const vmdesc = held.find((r): r is VmdescRecord => r.kind === "vmdesc");
+    if (vmdesc !== undefined) this.#checkVmdesc(vmdesc);
+    if (this.#failed) {
+      if (this.#veto) throw violationError(this.#violations[0]!);
+      return [];
+    }
+    return held;
+  }
+
+  #checkVmdesc(v: VmdescRecord): void {
+    const parsed = v.parsed as { devices?: unknown } | undefined;
+    if (parsed === undefined || !Array.isArray(parsed.devices)) return;
+    for (const d of parsed.devices as unknown[]) {
+      const name = (d as { name?: unknown })?.name;
+      if (typeof name !== "string" || !name.endsWith(VIRTIO_MEM_DEVICE_SUFFIX)) continue;
+      const path = name.slice(0, -VIRTIO_MEM_DEVICE_SUFFIX.length);
+      if (!this.#knownPaths.has(path)) {
+        throw new FormatError(
+          `Cannot verify migration stream: the state of virtio-mem device ${path} was not recognised, so its plug state is unknown`,
+          { format: "migration", code: "bad-virtio-mem", offset: v.streamOffset },
+        );
+      }
+    }
+  }
+
+  /**
+   * Verify a stream of batches, yielding what may be forwarded.
+   *
+   * @param batches Record batches, e.g. `decodeMigrationBatches(reader)`.
+   * @returns The forwardable batches; EOF and vmdesc come last, only when clean.
+   */
+  async *verifyBatches(
+    batches: AsyncIterable<MigrationRecord[]> | Iterable<MigrationRecord[]>,
+  ): AsyncGenerator<MigrationRecord[]> {
+    for await (const batch of batches) {
+      const out = this.checkBatch(batch);
+      if (out.length > 0) yield out;
+    }
+    const rest = this.end();
+    if (rest.length > 0) yield rest;
+  }
+}
+
+/**
+ * Verify plug state while passing records through: a `TransformStream` over
+ * single records or batches (the output has the input's shape). Records
+ * after a failure, and EOF plus vmdesc until the end of a clean input, are
+ * held back. In veto mode the stream errors at the first decisive violation;
+ * in report mode it reads to the end and then errors with a
+ * `VerificationError` if any violation was found (see `violations`).
+ *
+ * @example Receive-side pipeline
+ * ```ts ignore
+ * import { MigrationDecoderStream, MigrationEncoderStream, VerifyPlugStateStream } from "@vmem-dump/vmem-dump";
+ * const file = await Deno.open("s3-malicious.mig");
+ * await file.readable
+ *   .pipeThrough(new MigrationDecoderStream())
+ *   .pipeThrough(new VerifyPlugStateStream())
+ *   .pipeThrough(new MigrationEncoderStream())
+ *   .pipeTo((await Deno.create("checked.mig")).writable); // rejects with a VerificationError
+ * ```
+ */
+export class VerifyPlugStateStream extends TransformStream<
+  MigrationRecord | MigrationRecord[],
+  MigrationRecord | MigrationRecord[]
+> {
+  #verifier: PlugStateVerifier;
+
+  /**
+   * Create the verifier.
+   *
+   * @param options Plug map, mode and limits.
+   */
+  constructor(options: VerifyPlugStateOptions = {}) {
+    const verifier = new PlugStateVerifier(options);
+    let batches = false;
+    super({
+      transform(item, controller) {
+        if (Array.isArray(item)) {
+          batches = true;
+          const out = verifier.checkBatch(item);
+          if (out.length > 0) controller.enqueue(out);
+        } else {
+          for (const r of verifier.checkBatch([item])) controller.enqueue(r);
+        }
+      },
+      flush(controller) {
+        const rest = verifier.end();
+        if (verifier.failed) {
+          const v = verifier.violations[0]!;
+          throw violationError(v, verifier.result.violationCount - 1);
+        }
+        if (rest.length === 0) return;
+        if (batches) controller.enqueue(rest);
+        else for (const r of rest) controller.enqueue(r);
+      },
+    });
+    this.#verifier = verifier;
+  }
+
+  /** Violations found so far. */
+  get violations(): readonly PlugStateViolation[] {
+    return this.#verifier.violations;
+  }
+
+  /** The outcome so far. */
+  get result(): VerifyResult {
+    return this.#verifier.result;
+  }
+}
