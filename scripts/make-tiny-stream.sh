@@ -4,11 +4,22 @@
 # 360 KB): the RAM is zero pages, the firmware ROMs are real pages, and every
 # device section, the virtio-mem device section (late layout, nothing plugged),
 # EOF and the vmdesc are real QEMU output. Needs qemu-system-x86 and python3.
+#
+#   scripts/make-tiny-stream.sh [OUT]            16 MiB RAM, SeaBIOS (q72-tiny-unplugged.mig)
+#   scripts/make-tiny-stream.sh --qboot [OUT]    2 MiB RAM, qboot firmware: about 165 KB
+#                                                (q72-qboot-unplugged.mig, for every-cut tests)
 set -euo pipefail
-out=${1:-testdata/migration/q72-tiny-unplugged.mig}
+machine=(-m 16M,maxmem=80M)
+default=testdata/migration/q72-tiny-unplugged.mig
+if [ "${1:-}" = "--qboot" ]; then
+  shift
+  machine=(-m 2M,maxmem=66M -bios /usr/share/qemu/qboot.rom)
+  default=testdata/migration/q72-qboot-unplugged.mig
+fi
+out=${1:-$default}
 dir=$(mktemp -d)
 trap 'kill "$(cat "$dir/qemu.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$dir"' EXIT
-qemu-system-x86_64 -accel tcg -M q35 -m 16M,maxmem=80M -smp 1 -nodefaults -display none -S \
+qemu-system-x86_64 -accel tcg -M q35 "${machine[@]}" -smp 1 -nodefaults -display none -S \
   -object memory-backend-ram,id=vmem0mem,size=64M \
   -device virtio-mem-pci,id=vmem0,memdev=vmem0mem,block-size=2M,requested-size=0 \
   -qmp "unix:$dir/qmp.sock,server=on,wait=off" -pidfile "$dir/qemu.pid" &

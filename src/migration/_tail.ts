@@ -51,7 +51,7 @@ export async function* decodeTail(
   ctx: TailContext,
 ): AsyncGenerator<MigrationRecord> {
   const paths = devicePaths(ctx.ramBlocks).map((p) => ({ path: p, bytes: new TextEncoder().encode(p) }));
-  let win = new Uint8Array(1 << 20);
+  let win = new Uint8Array(1 << 16);
   let start = 0; // first unemitted byte in win
   let end = 0; // end of valid data in win
   let base = firstOffset; // stream offset of win[0]
@@ -184,12 +184,18 @@ export async function* decodeTail(
   // The end: EOF byte, then optionally 0x06 + be32 length + JSON that ends the input.
   const view = new DataView(win.buffer, win.byteOffset, end);
   let eofAt = -1;
-  for (let p = end - 7; p >= start; p--) {
-    if (win[p] !== QEMU_VM_EOF || win[p + 1] !== QEMU_VM_VMDESCRIPTION || win[p + 6] !== 0x7b) continue;
-    if (view.getUint32(p + 2) === end - p - 6) {
+  const valid = win.subarray(0, end);
+  // Candidates are 0x06 bytes (native search), then the EOF byte before, the
+  // length that ends exactly at the input's end, and the JSON's "{".
+  for (let at = end - 6; at > start;) {
+    const six = valid.lastIndexOf(QEMU_VM_VMDESCRIPTION, at);
+    if (six <= start) break;
+    const p = six - 1;
+    if (win[p] === QEMU_VM_EOF && win[p + 6] === 0x7b && view.getUint32(p + 2) === end - p - 6) {
       eofAt = p;
       break;
     }
+    at = six - 1;
   }
   if (eofAt < 0) {
     if (ctx.requireVmdesc || end === start || win[end - 1] !== QEMU_VM_EOF) {
