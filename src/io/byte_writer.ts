@@ -156,10 +156,10 @@ export class ByteWriter {
    * to two writes stay in flight while the caller goes on encoding.
    */
   async flushIfFull(): Promise<void> {
-    if (this.#pending.length <= (this.#reuse ? 2 : 0)) return;
-    const pending = this.#pending;
-    this.#pending = [];
-    await Promise.all(pending);
+    const inFlight = this.#reuse ? 2 : 0;
+    // Writes complete in order: wait for the oldest until few enough remain,
+    // so the sink always has the next chunk queued while the caller encodes.
+    while (this.#pending.length > inFlight) await this.#pending.shift();
     if (this.#pending.length === 0) this.#tail = undefined;
   }
 

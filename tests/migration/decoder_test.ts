@@ -15,7 +15,7 @@ import {
   roundTripDigest,
   tinyStream,
 } from "./_stream_util.ts";
-import { FormatError, UnexpectedEofError } from "../../src/errors.ts";
+import { FormatError } from "../../src/errors.ts";
 
 const SETS: RealdataSet[] = ["out-small", "out-q10"];
 
