@@ -77,11 +77,10 @@ export async function main(args: string[], io: CliIo = denoIo()): Promise<number
       await io.err(`error: ${e.message}\n`);
       return 2;
     }
-    if (e instanceof TypeError && (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS_")) {
-      await io.err(`error: ${e.message}\n`);
-      return 2;
-    }
-    if (e instanceof FormatError || e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
+    if (
+      e instanceof FormatError || e instanceof Deno.errors.NotFound ||
+      e instanceof Deno.errors.PermissionDenied
+    ) {
       await io.err(`error: ${(e as Error).message}\n`);
       return 1;
     }

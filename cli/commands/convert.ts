@@ -6,7 +6,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   type ContainerKind,
   type InnerCompression,
@@ -28,6 +27,7 @@ import { DEFAULT_ZSTD_WINDOW_LOG_MAX } from "../../src/container/zstd_frames.ts"
 import { createAtomicOutput, openInput } from "../../src/io/file.ts";
 import { grouped, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
+import { inputOutput, JSON_OPTION, parseCommandArgs } from "../_args.ts";
 
 const HELP = `usage: vmem-dump convert IN OUT [--to raw|gzip|zstd|libvirt] [options]
 
@@ -131,8 +131,7 @@ async function chooseLibvirtHeader(
 
 /** Run `convert`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
+  const parsed = await parseCommandArgs(args, io, {
     options: {
       to: { type: "string" },
       compression: { type: "string" },
@@ -142,23 +141,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       xml: { type: "string" },
       cookie: { type: "string" },
       "zstd-window-log-max": { type: "string" },
-      json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
+      ...JSON_OPTION,
     },
-    allowPositionals: true,
-    strict: true,
+    help: HELP,
+    positionals: 2,
+    usage: "convert takes an input and an output (files or -)",
   });
-  if (values.help) {
-    await io.out(HELP);
-    return 0;
-  }
-  if (positionals.length !== 2) {
-    throw new UsageError("convert takes an input and an output (files or -)");
-  }
-  const [inPath, outPath] = positionals as [string, string];
-  if (inPath !== "-" && inPath === outPath) {
-    throw new UsageError("convert cannot write its output over its input");
-  }
+  if (parsed === undefined) return 0;
+  const { values, positionals } = parsed;
+  const [inPath, outPath] = inputOutput(positionals, "convert");
   const toKind = values.to === undefined ? kindFromName(outPath) : KINDS[values.to];
   if (toKind === undefined) {
     throw new UsageError(`--to must be raw, gzip, zstd or libvirt, not '${values.to}'`);

@@ -6,18 +6,25 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { ByteWriter } from "../../src/io/byte_writer.ts";
 import { createAtomicOutput } from "../../src/io/file.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { MigrationEncoder } from "../../src/migration/encoder.ts";
 import { type DropStats, UnpluggedPageDropper } from "../../src/migration/filter.ts";
-import { extractPlugStateFromStreamFile, loadPlugMap } from "../../src/vmem/load.ts";
+import { extractPlugStateFromStreamFile } from "../../src/vmem/load.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import { formatByteCount, orderedSink } from "../../src/proxy/relay.ts";
 import { openStreamInput } from "../_stream_input.ts";
 import { grouped, hex, json } from "../_format.ts";
-import { type CliIo, UsageError } from "../io.ts";
+import type { CliIo } from "../io.ts";
+import {
+  inputOutput,
+  JSON_OPTION,
+  loadPlugMapOption,
+  parseCommandArgs,
+  PLUGMAP_OPTIONS,
+  type PlugMapValues,
+} from "../_args.ts";
 
 const HELP = `usage: vmem-dump filter IN OUT [--plugmap FILE | --plugmap-from STREAM] [--json]
 
@@ -51,18 +58,12 @@ export interface PlugStateChoice {
  * first pass over a seekable IN (late layout or no device), or in-band.
  */
 export async function choosePlugState(
-  values: { plugmap?: string | undefined; "plugmap-from"?: string | undefined },
+  values: PlugMapValues,
   inPath: string,
   options: { twoPass: boolean },
 ): Promise<PlugStateChoice> {
-  if (values.plugmap !== undefined && values["plugmap-from"] !== undefined) {
-    throw new UsageError("give either --plugmap or --plugmap-from, not both");
-  }
+  const plugMap = await loadPlugMapOption(values);
   if (values.plugmap !== undefined || values["plugmap-from"] !== undefined) {
-    const plugMap = await loadPlugMap({
-      plugmap: values.plugmap,
-      plugmapFrom: values["plugmap-from"],
-    });
     return {
       plugMap,
       source: values.plugmap !== undefined ? "plugmap" : "plugmap-from",
@@ -108,28 +109,15 @@ export function terminalProgress(io: CliIo, label: string, total: number | undef
 
 /** Run `filter`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    options: {
-      plugmap: { type: "string" },
-      "plugmap-from": { type: "string" },
-      json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-    allowPositionals: true,
-    strict: true,
+  const parsed = await parseCommandArgs(args, io, {
+    options: { ...PLUGMAP_OPTIONS, ...JSON_OPTION },
+    help: HELP,
+    positionals: 2,
+    usage: "filter takes an input and an output (files or -)",
   });
-  if (values.help) {
-    await io.out(HELP);
-    return 0;
-  }
-  if (positionals.length !== 2) {
-    throw new UsageError("filter takes an input and an output (files or -)");
-  }
-  const [inPath, outPath] = positionals as [string, string];
-  if (inPath !== "-" && inPath === outPath) {
-    throw new UsageError("filter cannot write its output over its input");
-  }
+  if (parsed === undefined) return 0;
+  const { values, positionals } = parsed;
+  const [inPath, outPath] = inputOutput(positionals, "filter");
   const choice = await choosePlugState(values, inPath, { twoPass: true });
 
   const input = await openStreamInput(inPath, { recycle: true });

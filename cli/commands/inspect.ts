@@ -4,12 +4,12 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
-import { type InspectReport, inspectMigration } from "../../src/migration/inspect.ts";
+import { inspectMigration, type InspectReport } from "../../src/migration/inspect.ts";
 import { openStreamInput } from "../_stream_input.ts";
 import { grouped, hex, json, table } from "../_format.ts";
-import { type CliIo, UsageError } from "../io.ts";
+import type { CliIo } from "../io.ts";
+import { JSON_OPTION, parseCommandArgs } from "../_args.ts";
 
 const HELP = `usage: vmem-dump inspect FILE|- [--json]
 
@@ -22,17 +22,14 @@ their record counts, and the virtio-mem sections.
 
 /** Run `inspect`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-    allowPositionals: true,
-    strict: true,
+  const parsed = await parseCommandArgs(args, io, {
+    options: JSON_OPTION,
+    help: HELP,
+    positionals: 1,
+    usage: "inspect takes exactly one input (a file or -)",
   });
-  if (values.help) {
-    await io.out(HELP);
-    return 0;
-  }
-  if (positionals.length !== 1) throw new UsageError("inspect takes exactly one input (a file or -)");
+  if (parsed === undefined) return 0;
+  const { values, positionals } = parsed;
   const input = await openStreamInput(positionals[0]!, { recycle: true });
   try {
     const report = await inspectMigration(decodeMigrationBatches(input.reader));
@@ -46,10 +43,17 @@ export async function run(args: string[], io: CliIo): Promise<number> {
 }
 
 function render(path: string, container: unknown, r: InspectReport): string {
-  let out = `stream:   ${path} (${grouped(r.byteLength)} bytes, container ${JSON.stringify(container)})\n`;
-  out += `header:   QEVM version ${r.version}, machine ${r.machineType ?? "(no configuration section)"}\n`;
+  let out = `stream:   ${path} (${grouped(r.byteLength)} bytes, container ${
+    JSON.stringify(container)
+  })\n`;
+  out += `header:   QEVM version ${r.version}, machine ${
+    r.machineType ?? "(no configuration section)"
+  }\n`;
   out += `capabilities: ${r.capabilities.length ? r.capabilities.join(", ") : "none"}\n`;
-  out += `end:      ${r.eof ? "QEMU_VM_EOF" : "no EOF"}, vmdesc ${r.vmdescBytes === null ? "absent" : `${grouped(r.vmdescBytes)} bytes`}` +
+  out +=
+    `end:      ${r.eof ? "QEMU_VM_EOF" : "no EOF"}, vmdesc ${
+      r.vmdescBytes === null ? "absent" : `${grouped(r.vmdescBytes)} bytes`
+    }` +
     `${r.tailMatchesVmdesc === false ? " (device-state sizes do not match the vmdesc)" : ""}\n`;
   if (r.commands.length) {
     out += `commands: ${r.commands.map((c) => `${c.name}@${hex(c.streamOffset)}`).join(", ")}\n`;

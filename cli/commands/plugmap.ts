@@ -6,13 +6,13 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { extractPlugStateFromStreamFile, readPlugMapFile } from "../../src/vmem/load.ts";
 import { formatPlugMapJson } from "../../src/vmem/json.ts";
 import type { PlugMap, VmemDevice } from "../../src/vmem/plug_map.ts";
 import { formatRangeList } from "../../src/vmem/range_list.ts";
 import { grouped, hex, table } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
+import { JSON_OPTION, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
 
 const HELP = `usage: vmem-dump plugmap [FILE|-] [options]
 
@@ -41,25 +41,19 @@ read once.
 
 /** Run `plugmap`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
+  const parsed = await parseCommandArgs(args, io, {
     options: {
-      plugmap: { type: "string" },
-      "plugmap-from": { type: "string" },
+      ...PLUGMAP_OPTIONS,
       complete: { type: "boolean" },
       ranges: { type: "boolean" },
       "range-list": { type: "boolean" },
-      json: { type: "boolean" },
+      ...JSON_OPTION,
       verbose: { type: "boolean", short: "v" },
-      help: { type: "boolean", short: "h" },
     },
-    allowPositionals: true,
-    strict: true,
+    help: HELP,
   });
-  if (values.help) {
-    await io.out(HELP);
-    return 0;
-  }
+  if (parsed === undefined) return 0;
+  const { values, positionals } = parsed;
   const sources = [
     ...positionals,
     ...(values["plugmap-from"] === undefined ? [] : [values["plugmap-from"]]),

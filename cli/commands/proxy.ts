@@ -6,7 +6,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { UnsupportedFeatureError } from "../../src/errors.ts";
 import { PullByteReader } from "../../src/io/byte_reader.ts";
 import { writeAll } from "../../src/io/file.ts";
@@ -23,9 +22,15 @@ import {
   type RelayResult,
   RelayVerificationError,
 } from "../../src/proxy/relay.ts";
-import { loadPlugMap } from "../../src/vmem/load.ts";
 import { grouped, hex, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
+import {
+  checkPlugMapOptions,
+  JSON_OPTION,
+  loadPlugMapOption,
+  parseCommandArgs,
+  PLUGMAP_OPTIONS,
+} from "../_args.ts";
 
 const HELP =
   `usage: vmem-dump proxy --listen unix:PATH|tcp:HOST:PORT --connect unix:PATH|tcp:HOST:PORT
@@ -59,28 +64,23 @@ Exit status: 0 relayed, 3 verification failed, 1 error, 2 usage error.
 
 /** Run `proxy`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
+  const parsed = await parseCommandArgs(args, io, {
     options: {
       listen: { type: "string" },
       connect: { type: "string" },
       mode: { type: "string", default: "pass" },
-      plugmap: { type: "string" },
-      "plugmap-from": { type: "string" },
+      ...PLUGMAP_OPTIONS,
       "allow-remote": { type: "boolean" },
       "accept-timeout": { type: "string" },
       "connect-timeout": { type: "string" },
-      json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
+      ...JSON_OPTION,
     },
-    allowPositionals: true,
-    strict: true,
+    help: HELP,
+    positionals: 0,
+    usage: "proxy takes no positional arguments",
   });
-  if (values.help) {
-    await io.out(HELP);
-    return 0;
-  }
-  if (positionals.length > 0) throw new UsageError("proxy takes no positional arguments");
+  if (parsed === undefined) return 0;
+  const { values } = parsed;
   if (values.listen === undefined || values.connect === undefined) {
     throw new UsageError("proxy needs --listen and --connect");
   }
@@ -103,16 +103,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
   const acceptTimeout = secondsArg(values["accept-timeout"], "--accept-timeout", 0);
   const connectTimeout = secondsArg(values["connect-timeout"], "--connect-timeout", 10);
-  if (values.plugmap !== undefined && values["plugmap-from"] !== undefined) {
-    throw new UsageError("give either --plugmap or --plugmap-from, not both");
-  }
+  checkPlugMapOptions(values);
   if (mode === "pass" && (values.plugmap !== undefined || values["plugmap-from"] !== undefined)) {
     throw new UsageError("--plugmap and --plugmap-from need --mode filter or verify");
   }
-  const plugMap = await loadPlugMap({
-    plugmap: values.plugmap,
-    plugmapFrom: values["plugmap-from"],
-  });
+  const plugMap = await loadPlugMapOption(values);
 
   const listener = await listenOn(listenAt);
   await io.err(`proxy: listening on ${formatEndpoint(listener.endpoint)} (mode ${mode})\n`);

@@ -5,7 +5,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { openContainer } from "../../src/container/open.ts";
 import { sniffContainer } from "../../src/container/detect.ts";
 import { ELFMAG } from "../../src/elf/constants.ts";
@@ -22,10 +21,17 @@ import { formatScanReport } from "../../src/scan/format_report.ts";
 import { scanElfCore } from "../../src/scan/scan_elf.ts";
 import { scanRawImage } from "../../src/scan/scan_raw.ts";
 import { scanMigration, type ScanMigrationResult } from "../../src/scan/scan_stream.ts";
-import { loadPlugMap } from "../../src/vmem/load.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import { json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
+import {
+  checkPlugMapOptions,
+  JSON_OPTION,
+  loadPlugMapOption,
+  parseCommandArgs,
+  parseNumber,
+  PLUGMAP_OPTIONS,
+} from "../_args.ts";
 
 const HELP = `usage: vmem-dump scan INPUT [--plugmap FILE | --plugmap-from STREAM] [options]
 
@@ -56,18 +62,25 @@ Exit status: 0 clean, 3 findings, 1 error, 2 usage error.
 
 /** Run `scan`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseOptions(args);
-  if (values.help) {
-    await io.out(HELP);
-    return 0;
-  }
-  if (positionals.length !== 1) {
-    throw new UsageError("scan takes exactly one input (a file, or - for a stream on stdin)");
-  }
+  const parsed = await parseCommandArgs(args, io, {
+    options: {
+      ...PLUGMAP_OPTIONS,
+      base: { type: "string" },
+      format: { type: "string" },
+      "max-findings": { type: "string" },
+      ...JSON_OPTION,
+    },
+    help: HELP,
+    positionals: 1,
+    usage: "scan takes exactly one input (a file, or - for a stream on stdin)",
+  });
+  if (parsed === undefined) return 0;
+  const { values, positionals } = parsed;
   const path = positionals[0]!;
-  if (values.plugmap !== undefined && values["plugmap-from"] !== undefined) {
-    throw new UsageError("give at most one of --plugmap FILE and --plugmap-from STREAM");
-  }
+  const plugMapCheck = {
+    bothMessage: "give at most one of --plugmap FILE and --plugmap-from STREAM",
+  };
+  checkPlugMapOptions(values, plugMapCheck);
   const maxFindings = values["max-findings"] === undefined
     ? DEFAULT_MAX_FINDINGS
     : parseNumber(values["max-findings"], "--max-findings");
@@ -93,10 +106,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const plugState: PlugStateInfo = values.plugmap !== undefined
     ? { source: "plugmap", detail: values.plugmap }
     : { source: "plugmap-from", detail: values["plugmap-from"] ?? null };
-  const plugMap = await loadPlugMap({
-    plugmap: values.plugmap,
-    plugmapFrom: values["plugmap-from"],
-  });
+  const plugMap = await loadPlugMapOption(values, plugMapCheck);
   if (kind !== "migration" && plugMap === undefined) {
     throw new UsageError(
       `scanning ${
@@ -197,45 +207,6 @@ async function inputKind(
   if (n >= 4 && ELFMAG.every((b, i) => head[i] === b)) return "elf";
   if (sniffContainer(head.subarray(0, n)) !== undefined) return "migration";
   return "raw";
-}
-
-function parseOptions(args: string[]) {
-  try {
-    return parseArgs({
-      args,
-      options: {
-        plugmap: { type: "string" },
-        "plugmap-from": { type: "string" },
-        base: { type: "string" },
-        format: { type: "string" },
-        "max-findings": { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (e) {
-    // Every parseArgs complaint (unknown option, missing or ambiguous value) is a usage error.
-    if (
-      e instanceof TypeError && String((e as { code?: string }).code).startsWith("ERR_PARSE_ARGS")
-    ) {
-      throw new UsageError(e.message);
-    }
-    throw e;
-  }
-}
-
-function parseNumber(text: string, flag: string): number {
-  const n = /^0x[0-9a-f]+$/i.test(text)
-    ? Number.parseInt(text.slice(2), 16)
-    : /^\d+$/.test(text)
-    ? Number(text)
-    : NaN;
-  if (!Number.isSafeInteger(n) || n < 0) {
-    throw new UsageError(`${flag} needs a non-negative integer (decimal or 0x hex), not ${text}`);
-  }
-  return n;
 }
 
 /** Progress on a terminal: a percentage at most twice a second. */

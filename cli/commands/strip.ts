@@ -6,7 +6,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { ELFMAG } from "../../src/elf/constants.ts";
 import { elfFromRawImage } from "../../src/elf/from_raw.ts";
 import { readElfCore } from "../../src/elf/reader.ts";
@@ -18,11 +17,18 @@ import {
 } from "../../src/elf/rewrite.ts";
 import { openPositional } from "../../src/io/positional.ts";
 import { zeroRawImage } from "../../src/raw/zero.ts";
-import { loadPlugMap } from "../../src/vmem/load.ts";
 import type { PlugMap, VmemDevice } from "../../src/vmem/plug_map.ts";
 import { formatGpaRange, type GpaRange } from "../../src/vmem/ranges.ts";
 import { grouped, hex, json, table } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
+import {
+  checkPlugMapOptions,
+  JSON_OPTION,
+  loadPlugMapOption,
+  parseCommandArgs,
+  parseNumber,
+  PLUGMAP_OPTIONS,
+} from "../_args.ts";
 
 const HELP = `usage: vmem-dump strip IN OUT (--plugmap FILE | --plugmap-from STREAM) [options]
 
@@ -48,33 +54,25 @@ IN is an ELF core (QEMU dump-guest-memory, /proc/vmcore copy, ...), or with
 
 /** Run `strip`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
+  const parsed = await parseCommandArgs(args, io, {
     options: {
-      plugmap: { type: "string" },
-      "plugmap-from": { type: "string" },
+      ...PLUGMAP_OPTIONS,
       base: { type: "string" },
       format: { type: "string" },
       "count-nonzero": { type: "boolean" },
       "page-align": { type: "string" },
-      json: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
+      ...JSON_OPTION,
     },
-    allowPositionals: true,
-    strict: true,
+    help: HELP,
+    positionals: 2,
+    usage: "strip takes an input and an output: strip IN OUT",
   });
-  if (values.help) {
-    await io.out(HELP);
-    return 0;
-  }
-  if (positionals.length !== 2) {
-    throw new UsageError("strip takes an input and an output: strip IN OUT");
-  }
+  if (parsed === undefined) return 0;
+  const { values, positionals } = parsed;
   const [inPath, outPath] = positionals as [string, string];
   if (inPath === "-") throw new UsageError("strip needs a seekable input file, not standard input");
-  if ((values.plugmap === undefined) === (values["plugmap-from"] === undefined)) {
-    throw new UsageError("strip needs exactly one of --plugmap FILE and --plugmap-from STREAM");
-  }
+  const plugMapCheck = { requiredBy: "strip" };
+  checkPlugMapOptions(values, plugMapCheck);
   const format = values.format ?? "elf";
   if (format !== "elf" && format !== "raw") {
     throw new UsageError(`--format must be elf or raw, not ${format}`);
@@ -100,7 +98,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     }
   }
 
-  const map = await loadPlugMap({ plugmap: values.plugmap, plugmapFrom: values["plugmap-from"] });
+  const map = await loadPlugMapOption(values, plugMapCheck);
   if (map === undefined || map.devices.length === 0) {
     await io.err("error: the plug map has no virtio-mem device\n");
     return 1;
@@ -193,18 +191,6 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     await say(out);
   }
   return 0;
-}
-
-function parseNumber(text: string, flag: string): number {
-  const n = /^0x[0-9a-f]+$/i.test(text)
-    ? Number.parseInt(text.slice(2), 16)
-    : /^\d+$/.test(text)
-    ? Number(text)
-    : NaN;
-  if (!Number.isSafeInteger(n) || n < 0) {
-    throw new UsageError(`${flag} needs a non-negative integer (decimal or 0x hex), not ${text}`);
-  }
-  return n;
 }
 
 /** Removed ranges grouped by the device that owns them. */

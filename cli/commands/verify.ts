@@ -6,7 +6,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { ByteWriter } from "../../src/io/byte_writer.ts";
 import { type AtomicOutput, createAtomicOutput } from "../../src/io/file.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
@@ -16,6 +15,7 @@ import { formatByteCount, orderedSink } from "../../src/proxy/relay.ts";
 import { openStreamInput } from "../_stream_input.ts";
 import { grouped, hex, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
+import { JSON_OPTION, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice, terminalProgress } from "./filter.ts";
 
 const HELP = `usage: vmem-dump verify IN [--forward OUT] [--plugmap FILE | --plugmap-from STREAM]
@@ -43,27 +43,20 @@ Exit status: 0 clean, 3 violations found, 1 error, 2 usage error.
 
 /** Run `verify`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
+  const parsed = await parseCommandArgs(args, io, {
     options: {
       forward: { type: "string" },
-      plugmap: { type: "string" },
-      "plugmap-from": { type: "string" },
-      json: { type: "boolean" },
+      ...PLUGMAP_OPTIONS,
+      ...JSON_OPTION,
       "max-violations": { type: "string" },
       "single-pass": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
     },
-    allowPositionals: true,
-    strict: true,
+    help: HELP,
+    positionals: 1,
+    usage: "verify takes exactly one input (a file or -)",
   });
-  if (values.help) {
-    await io.out(HELP);
-    return 0;
-  }
-  if (positionals.length !== 1) {
-    throw new UsageError("verify takes exactly one input (a file or -)");
-  }
+  if (parsed === undefined) return 0;
+  const { values, positionals } = parsed;
   const inPath = positionals[0]!;
   let maxViolations = 10_000;
   if (values["max-violations"] !== undefined) {

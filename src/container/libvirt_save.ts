@@ -60,11 +60,11 @@ export const LIBVIRT_MAX_DATA_LENGTH = 64 * 1024 * 1024;
 /** Slack libvirt adds after the XML so that the XML can be edited in place later. */
 export const LIBVIRT_XML_SLACK = 64 * 1024;
 
-/** A parsed libvirt save image header. */
-export interface LibvirtSaveHeader {
-  /** `LibvirtQemudSave` (a `LibvirtQemudPart` image is rejected when reading). */
+/** The fixed part of the header, as read from the first 92 bytes. */
+export interface LibvirtSaveFixedHeader {
+  /** The 16-byte magic as text: `LibvirtQemudSave` (a `LibvirtQemudPart` image is rejected when reading). */
   magic: string;
-  /** Header version: 2 (1 = old images, never compressed). */
+  /** Header version after the byte order fix: 2 (1 = old images, never compressed). */
   version: number;
   /** `data_len`: bytes of XML, cookie and padding after the 92-byte header. */
   dataLength: number;
@@ -76,30 +76,16 @@ export interface LibvirtSaveHeader {
   cookieOffset: number;
   /** Byte order of the u32 fields as found in the file. */
   littleEndian: boolean;
+}
+
+/** A parsed libvirt save image header. */
+export interface LibvirtSaveHeader extends LibvirtSaveFixedHeader {
   /** The domain XML, without its terminating NUL. */
   xml: string;
   /** The cookie XML without its terminating NUL, when `cookieOffset` is not 0. */
   cookie?: string;
   /** The 92-byte header and the `data_len` bytes after it, verbatim. */
   headerBytes: Uint8Array;
-}
-
-/** The fixed part of the header, as read from the first 92 bytes. */
-export interface LibvirtSaveFixedHeader {
-  /** The 16-byte magic as text. */
-  magic: string;
-  /** Header version after the byte order fix. */
-  version: number;
-  /** `data_len`. */
-  dataLength: number;
-  /** `was_running`. */
-  wasRunning: number;
-  /** `format` (compression). */
-  compression: number;
-  /** `cookieOffset`. */
-  cookieOffset: number;
-  /** Byte order of the u32 fields. */
-  littleEndian: boolean;
 }
 
 function latin1(bytes: Uint8Array): string {

@@ -590,6 +590,15 @@ async function fill(core: ElfCore, fileOffset: number, into: Uint8Array): Promis
   }
 }
 
+/** Where a piece of a guest-physical range is in a dump, without its bytes. */
+export type GpaPiece =
+  /** File bytes of a PT_LOAD: `byteLength` bytes at `fileOffset`. */
+  | { kind: "data"; gpa: number; byteLength: number; segmentIndex: number; fileOffset: number }
+  /** Inside a PT_LOAD but past its file bytes: reads as zeros. */
+  | { kind: "zero"; gpa: number; byteLength: number; segmentIndex: number }
+  /** No PT_LOAD describes this memory. */
+  | { kind: "absent"; gpa: number; byteLength: number };
+
 /** What a guest-physical range looks like in a dump, piece by piece. */
 export type GpaChunk =
   /** File bytes of a PT_LOAD. `data` is reused for the next chunk: copy to keep. */
@@ -633,10 +642,80 @@ function physMap(core: ElfCore): PhysPiece[] {
 }
 
 /**
+ * Plan a guest-physical range of a dump without reading it: `data` pieces
+ * (where a PT_LOAD has file bytes, whole, not split into chunks), `zero`
+ * where a PT_LOAD's zero-fill tail covers it, `absent` where no PT_LOAD does.
+ * Where PT_LOADs overlap, the one that starts lower wins. This is the plan
+ * {@linkcode iterateGpaRange} reads; use it to read with your own buffers.
+ *
+ * @param core A parsed core.
+ * @param range Guest-physical start and byte length.
+ * @returns The pieces of the range, in ascending gpa, covering it exactly.
+ * @throws {RangeError} when the range is not made of safe non-negative integers.
+ *
+ * @example Count the zero-fill bytes of a range
+ * ```ts ignore
+ * import { planGpaRange, readElfCore } from "@vmem-dump/vmem-dump/elf";
+ * using core = await readElfCore("old-qemu.elf");
+ * let zero = 0;
+ * for (const p of planGpaRange(core, { gpa: 0x100000000, byteLength: 0x10000000 })) {
+ *   if (p.kind === "zero") zero += p.byteLength;
+ * }
+ * ```
+ */
+export function* planGpaRange(
+  core: ElfCore,
+  range: { gpa: number; byteLength: number },
+): Generator<GpaPiece> {
+  const { gpa, byteLength } = range;
+  if (
+    !Number.isSafeInteger(gpa) || !Number.isSafeInteger(byteLength) || gpa < 0 || byteLength < 0
+  ) {
+    throw new RangeError(
+      `Cannot walk gpa range ${gpa}+${byteLength}: not safe non-negative integers`,
+    );
+  }
+  const map = physMap(core);
+  const end = gpa + byteLength;
+  // First piece whose end is past gpa.
+  let lo = 0;
+  let hi = map.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (map[mid]!.end <= gpa) lo = mid + 1;
+    else hi = mid;
+  }
+  let at = gpa;
+  for (let i = lo; i < map.length && at < end; i++) {
+    const piece = map[i]!;
+    if (piece.gpa >= end) break;
+    if (piece.gpa > at) {
+      yield { kind: "absent", gpa: at, byteLength: piece.gpa - at };
+      at = piece.gpa;
+    }
+    const s = piece.segment;
+    const stop = Math.min(end, piece.end);
+    const fileEnd = s.fileOffset === undefined ? s.gpa! : s.gpa! + s.fileByteLength;
+    if (at < Math.min(stop, fileEnd)) {
+      const n = Math.min(stop, fileEnd) - at;
+      const fileOffset = s.fileOffset! + (at - s.gpa!);
+      yield { kind: "data", gpa: at, byteLength: n, segmentIndex: s.index, fileOffset };
+      at += n;
+    }
+    if (at < stop) {
+      yield { kind: "zero", gpa: at, byteLength: stop - at, segmentIndex: s.index };
+      at = stop;
+    }
+  }
+  if (at < end) yield { kind: "absent", gpa: at, byteLength: end - at };
+}
+
+/**
  * Walk a guest-physical range of a dump: file bytes where a PT_LOAD has them,
  * `zero` where a PT_LOAD's zero-fill tail covers it, `absent` where no PT_LOAD
  * does. Where PT_LOADs overlap, the one that starts lower wins. Data chunks
- * are at most `chunkSize` bytes; ranges are reported in ascending gpa.
+ * are at most `chunkSize` bytes; ranges are reported in ascending gpa. The
+ * pieces are those of {@linkcode planGpaRange}, with data split into chunks.
  *
  * @param core A parsed core.
  * @param range Guest-physical start and byte length.
@@ -658,50 +737,28 @@ export async function* iterateGpaRange(
   range: { gpa: number; byteLength: number },
   options: IterateOptions = {},
 ): AsyncGenerator<GpaChunk> {
-  const { gpa, byteLength } = range;
-  if (
-    !Number.isSafeInteger(gpa) || !Number.isSafeInteger(byteLength) || gpa < 0 || byteLength < 0
-  ) {
-    throw new RangeError(
-      `Cannot walk gpa range ${gpa}+${byteLength}: not safe non-negative integers`,
-    );
-  }
   const chunkSize = options.chunkSize ?? 4 << 20;
-  const map = physMap(core);
-  const end = gpa + byteLength;
-  // First piece whose end is past gpa.
-  let lo = 0;
-  let hi = map.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (map[mid]!.end <= gpa) lo = mid + 1;
-    else hi = mid;
-  }
   let buf: Uint8Array | undefined;
-  let at = gpa;
-  for (let i = lo; i < map.length && at < end; i++) {
-    const piece = map[i]!;
-    if (piece.gpa >= end) break;
-    if (piece.gpa > at) {
-      yield { kind: "absent", gpa: at, byteLength: piece.gpa - at };
-      at = piece.gpa;
+  for (const p of planGpaRange(core, range)) {
+    if (p.kind !== "data") {
+      yield p;
+      continue;
     }
-    const s = piece.segment;
-    const stop = Math.min(end, piece.end);
-    const fileEnd = s.gpa! + s.fileByteLength;
-    while (at < Math.min(stop, fileEnd)) {
-      const n = Math.min(chunkSize, Math.min(stop, fileEnd) - at);
-      buf ??= new Uint8Array(Math.min(chunkSize, byteLength));
-      const fileOffset = s.fileOffset! + (at - s.gpa!);
+    for (let done = 0; done < p.byteLength;) {
+      const n = Math.min(chunkSize, p.byteLength - done);
+      buf ??= new Uint8Array(Math.min(chunkSize, range.byteLength));
+      const fileOffset = p.fileOffset + done;
       const data = buf.subarray(0, n);
       await fill(core, fileOffset, data);
-      yield { kind: "data", gpa: at, byteLength: n, segmentIndex: s.index, fileOffset, data };
-      at += n;
-    }
-    if (at < stop) {
-      yield { kind: "zero", gpa: at, byteLength: stop - at, segmentIndex: s.index };
-      at = stop;
+      yield {
+        kind: "data",
+        gpa: p.gpa + done,
+        byteLength: n,
+        segmentIndex: p.segmentIndex,
+        fileOffset,
+        data,
+      };
+      done += n;
     }
   }
-  if (at < end) yield { kind: "absent", gpa: at, byteLength: end - at };
 }

@@ -12,6 +12,7 @@ import { FormatError } from "../errors.ts";
 import type { PlugMap, VmemDevice } from "../vmem/plug_map.ts";
 import type { RamBlockInfo, VirtioMemDeviceRecord, VirtioMemEarlyRecord } from "./types.ts";
 import { findVirtioMemRamBlock } from "./virtio_mem_device.ts";
+import { virtioMemGeometry } from "./_plug_state_collector.ts";
 
 /** Where a plug table came from. */
 export type PlugStateSource = "plugmap" | "early" | "device";
@@ -56,14 +57,6 @@ export function flagsFromWireBitmap(wire: Uint8Array, blocks: number): Uint8Arra
     const byte = wire[8 * (i >>> 6) + 7 - ((i & 63) >>> 3)] ?? 0;
     out[i] = (byte >>> (i & 7)) & 1;
   }
-  return out;
-}
-
-/** LSB-first bitmap (PlugMap form) from QEMU's wire bitmap. */
-export function lsbBitmapFromWire(wire: Uint8Array, blocks: number): Uint8Array<ArrayBuffer> {
-  const flags = flagsFromWireBitmap(wire, blocks);
-  const out = new Uint8Array(Math.ceil(blocks / 8));
-  for (let i = 0; i < blocks; i++) if (flags[i] === 1) out[i >>> 3]! |= 1 << (i & 7);
   return out;
 }
 
@@ -173,22 +166,9 @@ export class PlugTables {
    * @throws {FormatError} when the device matches no RAMBlock or its geometry is impossible.
    */
   tableFromRecord(r: VirtioMemEarlyRecord | VirtioMemDeviceRecord): BlockPlugTable | undefined {
-    let gpa: number, regionSize: number, blockSize: number, wire: Uint8Array;
-    if (r.kind === "virtio-mem-early") {
-      ({ gpa, regionSize, blockSize } = r);
-      wire = r.bitmap;
-    } else {
-      const s = r.state;
-      if (
-        s.layout !== "late" || s.bitmap === undefined || s.gpa === undefined ||
-        s.regionSize === undefined ||
-        s.blockSize === undefined
-      ) return undefined;
-      gpa = s.gpa;
-      regionSize = s.regionSize;
-      blockSize = s.blockSize;
-      wire = s.bitmap;
-    }
+    const geometry = virtioMemGeometry(r);
+    if (geometry === undefined) return undefined;
+    const { gpa, regionSize, blockSize, wire } = geometry;
     const blocks = regionSize / blockSize;
     if (Number.isInteger(blocks) && blocks > MAX_BLOCKS) {
       throw new FormatError(
@@ -238,32 +218,4 @@ export function firstDroppedButPlugged(a: BlockPlugTable, b: BlockPlugTable): nu
   const n = Math.min(a.plugged.length, b.plugged.length);
   for (let i = 0; i < n; i++) if (a.plugged[i] === 0 && b.plugged[i] === 1) return i;
   return -1;
-}
-
-/** A `VmemDevice` for a table (for building a `PlugMap`). */
-export function deviceFromTable(t: BlockPlugTable, extra: {
-  node: number;
-  usableRegionSize: number | undefined;
-  requestedSize: number | undefined;
-}): VmemDevice {
-  const bitmap = new Uint8Array(Math.ceil(t.plugged.length / 8));
-  let plugged = 0;
-  for (let i = 0; i < t.plugged.length; i++) {
-    if (t.plugged[i] === 1) {
-      bitmap[i >>> 3]! |= 1 << (i & 7);
-      plugged++;
-    }
-  }
-  return {
-    path: t.devicePath,
-    ramBlock: t.ramBlock,
-    gpa: t.gpa,
-    regionSize: t.regionSize,
-    blockSize: t.blockSize,
-    node: extra.node,
-    usableRegionSize: extra.usableRegionSize,
-    size: plugged * t.blockSize,
-    requestedSize: extra.requestedSize,
-    bitmap,
-  };
 }

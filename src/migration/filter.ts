@@ -21,6 +21,7 @@ import {
   type PlugStateSource,
   PlugTables,
 } from "./_filter_plug_state.ts";
+import { batchTransformer } from "./_batch_transformer.ts";
 import type { MigrationRecord, RamPageLikeRecord } from "./types.ts";
 
 export type { PlugStateSource } from "./_filter_plug_state.ts";
@@ -475,16 +476,7 @@ export class DropUnpluggedPagesStream extends TransformStream<
    */
   constructor(options: DropUnpluggedPagesOptions = {}) {
     const dropper = new UnpluggedPageDropper(options);
-    super({
-      transform(item, controller) {
-        if (Array.isArray(item)) {
-          const out = dropper.filterBatch(item);
-          if (out.length > 0) controller.enqueue(out);
-        } else {
-          for (const r of dropper.filterBatch([item])) controller.enqueue(r);
-        }
-      },
-    });
+    super(batchTransformer((batch) => dropper.filterBatch(batch)));
     this.#dropper = dropper;
   }
 

@@ -21,6 +21,7 @@ import { FormatError, VerificationError } from "../errors.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import { type BlockPlugTable, type PlugStateSource, PlugTables } from "./_filter_plug_state.ts";
 import { CHUNK_SIZE, TouchedSet } from "./_touched_set.ts";
+import { batchTransformer } from "./_batch_transformer.ts";
 import { VIRTIO_MEM_DEVICE_SUFFIX } from "./constants.ts";
 import type { MigrationRecord, RamPageLikeRecord, VmdescRecord } from "./types.ts";
 
@@ -470,28 +471,14 @@ export class VerifyPlugStateStream extends TransformStream<
    */
   constructor(options: VerifyPlugStateOptions = {}) {
     const verifier = new PlugStateVerifier(options);
-    let batches = false;
-    super({
-      transform(item, controller) {
-        if (Array.isArray(item)) {
-          batches = true;
-          const out = verifier.checkBatch(item);
-          if (out.length > 0) controller.enqueue(out);
-        } else {
-          for (const r of verifier.checkBatch([item])) controller.enqueue(r);
-        }
-      },
-      flush(controller) {
-        const rest = verifier.end();
-        if (verifier.failed) {
-          const v = verifier.violations[0]!;
-          throw violationError(v, verifier.result.violationCount - 1);
-        }
-        if (rest.length === 0) return;
-        if (batches) controller.enqueue(rest);
-        else for (const r of rest) controller.enqueue(r);
-      },
-    });
+    super(batchTransformer((batch) => verifier.checkBatch(batch), () => {
+      const rest = verifier.end();
+      if (verifier.failed) {
+        const v = verifier.violations[0]!;
+        throw violationError(v, verifier.result.violationCount - 1);
+      }
+      return rest;
+    }));
     this.#verifier = verifier;
   }
 

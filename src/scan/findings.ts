@@ -236,6 +236,16 @@ export interface BlockTotals {
   firstNonZeroGpa: number;
 }
 
+/** Add `totals` into `acc` (the lowest non-zero gpa wins). */
+function addTotals(acc: BlockTotals, totals: BlockTotals): void {
+  acc.findings += totals.findings;
+  acc.nonZeroPages += totals.nonZeroPages;
+  acc.nonZeroBytes += totals.nonZeroBytes;
+  acc.unknownContent += totals.unknownContent;
+  const g = totals.firstNonZeroGpa;
+  if (g >= 0 && (acc.firstNonZeroGpa < 0 || g < acc.firstNonZeroGpa)) acc.firstNonZeroGpa = g;
+}
+
 interface BlockAcc {
   findings: number;
   nonZeroPages: number;
@@ -298,7 +308,11 @@ export class FindingCollector {
   #devices = new Map<number, Map<number, BlockAcc>>(); // device gpa → block index → acc
   #listed = 0;
 
-  /** @param options Listing bound. */
+  /**
+   * Construct it.
+   *
+   * @param options Listing bound.
+   */
   constructor(options: FindingCollectorOptions = {}) {
     const max = options.maxFindings ?? DEFAULT_MAX_FINDINGS;
     if (!Number.isSafeInteger(max) || max < 0) {
@@ -397,13 +411,7 @@ export class FindingCollector {
    */
   addBlockTotals(device: VmemDevice, blockIndex: number, totals: BlockTotals): void {
     if (totals.findings === 0) return;
-    const acc = this.#block(device, blockIndex);
-    acc.findings += totals.findings;
-    acc.nonZeroPages += totals.nonZeroPages;
-    acc.nonZeroBytes += totals.nonZeroBytes;
-    acc.unknownContent += totals.unknownContent;
-    const g = totals.firstNonZeroGpa;
-    if (g >= 0 && (acc.firstNonZeroGpa < 0 || g < acc.firstNonZeroGpa)) acc.firstNonZeroGpa = g;
+    addTotals(this.#block(device, blockIndex), totals);
   }
 
   /**
@@ -418,12 +426,7 @@ export class FindingCollector {
     if (blocks === undefined) return;
     for (const [blockIndex, src] of blocks) {
       const acc = this.#block(device, blockIndex);
-      acc.findings += src.findings;
-      acc.nonZeroPages += src.nonZeroPages;
-      acc.nonZeroBytes += src.nonZeroBytes;
-      acc.unknownContent += src.unknownContent;
-      const g = src.firstNonZeroGpa;
-      if (g >= 0 && (acc.firstNonZeroGpa < 0 || g < acc.firstNonZeroGpa)) acc.firstNonZeroGpa = g;
+      addTotals(acc, src);
       for (const p of src.pages) {
         if (this.#listed >= this.maxFindings) break;
         acc.pages.push(p);

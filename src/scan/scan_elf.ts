@@ -9,10 +9,9 @@
  * @module
  */
 
-import { type ElfCore, iterateGpaRange } from "../elf/reader.ts";
+import { type ElfCore, iterateGpaRange, planGpaRange } from "../elf/reader.ts";
 import { FindingCollector, type ScanReport } from "./findings.ts";
 import { type FilePiece, scanFilePieces } from "./_memory_pages.ts";
-import { elfPieces } from "./_elf_pieces.ts";
 import { SCAN_CHUNK_SIZE, type ScanDumpOptions } from "./scan_raw.ts";
 import { SCAN_PAGE_SIZE } from "./zero.ts";
 
@@ -49,10 +48,12 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
   let zeroFill = 0;
   let absent = 0;
   const data: FilePiece[] = [];
-  for (const p of elfPieces(core.loads, plugMap.unpluggedGpaRanges())) {
-    if (p.kind === "data") data.push(p);
-    else if (p.kind === "zero") zeroFill += p.byteLength;
-    else absent += p.byteLength;
+  for (const range of plugMap.unpluggedGpaRanges()) {
+    for (const p of planGpaRange(core, range)) {
+      if (p.kind === "data") data.push(p);
+      else if (p.kind === "zero") zeroFill += p.byteLength;
+      else absent += p.byteLength;
+    }
   }
   const total = data.reduce((n, p) => n + p.byteLength, 0);
   const scanned = await scanFilePieces(core.reader, data, {

@@ -170,7 +170,11 @@ export class MigrationScanner {
   #badCompressed = 0;
   #beyondRegion = 0;
 
-  /** @param options Fallback plug map, listing bound, names for the report. */
+  /**
+   * Construct it.
+   *
+   * @param options Fallback plug map, listing bound, names for the report.
+   */
   constructor(options: ScanMigrationOptions = {}) {
     this.#options = options;
     this.#given = options.plugMap;

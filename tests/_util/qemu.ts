@@ -36,7 +36,7 @@ import {
 import { GdbStubClient } from "./gdbstub.ts";
 import { QmpClient } from "./qmp.ts";
 import { existsSync, withCacheLock } from "./lock.ts";
-import { findTool, inCi } from "./tools.ts";
+import { envGet, findTool, inCi } from "./tools.ts";
 
 export { compareGuestMemory, hashElfLoads, readElfLoads } from "./guest_memory.ts";
 export type {
@@ -72,14 +72,6 @@ export interface QemuBinary {
 const REPO_ROOT = new URL("../../", import.meta.url);
 const pathOf = (u: URL) => decodeURIComponent(u.pathname);
 const MiB = 1 << 20;
-
-function envGet(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
-}
 
 /** Prefix QEMU 10 is unpacked into (`VMEM_QEMU10_PREFIX`, default `/var/cache/vmemfix/qemu10`). */
 export function qemu10Prefix(): string {
@@ -667,6 +659,22 @@ export class QemuGuest implements AsyncDisposable {
   async writeBlocks(first: number, count: number): Promise<void> {
     this.#requireTiny("writeBlocks()");
     await this.guestCmd(`write ${first} ${count}`);
+  }
+
+  /**
+   * Tiny guest: the s2/s3 shape of shared/realdata. Plug 200 MiB, write a
+   * marker page into blocks 0-99, set `requested-size` to 100 MiB and unplug
+   * blocks 14-63, which leaves blocks 0-13 and 64-99 plugged.
+   */
+  async plugHolesShape(): Promise<void> {
+    await this.plugTo(200 * MiB);
+    await this.writeBlocks(0, 100);
+    await this.qmp("qom-set", {
+      path: "/machine/peripheral/vmem0",
+      property: "requested-size",
+      value: 100 * MiB,
+    });
+    await this.unplugBlocks(14, 50);
   }
 
   /**

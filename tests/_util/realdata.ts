@@ -17,6 +17,7 @@
 
 import { sha256File } from "./hashing.ts";
 import { existsSync, withCacheLock } from "./lock.ts";
+import { envGet, inCi } from "./tools.ts";
 
 export { sha256File };
 
@@ -40,14 +41,6 @@ const VERIFIED_DIR = ".verified";
 
 function pathOf(url: URL): string {
   return decodeURIComponent(url.pathname);
-}
-
-function envGet(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -102,10 +95,7 @@ export function fullRealdataEnabled(): boolean {
 }
 
 /** Whether the tests run in CI (`CI=true` or `CI=1`). */
-export function isCi(): boolean {
-  const v = envGet("CI");
-  return v === "true" || v === "1";
-}
+export const isCi: () => boolean = inCi;
 
 /**
  * Synchronous check for `Deno.test({ ignore })`: can this set be used here?

@@ -34,7 +34,14 @@ const SEARCH_PATH_FALLBACK = [
 const found = new Map<string, string | undefined>();
 const warned = new Set<string>();
 
-function envGet(name: string): string | undefined {
+/**
+ * An environment variable, or `undefined` when unset or when env access is
+ * not permitted.
+ *
+ * @param name Variable name.
+ * @returns Its value.
+ */
+export function envGet(name: string): string | undefined {
   try {
     return Deno.env.get(name);
   } catch {

@@ -29,7 +29,7 @@
  * @module
  */
 
-import { inCi } from "./tools.ts";
+import { envGet, inCi } from "./tools.ts";
 import { type RealdataSet, realdataSharedDir } from "./realdata.ts";
 
 const DEFAULT_CACHE = "/var/cache/vmemdbg";
@@ -40,14 +40,6 @@ export interface GuestKernel {
   abi: string;
   /** Debian package version, e.g. `"6.1.192-2"`; `undefined` when not recorded. */
   version: string | undefined;
-}
-
-function envGet(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
 }
 
 function isNonEmptyFile(path: string): boolean {

@@ -27,16 +27,7 @@ export async function assertFormatError(
 }
 
 /** Deterministic PRNG (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom as prng } from "../_util/chunkings.ts";
 
 /**
  * Whether an external tool is installed. In CI a missing tool is an error
@@ -122,23 +113,7 @@ export function parseReadelfLoads(text: string): { loads: ReadelfLoad[]; notes: 
   return { loads, notes };
 }
 
-/** Read `byteLength` bytes at `fileOffset` with plain Deno file reads (independent of src/). */
-export async function readFileBytes(
-  path: string,
-  fileOffset: number,
-  byteLength: number,
-): Promise<Uint8Array> {
-  using f = await Deno.open(path);
-  await f.seek(fileOffset, Deno.SeekMode.Start);
-  const out = new Uint8Array(byteLength);
-  let got = 0;
-  while (got < byteLength) {
-    const n = await f.read(out.subarray(got));
-    if (n === null) break;
-    got += n;
-  }
-  return out.subarray(0, got);
-}
+export { readFileBytes } from "../_util/files.ts";
 
 /** Files in a directory (names). */
 export function listDir(dir: string): string[] {

@@ -38,14 +38,7 @@ const EVIL_GPAS = EVIL_BLOCKS.map((b) => VMEM_GPA + b * BLOCK + 0x1000);
 
 /** The s2/s3 plug shape on the tiny guest: blocks 0-13 and 64-99 plugged, each with a marker page. */
 async function holesShape(src: QemuGuest): Promise<void> {
-  await src.plugTo(200 * MiB);
-  await src.writeBlocks(0, 100);
-  await src.qmp("qom-set", {
-    path: "/machine/peripheral/vmem0",
-    property: "requested-size",
-    value: 100 * MiB,
-  });
-  await src.unplugBlocks(14, 50);
+  await src.plugHolesShape();
   assert.equal((await src.vmem()).size, 100 * MiB);
 }
 

@@ -282,6 +282,24 @@ async function fakeSource(path: string, file: string, options: { limit?: number 
   return { sent, writeError };
 }
 
+/**
+ * Start `vmem-dump proxy` listening on `${dir}/p.sock` and relaying to a fake
+ * destination on `${dir}/dst.sock`, with `extra` arguments.
+ */
+function proxyInDir(
+  dir: string,
+  extra: string[] = [],
+  destOptions: { closeAtOnce?: boolean } = {},
+) {
+  const dest = fakeDestination(`${dir}/dst.sock`, destOptions);
+  const m = memoryIo();
+  const proxy = runProxy(
+    ["--listen", `unix:${dir}/p.sock`, "--connect", `unix:${dir}/dst.sock`, ...extra],
+    m.io,
+  );
+  return { dest, m, proxy };
+}
+
 async function withDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await Deno.makeTempDir({ prefix: "vmem-proxy-" });
   try {
@@ -297,17 +315,7 @@ Deno.test({
   fn: () =>
     withDir(async (dir) => {
       const file = await realdata("out-q10", "s3-malicious.mig");
-      const dest = fakeDestination(`${dir}/dst.sock`);
-      const m = memoryIo();
-      const proxy = runProxy([
-        "--listen",
-        `unix:${dir}/p.sock`,
-        "--connect",
-        `unix:${dir}/dst.sock`,
-        "--mode",
-        "filter",
-        "--json",
-      ], m.io);
+      const { dest, m, proxy } = proxyInDir(dir, ["--mode", "filter", "--json"]);
       // Wait for the socket and check its mode before the source connects.
       for (let i = 0; i < 200; i++) {
         try {
@@ -336,17 +344,7 @@ Deno.test({
   fn: () =>
     withDir(async (dir) => {
       const file = await realdata("out-small", "s3-malicious.mig");
-      const dest = fakeDestination(`${dir}/dst.sock`);
-      const m = memoryIo();
-      const proxy = runProxy([
-        "--listen",
-        `unix:${dir}/p.sock`,
-        "--connect",
-        `unix:${dir}/dst.sock`,
-        "--mode",
-        "verify",
-        "--json",
-      ], m.io);
+      const { dest, m, proxy } = proxyInDir(dir, ["--mode", "verify", "--json"]);
       await fakeSource(`${dir}/p.sock`, file);
       assert.equal(await proxy, 3, m.err());
       const got = await dest.done;
@@ -367,15 +365,9 @@ Deno.test({
   fn: () =>
     withDir(async (dir) => {
       const file = await realdata("out-q10", "s2-holes-100M.mig");
-      const dest = fakeDestination(`${dir}/dst.sock`);
-      const m = memoryIo();
-      const proxy = runProxy([
-        "--listen",
-        `unix:${dir}/p.sock`,
-        "--connect",
-        `unix:${dir}/dst.sock`,
-      ], m.io)
-        .catch((e) => e);
+      const started = proxyInDir(dir);
+      const { dest, m } = started;
+      const proxy = started.proxy.catch((e) => e);
       await fakeSource(`${dir}/p.sock`, file, { limit: 5_000_000 });
       const code = await proxy;
       assert.ok(code instanceof UnexpectedEofError, String(code));
@@ -391,14 +383,7 @@ Deno.test({
   fn: () =>
     withDir(async (dir) => {
       const file = await realdata("out-q10", "s2-holes-100M.mig");
-      const dest = fakeDestination(`${dir}/dst.sock`, { closeAtOnce: true });
-      const m = memoryIo();
-      const proxy = runProxy([
-        "--listen",
-        `unix:${dir}/p.sock`,
-        "--connect",
-        `unix:${dir}/dst.sock`,
-      ], m.io);
+      const { dest, m, proxy } = proxyInDir(dir, [], { closeAtOnce: true });
       const src = await fakeSource(`${dir}/p.sock`, file);
       assert.equal(await proxy, 1, m.err());
       await dest.done;
@@ -414,12 +399,9 @@ Deno.test("vmem-dump proxy refuses a stream that asks for the return path", () =
   withDir(async (dir) => {
     const bytes = await streamWithCommand(1, "OPEN_RETURN_PATH", new Uint8Array(0));
     await Deno.writeFile(`${dir}/rp.mig`, bytes);
-    const dest = fakeDestination(`${dir}/dst.sock`);
-    const m = memoryIo();
-    const proxy = runProxy(
-      ["--listen", `unix:${dir}/p.sock`, "--connect", `unix:${dir}/dst.sock`],
-      m.io,
-    ).catch((e) => e);
+    const started = proxyInDir(dir);
+    const { dest } = started;
+    const proxy = started.proxy.catch((e) => e);
     await fakeSource(`${dir}/p.sock`, `${dir}/rp.mig`);
     const e = await proxy;
     assert.ok(e instanceof UnsupportedFeatureError, String(e));

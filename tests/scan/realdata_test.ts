@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { realdata, realdataFacts, type RealdataSet } from "../_util/realdata.ts";
 import { writeWholeRegionElf } from "../_util/elf_builder.ts";
+import { readFileBytes as readRange } from "../_util/files.ts";
 import { listedPages, scanCli } from "./_cli.ts";
 import type { ScanReport } from "../../src/scan/findings.ts";
 
@@ -36,23 +37,6 @@ function evilPayloadOffsets(set: RealdataSet): Map<number, number> {
     if (hit) out.set(Number.parseInt(m.gpa, 16), Number(hit[1]));
   }
   return out;
-}
-
-async function readRange(
-  path: string,
-  fileOffset: number,
-  byteLength: number,
-): Promise<Uint8Array> {
-  using f = await Deno.open(path);
-  await f.seek(fileOffset, Deno.SeekMode.Start);
-  const out = new Uint8Array(byteLength);
-  let got = 0;
-  while (got < byteLength) {
-    const n = await f.read(out.subarray(got));
-    if (n === null) break;
-    got += n;
-  }
-  return out.subarray(0, got);
 }
 
 function sha256(bytes: Uint8Array): string {

@@ -9,26 +9,9 @@
 
 import type { RamBlockInfo, VirtioMemEarlyRecord } from "../../src/migration/types.ts";
 import { realdata, realdataFacts, type RealdataSet } from "../_util/realdata.ts";
+import { readFileBytes as readRange } from "../_util/files.ts";
 
 const enc = new TextEncoder();
-
-/** Read `byteLength` bytes at `fileOffset`. */
-export async function readRange(
-  path: string,
-  fileOffset: number,
-  byteLength: number,
-): Promise<Uint8Array<ArrayBuffer>> {
-  using f = await Deno.open(path);
-  await f.seek(fileOffset, Deno.SeekMode.Start);
-  const out = new Uint8Array(byteLength);
-  let n = 0;
-  while (n < byteLength) {
-    const r = await f.read(out.subarray(n));
-    if (r === null) break;
-    n += r;
-  }
-  return out.subarray(0, n);
-}
 
 /** One section cut from a real stream. */
 export interface RealSection {

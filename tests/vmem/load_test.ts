@@ -6,22 +6,7 @@ import { main } from "../../cli/main.ts";
 import type { CliIo } from "../../cli/io.ts";
 import { realVirtioMem } from "./_plug_stream.ts";
 import { realdataAvailable } from "../_util/realdata.ts";
-
-const S2_JSON = {
-  version: 1,
-  devices: [{
-    path: "0000:00:01.0",
-    ramblock: "0000:00:01.0/vmem0mem",
-    memaddr: 4294967296,
-    "region-size": 268435456,
-    "block-size": 2097152,
-    node: 0,
-    "usable-region-size": 268435456,
-    size: 104857600,
-    "requested-size": 104857600,
-    plugged: [[0, 14], [64, 36]],
-  }],
-};
+import { qmpReply, S2_JSON } from "./_fixtures.ts";
 
 async function withTemp<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {
   const path = await Deno.makeTempFile();
@@ -55,21 +40,7 @@ Deno.test("loadPlugMap() reads every --plugmap format to the same map", async ()
   const inputs = [
     JSON.stringify(S2_JSON),
     JSON.stringify({
-      qmp: {
-        return: [{
-          type: "virtio-mem",
-          data: {
-            "block-size": 2097152,
-            id: "vmem0",
-            "max-size": 268435456,
-            memaddr: 4294967296,
-            memdev: "/objects/vmem0mem",
-            node: 0,
-            "requested-size": 104857600,
-            size: 104857600,
-          },
-        }],
-      },
+      qmp: { return: qmpReply() },
       plugged: [[0, 14], [64, 36]],
       path: "0000:00:01.0",
     }),

@@ -2,21 +2,7 @@ import assert from "node:assert/strict";
 import { FormatError } from "../../src/errors.ts";
 import { isQmpPlugMapInput, plugMapFromQmp } from "../../src/vmem/qmp.ts";
 import { REALDATA_SCENARIOS, realdataFacts, type RealdataSet } from "../_util/realdata.ts";
-
-const reply = (over: Record<string, unknown> = {}) => [{
-  type: "virtio-mem",
-  data: {
-    "block-size": 2097152,
-    id: "vmem0",
-    "max-size": 268435456,
-    memaddr: 4294967296,
-    memdev: "/objects/vmem0mem",
-    node: 0,
-    "requested-size": 104857600,
-    size: 104857600,
-    ...over,
-  },
-}];
+import { qmpReply as reply } from "./_fixtures.ts";
 
 function assertPlugmapError(fn: () => unknown, code: string, re: RegExp): void {
   assert.throws(

@@ -1,0 +1,153 @@
+/**
+ * Argument parsing shared by the CLI commands: `parseArgs` (strict) with
+ * `--help`, positional-count checks and parse mistakes as usage errors, plus
+ * the option specs and checks several commands repeat.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import type { PlugMap } from "../src/vmem/plug_map.ts";
+import { loadPlugMap } from "../src/vmem/load.ts";
+import { type CliIo, UsageError } from "./io.ts";
+
+/** `-h`, `--help`: every command has it. */
+const HELP_OPTION = { help: { type: "boolean", short: "h" } } as const;
+
+/** `--json`: machine-readable output. */
+export const JSON_OPTION = { json: { type: "boolean" } } as const;
+
+/** `--plugmap FILE` and `--plugmap-from STREAM`: out-of-band plug state. */
+export const PLUGMAP_OPTIONS = {
+  plugmap: { type: "string" },
+  "plugmap-from": { type: "string" },
+} as const;
+
+/** What {@linkcode parseCommandArgs} needs to know about a command. */
+export interface CommandArgsSpec<O extends ParseArgsOptionsConfig> {
+  /** The command's options (`--help` is added). */
+  options: O;
+  /** Printed on stdout for `--help`. */
+  help: string;
+  /** How many positionals the command takes: exactly `n`, or a range. */
+  positionals?: number | { min: number; max: number };
+  /** The usage error when the positional count is wrong. */
+  usage?: string;
+}
+
+type Parsed<O extends ParseArgsOptionsConfig> = ReturnType<
+  typeof parseArgs<{
+    args: string[];
+    options: O & typeof HELP_OPTION;
+    allowPositionals: true;
+    strict: true;
+  }>
+>;
+
+/**
+ * Parse a command's arguments strictly. Prints the help and returns
+ * `undefined` for `--help`; throws {@linkcode UsageError} for parse mistakes
+ * (unknown option, missing value) and a wrong positional count.
+ */
+export async function parseCommandArgs<O extends ParseArgsOptionsConfig>(
+  args: string[],
+  io: CliIo,
+  spec: CommandArgsSpec<O>,
+): Promise<Parsed<O> | undefined> {
+  let parsed: Parsed<O>;
+  try {
+    parsed = parseArgs({
+      args,
+      options: { ...spec.options, ...HELP_OPTION },
+      allowPositionals: true,
+      strict: true,
+    }) as Parsed<O>;
+  } catch (e) {
+    if (e instanceof TypeError && (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS_")) {
+      throw new UsageError(e.message);
+    }
+    throw e;
+  }
+  if ((parsed.values as { help?: boolean }).help) {
+    await io.out(spec.help);
+    return undefined;
+  }
+  const count = spec.positionals;
+  if (count !== undefined) {
+    const { min, max } = typeof count === "number" ? { min: count, max: count } : count;
+    const n = parsed.positionals.length;
+    if (n < min || n > max) throw new UsageError(spec.usage ?? "wrong number of arguments");
+  }
+  return parsed;
+}
+
+/**
+ * The `IN OUT` pair of a copying command; OUT must not be IN (unless both
+ * are `-`).
+ */
+export function inputOutput(positionals: string[], command: string): [string, string] {
+  const [inPath, outPath] = positionals as [string, string];
+  if (inPath !== "-" && inPath === outPath) {
+    throw new UsageError(`${command} cannot write its output over its input`);
+  }
+  return [inPath, outPath];
+}
+
+/** Values of {@linkcode PLUGMAP_OPTIONS}. */
+export interface PlugMapValues {
+  plugmap?: string | undefined;
+  "plugmap-from"?: string | undefined;
+}
+
+/** How {@linkcode checkPlugMapOptions} checks the plug-map options. */
+export interface PlugMapCheck {
+  /** Require exactly one of them, naming this command in the error. */
+  requiredBy?: string;
+  /** The usage error when both are given (at-most-one commands). */
+  bothMessage?: string;
+}
+
+/**
+ * Check the `--plugmap`/`--plugmap-from` pair: at most one, or exactly one
+ * with `requiredBy`.
+ */
+export function checkPlugMapOptions(values: PlugMapValues, check: PlugMapCheck = {}): void {
+  const given = (values.plugmap !== undefined ? 1 : 0) +
+    (values["plugmap-from"] !== undefined ? 1 : 0);
+  if (check.requiredBy !== undefined && given !== 1) {
+    throw new UsageError(
+      `${check.requiredBy} needs exactly one of --plugmap FILE and --plugmap-from STREAM`,
+    );
+  }
+  if (given > 1) {
+    throw new UsageError(check.bothMessage ?? "give either --plugmap or --plugmap-from, not both");
+  }
+}
+
+/**
+ * Check the plug-map options (see {@linkcode checkPlugMapOptions}) and load
+ * the map they name, `undefined` when neither is given.
+ */
+export async function loadPlugMapOption(
+  values: PlugMapValues,
+  check: PlugMapCheck = {},
+): Promise<PlugMap | undefined> {
+  checkPlugMapOptions(values, check);
+  return await loadPlugMap({ plugmap: values.plugmap, plugmapFrom: values["plugmap-from"] });
+}
+
+/**
+ * A non-negative integer option value, decimal or `0x` hex; a usage error
+ * naming `flag` otherwise.
+ */
+export function parseNumber(text: string, flag: string): number {
+  const n = /^0x[0-9a-f]+$/i.test(text)
+    ? Number.parseInt(text.slice(2), 16)
+    : /^\d+$/.test(text)
+    ? Number(text)
+    : NaN;
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new UsageError(`${flag} needs a non-negative integer (decimal or 0x hex), not ${text}`);
+  }
+  return n;
+}

@@ -1,0 +1,35 @@
+/**
+ * File helpers for tests that read fixtures independently of `src/`.
+ *
+ * @module
+ */
+
+/**
+ * Read `byteLength` bytes at `fileOffset` with plain Deno file reads
+ * (independent of src/); fewer at the end of the file.
+ *
+ * @param path File path.
+ * @param fileOffset Where to start.
+ * @param byteLength How many bytes to read at most.
+ * @returns The bytes read.
+ * @example
+ * ```ts ignore
+ * const magic = await readFileBytes("s1.mig", 0, 4);
+ * ```
+ */
+export async function readFileBytes(
+  path: string,
+  fileOffset: number,
+  byteLength: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  using f = await Deno.open(path);
+  await f.seek(fileOffset, Deno.SeekMode.Start);
+  const out = new Uint8Array(byteLength);
+  let got = 0;
+  while (got < byteLength) {
+    const n = await f.read(out.subarray(got));
+    if (n === null) break;
+    got += n;
+  }
+  return out.subarray(0, got);
+}
