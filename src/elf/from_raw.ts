@@ -7,10 +7,9 @@
  * @module
  */
 
-import { createAtomicOutput } from "../io/file.ts";
 import {
   type ChunkSink,
-  copyRanges,
+  copyRangesTo,
   openPositional,
   type PositionalReader,
 } from "../io/positional.ts";
@@ -144,18 +143,7 @@ export async function elfFromRawImage(
       format: "raw" as const,
       ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
     };
-    if (typeof output === "string") {
-      const out = await createAtomicOutput(output);
-      try {
-        await copyRanges(reader, (chunk) => out.write(chunk), plan.steps, copyOptions);
-        await out.commit();
-      } catch (e) {
-        await out.abort();
-        throw e;
-      }
-    } else {
-      await copyRanges(reader, output, plan.steps, copyOptions);
-    }
+    await copyRangesTo(reader, output, plan.steps, copyOptions);
     return {
       inputByteLength: size,
       outputByteLength: plan.byteLength,

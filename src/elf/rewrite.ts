@@ -13,10 +13,9 @@
  */
 
 import { UnsupportedFeatureError } from "../errors.ts";
-import { createAtomicOutput } from "../io/file.ts";
 import {
   type ChunkSink,
-  copyRanges,
+  copyRangesTo,
   type CopyStep,
   NonZeroPageCounter,
   type PositionalReader,
@@ -390,18 +389,7 @@ export async function stripElf(
       ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
       ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
     };
-    if (typeof output === "string") {
-      const out = await createAtomicOutput(output);
-      try {
-        await copyRanges(core.reader, (chunk) => out.write(chunk), steps, copyOptions);
-        await out.commit();
-      } catch (e) {
-        await out.abort();
-        throw e;
-      }
-    } else {
-      await copyRanges(core.reader, output, steps, copyOptions);
-    }
+    await copyRangesTo(core.reader, output, steps, copyOptions);
     for (const { r, c } of counters) r.nonZeroPages = c.count;
     return report;
   } finally {

@@ -80,27 +80,19 @@ export function fileByteReader(
   // are copied out. The next read is always under way while the caller works
   // on the current chunk.
   const recycle = options.recycleChunks ?? 0;
-  const ring = Array.from({ length: recycle > 0 ? Math.max(recycle, 4) : 2 }, () => new Uint8Array(chunkSize));
+  const ring = Array.from(
+    { length: recycle > 0 ? Math.max(recycle, 4) : 2 },
+    () => new Uint8Array(chunkSize),
+  );
   let turn = 0;
   let done = false;
   const readSync = options.syncReads && file.readSync ? file.readSync.bind(file) : undefined;
+  const readOnce = readSync ?? ((p: Uint8Array) => file.read(p));
   const readInto = async (buf: Uint8Array): Promise<number> => {
     let filled = 0;
-    if (readSync !== undefined) {
-      while (filled < chunkSize) {
-        const n = readSync(buf.subarray(filled));
-        if (n === null) {
-          done = true;
-          break;
-        }
-        filled += n;
-        if (filled >= chunkSize / 2) break;
-      }
-      return filled;
-    }
     // Fill most of the buffer so that pipes do not hand us 64 KiB slivers.
     while (filled < chunkSize) {
-      const n = await file.read(buf.subarray(filled));
+      const n = await readOnce(buf.subarray(filled));
       if (n === null) {
         done = true;
         break;
@@ -156,7 +148,10 @@ export function fileByteReader(
  * try { console.log(input.byteLength); } finally { input.close(); }
  * ```
  */
-export async function openInput(path: string, options: OpenInputOptions = {}): Promise<OpenedInput> {
+export async function openInput(
+  path: string,
+  options: OpenInputOptions = {},
+): Promise<OpenedInput> {
   if (path === "-") {
     return {
       reader: fileByteReader(Deno.stdin, { syncReads: true, ...options }),

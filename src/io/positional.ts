@@ -10,6 +10,7 @@
  * @module
  */
 
+import { createAtomicOutput } from "./file.ts";
 import { type ErrorFormat, UnexpectedEofError } from "../errors.ts";
 
 /** Reads at arbitrary file offsets. */
@@ -408,4 +409,40 @@ export function isZeroBytes(data: Uint8Array, from = 0, to = data.byteLength): b
   }
   for (; i < to; i++) if (data[i] !== 0) return false;
   return true;
+}
+
+/** Where {@linkcode copyRangesTo} writes: a path (atomic, `-` for stdout) or a sink. */
+export type CopyOutput = string | ChunkSink;
+
+/**
+ * {@linkcode copyRanges} into a path, written atomically (a temporary file
+ * renamed on success, removed on failure), or into a sink.
+ *
+ * @param reader The input.
+ * @param output A path, `-`, or a sink.
+ * @param steps What to copy, zero-fill or insert, in output order.
+ * @param options Chunk size, error format, progress.
+ * @returns The number of bytes written.
+ * @example
+ * ```ts ignore
+ * import { bytesPositional, copyRangesTo } from "@vmem-dump/vmem-dump";
+ * await copyRangesTo(bytesPositional(new Uint8Array(8)), "out.bin", [{ kind: "copy", fileOffset: 0, byteLength: 8 }]);
+ * ```
+ */
+export async function copyRangesTo(
+  reader: PositionalReader,
+  output: CopyOutput,
+  steps: Iterable<CopyStep>,
+  options: CopyRangesOptions = {},
+): Promise<number> {
+  if (typeof output !== "string") return await copyRanges(reader, output, steps, options);
+  const out = await createAtomicOutput(output);
+  try {
+    const written = await copyRanges(reader, (chunk) => out.write(chunk), steps, options);
+    await out.commit();
+    return written;
+  } catch (e) {
+    await out.abort();
+    throw e;
+  }
 }

@@ -6,10 +6,9 @@
  * @module
  */
 
-import { createAtomicOutput } from "../io/file.ts";
 import {
   type ChunkSink,
-  copyRanges,
+  copyRangesTo,
   type CopyStep,
   NonZeroPageCounter,
   openPositional,
@@ -126,18 +125,7 @@ export async function zeroRawImage(
       format: "raw" as const,
       ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
     };
-    if (typeof output === "string") {
-      const out = await createAtomicOutput(output);
-      try {
-        await copyRanges(reader, (chunk) => out.write(chunk), steps, copyOptions);
-        await out.commit();
-      } catch (e) {
-        await out.abort();
-        throw e;
-      }
-    } else {
-      await copyRanges(reader, output, steps, copyOptions);
-    }
+    await copyRangesTo(reader, output, steps, copyOptions);
     for (const [z, c] of counters) z.nonZeroPages = c.count;
     return {
       byteLength: size,
