@@ -3,7 +3,11 @@
 /** Wall seconds of a shell command (bash -c). */
 export async function timeShell(command: string): Promise<number> {
   const t0 = performance.now();
-  const out = await new Deno.Command("bash", { args: ["-c", command], stdout: "null", stderr: "inherit" }).output();
+  const out = await new Deno.Command("bash", {
+    args: ["-c", command],
+    stdout: "null",
+    stderr: "inherit",
+  }).output();
   if (!out.success) throw new Error(`${command} failed`);
   return (performance.now() - t0) / 1000;
 }

@@ -12,7 +12,11 @@ import { MigrationEncoder } from "../src/migration/encoder.ts";
 import type { MigrationRecord } from "../src/migration/types.ts";
 
 /** Write `outPath` of at least `targetBytes` bytes built from the real stream at `realPath`. */
-export async function synthesizeStream(realPath: string, outPath: string, targetBytes: number): Promise<number> {
+export async function synthesizeStream(
+  realPath: string,
+  outPath: string,
+  targetBytes: number,
+): Promise<number> {
   const file = await Deno.open(outPath, { write: true, create: true, truncate: true });
   const enc = new MigrationEncoder(
     new ByteWriter(async (c) => {
@@ -22,7 +26,10 @@ export async function synthesizeStream(realPath: string, outPath: string, target
   );
   let lastBlock: string | undefined;
   const put = (r: MigrationRecord) => {
-    if ((r.kind === "ram-page" || r.kind === "ram-zero-page") && r.continued && r.ramBlock !== lastBlock) {
+    if (
+      (r.kind === "ram-page" || r.kind === "ram-zero-page") && r.continued &&
+      r.ramBlock !== lastBlock
+    ) {
       r = { ...r, continued: false };
     }
     if (r.kind === "ram-page" || r.kind === "ram-zero-page") lastBlock = r.ramBlock;
@@ -37,7 +44,9 @@ export async function synthesizeStream(realPath: string, outPath: string, target
     for await (const batch of decodeMigrationBatches(input.reader)) {
       for (const r of batch) {
         if (r.kind === "section-part") phase = "parts";
-        if (r.kind === "section-end" || r.kind === "command") phase = phase === "parts" ? "rest" : phase;
+        if (r.kind === "section-end" || r.kind === "command") {
+          phase = phase === "parts" ? "rest" : phase;
+        }
         const writeIt = (pass === 0 && phase === "head") || phase === "parts" ||
           (phase === "rest" && enc.writer.offset >= targetBytes);
         if (writeIt) put(r);

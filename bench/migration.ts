@@ -11,11 +11,14 @@
 import { parseArgs } from "node:util";
 import { realdata } from "../tests/_util/realdata.ts";
 import { synthesizeStream } from "./_synth.ts";
-import { ratio, runChild, timeShell, printTable } from "./_measure.ts";
+import { printTable, ratio, runChild, timeShell } from "./_measure.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { gib: { type: "string", default: "2.2" }, "small-gib": { type: "string", default: "0.2" } },
+  options: {
+    gib: { type: "string", default: "2.2" },
+    "small-gib": { type: "string", default: "0.2" },
+  },
 });
 const real = await realdata("out-small", "s1-plugged-200M.mig");
 const dir = await Deno.makeTempDir({ prefix: "vmem-bench-" });

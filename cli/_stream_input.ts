@@ -5,7 +5,7 @@
 
 import { openInput } from "../src/io/file.ts";
 import type { ByteReader } from "../src/io/byte_reader.ts";
-import { type OpenedContainer, openContainer } from "../src/container/open.ts";
+import { openContainer, type OpenedContainer } from "../src/container/open.ts";
 
 /** An opened stream. */
 export interface StreamInput {
@@ -31,7 +31,10 @@ export interface StreamInputOptions {
 }
 
 /** Open `path` (or `-`) as a migration stream, through its container. */
-export async function openStreamInput(path: string, options: StreamInputOptions = {}): Promise<StreamInput> {
+export async function openStreamInput(
+  path: string,
+  options: StreamInputOptions = {},
+): Promise<StreamInput> {
   const input = await openInput(path, options.recycle ? { recycleChunks: 16 } : {});
   try {
     const opened = await openContainer(input.reader);

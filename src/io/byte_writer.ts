@@ -90,7 +90,9 @@ export class ByteWriter {
   /** Hand a chunk to the sink after every earlier one (sinks may be async: keep order). */
   #tail: Promise<void> | undefined;
   #send(chunk: Uint8Array<ArrayBuffer>, recycle: Uint8Array<ArrayBuffer> | undefined): void {
-    const p = this.#tail === undefined ? this.#sink(chunk) : this.#tail.then(() => this.#sink(chunk));
+    const p = this.#tail === undefined
+      ? this.#sink(chunk)
+      : this.#tail.then(() => this.#sink(chunk));
     if (p) {
       // The buffer goes back to the free list only once the sink is done with it;
       // a failed write is reported by flushIfFull()/flush(), not as an unhandled rejection.

@@ -49,7 +49,9 @@ export function getSafeU64(
   const lo = view.getUint32(littleEndian ? at : at + 4, littleEndian);
   if (hi > 0x1fffff) {
     throw new FormatError(
-      `Cannot use 64-bit value 0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")}: it exceeds 2^53`,
+      `Cannot use 64-bit value 0x${hi.toString(16)}${
+        lo.toString(16).padStart(8, "0")
+      }: it exceeds 2^53`,
       { format: where.format, code: "too-large", offset: where.offset },
     );
   }

@@ -8,7 +8,12 @@
 
 import { UnexpectedEofError } from "../errors.ts";
 import type { ByteReader } from "../io/byte_reader.ts";
-import { QEMU_VM_EOF, QEMU_VM_SECTION_FOOTER, QEMU_VM_SECTION_FULL, QEMU_VM_VMDESCRIPTION } from "./constants.ts";
+import {
+  QEMU_VM_EOF,
+  QEMU_VM_SECTION_FOOTER,
+  QEMU_VM_SECTION_FULL,
+  QEMU_VM_VMDESCRIPTION,
+} from "./constants.ts";
 import type { MigrationRecord, RamBlockInfo, VirtioMemEarlyRecord } from "./types.ts";
 import { parseVirtioMemDeviceBody } from "./virtio_mem_device.ts";
 
@@ -50,7 +55,10 @@ export async function* decodeTail(
   firstOffset: number,
   ctx: TailContext,
 ): AsyncGenerator<MigrationRecord> {
-  const paths = devicePaths(ctx.ramBlocks).map((p) => ({ path: p, bytes: new TextEncoder().encode(p) }));
+  const paths = devicePaths(ctx.ramBlocks).map((p) => ({
+    path: p,
+    bytes: new TextEncoder().encode(p),
+  }));
   let win = new Uint8Array(1 << 16);
   let start = 0; // first unemitted byte in win
   let end = 0; // end of valid data in win
@@ -84,7 +92,9 @@ export async function* decodeTail(
   }
 
   /** Try to parse a virtio-mem section whose idstr suffix starts at `q`; returns records or undefined. */
-  function tryDevice(q: number): { records: MigrationRecord[]; hdr: number; next: number } | undefined {
+  function tryDevice(
+    q: number,
+  ): { records: MigrationRecord[]; hdr: number; next: number } | undefined {
     for (const { path, bytes } of paths) {
       const idstrStart = q - bytes.byteLength;
       const hdr = idstrStart - 6;
@@ -116,7 +126,9 @@ export async function* decodeTail(
       if (parsed === undefined) continue;
       const footer = bodyStart + parsed.bodyLength;
       if (footer + 5 > end) continue;
-      if (win[footer] !== QEMU_VM_SECTION_FOOTER || view.getUint32(footer + 1) !== sectionId) continue;
+      if (win[footer] !== QEMU_VM_SECTION_FOOTER || view.getUint32(footer + 1) !== sectionId) {
+        continue;
+      }
       const records: MigrationRecord[] = [
         {
           kind: "section-full",
@@ -131,7 +143,10 @@ export async function* decodeTail(
           streamOffset: base + bodyStart,
           devicePath: path,
           data: win.slice(bodyStart, footer),
-          state: { ...parsed.state, ...(parsed.state.bitmap ? { bitmap: parsed.state.bitmap.slice() } : {}) },
+          state: {
+            ...parsed.state,
+            ...(parsed.state.bitmap ? { bitmap: parsed.state.bitmap.slice() } : {}),
+          },
         },
         { kind: "section-footer", streamOffset: base + footer, sectionId },
       ];

@@ -134,7 +134,11 @@ export async function* decodeMigrationBatches(
   const head = await reader.read(8, "the stream header");
   const hv = viewOf(head);
   if (hv.getUint32(0) !== C.QEMU_VM_FILE_MAGIC) {
-    throw bad(`bad magic 0x${hv.getUint32(0).toString(16).padStart(8, "0")}, expected QEVM`, "bad-magic", headerOffset);
+    throw bad(
+      `bad magic 0x${hv.getUint32(0).toString(16).padStart(8, "0")}, expected QEVM`,
+      "bad-magic",
+      headerOffset,
+    );
   }
   const version = hv.getUint32(4);
   if (version !== C.QEMU_VM_FILE_VERSION) {
@@ -168,7 +172,11 @@ export async function* decodeMigrationBatches(
   yield* decodeItems(reader, state, undefined);
 }
 
-async function decodeConfiguration(reader: ByteReader, state: State, takePageBits: boolean): Promise<MigrationRecord> {
+async function decodeConfiguration(
+  reader: ByteReader,
+  state: State,
+  takePageBits: boolean,
+): Promise<MigrationRecord> {
   const at = reader.offset;
   const h = viewOf(await reader.read(5, "the configuration section"));
   const nameLength = h.getUint32(1);
@@ -195,7 +203,9 @@ async function decodeConfiguration(reader: ByteReader, state: State, takePageBit
     } else if (name === "configuration/capabilities") {
       const countBytes = await reader.read(4, "the capability count");
       const count = viewOf(countBytes).getUint32(0);
-      if (count > MAX_CAPABILITIES) throw bad(`${count} capabilities is too many`, "bad-section", bodyAt);
+      if (count > MAX_CAPABILITIES) {
+        throw bad(`${count} capabilities is too many`, "bad-section", bodyAt);
+      }
       const parts: Uint8Array[] = [countBytes.slice()];
       capabilities = [];
       for (let i = 0; i < count; i++) {
@@ -226,7 +236,14 @@ async function decodeConfiguration(reader: ByteReader, state: State, takePageBit
     state.pageSize = 1 << targetPageBits;
     state.pageMask = state.pageSize - 1;
   }
-  return { kind: "configuration", streamOffset: at, machineType, subsections, capabilities, targetPageBits };
+  return {
+    kind: "configuration",
+    streamOffset: at,
+    machineType,
+    subsections,
+    capabilities,
+    targetPageBits,
+  };
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {
@@ -250,13 +267,19 @@ async function* decodeItems(
 ): AsyncGenerator<MigrationRecord[]> {
   for (;;) {
     if (limit !== undefined && reader.offset >= limit) {
-      if (reader.offset > limit) throw bad("a record crosses the end of its PACKAGED blob", "bad-command", limit);
+      if (reader.offset > limit) {
+        throw bad("a record crosses the end of its PACKAGED blob", "bad-command", limit);
+      }
       return;
     }
     const at = reader.offset;
     const typeBytes = await reader.readOrEnd(1);
     if (typeBytes === undefined) {
-      throw new UnexpectedEofError("Cannot decode migration stream: input ended before QEMU_VM_EOF", "migration", at);
+      throw new UnexpectedEofError(
+        "Cannot decode migration stream: input ended before QEMU_VM_EOF",
+        "migration",
+        at,
+      );
     }
     const type = typeBytes[0]!;
     switch (type) {
@@ -278,21 +301,34 @@ async function* decodeItems(
         if (type === C.QEMU_VM_SECTION_START) {
           if (idstr !== C.RAM_SECTION_IDSTR) {
             throw new UnsupportedFeatureError(
-              `Cannot decode migration stream: iterable section ${JSON.stringify(idstr)} cannot be delimited`,
+              `Cannot decode migration stream: iterable section ${
+                JSON.stringify(idstr)
+              } cannot be delimited`,
               "migration",
               at,
             );
           }
           if (header.versionId !== C.RAM_SECTION_VERSION) {
-            throw bad(`ram section version ${header.versionId}, expected 4`, "bad-version", at + 10 + idLen);
+            throw bad(
+              `ram section version ${header.versionId}, expected 4`,
+              "bad-version",
+              at + 10 + idLen,
+            );
           }
-          state.sections.set(sectionId, { idstr, instanceId: header.instanceId, versionId: header.versionId });
+          state.sections.set(sectionId, {
+            idstr,
+            instanceId: header.instanceId,
+            versionId: header.versionId,
+          });
           yield [header];
           yield* decodeRamBody(reader, state, true);
           yield* decodeFooter(reader, state, sectionId);
         } else if (idstr.endsWith(C.VIRTIO_MEM_EARLY_SUFFIX) && header.versionId === 1) {
           yield [header];
-          const early = await decodeEarly(reader, idstr.slice(0, -C.VIRTIO_MEM_EARLY_SUFFIX.length));
+          const early = await decodeEarly(
+            reader,
+            idstr.slice(0, -C.VIRTIO_MEM_EARLY_SUFFIX.length),
+          );
           state.early.set(early.devicePath, early);
           yield [early];
           yield* decodeFooter(reader, state, sectionId);
@@ -302,7 +338,13 @@ async function* decodeItems(
           yield* passThrough(reader, limit - reader.offset, state.options.opaqueChunk);
         } else {
           state.sawTail = true;
-          const first = encodeLongHeader(type, sectionId, idBytes, header.instanceId, header.versionId);
+          const first = encodeLongHeader(
+            type,
+            sectionId,
+            idBytes,
+            header.instanceId,
+            header.versionId,
+          );
           for await (
             const r of decodeTail(reader, first, at, {
               ramBlocks: state.ramBlocks,
@@ -338,9 +380,15 @@ async function* decodeItems(
         const command = h.getUint16(0);
         const length = h.getUint16(2);
         const spec = COMMANDS.get(command);
-        if (spec === undefined) throw bad(`unknown command 0x${command.toString(16)}`, "bad-command", at + 1);
+        if (spec === undefined) {
+          throw bad(`unknown command 0x${command.toString(16)}`, "bad-command", at + 1);
+        }
         if (spec.length !== null && !spec.length.includes(length)) {
-          throw bad(`command ${spec.name} has length ${length}, expected ${spec.length.join(" or ")}`, "bad-command", at + 3);
+          throw bad(
+            `command ${spec.name} has length ${length}, expected ${spec.length.join(" or ")}`,
+            "bad-command",
+            at + 3,
+          );
         }
         const payload = (await reader.read(length, `the ${spec.name} payload`)).slice();
         yield [{ kind: "command", streamOffset: at, command, name: spec.name, payload }];
@@ -367,20 +415,31 @@ async function* decodeItems(
   }
 }
 
-async function* passThrough(reader: ByteReader, byteLength: number, chunk: number): AsyncGenerator<MigrationRecord[]> {
+async function* passThrough(
+  reader: ByteReader,
+  byteLength: number,
+  chunk: number,
+): AsyncGenerator<MigrationRecord[]> {
   let left = byteLength;
   while (left > 0) {
     const at = reader.offset;
     const got = await reader.readChunk(Math.min(left, chunk));
     if (got === undefined) {
-      throw new UnexpectedEofError("Cannot decode migration stream: input ended inside PACKAGED", "migration", at);
+      throw new UnexpectedEofError(
+        "Cannot decode migration stream: input ended inside PACKAGED",
+        "migration",
+        at,
+      );
     }
     left -= got.byteLength;
     yield [{ kind: "opaque", streamOffset: at, data: got.slice() }];
   }
 }
 
-async function* decodeAfterEof(reader: ByteReader, state: State): AsyncGenerator<MigrationRecord[]> {
+async function* decodeAfterEof(
+  reader: ByteReader,
+  state: State,
+): AsyncGenerator<MigrationRecord[]> {
   const at = reader.offset;
   const type = await reader.readOrEnd(1);
   if (type === undefined) {
@@ -401,10 +460,16 @@ async function* decodeAfterEof(reader: ByteReader, state: State): AsyncGenerator
   }
   yield [{ kind: "vmdesc", streamOffset: at, json, parsed }];
   const rest = await reader.readOrEnd(1);
-  if (rest !== undefined) throw bad("trailing bytes after the vmdesc", "bad-section", reader.offset - 1);
+  if (rest !== undefined) {
+    throw bad("trailing bytes after the vmdesc", "bad-section", reader.offset - 1);
+  }
 }
 
-async function* decodeFooter(reader: ByteReader, state: State, sectionId: number): AsyncGenerator<MigrationRecord[]> {
+async function* decodeFooter(
+  reader: ByteReader,
+  state: State,
+  sectionId: number,
+): AsyncGenerator<MigrationRecord[]> {
   if (state.footers === false) return;
   const at = reader.offset;
   const next = await reader.peekByte();
@@ -413,13 +478,17 @@ async function* decodeFooter(reader: ByteReader, state: State, sectionId: number
       state.footers = false; // QEMU <= 2.3 machine types send none, for the whole stream
       return;
     }
-    if (next === undefined) throw new UnexpectedEofError("Cannot read a section footer: input ended", "migration", at);
+    if (next === undefined) {
+      throw new UnexpectedEofError("Cannot read a section footer: input ended", "migration", at);
+    }
     throw bad(`expected section footer 0x7e, found 0x${next.toString(16)}`, "bad-footer", at);
   }
   state.footers = true;
   const f = viewOf(await reader.read(5, "a section footer"));
   const id = f.getUint32(1);
-  if (id !== sectionId) throw bad(`section footer for id ${id} closes section ${sectionId}`, "bad-footer", at + 1);
+  if (id !== sectionId) {
+    throw bad(`section footer for id ${id} closes section ${sectionId}`, "bad-footer", at + 1);
+  }
   yield [{ kind: "section-footer", streamOffset: at, sectionId }];
 }
 
@@ -438,16 +507,38 @@ async function decodeEarly(reader: ByteReader, devicePath: string): Promise<Virt
   const node = v.getUint32(24);
   const size = u64(28);
   if (blockSize === 0 || !Number.isInteger(Math.log2(blockSize)) || regionSize % blockSize !== 0) {
-    throw bad(`virtio-mem block size 0x${blockSize.toString(16)} does not divide region size 0x${regionSize.toString(16)}`, "bad-virtio-mem", at + 16);
+    throw bad(
+      `virtio-mem block size 0x${blockSize.toString(16)} does not divide region size 0x${
+        regionSize.toString(16)
+      }`,
+      "bad-virtio-mem",
+      at + 16,
+    );
   }
   const bits = regionSize / blockSize;
-  if (bits > MAX_BITMAP_BITS) throw bad(`virtio-mem bitmap of ${bits} bits is too large`, "too-large", at + 8);
+  if (bits > MAX_BITMAP_BITS) {
+    throw bad(`virtio-mem bitmap of ${bits} bits is too large`, "too-large", at + 8);
+  }
   const bitmap = (await reader.read(8 * Math.ceil(bits / 64), "the virtio-mem bitmap")).slice();
-  return { kind: "virtio-mem-early", streamOffset: at, devicePath, gpa, regionSize, blockSize, node, size, bitmap };
+  return {
+    kind: "virtio-mem-early",
+    streamOffset: at,
+    devicePath,
+    gpa,
+    regionSize,
+    blockSize,
+    node,
+    size,
+    bitmap,
+  };
 }
 
 /** Decode one `ram` section body up to and including EOS, in batches. */
-async function* decodeRamBody(reader: ByteReader, state: State, isStart: boolean): AsyncGenerator<MigrationRecord[]> {
+async function* decodeRamBody(
+  reader: ByteReader,
+  state: State,
+  isStart: boolean,
+): AsyncGenerator<MigrationRecord[]> {
   const pageSize = state.pageSize;
   const mask = state.pageMask;
   let batch: MigrationRecord[] = [];
@@ -470,14 +561,18 @@ async function* decodeRamBody(reader: ByteReader, state: State, isStart: boolean
     const flags = lo & mask;
     const ramOffset = hi * 0x1_0000_0000 + (lo - flags);
     const kindFlags = flags & ~C.RAM_SAVE_FLAG_CONTINUE;
-    if (kindFlags === C.RAM_SAVE_FLAG_PAGE || kindFlags === C.RAM_SAVE_FLAG_ZERO ||
-      kindFlags === C.RAM_SAVE_FLAG_XBZRLE || kindFlags === C.RAM_SAVE_FLAG_COMPRESS_PAGE) {
+    if (
+      kindFlags === C.RAM_SAVE_FLAG_PAGE || kindFlags === C.RAM_SAVE_FLAG_ZERO ||
+      kindFlags === C.RAM_SAVE_FLAG_XBZRLE || kindFlags === C.RAM_SAVE_FLAG_COMPRESS_PAGE
+    ) {
       if (hi > 0x1fffff) throw bad("RAM page offset exceeds 2^53", "out-of-range", at);
       const continued = (flags & C.RAM_SAVE_FLAG_CONTINUE) !== 0;
       let block: RamBlockInfo | undefined;
       if (continued) {
         block = state.lastBlock;
-        if (block === undefined) throw bad("RAM record has CONTINUE but no block was named before", "bad-record", at);
+        if (block === undefined) {
+          throw bad("RAM record has CONTINUE but no block was named before", "bad-record", at);
+        }
       } else {
         const lenAt = reader.offset;
         let lenByte = reader.tryReadSync(1);
@@ -499,13 +594,19 @@ async function* decodeRamBody(reader: ByteReader, state: State, isStart: boolean
         }
         block = lookupBlock(state, idBytes);
         if (block === undefined) {
-          throw bad(`unknown RAMBlock ${JSON.stringify(latin1Decode(idBytes))}`, "unknown-block", lenAt);
+          throw bad(
+            `unknown RAMBlock ${JSON.stringify(latin1Decode(idBytes))}`,
+            "unknown-block",
+            lenAt,
+          );
         }
         state.lastBlock = block;
       }
       if (ramOffset >= block.usedLength) {
         throw bad(
-          `RAM offset 0x${ramOffset.toString(16)} is past the end of ${JSON.stringify(block.idstr)} (0x${block.usedLength.toString(16)})`,
+          `RAM offset 0x${ramOffset.toString(16)} is past the end of ${
+            JSON.stringify(block.idstr)
+          } (0x${block.usedLength.toString(16)})`,
           "out-of-range",
           at,
         );
@@ -519,7 +620,14 @@ async function* decodeRamBody(reader: ByteReader, state: State, isStart: boolean
           }
           data = await reader.read(pageSize, "a RAM page");
         }
-        batch.push({ kind: "ram-page", streamOffset: at, ramBlock: block.idstr, ramOffset, continued, data });
+        batch.push({
+          kind: "ram-page",
+          streamOffset: at,
+          ramBlock: block.idstr,
+          ramOffset,
+          continued,
+          data,
+        });
       } else if (kindFlags === C.RAM_SAVE_FLAG_ZERO) {
         let fill = reader.tryReadSync(1);
         if (fill === undefined) {
@@ -529,13 +637,27 @@ async function* decodeRamBody(reader: ByteReader, state: State, isStart: boolean
           }
           fill = await reader.read(1, "a zero page fill byte");
         }
-        batch.push({ kind: "ram-zero-page", streamOffset: at, ramBlock: block.idstr, ramOffset, continued, fill: fill[0]! });
+        batch.push({
+          kind: "ram-zero-page",
+          streamOffset: at,
+          ramBlock: block.idstr,
+          ramOffset,
+          continued,
+          fill: fill[0]!,
+        });
       } else {
         if (batch.length > 0) {
           yield batch;
           batch = [];
         }
-        yield [await decodeRareRecord(reader, kindFlags, pageSize, { at, ramBlock: block.idstr, ramOffset, continued })];
+        yield [
+          await decodeRareRecord(reader, kindFlags, pageSize, {
+            at,
+            ramBlock: block.idstr,
+            ramOffset,
+            continued,
+          }),
+        ];
       }
       continue;
     }
@@ -557,7 +679,11 @@ async function* decodeRamBody(reader: ByteReader, state: State, isStart: boolean
       continue;
     }
     if (flags === C.RAM_SAVE_FLAG_HOOK) {
-      throw new UnsupportedFeatureError("Cannot decode migration stream: RDMA hook records are not supported", "migration", at);
+      throw new UnsupportedFeatureError(
+        "Cannot decode migration stream: RDMA hook records are not supported",
+        "migration",
+        at,
+      );
     }
     throw bad(`invalid RAM record flags 0x${flags.toString(16)}`, "bad-record", at + 6);
   }
@@ -595,35 +721,69 @@ async function decodeRareRecord(
       throw bad(`XBZRLE encoding 0x${encoding.toString(16)}, expected 0x01`, "bad-record", hAt);
     }
     const len = h[1]! << 8 | h[2]!;
-    if (len > pageSize) throw bad(`XBZRLE length ${len} exceeds the page size`, "bad-record", hAt + 1);
+    if (len > pageSize) {
+      throw bad(`XBZRLE length ${len} exceeds the page size`, "bad-record", hAt + 1);
+    }
     const data = await reader.read(len, "XBZRLE data");
-    return { kind: "ram-xbzrle-page", streamOffset: at, ramBlock, ramOffset, continued, encoding, data };
+    return {
+      kind: "ram-xbzrle-page",
+      streamOffset: at,
+      ramBlock,
+      ramOffset,
+      continued,
+      encoding,
+      data,
+    };
   }
   const lAt = reader.offset;
   const len = viewOf(await reader.read(4, "a compressed page length")).getUint32(0);
-  if (len > pageSize * 2 + 64) throw bad(`compressed page of ${len} bytes is too large`, "bad-record", lAt);
+  if (len > pageSize * 2 + 64) {
+    throw bad(`compressed page of ${len} bytes is too large`, "bad-record", lAt);
+  }
   const data = await reader.read(len, "a compressed page");
   return { kind: "ram-compressed-page", streamOffset: at, ramBlock, ramOffset, continued, data };
 }
 
-async function decodeMemSize(reader: ByteReader, state: State, totalBytes: number, at: number): Promise<MigrationRecord> {
+async function decodeMemSize(
+  reader: ByteReader,
+  state: State,
+  totalBytes: number,
+  at: number,
+): Promise<MigrationRecord> {
   const blocks: RamBlockInfo[] = [];
   let remaining = totalBytes;
-  const hasPageSizes = state.postcopyPageSummary !== undefined && state.postcopyPageSummary !== state.pageSize;
+  const hasPageSizes = state.postcopyPageSummary !== undefined &&
+    state.postcopyPageSummary !== state.pageSize;
   const hasGpa = state.capabilities.includes("x-ignore-shared");
   while (remaining > 0) {
-    if (blocks.length >= MAX_RAM_BLOCKS) throw bad("too many RAMBlocks in the block list", "too-large", reader.offset);
+    if (blocks.length >= MAX_RAM_BLOCKS) {
+      throw bad("too many RAMBlocks in the block list", "too-large", reader.offset);
+    }
     const nameAt = reader.offset;
     const len = (await reader.read(1, "a RAMBlock idstr"))[0]!;
     const idstr = latin1Decode(await reader.read(len, "a RAMBlock idstr"));
     const lv = viewOf(await reader.read(8, "a RAMBlock length"));
     const hi = lv.getUint32(0);
-    if (hi > 0x1fffff) throw bad(`RAMBlock ${JSON.stringify(idstr)} length exceeds 2^53`, "too-large", nameAt + 1 + len);
+    if (hi > 0x1fffff) {
+      throw bad(
+        `RAMBlock ${JSON.stringify(idstr)} length exceeds 2^53`,
+        "too-large",
+        nameAt + 1 + len,
+      );
+    }
     const usedLength = hi * 2 ** 32 + lv.getUint32(4);
     if (usedLength === 0 || usedLength > remaining) {
-      throw bad(`RAMBlock ${JSON.stringify(idstr)} length 0x${usedLength.toString(16)} does not fit the total`, "bad-record", nameAt + 1 + len);
+      throw bad(
+        `RAMBlock ${JSON.stringify(idstr)} length 0x${
+          usedLength.toString(16)
+        } does not fit the total`,
+        "bad-record",
+        nameAt + 1 + len,
+      );
     }
-    if (state.ramBlockByName.has(idstr)) throw bad(`RAMBlock ${JSON.stringify(idstr)} listed twice`, "bad-record", nameAt);
+    if (state.ramBlockByName.has(idstr)) {
+      throw bad(`RAMBlock ${JSON.stringify(idstr)} listed twice`, "bad-record", nameAt);
+    }
     const block: RamBlockInfo = { idstr, usedLength };
     if (hasPageSizes && (await reader.peekByte()) === 0) {
       const pv = viewOf(await reader.read(8, "a RAMBlock page size"));
@@ -632,7 +792,9 @@ async function decodeMemSize(reader: ByteReader, state: State, totalBytes: numbe
     if (hasGpa) {
       const gv = viewOf(await reader.read(8, "a RAMBlock address"));
       const ghi = gv.getUint32(0);
-      if (ghi > 0x1fffff) throw bad("RAMBlock address exceeds 2^53", "too-large", reader.offset - 8);
+      if (ghi > 0x1fffff) {
+        throw bad("RAMBlock address exceeds 2^53", "too-large", reader.offset - 8);
+      }
       block.gpa = ghi * 2 ** 32 + gv.getUint32(4);
     }
     blocks.push(block);
@@ -663,7 +825,7 @@ export class MigrationDecoderStream implements TransformStream<Uint8Array, Migra
   /**
    * Construct it.
    *
-   * @param options Decoder options. 
+   * @param options Decoder options.
    */
   constructor(options: DecodeOptions = {}) {
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();

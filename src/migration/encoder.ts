@@ -46,7 +46,7 @@ export class MigrationEncoder {
   /**
    * Construct it.
    *
-   * @param writer Where the bytes go. 
+   * @param writer Where the bytes go.
    */
   constructor(writer: ByteWriter) {
     this.#w = writer;
@@ -61,7 +61,9 @@ export class MigrationEncoder {
     let b = this.#idCache.get(idstr);
     if (b === undefined) {
       b = latin1Encode(idstr);
-      if (b.byteLength > 255) throw new RangeError(`idstr ${JSON.stringify(idstr)} is longer than 255 bytes`);
+      if (b.byteLength > 255) {
+        throw new RangeError(`idstr ${JSON.stringify(idstr)} is longer than 255 bytes`);
+      }
       if (this.#idCache.size < 4096) this.#idCache.set(idstr, b);
     }
     return b;
@@ -84,7 +86,9 @@ export class MigrationEncoder {
         const flag = PAGE_FLAG[r.kind] | (r.continued ? C.RAM_SAVE_FLAG_CONTINUE : 0);
         if (r.continued && r.ramBlock !== this.#lastBlock) {
           throw new TypeError(
-            `Cannot encode a CONTINUE record for ${JSON.stringify(r.ramBlock)}: the last block named was ${JSON.stringify(this.#lastBlock)}`,
+            `Cannot encode a CONTINUE record for ${
+              JSON.stringify(r.ramBlock)
+            }: the last block named was ${JSON.stringify(this.#lastBlock)}`,
           );
         }
         w.u64(r.ramOffset + flag);
@@ -211,12 +215,14 @@ export class MigrationEncoder {
  * ```
  */
 export async function encodeMigration(
-  records: AsyncIterable<MigrationRecord | MigrationRecord[]> | Iterable<MigrationRecord | MigrationRecord[]>,
+  records:
+    | AsyncIterable<MigrationRecord | MigrationRecord[]>
+    | Iterable<MigrationRecord | MigrationRecord[]>,
   writer: ByteWriter,
 ): Promise<number> {
   const enc = new MigrationEncoder(writer);
   for await (const item of records) {
-    if (Array.isArray(item)) for (const r of item) enc.write(r);
+    if (Array.isArray(item)) { for (const r of item) enc.write(r); }
     else enc.write(item);
     await enc.flushIfFull();
   }
@@ -239,14 +245,16 @@ export class MigrationEncoderStream extends TransformStream<MigrationRecord, Uin
   /**
    * Construct it.
    *
-   * @param options Chunk size of the emitted bytes. 
+   * @param options Chunk size of the emitted bytes.
    */
   constructor(options: { chunkSize?: number } = {}) {
     let enc: MigrationEncoder;
     super({
       start(controller) {
         enc = new MigrationEncoder(
-          new ByteWriter((chunk) => controller.enqueue(chunk), { chunkSize: options.chunkSize ?? 1 << 20 }),
+          new ByteWriter((chunk) => controller.enqueue(chunk), {
+            chunkSize: options.chunkSize ?? 1 << 20,
+          }),
         );
       },
       transform(record) {

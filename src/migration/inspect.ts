@@ -10,7 +10,11 @@
 import type { MigrationRecord, VirtioMemDeviceState } from "./types.ts";
 import { fullHeaderLength, vmdescSections } from "./vmdesc.ts";
 import { latin1Decode, latin1Encode } from "./_latin1.ts";
-import { QEMU_VM_SECTION_FOOTER, QEMU_VM_SECTION_FULL, VIRTIO_MEM_EARLY_SUFFIX } from "./constants.ts";
+import {
+  QEMU_VM_SECTION_FOOTER,
+  QEMU_VM_SECTION_FULL,
+  VIRTIO_MEM_EARLY_SUFFIX,
+} from "./constants.ts";
 import { encodeLongHeader } from "./_tail.ts";
 
 /** One section of the stream. */
@@ -175,7 +179,11 @@ export async function inspectMigration(
         report.capabilities = r.capabilities;
         break;
       case "command":
-        report.commands.push({ name: r.name, streamOffset: r.streamOffset, byteLength: 5 + r.payload.byteLength });
+        report.commands.push({
+          name: r.name,
+          streamOffset: r.streamOffset,
+          byteLength: 5 + r.payload.byteLength,
+        });
         break;
       case "section-start":
       case "section-part":
@@ -185,7 +193,13 @@ export async function inspectMigration(
           // The device-state tail: its sections are counted from the vmdesc at the end.
           if (tailStart < 0) tailStart = r.streamOffset;
           keepTail(
-            encodeLongHeader(QEMU_VM_SECTION_FULL, r.sectionId, latin1Encode(r.idstr), r.instanceId, r.versionId),
+            encodeLongHeader(
+              QEMU_VM_SECTION_FULL,
+              r.sectionId,
+              latin1Encode(r.idstr),
+              r.instanceId,
+              r.versionId,
+            ),
             r.streamOffset,
           );
           break;
@@ -331,14 +345,20 @@ export async function inspectMigration(
   }
 
   for await (const item of records) {
-    if (Array.isArray(item)) for (const r of item) handle(r);
+    if (Array.isArray(item)) { for (const r of item) handle(r); }
     else handle(item);
   }
-  report.byteLength = eofOffset >= 0 ? eofOffset + 1 + (report.vmdescBytes !== null ? 5 + report.vmdescBytes : 0) : 0;
+  report.byteLength = eofOffset >= 0
+    ? eofOffset + 1 + (report.vmdescBytes !== null ? 5 + report.vmdescBytes : 0)
+    : 0;
   return report;
 }
 
-function deviceEntry(devicePath: string, streamOffset: number, s: VirtioMemDeviceState): InspectVirtioMem {
+function deviceEntry(
+  devicePath: string,
+  streamOffset: number,
+  s: VirtioMemDeviceState,
+): InspectVirtioMem {
   const e: InspectVirtioMem = {
     section: "device",
     devicePath,

@@ -16,9 +16,9 @@ export * from "./constants.ts";
 export type * from "./types.ts";
 export {
   commandName,
-  type DecodeOptions,
   decodeMigration,
   decodeMigrationBatches,
+  type DecodeOptions,
   MigrationDecoderStream,
 } from "./decoder.ts";
 export { encodeMigration, MigrationEncoder, MigrationEncoderStream } from "./encoder.ts";

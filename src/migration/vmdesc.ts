@@ -43,7 +43,9 @@ function fieldsLength(vmsd: VmdescVmsd, depth: number): number | undefined {
   if (vmsd.subsections !== undefined) {
     if (!Array.isArray(vmsd.subsections)) return undefined;
     for (const sub of vmsd.subsections as VmdescVmsd[]) {
-      if (typeof sub !== "object" || sub === null || typeof sub.vmsd_name !== "string") return undefined;
+      if (typeof sub !== "object" || sub === null || typeof sub.vmsd_name !== "string") {
+        return undefined;
+      }
       const inner = fieldsLength(sub, depth + 1);
       if (inner === undefined) return undefined;
       // Subsection header: 0x05, cstr8 name, be32 version.
@@ -77,8 +79,14 @@ export function vmdescSections(parsed: unknown): VmdescSection[] | undefined {
   const out: VmdescSection[] = [];
   for (const d of devices) {
     if (typeof d !== "object" || d === null) return undefined;
-    const { name, instance_id, version } = d as { name?: unknown; instance_id?: unknown; version?: unknown };
-    if (typeof name !== "string" || typeof instance_id !== "number" || typeof version !== "number") {
+    const { name, instance_id, version } = d as {
+      name?: unknown;
+      instance_id?: unknown;
+      version?: unknown;
+    };
+    if (
+      typeof name !== "string" || typeof instance_id !== "number" || typeof version !== "number"
+    ) {
       return undefined;
     }
     const bodyLength = fieldsLength(d as VmdescVmsd, 0);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { realdata, realdataFacts, realdataSharedDir, type RealdataSet } from "../_util/realdata.ts";
+import { realdata, realdataFacts, type RealdataSet, realdataSharedDir } from "../_util/realdata.ts";
 
 const MAIN = new URL("../../cli/main.ts", import.meta.url).pathname;
 

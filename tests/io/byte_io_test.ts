@@ -155,7 +155,10 @@ Deno.test("ByteWriter.flush() waits for every write, even with chunks in flight"
 });
 
 Deno.test("ByteWriter reports a failed write from flush() without an unhandled rejection", async () => {
-  const w = new ByteWriter(() => Promise.reject(new Error("disk full")), { chunkSize: 8, reuseChunks: true });
+  const w = new ByteWriter(() => Promise.reject(new Error("disk full")), {
+    chunkSize: 8,
+    reuseChunks: true,
+  });
   w.bytes(new Uint8Array(8));
   w.bytes(new Uint8Array(8));
   await assert.rejects(w.flush(), /disk full/);
