@@ -121,7 +121,13 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const choice = await choosePlugState(values, inPath, { twoPass: true });
 
   const input = await openStreamInput(inPath, { recycle: true });
-  const output = await createAtomicOutput(outPath);
+  let output: Awaited<ReturnType<typeof createAtomicOutput>>;
+  try {
+    output = await createAtomicOutput(outPath);
+  } catch (e) {
+    input.close();
+    throw e;
+  }
   const dropper = new UnpluggedPageDropper(choice.plugMap ? { plugMap: choice.plugMap } : {});
   let bytesOut = 0;
   let bytesIn = 0;

@@ -89,7 +89,7 @@ export class PullByteReader implements ByteReader {
     return this.#base + this.#pos;
   }
 
-  /** Pull the next non-empty chunk; false at the end. Drops the consumed chunk. */
+  /** Pull the next non-empty chunk into the (empty) current slot; false at the end. */
   async #fill(): Promise<boolean> {
     while (!this.#ended) {
       const next = await this.#pull();
@@ -98,18 +98,7 @@ export class PullByteReader implements ByteReader {
         return false;
       }
       if (next.byteLength === 0) continue;
-      this.#base += this.#chunk.byteLength;
-      const left = this.#chunk.byteLength - this.#pos;
-      if (left > 0) {
-        // Keep the unread tail in front of the new chunk.
-        const joined = new Uint8Array(left + next.byteLength);
-        joined.set(this.#chunk.subarray(this.#pos));
-        joined.set(next, left);
-        this.#base -= left;
-        this.#chunk = joined;
-      } else {
-        this.#chunk = next;
-      }
+      this.#chunk = next;
       this.#pos = 0;
       return true;
     }

@@ -215,7 +215,8 @@ export async function* decodeTail(
   if (eofAt < 0) {
     if (ctx.requireVmdesc || end === start || win[end - 1] !== QEMU_VM_EOF) {
       throw new UnexpectedEofError(
-        "Cannot find the end of the device state: input ended without QEMU_VM_EOF and its vmdesc",
+        "Cannot find the end of the device state: input ended without QEMU_VM_EOF and its vmdesc " +
+          `(a vmdesc must fit in the ${ctx.window >>> 20} MiB look-ahead)`,
         "migration",
         base + end,
       );

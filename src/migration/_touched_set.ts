@@ -181,6 +181,7 @@ export class TouchedSet {
   clear(): void {
     this.#blocks.clear();
     this.#pages = 0;
+    this.#counts.fill(0, 0, this.#slots);
     this.#slots = 1;
     this.#lastBlock = undefined;
     this.#lastChunk = -1;

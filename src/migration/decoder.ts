@@ -80,7 +80,6 @@ interface State {
   postcopyPageSummary: number | undefined;
   early: Map<string, VirtioMemEarlyRecord>;
   options: Required<DecodeOptions>;
-  sawTail: boolean;
 }
 
 /**
@@ -163,7 +162,6 @@ export async function* decodeMigrationBatches(
       requireVmdesc: options.requireVmdesc ?? true,
       opaqueChunk: options.opaqueChunk ?? 1 << 16,
     },
-    sawTail: false,
   };
 
   if ((await reader.peekByte()) === C.QEMU_VM_CONFIGURATION) {
@@ -337,7 +335,6 @@ async function* decodeItems(
           yield [header];
           yield* passThrough(reader, limit - reader.offset, state.options.opaqueChunk);
         } else {
-          state.sawTail = true;
           const first = encodeLongHeader(
             type,
             sectionId,
@@ -442,10 +439,8 @@ async function* decodeAfterEof(
 ): AsyncGenerator<MigrationRecord[]> {
   const at = reader.offset;
   const type = await reader.readOrEnd(1);
-  if (type === undefined) {
-    if (state.options.requireVmdesc && !state.sawTail) return; // a device-state-only stream may end here
-    return;
-  }
+  // Streams without a vmdesc (Xen machines, device-state-only saves) end at EOF.
+  if (type === undefined) return;
   if (type[0] !== C.QEMU_VM_VMDESCRIPTION) {
     throw bad(`unexpected byte 0x${type[0]!.toString(16)} after QEMU_VM_EOF`, "bad-section", at);
   }

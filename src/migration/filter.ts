@@ -203,7 +203,12 @@ export class UnpluggedPageDropper {
     this.#maxDetails = options.maxDropDetails ?? 1000;
   }
 
-  /** What was dropped so far. */
+  /** Records dropped so far (cheap, unlike {@linkcode stats}). */
+  get droppedRecords(): number {
+    return this.#droppedRecords;
+  }
+
+  /** What was dropped so far, per device and block (builds a fresh report). */
   get stats(): DropStats {
     const devices: DropDeviceStats[] = [];
     for (const c of this.#counters.values()) {

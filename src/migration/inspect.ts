@@ -298,7 +298,7 @@ export async function inspectMigration(
       tailComplete = false;
       return;
     }
-    tail.push(data.slice());
+    tail.push(data); // tail records are copies already (the decoder slices them)
     tailBytes += data.byteLength;
   }
 

@@ -27,6 +27,13 @@ import { VIRTIO_MEM_DEVICE_SUFFIX } from "./constants.ts";
 import { parseVirtioMemDeviceBody } from "./virtio_mem_device.ts";
 import { PlugStateCollector } from "./_plug_state_collector.ts";
 
+/**
+ * Largest `P/virtio-mem` section body read by the vmdesc shortcut: the
+ * transport part (PCIe config space, MSI-X table) and virtio state are a few
+ * KiB, the bitmap of a 16 TiB region at 1 MiB blocks 2 MiB.
+ */
+const MAX_DEVICE_SECTION_BYTES = 4 << 20;
+
 /** Options for {@linkcode extractPlugMap} and {@linkcode extractPlugMapFromFile}. */
 export interface ExtractPlugMapOptions {
   /**
@@ -192,6 +199,9 @@ async function locateViaVmdesc(
         cursor -= header + body + 5;
         if (cursor < 0) return undefined;
         if (name.endsWith(VIRTIO_MEM_DEVICE_SUFFIX)) {
+          // The vmdesc is input: a body it claims larger than any device
+          // section can be is not read into memory (stream once instead).
+          if (body > MAX_DEVICE_SECTION_BYTES) return undefined;
           sections.push({ idstr: name, fileOffset: cursor, bodyLength: body });
         }
       }

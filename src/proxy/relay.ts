@@ -193,7 +193,7 @@ export async function relayMigration(
     bytesIn: source.offset,
     bytesOut: out.written,
     pageRecords,
-    droppedRecords: dropper?.stats.droppedRecords ?? 0,
+    droppedRecords: dropper?.droppedRecords ?? 0,
   });
 
   const write = async (batch: MigrationRecord[]) => {
