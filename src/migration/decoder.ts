@@ -403,7 +403,7 @@ async function* decodeItems(
       case C.QEMU_VM_EOF: {
         if (limit !== undefined) throw bad("QEMU_VM_EOF inside PACKAGED", "bad-section", at);
         yield [{ kind: "eof", streamOffset: at }];
-        yield* decodeAfterEof(reader, state);
+        yield* decodeAfterEof(reader);
         return;
       }
       default:
@@ -433,10 +433,7 @@ async function* passThrough(
   }
 }
 
-async function* decodeAfterEof(
-  reader: ByteReader,
-  state: State,
-): AsyncGenerator<MigrationRecord[]> {
+async function* decodeAfterEof(reader: ByteReader): AsyncGenerator<MigrationRecord[]> {
   const at = reader.offset;
   const type = await reader.readOrEnd(1);
   // Streams without a vmdesc (Xen machines, device-state-only saves) end at EOF.
