@@ -24,6 +24,7 @@ export * from "./src/migration/mod.ts";
 export * from "./src/vmem/mod.ts";
 export * from "./src/io/positional.ts";
 export * from "./src/elf/mod.ts";
+export * from "./src/kdump/mod.ts";
 export * from "./src/raw/mod.ts";
 export * from "./src/scan/mod.ts";
 export * from "./src/container/mod.ts";

@@ -9,6 +9,9 @@ import { openContainer } from "../../src/container/open.ts";
 import { sniffContainer } from "../../src/container/detect.ts";
 import { ELFMAG } from "../../src/elf/constants.ts";
 import { readElfCore } from "../../src/elf/reader.ts";
+import { isFlattenedKdump } from "../../src/kdump/flattened.ts";
+import { KDUMP_SIGNATURE } from "../../src/kdump/header.ts";
+import { readKdump } from "../../src/kdump/reader.ts";
 import { openInput } from "../../src/io/file.ts";
 import { openPositional } from "../../src/io/positional.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
@@ -19,6 +22,7 @@ import {
 } from "../../src/scan/findings.ts";
 import { formatScanReport } from "../../src/scan/format_report.ts";
 import { scanElfCore } from "../../src/scan/scan_elf.ts";
+import { scanKdump } from "../../src/scan/scan_kdump.ts";
 import { scanRawImage } from "../../src/scan/scan_raw.ts";
 import { scanMigration, type ScanMigrationResult } from "../../src/scan/scan_stream.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
@@ -42,6 +46,7 @@ SHA-256 and a short hexdump (streams: the stream offset of the record).
 
 INPUT is one of:
   an ELF dump        dump-guest-memory, /proc/vmcore copy (needs a plug map)
+  a kdump dump       makedumpfile -c, QEMU kdump-zlib, flattened or not (needs a plug map)
   a raw image        pmemsave of guest memory; give --base GPA (needs a plug map)
   a migration stream raw, gzip, zstd or a libvirt save image, or - for stdin;
                      the stream's own plug state is used when it has one
@@ -110,7 +115,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (kind !== "migration" && plugMap === undefined) {
     throw new UsageError(
       `scanning ${
-        kind === "elf" ? "an ELF dump" : "a raw image"
+        kind === "elf" ? "an ELF dump" : kind === "kdump" ? "a kdump dump" : "a raw image"
       } needs --plugmap FILE or --plugmap-from STREAM`,
     );
   }
@@ -130,6 +135,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   } else if (kind === "elf") {
     using core = await readElfCore(path);
     report = await scanElfCore(core, {
+      plugMap: plugMap!,
+      maxFindings,
+      plugState,
+      path,
+      ...(progress ? { onProgress: progress.update } : {}),
+    });
+  } else if (kind === "kdump") {
+    using dump = await readKdump(path);
+    report = await scanKdump(dump, {
       plugMap: plugMap!,
       maxFindings,
       plugState,
@@ -192,7 +206,7 @@ async function inputKind(
   path: string,
   format: string | undefined,
   baseGpa: number | undefined,
-): Promise<"elf" | "raw" | "migration"> {
+): Promise<"elf" | "kdump" | "raw" | "migration"> {
   if (format !== undefined) {
     if (format !== "elf" && format !== "raw" && format !== "migration") {
       throw new UsageError(`--format must be elf, raw or migration, not ${format}`);
@@ -202,9 +216,11 @@ async function inputKind(
   if (baseGpa !== undefined) return "raw";
   if (path === "-") return "migration";
   using input = await openPositional(path);
-  const head = new Uint8Array(16);
+  const head = new Uint8Array(24);
   const n = await input.readInto(0, head);
   if (n >= 4 && ELFMAG.every((b, i) => head[i] === b)) return "elf";
+  const signature = new TextDecoder("latin1").decode(head.subarray(0, Math.min(n, 8)));
+  if (signature === KDUMP_SIGNATURE || isFlattenedKdump(head.subarray(0, n))) return "kdump";
   if (sniffContainer(head.subarray(0, n)) !== undefined) return "migration";
   return "raw";
 }

@@ -28,7 +28,7 @@ export const SCAN_REPORT_VERSION = 1;
 export const DEFAULT_MAX_FINDINGS = 100;
 
 /** What was scanned. */
-export type ScanInputKind = "raw" | "elf" | "migration";
+export type ScanInputKind = "raw" | "elf" | "kdump" | "migration";
 
 /** Where the page of a finding came from. */
 export type FindingSource =

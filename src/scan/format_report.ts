@@ -30,6 +30,10 @@ function inputLine(r: ScanReport): string {
       return `${name}: raw image at gpa ${hex(i.baseGpa ?? 0)}${size}`;
     case "elf":
       return `${name}: ELF dump${size}`;
+    case "kdump":
+      return `${name}: kdump-compressed dump${
+        i.container === "kdump-flattened" ? " (flattened)" : ""
+      }${size}`;
     case "migration":
       return `${name}: migration stream${
         i.container && i.container !== "raw" ? ` in ${i.container}` : ""

@@ -39,3 +39,4 @@ export {
   StreamPlugState,
   type StreamPlugStateSource,
 } from "./stream_plug_state.ts";
+export { scanKdump } from "./scan_kdump.ts";

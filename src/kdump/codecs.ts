@@ -1,0 +1,119 @@
+/**
+ * Per-page codecs of kdump-compressed dumps: zlib and zstd through the
+ * one-shot `node:zlib` functions; LZO and Snappy are recognised but not
+ * decoded.
+ *
+ * @module
+ */
+
+import { inflateSync, zstdDecompressSync } from "node:zlib";
+import { FormatError, UnsupportedFeatureError } from "../errors.ts";
+import {
+  DUMP_DH_COMPRESSED_LZO,
+  DUMP_DH_COMPRESSED_SNAPPY,
+  DUMP_DH_COMPRESSED_ZLIB,
+  DUMP_DH_COMPRESSED_ZSTD,
+} from "./header.ts";
+
+/**
+ * Name of the codec of a `page_desc.flags` value.
+ *
+ * @param flags The flags.
+ * @returns `none`, `zlib`, `lzo`, `snappy`, `zstd`, or `unknown 0x…`.
+ *
+ * @example
+ * ```ts
+ * import { kdumpCodecName } from "@vmem-dump/vmem-dump/kdump";
+ * console.log(kdumpCodecName(1)); // zlib
+ * ```
+ */
+export function kdumpCodecName(flags: number): string {
+  switch (flags) {
+    case 0:
+      return "none";
+    case DUMP_DH_COMPRESSED_ZLIB:
+      return "zlib";
+    case DUMP_DH_COMPRESSED_LZO:
+      return "lzo";
+    case DUMP_DH_COMPRESSED_SNAPPY:
+      return "snappy";
+    case DUMP_DH_COMPRESSED_ZSTD:
+      return "zstd";
+    default:
+      return `unknown 0x${flags.toString(16)}`;
+  }
+}
+
+/**
+ * Decode the data of one page. The result must be exactly `blockSize` bytes
+ * (crash and libkdumpfile reject anything else too).
+ *
+ * @param data The page data as stored (a view is fine; it is not kept).
+ * @param flags `page_desc.flags`.
+ * @param blockSize The dump's page size.
+ * @param fileOffset File offset of the data, for errors.
+ * @returns The page, `blockSize` bytes; `data` itself when stored as is.
+ * @throws {UnsupportedFeatureError} for LZO and Snappy pages.
+ * @throws {FormatError} `bad-record` for unknown flags, corrupt data or a wrong length.
+ *
+ * @example
+ * ```ts
+ * import { deflateSync } from "node:zlib";
+ * import { decompressKdumpPage } from "@vmem-dump/vmem-dump/kdump";
+ * const page = new Uint8Array(4096).fill(7);
+ * const out = decompressKdumpPage(deflateSync(page), 1, 4096, 0);
+ * console.log(out.length, out[0]); // 4096 7
+ * ```
+ */
+export function decompressKdumpPage(
+  data: Uint8Array,
+  flags: number,
+  blockSize: number,
+  fileOffset: number,
+): Uint8Array {
+  let out: Uint8Array;
+  if (flags === 0) {
+    out = data;
+  } else if (flags === DUMP_DH_COMPRESSED_ZLIB || flags === DUMP_DH_COMPRESSED_ZSTD) {
+    const name = kdumpCodecName(flags);
+    try {
+      // maxOutputLength + 1 lets an overlong page show up as a wrong length below.
+      const options = { maxOutputLength: blockSize + 1 };
+      const b = flags === DUMP_DH_COMPRESSED_ZLIB
+        ? inflateSync(data, options)
+        : zstdDecompressSync(data, options);
+      out = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    } catch (e) {
+      if (e instanceof RangeError) {
+        out = new Uint8Array(blockSize + 1); // too long: reported below
+      } else {
+        throw new FormatError(
+          `Cannot decompress kdump page: corrupt ${name} data (${(e as Error).message})`,
+          { format: "kdump", code: "bad-record", offset: fileOffset },
+          { cause: e },
+        );
+      }
+    }
+  } else if (flags === DUMP_DH_COMPRESSED_LZO || flags === DUMP_DH_COMPRESSED_SNAPPY) {
+    throw new UnsupportedFeatureError(
+      `Cannot decompress kdump page: ${kdumpCodecName(flags)} pages are not supported ` +
+        `(makedumpfile -c or QEMU kdump-zlib dumps are)`,
+      "kdump",
+      fileOffset,
+    );
+  } else {
+    throw new FormatError(
+      `Cannot decompress kdump page: unknown compression flags 0x${flags.toString(16)}`,
+      { format: "kdump", code: "bad-record", offset: fileOffset },
+    );
+  }
+  if (out.byteLength !== blockSize) {
+    throw new FormatError(
+      `Cannot decompress kdump page: ${kdumpCodecName(flags)} data decodes to ${
+        out.byteLength > blockSize ? "more than" : ""
+      } ${out.byteLength} bytes, not the block size ${blockSize}`.replace("  ", " "),
+      { format: "kdump", code: "bad-record", offset: fileOffset },
+    );
+  }
+  return out;
+}

@@ -1,0 +1,238 @@
+/**
+ * The flattened container of makedumpfile `-F` and QEMU's `kdump-*`
+ * formats: a 4096-byte header, then records `{offset, buf_size}` (big-endian
+ * i64 each) followed by `buf_size` bytes that belong at `offset` of the real
+ * file, ended by `offset = buf_size = -1`. {@linkcode openFlattened} indexes
+ * the records and presents the real file as a {@linkcode PositionalReader}
+ * without copying it (the idea of libkdumpfile's flatmap).
+ *
+ * @module
+ */
+
+import { FormatError, UnexpectedEofError } from "../errors.ts";
+import type { PositionalReader } from "../io/positional.ts";
+
+/** `MAKEDUMPFILE_SIGNATURE` padded to 16 bytes with NULs. */
+export const MAKEDUMPFILE_SIGNATURE = "makedumpfile";
+
+/** `MAX_SIZE_MDF_HEADER`: the flattened header takes 4096 bytes. */
+export const MAX_SIZE_MDF_HEADER = 4096;
+
+/** Size of one `makedumpfile_data_header`. */
+const DATA_HEADER_SIZE = 16;
+
+/** Bytes read at a time while indexing the records. */
+const INDEX_WINDOW = 1 << 16;
+
+/**
+ * Whether bytes start with the flattened-format header ("makedumpfile" and
+ * four NULs, type 1).
+ *
+ * @param head The first bytes of a file (at least 24).
+ * @returns Whether it is a flattened file.
+ *
+ * @example
+ * ```ts
+ * import { isFlattenedKdump } from "@vmem-dump/vmem-dump/kdump";
+ * console.log(isFlattenedKdump(new Uint8Array(24))); // false
+ * ```
+ */
+export function isFlattenedKdump(head: Uint8Array): boolean {
+  if (head.byteLength < 24) return false;
+  for (let i = 0; i < 16; i++) {
+    const want = i < MAKEDUMPFILE_SIGNATURE.length ? MAKEDUMPFILE_SIGNATURE.charCodeAt(i) : 0;
+    if (head[i] !== want) return false;
+  }
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  return view.getBigInt64(16, false) === 1n; // type: 8 bytes at 16
+}
+
+/** One piece of the real file: `byteLength` bytes at `fileOffset`, stored at `sourceOffset`. */
+interface Piece {
+  fileOffset: number;
+  byteLength: number;
+  sourceOffset: number;
+}
+
+/** The real file of a flattened dump, read through the record index. */
+export interface FlattenedReader extends PositionalReader, Disposable {
+  /** Records in the flattened file (terminator not counted). */
+  readonly recordCount: number;
+}
+
+/**
+ * Index a flattened file and return a reader of the file it stands for.
+ * Records may come in any order and may overwrite earlier ones (the last
+ * one wins, as when makedumpfile `-R` writes them out); bytes no record
+ * covers read as zero. The index holds one entry per record; no record data
+ * is read until asked for.
+ *
+ * @param source The flattened file.
+ * @returns A reader of the real file; closing it closes `source`.
+ * @throws {FormatError} `bad-magic`/`bad-version` for a wrong header, `bad-record` for
+ *   negative or overlong records, {@linkcode UnexpectedEofError} without a terminator.
+ *
+ * @example
+ * ```ts ignore
+ * import { openPositional } from "@vmem-dump/vmem-dump";
+ * import { openFlattened } from "@vmem-dump/vmem-dump/kdump";
+ * using real = await openFlattened(await openPositional("qemu.kdump-zlib"));
+ * console.log(real.byteLength);
+ * ```
+ */
+export async function openFlattened(source: PositionalReader): Promise<FlattenedReader> {
+  const head = new Uint8Array(24);
+  const got = await source.readInto(0, head);
+  if (got < 24 || !isFlattenedKdump(head)) {
+    throw new FormatError("Cannot read flattened dump: no makedumpfile header", {
+      format: "kdump",
+      code: "bad-magic",
+      offset: 0,
+    });
+  }
+  const pieces: Piece[] = [];
+  let window = new Uint8Array(0);
+  let windowStart = 0;
+  let position = MAX_SIZE_MDF_HEADER;
+  let overlapping = false;
+  let end = 0;
+  for (;;) {
+    if (position + DATA_HEADER_SIZE > windowStart + window.byteLength) {
+      window = new Uint8Array(Math.min(INDEX_WINDOW, Math.max(0, source.byteLength - position)));
+      windowStart = position;
+      const n = await source.readInto(position, window);
+      window = window.subarray(0, n);
+      if (n < DATA_HEADER_SIZE) {
+        throw new UnexpectedEofError(
+          "Cannot read flattened dump: the file ends before the end-of-records marker",
+          "kdump",
+          position + n,
+        );
+      }
+    }
+    const view = new DataView(window.buffer, window.byteOffset, window.byteLength);
+    const at = position - windowStart;
+    const offset = view.getBigInt64(at, false); // offset: 8 bytes at 0
+    const size = view.getBigInt64(at + 8, false); // buf_size: 8 bytes at 8
+    if (offset === -1n && size === -1n) break;
+    const dataStart = position + DATA_HEADER_SIZE;
+    if (offset < 0n || size < 0n || offset > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new FormatError(
+        `Cannot read flattened dump: bad record offset ${offset} size ${size}`,
+        { format: "kdump", code: "bad-record", offset: position },
+      );
+    }
+    if (size > BigInt(source.byteLength - dataStart)) {
+      throw new UnexpectedEofError(
+        `Cannot read flattened dump: record of ${size} bytes runs past the end of the file`,
+        "kdump",
+        source.byteLength,
+      );
+    }
+    const piece = {
+      fileOffset: Number(offset),
+      byteLength: Number(size),
+      sourceOffset: dataStart,
+    };
+    if (piece.fileOffset < end) overlapping = true;
+    end = Math.max(end, piece.fileOffset + piece.byteLength);
+    if (piece.byteLength > 0) pieces.push(piece);
+    position = dataStart + piece.byteLength;
+  }
+  const index = overlapping ? resolveOverlaps(pieces) : pieces;
+  return new FlattenedFileReader(source, index, end, pieces.length);
+}
+
+/** Turn pieces in write order into sorted, disjoint pieces (later writes win). */
+function resolveOverlaps(pieces: Piece[]): Piece[] {
+  const out: Piece[] = []; // sorted by fileOffset, disjoint
+  for (const p of pieces) {
+    const pEnd = p.fileOffset + p.byteLength;
+    // first piece that ends after p starts
+    let lo = 0;
+    let hi = out.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const m = out[mid]!;
+      if (m.fileOffset + m.byteLength <= p.fileOffset) lo = mid + 1;
+      else hi = mid;
+    }
+    let i = lo;
+    const replaced: Piece[] = [];
+    while (i < out.length && out[i]!.fileOffset < pEnd) {
+      const q = out[i]!;
+      const qEnd = q.fileOffset + q.byteLength;
+      if (q.fileOffset < p.fileOffset) {
+        replaced.push({ ...q, byteLength: p.fileOffset - q.fileOffset });
+      }
+      if (qEnd > pEnd) {
+        const cut = pEnd - q.fileOffset;
+        replaced.push({
+          fileOffset: pEnd,
+          byteLength: qEnd - pEnd,
+          sourceOffset: q.sourceOffset + cut,
+        });
+      }
+      i++;
+    }
+    const before = replaced.filter((r) => r.fileOffset < p.fileOffset);
+    const after = replaced.filter((r) => r.fileOffset >= pEnd);
+    out.splice(lo, i - lo, ...before, p, ...after);
+  }
+  return out;
+}
+
+class FlattenedFileReader implements FlattenedReader {
+  readonly byteLength: number;
+  readonly recordCount: number;
+  #source: PositionalReader;
+  #pieces: Piece[];
+
+  constructor(source: PositionalReader, pieces: Piece[], byteLength: number, records: number) {
+    this.#source = source;
+    this.#pieces = pieces.slice().sort((a, b) => a.fileOffset - b.fileOffset);
+    this.byteLength = byteLength;
+    this.recordCount = records;
+  }
+
+  async readInto(fileOffset: number, into: Uint8Array): Promise<number> {
+    if (!Number.isSafeInteger(fileOffset) || fileOffset < 0) {
+      throw new RangeError(`Cannot read at file offset ${fileOffset}`);
+    }
+    const want = Math.max(0, Math.min(into.byteLength, this.byteLength - fileOffset));
+    const end = fileOffset + want;
+    into.fill(0, 0, want);
+    const pieces = this.#pieces;
+    let lo = 0;
+    let hi = pieces.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const m = pieces[mid]!;
+      if (m.fileOffset + m.byteLength <= fileOffset) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < pieces.length && pieces[i]!.fileOffset < end; i++) {
+      const p = pieces[i]!;
+      const from = Math.max(fileOffset, p.fileOffset);
+      const to = Math.min(end, p.fileOffset + p.byteLength);
+      const part = into.subarray(from - fileOffset, to - fileOffset);
+      const n = await this.#source.readInto(p.sourceOffset + (from - p.fileOffset), part);
+      if (n < part.byteLength) {
+        throw new UnexpectedEofError(
+          "Cannot read flattened dump: the file shrank while it was read",
+          "kdump",
+          p.sourceOffset + (from - p.fileOffset) + n,
+        );
+      }
+    }
+    return want;
+  }
+
+  close(): void {
+    this.#source.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
