@@ -122,34 +122,22 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const progress = io.stderrIsTerminal ? progressPrinter(io) : undefined;
 
   let report: ScanReport;
+  const dumpOptions = {
+    plugMap: plugMap!,
+    maxFindings,
+    plugState,
+    path,
+    ...(progress ? { onProgress: progress.update } : {}),
+  };
   if (kind === "raw") {
     using image = await openPositional(path);
-    report = await scanRawImage(image, {
-      plugMap: plugMap!,
-      baseGpa: baseGpa!,
-      maxFindings,
-      plugState,
-      path,
-      ...(progress ? { onProgress: progress.update } : {}),
-    });
+    report = await scanRawImage(image, { ...dumpOptions, baseGpa: baseGpa! });
   } else if (kind === "elf") {
     using core = await readElfCore(path);
-    report = await scanElfCore(core, {
-      plugMap: plugMap!,
-      maxFindings,
-      plugState,
-      path,
-      ...(progress ? { onProgress: progress.update } : {}),
-    });
+    report = await scanElfCore(core, dumpOptions);
   } else if (kind === "kdump") {
     using dump = await readKdump(path);
-    report = await scanKdump(dump, {
-      plugMap: plugMap!,
-      maxFindings,
-      plugState,
-      path,
-      ...(progress ? { onProgress: progress.update } : {}),
-    });
+    report = await scanKdump(dump, dumpOptions);
   } else {
     let result = await scanStream(path, plugMap, plugState, maxFindings);
     if (result.report.details === "blocks" && path !== "-" && result.plugMap !== undefined) {
