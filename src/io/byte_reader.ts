@@ -128,7 +128,6 @@ export class PullByteReader implements ByteReader {
     if (n > 0x4000_0000) {
       throw new RangeError(`Cannot read ${n} bytes at once: reads are limited to 1 GiB`);
     }
-    if (this.#chunk.byteLength - this.#pos >= n) return this.tryReadSync(n);
     // Gather across chunks into one new buffer.
     const out = new Uint8Array(n);
     let have = 0;
