@@ -17,7 +17,7 @@ Summarise a QEMU migration stream (raw, gzip, zstd or a libvirt save image):
 header and machine type, every section with its size, the RAM blocks with
 their record counts, and the virtio-mem sections.
 
-  --json   print the report as JSON (schema in README.md)
+  --json   print the report as JSON (schema in docs/migration.md)
 `;
 
 /** Run `inspect`. */

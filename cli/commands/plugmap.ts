@@ -17,7 +17,7 @@ import { JSON_OPTION, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
 const HELP = `usage: vmem-dump plugmap [FILE|-] [options]
 
 Print the virtio-mem plug state of a QEMU migration stream (raw, gzip, zstd
-or a libvirt save image) as JSON (format in README.md, "Plug maps"):
+or a libvirt save image) as JSON (format in docs/plugmaps.md):
 
   {"version":1,"devices":[{"path":…,"ramblock":…,"memaddr":…,"region-size":…,
    "block-size":…,"node":…,"usable-region-size":…,"size":…,"requested-size":…,

@@ -60,7 +60,7 @@ record (PAGE, ZERO, COMPRESS, XBZRLE) of an unplugged block, zero or not.
   --base GPA             INPUT is a raw image whose first byte is at GPA
   --format KIND          elf, raw or migration (default: from the first bytes)
   --max-findings N       list at most N pages (default ${DEFAULT_MAX_FINDINGS}); totals stay exact
-  --json                 print the report as JSON (schema in README.md, "Forensic scan")
+  --json                 print the report as JSON (schema in docs/scan.md)
 
 Exit status: 0 clean, 3 findings, 1 error, 2 usage error.
 `;

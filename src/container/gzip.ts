@@ -1,6 +1,6 @@
 /**
  * gzip streams in constant memory, through `node:zlib` (measured faster than
- * Web `DecompressionStream("gzip")` here; see README.md, "Containers").
+ * Web `DecompressionStream("gzip")` here; see docs/containers.md).
  * Multi-member files (`cat a.gz b.gz`) decompress to the concatenation.
  *
  * @module

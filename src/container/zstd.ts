@@ -1,6 +1,6 @@
 /**
  * zstd streams in constant memory, through the zstd of `node:zlib` (the
- * libzstd built into Deno; see README.md, "Containers" for the measurements that
+ * libzstd built into Deno; see docs/containers.md for the measurements that
  * chose it over WebAssembly ports).
  *
  * Two gaps of Deno 2.9's `node:zlib` zstd are closed here with a frame

@@ -1,6 +1,6 @@
 /**
  * The scan report model (the `scan --json` schema, documented in
- * README.md, "Forensic scan") and the collector the scanners feed.
+ * docs/scan.md) and the collector the scanners feed.
  *
  * A finding is always one page (4 KiB for dumps, the target page size for
  * streams) in an unplugged block of a virtio-mem device:

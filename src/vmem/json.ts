@@ -2,7 +2,7 @@
  * Reading and writing the plug-map exchange formats: the versioned JSON
  * format (`{"version": 1, "devices": [...]}`), a QMP
  * `query-memory-devices` reply combined with plugged block runs, and a
- * plain list of plugged guest-physical ranges. See README.md, "Plug maps".
+ * plain list of plugged guest-physical ranges. See docs/plugmaps.md.
  *
  * @module
  */

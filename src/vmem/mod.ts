@@ -1,7 +1,7 @@
 /**
  * The virtio-mem plug state: which device blocks are plugged, queried by
  * guest-physical address or RAMBlock offset, exchanged as versioned JSON
- * (README.md, "Plug maps"), and read from QMP replies or plugged range lists.
+ * (docs/plugmaps.md), and read from QMP replies or plugged range lists.
  *
  * @example Load a plug map and list its unplugged memory
  * ```ts

@@ -102,7 +102,7 @@ export interface PlugMapDeviceJson {
   plugged: BlockRun[];
 }
 
-/** The JSON exchange format, version 1 (see README.md, "Plug maps"). */
+/** The JSON exchange format, version 1 (see docs/plugmaps.md). */
 export interface PlugMapJson {
   /** Format version: 1. */
   version: 1;
@@ -614,7 +614,7 @@ export class PlugMap {
   }
 
   /**
-   * The JSON exchange format, version 1 (documented in README.md, "Plug maps").
+   * The JSON exchange format, version 1 (documented in docs/plugmaps.md).
    * `JSON.stringify(map)` uses it.
    *
    * @returns A plain object; unknown sizes are `null`.

@@ -1,7 +1,7 @@
 /**
  * Plug maps from a QMP `query-memory-devices` reply combined with plugged
  * block runs. QMP gives each virtio-mem device's geometry and sizes but not
- * its bitmap, so the runs come from the user (see README.md, "Plug maps").
+ * its bitmap, so the runs come from the user (see docs/plugmaps.md).
  *
  * @module
  */

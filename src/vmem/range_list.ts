@@ -2,7 +2,7 @@
  * Plug maps from a plain list of PLUGGED guest-physical ranges: text lines
  * `0x100000000-0x101c00000` (or `/proc/iomem` style `100000000-101bfffff`),
  * optionally preceded by `device` lines with the geometry, or a JSON array
- * `[[gpa, byteLength], ...]`. See README.md, "Plug maps".
+ * `[[gpa, byteLength], ...]`. See docs/plugmaps.md.
  *
  * @module
  */
