@@ -1,9 +1,6 @@
 /** Small text helpers shared by the CLI commands. */
 
-/** `0x…` for an address or offset. */
-export function hex(n: number): string {
-  return `0x${n.toString(16)}`;
-}
+export { hex } from "../src/io/text.ts";
 
 /** Thousands separators, for byte counts people read. */
 export function grouped(n: number): string {

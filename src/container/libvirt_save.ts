@@ -16,6 +16,7 @@
 import { FormatError, UnexpectedEofError, UnsupportedFeatureError } from "../errors.ts";
 import type { ByteReader } from "../io/byte_reader.ts";
 import { viewOf } from "../io/endian.ts";
+import { latin1Decode } from "../io/text.ts";
 import { LIBVIRT_SAVE_MAGIC, LIBVIRT_SAVE_PARTIAL_MAGIC } from "./detect.ts";
 
 /** Size of `virQEMUSaveHeader`: 16 magic + 5 × u32 + 14 × u32 unused. */
@@ -88,12 +89,6 @@ export interface LibvirtSaveHeader extends LibvirtSaveFixedHeader {
   headerBytes: Uint8Array;
 }
 
-function latin1(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return s;
-}
-
 function printableMagic(bytes: Uint8Array): string {
   let s = "";
   for (const b of bytes) s += b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : ".";
@@ -128,7 +123,7 @@ export function readLibvirtSaveFixedHeader(
   if (bytes.length < LIBVIRT_SAVE_HEADER_SIZE) {
     throw new RangeError(`Cannot read a libvirt save header from ${bytes.length} bytes: need 92`);
   }
-  const magic = latin1(bytes.subarray(0, 16));
+  const magic = latin1Decode(bytes.subarray(0, 16));
   if (magic === LIBVIRT_SAVE_PARTIAL_MAGIC) {
     throw new UnsupportedFeatureError(
       "Cannot open libvirt save image: it is incomplete (magic LibvirtQemudPart: libvirt " +

@@ -11,6 +11,7 @@
 
 import { FormatError } from "../errors.ts";
 import { viewOf } from "../io/endian.ts";
+import { latin1Decode } from "../io/text.ts";
 import {
   EM_386,
   EM_X86_64,
@@ -55,8 +56,6 @@ const KINDS: ReadonlyMap<string, ElfNoteKind> = new Map([
   [`VMCOREINFO/${NT_VMCOREINFO}`, "vmcoreinfo"],
   [`LINUX/${NT_VMCOREDD}`, "vmcoredd"],
 ]);
-
-const latin1 = new TextDecoder("latin1");
 
 /**
  * Split the bytes of a PT_NOTE segment into notes. Trailing bytes shorter
@@ -113,7 +112,7 @@ export function parseNotes(
     }
     const nameBytes = bytes.subarray(nameAt, nameAt + nameSize);
     const nul = nameBytes.indexOf(0);
-    const name = latin1.decode(nul === -1 ? nameBytes : nameBytes.subarray(0, nul));
+    const name = latin1Decode(nul === -1 ? nameBytes : nameBytes.subarray(0, nul));
     const end = Math.min(descAt + pad4(descSize), bytes.byteLength);
     notes.push({
       kind: KINDS.get(`${name}/${type}`) ?? "other",
@@ -180,7 +179,7 @@ export function encodeNote(note: ElfNoteInit, littleEndian: boolean): Uint8Array
  */
 export function parseVmcoreinfo(desc: Uint8Array): Map<string, string> {
   const out = new Map<string, string>();
-  for (const line of latin1.decode(desc).split("\n")) {
+  for (const line of latin1Decode(desc).split("\n")) {
     const eq = line.indexOf("=");
     if (eq > 0) out.set(line.slice(0, eq), line.slice(eq + 1).replace(/\0+$/, ""));
   }

@@ -45,9 +45,10 @@ export function getSafeU64(
   littleEndian: boolean,
   where: { format: ErrorFormat; offset: number },
 ): number {
-  const hi = view.getUint32(littleEndian ? at + 4 : at, littleEndian);
-  const lo = view.getUint32(littleEndian ? at : at + 4, littleEndian);
-  if (hi > 0x1fffff) {
+  const value = tryGetSafeU64(view, at, littleEndian);
+  if (value === undefined) {
+    const hi = view.getUint32(littleEndian ? at + 4 : at, littleEndian);
+    const lo = view.getUint32(littleEndian ? at : at + 4, littleEndian);
     throw new FormatError(
       `Cannot use 64-bit value 0x${hi.toString(16)}${
         lo.toString(16).padStart(8, "0")
@@ -55,7 +56,34 @@ export function getSafeU64(
       { format: where.format, code: "too-large", offset: where.offset },
     );
   }
-  return hi * 0x1_0000_0000 + lo;
+  return value;
+}
+
+/**
+ * Read a u64 as a `number`, or `undefined` when it exceeds
+ * `Number.MAX_SAFE_INTEGER` (for parsers that decide themselves what an
+ * oversized value means). The one place where the 2^53 limit is checked.
+ *
+ * @param view The view to read.
+ * @param at Offset in the view.
+ * @param littleEndian Byte order.
+ * @returns The value as an exact `number`, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { tryGetSafeU64, viewOf } from "@vmem-dump/vmem-dump";
+ * const v = viewOf(new Uint8Array([0xff, 0, 0, 0, 0, 0, 0, 0]));
+ * console.log(tryGetSafeU64(v, 0, false)); // undefined
+ * ```
+ */
+export function tryGetSafeU64(
+  view: DataView,
+  at: number,
+  littleEndian: boolean,
+): number | undefined {
+  const hi = view.getUint32(littleEndian ? at + 4 : at, littleEndian);
+  if (hi > 0x1fffff) return undefined;
+  return hi * 0x1_0000_0000 + view.getUint32(littleEndian ? at : at + 4, littleEndian);
 }
 
 /**

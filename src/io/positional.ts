@@ -11,6 +11,7 @@
  */
 
 import { createAtomicOutput } from "./file.ts";
+import { isAllZero } from "./zero.ts";
 import { type ErrorFormat, UnexpectedEofError } from "../errors.ts";
 
 /** Reads at arbitrary file offsets. */
@@ -373,42 +374,13 @@ export class NonZeroPageCounter {
       const addr = base + pos;
       const page = Math.floor(addr / this.#pageSize);
       const stop = Math.min(data.byteLength, pos + (this.#pageSize - (addr % this.#pageSize)));
-      if (page !== this.#lastPage && !isZeroBytes(data, pos, stop)) {
+      if (page !== this.#lastPage && !isAllZero(data.subarray(pos, stop))) {
         this.#count++;
         this.#lastPage = page;
       }
       pos = stop;
     }
   }
-}
-
-/**
- * Whether `data[from, to)` is all zero (word-wise where aligned).
- *
- * @param data Bytes.
- * @param from Start index.
- * @param to End index (exclusive).
- * @returns `true` when every byte is zero.
- *
- * @example
- * ```ts
- * import { isZeroBytes } from "@vmem-dump/vmem-dump";
- * console.log(isZeroBytes(new Uint8Array(64), 0, 64)); // true
- * ```
- */
-export function isZeroBytes(data: Uint8Array, from = 0, to = data.byteLength): boolean {
-  let i = from;
-  const abs = data.byteOffset + from;
-  if (abs % 4 === 0 && to - from >= 16) {
-    const words = (to - from) >>> 2;
-    const w = new Int32Array(data.buffer, abs, words);
-    let acc = 0;
-    for (let k = 0; k < words; k++) acc |= w[k]!;
-    if (acc !== 0) return false;
-    i = from + words * 4;
-  }
-  for (; i < to; i++) if (data[i] !== 0) return false;
-  return true;
 }
 
 /** Where {@linkcode copyRangesTo} writes: a path (atomic, `-` for stdout) or a sink. */

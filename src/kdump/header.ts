@@ -7,7 +7,9 @@
  */
 
 import { FormatError } from "../errors.ts";
+import { isPowerOfTwo } from "../io/bits.ts";
 import { getSafeU64, viewOf } from "../io/endian.ts";
+import { latin1Decode } from "../io/text.ts";
 
 /** `KDUMP_SIGNATURE`: "KDUMP" and three spaces, no NUL. */
 export const KDUMP_SIGNATURE = "KDUMP   ";
@@ -147,15 +149,9 @@ const LAYOUT_32: HeaderLayout = {
   nrCpus: 448,
 };
 
-const latin1 = new TextDecoder("latin1");
-
 function cString(bytes: Uint8Array): string {
   const end = bytes.indexOf(0);
-  return latin1.decode(end < 0 ? bytes : bytes.subarray(0, end));
-}
-
-function isPowerOfTwo(n: number): boolean {
-  return n > 0 && (n & (n - 1)) === 0;
+  return latin1Decode(end < 0 ? bytes : bytes.subarray(0, end));
 }
 
 /** Why a layout was rejected, or undefined when it fits. */
@@ -207,7 +203,7 @@ export function readDiskDumpHeader(bytes: Uint8Array): DiskDumpHeader {
       { format: "kdump", code: "unexpected-eof", offset: bytes.byteLength },
     );
   }
-  const signature = latin1.decode(bytes.subarray(0, 8));
+  const signature = latin1Decode(bytes.subarray(0, 8));
   if (signature !== KDUMP_SIGNATURE) {
     throw new FormatError(`Cannot read kdump header: signature is not "KDUMP   "`, {
       format: "kdump",

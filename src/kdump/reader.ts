@@ -8,6 +8,7 @@
 
 import { FormatError, UnsupportedFeatureError } from "../errors.ts";
 import { viewOf } from "../io/endian.ts";
+import { latin1Decode } from "../io/text.ts";
 import { openPositional, type PositionalReader, readAt } from "../io/positional.ts";
 import { KdumpBitmap } from "./bitmap.ts";
 import { decompressKdumpPage } from "./codecs.ts";
@@ -157,7 +158,7 @@ async function openKdump(
   const at = (fileOffset: number, byteLength: number, what: string) =>
     readAt(reader, { fileOffset, byteLength }, { format: "kdump", what });
   const head = await at(0, Math.min(DISK_DUMP_HEADER_SIZE, fileByteLength), "disk_dump_header");
-  if (new TextDecoder("latin1").decode(head.subarray(0, 8)) === "DISKDUMP") {
+  if (latin1Decode(head.subarray(0, 8)) === "DISKDUMP") {
     throw new UnsupportedFeatureError(
       "Cannot read kdump dump: legacy DISKDUMP files are not supported",
       "kdump",

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { hex } from "../io/text.ts";
 import { FormatError } from "../errors.ts";
 import type { PlugMap, VmemDevice } from "../vmem/plug_map.ts";
 import type { RamBlockInfo, VirtioMemDeviceRecord, VirtioMemEarlyRecord } from "./types.ts";
@@ -40,8 +41,6 @@ export interface BlockPlugTable {
  * at 1 MiB blocks) keeps the one-byte-per-block table at 32 MiB.
  */
 const MAX_BLOCKS = 1 << 25;
-
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 /** One byte per block from an LSB-first bitmap (PlugMap form). */
 export function flagsFromLsbBitmap(bitmap: Uint8Array, blocks: number): Uint8Array {

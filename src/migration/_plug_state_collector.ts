@@ -16,13 +16,14 @@ import {
   validateVmemDevice,
   type VmemDevice,
 } from "../vmem/plug_map.ts";
-import type {
-  MigrationRecord,
-  RamBlockInfo,
-  VirtioMemDeviceRecord,
-  VirtioMemDeviceState,
-  VirtioMemEarlyRecord,
-  VmdescRecord,
+import {
+  isPageRecord,
+  type MigrationRecord,
+  type RamBlockInfo,
+  type VirtioMemDeviceRecord,
+  type VirtioMemDeviceState,
+  type VirtioMemEarlyRecord,
+  type VmdescRecord,
 } from "./types.ts";
 import { VIRTIO_MEM_DEVICE_SUFFIX } from "./constants.ts";
 import { findVirtioMemRamBlock } from "./virtio_mem_device.ts";
@@ -70,13 +71,6 @@ export function lateGeometry(s: VirtioMemDeviceState): VirtioMemGeometry | undef
     wire: s.bitmap,
   };
 }
-
-const PAGE_KINDS = new Set<MigrationRecord["kind"]>([
-  "ram-zero-page",
-  "ram-page",
-  "ram-xbzrle-page",
-  "ram-compressed-page",
-]);
 
 /** A device section found in the stream (or through the vmdesc). */
 export interface LateSection {
@@ -183,7 +177,7 @@ export class PlugStateCollector {
         this.#noteVmdesc(r);
         break;
       default:
-        if (PAGE_KINDS.has(r.kind)) this.sawRam = true;
+        if (isPageRecord(r)) this.sawRam = true;
     }
   }
 

@@ -9,7 +9,9 @@
 
 import { FormatError, UnexpectedEofError, UnsupportedFeatureError } from "../errors.ts";
 import { type ByteReader, StreamByteReader } from "../io/byte_reader.ts";
-import { viewOf } from "../io/endian.ts";
+import { isPowerOfTwo } from "../io/bits.ts";
+import { getSafeU64, viewOf } from "../io/endian.ts";
+import { VIRTIO_MEM_MAX_BLOCKS } from "../vmem/plug_map.ts";
 import * as C from "./constants.ts";
 import type {
   ConfigurationSubsection,
@@ -18,7 +20,7 @@ import type {
   SectionHeaderRecord,
   VirtioMemEarlyRecord,
 } from "./types.ts";
-import { latin1Decode } from "./_latin1.ts";
+import { latin1Decode } from "../io/text.ts";
 import { decodeTail, encodeLongHeader } from "./_tail.ts";
 
 /** Options for {@linkcode decodeMigration}. */
@@ -57,7 +59,6 @@ const MAX_RAM_BLOCKS = 65536;
 const MAX_MACHINE_NAME = 256;
 const MAX_CAPABILITIES = 256;
 const MAX_VMDESC = 64 << 20;
-const MAX_BITMAP_BITS = 1 << 27;
 
 function bad(message: string, code: FormatError["code"], offset: number): FormatError {
   return new FormatError(`Cannot decode migration stream: ${message}`, {
@@ -390,8 +391,10 @@ async function* decodeItems(
         const payload = (await reader.read(length, `the ${spec.name} payload`)).slice();
         yield [{ kind: "command", streamOffset: at, command, name: spec.name, payload }];
         if (command === C.MIG_CMD_POSTCOPY_ADVISE && length === 16) {
-          const pv = viewOf(payload);
-          state.postcopyPageSummary = pv.getUint32(4) + pv.getUint32(0) * 2 ** 32;
+          state.postcopyPageSummary = getSafeU64(viewOf(payload), 0, false, {
+            format: "migration",
+            offset: at + 5,
+          });
         }
         if (command === C.MIG_CMD_PACKAGED) {
           if (limit !== undefined) throw bad("PACKAGED inside PACKAGED", "bad-command", at);
@@ -487,18 +490,13 @@ async function* decodeFooter(
 async function decodeEarly(reader: ByteReader, devicePath: string): Promise<VirtioMemEarlyRecord> {
   const at = reader.offset;
   const v = viewOf(await reader.read(36, "the virtio-mem early section"));
-  const where = (o: number) => ({ format: "migration" as const, offset: at + o });
-  const u64 = (o: number) => {
-    const hi = v.getUint32(o);
-    if (hi > 0x1fffff) throw bad("virtio-mem value exceeds 2^53", "too-large", where(o).offset);
-    return hi * 2 ** 32 + v.getUint32(o + 4);
-  };
+  const u64 = (o: number) => getSafeU64(v, o, false, { format: "migration", offset: at + o });
   const gpa = u64(0);
   const regionSize = u64(8);
   const blockSize = u64(16);
   const node = v.getUint32(24);
   const size = u64(28);
-  if (blockSize === 0 || !Number.isInteger(Math.log2(blockSize)) || regionSize % blockSize !== 0) {
+  if (!isPowerOfTwo(blockSize) || regionSize % blockSize !== 0) {
     throw bad(
       `virtio-mem block size 0x${blockSize.toString(16)} does not divide region size 0x${
         regionSize.toString(16)
@@ -508,7 +506,7 @@ async function decodeEarly(reader: ByteReader, devicePath: string): Promise<Virt
     );
   }
   const bits = regionSize / blockSize;
-  if (bits > MAX_BITMAP_BITS) {
+  if (bits > VIRTIO_MEM_MAX_BLOCKS) {
     throw bad(`virtio-mem bitmap of ${bits} bits is too large`, "too-large", at + 8);
   }
   const bitmap = (await reader.read(8 * Math.ceil(bits / 64), "the virtio-mem bitmap")).slice();
@@ -557,7 +555,7 @@ async function* decodeRamBody(
       kindFlags === C.RAM_SAVE_FLAG_PAGE || kindFlags === C.RAM_SAVE_FLAG_ZERO ||
       kindFlags === C.RAM_SAVE_FLAG_XBZRLE || kindFlags === C.RAM_SAVE_FLAG_COMPRESS_PAGE
     ) {
-      if (hi > 0x1fffff) throw bad("RAM page offset exceeds 2^53", "out-of-range", at);
+      // No 2^53 check needed: a larger offset is past the end of any block (checked below).
       const continued = (flags & C.RAM_SAVE_FLAG_CONTINUE) !== 0;
       let block: RamBlockInfo | undefined;
       if (continued) {
@@ -666,8 +664,8 @@ async function* decodeRamBody(
       continue;
     }
     if (flags === C.RAM_SAVE_FLAG_MEM_SIZE && isStart) {
-      if (hi > 0x1fffff) throw bad("RAM total exceeds 2^53", "too-large", at);
-      yield [await decodeMemSize(reader, state, ramOffset, at)];
+      const total = getSafeU64(viewOf(w), 0, false, { format: "migration", offset: at }) - flags;
+      yield [await decodeMemSize(reader, state, total, at)];
       continue;
     }
     if (flags === C.RAM_SAVE_FLAG_HOOK) {
@@ -755,15 +753,7 @@ async function decodeMemSize(
     const len = (await reader.read(1, "a RAMBlock idstr"))[0]!;
     const idstr = latin1Decode(await reader.read(len, "a RAMBlock idstr"));
     const lv = viewOf(await reader.read(8, "a RAMBlock length"));
-    const hi = lv.getUint32(0);
-    if (hi > 0x1fffff) {
-      throw bad(
-        `RAMBlock ${JSON.stringify(idstr)} length exceeds 2^53`,
-        "too-large",
-        nameAt + 1 + len,
-      );
-    }
-    const usedLength = hi * 2 ** 32 + lv.getUint32(4);
+    const usedLength = getSafeU64(lv, 0, false, { format: "migration", offset: nameAt + 1 + len });
     if (usedLength === 0 || usedLength > remaining) {
       throw bad(
         `RAMBlock ${JSON.stringify(idstr)} length 0x${
@@ -778,16 +768,14 @@ async function decodeMemSize(
     }
     const block: RamBlockInfo = { idstr, usedLength };
     if (hasPageSizes && (await reader.peekByte()) === 0) {
+      const pAt = reader.offset;
       const pv = viewOf(await reader.read(8, "a RAMBlock page size"));
-      block.pageSize = pv.getUint32(0) * 2 ** 32 + pv.getUint32(4);
+      block.pageSize = getSafeU64(pv, 0, false, { format: "migration", offset: pAt });
     }
     if (hasGpa) {
+      const gAt = reader.offset;
       const gv = viewOf(await reader.read(8, "a RAMBlock address"));
-      const ghi = gv.getUint32(0);
-      if (ghi > 0x1fffff) {
-        throw bad("RAMBlock address exceeds 2^53", "too-large", reader.offset - 8);
-      }
-      block.gpa = ghi * 2 ** 32 + gv.getUint32(4);
+      block.gpa = getSafeU64(gv, 0, false, { format: "migration", offset: gAt });
     }
     blocks.push(block);
     remaining -= usedLength;

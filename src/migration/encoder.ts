@@ -8,7 +8,7 @@
 import { ByteWriter } from "../io/byte_writer.ts";
 import * as C from "./constants.ts";
 import type { MigrationRecord } from "./types.ts";
-import { latin1Encode } from "./_latin1.ts";
+import { latin1Encode } from "../io/text.ts";
 
 const SECTION_TYPE = {
   "section-start": C.QEMU_VM_SECTION_START,

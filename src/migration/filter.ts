@@ -13,6 +13,7 @@
  * @module
  */
 
+import { hex } from "../io/text.ts";
 import { FormatError, UnsupportedFeatureError } from "../errors.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import {
@@ -22,7 +23,7 @@ import {
   PlugTables,
 } from "./_filter_plug_state.ts";
 import { batchTransformer } from "./_batch_transformer.ts";
-import type { MigrationRecord, RamPageLikeRecord } from "./types.ts";
+import { isPageRecord, type MigrationRecord, type RamPageLikeRecord } from "./types.ts";
 
 export type { PlugStateSource } from "./_filter_plug_state.ts";
 
@@ -131,8 +132,6 @@ interface DeviceCounters {
   droppedBytes: number;
   blocks: Map<number, { records: number; bytes: number }>;
 }
-
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 /** Encoded size of a page record as it was in the input. */
 function recordByteLength(r: RamPageLikeRecord): number {
@@ -328,11 +327,7 @@ export class UnpluggedPageDropper {
     let out: MigrationRecord[] | undefined;
     for (let i = 0; i < batch.length; i++) {
       const r = batch[i]!;
-      const k = r.kind;
-      if (
-        k !== "ram-page" && k !== "ram-zero-page" && k !== "ram-xbzrle-page" &&
-        k !== "ram-compressed-page"
-      ) {
+      if (!isPageRecord(r)) {
         this.#control(r);
         if (out !== undefined) out.push(r);
         continue;

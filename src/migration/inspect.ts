@@ -7,9 +7,10 @@
  * @module
  */
 
+import { popcount } from "../io/bits.ts";
 import type { MigrationRecord, VirtioMemDeviceState } from "./types.ts";
 import { fullHeaderLength, vmdescSections } from "./vmdesc.ts";
-import { latin1Decode, latin1Encode } from "./_latin1.ts";
+import { latin1Decode, latin1Encode } from "../io/text.ts";
 import {
   QEMU_VM_SECTION_FOOTER,
   QEMU_VM_SECTION_FULL,
@@ -107,18 +108,6 @@ export interface InspectReport {
 export interface InspectOptions {
   /** Tail bytes kept to name its sections. @default {16777216} */
   tailCap?: number;
-}
-
-function popcount(bitmap: Uint8Array): number {
-  let n = 0;
-  for (const b of bitmap) {
-    let x = b;
-    while (x) {
-      x &= x - 1;
-      n++;
-    }
-  }
-  return n;
 }
 
 /**

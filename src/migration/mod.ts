@@ -14,6 +14,7 @@
 
 export * from "./constants.ts";
 export type * from "./types.ts";
+export { isPageRecord } from "./types.ts";
 export {
   commandName,
   decodeMigration,

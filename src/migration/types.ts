@@ -269,3 +269,22 @@ export type RamPageLikeRecord =
   | RamPageRecord
   | RamXbzrlePageRecord
   | RamCompressedPageRecord;
+
+/**
+ * Whether a record carries one page (PAGE, ZERO, XBZRLE or COMPRESS_PAGE):
+ * the one test every consumer uses to tell page records from the rest.
+ *
+ * @param r A record.
+ * @returns `true` for the {@linkcode RamPageLikeRecord} kinds.
+ *
+ * @example
+ * ```ts
+ * import { isPageRecord } from "@vmem-dump/vmem-dump";
+ * console.log(isPageRecord({ kind: "ram-eos", streamOffset: 0 })); // false
+ * ```
+ */
+export function isPageRecord(r: MigrationRecord): r is RamPageLikeRecord {
+  const k = r.kind;
+  return k === "ram-page" || k === "ram-zero-page" || k === "ram-xbzrle-page" ||
+    k === "ram-compressed-page";
+}

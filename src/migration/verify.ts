@@ -17,13 +17,19 @@
  * @module
  */
 
+import { hex } from "../io/text.ts";
 import { FormatError, VerificationError } from "../errors.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import { type BlockPlugTable, type PlugStateSource, PlugTables } from "./_filter_plug_state.ts";
 import { CHUNK_SIZE, TouchedSet } from "./_touched_set.ts";
 import { batchTransformer } from "./_batch_transformer.ts";
 import { VIRTIO_MEM_DEVICE_SUFFIX } from "./constants.ts";
-import type { MigrationRecord, RamPageLikeRecord, VmdescRecord } from "./types.ts";
+import {
+  isPageRecord,
+  type MigrationRecord,
+  type RamPageLikeRecord,
+  type VmdescRecord,
+} from "./types.ts";
 
 /** Options for {@linkcode PlugStateVerifier} and {@linkcode VerifyPlugStateStream}. */
 export interface VerifyPlugStateOptions {
@@ -106,8 +112,6 @@ export interface VerifyResult {
   /** Devices whose plug state was known. */
   devices: VerifiedDevice[];
 }
-
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 const KIND_CODE: Record<RamPageLikeRecord["kind"], number> = {
   "ram-page": 0,
@@ -332,11 +336,7 @@ export class PlugStateVerifier {
     let forward = this.#failed || this.#held !== undefined ? 0 : -1;
     for (let i = 0; i < batch.length; i++) {
       const r = batch[i]!;
-      const k = r.kind;
-      if (
-        k !== "ram-page" && k !== "ram-zero-page" && k !== "ram-xbzrle-page" &&
-        k !== "ram-compressed-page"
-      ) {
+      if (!isPageRecord(r)) {
         if (this.#held !== undefined) {
           if (!this.#failed) this.#held.push(r);
           continue;
@@ -366,7 +366,7 @@ export class PlugStateVerifier {
         if (by !== undefined) {
           if (forward === -1) forward = i;
           this.#violation({
-            recordKind: k,
+            recordKind: r.kind,
             ramBlock: r.ramBlock,
             devicePath: by.devicePath,
             ramOffset: r.ramOffset,
@@ -378,7 +378,7 @@ export class PlugStateVerifier {
           });
         }
       }
-      if (s.track) this.#touched.add(r.ramBlock, r.ramOffset, r.streamOffset, KIND_CODE[k]);
+      if (s.track) this.#touched.add(r.ramBlock, r.ramOffset, r.streamOffset, KIND_CODE[r.kind]);
     }
     if (forward === -1) return batch as MigrationRecord[];
     return batch.slice(0, forward);

@@ -22,6 +22,14 @@
  */
 
 import { FormatError } from "../errors.ts";
+import { isPowerOfTwo, popcount } from "../io/bits.ts";
+import { tryGetSafeU64 } from "../io/endian.ts";
+import { hex, latin1Decode } from "../io/text.ts";
+import {
+  QEMU_MAX_NODES,
+  VIRTIO_MEM_MAX_BLOCKS,
+  VIRTIO_MEM_MIN_BLOCK_SIZE,
+} from "../vmem/plug_map.ts";
 import type { RamBlockInfo, VirtioMemDeviceState, VirtioMemEarlyRecord } from "./types.ts";
 import { QEMU_VM_SECTION_FOOTER, QEMU_VM_SUBSECTION } from "./constants.ts";
 
@@ -79,12 +87,6 @@ const VIRTIO_NO_VECTOR = 0xffff;
 const MAX_CONFIG_LEN = 4096;
 /** Bytes of `struct virtio_mem_config`. */
 const VIRTIO_MEM_CONFIG_SIZE = 56;
-/** Smallest virtio-mem block size. */
-const MIN_BLOCK_SIZE = 1 << 20;
-/** NUMA nodes QEMU supports (MAX_NODES); a larger node id cannot come from QEMU. */
-const MAX_NODES = 128;
-/** Most bitmap bits we accept (1 TiB at 1 MiB blocks would be 2^20; leave room). */
-const MAX_BITMAP_BITS = 1 << 27;
 
 /** A known subsection: where it may appear and how long its own fields are. */
 interface SubsectionSpec {
@@ -121,14 +123,6 @@ class ShortWindow extends Error {}
 /** Thrown inside the parser when the bytes are not a virtio-pci virtio-mem body: the caller gets `undefined`. */
 class NotRecognised extends Error {}
 
-const hex = (n: number) => `0x${n.toString(16)}`;
-
-function latin1(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.byteLength; i++) s += String.fromCharCode(bytes[i]!);
-  return s;
-}
-
 /** Cursor over the body window with bounds checks. */
 class Cursor {
   readonly view: DataView;
@@ -158,10 +152,9 @@ class Cursor {
   /** be64 as a number; `undefined` when it exceeds 2^53 (then the position is still advanced). */
   u64(): number | undefined {
     this.need(8);
-    const hi = this.view.getUint32(this.p);
-    const lo = this.view.getUint32(this.p + 4);
+    const v = tryGetSafeU64(this.view, this.p, false);
     this.p += 8;
-    return hi > 0x1fffff ? undefined : hi * 0x1_0000_0000 + lo;
+    return v;
   }
   bytes(n: number): Uint8Array {
     this.need(n);
@@ -185,10 +178,6 @@ function invalid(message: string, streamOffset: number): FormatError {
     code: "bad-virtio-mem",
     offset: streamOffset,
   });
-}
-
-function isPowerOfTwo(n: number): boolean {
-  return n > 0 && 2 ** Math.round(Math.log2(n)) === n;
 }
 
 /** What the transport part told us. */
@@ -322,7 +311,7 @@ function checkConfigCopy(
 ): void {
   if (config === undefined) return;
   const v = new DataView(config.buffer, config.byteOffset, config.byteLength);
-  const u64le = (o: number) => v.getUint32(o + 4, true) * 0x1_0000_0000 + v.getUint32(o, true);
+  const u64le = (o: number) => tryGetSafeU64(v, o, true) ?? -1; // -1: never equal to a valid field
   const blockSize = u64le(0);
   if (blockSize === 0) return; // never read by the guest
   const node = v.getUint16(8, true);
@@ -342,19 +331,6 @@ function checkConfigCopy(
       where,
     );
   }
-}
-
-/** Popcount of a wire bitmap (be64 words; byte order does not matter for counting). */
-function wirePopcount(wire: Uint8Array): number {
-  let n = 0;
-  for (let i = 0; i < wire.byteLength; i++) {
-    let b = wire[i]!;
-    while (b !== 0) {
-      b &= b - 1;
-      n++;
-    }
-  }
-  return n;
 }
 
 /** Index of the first set bit at or beyond `bits` in a wire bitmap, or -1. */
@@ -411,7 +387,7 @@ function walkSubsections(c: Cursor, parent: string, depth: number): boolean {
     c.need(2);
     const len = c.body[c.p + 1]!;
     c.need(2 + len + 4);
-    const name = latin1(c.body.subarray(c.p + 2, c.p + 2 + len));
+    const name = latin1Decode(c.body.subarray(c.p + 2, c.p + 2 + len));
     // QEMU ends a level at a subsection whose name does not start with the vmstate's name.
     if (!name.startsWith(parent)) return true;
     const version = c.view.getUint32(c.p + 2 + len);
@@ -549,7 +525,9 @@ export function parseVirtioMemDeviceBody(
       ) {
         throw new NotRecognised();
       }
-      if (blockSize === undefined || blockSize < MIN_BLOCK_SIZE || !isPowerOfTwo(blockSize)) {
+      if (
+        blockSize === undefined || blockSize < VIRTIO_MEM_MIN_BLOCK_SIZE || !isPowerOfTwo(blockSize)
+      ) {
         throw invalid(
           `block size ${
             blockSize === undefined ? ">= 2^53" : hex(blockSize)
@@ -573,9 +551,13 @@ export function parseVirtioMemDeviceBody(
           c.at(gpaAt),
         );
       }
-      if (node >= MAX_NODES) throw invalid(`node ${node} is not below ${MAX_NODES}`, c.at(nodeAt));
+      if (node >= QEMU_MAX_NODES) {
+        throw invalid(`node ${node} is not below ${QEMU_MAX_NODES}`, c.at(nodeAt));
+      }
       const bits = regionSize / blockSize;
-      if (bits > MAX_BITMAP_BITS) throw invalid(`${bits} blocks are too many`, c.at(regionAt));
+      if (bits > VIRTIO_MEM_MAX_BLOCKS) {
+        throw invalid(`${bits} blocks are too many`, c.at(regionAt));
+      }
       const bitmapAt = c.p;
       const wire = c.bytes(8 * Math.ceil(bits / 64));
       if (size === undefined) throw invalid("size exceeds 2^53", c.at(sizeAt));
@@ -585,7 +567,7 @@ export function parseVirtioMemDeviceBody(
       if (stray >= 0) {
         throw invalid(`bitmap sets bit ${stray} beyond the last block ${bits - 1}`, c.at(bitmapAt));
       }
-      const plugged = wirePopcount(wire);
+      const plugged = popcount(wire);
       if (size !== plugged * blockSize) {
         throw invalid(
           `size ${hex(size)} is not ${plugged} plugged blocks × block size ${hex(blockSize)}`,

@@ -23,7 +23,7 @@ import * as C from "../migration/constants.ts";
 import { decodeMigrationBatches } from "../migration/decoder.ts";
 import { MigrationEncoder } from "../migration/encoder.ts";
 import { type DropStats, UnpluggedPageDropper } from "../migration/filter.ts";
-import type { MigrationRecord } from "../migration/types.ts";
+import { isPageRecord, type MigrationRecord } from "../migration/types.ts";
 import {
   PlugStateVerifier,
   type PlugStateViolation,
@@ -205,12 +205,7 @@ export async function relayMigration(
   for await (const batch of decodeMigrationBatches(source)) {
     for (const r of batch) {
       if (r.kind === "command" && REFUSED_COMMANDS.has(r.command)) refuse(r);
-      else if (
-        r.kind === "ram-page" || r.kind === "ram-zero-page" || r.kind === "ram-xbzrle-page" ||
-        r.kind === "ram-compressed-page"
-      ) {
-        pageRecords++;
-      }
+      else if (isPageRecord(r)) pageRecords++;
     }
     let out: MigrationRecord[] = batch;
     if (dropper !== undefined) out = dropper.filterBatch(batch);

@@ -5,10 +5,9 @@
  * @module
  */
 
+import { hex } from "../io/text.ts";
 import type { BlockFindings, DeviceFindings, PageFinding, ScanReport } from "./findings.ts";
 import { formatHexdump, fromHex } from "./hexdump.ts";
-
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 function bytes(n: number): string {
   if (n >= 1 << 30) return `${+(n / (1 << 30)).toFixed(2)} GiB`;

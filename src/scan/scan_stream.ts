@@ -6,8 +6,9 @@
  * @module
  */
 
+import { hex } from "../io/text.ts";
 import { inflateSync } from "node:zlib";
-import type { MigrationRecord, RamPageLikeRecord } from "../migration/types.ts";
+import { isPageRecord, type MigrationRecord, type RamPageLikeRecord } from "../migration/types.ts";
 import { PlugMap, type VmemDevice } from "../vmem/plug_map.ts";
 import {
   FindingCollector,
@@ -126,8 +127,6 @@ function isUnplugged(device: VmemDevice, ramOffset: number): boolean {
   return ((device.bitmap[block >>> 3]! >>> (block & 7)) & 1) === 0;
 }
 
-const hex = (n: number) => `0x${n.toString(16)}`;
-
 /**
  * A push-style stream scanner: feed it every record with `push`, then call
  * `finish`. Use {@linkcode scanMigration} unless records arrive some other way.
@@ -195,13 +194,11 @@ export class MigrationScanner {
    * @throws {FormatError} (code `bad-virtio-mem`) when the stream's plug state is impossible.
    */
   push(r: MigrationRecord): void {
+    if (isPageRecord(r)) {
+      this.#page(r);
+      return;
+    }
     switch (r.kind) {
-      case "ram-page":
-      case "ram-zero-page":
-      case "ram-compressed-page":
-      case "ram-xbzrle-page":
-        this.#page(r);
-        return;
       case "configuration":
         if (r.targetPageBits !== undefined && r.targetPageBits >= 9 && r.targetPageBits <= 30) {
           this.#pageSize = 2 ** r.targetPageBits;

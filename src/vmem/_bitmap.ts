@@ -8,13 +8,6 @@
 
 import type { BlockRun } from "./ranges.ts";
 
-/** Number of set bits in every byte value. */
-const POPCOUNT8 = (() => {
-  const t = new Uint8Array(256);
-  for (let i = 1; i < 256; i++) t[i] = (i & 1) + t[i >> 1]!;
-  return t;
-})();
-
 /** Bytes an LSB-first bitmap of `bits` bits takes. */
 export function bitmapByteLength(bits: number): number {
   return Math.ceil(bits / 8);
@@ -23,13 +16,6 @@ export function bitmapByteLength(bits: number): number {
 /** Bytes QEMU's wire bitmap (be64 words) of `bits` bits takes. */
 export function wireBitmapByteLength(bits: number): number {
   return 8 * Math.ceil(bits / 64);
-}
-
-/** Number of set bits. */
-export function popcount(bitmap: Uint8Array): number {
-  let n = 0;
-  for (let i = 0; i < bitmap.byteLength; i++) n += POPCOUNT8[bitmap[i]!]!;
-  return n;
 }
 
 /** Whether bit `i` is set. */

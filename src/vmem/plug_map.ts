@@ -15,11 +15,12 @@ import {
   bitmapToWire,
   classifyBits,
   firstBitBeyond,
-  popcount,
   runsOf,
   testBit,
   trimBitmap,
 } from "./_bitmap.ts";
+import { isPowerOfTwo, popcount } from "../io/bits.ts";
+import { hex } from "../io/text.ts";
 import type { BlockRun, GpaRange, RamRange } from "./ranges.ts";
 import { mergeGpaRanges } from "./ranges.ts";
 
@@ -28,6 +29,13 @@ export const VIRTIO_MEM_MIN_BLOCK_SIZE = 1 << 20;
 
 /** NUMA nodes QEMU supports (MAX_NODES in include/sysemu/numa.h): a node id is below this. */
 export const QEMU_MAX_NODES = 128;
+
+/**
+ * Most device blocks (bitmap bits) accepted for one virtio-mem device, from
+ * any source: 2^27 blocks are 128 TiB at the smallest block size, and the
+ * bitmap is 16 MiB. A cap so that no bitmap is sized by an unchecked field.
+ */
+export const VIRTIO_MEM_MAX_BLOCKS = 1 << 27;
 
 /** Version of the JSON exchange format written by {@linkcode PlugMap.toJSON}. */
 export const PLUGMAP_JSON_VERSION = 1;
@@ -119,13 +127,6 @@ function invariant(message: string): FormatError {
     code: "invariant",
     offset: 0,
   });
-}
-
-const hex = (n: number) => `0x${n.toString(16)}`;
-
-/** Whether `n` is a power of two (any safe integer size). */
-function isPowerOfTwo(n: number): boolean {
-  return Number.isSafeInteger(n) && n > 0 && 2 ** Math.round(Math.log2(n)) === n;
 }
 
 function isU64(n: unknown): n is number {
@@ -756,7 +757,7 @@ function deviceFromJson(d: unknown, where: string): VmemDevice {
     );
   }
   const blocks = regionSize / blockSize;
-  if (blocks > 1 << 30) throw invariant(`${where}: ${blocks} blocks are too many`);
+  if (blocks > VIRTIO_MEM_MAX_BLOCKS) throw invariant(`${where}: ${blocks} blocks are too many`);
   const runs = checkBlockRuns(d.plugged, blocks, `${where}.plugged`);
   return {
     path: jsonString(d, "path", where),

@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { isAllZero } from "../../src/scan/zero.ts";
+import { isAllZero } from "../../src/io/zero.ts";
 import { UnsupportedFeatureError } from "../../src/errors.ts";
 import { readElfCore } from "../../src/elf/reader.ts";
 import { scanElfCore } from "../../src/scan/scan_elf.ts";

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { isAllZero } from "../../src/scan/zero.ts";
+import { isAllZero } from "../../src/io/zero.ts";
 import { iterateGpaRange, readElfCore } from "../../src/elf/reader.ts";
 import { readKdump } from "../../src/kdump/mod.ts";
 import { evilPage } from "../_util/guest.ts";

@@ -4,7 +4,7 @@ import {
   firstNonZeroIndex,
   forEachNonZeroPage,
   isAllZero,
-} from "../../src/scan/zero.ts";
+} from "../../src/io/zero.ts";
 import { seededRandom } from "../_util/chunkings.ts";
 
 /** Byte-by-byte answers to compare the word-wise code against. */
