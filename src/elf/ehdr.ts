@@ -6,7 +6,15 @@
  */
 
 import { FormatError, UnexpectedEofError } from "../errors.ts";
-import { getSafeU64, setU64, viewOf } from "../io/endian.ts";
+import { viewOf } from "../io/endian.ts";
+import {
+  getWireBigUint,
+  getWireUint,
+  setWireUint,
+  type WireField,
+  type WireLayout,
+  wireLayout,
+} from "../io/wire.ts";
 import {
   EHDR32_SIZE,
   EHDR64_SIZE,
@@ -21,7 +29,6 @@ import {
   ELFMAG,
   EV_CURRENT,
 } from "./constants.ts";
-import { u32 } from "./_fields.ts";
 
 /** A decoded ELF header. Field comments give the ELF name. */
 export interface ElfHeader {
@@ -59,6 +66,88 @@ export interface ElfHeader {
   shstrIndex: number;
 }
 
+/** Integer fields of the ELF header, by {@linkcode ElfHeader} key. */
+export type EhdrField =
+  | "type"
+  | "machine"
+  | "version"
+  | "entry"
+  | "phdrFileOffset"
+  | "shdrFileOffset"
+  | "flags"
+  | "ehdrByteLength"
+  | "phdrEntrySize"
+  | "phdrCount"
+  | "shdrEntrySize"
+  | "shdrCount"
+  | "shstrIndex";
+
+const EHDR_INTEGER_FIELDS: readonly EhdrField[] = [
+  "type",
+  "machine",
+  "version",
+  "entry",
+  "phdrFileOffset",
+  "shdrFileOffset",
+  "flags",
+  "ehdrByteLength",
+  "phdrEntrySize",
+  "phdrCount",
+  "shdrEntrySize",
+  "shdrCount",
+  "shstrIndex",
+];
+
+/** `Elf64_Ehdr` after `e_ident` (16 bytes at 0). */
+export const EHDR64: WireLayout<EhdrField> = wireLayout("Elf64_Ehdr", EHDR64_SIZE, {
+  type: ["e_type", 16, 2],
+  machine: ["e_machine", 18, 2],
+  version: ["e_version", 20, 4],
+  entry: ["e_entry", 24, 8],
+  phdrFileOffset: ["e_phoff", 32, 8],
+  shdrFileOffset: ["e_shoff", 40, 8],
+  flags: ["e_flags", 48, 4],
+  ehdrByteLength: ["e_ehsize", 52, 2],
+  phdrEntrySize: ["e_phentsize", 54, 2],
+  phdrCount: ["e_phnum", 56, 2],
+  shdrEntrySize: ["e_shentsize", 58, 2],
+  shdrCount: ["e_shnum", 60, 2],
+  shstrIndex: ["e_shstrndx", 62, 2],
+});
+
+/** `Elf32_Ehdr` after `e_ident` (16 bytes at 0). */
+export const EHDR32: WireLayout<EhdrField> = wireLayout("Elf32_Ehdr", EHDR32_SIZE, {
+  type: ["e_type", 16, 2],
+  machine: ["e_machine", 18, 2],
+  version: ["e_version", 20, 4],
+  entry: ["e_entry", 24, 4],
+  phdrFileOffset: ["e_phoff", 28, 4],
+  shdrFileOffset: ["e_shoff", 32, 4],
+  flags: ["e_flags", 36, 4],
+  ehdrByteLength: ["e_ehsize", 40, 2],
+  phdrEntrySize: ["e_phentsize", 42, 2],
+  phdrCount: ["e_phnum", 44, 2],
+  shdrEntrySize: ["e_shentsize", 46, 2],
+  shdrCount: ["e_shnum", 48, 2],
+  shstrIndex: ["e_shstrndx", 50, 2],
+});
+
+/**
+ * The ELF header layout of a class.
+ *
+ * @param elfClass 32 or 64.
+ * @returns {@linkcode EHDR64} or {@linkcode EHDR32}.
+ *
+ * @example
+ * ```ts
+ * import { ehdrLayout } from "@vmem-dump/vmem-dump/elf";
+ * console.log(ehdrLayout(32).fields.phdrCount.offset); // 44
+ * ```
+ */
+export function ehdrLayout(elfClass: 32 | 64): WireLayout<EhdrField> {
+  return elfClass === 64 ? EHDR64 : EHDR32;
+}
+
 /**
  * Size of the ELF header for a class: 64 for ELF64, 52 for ELF32.
  *
@@ -72,7 +161,7 @@ export interface ElfHeader {
  * ```
  */
 export function ehdrSize(elfClass: 32 | 64): number {
-  return elfClass === 64 ? EHDR64_SIZE : EHDR32_SIZE;
+  return ehdrLayout(elfClass).byteLength;
 }
 
 /**
@@ -161,53 +250,35 @@ export function readIdent(bytes: Uint8Array): { elfClass: 32 | 64; littleEndian:
  */
 export function readEhdr(bytes: Uint8Array): ElfHeader {
   const { elfClass, littleEndian: le } = readIdent(bytes);
-  const size = ehdrSize(elfClass);
-  if (bytes.byteLength < size) {
+  const layout = ehdrLayout(elfClass);
+  if (bytes.byteLength < layout.byteLength) {
     throw new UnexpectedEofError(
-      `Cannot read ELF header: input ended after ${bytes.byteLength} of ${size} bytes`,
+      `Cannot read ELF header: input ended after ${bytes.byteLength} of ${layout.byteLength} bytes`,
       "elf",
       bytes.byteLength,
     );
   }
   const v = viewOf(bytes);
-  const ident = bytes.slice(0, EI_NIDENT);
-  if (elfClass === 64) {
-    return {
-      elfClass,
-      littleEndian: le,
-      ident,
-      type: v.getUint16(16, le), // e_type: 2 bytes at 16
-      machine: v.getUint16(18, le), // e_machine: 2 bytes at 18
-      version: v.getUint32(20, le), // e_version: 4 bytes at 20
-      entry: v.getBigUint64(24, le), // e_entry: 8 bytes at 24
-      phdrFileOffset: getSafeU64(v, 32, le, { format: "elf", offset: 32 }), // e_phoff: 8 at 32
-      shdrFileOffset: getSafeU64(v, 40, le, { format: "elf", offset: 40 }), // e_shoff: 8 at 40
-      flags: v.getUint32(48, le), // e_flags: 4 bytes at 48
-      ehdrByteLength: v.getUint16(52, le), // e_ehsize: 2 bytes at 52
-      phdrEntrySize: v.getUint16(54, le), // e_phentsize: 2 bytes at 54
-      phdrCount: v.getUint16(56, le), // e_phnum: 2 bytes at 56
-      shdrEntrySize: v.getUint16(58, le), // e_shentsize: 2 bytes at 58
-      shdrCount: v.getUint16(60, le), // e_shnum: 2 bytes at 60
-      shstrIndex: v.getUint16(62, le), // e_shstrndx: 2 bytes at 62
-    };
-  }
+  const f = layout.fields;
+  const where = { format: "elf", fileOffset: 0 } as const;
+  const n = (field: WireField) => getWireUint(v, 0, field, le, where);
   return {
     elfClass,
     littleEndian: le,
-    ident,
-    type: v.getUint16(16, le), // e_type: 2 bytes at 16
-    machine: v.getUint16(18, le), // e_machine: 2 bytes at 18
-    version: v.getUint32(20, le), // e_version: 4 bytes at 20
-    entry: BigInt(v.getUint32(24, le)), // e_entry: 4 bytes at 24
-    phdrFileOffset: v.getUint32(28, le), // e_phoff: 4 bytes at 28
-    shdrFileOffset: v.getUint32(32, le), // e_shoff: 4 bytes at 32
-    flags: v.getUint32(36, le), // e_flags: 4 bytes at 36
-    ehdrByteLength: v.getUint16(40, le), // e_ehsize: 2 bytes at 40
-    phdrEntrySize: v.getUint16(42, le), // e_phentsize: 2 bytes at 42
-    phdrCount: v.getUint16(44, le), // e_phnum: 2 bytes at 44
-    shdrEntrySize: v.getUint16(46, le), // e_shentsize: 2 bytes at 46
-    shdrCount: v.getUint16(48, le), // e_shnum: 2 bytes at 48
-    shstrIndex: v.getUint16(50, le), // e_shstrndx: 2 bytes at 50
+    ident: bytes.slice(0, EI_NIDENT),
+    type: n(f.type),
+    machine: n(f.machine),
+    version: n(f.version),
+    entry: getWireBigUint(v, 0, f.entry, le),
+    phdrFileOffset: n(f.phdrFileOffset),
+    shdrFileOffset: n(f.shdrFileOffset),
+    flags: n(f.flags),
+    ehdrByteLength: n(f.ehdrByteLength),
+    phdrEntrySize: n(f.phdrEntrySize),
+    phdrCount: n(f.phdrCount),
+    shdrEntrySize: n(f.shdrEntrySize),
+    shdrCount: n(f.shdrCount),
+    shstrIndex: n(f.shstrIndex),
   };
 }
 
@@ -238,30 +309,6 @@ export function writeEhdr(view: DataView, at: number, value: ElfHeader): void {
   for (let i = 0; i < ELFMAG.byteLength; i++) view.setUint8(at + i, ELFMAG[i]!);
   view.setUint8(at + EI_CLASS, value.elfClass === 64 ? ELFCLASS64 : ELFCLASS32);
   view.setUint8(at + EI_DATA, le ? ELFDATA2LSB : ELFDATA2MSB);
-  view.setUint16(at + 16, value.type, le);
-  view.setUint16(at + 18, value.machine, le);
-  view.setUint32(at + 20, value.version, le);
-  if (value.elfClass === 64) {
-    view.setBigUint64(at + 24, value.entry, le);
-    setU64(view, at + 32, value.phdrFileOffset, le);
-    setU64(view, at + 40, value.shdrFileOffset, le);
-    view.setUint32(at + 48, value.flags, le);
-    view.setUint16(at + 52, value.ehdrByteLength, le);
-    view.setUint16(at + 54, value.phdrEntrySize, le);
-    view.setUint16(at + 56, value.phdrCount, le);
-    view.setUint16(at + 58, value.shdrEntrySize, le);
-    view.setUint16(at + 60, value.shdrCount, le);
-    view.setUint16(at + 62, value.shstrIndex, le);
-  } else {
-    view.setUint32(at + 24, u32(value.entry, "e_entry"), le);
-    view.setUint32(at + 28, u32(value.phdrFileOffset, "e_phoff"), le);
-    view.setUint32(at + 32, u32(value.shdrFileOffset, "e_shoff"), le);
-    view.setUint32(at + 36, value.flags, le);
-    view.setUint16(at + 40, value.ehdrByteLength, le);
-    view.setUint16(at + 42, value.phdrEntrySize, le);
-    view.setUint16(at + 44, value.phdrCount, le);
-    view.setUint16(at + 46, value.shdrEntrySize, le);
-    view.setUint16(at + 48, value.shdrCount, le);
-    view.setUint16(at + 50, value.shstrIndex, le);
-  }
+  const f = ehdrLayout(value.elfClass).fields;
+  for (const key of EHDR_INTEGER_FIELDS) setWireUint(view, at, f[key], value[key], le);
 }

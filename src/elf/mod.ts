@@ -20,9 +20,23 @@
  */
 
 export * from "./constants.ts";
-export { ehdrSize, type ElfHeader, readEhdr, readIdent, writeEhdr } from "./ehdr.ts";
+export {
+  EHDR32,
+  EHDR64,
+  type EhdrField,
+  ehdrLayout,
+  ehdrSize,
+  type ElfHeader,
+  readEhdr,
+  readIdent,
+  writeEhdr,
+} from "./ehdr.ts";
 export {
   type ElfPhdr,
+  PHDR32,
+  PHDR64,
+  type PhdrField,
+  phdrLayout,
   phdrSize,
   readPhdr,
   readPhdr32,
@@ -31,7 +45,17 @@ export {
   writePhdr32,
   writePhdr64,
 } from "./phdr.ts";
-export { type ElfShdr, emptyShdr, readShdr, shdrSize, writeShdr } from "./shdr.ts";
+export {
+  type ElfShdr,
+  emptyShdr,
+  readShdr,
+  SHDR32,
+  SHDR64,
+  type ShdrField,
+  shdrLayout,
+  shdrSize,
+  writeShdr,
+} from "./shdr.ts";
 export {
   decodePrstatus,
   decodeQemuCpuState,
@@ -39,6 +63,7 @@ export {
   type ElfNoteInit,
   type ElfNoteKind,
   encodeNote,
+  NHDR,
   parseNotes,
   parseVmcoreinfo,
   type Prstatus,

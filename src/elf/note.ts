@@ -12,6 +12,7 @@
 import { FormatError } from "../errors.ts";
 import { viewOf } from "../io/endian.ts";
 import { latin1Decode } from "../io/text.ts";
+import { getWireUint, setWireUint, type WireLayout, wireLayout } from "../io/wire.ts";
 import {
   EM_386,
   EM_X86_64,
@@ -57,6 +58,13 @@ const KINDS: ReadonlyMap<string, ElfNoteKind> = new Map([
   [`LINUX/${NT_VMCOREDD}`, "vmcoredd"],
 ]);
 
+/** `Elf32_Nhdr` / `Elf64_Nhdr` (the same 12 bytes in both classes). */
+export const NHDR: WireLayout<"nameSize" | "descSize" | "type"> = wireLayout(
+  "Elf_Nhdr",
+  NHDR_SIZE,
+  { nameSize: ["n_namesz", 0, 4], descSize: ["n_descsz", 4, 4], type: ["n_type", 8, 4] },
+);
+
 /**
  * Split the bytes of a PT_NOTE segment into notes. Trailing bytes shorter
  * than a note header are accepted only when they are all zero (some
@@ -93,9 +101,9 @@ export function parseNotes(
         { format: "elf", code: "bad-note", offset: fileOffset + pos },
       );
     }
-    const nameSize = view.getUint32(pos, littleEndian); // n_namesz: 4 bytes at 0
-    const descSize = view.getUint32(pos + 4, littleEndian); // n_descsz: 4 bytes at 4
-    const type = view.getUint32(pos + 8, littleEndian); // n_type: 4 bytes at 8
+    const nameSize = getWireUint(view, pos, NHDR.fields.nameSize, littleEndian);
+    const descSize = getWireUint(view, pos, NHDR.fields.descSize, littleEndian);
+    const type = getWireUint(view, pos, NHDR.fields.type, littleEndian);
     const nameAt = pos + NHDR_SIZE;
     const descAt = nameAt + pad4(nameSize);
     if (nameAt + nameSize > bytes.byteLength) {
@@ -107,7 +115,7 @@ export function parseNotes(
     if (descAt + descSize > bytes.byteLength) {
       throw new FormatError(
         `Cannot parse ELF note: descriptor of ${descSize} bytes runs past the note segment`,
-        { format: "elf", code: "bad-note", offset: fileOffset + pos + 4 },
+        { format: "elf", code: "bad-note", offset: fileOffset + pos + NHDR.fields.descSize.offset },
       );
     }
     const nameBytes = bytes.subarray(nameAt, nameAt + nameSize);
@@ -156,9 +164,9 @@ export function encodeNote(note: ElfNoteInit, littleEndian: boolean): Uint8Array
   for (let i = 0; i < note.name.length; i++) name[i] = note.name.charCodeAt(i) & 0xff;
   const out = new Uint8Array(NHDR_SIZE + pad4(name.byteLength) + pad4(note.desc.byteLength));
   const view = viewOf(out);
-  view.setUint32(0, name.byteLength, littleEndian);
-  view.setUint32(4, note.desc.byteLength, littleEndian);
-  view.setUint32(8, note.type, littleEndian);
+  setWireUint(view, 0, NHDR.fields.nameSize, name.byteLength, littleEndian);
+  setWireUint(view, 0, NHDR.fields.descSize, note.desc.byteLength, littleEndian);
+  setWireUint(view, 0, NHDR.fields.type, note.type, littleEndian);
   out.set(name, NHDR_SIZE);
   out.set(note.desc, NHDR_SIZE + pad4(name.byteLength));
   return out;

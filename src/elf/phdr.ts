@@ -6,8 +6,14 @@
  * @module
  */
 
+import {
+  getWireBigUint,
+  getWireUint,
+  setWireUint,
+  type WireLayout,
+  wireLayout,
+} from "../io/wire.ts";
 import { PHDR32_SIZE, PHDR64_SIZE } from "./constants.ts";
-import { u32 } from "./_fields.ts";
 
 /** One program header, lossless. Field comments give the ELF name. */
 export interface ElfPhdr {
@@ -29,6 +35,89 @@ export interface ElfPhdr {
   align: bigint;
 }
 
+/** Fields of a program header, by {@linkcode ElfPhdr} key. */
+export type PhdrField = keyof ElfPhdr;
+
+/** `Elf64_Phdr`. */
+export const PHDR64: WireLayout<PhdrField> = wireLayout("Elf64_Phdr", PHDR64_SIZE, {
+  type: ["p_type", 0, 4],
+  flags: ["p_flags", 4, 4],
+  fileOffset: ["p_offset", 8, 8],
+  vaddr: ["p_vaddr", 16, 8],
+  paddr: ["p_paddr", 24, 8],
+  fileByteLength: ["p_filesz", 32, 8],
+  memByteLength: ["p_memsz", 40, 8],
+  align: ["p_align", 48, 8],
+});
+
+/** `Elf32_Phdr` (`p_flags` moves to 24). */
+export const PHDR32: WireLayout<PhdrField> = wireLayout("Elf32_Phdr", PHDR32_SIZE, {
+  type: ["p_type", 0, 4],
+  fileOffset: ["p_offset", 4, 4],
+  vaddr: ["p_vaddr", 8, 4],
+  paddr: ["p_paddr", 12, 4],
+  fileByteLength: ["p_filesz", 16, 4],
+  memByteLength: ["p_memsz", 20, 4],
+  flags: ["p_flags", 24, 4],
+  align: ["p_align", 28, 4],
+});
+
+const PHDR_FIELDS: readonly PhdrField[] = [
+  "type",
+  "flags",
+  "fileOffset",
+  "vaddr",
+  "paddr",
+  "fileByteLength",
+  "memByteLength",
+  "align",
+];
+
+/**
+ * The program header layout of a class.
+ *
+ * @param elfClass 32 or 64.
+ * @returns {@linkcode PHDR64} or {@linkcode PHDR32}.
+ *
+ * @example
+ * ```ts
+ * import { phdrLayout } from "@vmem-dump/vmem-dump/elf";
+ * console.log(phdrLayout(64).fields.paddr.offset); // 24
+ * ```
+ */
+export function phdrLayout(elfClass: 32 | 64): WireLayout<PhdrField> {
+  return elfClass === 64 ? PHDR64 : PHDR32;
+}
+
+function readWithLayout(
+  layout: WireLayout<PhdrField>,
+  view: DataView,
+  at: number,
+  le: boolean,
+): ElfPhdr {
+  const f = layout.fields;
+  return {
+    type: getWireUint(view, at, f.type, le),
+    flags: getWireUint(view, at, f.flags, le),
+    fileOffset: getWireBigUint(view, at, f.fileOffset, le),
+    vaddr: getWireBigUint(view, at, f.vaddr, le),
+    paddr: getWireBigUint(view, at, f.paddr, le),
+    fileByteLength: getWireBigUint(view, at, f.fileByteLength, le),
+    memByteLength: getWireBigUint(view, at, f.memByteLength, le),
+    align: getWireBigUint(view, at, f.align, le),
+  };
+}
+
+function writeWithLayout(
+  layout: WireLayout<PhdrField>,
+  view: DataView,
+  at: number,
+  le: boolean,
+  value: ElfPhdr,
+): void {
+  for (const key of PHDR_FIELDS) setWireUint(view, at, layout.fields[key], value[key], le);
+}
+
 /**
  * Size of one program header for a class: 56 for ELF64, 32 for ELF32.
  *
@@ -42,7 +131,7 @@ export interface ElfPhdr {
  * ```
  */
 export function phdrSize(elfClass: 32 | 64): number {
-  return elfClass === 64 ? PHDR64_SIZE : PHDR32_SIZE;
+  return phdrLayout(elfClass).byteLength;
 }
 
 /**
@@ -65,17 +154,7 @@ export function phdrSize(elfClass: 32 | 64): number {
  * ```
  */
 export function readPhdr64(view: DataView, at: number, littleEndian: boolean): ElfPhdr {
-  const le = littleEndian;
-  return {
-    type: view.getUint32(at, le), // p_type: 4 bytes at 0
-    flags: view.getUint32(at + 4, le), // p_flags: 4 bytes at 4
-    fileOffset: view.getBigUint64(at + 8, le), // p_offset: 8 bytes at 8
-    vaddr: view.getBigUint64(at + 16, le), // p_vaddr: 8 bytes at 16
-    paddr: view.getBigUint64(at + 24, le), // p_paddr: 8 bytes at 24
-    fileByteLength: view.getBigUint64(at + 32, le), // p_filesz: 8 bytes at 32
-    memByteLength: view.getBigUint64(at + 40, le), // p_memsz: 8 bytes at 40
-    align: view.getBigUint64(at + 48, le), // p_align: 8 bytes at 48
-  };
+  return readWithLayout(PHDR64, view, at, littleEndian);
 }
 
 /**
@@ -103,15 +182,7 @@ export function writePhdr64(
   littleEndian: boolean,
   value: ElfPhdr,
 ): void {
-  const le = littleEndian;
-  view.setUint32(at, value.type, le);
-  view.setUint32(at + 4, value.flags, le);
-  view.setBigUint64(at + 8, value.fileOffset, le);
-  view.setBigUint64(at + 16, value.vaddr, le);
-  view.setBigUint64(at + 24, value.paddr, le);
-  view.setBigUint64(at + 32, value.fileByteLength, le);
-  view.setBigUint64(at + 40, value.memByteLength, le);
-  view.setBigUint64(at + 48, value.align, le);
+  writeWithLayout(PHDR64, view, at, littleEndian, value);
 }
 
 /**
@@ -134,17 +205,7 @@ export function writePhdr64(
  * ```
  */
 export function readPhdr32(view: DataView, at: number, littleEndian: boolean): ElfPhdr {
-  const le = littleEndian;
-  return {
-    type: view.getUint32(at, le), // p_type: 4 bytes at 0
-    fileOffset: BigInt(view.getUint32(at + 4, le)), // p_offset: 4 bytes at 4
-    vaddr: BigInt(view.getUint32(at + 8, le)), // p_vaddr: 4 bytes at 8
-    paddr: BigInt(view.getUint32(at + 12, le)), // p_paddr: 4 bytes at 12
-    fileByteLength: BigInt(view.getUint32(at + 16, le)), // p_filesz: 4 bytes at 16
-    memByteLength: BigInt(view.getUint32(at + 20, le)), // p_memsz: 4 bytes at 20
-    flags: view.getUint32(at + 24, le), // p_flags: 4 bytes at 24
-    align: BigInt(view.getUint32(at + 28, le)), // p_align: 4 bytes at 28
-  };
+  return readWithLayout(PHDR32, view, at, littleEndian);
 }
 
 /**
@@ -173,15 +234,7 @@ export function writePhdr32(
   littleEndian: boolean,
   value: ElfPhdr,
 ): void {
-  const le = littleEndian;
-  view.setUint32(at, value.type, le);
-  view.setUint32(at + 4, u32(value.fileOffset, "p_offset"), le);
-  view.setUint32(at + 8, u32(value.vaddr, "p_vaddr"), le);
-  view.setUint32(at + 12, u32(value.paddr, "p_paddr"), le);
-  view.setUint32(at + 16, u32(value.fileByteLength, "p_filesz"), le);
-  view.setUint32(at + 20, u32(value.memByteLength, "p_memsz"), le);
-  view.setUint32(at + 24, value.flags, le);
-  view.setUint32(at + 28, u32(value.align, "p_align"), le);
+  writeWithLayout(PHDR32, view, at, littleEndian, value);
 }
 
 /**
@@ -206,7 +259,7 @@ export function readPhdr(
   elfClass: 32 | 64,
   littleEndian: boolean,
 ): ElfPhdr {
-  return elfClass === 64 ? readPhdr64(view, at, littleEndian) : readPhdr32(view, at, littleEndian);
+  return readWithLayout(phdrLayout(elfClass), view, at, littleEndian);
 }
 
 /**
@@ -236,6 +289,5 @@ export function writePhdr(
   littleEndian: boolean,
   value: ElfPhdr,
 ): void {
-  if (elfClass === 64) writePhdr64(view, at, littleEndian, value);
-  else writePhdr32(view, at, littleEndian, value);
+  writeWithLayout(phdrLayout(elfClass), view, at, littleEndian, value);
 }

@@ -16,10 +16,10 @@ import { FormatError, UnsupportedFeatureError } from "../errors.ts";
 import { viewOf } from "../io/endian.ts";
 import { openPositional, type PositionalReader, readAt } from "../io/positional.ts";
 import { ET_CORE, EV_CURRENT, PN_XNUM, PT_LOAD, PT_NOTE, PT_NULL } from "./constants.ts";
-import { ehdrSize, type ElfHeader, readEhdr } from "./ehdr.ts";
+import { ehdrLayout, ehdrSize, type ElfHeader, readEhdr } from "./ehdr.ts";
 import { type ElfNote, parseNotes } from "./note.ts";
-import { type ElfPhdr, phdrSize, readPhdr } from "./phdr.ts";
-import { type ElfShdr, readShdr, shdrSize } from "./shdr.ts";
+import { type ElfPhdr, phdrLayout, phdrSize, readPhdr } from "./phdr.ts";
+import { type ElfShdr, readShdr, shdrLayout, shdrSize } from "./shdr.ts";
 
 /** A PT_LOAD with its fields checked and converted to numbers. */
 export interface LoadSegment {
@@ -100,13 +100,6 @@ export interface ReadElfCoreOptions {
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
-/** Offsets of p_offset, p_paddr, p_filesz, p_memsz inside one phdr. */
-function phdrFieldOffsets(elfClass: 32 | 64) {
-  return elfClass === 64
-    ? { fileOffset: 8, paddr: 24, fileByteLength: 32, memByteLength: 40 }
-    : { fileOffset: 4, paddr: 12, fileByteLength: 16, memByteLength: 20 };
-}
-
 function elfError(message: string, code: FormatError["code"], offset: number): FormatError {
   return new FormatError(message, { format: "elf", code, offset });
 }
@@ -168,23 +161,32 @@ async function parseCore(
   const got = await reader.readInto(0, head);
   const ehdr = readEhdr(head.subarray(0, got));
   const { elfClass, littleEndian: le } = ehdr;
-  const is64 = elfClass === 64;
   const ehSize = ehdrSize(elfClass);
+  // Error offsets come from the header's field table.
+  const ef = ehdrLayout(elfClass).fields;
 
   if (ehdr.type !== ET_CORE) {
     throw elfError(
       `Cannot read ELF core: e_type is ${ehdr.type}, not ET_CORE (4)`,
       "bad-header",
-      16,
+      ef.type.offset,
     );
   }
   if (ehdr.version !== EV_CURRENT) {
-    throw elfError(`Cannot read ELF core: e_version is ${ehdr.version}`, "bad-version", 20);
+    throw elfError(
+      `Cannot read ELF core: e_version is ${ehdr.version}`,
+      "bad-version",
+      ef.version.offset,
+    );
   }
   const phEntSize = phdrSize(elfClass);
-  const at = is64
-    ? { phoff: 32, shoff: 40, phentsize: 54, phnum: 56, shentsize: 58, shnum: 60 }
-    : { phoff: 28, shoff: 32, phentsize: 42, phnum: 44, shentsize: 46, shnum: 48 };
+  const at = {
+    phoff: ef.phdrFileOffset.offset,
+    shoff: ef.shdrFileOffset.offset,
+    phentsize: ef.phdrEntrySize.offset,
+    phnum: ef.phdrCount.offset,
+    shentsize: ef.shdrEntrySize.offset,
+  };
 
   // Section headers: needed for PN_XNUM; read when present so the layout is known.
   const shEntSize = shdrSize(elfClass);
@@ -246,7 +248,7 @@ async function parseCore(
       );
     }
     phdrCount = zero.info;
-    countFieldOffset = ehdr.shdrFileOffset + (is64 ? 44 : 28);
+    countFieldOffset = ehdr.shdrFileOffset + shdrLayout(elfClass).fields.info.offset;
   }
   if (phdrCount > 0 && ehdr.phdrEntrySize !== phEntSize) {
     throw elfError(
@@ -285,7 +287,13 @@ async function parseCore(
     headerRegions.push([ehdr.shdrFileOffset, shdrTableEnd, "the section headers"]);
   }
 
-  const fields = phdrFieldOffsets(elfClass);
+  const pf = phdrLayout(elfClass).fields;
+  const fields = {
+    fileOffset: pf.fileOffset.offset,
+    paddr: pf.paddr.offset,
+    fileByteLength: pf.fileByteLength.offset,
+    memByteLength: pf.memByteLength.offset,
+  };
   const loads: LoadSegment[] = [];
   const noteSegments: NoteSegment[] = [];
   const notes: ElfNote[] = [];

@@ -6,8 +6,14 @@
  * @module
  */
 
+import {
+  getWireBigUint,
+  getWireUint,
+  setWireUint,
+  type WireLayout,
+  wireLayout,
+} from "../io/wire.ts";
 import { SHDR32_SIZE, SHDR64_SIZE } from "./constants.ts";
-import { u32 } from "./_fields.ts";
 
 /** One section header, lossless. Field comments give the ELF name. */
 export interface ElfShdr {
@@ -33,6 +39,66 @@ export interface ElfShdr {
   entrySize: bigint;
 }
 
+/** Fields of a section header, by {@linkcode ElfShdr} key. */
+export type ShdrField = keyof ElfShdr;
+
+/** `Elf64_Shdr`. */
+export const SHDR64: WireLayout<ShdrField> = wireLayout("Elf64_Shdr", SHDR64_SIZE, {
+  nameIndex: ["sh_name", 0, 4],
+  type: ["sh_type", 4, 4],
+  flags: ["sh_flags", 8, 8],
+  vaddr: ["sh_addr", 16, 8],
+  fileOffset: ["sh_offset", 24, 8],
+  byteLength: ["sh_size", 32, 8],
+  link: ["sh_link", 40, 4],
+  info: ["sh_info", 44, 4],
+  addrAlign: ["sh_addralign", 48, 8],
+  entrySize: ["sh_entsize", 56, 8],
+});
+
+/** `Elf32_Shdr`. */
+export const SHDR32: WireLayout<ShdrField> = wireLayout("Elf32_Shdr", SHDR32_SIZE, {
+  nameIndex: ["sh_name", 0, 4],
+  type: ["sh_type", 4, 4],
+  flags: ["sh_flags", 8, 4],
+  vaddr: ["sh_addr", 12, 4],
+  fileOffset: ["sh_offset", 16, 4],
+  byteLength: ["sh_size", 20, 4],
+  link: ["sh_link", 24, 4],
+  info: ["sh_info", 28, 4],
+  addrAlign: ["sh_addralign", 32, 4],
+  entrySize: ["sh_entsize", 36, 4],
+});
+
+const SHDR_FIELDS: readonly ShdrField[] = [
+  "nameIndex",
+  "type",
+  "flags",
+  "vaddr",
+  "fileOffset",
+  "byteLength",
+  "link",
+  "info",
+  "addrAlign",
+  "entrySize",
+];
+
+/**
+ * The section header layout of a class.
+ *
+ * @param elfClass 32 or 64.
+ * @returns {@linkcode SHDR64} or {@linkcode SHDR32}.
+ *
+ * @example
+ * ```ts
+ * import { shdrLayout } from "@vmem-dump/vmem-dump/elf";
+ * console.log(shdrLayout(32).fields.info.offset); // 28
+ * ```
+ */
+export function shdrLayout(elfClass: 32 | 64): WireLayout<ShdrField> {
+  return elfClass === 64 ? SHDR64 : SHDR32;
+}
+
 /**
  * Size of one section header for a class: 64 for ELF64, 40 for ELF32.
  *
@@ -46,7 +112,7 @@ export interface ElfShdr {
  * ```
  */
 export function shdrSize(elfClass: 32 | 64): number {
-  return elfClass === 64 ? SHDR64_SIZE : SHDR32_SIZE;
+  return shdrLayout(elfClass).byteLength;
 }
 
 /**
@@ -100,31 +166,18 @@ export function readShdr(
   littleEndian: boolean,
 ): ElfShdr {
   const le = littleEndian;
-  if (elfClass === 64) {
-    return {
-      nameIndex: view.getUint32(at, le), // sh_name: 4 bytes at 0
-      type: view.getUint32(at + 4, le), // sh_type: 4 bytes at 4
-      flags: view.getBigUint64(at + 8, le), // sh_flags: 8 bytes at 8
-      vaddr: view.getBigUint64(at + 16, le), // sh_addr: 8 bytes at 16
-      fileOffset: view.getBigUint64(at + 24, le), // sh_offset: 8 bytes at 24
-      byteLength: view.getBigUint64(at + 32, le), // sh_size: 8 bytes at 32
-      link: view.getUint32(at + 40, le), // sh_link: 4 bytes at 40
-      info: view.getUint32(at + 44, le), // sh_info: 4 bytes at 44
-      addrAlign: view.getBigUint64(at + 48, le), // sh_addralign: 8 bytes at 48
-      entrySize: view.getBigUint64(at + 56, le), // sh_entsize: 8 bytes at 56
-    };
-  }
+  const f = shdrLayout(elfClass).fields;
   return {
-    nameIndex: view.getUint32(at, le), // sh_name: 4 bytes at 0
-    type: view.getUint32(at + 4, le), // sh_type: 4 bytes at 4
-    flags: BigInt(view.getUint32(at + 8, le)), // sh_flags: 4 bytes at 8
-    vaddr: BigInt(view.getUint32(at + 12, le)), // sh_addr: 4 bytes at 12
-    fileOffset: BigInt(view.getUint32(at + 16, le)), // sh_offset: 4 bytes at 16
-    byteLength: BigInt(view.getUint32(at + 20, le)), // sh_size: 4 bytes at 20
-    link: view.getUint32(at + 24, le), // sh_link: 4 bytes at 24
-    info: view.getUint32(at + 28, le), // sh_info: 4 bytes at 28
-    addrAlign: BigInt(view.getUint32(at + 32, le)), // sh_addralign: 4 bytes at 32
-    entrySize: BigInt(view.getUint32(at + 36, le)), // sh_entsize: 4 bytes at 36
+    nameIndex: getWireUint(view, at, f.nameIndex, le),
+    type: getWireUint(view, at, f.type, le),
+    flags: getWireBigUint(view, at, f.flags, le),
+    vaddr: getWireBigUint(view, at, f.vaddr, le),
+    fileOffset: getWireBigUint(view, at, f.fileOffset, le),
+    byteLength: getWireBigUint(view, at, f.byteLength, le),
+    link: getWireUint(view, at, f.link, le),
+    info: getWireUint(view, at, f.info, le),
+    addrAlign: getWireBigUint(view, at, f.addrAlign, le),
+    entrySize: getWireBigUint(view, at, f.entrySize, le),
   };
 }
 
@@ -153,26 +206,6 @@ export function writeShdr(
   littleEndian: boolean,
   value: ElfShdr,
 ): void {
-  const le = littleEndian;
-  view.setUint32(at, value.nameIndex, le);
-  view.setUint32(at + 4, value.type, le);
-  if (elfClass === 64) {
-    view.setBigUint64(at + 8, value.flags, le);
-    view.setBigUint64(at + 16, value.vaddr, le);
-    view.setBigUint64(at + 24, value.fileOffset, le);
-    view.setBigUint64(at + 32, value.byteLength, le);
-    view.setUint32(at + 40, value.link, le);
-    view.setUint32(at + 44, value.info, le);
-    view.setBigUint64(at + 48, value.addrAlign, le);
-    view.setBigUint64(at + 56, value.entrySize, le);
-  } else {
-    view.setUint32(at + 8, u32(value.flags, "sh_flags"), le);
-    view.setUint32(at + 12, u32(value.vaddr, "sh_addr"), le);
-    view.setUint32(at + 16, u32(value.fileOffset, "sh_offset"), le);
-    view.setUint32(at + 20, u32(value.byteLength, "sh_size"), le);
-    view.setUint32(at + 24, value.link, le);
-    view.setUint32(at + 28, value.info, le);
-    view.setUint32(at + 32, u32(value.addrAlign, "sh_addralign"), le);
-    view.setUint32(at + 36, u32(value.entrySize, "sh_entsize"), le);
-  }
+  const f = shdrLayout(elfClass).fields;
+  for (const key of SHDR_FIELDS) setWireUint(view, at, f[key], value[key], littleEndian);
 }

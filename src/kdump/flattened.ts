@@ -11,6 +11,7 @@
 
 import { FormatError, UnexpectedEofError } from "../errors.ts";
 import type { PositionalReader } from "../io/positional.ts";
+import { getWireBigUint, type WireLayout, wireLayout } from "../io/wire.ts";
 
 /** `MAKEDUMPFILE_SIGNATURE` padded to 16 bytes with NULs. */
 export const MAKEDUMPFILE_SIGNATURE = "makedumpfile";
@@ -18,8 +19,22 @@ export const MAKEDUMPFILE_SIGNATURE = "makedumpfile";
 /** `MAX_SIZE_MDF_HEADER`: the flattened header takes 4096 bytes. */
 export const MAX_SIZE_MDF_HEADER = 4096;
 
+/** `makedumpfile_header` (big-endian, at 0 of a 4096-byte block). */
+export const MAKEDUMPFILE_HEADER: WireLayout<"signature" | "type" | "version"> = wireLayout(
+  "makedumpfile_header",
+  32,
+  { signature: ["signature", 0, 16], type: ["type", 16, 8], version: ["version", 24, 8] },
+);
+
+/** `makedumpfile_data_header` (big-endian): where the next `buf_size` bytes belong. */
+export const MAKEDUMPFILE_DATA_HEADER: WireLayout<"offset" | "bufSize"> = wireLayout(
+  "makedumpfile_data_header",
+  16,
+  { offset: ["offset", 0, 8], bufSize: ["buf_size", 8, 8] },
+);
+
 /** Size of one `makedumpfile_data_header`. */
-const DATA_HEADER_SIZE = 16;
+const DATA_HEADER_SIZE = MAKEDUMPFILE_DATA_HEADER.byteLength;
 
 /** Bytes read at a time while indexing the records. */
 const INDEX_WINDOW = 1 << 16;
@@ -44,7 +59,7 @@ export function isFlattenedKdump(head: Uint8Array): boolean {
     if (head[i] !== want) return false;
   }
   const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
-  return view.getBigInt64(16, false) === 1n; // type: 8 bytes at 16
+  return getWireBigUint(view, 0, MAKEDUMPFILE_HEADER.fields.type, false) === 1n;
 }
 
 /** One piece of the real file: `byteLength` bytes at `fileOffset`, stored at `sourceOffset`. */
@@ -112,8 +127,15 @@ export async function openFlattened(source: PositionalReader): Promise<Flattened
     }
     const view = new DataView(window.buffer, window.byteOffset, window.byteLength);
     const at = position - windowStart;
-    const offset = view.getBigInt64(at, false); // offset: 8 bytes at 0
-    const size = view.getBigInt64(at + 8, false); // buf_size: 8 bytes at 8
+    // Both fields are signed (int64_t): -1/-1 ends the records.
+    const offset = BigInt.asIntN(
+      64,
+      getWireBigUint(view, at, MAKEDUMPFILE_DATA_HEADER.fields.offset, false),
+    );
+    const size = BigInt.asIntN(
+      64,
+      getWireBigUint(view, at, MAKEDUMPFILE_DATA_HEADER.fields.bufSize, false),
+    );
     if (offset === -1n && size === -1n) break;
     const dataStart = position + DATA_HEADER_SIZE;
     if (offset < 0n || size < 0n || offset > BigInt(Number.MAX_SAFE_INTEGER)) {

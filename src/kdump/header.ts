@@ -8,8 +8,16 @@
 
 import { FormatError } from "../errors.ts";
 import { isPowerOfTwo } from "../io/bits.ts";
-import { getSafeU64, viewOf } from "../io/endian.ts";
+import { viewOf } from "../io/endian.ts";
 import { latin1Decode } from "../io/text.ts";
+import {
+  getWireBigUint,
+  getWireUint,
+  setWireUint,
+  type WireField,
+  type WireLayout,
+  wireLayout,
+} from "../io/wire.ts";
 
 /** `KDUMP_SIGNATURE`: "KDUMP" and three spaces, no NUL. */
 export const KDUMP_SIGNATURE = "KDUMP   ";
@@ -79,6 +87,14 @@ export interface DiskDumpHeader {
   bitmapBlocks: number;
   /** `max_mapnr` (32-bit, obsolete since version 6: see the sub header). */
   maxMapnr32: number;
+  /** `total_ram_blocks` (unused by readers). */
+  totalRamBlocks: number;
+  /** `device_blocks` (unused by readers). */
+  deviceBlocks: number;
+  /** `written_blocks` (unused by readers). */
+  writtenBlocks: number;
+  /** `current_cpu`: the CPU that crashed. */
+  currentCpu: number;
   /** `nr_cpus`. */
   nrCpus: number;
   /** Byte order of the dumped machine. */
@@ -115,39 +131,197 @@ export interface KdumpSubHeader {
   maxMapnr: number;
 }
 
-interface HeaderLayout {
-  status: number;
-  blockSize: number;
-  subHdrSize: number;
-  bitmapBlocks: number;
-  maxMapnr: number;
-  nrCpus: number;
-  timestamp: number;
-  timestampWord: 8 | 4;
+/** Integer fields of `disk_dump_header`, by {@linkcode DiskDumpHeader} key. */
+export type DiskDumpHeaderField =
+  | "headerVersion"
+  | "timestampSeconds"
+  | "timestampMicroseconds"
+  | "status"
+  | "blockSize"
+  | "subHdrSize"
+  | "bitmapBlocks"
+  | "maxMapnr32"
+  | "totalRamBlocks"
+  | "deviceBlocks"
+  | "writtenBlocks"
+  | "currentCpu"
+  | "nrCpus";
+
+const DISK_DUMP_HEADER_INTEGERS: readonly DiskDumpHeaderField[] = [
+  "headerVersion",
+  "timestampSeconds",
+  "timestampMicroseconds",
+  "status",
+  "blockSize",
+  "subHdrSize",
+  "bitmapBlocks",
+  "maxMapnr32",
+  "totalRamBlocks",
+  "deviceBlocks",
+  "writtenBlocks",
+  "currentCpu",
+  "nrCpus",
+];
+
+/** Offset of `utsname` (6 × 65 bytes) in both word sizes. */
+const UTSNAME_OFFSET = 12;
+
+/**
+ * `disk_dump_header` of a 64-bit machine. After `utsname` (12 + 6 × 65 =
+ * 402) the timestamp is aligned to 8. The signature (8 bytes at 0) and
+ * `utsname` (390 bytes at 12) are byte arrays.
+ */
+export const DISK_DUMP_HEADER_64: WireLayout<DiskDumpHeaderField | "signature" | "utsname"> =
+  wireLayout("disk_dump_header (64-bit)", 464, {
+    signature: ["signature", 0, 8],
+    headerVersion: ["header_version", 8, 4],
+    utsname: ["utsname", UTSNAME_OFFSET, 6 * UTS_LEN],
+    timestampSeconds: ["timestamp.tv_sec", 408, 8],
+    timestampMicroseconds: ["timestamp.tv_usec", 416, 8],
+    status: ["status", 424, 4],
+    blockSize: ["block_size", 428, 4],
+    subHdrSize: ["sub_hdr_size", 432, 4],
+    bitmapBlocks: ["bitmap_blocks", 436, 4],
+    maxMapnr32: ["max_mapnr", 440, 4],
+    totalRamBlocks: ["total_ram_blocks", 444, 4],
+    deviceBlocks: ["device_blocks", 448, 4],
+    writtenBlocks: ["written_blocks", 452, 4],
+    currentCpu: ["current_cpu", 456, 4],
+    nrCpus: ["nr_cpus", 460, 4],
+  });
+
+/** `disk_dump_header` of a 32-bit machine (QEMU i386, packed to 4). */
+export const DISK_DUMP_HEADER_32: WireLayout<DiskDumpHeaderField | "signature" | "utsname"> =
+  wireLayout("disk_dump_header (32-bit)", 452, {
+    signature: ["signature", 0, 8],
+    headerVersion: ["header_version", 8, 4],
+    utsname: ["utsname", UTSNAME_OFFSET, 6 * UTS_LEN],
+    timestampSeconds: ["timestamp.tv_sec", 404, 4],
+    timestampMicroseconds: ["timestamp.tv_usec", 408, 4],
+    status: ["status", 412, 4],
+    blockSize: ["block_size", 416, 4],
+    subHdrSize: ["sub_hdr_size", 420, 4],
+    bitmapBlocks: ["bitmap_blocks", 424, 4],
+    maxMapnr32: ["max_mapnr", 428, 4],
+    totalRamBlocks: ["total_ram_blocks", 432, 4],
+    deviceBlocks: ["device_blocks", 436, 4],
+    writtenBlocks: ["written_blocks", 440, 4],
+    currentCpu: ["current_cpu", 444, 4],
+    nrCpus: ["nr_cpus", 448, 4],
+  });
+
+/**
+ * The `disk_dump_header` layout of a word size.
+ *
+ * @param wordSize 8 (64-bit) or 4 (32-bit).
+ * @returns {@linkcode DISK_DUMP_HEADER_64} or {@linkcode DISK_DUMP_HEADER_32}.
+ *
+ * @example
+ * ```ts
+ * import { diskDumpHeaderLayout } from "@vmem-dump/vmem-dump/kdump";
+ * console.log(diskDumpHeaderLayout(8).fields.blockSize.offset); // 428
+ * ```
+ */
+export function diskDumpHeaderLayout(
+  wordSize: 8 | 4,
+): WireLayout<DiskDumpHeaderField | "signature" | "utsname"> {
+  return wordSize === 8 ? DISK_DUMP_HEADER_64 : DISK_DUMP_HEADER_32;
 }
 
-// Offsets of the fields after utsname (12 + 6 × 65 = 402): the 64-bit struct
-// aligns the timestamp to 8 (408), the 32-bit one to 4 (404).
-const LAYOUT_64: HeaderLayout = {
-  timestamp: 408, // timestamp: 16 bytes at 408
-  timestampWord: 8,
-  status: 424, // status: 4 bytes at 424
-  blockSize: 428, // block_size: 4 bytes at 428
-  subHdrSize: 432, // sub_hdr_size: 4 bytes at 432
-  bitmapBlocks: 436, // bitmap_blocks: 4 bytes at 436
-  maxMapnr: 440, // max_mapnr: 4 bytes at 440
-  nrCpus: 460, // nr_cpus: 4 bytes at 460
+/** Fields of `kdump_sub_header`, by {@linkcode KdumpSubHeader} key (`…64`: the v6 fields). */
+export type KdumpSubHeaderField =
+  | "physBase"
+  | "dumpLevel"
+  | "split"
+  | "startPfn"
+  | "endPfn"
+  | "offsetVmcoreinfo"
+  | "sizeVmcoreinfo"
+  | "offsetNote"
+  | "sizeNote"
+  | "offsetEraseinfo"
+  | "sizeEraseinfo"
+  | "startPfn64"
+  | "endPfn64"
+  | "maxMapnr64";
+
+/** `kdump_sub_header` of a 64-bit machine (version 6, the newest). */
+export const KDUMP_SUB_HEADER_64: WireLayout<KdumpSubHeaderField> = wireLayout(
+  "kdump_sub_header (64-bit)",
+  104,
+  {
+    physBase: ["phys_base", 0, 8],
+    dumpLevel: ["dump_level", 8, 4],
+    split: ["split", 12, 4],
+    startPfn: ["start_pfn", 16, 8],
+    endPfn: ["end_pfn", 24, 8],
+    offsetVmcoreinfo: ["offset_vmcoreinfo", 32, 8],
+    sizeVmcoreinfo: ["size_vmcoreinfo", 40, 8],
+    offsetNote: ["offset_note", 48, 8],
+    sizeNote: ["size_note", 56, 8],
+    offsetEraseinfo: ["offset_eraseinfo", 64, 8],
+    sizeEraseinfo: ["size_eraseinfo", 72, 8],
+    startPfn64: ["start_pfn_64", 80, 8],
+    endPfn64: ["end_pfn_64", 88, 8],
+    maxMapnr64: ["max_mapnr_64", 96, 8],
+  },
+);
+
+/** `kdump_sub_header` of a 32-bit machine (QEMU i386: `unsigned long` is 4 bytes, u64 packed to 4). */
+export const KDUMP_SUB_HEADER_32: WireLayout<KdumpSubHeaderField> = wireLayout(
+  "kdump_sub_header (32-bit)",
+  80,
+  {
+    physBase: ["phys_base", 0, 4],
+    dumpLevel: ["dump_level", 4, 4],
+    split: ["split", 8, 4],
+    startPfn: ["start_pfn", 12, 4],
+    endPfn: ["end_pfn", 16, 4],
+    offsetVmcoreinfo: ["offset_vmcoreinfo", 20, 8],
+    sizeVmcoreinfo: ["size_vmcoreinfo", 28, 4],
+    offsetNote: ["offset_note", 32, 8],
+    sizeNote: ["size_note", 40, 4],
+    offsetEraseinfo: ["offset_eraseinfo", 44, 8],
+    sizeEraseinfo: ["size_eraseinfo", 52, 4],
+    startPfn64: ["start_pfn_64", 56, 8],
+    endPfn64: ["end_pfn_64", 64, 8],
+    maxMapnr64: ["max_mapnr_64", 72, 8],
+  },
+);
+
+/** The `header_version` that introduced each sub-header field. */
+const SUB_HEADER_SINCE: Readonly<Record<KdumpSubHeaderField, number>> = {
+  physBase: 0,
+  dumpLevel: 1,
+  split: 2,
+  startPfn: 2,
+  endPfn: 2,
+  offsetVmcoreinfo: 3,
+  sizeVmcoreinfo: 3,
+  offsetNote: 4,
+  sizeNote: 4,
+  offsetEraseinfo: 5,
+  sizeEraseinfo: 5,
+  startPfn64: 6,
+  endPfn64: 6,
+  maxMapnr64: 6,
 };
-const LAYOUT_32: HeaderLayout = {
-  timestamp: 404, // timestamp: 8 bytes at 404
-  timestampWord: 4,
-  status: 412,
-  blockSize: 416,
-  subHdrSize: 420,
-  bitmapBlocks: 424,
-  maxMapnr: 428,
-  nrCpus: 448,
-};
+
+/**
+ * The `kdump_sub_header` layout of a word size.
+ *
+ * @param wordSize 8 (64-bit) or 4 (32-bit).
+ * @returns {@linkcode KDUMP_SUB_HEADER_64} or {@linkcode KDUMP_SUB_HEADER_32}.
+ *
+ * @example
+ * ```ts
+ * import { kdumpSubHeaderLayout } from "@vmem-dump/vmem-dump/kdump";
+ * console.log(kdumpSubHeaderLayout(4).fields.offsetNote.offset); // 32
+ * ```
+ */
+export function kdumpSubHeaderLayout(wordSize: 8 | 4): WireLayout<KdumpSubHeaderField> {
+  return wordSize === 8 ? KDUMP_SUB_HEADER_64 : KDUMP_SUB_HEADER_32;
+}
 
 function cString(bytes: Uint8Array): string {
   const end = bytes.indexOf(0);
@@ -155,16 +329,21 @@ function cString(bytes: Uint8Array): string {
 }
 
 /** Why a layout was rejected, or undefined when it fits. */
-function layoutProblem(view: DataView, layout: HeaderLayout, le: boolean): string | undefined {
-  const version = view.getUint32(8, le);
+function layoutProblem(
+  view: DataView,
+  layout: WireLayout<DiskDumpHeaderField | "signature" | "utsname">,
+  le: boolean,
+): string | undefined {
+  const f = layout.fields;
+  const version = getWireUint(view, 0, f.headerVersion, le);
   if (version < 1 || version > KDUMP_MAX_HEADER_VERSION) return `header_version ${version}`;
-  const blockSize = view.getUint32(layout.blockSize, le);
+  const blockSize = getWireUint(view, 0, f.blockSize, le);
   if (
     !isPowerOfTwo(blockSize) || blockSize < KDUMP_MIN_BLOCK_SIZE ||
     blockSize > KDUMP_MAX_BLOCK_SIZE
   ) return `block_size 0x${blockSize.toString(16)}`;
-  const bitmapBlocks = view.getUint32(layout.bitmapBlocks, le);
-  const maxMapnr = view.getUint32(layout.maxMapnr, le);
+  const bitmapBlocks = getWireUint(view, 0, f.bitmapBlocks, le);
+  const maxMapnr = getWireUint(view, 0, f.maxMapnr32, le);
   if (8 * bitmapBlocks * blockSize < maxMapnr) {
     return `bitmap_blocks ${bitmapBlocks} too small for max_mapnr ${maxMapnr}`;
   }
@@ -213,18 +392,24 @@ export function readDiskDumpHeader(bytes: Uint8Array): DiskDumpHeader {
   }
   const view = viewOf(bytes);
   const problems: string[] = [];
-  for (const [layout, wordSize] of [[LAYOUT_64, 8], [LAYOUT_32, 4]] as const) {
+  for (const wordSize of [8, 4] as const) {
+    const layout = diskDumpHeaderLayout(wordSize);
     for (const le of [true, false]) {
       const problem = layoutProblem(view, layout, le);
       if (problem !== undefined) {
         problems.push(`${wordSize * 8}-bit ${le ? "LE" : "BE"}: ${problem}`);
         continue;
       }
-      const uts = (i: number) => cString(bytes.subarray(12 + i * UTS_LEN, 12 + (i + 1) * UTS_LEN));
-      const ts = layout.timestamp;
+      const uts = (i: number) =>
+        cString(
+          bytes.subarray(UTSNAME_OFFSET + i * UTS_LEN, UTSNAME_OFFSET + (i + 1) * UTS_LEN),
+        );
+      const where = { format: "kdump", fileOffset: 0 } as const;
+      const n = (field: WireField) => getWireUint(view, 0, field, le, where);
+      const f = layout.fields;
       return {
         signature,
-        headerVersion: view.getUint32(8, le), // header_version: 4 bytes at 8
+        headerVersion: n(f.headerVersion),
         utsname: {
           sysname: uts(0),
           nodename: uts(1),
@@ -233,18 +418,18 @@ export function readDiskDumpHeader(bytes: Uint8Array): DiskDumpHeader {
           machine: uts(4),
           domainname: uts(5),
         },
-        timestampSeconds: layout.timestampWord === 8
-          ? getSafeU64(view, ts, le, { format: "kdump", offset: ts })
-          : view.getUint32(ts, le),
-        timestampMicroseconds: layout.timestampWord === 8
-          ? getSafeU64(view, ts + 8, le, { format: "kdump", offset: ts + 8 })
-          : view.getUint32(ts + 4, le),
-        status: view.getUint32(layout.status, le),
-        blockSize: view.getUint32(layout.blockSize, le),
-        subHdrSize: view.getUint32(layout.subHdrSize, le),
-        bitmapBlocks: view.getUint32(layout.bitmapBlocks, le),
-        maxMapnr32: view.getUint32(layout.maxMapnr, le),
-        nrCpus: view.getUint32(layout.nrCpus, le),
+        timestampSeconds: n(f.timestampSeconds),
+        timestampMicroseconds: n(f.timestampMicroseconds),
+        status: n(f.status),
+        blockSize: n(f.blockSize),
+        subHdrSize: n(f.subHdrSize),
+        bitmapBlocks: n(f.bitmapBlocks),
+        maxMapnr32: n(f.maxMapnr32),
+        totalRamBlocks: n(f.totalRamBlocks),
+        deviceBlocks: n(f.deviceBlocks),
+        writtenBlocks: n(f.writtenBlocks),
+        currentCpu: n(f.currentCpu),
+        nrCpus: n(f.nrCpus),
         littleEndian: le,
         wordSize,
       };
@@ -258,7 +443,7 @@ export function readDiskDumpHeader(bytes: Uint8Array): DiskDumpHeader {
 
 /** Size of `kdump_sub_header` of the newest version for a word size. */
 export function kdumpSubHeaderSize(wordSize: 8 | 4): number {
-  return wordSize === 8 ? 104 : 80;
+  return kdumpSubHeaderLayout(wordSize).byteLength;
 }
 
 /**
@@ -296,34 +481,29 @@ export function readKdumpSubHeader(
   const le = header.littleEndian;
   const view = viewOf(bytes);
   const v = header.headerVersion;
-  const w = header.wordSize;
-  const u64 = (at: number) => getSafeU64(view, at, le, { format: "kdump", offset: base + at });
-  const ulong = (at: number) => (w === 8 ? u64(at) : view.getUint32(at, le));
-  // 64-bit offsets first, 32-bit (QEMU packed / i386) second.
-  const at = (off64: number, off32: number) => (w === 8 ? off64 : off32);
+  const f = kdumpSubHeaderLayout(header.wordSize).fields;
+  const where = { format: "kdump", fileOffset: base } as const;
+  // Fields newer than the header's version read as 0.
+  const n = (key: KdumpSubHeaderField) =>
+    v >= SUB_HEADER_SINCE[key] ? getWireUint(view, 0, f[key], le, where) : 0;
   const sub: KdumpSubHeader = {
-    physBase: w === 8 ? view.getBigUint64(0, le) : BigInt(view.getUint32(0, le)), // phys_base at 0
-    dumpLevel: v >= 1 ? view.getUint32(at(8, 4), le) : 0, // dump_level: 4 bytes at 8 / 4
-    split: v >= 2 ? view.getUint32(at(12, 8), le) : 0, // split: 4 bytes at 12 / 8
-    startPfn: v >= 2 ? ulong(at(16, 12)) : 0, // start_pfn: ulong at 16 / 12
-    endPfn: v >= 2 ? ulong(at(24, 16)) : 0, // end_pfn: ulong at 24 / 16
-    offsetVmcoreinfo: v >= 3 ? u64(at(32, 20)) : 0, // offset_vmcoreinfo: 8 bytes at 32 / 20
-    sizeVmcoreinfo: v >= 3 ? ulong(at(40, 28)) : 0, // size_vmcoreinfo: ulong at 40 / 28
-    offsetNote: v >= 4 ? u64(at(48, 32)) : 0, // offset_note: 8 bytes at 48 / 32
-    sizeNote: v >= 4 ? ulong(at(56, 40)) : 0, // size_note: ulong at 56 / 40
-    offsetEraseinfo: v >= 5 ? u64(at(64, 44)) : 0, // offset_eraseinfo: 8 bytes at 64 / 44
-    sizeEraseinfo: v >= 5 ? ulong(at(72, 52)) : 0, // size_eraseinfo: ulong at 72 / 52
-    maxMapnr: header.maxMapnr32,
+    physBase: getWireBigUint(view, 0, f.physBase, le),
+    dumpLevel: n("dumpLevel"),
+    split: n("split"),
+    startPfn: v >= 6 ? n("startPfn64") : n("startPfn"),
+    endPfn: v >= 6 ? n("endPfn64") : n("endPfn"),
+    offsetVmcoreinfo: n("offsetVmcoreinfo"),
+    sizeVmcoreinfo: n("sizeVmcoreinfo"),
+    offsetNote: n("offsetNote"),
+    sizeNote: n("sizeNote"),
+    offsetEraseinfo: n("offsetEraseinfo"),
+    sizeEraseinfo: n("sizeEraseinfo"),
+    maxMapnr: v >= 6 ? n("maxMapnr64") : header.maxMapnr32,
   };
-  if (v >= 6) {
-    sub.startPfn = u64(at(80, 56)); // start_pfn_64: 8 bytes at 80 / 56
-    sub.endPfn = u64(at(88, 64)); // end_pfn_64: 8 bytes at 88 / 64
-    sub.maxMapnr = u64(at(96, 72)); // max_mapnr_64: 8 bytes at 96 / 72
-  }
-  const checks: [string, number, number, number][] = [
-    ["vmcoreinfo", sub.offsetVmcoreinfo, sub.sizeVmcoreinfo, at(32, 20)],
-    ["note", sub.offsetNote, sub.sizeNote, at(48, 32)],
-    ["eraseinfo", sub.offsetEraseinfo, sub.sizeEraseinfo, at(64, 44)],
+  const checks: [string, number, number, WireField][] = [
+    ["vmcoreinfo", sub.offsetVmcoreinfo, sub.sizeVmcoreinfo, f.offsetVmcoreinfo],
+    ["note", sub.offsetNote, sub.sizeNote, f.offsetNote],
+    ["eraseinfo", sub.offsetEraseinfo, sub.sizeEraseinfo, f.offsetEraseinfo],
   ];
   for (const [name, offset, size, field] of checks) {
     if (size === 0) continue;
@@ -332,9 +512,106 @@ export function readKdumpSubHeader(
         `Cannot read kdump sub header: ${name} at 0x${offset.toString(16)} + 0x${
           size.toString(16)
         } lies beyond the end of the file (0x${fileByteLength.toString(16)})`,
-        { format: "kdump", code: "out-of-range", offset: base + field },
+        { format: "kdump", code: "out-of-range", offset: base + field.offset },
       );
     }
   }
   return sub;
+}
+
+/**
+ * Encode a `disk_dump_header` at offset 0 of `bytes`, in the header's word
+ * size and byte order. The signature is always {@linkcode KDUMP_SIGNATURE};
+ * `utsname` strings are cut to 64 bytes and NUL-terminated.
+ *
+ * @param bytes Destination, at least the layout's size (bytes not covered are left as they are).
+ * @param header The header.
+ * @throws {RangeError} when a field does not fit its width.
+ *
+ * @example Round trip
+ * ```ts
+ * import { readDiskDumpHeader, writeDiskDumpHeader } from "@vmem-dump/vmem-dump/kdump";
+ * const b = new Uint8Array(464);
+ * writeDiskDumpHeader(b, {
+ *   signature: "KDUMP   ", headerVersion: 6,
+ *   utsname: { sysname: "Linux", nodename: "", release: "6.1.0", version: "", machine: "x86_64", domainname: "" },
+ *   timestampSeconds: 0, timestampMicroseconds: 0, status: 0x20, blockSize: 4096, subHdrSize: 1,
+ *   bitmapBlocks: 2, maxMapnr32: 1000, totalRamBlocks: 0, deviceBlocks: 0, writtenBlocks: 0,
+ *   currentCpu: 0, nrCpus: 1, littleEndian: true, wordSize: 8,
+ * });
+ * console.log(readDiskDumpHeader(b).utsname.release); // 6.1.0
+ * ```
+ */
+export function writeDiskDumpHeader(bytes: Uint8Array, header: DiskDumpHeader): void {
+  const layout = diskDumpHeaderLayout(header.wordSize);
+  const view = viewOf(bytes);
+  const le = header.littleEndian;
+  for (let i = 0; i < KDUMP_SIGNATURE.length; i++) bytes[i] = KDUMP_SIGNATURE.charCodeAt(i);
+  const u = header.utsname;
+  const strings = [u.sysname, u.nodename, u.release, u.version, u.machine, u.domainname];
+  for (let k = 0; k < strings.length; k++) {
+    const at = UTSNAME_OFFSET + k * UTS_LEN;
+    bytes.fill(0, at, at + UTS_LEN);
+    const text = strings[k]!;
+    for (let i = 0; i < Math.min(text.length, UTS_LEN - 1); i++) {
+      bytes[at + i] = text.charCodeAt(i) & 0xff;
+    }
+  }
+  for (const key of DISK_DUMP_HEADER_INTEGERS) {
+    setWireUint(view, 0, layout.fields[key], header[key], le);
+  }
+}
+
+/**
+ * Encode a version-6 `kdump_sub_header` at offset 0 of `bytes`. The pre-v6
+ * `start_pfn`/`end_pfn` get the same values as their `_64` twins when they
+ * fit, else 0 (as makedumpfile does).
+ *
+ * @param bytes Destination, at least {@linkcode kdumpSubHeaderSize} bytes.
+ * @param sub The sub header.
+ * @param header Word size and byte order come from it.
+ * @throws {RangeError} when a field does not fit its width.
+ *
+ * @example
+ * ```ts
+ * import { writeKdumpSubHeader } from "@vmem-dump/vmem-dump/kdump";
+ * const b = new Uint8Array(104);
+ * writeKdumpSubHeader(b, {
+ *   physBase: 0n, dumpLevel: 1, split: 0, offsetVmcoreinfo: 0, sizeVmcoreinfo: 0,
+ *   offsetNote: 0, sizeNote: 0, offsetEraseinfo: 0, sizeEraseinfo: 0,
+ *   startPfn: 0, endPfn: 0, maxMapnr: 0x48000,
+ * }, { wordSize: 8, littleEndian: true });
+ * console.log(new DataView(b.buffer).getUint32(96, true)); // 294912
+ * ```
+ */
+export function writeKdumpSubHeader(
+  bytes: Uint8Array,
+  sub: KdumpSubHeader,
+  header: Pick<DiskDumpHeader, "wordSize" | "littleEndian">,
+): void {
+  const layout = kdumpSubHeaderLayout(header.wordSize);
+  const f = layout.fields;
+  const view = viewOf(bytes);
+  const le = header.littleEndian;
+  const ulongMax = header.wordSize === 8 ? Number.MAX_SAFE_INTEGER : 0xffff_ffff;
+  const legacy = (n: number) => (n <= ulongMax ? n : 0);
+  const values: Record<KdumpSubHeaderField, number | bigint> = {
+    physBase: sub.physBase,
+    dumpLevel: sub.dumpLevel,
+    split: sub.split,
+    startPfn: legacy(sub.startPfn),
+    endPfn: legacy(sub.endPfn),
+    offsetVmcoreinfo: sub.offsetVmcoreinfo,
+    sizeVmcoreinfo: sub.sizeVmcoreinfo,
+    offsetNote: sub.offsetNote,
+    sizeNote: sub.sizeNote,
+    offsetEraseinfo: sub.offsetEraseinfo,
+    sizeEraseinfo: sub.sizeEraseinfo,
+    startPfn64: sub.startPfn,
+    endPfn64: sub.endPfn,
+    maxMapnr64: sub.maxMapnr,
+  };
+  for (const key of Object.keys(values) as KdumpSubHeaderField[]) {
+    setWireUint(view, 0, f[key], values[key], le);
+  }
 }

@@ -6,10 +6,25 @@
  */
 
 import { FormatError } from "../errors.ts";
-import { getSafeU64 } from "../io/endian.ts";
+import {
+  getWireBigUint,
+  getWireUint,
+  setWireUint,
+  type WireLayout,
+  wireLayout,
+} from "../io/wire.ts";
+
+/** `page_desc`: the same 24 bytes in both word sizes. */
+export const PAGE_DESC: WireLayout<"fileOffset" | "byteLength" | "flags" | "pageFlags"> =
+  wireLayout("page_desc", 24, {
+    fileOffset: ["offset", 0, 8], // a signed off_t; negative values are rejected as > 2^53
+    byteLength: ["size", 8, 4],
+    flags: ["flags", 12, 4],
+    pageFlags: ["page_flags", 16, 8],
+  });
 
 /** Size of one `page_desc`. */
-export const PAGE_DESC_SIZE = 24;
+export const PAGE_DESC_SIZE: number = PAGE_DESC.byteLength;
 
 /** A decoded `page_desc`. */
 export interface PageDesc {
@@ -50,13 +65,43 @@ export function readPageDesc(
   littleEndian: boolean,
   fileOffset: number,
 ): PageDesc {
+  const f = PAGE_DESC.fields;
+  const le = littleEndian;
   return {
-    // offset: 8 bytes (signed off_t) at 0
-    fileOffset: getSafeU64(view, at, littleEndian, { format: "kdump", offset: fileOffset }),
-    byteLength: view.getUint32(at + 8, littleEndian), // size: 4 bytes at 8
-    flags: view.getUint32(at + 12, littleEndian), // flags: 4 bytes at 12
-    pageFlags: view.getBigUint64(at + 16, littleEndian), // page_flags: 8 bytes at 16
+    fileOffset: getWireUint(view, at, f.fileOffset, le, { format: "kdump", fileOffset }),
+    byteLength: getWireUint(view, at, f.byteLength, le),
+    flags: getWireUint(view, at, f.flags, le),
+    pageFlags: getWireBigUint(view, at, f.pageFlags, le),
   };
+}
+
+/**
+ * Encode a `page_desc` at `at` of `view`.
+ *
+ * @param view Destination.
+ * @param at Offset of the descriptor inside `view`.
+ * @param littleEndian Byte order of the dump.
+ * @param desc The descriptor.
+ *
+ * @example
+ * ```ts
+ * import { readPageDesc, writePageDesc } from "@vmem-dump/vmem-dump/kdump";
+ * const v = new DataView(new ArrayBuffer(24));
+ * writePageDesc(v, 0, true, { fileOffset: 0x5000, byteLength: 100, flags: 0x20, pageFlags: 0n });
+ * console.log(readPageDesc(v, 0, true, 0).flags); // 32
+ * ```
+ */
+export function writePageDesc(
+  view: DataView,
+  at: number,
+  littleEndian: boolean,
+  desc: PageDesc,
+): void {
+  const f = PAGE_DESC.fields;
+  setWireUint(view, at, f.fileOffset, desc.fileOffset, littleEndian);
+  setWireUint(view, at, f.byteLength, desc.byteLength, littleEndian);
+  setWireUint(view, at, f.flags, desc.flags, littleEndian);
+  setWireUint(view, at, f.pageFlags, desc.pageFlags, littleEndian);
 }
 
 /**

@@ -16,8 +16,10 @@ import { isFlattenedKdump, openFlattened } from "./flattened.ts";
 import {
   DISK_DUMP_HEADER_SIZE,
   type DiskDumpHeader,
+  diskDumpHeaderLayout,
   DUMP_DH_COMPRESSED_INCOMPLETE,
   type KdumpSubHeader,
+  kdumpSubHeaderLayout,
   kdumpSubHeaderSize,
   readDiskDumpHeader,
   readKdumpSubHeader,
@@ -175,7 +177,8 @@ async function openKdump(
   }
   const header = readDiskDumpHeader(head);
   const B = header.blockSize;
-  if (header.subHdrSize < 1) throw bad(`sub_hdr_size ${header.subHdrSize}`, 432);
+  const hf = diskDumpHeaderLayout(header.wordSize).fields;
+  if (header.subHdrSize < 1) throw bad(`sub_hdr_size ${header.subHdrSize}`, hf.subHdrSize.offset);
   const bitmapStart = (1 + header.subHdrSize) * B;
   const descTableOffset = bitmapStart + header.bitmapBlocks * B;
   if (descTableOffset > fileByteLength) {
@@ -184,7 +187,7 @@ async function openKdump(
         `(block size 0x${B.toString(16)}) put the page descriptors at 0x${
           descTableOffset.toString(16)
         }, beyond the end of the file (0x${fileByteLength.toString(16)})`,
-      header.wordSize === 8 ? 436 : 424,
+      hf.bitmapBlocks.offset,
       "out-of-range",
     );
   }
@@ -197,7 +200,7 @@ async function openKdump(
   if (!twoBitmaps && header.bitmapBlocks < mapBlocks) {
     throw bad(
       `bitmap_blocks ${header.bitmapBlocks} cannot hold ${maxMapnr} pfns`,
-      header.wordSize === 8 ? 436 : 424,
+      hf.bitmapBlocks.offset,
     );
   }
   // Notes and VMCOREINFO live in the sub-header blocks.
@@ -233,7 +236,11 @@ async function openKdump(
   const startPfn = split ? subHeader.startPfn : 0;
   const endPfn = split ? Math.min(subHeader.endPfn, maxMapnr) : maxMapnr;
   if (split && startPfn > endPfn) {
-    throw bad(`split range ${startPfn}-${endPfn} is empty`, B + 80, "out-of-range");
+    throw bad(
+      `split range ${startPfn}-${endPfn} is empty`,
+      B + kdumpSubHeaderLayout(header.wordSize).fields.startPfn64.offset,
+      "out-of-range",
+    );
   }
   const rankBase = dumpable.rank(startPfn);
   const pageCount = dumpable.rank(endPfn) - rankBase;
