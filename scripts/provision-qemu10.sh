@@ -19,7 +19,7 @@
 #      before) - also when a step fails (EXIT trap).
 #
 # Running the result needs LD_LIBRARY_PATH, QEMU_MODULE_DIR and -L options;
-# tests/_util/qemu.ts (qemuFlavor("10")) sets them. Print them with
+# tests/_util/qemu_binary.ts (qemuBinary("10")) sets them. Print them with
 #   scripts/provision-qemu10.sh --print-env
 set -euo pipefail
 

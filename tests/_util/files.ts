@@ -33,3 +33,24 @@ export async function readFileBytes(
   }
   return out.subarray(0, got);
 }
+
+/**
+ * Write `text` to a fresh temporary file, run `fn` on its path, remove it.
+ *
+ * @param text File contents.
+ * @param fn Gets the path.
+ * @returns What `fn` returns.
+ * @example
+ * ```ts ignore
+ * await withTempFile("0x100000000-0x101c00000\n", (plugmap) => loadPlugMap({ plugmap }));
+ * ```
+ */
+export async function withTempFile<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {
+  const path = await Deno.makeTempFile();
+  try {
+    await Deno.writeTextFile(path, text);
+    return await fn(path);
+  } finally {
+    await Deno.remove(path);
+  }
+}

@@ -3,8 +3,8 @@
  * unix socket: physical-memory reads and writes, used to put data into
  * unplugged virtio-mem blocks from the host side (the "malicious" scenarios).
  *
- * QEMU pauses the guest while a debugger is attached; `QemuGuest.gdbWritePhys`
- * in `qemu.ts` restores the run state afterwards.
+ * QEMU pauses the guest while a debugger is attached; `QemuProcess.gdbWritePhys`
+ * in `qemu_process.ts` restores the run state afterwards.
  *
  * @module
  */

@@ -18,6 +18,8 @@
  * | `poweroff` | power off |
  *
  * The guest prints `VMEM-GUEST: READY` on ttyS0 when the protocol is up.
+ * The host side (the `LinuxGuest` driver) is in `linux_guest.ts`; the
+ * protocol client in `guest_driver.ts`.
  *
  * @module
  */
@@ -26,13 +28,12 @@ import { createHash } from "node:crypto";
 import { existsSync, withCacheLock } from "./lock.ts";
 import { requireTool } from "./tools.ts";
 
+export { GUEST_READY_MARKER, GuestChannel, type GuestReply } from "./guest_driver.ts";
+
 const REPO_ROOT = new URL("../../", import.meta.url);
 const GUEST_CACHE = decodeURIComponent(new URL(".cache/guest/", REPO_ROOT).pathname);
 
-/** Marker the guest prints on its console when the command channel is ready. */
-export const GUEST_READY_MARKER = "VMEM-GUEST: READY";
-
-/** Guest kernel command line used by {@linkcode startGuest} in `qemu.ts`. */
+/** Guest kernel command line (`linuxGuestSpec()` in `linux_guest.ts` appends its extra arguments). */
 export const GUEST_KERNEL_CMDLINE: string = "console=ttyS0 memhp_default_state=online_movable " +
   "init_on_free=1 nokaslr mitigations=off panic=-1 quiet cryptomgr.notests";
 
@@ -327,105 +328,4 @@ async function buildInitramfsUncached(): Promise<GuestImage> {
     }
   });
   return image;
-}
-
-/** A guest's answer on the command channel. */
-export interface GuestReply {
-  /** The command word. */
-  command: string;
-  /** Exit status reported by the guest. */
-  rc: number;
-  /** Output lines before the `DONE` line. */
-  lines: string[];
-}
-
-/**
- * Client for the guest's ttyS1 line protocol over QEMU's unix socket chardev.
- * Created by `QemuGuest`; use `guest.guestCmd(...)` instead of this directly.
- */
-export class GuestChannel {
-  #conn: Deno.UnixConn;
-  #buf = "";
-  #decoder = new TextDecoder();
-  #closed = false;
-
-  /**
-   * Wrap a connected socket; prefer {@linkcode GuestChannel.connect}.
-   *
-   * @param conn Connected unix socket to the `cmd` chardev.
-   */
-  constructor(conn: Deno.UnixConn) {
-    this.#conn = conn;
-  }
-
-  /**
-   * Connect to the chardev socket.
-   *
-   * @param path Socket path.
-   * @returns The channel.
-   * @example
-   * ```ts ignore
-   * const ch = await GuestChannel.connect(`${dir}/cmd.sock`);
-   * ```
-   */
-  static async connect(path: string): Promise<GuestChannel> {
-    return new GuestChannel(await Deno.connect({ transport: "unix", path }));
-  }
-
-  /**
-   * Send one command and wait for its `DONE` line.
-   *
-   * @param line Command line, e.g. `"fill 48"`.
-   * @param timeoutMs Give up after this long.
-   * @returns The reply.
-   * @throws {Error} On timeout or a closed channel.
-   * @example
-   * ```ts ignore
-   * const reply = await ch.run("ping", 10_000);
-   * ```
-   */
-  async run(line: string, timeoutMs: number): Promise<GuestReply> {
-    if (this.#closed) throw new Error("guest channel is closed");
-    if (line.includes("\n")) throw new TypeError("guest command must be one line");
-    const command = line.trim().split(/\s+/)[0] ?? "";
-    await this.#conn.write(new TextEncoder().encode(line + "\n"));
-    const lines: string[] = [];
-    const deadline = Date.now() + timeoutMs;
-    const buf = new Uint8Array(4096);
-    for (;;) {
-      let nl: number;
-      while ((nl = this.#buf.indexOf("\n")) >= 0) {
-        const l = this.#buf.slice(0, nl).replace(/\r$/, "");
-        this.#buf = this.#buf.slice(nl + 1);
-        const m = /^DONE (\S+) rc=(\d+)$/.exec(l);
-        if (m && m[1] === command) return { command, rc: Number(m[2]), lines };
-        lines.push(l);
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`guest command "${line}" timed out after ${timeoutMs} ms`);
-      }
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const n = await Promise.race([
-        this.#conn.read(buf),
-        new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), left))),
-      ]).finally(() => clearTimeout(timer));
-      if (n === "timeout") {
-        // the read stays pending; close so it settles, then report
-        this.close();
-        throw new Error(`guest command "${line}" timed out after ${timeoutMs} ms`);
-      }
-      if (n === null) throw new Error(`guest channel closed during "${line}"`);
-      this.#buf += this.#decoder.decode(buf.subarray(0, n), { stream: true });
-    }
-  }
-
-  /** Close the socket. Safe to call twice. */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch { /* already closed */ }
-  }
 }

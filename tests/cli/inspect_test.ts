@@ -1,27 +1,6 @@
 import assert from "node:assert/strict";
+import { CLI_MAIN, runCliProcess as cli } from "../_util/cli.ts";
 import { realdata, realdataFacts, type RealdataSet, realdataSharedDir } from "../_util/realdata.ts";
-
-const MAIN = new URL("../../cli/main.ts", import.meta.url).pathname;
-
-async function cli(
-  args: string[],
-  stdin?: Uint8Array,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    stdin: stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin) {
-    const w = child.stdin.getWriter();
-    await w.write(stdin);
-    await w.close();
-  }
-  const out = await child.output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
 
 async function inspectCountsMatch(set: RealdataSet, scenario: string, pluggedBlocks: number) {
   const path = await realdata(set, `${scenario}.mig`);
@@ -64,7 +43,7 @@ Deno.test("vmem-dump inspect --json finds the 76,800 virtio-mem records of the l
       "inspect",
       archive,
       Deno.execPath(),
-      MAIN,
+      CLI_MAIN,
     ],
     stdin: "null",
     stdout: "piped",

@@ -1,5 +1,5 @@
 /**
- * The real-QEMU harness itself: boot the Linux guest under TCG, plug and
+ * The real-QEMU harness itself with the Linux guest: boot under TCG, plug and
  * unplug virtio-mem memory, migrate to a file, load the file into a
  * destination started with `-incoming defer`, and check that the
  * destination's guest memory equals the source's. Also the template for
@@ -13,7 +13,7 @@ import {
   qemuAvailable,
   type QemuVersion,
   startDestination,
-  startGuest,
+  startLinuxGuest,
   tempDir,
   VMEM_GPA,
 } from "../_util/qemu.ts";
@@ -32,7 +32,7 @@ function indexOfBytes(haystack: Uint8Array, needle: Uint8Array): number {
 for (const qemu of ["7.2", "10"] as QemuVersion[]) {
   Deno.test({
     name:
-      `startGuest() and startDestination() migrate a virtio-mem guest through a file (QEMU ${qemu})`,
+      `startLinuxGuest() and startDestination() migrate a virtio-mem guest through a file (QEMU ${qemu})`,
     ignore: !qemuAvailable(qemu),
     sanitizeOps: true,
     sanitizeResources: true,
@@ -45,14 +45,14 @@ for (const qemu of ["7.2", "10"] as QemuVersion[]) {
       const mig = `${tmp.path}/holes.mig`;
       const srcElf = `${tmp.path}/src.elf`;
       const dstElf = `${tmp.path}/dst.elf`;
-      await using src = await startGuest({ qemu });
+      await using src = await startLinuxGuest({ qemu });
       mark("boot");
 
       await t.step("plugTo(), fill(), offlineBlock() leave holes in the device", async () => {
-        await src.plugTo(200 * MiB);
-        await src.fill(8);
-        await src.offlineBlock(0);
-        await src.plugTo(100 * MiB);
+        await src.guest.plugTo(200 * MiB);
+        await src.guest.fill(8);
+        await src.guest.offlineBlock(0);
+        await src.guest.plugTo(100 * MiB);
         const vmem = await src.vmem();
         assert.equal(vmem.memaddr, VMEM_GPA);
         assert.equal(vmem.size, 100 * MiB);
@@ -90,7 +90,7 @@ for (const qemu of ["7.2", "10"] as QemuVersion[]) {
           assert.ok(cmp.loadsA.some((l) => l.gpa >= VMEM_GPA));
           // and the guest keeps running on the destination
           await dst.resume();
-          await dst.guestCmd("ping", { timeoutMs: 30_000 });
+          await dst.guest.command("ping", { timeoutMs: 30_000 });
         }
         mark("destination load + dump + compare");
       });
@@ -103,9 +103,9 @@ for (const qemu of ["7.2", "10"] as QemuVersion[]) {
           const page = evilPage("EVIL-MIG", gpa);
           const evilMig = `${tmp.path}/evil.mig`;
           await src.migrateToFile(evilMig, {
-            onPreSwitchover: async (guest) => {
-              assert.equal((await guest.runState()).running, false);
-              await guest.gdbWritePhys(gpa, page);
+            onPreSwitchover: async (vm) => {
+              assert.equal((await vm.runState()).running, false);
+              await vm.gdbWritePhys(gpa, page);
             },
           });
           const bytes = await Deno.readFile(evilMig);

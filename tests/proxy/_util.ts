@@ -299,30 +299,7 @@ export function rebatch(
   return out;
 }
 
-/** A fake CLI io that records its output. */
-export function memoryIo(): {
-  io: { out(t: string): Promise<void>; err(t: string): Promise<void>; stderrIsTerminal: boolean };
-  out: () => string;
-  err: () => string;
-} {
-  let out = "";
-  let err = "";
-  return {
-    io: {
-      out(t: string) {
-        out += t;
-        return Promise.resolve();
-      },
-      err(t: string) {
-        err += t;
-        return Promise.resolve();
-      },
-      stderrIsTerminal: false,
-    },
-    out: () => out,
-    err: () => err,
-  };
-}
+export { memoryIo } from "../_util/cli.ts";
 
 /**
  * A reader over a file with no read-ahead (so aborting mid-stream leaves no

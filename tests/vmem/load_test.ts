@@ -1,39 +1,10 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../../src/errors.ts";
-import { formatPlugMapJson } from "../../src/vmem/json.ts";
 import { extractPlugStateFromStreamFile, loadPlugMap } from "../../src/vmem/load.ts";
-import { main } from "../../cli/main.ts";
-import type { CliIo } from "../../cli/io.ts";
 import { realVirtioMem } from "./_plug_stream.ts";
+import { withTempFile } from "../_util/files.ts";
 import { realdataAvailable } from "../_util/realdata.ts";
 import { qmpReply, S2_JSON } from "./_fixtures.ts";
-
-async function withTemp<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {
-  const path = await Deno.makeTempFile();
-  try {
-    await Deno.writeTextFile(path, text);
-    return await fn(path);
-  } finally {
-    await Deno.remove(path);
-  }
-}
-
-function memoryIo(): CliIo & { stdout: string; stderr: string } {
-  const io = {
-    stdout: "",
-    stderr: "",
-    stderrIsTerminal: false,
-    out(text: string) {
-      io.stdout += text;
-      return Promise.resolve();
-    },
-    err(text: string) {
-      io.stderr += text;
-      return Promise.resolve();
-    },
-  };
-  return io;
-}
 
 Deno.test("loadPlugMap() reads every --plugmap format to the same map", async () => {
   const want = JSON.stringify(S2_JSON);
@@ -49,7 +20,7 @@ Deno.test("loadPlugMap() reads every --plugmap format to the same map", async ()
     "0x100000000-0x101c00000\n0x108000000-0x10c800000\n",
   ];
   for (const [i, text] of inputs.entries()) {
-    const map = await withTemp(text, (plugmap) => loadPlugMap({ plugmap }));
+    const map = await withTempFile(text, (plugmap) => loadPlugMap({ plugmap }));
     const got = map!.toJSON();
     if (i === 1) got.devices[0]!["usable-region-size"] = 268435456; // QMP does not report it
     assert.equal(JSON.stringify(got), want, `input ${i}`);
@@ -57,7 +28,7 @@ Deno.test("loadPlugMap() reads every --plugmap format to the same map", async ()
   assert.equal(await loadPlugMap({}), undefined);
   await assert.rejects(loadPlugMap({ plugmap: "a", plugmapFrom: "b" }), TypeError);
   await assert.rejects(
-    withTemp("0x1-0x2\n", (plugmap) => loadPlugMap({ plugmap })),
+    withTempFile("0x1-0x2\n", (plugmap) => loadPlugMap({ plugmap })),
     (e: unknown) => e instanceof FormatError && e.format === "plugmap",
   );
   await assert.rejects(loadPlugMap({ plugmap: "/nonexistent/plugmap.json" }), Deno.errors.NotFound);
@@ -105,77 +76,5 @@ Deno.test({
     } finally {
       await Deno.remove(zst);
     }
-  },
-});
-
-Deno.test({
-  name: "vmem-dump plugmap prints JSON, ranges and range lists",
-  ignore: !realdataAvailable("out-q10"),
-  fn: async () => {
-    const r = await realVirtioMem("out-q10", "s2-holes-100M");
-    let io = memoryIo();
-    assert.equal(await main(["plugmap", "--complete", r.migPath], io), 0);
-    assert.equal(
-      io.stdout,
-      formatPlugMapJson((await loadPlugMap({ plugmapFrom: r.migPath, complete: true }))!),
-    );
-    assert.deepEqual(JSON.parse(io.stdout), S2_JSON);
-    io = memoryIo();
-    assert.equal(await main(["plugmap", "--ranges", r.migPath], io), 0);
-    assert.match(io.stdout, /unplugged\s+0x101c00000-0x108000000\s+100 MiB\s+14-63/);
-    assert.match(io.stdout, /requested unknown, usable unknown/);
-    io = memoryIo();
-    assert.equal(await main(["plugmap", "--ranges", "--json", r.migPath], io), 0);
-    assert.deepEqual(JSON.parse(io.stdout).unplugged, [[0x1_01c0_0000, 100 << 20], [
-      0x1_0c80_0000,
-      56 << 20,
-    ]]);
-    io = memoryIo();
-    assert.equal(await main(["plugmap", "--range-list", "-v", r.migPath], io), 0);
-    assert.match(
-      io.stdout,
-      /^device memaddr=0x100000000 .*\n0x100000000-0x101c00000\n0x108000000-0x10c800000\n$/,
-    );
-    assert.match(io.stderr, /layout early, found by early/);
-    // Converting a --plugmap input back to JSON.
-    const list = io.stdout;
-    await withTemp(list, async (plugmap) => {
-      const io2 = memoryIo();
-      assert.equal(await main(["plugmap", "--plugmap", plugmap], io2), 0);
-      assert.equal(JSON.parse(io2.stdout).devices[0].size, 104857600);
-    });
-    // Usage errors.
-    io = memoryIo();
-    assert.equal(await main(["plugmap"], io), 2);
-    assert.equal(await main(["plugmap", "--json", r.migPath], memoryIo()), 2);
-    assert.equal(await main(["plugmap", "--plugmap", "x", r.migPath], memoryIo()), 2);
-    assert.equal(await main(["plugmap", "--bogus", r.migPath], memoryIo()), 2);
-  },
-});
-
-Deno.test({
-  name: "vmem-dump plugmap - reads a late-layout stream from a pipe",
-  ignore: !realdataAvailable("out-small"),
-  fn: async () => {
-    const r = await realVirtioMem("out-small", "s2-holes-100M");
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        new URL("../../cli/main.ts", import.meta.url).pathname,
-        "plugmap",
-        "-v",
-        "-",
-      ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const file = await Deno.open(r.migPath);
-    await file.readable.pipeTo(child.stdin);
-    const out = await child.output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), S2_JSON);
-    assert.match(new TextDecoder().decode(out.stderr), /layout late, found by stream/);
   },
 });

@@ -1,30 +1,12 @@
 import assert from "node:assert/strict";
 import { run } from "../../cli/commands/strip.ts";
 import { main } from "../../cli/main.ts";
-import type { CliIo } from "../../cli/io.ts";
 import { encodeNote, readElfCore } from "../../src/elf/mod.ts";
 import { buildElf } from "../_util/elf_builder.ts";
 import { realdata, realdataAvailable } from "../_util/realdata.ts";
-import { listDir } from "./_helpers.ts";
-import { countMarker, plugMapJson, REGION, unpluggedRanges } from "./_realdata.ts";
-
-function captureIo(): CliIo & { stdout: () => string; stderr: () => string } {
-  let out = "";
-  let err = "";
-  return {
-    out(t) {
-      out += t;
-      return Promise.resolve();
-    },
-    err(t) {
-      err += t;
-      return Promise.resolve();
-    },
-    stderrIsTerminal: false,
-    stdout: () => out,
-    stderr: () => err,
-  };
-}
+import { memoryIo } from "../_util/cli.ts";
+import { listDir } from "../elf/_helpers.ts";
+import { countMarker, plugMapJson, REGION, unpluggedRanges } from "../elf/_realdata.ts";
 
 /** A small dump of the s2 layout: pc.ram stand-in plus the whole 256 MiB region described, 4 MiB of it in the file. */
 function smallDump(): Uint8Array {
@@ -46,16 +28,19 @@ Deno.test("strip run() rewrites an ELF dump and reports the removed ranges per d
   try {
     Deno.writeFileSync(`${dir}/in.elf`, smallDump());
     Deno.writeTextFileSync(`${dir}/pm.json`, plugMapJson("s2-holes-100M"));
-    const io = captureIo();
-    const code = await run([`${dir}/in.elf`, `${dir}/out.elf`, "--plugmap", `${dir}/pm.json`], io);
-    assert.equal(code, 0, io.stderr());
-    assert.match(io.stdout(), /QEMU >= 7\.2 layout/);
+    const io = memoryIo();
+    const code = await run(
+      [`${dir}/in.elf`, `${dir}/out.elf`, "--plugmap", `${dir}/pm.json`],
+      io.io,
+    );
+    assert.equal(code, 0, io.err());
+    assert.match(io.out(), /QEMU >= 7\.2 layout/);
     assert.match(
-      io.stdout(),
+      io.out(),
       /device 0000:00:01\.0 \(0000:00:01\.0\/vmem0mem, 0x100000000-0x110000000, block 0x200000\): removed 33,554,432 bytes/,
     );
     assert.match(
-      io.stdout(),
+      io.out(),
       /0x101c00000-0x103c00000 {2}blocks 14-29 {2}33,554,432 bytes \(file data 0\)/,
     );
     using core = await readElfCore(`${dir}/out.elf`);
@@ -65,12 +50,15 @@ Deno.test("strip run() rewrites an ELF dump and reports the removed ranges per d
       0x10000,
     ], [REGION.gpa, 14 * 0x20_0000, 0x40_0000]]);
 
-    const j = captureIo();
+    const j = memoryIo();
     assert.equal(
-      await run([`${dir}/in.elf`, `${dir}/out2.elf`, "--plugmap", `${dir}/pm.json`, "--json"], j),
+      await run(
+        [`${dir}/in.elf`, `${dir}/out2.elf`, "--plugmap", `${dir}/pm.json`, "--json"],
+        j.io,
+      ),
       0,
     );
-    const report = JSON.parse(j.stdout());
+    const report = JSON.parse(j.out());
     assert.equal(report.devices[0].byteLength, 16 * 0x20_0000);
     assert.deepEqual(
       report.devices[0].ranges.map((
@@ -124,9 +112,9 @@ Deno.test("strip run() reports usage errors with exit code 2 and corrupt input w
       ],
     ];
     for (const [args, want, message] of cases) {
-      const io = captureIo();
-      assert.equal(await main(args, io), want, `${args.join(" ")}: ${io.stderr()}`);
-      assert.match(io.stderr(), message);
+      const io = memoryIo();
+      assert.equal(await main(args, io.io), want, `${args.join(" ")}: ${io.err()}`);
+      assert.match(io.err(), message);
     }
     assert.deepEqual(listDir(dir), ["bad.elf", "pm.json", "raw.bin"]);
   } finally {
@@ -141,7 +129,7 @@ Deno.test("strip run() converts a raw image to ELF or zeroes it with --format ra
     const image = new Uint8Array(16 * 0x20_0000).fill(0x5a);
     Deno.writeFileSync(`${dir}/img.raw`, image);
     Deno.writeTextFileSync(`${dir}/pm.json`, plugMapJson("s2-holes-100M"));
-    const io = captureIo();
+    const io = memoryIo();
     assert.equal(
       await run([
         `${dir}/img.raw`,
@@ -150,15 +138,15 @@ Deno.test("strip run() converts a raw image to ELF or zeroes it with --format ra
         `${dir}/pm.json`,
         "--base",
         "0x100000000",
-      ], io),
+      ], io.io),
       0,
-      io.stderr(),
+      io.err(),
     );
-    assert.match(io.stdout(), /raw image at 0x100000000/);
+    assert.match(io.out(), /raw image at 0x100000000/);
     using core = await readElfCore(`${dir}/img.elf`);
     assert.deepEqual(core.loads.map((s) => [s.gpa, s.byteLength]), [[REGION.gpa, 14 * 0x20_0000]]);
 
-    const io2 = captureIo();
+    const io2 = memoryIo();
     assert.equal(
       await run([
         `${dir}/img.raw`,
@@ -170,10 +158,10 @@ Deno.test("strip run() converts a raw image to ELF or zeroes it with --format ra
         "--format",
         "raw",
         "--json",
-      ], io2),
+      ], io2.io),
       0,
     );
-    assert.equal(JSON.parse(io2.stdout()).zeroedByteLength, 2 * 0x20_0000);
+    assert.equal(JSON.parse(io2.out()).zeroedByteLength, 2 * 0x20_0000);
     const z = Deno.readFileSync(`${dir}/img.zero`);
     assert.equal(z[14 * 0x20_0000 - 1], 0x5a);
     assert.equal(z[14 * 0x20_0000], 0);

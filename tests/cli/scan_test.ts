@@ -6,7 +6,7 @@ import { decodeMigration } from "../../src/migration/decoder.ts";
 import { encodeMigration } from "../../src/migration/encoder.ts";
 import type { MigrationRecord } from "../../src/migration/types.ts";
 import { realdata, realdataFacts } from "../_util/realdata.ts";
-import { listedPages, scanCli } from "./_cli.ts";
+import { listedPages, scanCli } from "../scan/_cli.ts";
 
 const TESTDATA = new URL("../../testdata/migration/", import.meta.url);
 const fixture = (name: string) => decodeURIComponent(new URL(name, TESTDATA).pathname);

@@ -11,7 +11,7 @@ import {
 import { openContainer } from "../../src/container/open.ts";
 import { assertBytesEqual } from "../_util/assert.ts";
 import { concatBytes } from "../_util/chunkings.ts";
-import { drain, fakeStream, zstd } from "./_helpers.ts";
+import { drain, fakeStream, zstd } from "../container/_helpers.ts";
 
 function memoryIo(): CliIo & { stdout: string[]; stderr: string[] } {
   const stdout: string[] = [];

@@ -1,0 +1,102 @@
+/** `vmem-dump filter`: real streams, pipes, usage errors (the dropper itself: tests/migration/filter_test.ts). */
+
+import assert from "node:assert/strict";
+import { run as runFilter } from "../../cli/commands/filter.ts";
+import { main } from "../../cli/main.ts";
+import { CLI_MAIN, memoryIo } from "../_util/cli.ts";
+import { realdata, realdataAvailable, realdataFacts, type RealdataSet } from "../_util/realdata.ts";
+
+const SETS: RealdataSet[] = ["out-small", "out-q10"];
+
+for (const set of SETS) {
+  Deno.test({
+    name: `vmem-dump filter drops the EVIL-MIG pages of real ${set} s3 and reports them`,
+    ignore: !realdataAvailable(set),
+    fn: async () => {
+      const path = await realdata(set, "s3-malicious.mig");
+      const dir = await Deno.makeTempDir({ prefix: "vmem-filter-" });
+      try {
+        const out = `${dir}/out.mig`;
+        const m = memoryIo();
+        assert.equal(await runFilter([path, out, "--json"], m.io), 0);
+        const report = JSON.parse(m.out());
+        assert.equal(report.droppedRecords, 2);
+        assert.equal(report.plugState.source, set === "out-q10" ? "in-band" : "two-pass");
+        const evil = realdataFacts(set).manifest.malicious_writes.during_migration.map((
+          w: { gpa: number },
+        ) => w.gpa);
+        assert.deepEqual(
+          report.dropped.map((d: { gpa: number }) => d.gpa).sort(),
+          [...evil].sort(),
+        );
+        assert.equal((await Deno.stat(out)).size, report.bytesOut);
+        assert.deepEqual(
+          [...Deno.readDirSync(dir)].map((e) => e.name),
+          ["out.mig"],
+          "no temp files left",
+        );
+        // Text report on stderr.
+        const t = memoryIo();
+        assert.equal(await runFilter([path, `${dir}/out2.mig`], t.io), 0);
+        assert.match(t.err(), /dropped 2 of [\d,]+ page records/);
+        assert.match(t.err(), /gpa 0x104e01000/);
+        // The output filters to itself.
+        const again = memoryIo();
+        assert.equal(await runFilter([out, `${dir}/out3.mig`, "--json"], again.io), 0);
+        assert.equal(JSON.parse(again.out()).droppedRecords, 0);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
+
+Deno.test({
+  name:
+    "vmem-dump filter reads a pipe and writes stdout (early layout), refuses a late-layout pipe",
+  ignore: !realdataAvailable("out-q10") || !realdataAvailable("out-small"),
+  fn: async () => {
+    const runPipe = async (path: string) => {
+      const cmd = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", CLI_MAIN, "filter", "-", "-"],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      });
+      const child = cmd.spawn();
+      const file = await Deno.open(path);
+      const feeding = file.readable.pipeTo(child.stdin).catch(() => {});
+      let outBytes = 0;
+      const reading = (async () => {
+        for await (const c of child.stdout) outBytes += c.byteLength;
+      })();
+      const errText = new Response(child.stderr).text();
+      const status = await child.status;
+      await feeding;
+      await reading;
+      return { code: status.code, outBytes, err: await errText };
+    };
+    const q10 = await realdata("out-q10", "s3-malicious.mig");
+    const ok = await runPipe(q10);
+    assert.equal(ok.code, 0, ok.err);
+    assert.equal(ok.outBytes, (await Deno.stat(q10)).size - 8230);
+    assert.match(ok.err, /dropped 2 of/);
+    const late = await runPipe(await realdata("out-small", "s3-malicious.mig"));
+    assert.equal(late.code, 1);
+    assert.match(late.err, /plug state is not known at the first RAM page/);
+  },
+});
+
+Deno.test("vmem-dump filter rejects bad arguments with exit code 2", async () => {
+  for (
+    const args of [["filter"], ["filter", "a"], ["filter", "a", "a"], [
+      "filter",
+      "a",
+      "b",
+      "--bogus",
+    ]]
+  ) {
+    const m = memoryIo();
+    assert.equal(await main(args, m.io), 2, args.join(" "));
+  }
+});

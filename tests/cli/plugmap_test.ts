@@ -1,0 +1,76 @@
+/** `vmem-dump plugmap`: JSON, ranges, range lists, pipes, usage errors (plug-map loading itself: tests/vmem/load_test.ts). */
+
+import assert from "node:assert/strict";
+import { main } from "../../cli/main.ts";
+import { formatPlugMapJson } from "../../src/vmem/json.ts";
+import { loadPlugMap } from "../../src/vmem/load.ts";
+import { CLI_MAIN, memoryIo } from "../_util/cli.ts";
+import { withTempFile } from "../_util/files.ts";
+import { realdataAvailable } from "../_util/realdata.ts";
+import { S2_JSON } from "../vmem/_fixtures.ts";
+import { realVirtioMem } from "../vmem/_plug_stream.ts";
+
+Deno.test({
+  name: "vmem-dump plugmap prints JSON, ranges and range lists",
+  ignore: !realdataAvailable("out-q10"),
+  fn: async () => {
+    const r = await realVirtioMem("out-q10", "s2-holes-100M");
+    let io = memoryIo();
+    assert.equal(await main(["plugmap", "--complete", r.migPath], io.io), 0);
+    assert.equal(
+      io.out(),
+      formatPlugMapJson((await loadPlugMap({ plugmapFrom: r.migPath, complete: true }))!),
+    );
+    assert.deepEqual(JSON.parse(io.out()), S2_JSON);
+    io = memoryIo();
+    assert.equal(await main(["plugmap", "--ranges", r.migPath], io.io), 0);
+    assert.match(io.out(), /unplugged\s+0x101c00000-0x108000000\s+100 MiB\s+14-63/);
+    assert.match(io.out(), /requested unknown, usable unknown/);
+    io = memoryIo();
+    assert.equal(await main(["plugmap", "--ranges", "--json", r.migPath], io.io), 0);
+    assert.deepEqual(JSON.parse(io.out()).unplugged, [[0x1_01c0_0000, 100 << 20], [
+      0x1_0c80_0000,
+      56 << 20,
+    ]]);
+    io = memoryIo();
+    assert.equal(await main(["plugmap", "--range-list", "-v", r.migPath], io.io), 0);
+    assert.match(
+      io.out(),
+      /^device memaddr=0x100000000 .*\n0x100000000-0x101c00000\n0x108000000-0x10c800000\n$/,
+    );
+    assert.match(io.err(), /layout early, found by early/);
+    // Converting a --plugmap input back to JSON.
+    const list = io.out();
+    await withTempFile(list, async (plugmap) => {
+      const io2 = memoryIo();
+      assert.equal(await main(["plugmap", "--plugmap", plugmap], io2.io), 0);
+      assert.equal(JSON.parse(io2.out()).devices[0].size, 104857600);
+    });
+    // Usage errors.
+    io = memoryIo();
+    assert.equal(await main(["plugmap"], io.io), 2);
+    assert.equal(await main(["plugmap", "--json", r.migPath], memoryIo().io), 2);
+    assert.equal(await main(["plugmap", "--plugmap", "x", r.migPath], memoryIo().io), 2);
+    assert.equal(await main(["plugmap", "--bogus", r.migPath], memoryIo().io), 2);
+  },
+});
+
+Deno.test({
+  name: "vmem-dump plugmap - reads a late-layout stream from a pipe",
+  ignore: !realdataAvailable("out-small"),
+  fn: async () => {
+    const r = await realVirtioMem("out-small", "s2-holes-100M");
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI_MAIN, "plugmap", "-v", "-"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const file = await Deno.open(r.migPath);
+    await file.readable.pipeTo(child.stdin);
+    const out = await child.output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), S2_JSON);
+    assert.match(new TextDecoder().decode(out.stderr), /layout late, found by stream/);
+  },
+});
