@@ -14,11 +14,7 @@
 
 import { parseArgs } from "node:util";
 import { realdata, type RealdataSet } from "../tests/_util/realdata.ts";
-import { PullByteReader } from "../src/io/byte_reader.ts";
-import { ByteWriter } from "../src/io/byte_writer.ts";
-import { decodeMigrationBatches } from "../src/migration/decoder.ts";
-import { MigrationEncoder } from "../src/migration/encoder.ts";
-import { orderedSink } from "../src/proxy/relay.ts";
+import { synthesizeStream } from "./_synth.ts";
 import { printTable, ratio, timeShell } from "./_measure.ts";
 
 const main = new URL("../cli/main.ts", import.meta.url).pathname;
@@ -50,56 +46,6 @@ async function measure(
   }
 }
 
-/** A reader over a file without read-ahead (passes stop early). */
-export function plainReader(file: Deno.FsFile): PullByteReader {
-  const buf = new Uint8Array(1 << 20);
-  return new PullByteReader(async () => {
-    const n = await file.read(buf);
-    return n === null ? undefined : buf.slice(0, n);
-  });
-}
-
-/**
- * Write a stream of at least `targetBytes`: the real stream's head, its RAM
- * PART sections repeated, then (last pass) its END section and tail. The
- * first page of every repetition names its block, so CONTINUE stays valid.
- */
-export async function synthesize(
-  realPath: string,
-  outPath: string,
-  targetBytes: number,
-): Promise<number> {
-  using out = await Deno.open(outPath, { write: true, create: true, truncate: true });
-  const sink = orderedSink(async (c) => {
-    let done = 0;
-    while (done < c.byteLength) done += await out.write(c.subarray(done));
-  });
-  const writer = new ByteWriter(sink.sink, { reuseChunks: true });
-  const enc = new MigrationEncoder(writer);
-  for (let pass = 0;; pass++) {
-    using file = await Deno.open(realPath);
-    const reader = plainReader(file);
-    const last = writer.offset >= targetBytes;
-    let phase: "head" | "parts" | "rest" = "head";
-    outer: for await (const batch of decodeMigrationBatches(reader)) {
-      for (const r of batch) {
-        if (r.kind === "section-part") phase = "parts";
-        else if (phase === "parts" && (r.kind === "section-end" || r.kind === "command")) {
-          phase = "rest";
-          if (!last) break outer;
-        }
-        if ((phase === "head" && pass === 0) || phase === "parts" || phase === "rest") enc.write(r);
-      }
-      await enc.flushIfFull();
-    }
-    await reader.cancel();
-    if (last) break;
-  }
-  await enc.flush();
-  await sink.drain(writer.offset);
-  return writer.offset;
-}
-
 async function run(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -116,7 +62,7 @@ async function run(): Promise<void> {
     const rows: (string | number)[][] = [];
     for (const gib of [Number(values["small-gib"]), Number(values.gib)]) {
       const file = `${dir}/synth-${gib}.mig`;
-      const size = await synthesize(real, file, Math.round(gib * 2 ** 30));
+      const size = await synthesizeStream(real, file, Math.round(gib * 2 ** 30));
       await timeShell(`cat ${q(file)} > /dev/null`); // warm the page cache
       const pipe = Math.min(
         await timeShell(`cat ${q(file)} | cat > /dev/null`),

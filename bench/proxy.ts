@@ -23,7 +23,7 @@ import {
   startDestination,
   startGuest,
 } from "../tests/_util/qemu.ts";
-import { synthesize } from "./filter_verify.ts";
+import { synthesizeStream } from "./_synth.ts";
 import { printTable } from "./_measure.ts";
 
 const { values } = parseArgs({
@@ -204,7 +204,7 @@ try {
   const real = await realdata("out-q10", "s3-malicious.mig");
   for (const gib of [Number(values["small-gib"]), Number(values.gib)]) {
     const file = `${dir}/synth-${gib}.mig`;
-    const size = await synthesize(real, file, Math.round(gib * 2 ** 30));
+    const size = await synthesizeStream(real, file, Math.round(gib * 2 ** 30));
     for (const mode of ["pass", "filter", "verify"]) {
       const m = await proxyThroughput(dir, file, mode);
       rows.push([

@@ -22,3 +22,16 @@ export function table(header: string[], rows: (string | number)[][]): string {
 export function json(value: unknown): string {
   return JSON.stringify(value, null, 2) + "\n";
 }
+
+/** A byte count for people: `512 B`, `1.5 KiB`, `110.4 MiB`, `2.00 GiB`. */
+export function formatByteCount(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[u]}`;
+}

@@ -1,30 +1,20 @@
 /**
  * `vmem-dump filter IN OUT`: drop the RAM records of unplugged virtio-mem
- * blocks from a migration stream. Also exports the plug-state and output
- * helpers `verify` and `proxy` share.
+ * blocks from a migration stream (the record pipeline with the dropper as
+ * its stage).
  *
  * @module
  */
 
-import { ByteWriter } from "../../src/io/byte_writer.ts";
 import { createAtomicOutput } from "../../src/io/file.ts";
-import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
-import { MigrationEncoder } from "../../src/migration/encoder.ts";
 import { type DropStats, UnpluggedPageDropper } from "../../src/migration/filter.ts";
-import { extractPlugStateFromStreamFile } from "../../src/vmem/load.ts";
-import type { PlugMap } from "../../src/vmem/plug_map.ts";
-import { formatByteCount, orderedSink } from "../../src/proxy/relay.ts";
+import { type PipelineProgress, runMigrationPipeline } from "../../src/migration/pipeline.ts";
 import { openStreamInput } from "../_stream_input.ts";
-import { grouped, hex, json } from "../_format.ts";
+import { formatByteCount, grouped, hex, json } from "../_format.ts";
 import type { CliIo } from "../io.ts";
-import {
-  inputOutput,
-  JSON_OPTION,
-  loadPlugMapOption,
-  parseCommandArgs,
-  PLUGMAP_OPTIONS,
-  type PlugMapValues,
-} from "../_args.ts";
+import { inputOutput, JSON_OPTION, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
+import { choosePlugState, type PlugStateChoice } from "../_plug_state.ts";
+import { terminalProgress } from "../_progress.ts";
 
 const HELP = `usage: vmem-dump filter IN OUT [--plugmap FILE | --plugmap-from STREAM] [--json]
 
@@ -42,70 +32,6 @@ section at its end; or out of band:
   --json                 print the drop report as JSON (to stdout, or to
                          stderr when OUT is '-')
 `;
-
-/** How the plug state of a command was obtained. */
-export interface PlugStateChoice {
-  /** The map to pass to the filter/verifier (`undefined`: in-band only). */
-  plugMap: PlugMap | undefined;
-  /** `plugmap`, `plugmap-from`, `two-pass` (read from IN first) or `in-band`. */
-  source: "plugmap" | "plugmap-from" | "two-pass" | "in-band";
-  /** Layout found by the first pass, when one ran. */
-  layout: "early" | "late" | "none" | undefined;
-}
-
-/**
- * Decide where the plug state comes from: `--plugmap`/`--plugmap-from`, a
- * first pass over a seekable IN (late layout or no device), or in-band.
- */
-export async function choosePlugState(
-  values: PlugMapValues,
-  inPath: string,
-  options: { twoPass: boolean },
-): Promise<PlugStateChoice> {
-  const plugMap = await loadPlugMapOption(values);
-  if (values.plugmap !== undefined || values["plugmap-from"] !== undefined) {
-    return {
-      plugMap,
-      source: values.plugmap !== undefined ? "plugmap" : "plugmap-from",
-      layout: undefined,
-    };
-  }
-  if (options.twoPass && inPath !== "-") {
-    const info = await Deno.stat(inPath);
-    if (info.isFile) {
-      const r = await extractPlugStateFromStreamFile(inPath);
-      // Early layout: the stream states it before RAM; use it in-band.
-      if (r.layout === "early") return { plugMap: undefined, source: "in-band", layout: "early" };
-      return { plugMap: r.plugMap, source: "two-pass", layout: r.layout };
-    }
-  }
-  return { plugMap: undefined, source: "in-band", layout: undefined };
-}
-
-/** Progress on a terminal: one updating line on stderr. */
-export function terminalProgress(io: CliIo, label: string, total: number | undefined): {
-  update(done: number): void;
-  end(): Promise<void>;
-} {
-  if (!io.stderrIsTerminal) return { update() {}, end: () => Promise.resolve() };
-  let last = 0;
-  let shown = false;
-  return {
-    update(done) {
-      const now = Date.now();
-      if (now - last < 250) return;
-      last = now;
-      shown = true;
-      const pct = total ? ` (${Math.floor((done / total) * 100)}%)` : "";
-      void io.err(
-        `\r${label}: ${formatByteCount(done)}${
-          total ? ` of ${formatByteCount(total)}` : ""
-        }${pct}   `,
-      );
-    },
-    end: () => (shown ? io.err("\r\x1b[K") : Promise.resolve()),
-  };
-}
 
 /** Run `filter`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
@@ -129,24 +55,14 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     throw e;
   }
   const dropper = new UnpluggedPageDropper(choice.plugMap ? { plugMap: choice.plugMap } : {});
-  let bytesOut = 0;
-  let bytesIn = 0;
   const progress = terminalProgress(io, "filter", input.byteLength);
+  let counts: PipelineProgress;
   try {
-    const sink = orderedSink((c) => output.write(c));
-    const writer = new ByteWriter(sink.sink, { reuseChunks: true });
-    const enc = new MigrationEncoder(writer);
-    for await (const batch of decodeMigrationBatches(input.reader)) {
-      const out = dropper.filterBatch(batch);
-      for (let i = 0; i < out.length; i++) enc.write(out[i]!);
-      await enc.flushIfFull();
-      sink.check();
-      progress.update(input.reader.offset);
-    }
-    await enc.flush();
-    await sink.drain(writer.offset);
-    bytesOut = sink.written;
-    bytesIn = input.reader.offset;
+    counts = await runMigrationPipeline(input.reader, {
+      stages: [dropper],
+      output: (c) => output.write(c),
+      onBatch: (p) => progress.update(p.bytesIn),
+    });
     await output.commit();
   } catch (e) {
     await output.abort();
@@ -155,6 +71,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     input.close();
     await progress.end();
   }
+  const { bytesIn, bytesOut } = counts;
   const stats = dropper.stats;
   if (values.json) {
     const plugState = { source: choice.source, layout: choice.layout ?? null };
@@ -175,7 +92,7 @@ const SOURCE_TEXT: Record<string, string> = {
 };
 
 /** The text drop report. */
-export function renderDropReport(
+function renderDropReport(
   inPath: string,
   outPath: string,
   bytesIn: number,

@@ -1,36 +1,30 @@
 /**
  * `vmem-dump proxy --listen EP --connect EP [--mode pass|filter|verify]`:
  * take one migration from a source QEMU and stream it to a destination QEMU,
- * filtering unplugged pages or verifying plug state on the way.
+ * filtering unplugged pages or verifying plug state on the way. The work is
+ * `ProxySession` (src/proxy/session.ts); this file maps arguments, events
+ * and outcomes to text and exit codes.
  *
  * @module
  */
 
 import { UnsupportedFeatureError } from "../../src/errors.ts";
-import { PullByteReader } from "../../src/io/byte_reader.ts";
-import { writeAll } from "../../src/io/file.ts";
 import {
   type Endpoint,
   formatEndpoint,
   isLoopbackHost,
   parseEndpoint,
-} from "../../src/proxy/endpoint.ts";
+} from "../../src/io/endpoint.ts";
+import { type RelayMode, RelayVerificationError } from "../../src/proxy/relay.ts";
 import {
-  formatByteCount,
-  relayMigration,
-  type RelayMode,
-  type RelayResult,
-  RelayVerificationError,
-} from "../../src/proxy/relay.ts";
-import { grouped, hex, json } from "../_format.ts";
+  ProxyError,
+  type ProxyEvent,
+  type ProxyResult,
+  ProxySession,
+} from "../../src/proxy/session.ts";
+import { formatByteCount, grouped, hex, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
-import {
-  checkPlugMapOptions,
-  JSON_OPTION,
-  loadPlugMapOption,
-  parseCommandArgs,
-  PLUGMAP_OPTIONS,
-} from "../_args.ts";
+import { JSON_OPTION, loadPlugMapOption, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
 
 const HELP =
   `usage: vmem-dump proxy --listen unix:PATH|tcp:HOST:PORT --connect unix:PATH|tcp:HOST:PORT
@@ -54,10 +48,12 @@ and stream the migration to it.
   --connect-timeout S  keep retrying the destination for S seconds (default 10)
   --json          print the outcome as JSON on stdout
 
-Unix sockets are created with mode 0600. The return path and postcopy are not
-supported: the proxy fails when the stream asks for them. If the source
-disconnects early, the destination connection is closed without EOF; if the
-destination goes away, the source connection is closed.
+Unix sockets are created with mode 0600. The return path (capabilities
+return-path, switchover-ack) is relayed and checked; with it, a vetoed
+migration ends 'failed' on the source, which can resume the VM. Postcopy
+and COLO are refused. If the source disconnects early, the destination
+connection is closed without EOF; if the destination goes away, the source
+connection is closed.
 
 Exit status: 0 relayed, 3 verification failed, 1 error, 2 usage error.
 `;
@@ -103,108 +99,50 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
   const acceptTimeout = secondsArg(values["accept-timeout"], "--accept-timeout", 0);
   const connectTimeout = secondsArg(values["connect-timeout"], "--connect-timeout", 10);
-  checkPlugMapOptions(values);
   if (mode === "pass" && (values.plugmap !== undefined || values["plugmap-from"] !== undefined)) {
     throw new UsageError("--plugmap and --plugmap-from need --mode filter or verify");
   }
   const plugMap = await loadPlugMapOption(values);
 
-  const listener = await listenOn(listenAt);
-  await io.err(`proxy: listening on ${formatEndpoint(listener.endpoint)} (mode ${mode})\n`);
-  let source: Deno.Conn;
-  try {
-    source = await acceptOne(listener.listener, acceptTimeout);
-  } catch (e) {
-    await io.err(`error: ${(e as Error).message}\n`);
-    return 1;
-  } finally {
-    await listener.close();
-  }
-  await io.err("proxy: source connected\n");
-  let destination: Deno.Conn;
-  try {
-    destination = await connectWithRetry(connectTo, connectTimeout);
-  } catch (e) {
-    source.close();
-    await io.err(`error: ${(e as Error).message}; closed the source connection\n`);
-    return 1;
-  }
-  await io.err(`proxy: connected to the destination ${formatEndpoint(connectTo)}\n`);
-
-  // Watch the destination: it sends nothing without a return path, so data
-  // or an early close means it went away (load failed); then close the source.
-  let relayDone = false;
-  let droppedDestination = false; // we closed it (verification failure or relay error)
-  let destinationGone: string | undefined;
-  let sourceClosed = false;
-  const closeSource = () => {
-    if (!sourceClosed) {
-      sourceClosed = true;
-      try {
-        source.close();
-      } catch { /* already closed */ }
-    }
-  };
-  const watcher = (async () => {
-    const buf = new Uint8Array(4096);
-    let why: string;
-    try {
-      const n = await destination.read(buf);
-      why = n === null
-        ? "the destination closed the connection"
-        : "the destination sent data (return path?)";
-    } catch (e) {
-      why = `the destination connection failed: ${e instanceof Error ? e.message : String(e)}`;
-    }
-    if (droppedDestination) return;
-    destinationGone = why;
-    if (!relayDone) closeSource();
-  })();
-
-  const started = performance.now();
   let lastLine = 0;
-  let result: RelayResult | undefined;
-  let failure: unknown;
+  const onEvent = (e: ProxyEvent) => {
+    const line = eventLine(e);
+    if (line !== undefined) {
+      void io.err(line);
+      return;
+    }
+    if (e.kind !== "progress" || !io.stderrIsTerminal) return;
+    const now = Date.now();
+    if (now - lastLine < 250) return;
+    lastLine = now;
+    const p = e.progress;
+    void io.err(
+      `\rproxy: ${formatByteCount(p.bytesIn)} in, ${formatByteCount(p.bytesOut)} out, ${
+        grouped(p.pageRecords)
+      } pages${mode === "filter" ? `, ${grouped(p.droppedRecords)} dropped` : ""}   `,
+    );
+  };
+  let session: ProxySession;
   try {
-    result = await relayMigration(connReader(source), (chunk) => writeAll(destination, chunk), {
+    session = await ProxySession.listen({
+      listen: listenAt,
+      connect: connectTo,
       mode,
       ...(plugMap ? { plugMap } : {}),
-      onVerificationFailure(v) {
-        // Drop the destination now, without EOF; read the source on to report every violation.
-        droppedDestination = true;
-        closeQuietly(destination);
-        void io.err(
-          `proxy: RAM record in unplugged block (gpa ${
-            hex(v.gpa)
-          }): closed the destination without QEMU_VM_EOF\n`,
-        );
-      },
-      onProgress(p) {
-        if (!io.stderrIsTerminal) return;
-        const now = Date.now();
-        if (now - lastLine < 250) return;
-        lastLine = now;
-        void io.err(
-          `\rproxy: ${formatByteCount(p.bytesIn)} in, ${formatByteCount(p.bytesOut)} out, ${
-            grouped(p.pageRecords)
-          } pages` +
-            `${mode === "filter" ? `, ${grouped(p.droppedRecords)} dropped` : ""}   `,
-        );
-      },
+      acceptTimeoutMs: acceptTimeout * 1000,
+      connectTimeoutMs: connectTimeout * 1000,
+      onEvent,
     });
-    relayDone = true;
   } catch (e) {
-    failure = e;
+    if (e instanceof Deno.errors.AlreadyExists) throw new UsageError(`--listen: ${e.message}`);
+    throw e;
   }
-  if (io.stderrIsTerminal && lastLine > 0) await io.err("\r\x1b[K");
-
-  if (failure !== undefined) {
-    // Never flush or finish anything on failure: close both sides.
-    relayDone = true;
-    droppedDestination = true;
-    closeQuietly(destination);
-    closeSource();
-    await watcher;
+  await io.err(`proxy: listening on ${formatEndpoint(session.endpoint)} (mode ${mode})\n`);
+  let result: ProxyResult;
+  try {
+    result = await session.run();
+  } catch (failure) {
+    if (io.stderrIsTerminal && lastLine > 0) await io.err("\r\x1b[K");
     if (failure instanceof RelayVerificationError) {
       const vr = failure.result;
       await io.err(
@@ -220,50 +158,75 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       if (values.json) await io.out(json({ ok: false, mode, verify: vr }));
       return 3;
     }
-    if (
-      destinationGone === undefined &&
-      (failure instanceof Deno.errors.BrokenPipe || failure instanceof Deno.errors.ConnectionReset)
-    ) destinationGone = `writing to the destination failed: ${failure.message}`;
-    if (destinationGone !== undefined && !(failure instanceof UnsupportedFeatureError)) {
-      await io.err(`error: ${destinationGone}; closed the source connection\n`);
+    if (failure instanceof ProxyError) {
+      await io.err(`error: ${failure.message}\n`);
       return 1;
     }
-    await io.err("proxy: relay failed; closed both connections without forwarding QEMU_VM_EOF\n");
+    if (!(failure instanceof UnsupportedFeatureError)) {
+      await io.err("proxy: relay failed; closed both connections without forwarding QEMU_VM_EOF\n");
+    }
     throw failure;
   }
-  // Success: the source is done; let the destination finish reading, then close.
-  closeSource();
-  try {
-    await destination.closeWrite();
-  } catch { /* the destination may already be gone */ }
-  let lingerTimer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([watcher, new Promise((r) => (lingerTimer = setTimeout(r, 30_000)))]);
-  clearTimeout(lingerTimer);
-  closeQuietly(destination);
-  await watcher;
-  const r = result!;
-  const seconds = (performance.now() - started) / 1000;
+  if (io.stderrIsTerminal && lastLine > 0) await io.err("\r\x1b[K");
+  await io.err(summaryText(result));
+  if (values.json) await io.out(json({ ok: true, ...result }));
+  return 0;
+}
+
+/** The log line of an event, or `undefined` for events that are not logged. */
+function eventLine(e: ProxyEvent): string | undefined {
+  switch (e.kind) {
+    case "source-connected":
+      return e.channel === "main" ? "proxy: source connected\n" : undefined;
+    case "destination-connected":
+      return e.channel === "main"
+        ? `proxy: connected to the destination ${formatEndpoint(e.endpoint)}\n`
+        : undefined;
+    case "return-path-opened":
+      return "proxy: the source opened the return path; relaying it\n";
+    case "return-path-message": {
+      const m = e.message;
+      if (m.name === "SHUT") {
+        return `proxy: the destination ended its return path: SHUT ${m.value} (${
+          m.value === 0 ? "loaded" : "failed"
+        })\n`;
+      }
+      return m.name === "SWITCHOVER_ACK"
+        ? "proxy: the destination acknowledged switchover\n"
+        : undefined;
+    }
+    case "verification-failed":
+      return `proxy: RAM record in unplugged block (gpa ${
+        hex(e.violation.gpa)
+      }): stopped forwarding, the destination gets no QEMU_VM_EOF\n`;
+    case "channel":
+      return `proxy: ${e.label}: ${e.message}\n`;
+    default:
+      return undefined;
+  }
+}
+
+function summaryText(r: ProxyResult): string {
   let summary = `proxy: relayed ${grouped(r.bytesIn)} bytes in, ${
     grouped(r.bytesOut)
-  } bytes out in ${seconds.toFixed(2)} s`;
+  } bytes out in ${r.seconds.toFixed(2)} s`;
   if (r.dropStats) {
     summary += `; dropped ${grouped(r.dropStats.droppedRecords)} records (${
       grouped(r.dropStats.droppedBytes)
     } bytes)`;
   }
   if (r.verify) summary += `; verified ${grouped(r.verify.pageRecords)} page records, clean`;
-  await io.err(summary + "\n");
+  if (r.returnPath.opened) {
+    const counts = Object.entries(r.returnPath.messages).map(([k, v]) => `${v} ${k}`);
+    summary += `; return path: ${counts.length > 0 ? counts.join(", ") : "no messages"}`;
+  }
+  let t = summary + "\n";
   if (r.dropStats) {
     for (const d of r.dropStats.dropped.slice(0, 16)) {
-      await io.err(
-        `  dropped ${d.recordKind} gpa ${hex(d.gpa)} (${d.ramBlock}+${hex(d.ramOffset)})\n`,
-      );
+      t += `  dropped ${d.recordKind} gpa ${hex(d.gpa)} (${d.ramBlock}+${hex(d.ramOffset)})\n`;
     }
   }
-  if (values.json) {
-    await io.out(json({ ok: true, mode, seconds, ...r }));
-  }
-  return 0;
+  return t;
 }
 
 function endpointArg(text: string, flag: string): Endpoint {
@@ -279,133 +242,4 @@ function secondsArg(text: string | undefined, flag: string, fallback: number): n
   const n = Number(text);
   if (!Number.isFinite(n) || n < 0) throw new UsageError(`${flag} takes a number of seconds`);
   return n;
-}
-
-function closeQuietly(c: Deno.Conn): void {
-  try {
-    c.close();
-  } catch { /* already closed */ }
-}
-
-/**
- * A reader over a connection: each pull returns what one read gives, so data
- * moves on promptly. Reads land in an 8 MiB arena that is reused round-robin
- * (fresh buffers per read would make memory grow with the stream until the
- * garbage collector catches up). A view stays valid until 7 MiB more input
- * were read: the relay encodes (copies) every batch before it pulls again,
- * and the decoder copies what it keeps (the tail window, the vmdesc).
- */
-function connReader(conn: Deno.Conn): PullByteReader {
-  const ARENA = 8 << 20;
-  const READ = 1 << 20;
-  const arena = new Uint8Array(ARENA);
-  let at = 0;
-  return new PullByteReader(async () => {
-    if (at + READ > ARENA) at = 0;
-    let n: number | null;
-    try {
-      n = await conn.read(arena.subarray(at, at + READ));
-    } catch (e) {
-      // A closed or reset connection is the end of the input: the decoder then
-      // reports a truncated stream if it was not complete.
-      if (
-        e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted ||
-        e instanceof Deno.errors.ConnectionReset
-      ) return undefined;
-      throw e;
-    }
-    if (n === null) return undefined;
-    const view = arena.subarray(at, at + n);
-    at += n;
-    return view;
-  });
-}
-
-interface OpenListener {
-  listener: Deno.Listener;
-  endpoint: Endpoint;
-  close(): Promise<void>;
-}
-
-/** Listen on an endpoint; a unix socket gets mode 0600 before it appears under its name. */
-async function listenOn(ep: Endpoint): Promise<OpenListener> {
-  if (ep.transport === "tcp") {
-    const listener = Deno.listen({ transport: "tcp", hostname: ep.hostname, port: ep.port });
-    const addr = listener.addr as Deno.NetAddr;
-    return {
-      listener,
-      endpoint: { transport: "tcp", hostname: addr.hostname, port: addr.port },
-      close: () => Promise.resolve(closeListener(listener)),
-    };
-  }
-  const path = ep.path;
-  const cut = path.lastIndexOf("/");
-  const tmp = `${cut >= 0 ? path.slice(0, cut + 1) : ""}.${path.slice(cut + 1)}.tmp-${Deno.pid}`;
-  const listener = Deno.listen({ transport: "unix", path: tmp });
-  try {
-    await Deno.chmod(tmp, 0o600);
-    // link() fails if the name exists: never replace someone else's file.
-    await Deno.link(tmp, path);
-  } catch (e) {
-    closeListener(listener);
-    await Deno.remove(tmp).catch(() => {});
-    if (e instanceof Deno.errors.AlreadyExists) {
-      throw new UsageError(`--listen: ${path} already exists`);
-    }
-    throw e;
-  } finally {
-    await Deno.remove(tmp).catch(() => {});
-  }
-  return {
-    listener,
-    endpoint: ep,
-    async close() {
-      closeListener(listener);
-      await Deno.remove(path).catch(() => {});
-    },
-  };
-}
-
-function closeListener(l: Deno.Listener): void {
-  try {
-    l.close();
-  } catch { /* already closed */ }
-}
-
-async function acceptOne(listener: Deno.Listener, timeoutSeconds: number): Promise<Deno.Conn> {
-  if (timeoutSeconds <= 0) return await listener.accept();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      closeListener(listener);
-      reject(new Error(`no source connected within ${timeoutSeconds} s`));
-    }, timeoutSeconds * 1000);
-  });
-  const accepting = listener.accept();
-  accepting.catch(() => {});
-  try {
-    return await Promise.race([accepting, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function connectWithRetry(ep: Endpoint, timeoutSeconds: number): Promise<Deno.Conn> {
-  const deadline = Date.now() + timeoutSeconds * 1000;
-  for (;;) {
-    try {
-      return ep.transport === "unix"
-        ? await Deno.connect({ transport: "unix", path: ep.path })
-        : await Deno.connect({ transport: "tcp", hostname: ep.hostname, port: ep.port });
-    } catch (e) {
-      const retry = e instanceof Deno.errors.ConnectionRefused || e instanceof Deno.errors.NotFound;
-      if (!retry || Date.now() >= deadline) {
-        throw new Error(
-          `Cannot connect to the destination ${formatEndpoint(ep)}: ${(e as Error).message}`,
-          { cause: e },
-        );
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 }

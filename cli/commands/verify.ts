@@ -6,17 +6,15 @@
  * @module
  */
 
-import { ByteWriter } from "../../src/io/byte_writer.ts";
 import { type AtomicOutput, createAtomicOutput } from "../../src/io/file.ts";
-import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
-import { MigrationEncoder } from "../../src/migration/encoder.ts";
+import { type PipelineProgress, runMigrationPipeline } from "../../src/migration/pipeline.ts";
 import { PlugStateVerifier, type VerifyResult } from "../../src/migration/verify.ts";
-import { formatByteCount, orderedSink } from "../../src/proxy/relay.ts";
 import { openStreamInput } from "../_stream_input.ts";
-import { grouped, hex, json } from "../_format.ts";
+import { formatByteCount, grouped, hex, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import { JSON_OPTION, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
-import { choosePlugState, type PlugStateChoice, terminalProgress } from "./filter.ts";
+import { choosePlugState, type PlugStateChoice } from "../_plug_state.ts";
+import { terminalProgress } from "../_progress.ts";
 
 const HELP = `usage: vmem-dump verify IN [--forward OUT] [--plugmap FILE | --plugmap-from STREAM]
                         [--json] [--max-violations N] [--single-pass]
@@ -79,30 +77,16 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const input = await openStreamInput(inPath, { recycle: true });
   let output: AtomicOutput | undefined;
   const progress = terminalProgress(io, "verify", input.byteLength);
-  let bytesIn = 0;
+  let counts: PipelineProgress;
   try {
     output = forwardPath === undefined ? undefined : await createAtomicOutput(forwardPath);
     const out = output;
-    const sink = out === undefined ? undefined : orderedSink((c) => out.write(c));
-    const writer = sink === undefined
-      ? undefined
-      : new ByteWriter(sink.sink, { reuseChunks: true });
-    const enc = writer === undefined ? undefined : new MigrationEncoder(writer);
-    for await (const batch of decodeMigrationBatches(input.reader)) {
-      const pass = verifier.checkBatch(batch);
-      if (enc !== undefined) {
-        for (let i = 0; i < pass.length; i++) enc.write(pass[i]!);
-        await enc.flushIfFull();
-        sink!.check();
-      }
-      progress.update(input.reader.offset);
-    }
-    bytesIn = input.reader.offset;
-    const rest = verifier.end();
-    if (enc !== undefined && out !== undefined) {
-      for (const r of rest) enc.write(r);
-      await enc.flush();
-      await sink!.drain(writer!.offset);
+    counts = await runMigrationPipeline(input.reader, {
+      stages: [verifier],
+      ...(out === undefined ? {} : { output: (c) => out.write(c) }),
+      onBatch: (p) => progress.update(p.bytesIn),
+    });
+    if (out !== undefined) {
       if (verifier.failed) await out.abort();
       else await out.commit();
     }
@@ -113,6 +97,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     input.close();
     await progress.end();
   }
+  const bytesIn = counts.bytesIn;
   const result = verifier.result;
   const toErr = forwardPath === "-";
   const text = values.json
@@ -136,7 +121,7 @@ const SOURCE_TEXT: Record<string, string> = {
 };
 
 /** The text verification report. */
-export function renderVerifyReport(
+function renderVerifyReport(
   inPath: string,
   bytesIn: number,
   choice: PlugStateChoice,

@@ -105,6 +105,16 @@ export class ByteWriter {
     }
   }
 
+  /**
+   * Hand the buffered bytes to the sink now, without waiting for the write
+   * (a relay does this before it waits for more input, so nothing sits in
+   * the buffer while the other side waits for it). Await `flushIfFull()` or
+   * `flush()` later as usual.
+   */
+  sendBuffered(): void {
+    this.#spill();
+  }
+
   /** Append bytes (copied). */
   bytes(data: Uint8Array): void {
     if (data.byteLength >= this.#chunkSize) {

@@ -1,47 +1,46 @@
 /**
- * The transformer behind the record filters' `TransformStream`s: items are
- * single records or batches; each goes through one batch function and comes
- * out in the form it came in (a batch as one batch, a record as records).
+ * The transformer behind the record stages' `TransformStream`s
+ * (`DropUnpluggedPagesStream`, `VerifyPlugStateStream`): items are single
+ * records or batches; each goes through the stage as a batch and comes out in
+ * the form it came in.
  *
  * @module
  */
 
+import type { RecordOrBatch, RecordStage } from "./stage.ts";
 import type { MigrationRecord } from "./types.ts";
 
-/** A single record or a batch of records. */
-export type RecordOrBatch = MigrationRecord | MigrationRecord[];
-
 /**
- * A transformer that runs `process` over every item as a batch and, at the
- * end, enqueues what `end` returns (as one batch when the input came in
- * batches). Empty output batches are not enqueued.
+ * The transformer behind the stages' `TransformStream`s: each item goes
+ * through `stage.process` as a batch and comes out in the form it came in (a
+ * batch as one batch, skipped when empty; a record as records). At the end
+ * of the input, what `end()` returns (or throws) is enqueued (one batch when
+ * the input came in batches).
  *
- * @param process Filters one batch.
- * @param end Called once at the end of the input; may throw to error the stream.
+ * @param stage The stage.
+ * @param end Replaces `stage.end()` (e.g. to throw a summary error).
  * @returns The transformer.
  */
-export function batchTransformer(
-  process: (batch: readonly MigrationRecord[]) => MigrationRecord[],
-  end?: () => MigrationRecord[],
+export function stageTransformer(
+  stage: RecordStage,
+  end: () => readonly MigrationRecord[] = () => stage.end(),
 ): Transformer<RecordOrBatch, RecordOrBatch> {
   let batches = false;
   return {
     transform(item, controller) {
       if (Array.isArray(item)) {
         batches = true;
-        const out = process(item);
+        const out = stage.process(item as readonly MigrationRecord[]);
         if (out.length > 0) controller.enqueue(out);
       } else {
-        for (const r of process([item])) controller.enqueue(r);
+        for (const r of stage.process([item as MigrationRecord])) controller.enqueue(r);
       }
     },
-    ...(end === undefined ? {} : {
-      flush(controller) {
-        const rest = end();
-        if (rest.length === 0) return;
-        if (batches) controller.enqueue(rest);
-        else for (const r of rest) controller.enqueue(r);
-      },
-    }),
+    flush(controller) {
+      const rest = end();
+      if (rest.length === 0) return;
+      if (batches) controller.enqueue(rest);
+      else for (const r of rest) controller.enqueue(r);
+    },
   };
 }

@@ -90,3 +90,20 @@ export const VIRTIO_MEM_EARLY_SUFFIX = "/virtio-mem-device-early";
 export const VIRTIO_MEM_DEVICE_SUFFIX = "/virtio-mem";
 /** Target page size of x86 and of every target vmem-dump handles by default. */
 export const DEFAULT_PAGE_SIZE = 4096;
+
+/** Return-path messages, destination to source (MIG_RP_MSG_*, migration/migration.c). */
+export const MIG_RP_MSG_INVALID = 0;
+/** The destination sends no more messages; be32 error flag (0: loaded fine). */
+export const MIG_RP_MSG_SHUT = 1;
+/** Answer to a PING command: the be32 value of the PING. */
+export const MIG_RP_MSG_PONG = 2;
+/** Postcopy page request with a RAMBlock name: be64 start, be32 length, idstr. */
+export const MIG_RP_MSG_REQ_PAGES_ID = 3;
+/** Postcopy page request: be64 start, be32 length. */
+export const MIG_RP_MSG_REQ_PAGES = 4;
+/** Postcopy recovery: the received bitmap of a RAMBlock follows. */
+export const MIG_RP_MSG_RECV_BITMAP = 5;
+/** Postcopy recovery: the destination is ready to resume; be32 value. */
+export const MIG_RP_MSG_RESUME_ACK = 6;
+/** The destination agrees to switch over (`switchover-ack`, QEMU >= 8.1); no payload. */
+export const MIG_RP_MSG_SWITCHOVER_ACK = 7;

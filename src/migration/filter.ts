@@ -22,7 +22,8 @@ import {
   type PlugStateSource,
   PlugTables,
 } from "./_filter_plug_state.ts";
-import { batchTransformer } from "./_batch_transformer.ts";
+import { stageTransformer } from "./_batch_transformer.ts";
+import type { RecordOrBatch, RecordStage } from "./stage.ts";
 import { isPageRecord, type MigrationRecord, type RamPageLikeRecord } from "./types.ts";
 
 export type { PlugStateSource } from "./_filter_plug_state.ts";
@@ -149,26 +150,24 @@ function recordByteLength(r: RamPageLikeRecord): number {
 }
 
 /**
- * The filter engine: feed it record batches in stream order, it returns the
- * batches to emit. Synchronous per batch, so a pipeline awaits once per batch,
- * not per page.
+ * The filter engine, a {@linkcode RecordStage}: feed it record batches in
+ * stream order, it returns the records to emit. Synchronous per batch, so a
+ * pipeline awaits once per batch, not per page. Nothing is held back.
  *
  * @example Filter a file into another
  * ```ts ignore
- * import { ByteWriter, decodeMigrationBatches, MigrationEncoder, openInput, UnpluggedPageDropper } from "@vmem-dump/vmem-dump";
+ * import { openInput, runMigrationPipeline, UnpluggedPageDropper } from "@vmem-dump/vmem-dump";
  * const input = await openInput("in.mig");
  * const out = await Deno.open("out.mig", { write: true, create: true, truncate: true });
- * const enc = new MigrationEncoder(new ByteWriter((c) => out.write(c).then(() => {})));
  * const dropper = new UnpluggedPageDropper();
- * for await (const batch of dropper.filterBatches(decodeMigrationBatches(input.reader))) {
- *   for (const r of batch) enc.write(r);
- *   await enc.flushIfFull();
- * }
- * await enc.flush();
+ * await runMigrationPipeline(input.reader, {
+ *   stages: [dropper],
+ *   output: async (c) => { let n = 0; while (n < c.length) n += await out.write(c.subarray(n)); },
+ * });
  * console.log(dropper.stats.droppedRecords);
  * ```
  */
-export class UnpluggedPageDropper {
+export class UnpluggedPageDropper implements RecordStage {
   #tables: PlugTables;
   #map: PlugMap | undefined;
   #requirePlugState: boolean;
@@ -323,7 +322,7 @@ export class UnpluggedPageDropper {
    * @throws {UnsupportedFeatureError} when the plug state is unknown at the first page.
    * @throws {FormatError} when a plug map disagrees with the stream or matches no RAMBlock.
    */
-  filterBatch(batch: readonly MigrationRecord[]): MigrationRecord[] {
+  process(batch: readonly MigrationRecord[]): readonly MigrationRecord[] {
     let out: MigrationRecord[] | undefined;
     for (let i = 0; i < batch.length; i++) {
       const r = batch[i]!;
@@ -396,52 +395,22 @@ export class UnpluggedPageDropper {
         out.push(r);
       }
     }
-    return out ?? (batch as MigrationRecord[]);
+    return out ?? batch;
   }
 
   /**
-   * Filter a stream of batches.
+   * End of the stream: the filter holds nothing back.
    *
-   * @param batches Record batches, e.g. `decodeMigrationBatches(reader)`.
-   * @returns The filtered batches (empty batches are skipped).
+   * @returns An empty list.
    */
-  async *filterBatches(
-    batches: AsyncIterable<MigrationRecord[]> | Iterable<MigrationRecord[]>,
-  ): AsyncGenerator<MigrationRecord[]> {
-    for await (const batch of batches) {
-      const out = this.filterBatch(batch);
-      if (out.length > 0) yield out;
-    }
+  end(): readonly MigrationRecord[] {
+    return [];
   }
 
   /** The plug map this dropper was given, if any. */
   get plugMap(): PlugMap | undefined {
     return this.#map;
   }
-}
-
-/**
- * Drop the RAM records of unplugged virtio-mem blocks from batches of
- * records; a generator form of {@linkcode UnpluggedPageDropper}.
- *
- * @param batches Record batches in stream order.
- * @param options Plug state and checks; pass `dropper` to read its stats afterwards.
- * @returns Filtered batches.
- * @throws {UnsupportedFeatureError} when the plug state is unknown at the first page.
- *
- * @example
- * ```ts ignore
- * import { ByteWriter, decodeMigrationBatches, dropUnpluggedPages, encodeMigration, openInput } from "@vmem-dump/vmem-dump";
- * const input = await openInput("q10-s3.mig");
- * const chunks: Uint8Array[] = [];
- * await encodeMigration(dropUnpluggedPages(decodeMigrationBatches(input.reader)), new ByteWriter((c) => { chunks.push(c); }));
- * ```
- */
-export function dropUnpluggedPages(
-  batches: AsyncIterable<MigrationRecord[]> | Iterable<MigrationRecord[]>,
-  options: DropUnpluggedPagesOptions & { dropper?: UnpluggedPageDropper } = {},
-): AsyncGenerator<MigrationRecord[]> {
-  return (options.dropper ?? new UnpluggedPageDropper(options)).filterBatches(batches);
 }
 
 /**
@@ -463,10 +432,7 @@ export function dropUnpluggedPages(
  * console.log(drop.stats.droppedRecords);
  * ```
  */
-export class DropUnpluggedPagesStream extends TransformStream<
-  MigrationRecord | MigrationRecord[],
-  MigrationRecord | MigrationRecord[]
-> {
+export class DropUnpluggedPagesStream extends TransformStream<RecordOrBatch, RecordOrBatch> {
   #dropper: UnpluggedPageDropper;
 
   /**
@@ -476,7 +442,7 @@ export class DropUnpluggedPagesStream extends TransformStream<
    */
   constructor(options: DropUnpluggedPagesOptions = {}) {
     const dropper = new UnpluggedPageDropper(options);
-    super(batchTransformer((batch) => dropper.filterBatch(batch)));
+    super(stageTransformer(dropper));
     this.#dropper = dropper;
   }
 

@@ -29,3 +29,6 @@ export * from "./vmdesc.ts";
 export * from "./inspect.ts";
 export * from "./filter.ts";
 export * from "./verify.ts";
+export * from "./stage.ts";
+export * from "./pipeline.ts";
+export * from "./return_path.ts";

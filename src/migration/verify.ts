@@ -9,8 +9,9 @@
  *   after all RAM): the touched MiB of every RAMBlock are kept in a compact
  *   set and checked when the device section arrives. Nothing after a failed
  *   check is forwarded.
- * - `QEMU_VM_EOF` and the vmdesc are held back until the input ends and
- *   every check passed, so a destination never starts a VM from a stream
+ * - `QEMU_VM_EOF` and the vmdesc are held back until the stream is complete
+ *   (`end()`: the pipeline calls it at the vmdesc, or at the end of the
+ *   input) and every check passed, so a destination never starts a VM from a stream
  *   that fails. A virtio-mem device the vmdesc lists but whose state was not
  *   recognised makes the stream unverifiable (a `FormatError`).
  *
@@ -22,7 +23,8 @@ import { FormatError, VerificationError } from "../errors.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import { type BlockPlugTable, type PlugStateSource, PlugTables } from "./_filter_plug_state.ts";
 import { CHUNK_SIZE, TouchedSet } from "./_touched_set.ts";
-import { batchTransformer } from "./_batch_transformer.ts";
+import { stageTransformer } from "./_batch_transformer.ts";
+import type { RecordOrBatch, RecordStage } from "./stage.ts";
 import { VIRTIO_MEM_DEVICE_SUFFIX } from "./constants.ts";
 import {
   isPageRecord,
@@ -138,21 +140,21 @@ interface BlockState {
 }
 
 /**
- * The verifier engine. Feed it record batches in stream order; it returns
- * what may be forwarded now. Call {@linkcode PlugStateVerifier.end} at the
- * end of input to release the held-back EOF and vmdesc.
+ * The verifier engine, a {@linkcode RecordStage}. Feed it record batches in
+ * stream order; it returns what may be forwarded now. {@linkcode
+ * PlugStateVerifier.end} at the end of the stream releases the held-back EOF
+ * and vmdesc (or throws, in veto mode, when the stream failed).
  *
  * @example Verify a file, report mode
  * ```ts ignore
- * import { decodeMigrationBatches, openInput, PlugStateVerifier } from "@vmem-dump/vmem-dump";
+ * import { openInput, PlugStateVerifier, runMigrationPipeline } from "@vmem-dump/vmem-dump";
  * const input = await openInput("s3-malicious.mig");
  * const verifier = new PlugStateVerifier({ mode: "report" });
- * for await (const batch of decodeMigrationBatches(input.reader)) verifier.checkBatch(batch);
- * verifier.end();
+ * await runMigrationPipeline(input.reader, { stages: [verifier] });
  * for (const v of verifier.result.violations) console.log(v.gpa.toString(16));
  * ```
  */
-export class PlugStateVerifier {
+export class PlugStateVerifier implements RecordStage {
   #tables: PlugTables;
   #veto: boolean;
   #maxViolations: number;
@@ -330,8 +332,8 @@ export class PlugStateVerifier {
    * @throws {VerificationError} in veto mode, at the first decisive violation.
    * @throws {FormatError} when a plug map does not fit the stream.
    */
-  checkBatch(batch: readonly MigrationRecord[]): MigrationRecord[] {
-    if (this.#ended) throw new TypeError("PlugStateVerifier.checkBatch() called after end()");
+  process(batch: readonly MigrationRecord[]): readonly MigrationRecord[] {
+    if (this.#ended) throw new TypeError("PlugStateVerifier.process() called after end()");
     // Index of the first record not to forward; -1 while everything may go.
     let forward = this.#failed || this.#held !== undefined ? 0 : -1;
     for (let i = 0; i < batch.length; i++) {
@@ -380,18 +382,18 @@ export class PlugStateVerifier {
       }
       if (s.track) this.#touched.add(r.ramBlock, r.ramOffset, r.streamOffset, KIND_CODE[r.kind]);
     }
-    if (forward === -1) return batch as MigrationRecord[];
+    if (forward === -1) return batch;
     return batch.slice(0, forward);
   }
 
   /**
-   * End of input: final checks, then the held-back records (EOF, vmdesc).
+   * End of the stream: final checks, then the held-back records (EOF, vmdesc).
    *
    * @returns The held records when the stream is clean; `[]` in report mode with violations.
    * @throws {VerificationError} in veto mode when a violation was found.
    * @throws {FormatError} when the vmdesc lists a virtio-mem device whose state was not recognised.
    */
-  end(): MigrationRecord[] {
+  end(): readonly MigrationRecord[] {
     if (this.#ended) return [];
     this.#ended = true;
     const held = this.#held ?? [];
@@ -420,23 +422,6 @@ export class PlugStateVerifier {
       }
     }
   }
-
-  /**
-   * Verify a stream of batches, yielding what may be forwarded.
-   *
-   * @param batches Record batches, e.g. `decodeMigrationBatches(reader)`.
-   * @returns The forwardable batches; EOF and vmdesc come last, only when clean.
-   */
-  async *verifyBatches(
-    batches: AsyncIterable<MigrationRecord[]> | Iterable<MigrationRecord[]>,
-  ): AsyncGenerator<MigrationRecord[]> {
-    for await (const batch of batches) {
-      const out = this.checkBatch(batch);
-      if (out.length > 0) yield out;
-    }
-    const rest = this.end();
-    if (rest.length > 0) yield rest;
-  }
 }
 
 /**
@@ -458,10 +443,7 @@ export class PlugStateVerifier {
  *   .pipeTo((await Deno.create("checked.mig")).writable); // rejects with a VerificationError
  * ```
  */
-export class VerifyPlugStateStream extends TransformStream<
-  MigrationRecord | MigrationRecord[],
-  MigrationRecord | MigrationRecord[]
-> {
+export class VerifyPlugStateStream extends TransformStream<RecordOrBatch, RecordOrBatch> {
   #verifier: PlugStateVerifier;
 
   /**
@@ -471,7 +453,7 @@ export class VerifyPlugStateStream extends TransformStream<
    */
   constructor(options: VerifyPlugStateOptions = {}) {
     const verifier = new PlugStateVerifier(options);
-    super(batchTransformer((batch) => verifier.checkBatch(batch), () => {
+    super(stageTransformer(verifier, () => {
       const rest = verifier.end();
       if (verifier.failed) {
         const v = verifier.violations[0]!;

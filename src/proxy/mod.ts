@@ -1,7 +1,9 @@
 /**
- * Migration proxy building blocks: relay one precopy stream from a source
- * to a destination (pass, filter unplugged pages, or verify plug state), and
- * the `unix:`/`tcp:` endpoints the CLI listens on and connects to.
+ * The migration proxy: {@linkcode ProxySession} relays one migration from a
+ * source QEMU to a destination QEMU (pass, filter unplugged pages, or verify
+ * plug state), with its return path; {@linkcode MigrationRelay} is its main
+ * channel over any byte reader and sink; `channel.ts` is the extension point
+ * for extra channels (multifd).
  *
  * @example Relay a stream between two byte channels
  * ```ts ignore
@@ -14,11 +16,15 @@
  * @module
  */
 
-export { type Endpoint, formatEndpoint, isLoopbackHost, parseEndpoint } from "./endpoint.ts";
+export type {
+  ChannelEvent,
+  ChannelHandler,
+  ChannelSummary,
+  ExtraChannel,
+  ExtraChannelInit,
+} from "./channel.ts";
 export {
-  formatByteCount,
-  type OrderedSink,
-  orderedSink,
+  MigrationRelay,
   relayMigration,
   type RelayMode,
   type RelayOptions,
@@ -26,3 +32,13 @@ export {
   type RelayResult,
   RelayVerificationError,
 } from "./relay.ts";
+export {
+  ProxyError,
+  type ProxyErrorCode,
+  type ProxyEvent,
+  type ProxyResult,
+  ProxySession,
+  type ProxySessionOptions,
+  ProxyState,
+  type ReturnPathSummary,
+} from "./session.ts";

@@ -1,8 +1,9 @@
 /**
- * Relay one precopy migration stream from a source to a destination,
- * passing it through unchanged, dropping unplugged pages, or verifying plug
- * state on the way. Runtime-neutral: the caller supplies a `ByteReader` for
- * the source and a sink for the destination (the CLI wires sockets to them).
+ * Relay the main channel of one precopy migration from a source to a
+ * destination: the record pipeline with the proxy's command guard and the
+ * mode's stage (pass through, drop unplugged pages, or verify plug state).
+ * Runtime-neutral: the caller supplies a `ByteReader` for the source and a
+ * sink for the destination ({@linkcode ProxySession} wires sockets to them).
  *
  * Guarantees:
  * - Backpressure: at most one decoded batch plus the writer's chunks are
@@ -10,26 +11,26 @@
  * - Only what the source sent is forwarded: if the source ends early, the
  *   relay fails without ever emitting `QEMU_VM_EOF`, so the destination's
  *   load fails instead of starting a VM.
- * - Return path and postcopy are refused before the command that asks for
- *   them is forwarded (the proxy relays one direction only).
+ * - Postcopy and COLO are refused before the command that asks for them is
+ *   forwarded; so is `OPEN_RETURN_PATH` unless the caller relays the return
+ *   path (`allowReturnPath`, as `ProxySession` does).
  *
  * @module
  */
 
-import { UnsupportedFeatureError, VerificationError } from "../errors.ts";
+import { VerificationError } from "../errors.ts";
 import type { ByteReader } from "../io/byte_reader.ts";
-import { type ByteSink, ByteWriter } from "../io/byte_writer.ts";
-import * as C from "../migration/constants.ts";
-import { decodeMigrationBatches } from "../migration/decoder.ts";
-import { MigrationEncoder } from "../migration/encoder.ts";
+import type { ByteSink } from "../io/byte_writer.ts";
 import { type DropStats, UnpluggedPageDropper } from "../migration/filter.ts";
-import { isPageRecord, type MigrationRecord } from "../migration/types.ts";
+import { MigrationPipeline, type PipelineProgress } from "../migration/pipeline.ts";
+import { PassThroughStage, type RecordStage } from "../migration/stage.ts";
 import {
   PlugStateVerifier,
   type PlugStateViolation,
   type VerifyResult,
 } from "../migration/verify.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
+import { CommandGuard } from "./_command_guard.ts";
 
 /** What the relay does to the stream. */
 export type RelayMode = "pass" | "filter" | "verify";
@@ -46,7 +47,7 @@ export interface RelayProgress {
   droppedRecords: number;
 }
 
-/** Options for {@linkcode relayMigration}. */
+/** Options for {@linkcode relayMigration} and {@linkcode MigrationRelay}. */
 export interface RelayOptions {
   /** `pass`, `filter` (drop unplugged pages) or `verify` (forward nothing from the first violation on, never the EOF). @default {"pass"} */
   mode?: RelayMode;
@@ -66,6 +67,29 @@ export interface RelayOptions {
    * @default {undefined}
    */
   onVerificationFailure?: (first: PlugStateViolation) => void;
+  /**
+   * Let `OPEN_RETURN_PATH` through: the caller relays the destination's
+   * answers back to the source (`ProxySession` does). A one-way relay must
+   * refuse it: the source would wait for answers forever.
+   * @default {false}
+   */
+  allowReturnPath?: boolean;
+  /** Called when `OPEN_RETURN_PATH` passes the relay (before it reaches the destination). @default {undefined} */
+  onReturnPathOpened?: () => void;
+  /**
+   * Awaited before `QEMU_VM_EOF` goes to the destination; a rejection
+   * withholds it (the session waits here for its other channels).
+   * @default {undefined}
+   */
+  beforeEof?: () => Promise<void>;
+  /**
+   * Called once the stream is complete (its vmdesc arrived, or the source
+   * ended): everything, EOF included when it was clean, reached the sink.
+   * The relay then waits for the source to close (with a return path the
+   * source waits for the destination's answer first).
+   * @default {undefined}
+   */
+  onComplete?: (progress: RelayProgress) => void;
 }
 
 /**
@@ -112,31 +136,151 @@ export interface RelayResult extends RelayProgress {
   verify: VerifyResult | undefined;
 }
 
-/** Commands that need the return path or postcopy, which a one-way relay cannot serve. */
-const REFUSED_COMMANDS = new Set([
-  C.MIG_CMD_OPEN_RETURN_PATH,
-  C.MIG_CMD_POSTCOPY_ADVISE,
-  C.MIG_CMD_POSTCOPY_LISTEN,
-  C.MIG_CMD_POSTCOPY_RUN,
-  C.MIG_CMD_POSTCOPY_RAM_DISCARD,
-  C.MIG_CMD_PACKAGED,
-  C.MIG_CMD_ENABLE_COLO,
-  C.MIG_CMD_POSTCOPY_RESUME,
-  C.MIG_CMD_RECV_BITMAP,
-]);
+/**
+ * The main-channel relay as an object the session steers while it runs:
+ * it pushes buffered output out before waiting for its source, and knows
+ * whether the return path was opened and which PINGs wait for a PONG.
+ *
+ * @example
+ * ```ts ignore
+ * import { MigrationRelay, openInput } from "@vmem-dump/vmem-dump";
+ * const input = await openInput("q10-s3.mig");
+ * const relay = new MigrationRelay(input.reader, async (c) => {}, { mode: "verify" });
+ * await relay.run(); // throws a RelayVerificationError for s3
+ * ```
+ */
+export class MigrationRelay {
+  #options: RelayOptions;
+  #guard: CommandGuard;
+  #dropper: UnpluggedPageDropper | undefined;
+  #verifier: PlugStateVerifier | undefined;
+  #stage: RecordStage;
+  #pipeline: MigrationPipeline;
+  #failureSignalled = false;
 
-function refuse(r: MigrationRecord & { kind: "command" }): never {
-  const what = r.command === C.MIG_CMD_OPEN_RETURN_PATH
-    ? "the return path (OPEN_RETURN_PATH)"
-    : r.command === C.MIG_CMD_ENABLE_COLO
-    ? "COLO (ENABLE_COLO)"
-    : `postcopy (${r.name})`;
-  throw new UnsupportedFeatureError(
-    `Cannot relay migration: the proxy does not support ${what}; turn off the return-path, postcopy-ram, ` +
-      "dirty-bitmaps, switchover-ack and x-colo capabilities on the source",
-    "migration",
-    r.streamOffset,
-  );
+  /**
+   * Set the relay up.
+   *
+   * @param source The source's bytes (e.g. a socket).
+   * @param sink Writes a chunk to the destination; chunks are reused after its promise resolves.
+   * @param options Mode, plug map, hooks.
+   */
+  constructor(source: ByteReader, sink: ByteSink, options: RelayOptions = {}) {
+    this.#options = options;
+    const mode = options.mode ?? "pass";
+    const plugMap = options.plugMap;
+    this.#guard = new CommandGuard(options.allowReturnPath ?? false, options.onReturnPathOpened);
+    let stage: RecordStage;
+    if (mode === "filter") {
+      stage = this.#dropper = new UnpluggedPageDropper(plugMap ? { plugMap } : {});
+    } else if (mode === "verify") {
+      stage = this.#verifier = new PlugStateVerifier({
+        mode: "report",
+        ...(plugMap ? { plugMap } : {}),
+      });
+    } else {
+      stage = new PassThroughStage();
+    }
+    this.#stage = stage;
+    const interval = options.progressIntervalMs ?? 500;
+    let lastReport = 0;
+    this.#pipeline = new MigrationPipeline(source, {
+      stages: [this.#guard, stage],
+      output: async (chunk) => {
+        await sink(chunk);
+      },
+      chunkSize: options.chunkSize ?? 1 << 20,
+      onBatch: (p) => {
+        const verifier = this.#verifier;
+        if (verifier !== undefined && verifier.failed && !this.#failureSignalled) {
+          // Nothing more goes to the destination; read on to report every violation.
+          this.#failureSignalled = true;
+          this.#pipeline.detachOutput();
+          options.onVerificationFailure?.(verifier.violations[0]!);
+        }
+        if (options.onProgress !== undefined) {
+          const now = Date.now();
+          if (now - lastReport >= interval) {
+            lastReport = now;
+            options.onProgress(this.#progress(p));
+          }
+        }
+      },
+      ...(options.beforeEof ? { beforeEof: options.beforeEof } : {}),
+      onComplete: (p) => options.onComplete?.(this.#progress(p)),
+    });
+  }
+
+  #progress(p: PipelineProgress): RelayProgress {
+    return {
+      bytesIn: p.bytesIn,
+      bytesOut: p.bytesOut,
+      pageRecords: this.#guard.pageRecords,
+      droppedRecords: this.#dropper?.droppedRecords ?? 0,
+    };
+  }
+
+  /** Progress so far. */
+  get progress(): RelayProgress {
+    return this.#progress(this.#pipeline.progress);
+  }
+
+  /** Whether `OPEN_RETURN_PATH` has passed (the destination may answer from then on). */
+  get returnPathOpened(): boolean {
+    return this.#guard.returnPathOpened;
+  }
+
+  /** PING values forwarded and not yet answered, oldest first (the session takes them off). */
+  get pendingPings(): number[] {
+    return this.#guard.pings;
+  }
+
+  /** Whether `QEMU_VM_EOF` was handed to the destination. */
+  get eofForwarded(): boolean {
+    return this.#pipeline.eofWritten;
+  }
+
+  /** The mode's stage: the dropper, the verifier or the pass-through. */
+  get stage(): RecordStage {
+    return this.#stage;
+  }
+
+  /** Whether the stream is complete (vmdesc or end of the source seen, output flushed). */
+  get complete(): boolean {
+    return this.#pipeline.complete;
+  }
+
+  /** Whether verify mode found a violation. */
+  get failed(): boolean {
+    return this.#verifier?.failed ?? false;
+  }
+
+  /** Hand buffered output to the destination now (call before waiting for the source). */
+  sendBuffered(): void {
+    this.#pipeline.sendBuffered();
+  }
+
+  /** Forward nothing more (the destination is gone or was dropped). */
+  detachOutput(): void {
+    this.#pipeline.detachOutput();
+  }
+
+  /**
+   * Relay to the end of the source.
+   *
+   * @returns Counts and the filter/verify outcome.
+   * @throws {UnsupportedFeatureError} for postcopy and COLO streams.
+   * @throws {RelayVerificationError} in verify mode when a record touched an unplugged block.
+   * @throws {FormatError} for a malformed or truncated stream.
+   */
+  async run(): Promise<RelayResult> {
+    await this.#pipeline.run();
+    const verifier = this.#verifier;
+    if (verifier?.failed) throw new RelayVerificationError(verifier.result);
+    const done = this.progress;
+    this.#options.onProgress?.(done);
+    return { ...done, dropStats: this.#dropper?.stats, verify: verifier?.result };
+  }
 }
 
 /**
@@ -150,7 +294,7 @@ function refuse(r: MigrationRecord & { kind: "command" }): never {
  * @param sink Writes a chunk to the destination.
  * @param options Mode, plug map, progress.
  * @returns Counts and the filter/verify outcome.
- * @throws {UnsupportedFeatureError} for return path, postcopy and COLO streams.
+ * @throws {UnsupportedFeatureError} for postcopy and COLO streams (and the return path unless allowed).
  * @throws {RelayVerificationError} in verify mode when a record touched an unplugged block
  * (after reading the source to its end; nothing after the first violation is forwarded).
  * @throws {FormatError} for a malformed or truncated stream.
@@ -164,180 +308,10 @@ function refuse(r: MigrationRecord & { kind: "command" }): never {
  * console.log(r.droppedRecords);
  * ```
  */
-export async function relayMigration(
+export function relayMigration(
   source: ByteReader,
   sink: ByteSink,
   options: RelayOptions = {},
 ): Promise<RelayResult> {
-  const mode = options.mode ?? "pass";
-  const plugMap = options.plugMap;
-  const dropper = mode === "filter"
-    ? new UnpluggedPageDropper(plugMap ? { plugMap } : {})
-    : undefined;
-  const verifier = mode === "verify"
-    ? new PlugStateVerifier({ mode: "report", ...(plugMap ? { plugMap } : {}) })
-    : undefined;
-  let failureSignalled = false;
-  const out = orderedSink(async (chunk) => {
-    await sink(chunk);
-  });
-  const writer = new ByteWriter(out.sink, {
-    chunkSize: options.chunkSize ?? 1 << 20,
-    reuseChunks: true,
-  });
-  const enc = new MigrationEncoder(writer);
-  const interval = options.progressIntervalMs ?? 500;
-  let lastReport = 0;
-  let pageRecords = 0;
-  const progress = (): RelayProgress => ({
-    bytesIn: source.offset,
-    bytesOut: out.written,
-    pageRecords,
-    droppedRecords: dropper?.droppedRecords ?? 0,
-  });
-
-  const write = async (batch: MigrationRecord[]) => {
-    for (const r of batch) enc.write(r);
-    await enc.flushIfFull();
-    out.check();
-  };
-
-  for await (const batch of decodeMigrationBatches(source)) {
-    for (const r of batch) {
-      if (r.kind === "command" && REFUSED_COMMANDS.has(r.command)) refuse(r);
-      else if (isPageRecord(r)) pageRecords++;
-    }
-    let out: MigrationRecord[] = batch;
-    if (dropper !== undefined) out = dropper.filterBatch(batch);
-    else if (verifier !== undefined) {
-      out = verifier.checkBatch(batch);
-      if (verifier.failed) {
-        // Nothing more goes to the destination; read on to report every violation.
-        if (!failureSignalled) {
-          failureSignalled = true;
-          options.onVerificationFailure?.(verifier.violations[0]!);
-        }
-        continue;
-      }
-    }
-    if (out.length > 0) await write(out);
-    if (options.onProgress !== undefined) {
-      const now = Date.now();
-      if (now - lastReport >= interval) {
-        lastReport = now;
-        options.onProgress(progress());
-      }
-    }
-  }
-  if (verifier !== undefined) {
-    const rest = verifier.end();
-    if (verifier.failed) throw new RelayVerificationError(verifier.result);
-    if (rest.length > 0) await write(rest);
-  }
-  await enc.flush();
-  await out.drain(writer.offset);
-  const done = progress();
-  options.onProgress?.(done);
-  return { ...done, dropStats: dropper?.stats, verify: verifier?.result };
-}
-
-/**
- * Format a byte count for people: `512 B`, `1.5 KiB`, `110.4 MiB`, `2.00 GiB`.
- *
- * @param n Bytes.
- * @returns Text.
- *
- * @example
- * ```ts
- * import { formatByteCount } from "@vmem-dump/vmem-dump";
- * console.log(formatByteCount(1536)); // 1.5 KiB
- * ```
- */
-export function formatByteCount(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let v = n / 1024;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[u]}`;
-}
-
-/** A sink that writes in order, remembers its first failure and can be drained. */
-export interface OrderedSink {
-  /** Give this to a `ByteWriter`. Its promises never reject. */
-  sink: ByteSink;
-  /** Bytes written so far. */
-  readonly written: number;
-  /** Throw the first write error, if any. */
-  check(): void;
-  /** Wait until `total` bytes were written (or a write failed: then throw). */
-  drain(total: number): Promise<void>;
-}
-
-/**
- * Wrap an async write function as a {@linkcode ByteSink}: one write at a
- * time, in order (a pipe or socket may take part of a chunk); a failed write
- * is kept and rethrown by `check()`/`drain()` instead of leaving a rejected
- * promise nobody awaits when a pipeline stops early; `drain(writer.offset)`
- * waits until every byte handed to a `ByteWriter` has been written.
- *
- * @param write Writes one whole chunk.
- * @returns The sink and its controls.
- *
- * @example
- * ```ts ignore
- * import { ByteWriter, orderedSink } from "@vmem-dump/vmem-dump";
- * const file = await Deno.create("out.bin");
- * const out = orderedSink(async (c) => { let n = 0; while (n < c.length) n += await file.write(c.subarray(n)); });
- * const w = new ByteWriter(out.sink, { reuseChunks: true });
- * w.u32(1);
- * await w.flush();
- * await out.drain(w.offset);
- * ```
- */
-export function orderedSink(write: (chunk: Uint8Array<ArrayBuffer>) => Promise<void>): OrderedSink {
-  let tail: Promise<void> = Promise.resolve();
-  let written = 0;
-  let failed: { error: unknown } | undefined;
-  let waiters: { total: number; resolve: () => void }[] = [];
-  const wake = () => {
-    const still: typeof waiters = [];
-    for (const w of waiters) {
-      if (failed !== undefined || written >= w.total) w.resolve();
-      else still.push(w);
-    }
-    waiters = still;
-  };
-  const check = () => {
-    if (failed !== undefined) throw failed.error;
-  };
-  return {
-    sink(chunk) {
-      tail = tail.then(async () => {
-        if (failed === undefined) {
-          try {
-            await write(chunk);
-            written += chunk.byteLength;
-          } catch (error) {
-            failed = { error };
-          }
-        }
-        wake();
-      });
-      return tail;
-    },
-    get written() {
-      return written;
-    },
-    check,
-    async drain(total) {
-      if (failed === undefined && written < total) {
-        await new Promise<void>((resolve) => waiters.push({ total, resolve }));
-      }
-      check();
-    },
-  };
+  return new MigrationRelay(source, sink, options).run();
 }

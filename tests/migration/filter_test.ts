@@ -7,11 +7,11 @@ import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { MigrationEncoder } from "../../src/migration/encoder.ts";
 import {
   type DropStats,
-  dropUnpluggedPages,
   DropUnpluggedPagesStream,
   UnpluggedPageDropper,
 } from "../../src/migration/filter.ts";
 import type { MigrationRecord } from "../../src/migration/types.ts";
+import { type RecordOrBatch, stageBatches } from "../../src/migration/stage.ts";
 import { PlugMap } from "../../src/vmem/plug_map.ts";
 import { assertFormatError } from "../_util/assert.ts";
 import {
@@ -43,7 +43,7 @@ async function filterBytes(
 ): Promise<{ out: Uint8Array; stats: DropStats }> {
   const batches = await decodeBatches(bytes);
   const dropper = new UnpluggedPageDropper(options);
-  const out = await encodeRecords(batches.map((b) => dropper.filterBatch(b)));
+  const out = await encodeRecords(batches.map((b) => dropper.process(b)));
   return { out, stats: dropper.stats };
 }
 
@@ -121,10 +121,10 @@ Deno.test("UnpluggedPageDropper gives the same output however the records are ba
   for (let seed = 100; seed < 110; seed++) {
     const syn = syntheticRecords({ seed, pages: 90 });
     const records = (await decodeBatches(await encodeRecords(syn.records))).flat();
-    const reference = await encodeRecords(new UnpluggedPageDropper().filterBatch(records));
+    const reference = await encodeRecords(new UnpluggedPageDropper().process(records));
     for (const size of [1, 2, 7, () => 1 + Math.floor(rnd() * 20)]) {
       const dropper = new UnpluggedPageDropper();
-      const out = await encodeRecords(rebatch(records, size).map((b) => dropper.filterBatch(b)));
+      const out = await encodeRecords(rebatch(records, size).map((b) => dropper.process(b)));
       assert.deepEqual(out, reference);
     }
   }
@@ -145,11 +145,11 @@ Deno.test("UnpluggedPageDropper output does not depend on how the input bytes ar
 Deno.test("DropUnpluggedPagesStream filters single records and batches", async () => {
   const syn = syntheticRecords({ seed: 3, pages: 60 });
   const records = (await decodeBatches(await encodeRecords(syn.records))).flat();
-  const reference = await encodeRecords(new UnpluggedPageDropper().filterBatch(records));
+  const reference = await encodeRecords(new UnpluggedPageDropper().process(records));
   for (const batched of [false, true]) {
     const stream = new DropUnpluggedPagesStream();
-    const items: (MigrationRecord | MigrationRecord[])[] = batched ? rebatch(records, 5) : records;
-    const out: (MigrationRecord | MigrationRecord[])[] = await Array.fromAsync(
+    const items: RecordOrBatch[] = batched ? rebatch(records, 5) : records;
+    const out: RecordOrBatch[] = await Array.fromAsync(
       ReadableStream.from(items).pipeThrough(stream),
     );
     assert.equal(out.every((x) => Array.isArray(x) === batched), true);
@@ -158,11 +158,11 @@ Deno.test("DropUnpluggedPagesStream filters single records and batches", async (
   }
 });
 
-Deno.test("dropUnpluggedPages() filters an async iterable of batches", async () => {
+Deno.test("stageBatches() runs the dropper over an async iterable of batches", async () => {
   const syn = syntheticRecords({ seed: 5 });
   const batches = await decodeBatches(await encodeRecords(syn.records));
   const dropper = new UnpluggedPageDropper();
-  const out = await Array.fromAsync(dropUnpluggedPages(batches, { dropper }));
+  const out = await Array.fromAsync(stageBatches(dropper, batches));
   assert.equal(
     out.flat().filter(isPage).length,
     dropper.stats.pageRecords - dropper.stats.droppedRecords,
@@ -175,13 +175,13 @@ Deno.test("UnpluggedPageDropper refuses a late-layout stream without plug state"
   const batches = await decodeBatches(bytes);
   const firstPage = batches.flat().find(isPage)!;
   const e = await assertFormatError(
-    () => batches.forEach((b) => new UnpluggedPageDropper().filterBatch(b)),
+    () => batches.forEach((b) => new UnpluggedPageDropper().process(b)),
     { code: "unsupported", offset: firstPage.streamOffset },
   );
   assert.ok(e instanceof UnsupportedFeatureError);
   // Without the requirement, records pass unchanged.
   const dropper = new UnpluggedPageDropper({ requirePlugState: false });
-  const out = await encodeRecords(batches.map((b) => dropper.filterBatch(b)));
+  const out = await encodeRecords(batches.map((b) => dropper.process(b)));
   assert.deepEqual(out, bytes);
 });
 
@@ -192,7 +192,7 @@ Deno.test("UnpluggedPageDropper refuses a plug map that would drop blocks the st
   const stricter = plugged.map((p, i) => p && i !== 1);
   const run = (options: ConstructorParameters<typeof UnpluggedPageDropper>[0]) => {
     const d = new UnpluggedPageDropper(options);
-    for (const b of batches) d.filterBatch(b);
+    for (const b of batches) d.process(b);
     return d.stats;
   };
   await assertFormatError(() => run({ plugMap: syntheticPlugMap(stricter) }), {
@@ -211,7 +211,7 @@ Deno.test("UnpluggedPageDropper refuses a plug map for a device the stream does 
   const batches = await decodeBatches(await encodeRecords(syn.records));
   const map = syntheticPlugMap(syn.plugged, "0000:00:02.0/other");
   const e = await assertFormatError(
-    () => batches.forEach((b) => new UnpluggedPageDropper({ plugMap: map }).filterBatch(b)),
+    () => batches.forEach((b) => new UnpluggedPageDropper({ plugMap: map }).process(b)),
     { code: "unknown-block" },
   );
   assert.ok(e instanceof FormatError);
@@ -239,7 +239,7 @@ async function filterRealFile(
   );
   try {
     for await (const batch of decodeMigrationBatches(reader)) {
-      for (const r of dropper.filterBatch(batch)) enc.write(r);
+      for (const r of dropper.process(batch)) enc.write(r);
     }
     await enc.flush();
   } finally {
@@ -407,7 +407,8 @@ Deno.test({
         const dropper = new UnpluggedPageDropper();
         let n = 0;
         for await (
-          const b of dropper.filterBatches(
+          const b of stageBatches(
+            dropper,
             decodeMigrationBatches(new StreamByteReader(await chunkedFileStream(path, c))),
           )
         ) {

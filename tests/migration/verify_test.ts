@@ -31,7 +31,7 @@ function runVerifier(
   const verifier = new PlugStateVerifier(options);
   const forwarded: MigrationRecord[] = [];
   try {
-    for (const b of batches) forwarded.push(...verifier.checkBatch(b));
+    for (const b of batches) forwarded.push(...verifier.process(b));
     forwarded.push(...verifier.end());
     return { verifier, forwarded, error: undefined };
   } catch (e) {
@@ -61,9 +61,9 @@ Deno.test("PlugStateVerifier holds back QEMU_VM_EOF until the input ends", async
   const records = (await decodeBatches(await encodeRecords(syn.records))).flat();
   const v = new PlugStateVerifier();
   const eofAt = records.findIndex((r) => r.kind === "eof");
-  const before = v.checkBatch(records.slice(0, eofAt + 1));
+  const before = v.process(records.slice(0, eofAt + 1));
   assert.equal(before.length, eofAt, "everything but the EOF");
-  assert.deepEqual(v.checkBatch(records.slice(eofAt + 1)), []);
+  assert.deepEqual(v.process(records.slice(eofAt + 1)), []);
   assert.deepEqual(v.end().map((r) => r.kind), ["eof", "vmdesc"]);
 });
 
@@ -194,7 +194,7 @@ async function verifyFile(
   let error: unknown;
   try {
     for await (const b of decodeMigrationBatches(reader)) {
-      for (const r of verifier.checkBatch(b)) {
+      for (const r of verifier.process(b)) {
         forwarded.push({ kind: r.kind, streamOffset: r.streamOffset } as MigrationRecord);
       }
     }

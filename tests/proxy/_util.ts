@@ -224,7 +224,7 @@ export function syntheticRecords(options: SyntheticOptions): Synthetic {
 
 /** Encode records (or batches) into one byte array. Throws like the encoder does. */
 export async function encodeRecords(
-  records: Iterable<MigrationRecord | MigrationRecord[]>,
+  records: Iterable<MigrationRecord | readonly MigrationRecord[]>,
 ): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   const enc = new MigrationEncoder(
@@ -233,8 +233,8 @@ export async function encodeRecords(
     }, { chunkSize: 1 << 16 }),
   );
   for (const item of records) {
-    if (Array.isArray(item)) { for (const r of item) enc.write(r); }
-    else enc.write(item);
+    if (Array.isArray(item)) { for (const r of item as readonly MigrationRecord[]) enc.write(r); }
+    else enc.write(item as MigrationRecord);
   }
   await enc.flush();
   return concatBytes(chunks);

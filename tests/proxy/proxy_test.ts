@@ -5,7 +5,7 @@ import { bytesReader, PullByteReader } from "../../src/io/byte_reader.ts";
 import { ByteWriter } from "../../src/io/byte_writer.ts";
 import { MigrationEncoder } from "../../src/migration/encoder.ts";
 import type { MigrationRecord } from "../../src/migration/types.ts";
-import { formatEndpoint, isLoopbackHost, parseEndpoint } from "../../src/proxy/endpoint.ts";
+import { formatEndpoint, isLoopbackHost, parseEndpoint } from "../../src/io/endpoint.ts";
 import { relayMigration, RelayVerificationError } from "../../src/proxy/relay.ts";
 import { run as runProxy } from "../../cli/commands/proxy.ts";
 import { realdata, realdataAvailable, realdataFacts } from "../_util/realdata.ts";
@@ -109,11 +109,11 @@ async function streamWithCommand(
   return await encodeRecords(records);
 }
 
-Deno.test("relayMigration() refuses the return path and postcopy before forwarding them", async () => {
+Deno.test("relayMigration() refuses postcopy and COLO before forwarding them, and OPEN_RETURN_PATH unless allowed", async () => {
   for (
-    const [cmd, name, payload] of [[1, "OPEN_RETURN_PATH", 0], [3, "POSTCOPY_ADVISE", 16], [
-      3,
-      "POSTCOPY_ADVISE",
+    const [cmd, name, payload] of [[3, "POSTCOPY_ADVISE", 16], [3, "POSTCOPY_ADVISE", 0], [
+      8,
+      "ENABLE_COLO",
       0,
     ]] as const
   ) {
@@ -121,12 +121,24 @@ Deno.test("relayMigration() refuses the return path and postcopy before forwardi
     const out = memorySink();
     const e = await relayMigration(bytesReader(bytes), out.sink).then(() => undefined, (x) => x);
     assert.ok(e instanceof UnsupportedFeatureError, String(e));
-    assert.match(e.message, cmd === 1 ? /return path/ : /postcopy/);
+    assert.match(e.message, cmd === 8 ? /COLO/ : /postcopy/);
     // Only header + configuration could have been handed on; the command was not.
     const got = concat(out.chunks);
     assert.ok(got.byteLength < 30);
     assert.ok(!got.includes(0x08));
   }
+  const bytes = await streamWithCommand(1, "OPEN_RETURN_PATH", new Uint8Array(0));
+  const refused = await relayMigration(bytesReader(bytes), memorySink().sink).catch((x) => x);
+  assert.ok(refused instanceof UnsupportedFeatureError, String(refused));
+  assert.match(refused.message, /return path/);
+  const out = memorySink();
+  let opened = 0;
+  await relayMigration(bytesReader(bytes), out.sink, {
+    allowReturnPath: true,
+    onReturnPathOpened: () => opened++,
+  });
+  assert.equal(opened, 1);
+  assert.deepEqual(concat(out.chunks), bytes);
 });
 
 Deno.test("relayMigration() never forwards an EOF for a truncated source", async () => {
@@ -395,17 +407,17 @@ Deno.test({
     }),
 });
 
-Deno.test("vmem-dump proxy refuses a stream that asks for the return path", () =>
+Deno.test("vmem-dump proxy refuses a stream that asks for postcopy", () =>
   withDir(async (dir) => {
-    const bytes = await streamWithCommand(1, "OPEN_RETURN_PATH", new Uint8Array(0));
-    await Deno.writeFile(`${dir}/rp.mig`, bytes);
+    const bytes = await streamWithCommand(3, "POSTCOPY_ADVISE", new Uint8Array(16));
+    await Deno.writeFile(`${dir}/pc.mig`, bytes);
     const started = proxyInDir(dir);
     const { dest } = started;
     const proxy = started.proxy.catch((e) => e);
-    await fakeSource(`${dir}/p.sock`, `${dir}/rp.mig`);
+    await fakeSource(`${dir}/p.sock`, `${dir}/pc.mig`);
     const e = await proxy;
     assert.ok(e instanceof UnsupportedFeatureError, String(e));
-    assert.match(e.message, /does not support the return path/);
+    assert.match(e.message, /does not support postcopy/);
     assert.ok((await dest.done).byteLength < 30);
   }));
 

@@ -1,5 +1,5 @@
 /**
- * Socket endpoints of the migration proxy: `unix:PATH` and `tcp:HOST:PORT`
+ * Socket endpoints: `unix:PATH` and `tcp:HOST:PORT`
  * (QEMU's own spelling for `migrate` and `-incoming`), and the loopback test
  * that decides whether a TCP endpoint needs `--allow-remote`.
  *
