@@ -7,6 +7,7 @@
  */
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import type { AtomicOutputOptions } from "../src/io/file.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import { loadPlugMap } from "../src/vmem/load.ts";
 import { type CliIo, UsageError } from "./io.ts";
@@ -81,16 +82,32 @@ export async function parseCommandArgs<O extends ParseArgsOptionsConfig>(
   return parsed;
 }
 
+/** `-f`, `--force`: replace an existing output (never an input). */
+export const FORCE_OPTION = { force: { type: "boolean", short: "f" } } as const;
+
+/** The help line of {@linkcode FORCE_OPTION}, aligned like the other option lines. */
+export const FORCE_HELP =
+  "  -f, --force            replace an existing output (never one of the inputs)\n";
+
 /**
- * The `IN OUT` pair of a copying command; OUT must not be IN (unless both
- * are `-`).
+ * The output policy of a command (docs/evidence.md): the files it reads as
+ * data (`inputs`: protected, and the output's permissions never wider than
+ * theirs), further files it reads (`protect`: plug maps, headers), and
+ * `--force`. Undefined entries are skipped.
  */
-export function inputOutput(positionals: string[], command: string): [string, string] {
-  const [inPath, outPath] = positionals as [string, string];
-  if (inPath !== "-" && inPath === outPath) {
-    throw new UsageError(`${command} cannot write its output over its input`);
-  }
-  return [inPath, outPath];
+export function outputPolicy(
+  values: { force?: boolean | undefined },
+  inputs: readonly (string | undefined)[],
+  protect: readonly (string | undefined)[] = [],
+): AtomicOutputOptions {
+  const defined = (list: readonly (string | undefined)[]) =>
+    list.filter((x): x is string => x !== undefined);
+  return { inputs: defined(inputs), protect: defined(protect), force: values.force ?? false };
+}
+
+/** The files named by the plug-map options (they are inputs too). */
+export function plugMapFiles(values: PlugMapValues): (string | undefined)[] {
+  return [values.plugmap, values["plugmap-from"]];
 }
 
 /** Values of {@linkcode PLUGMAP_OPTIONS}. */

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { FormatError } from "../src/errors.ts";
+import { FormatError, OutputError } from "../src/errors.ts";
+import { TOOL_VERSION } from "../src/version.ts";
 import { type CliIo, type CommandRun, denoIo, UsageError } from "./io.ts";
 
 /** Subcommands, loaded on demand. */
@@ -52,7 +53,9 @@ function usage(): string {
 
 /**
  * Run the CLI with `args` and return the exit code: 0 success, 1 error,
- * 2 usage error, 3 findings or violations.
+ * 2 usage error, 3 findings or violations, 4 inconclusive. Every error is
+ * one line on stderr (`error: …`), never a stack trace (set
+ * `VMEM_DUMP_DEBUG=1` to get one).
  */
 export async function main(args: string[], io: CliIo = denoIo()): Promise<number> {
   const [name, ...rest] = args;
@@ -61,7 +64,7 @@ export async function main(args: string[], io: CliIo = denoIo()): Promise<number
     return name === undefined ? 2 : 0;
   }
   if (name === "--version") {
-    await io.out("vmem-dump 0.1.0\n");
+    await io.out(`vmem-dump ${TOOL_VERSION}\n`);
     return 0;
   }
   const command = COMMANDS[name];
@@ -73,19 +76,43 @@ export async function main(args: string[], io: CliIo = denoIo()): Promise<number
     const { run } = await command.load();
     return await run(rest, io);
   } catch (e) {
-    if (e instanceof UsageError) {
-      await io.err(`error: ${e.message}\n`);
-      return 2;
+    await io.err(`error: ${errorLine(e)}\n`);
+    if (debugRequested() && e instanceof Error && e.stack) await io.err(`${e.stack}\n`);
+    return e instanceof UsageError ? 2 : 1;
+  }
+}
+
+/**
+ * One line for any error: typed errors by their message (it names the
+ * offset or the path), operating-system errors as "what: why", anything
+ * else with its class name (a bug: `VMEM_DUMP_DEBUG=1` shows the stack).
+ */
+export function errorLine(e: unknown): string {
+  if (e instanceof UsageError || e instanceof FormatError || e instanceof OutputError) {
+    return oneLine(e.message);
+  }
+  if (e instanceof Error) {
+    const os = /^(.*?)\s*\(os error \d+\)(?::\s*(\w+)\s+'(.*)')?$/s.exec(e.message);
+    if (os) {
+      const why = os[1]!.charAt(0).toLowerCase() + os[1]!.slice(1);
+      return oneLine(os[3] === undefined ? why : `cannot ${os[2]} ${os[3]}: ${why}`);
     }
-    if (
-      e instanceof FormatError || e instanceof Deno.errors.NotFound ||
-      e instanceof Deno.errors.PermissionDenied
-    ) {
-      await io.err(`error: ${(e as Error).message}\n`);
-      return 1;
-    }
-    await io.err(`error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    return 1;
+    const known = e instanceof TypeError || e instanceof RangeError || e.name === "Error" ||
+      Object.values(Deno.errors).some((k) => e instanceof k);
+    return oneLine(known ? e.message : `${e.name}: ${e.message}`);
+  }
+  return oneLine(String(e));
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, "; ");
+}
+
+function debugRequested(): boolean {
+  try {
+    return Deno.env.get("VMEM_DUMP_DEBUG") === "1";
+  } catch {
+    return false;
   }
 }
 

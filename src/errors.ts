@@ -186,3 +186,68 @@ export class VerificationError extends FormatError {
     this.ramOffset = details.ramOffset;
   }
 }
+
+/** Stable codes of an {@linkcode OutputError}. */
+export type OutputErrorCode =
+  /** The output is one of the inputs (same device and inode, links resolved). */
+  | "output-is-input"
+  /** The output exists and replacing it was not asked for. */
+  | "output-exists"
+  /** The output path cannot be written to (a directory, a block device …). */
+  | "not-writable"
+  /** Creating, writing, closing or renaming the output failed (ENOSPC, EIO, EACCES …). */
+  | "io";
+
+/** Details of an {@linkcode OutputError}. */
+export interface OutputErrorDetails {
+  /** Stable code for programs. */
+  code: OutputErrorCode;
+  /** The output path (`-` for standard output). */
+  path: string;
+  /** Output offset of the first byte that could not be written, when writing failed. */
+  offset?: number | undefined;
+  /** The operating system's error code (`ENOSPC`, `EIO` …) when there was one. */
+  osCode?: string | undefined;
+}
+
+/**
+ * Writing an output failed, or was refused because it would destroy
+ * evidence (the output is an input, or it exists). The temporary output has
+ * been removed when this is thrown; the destination is untouched.
+ *
+ * @example
+ * ```ts
+ * import { OutputError } from "@vmem-dump/vmem-dump";
+ * const e = new OutputError("no space left on device writing out.mig at offset 0x1000", {
+ *   code: "io", path: "out.mig", offset: 0x1000, osCode: "ENOSPC",
+ * });
+ * console.log(e.code, e.offset); // "io" 4096
+ * ```
+ */
+export class OutputError extends Error {
+  /** The error class name. */
+  override name = "OutputError";
+  /** Stable code for programs. */
+  readonly code: OutputErrorCode;
+  /** The output path. */
+  readonly path: string;
+  /** Output offset where writing failed, or `undefined`. */
+  readonly offset: number | undefined;
+  /** The operating system's error code, or `undefined`. */
+  readonly osCode: string | undefined;
+
+  /**
+   * Construct it.
+   *
+   * @param message The whole sentence (it names the path, and the offset when there is one).
+   * @param details Code, path, offset.
+   * @param options Standard error options, e.g. `{ cause }`.
+   */
+  constructor(message: string, details: OutputErrorDetails, options?: ErrorOptions) {
+    super(message, options);
+    this.code = details.code;
+    this.path = details.path;
+    this.offset = details.offset;
+    this.osCode = details.osCode;
+  }
+}

@@ -24,10 +24,10 @@ import {
   readLibvirtSaveHeader,
 } from "../../src/container/libvirt_save.ts";
 import { DEFAULT_ZSTD_WINDOW_LOG_MAX } from "../../src/container/zstd_frames.ts";
-import { createAtomicOutput, openInput } from "../../src/io/file.ts";
+import { checkOutput, createAtomicOutput, openInput } from "../../src/io/file.ts";
 import { grouped, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
-import { inputOutput, JSON_OPTION, parseCommandArgs } from "../_args.ts";
+import { FORCE_OPTION, JSON_OPTION, outputPolicy, parseCommandArgs } from "../_args.ts";
 
 const HELP = `usage: vmem-dump convert IN OUT [--to raw|gzip|zstd|libvirt] [options]
 
@@ -52,6 +52,10 @@ unchanged. IN and OUT may be '-'; OUT appears only when the copy succeeded.
                        largest zstd window accepted when reading, as a power
                        of two (default ${DEFAULT_ZSTD_WINDOW_LOG_MAX}: 1 GiB, enough for --long=30)
   --json               print a JSON report (stdout; stderr when OUT is '-')
+  -f, --force          replace an existing OUT (never IN)
+
+OUT is never IN (same file, however named), an existing OUT is replaced only
+with --force, and OUT gets IN's permissions at most (docs/evidence.md).
 
 A libvirt image converted to raw and back with --header-from the original
 is identical byte for byte when its payload is raw. gzip and zstd payloads
@@ -142,6 +146,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       cookie: { type: "string" },
       "zstd-window-log-max": { type: "string" },
       ...JSON_OPTION,
+      ...FORCE_OPTION,
     },
     help: HELP,
     positionals: 2,
@@ -149,7 +154,12 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   });
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
-  const [inPath, outPath] = inputOutput(positionals, "convert");
+  const [inPath, outPath] = positionals as [string, string];
+  const policy = outputPolicy(values, [inPath], [
+    values["header-from"],
+    values.xml,
+    values.cookie,
+  ]);
   const toKind = values.to === undefined ? kindFromName(outPath) : KINDS[values.to];
   if (toKind === undefined) {
     throw new UsageError(`--to must be raw, gzip, zstd or libvirt, not '${values.to}'`);
@@ -179,6 +189,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     throw new UsageError("--zstd-window-log-max must be 10 to 31");
   }
 
+  await checkOutput(outPath, policy);
   const input = await openInput(inPath, { format: "container" });
   try {
     const opened = await openContainer(input.reader, {
@@ -201,7 +212,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       throw new UsageError("--long applies to zstd output only");
     }
 
-    const output = await createAtomicOutput(outPath);
+    const output = await createAtomicOutput(outPath, policy);
     let streamBytes = 0;
     let containerBytes = 0;
     try {

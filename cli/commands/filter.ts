@@ -12,11 +12,20 @@ import { type PipelineProgress, runMigrationPipeline } from "../../src/migration
 import { openStreamInput } from "../_stream_input.ts";
 import { formatByteCount, grouped, hex, json } from "../_format.ts";
 import type { CliIo } from "../io.ts";
-import { inputOutput, JSON_OPTION, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
+import {
+  FORCE_HELP,
+  FORCE_OPTION,
+  JSON_OPTION,
+  outputPolicy,
+  parseCommandArgs,
+  PLUGMAP_OPTIONS,
+  plugMapFiles,
+} from "../_args.ts";
 import { choosePlugState, type PlugStateChoice } from "../_plug_state.ts";
 import { terminalProgress } from "../_progress.ts";
 
-const HELP = `usage: vmem-dump filter IN OUT [--plugmap FILE | --plugmap-from STREAM] [--json]
+const HELP =
+  `usage: vmem-dump filter IN OUT [--plugmap FILE | --plugmap-from STREAM] [--json] [--force]
 
 Copy the migration stream IN to OUT without the RAM records (PAGE, ZERO,
 XBZRLE, COMPRESS_PAGE) that fall in unplugged virtio-mem blocks. Every other
@@ -31,27 +40,35 @@ section at its end; or out of band:
   --plugmap-from STREAM  a migration stream of the same paused VM
   --json                 print the drop report as JSON (to stdout, or to
                          stderr when OUT is '-')
+${FORCE_HELP}
+OUT is never one of the inputs (same file, however named) and an existing
+OUT is replaced only with --force; OUT gets IN's permissions at most
+(docs/evidence.md).
 `;
 
 /** Run `filter`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
   const parsed = await parseCommandArgs(args, io, {
-    options: { ...PLUGMAP_OPTIONS, ...JSON_OPTION },
+    options: { ...PLUGMAP_OPTIONS, ...JSON_OPTION, ...FORCE_OPTION },
     help: HELP,
     positionals: 2,
     usage: "filter takes an input and an output (files or -)",
   });
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
-  const [inPath, outPath] = inputOutput(positionals, "filter");
-  const choice = await choosePlugState(values, inPath, { twoPass: true });
-
-  const input = await openStreamInput(inPath, { recycle: true });
-  let output: Awaited<ReturnType<typeof createAtomicOutput>>;
+  const [inPath, outPath] = positionals as [string, string];
+  // Refuse a bad output before any work: it must not be IN or an existing file.
+  const output = await createAtomicOutput(
+    outPath,
+    outputPolicy(values, [inPath], plugMapFiles(values)),
+  );
+  let choice: PlugStateChoice;
+  let input: Awaited<ReturnType<typeof openStreamInput>>;
   try {
-    output = await createAtomicOutput(outPath);
+    choice = await choosePlugState(values, inPath, { twoPass: true });
+    input = await openStreamInput(inPath, { recycle: true });
   } catch (e) {
-    input.close();
+    await output.abort();
     throw e;
   }
   const dropper = new UnpluggedPageDropper(choice.plugMap ? { plugMap: choice.plugMap } : {});

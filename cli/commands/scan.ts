@@ -6,6 +6,7 @@
  */
 
 import { openContainer } from "../../src/container/open.ts";
+import { FormatError } from "../../src/errors.ts";
 import { sniffContainer } from "../../src/container/detect.ts";
 import { ELFMAG } from "../../src/elf/constants.ts";
 import { readElfCore } from "../../src/elf/reader.ts";
@@ -95,8 +96,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
   const kind = await inputKind(path, values.format, baseGpa);
   if (kind === "raw" && baseGpa === undefined) {
-    throw new UsageError(
-      `${path} is neither an ELF dump nor a migration stream; for a raw memory image give --base GPA`,
+    // A bad input, not a bad command line: exit 1, with the offset.
+    throw new FormatError(
+      `Cannot scan ${path}: not an ELF dump, a kdump dump or a migration stream ` +
+        `(no known magic); a raw memory image needs --base GPA`,
+      { format: "raw", code: "bad-magic", offset: 0 },
     );
   }
   if (kind !== "raw" && baseGpa !== undefined) {

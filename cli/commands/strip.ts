@@ -16,6 +16,8 @@ import {
   type StripReport,
 } from "../../src/elf/rewrite.ts";
 import { openPositional } from "../../src/io/positional.ts";
+import { checkOutput, writeAtomically } from "../../src/io/file.ts";
+import { FormatError } from "../../src/errors.ts";
 import { zeroRawImage } from "../../src/raw/zero.ts";
 import type { PlugMap, VmemDevice } from "../../src/vmem/plug_map.ts";
 import { formatGpaRange, type GpaRange } from "../../src/vmem/ranges.ts";
@@ -23,11 +25,15 @@ import { grouped, hex, json, table } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
+  FORCE_HELP,
+  FORCE_OPTION,
   JSON_OPTION,
   loadPlugMapOption,
+  outputPolicy,
   parseCommandArgs,
   parseNumber,
   PLUGMAP_OPTIONS,
+  plugMapFiles,
 } from "../_args.ts";
 
 const HELP = `usage: vmem-dump strip IN OUT (--plugmap FILE | --plugmap-from STREAM) [options]
@@ -50,6 +56,11 @@ IN is an ELF core (QEMU dump-guest-memory, /proc/vmcore copy, ...), or with
   --count-nonzero        also read the removed bytes and count non-zero pages
   --page-align N         align segment data to N bytes (default 4096, 0 = packed)
   --json                 print the report as JSON
+${FORCE_HELP}
+OUT is never IN (same file, however named), an existing OUT is replaced only
+with --force, and OUT gets IN's permissions at most (docs/evidence.md).
+
+Exit status: 0 done, 1 error (bad input, output refused or not written), 2 usage error.
 `;
 
 /** Run `strip`. */
@@ -62,6 +73,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       "count-nonzero": { type: "boolean" },
       "page-align": { type: "string" },
       ...JSON_OPTION,
+      ...FORCE_OPTION,
     },
     help: HELP,
     positionals: 2,
@@ -71,6 +83,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parsed;
   const [inPath, outPath] = positionals as [string, string];
   if (inPath === "-") throw new UsageError("strip needs a seekable input file, not standard input");
+  const policy = outputPolicy(values, [inPath], plugMapFiles(values));
   const plugMapCheck = { requiredBy: "strip" };
   checkPlugMapOptions(values, plugMapCheck);
   const format = values.format ?? "elf";
@@ -94,9 +107,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const magic = new Uint8Array(4);
     const n = await input.readInto(0, magic);
     if (n < 4 || !magic.every((b, i) => b === ELFMAG[i])) {
-      throw new UsageError(`${inPath} is not an ELF file; for a raw memory image give --base GPA`);
+      // A bad input, not a bad command line: exit 1 with the offset.
+      throw new FormatError(
+        `Cannot strip ${inPath}: no ELF magic (a raw memory image needs --base GPA)`,
+        { format: "elf", code: "bad-magic", offset: 0 },
+      );
     }
   }
+  // Refuse a bad output before the (possibly slow) plug map extraction.
+  await checkOutput(outPath, policy);
 
   const map = await loadPlugMapOption(values, plugMapCheck);
   if (map === undefined || map.devices.length === 0) {
@@ -109,7 +128,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
 
   if (baseGpa === undefined) {
     using core = await readElfCore(inPath);
-    const report = await stripElf(core, outPath, { exclude, pageAlign, countNonZero });
+    const report = await writeAtomically(
+      outPath,
+      policy,
+      (write) => stripElf(core, write, { exclude, pageAlign, countNonZero }),
+    );
     const devices = perDevice(map, report.removed);
     if (values.json) {
       await say(json({
@@ -131,7 +154,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
 
   if (format === "raw") {
-    const report = await zeroRawImage(inPath, outPath, { baseGpa, exclude, countNonZero });
+    const report = await writeAtomically(
+      outPath,
+      policy,
+      (write) => zeroRawImage(inPath, write, { baseGpa, exclude, countNonZero }),
+    );
     const devices = perDevice(
       map,
       report.zeroed.map((z) => ({ ...z, fileByteLength: z.byteLength })),
@@ -159,7 +186,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     return 0;
   }
 
-  const report = await elfFromRawImage(inPath, outPath, { baseGpa, exclude, pageAlign });
+  const report = await writeAtomically(
+    outPath,
+    policy,
+    (write) => elfFromRawImage(inPath, write, { baseGpa, exclude, pageAlign }),
+  );
   const devices = perDevice(
     map,
     report.removed.map((r) => ({ ...r, fileByteLength: r.byteLength })),

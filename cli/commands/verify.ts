@@ -12,12 +12,20 @@ import { PlugStateVerifier, type VerifyResult } from "../../src/migration/verify
 import { openStreamInput } from "../_stream_input.ts";
 import { formatByteCount, grouped, hex, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
-import { JSON_OPTION, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
+import {
+  FORCE_HELP,
+  FORCE_OPTION,
+  JSON_OPTION,
+  outputPolicy,
+  parseCommandArgs,
+  PLUGMAP_OPTIONS,
+  plugMapFiles,
+} from "../_args.ts";
 import { choosePlugState, type PlugStateChoice } from "../_plug_state.ts";
 import { terminalProgress } from "../_progress.ts";
 
 const HELP = `usage: vmem-dump verify IN [--forward OUT] [--plugmap FILE | --plugmap-from STREAM]
-                        [--json] [--max-violations N] [--single-pass]
+                        [--json] [--max-violations N] [--single-pass] [--force]
 
 Check that no RAM record of the migration stream IN (a file or '-') lies in
 an unplugged virtio-mem block, and list every offending record with its
@@ -35,6 +43,9 @@ section arrives.
   --json                 JSON report (to stdout, or stderr with --forward -)
   --max-violations N     list at most N violations (default 10000; all are counted)
   --single-pass          do not read a late-layout file twice
+${FORCE_HELP}
+OUT is never IN (same file, however named), an existing OUT is replaced only
+with --force, and OUT gets IN's permissions at most (docs/evidence.md).
 
 Exit status: 0 clean, 3 violations found, 1 error, 2 usage error.
 `;
@@ -48,6 +59,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       ...JSON_OPTION,
       "max-violations": { type: "string" },
       "single-pass": { type: "boolean" },
+      ...FORCE_OPTION,
     },
     help: HELP,
     positionals: 1,
@@ -64,22 +76,30 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     }
   }
   const forwardPath = values.forward;
-  if (forwardPath !== undefined && forwardPath !== "-" && forwardPath === inPath) {
-    throw new UsageError("verify cannot forward onto its input");
+  if (values.force && forwardPath === undefined) {
+    throw new UsageError("--force applies to --forward OUT only");
   }
-  const choice = await choosePlugState(values, inPath, { twoPass: !values["single-pass"] });
+  // Refuse a bad output before any work: it must not be IN or an existing file.
+  const output: AtomicOutput | undefined = forwardPath === undefined
+    ? undefined
+    : await createAtomicOutput(forwardPath, outputPolicy(values, [inPath], plugMapFiles(values)));
+  let choice: PlugStateChoice;
+  let input: Awaited<ReturnType<typeof openStreamInput>>;
+  try {
+    choice = await choosePlugState(values, inPath, { twoPass: !values["single-pass"] });
+    input = await openStreamInput(inPath, { recycle: true });
+  } catch (e) {
+    await output?.abort();
+    throw e;
+  }
   const verifier = new PlugStateVerifier({
     mode: "report",
     maxViolations,
     ...(choice.plugMap ? { plugMap: choice.plugMap } : {}),
   });
-
-  const input = await openStreamInput(inPath, { recycle: true });
-  let output: AtomicOutput | undefined;
   const progress = terminalProgress(io, "verify", input.byteLength);
   let counts: PipelineProgress;
   try {
-    output = forwardPath === undefined ? undefined : await createAtomicOutput(forwardPath);
     const out = output;
     counts = await runMigrationPipeline(input.reader, {
       stages: [verifier],

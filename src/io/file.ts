@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { ErrorFormat } from "../errors.ts";
+import { type ErrorFormat, OutputError } from "../errors.ts";
 import { type ByteReader, PullByteReader } from "./byte_reader.ts";
 
 /** Size of the reads issued to files and pipes. Large reads are what make a pipe fast. */
@@ -87,8 +87,11 @@ export function fileByteReader(
   let turn = 0;
   let done = false;
   const readSync = options.syncReads && file.readSync ? file.readSync.bind(file) : undefined;
-  const readOnce = readSync ?? ((p: Uint8Array) => file.read(p));
-  const readInto = async (buf: Uint8Array): Promise<number> => {
+  const readAsync = (p: Uint8Array) => file.read(p);
+  const readInto = async (
+    buf: Uint8Array,
+    readOnce: (p: Uint8Array) => Promise<number | null> | number | null,
+  ): Promise<number> => {
     let filled = 0;
     // Fill most of the buffer so that pipes do not hand us 64 KiB slivers.
     while (filled < chunkSize) {
@@ -105,19 +108,21 @@ export function fileByteReader(
   let pending: { buf: Uint8Array; filled: Promise<number> } | undefined;
   const start = () => {
     const buf = ring[turn++ % ring.length]!;
-    const filled = readInto(buf);
+    const filled = readInto(buf, readAsync);
     // A consumer may stop early and close the file while this read is under
     // way: keep that rejection from being unhandled (awaiting it still throws).
     filled.catch(() => {});
     pending = { buf, filled };
   };
   return new PullByteReader(async () => {
-    if (readSync !== undefined) {
+    if (readSync !== undefined && pending === undefined && !signalListenersInstalled()) {
       // Blocking reads: no read-ahead (it would hold back the current chunk
-      // until the next one arrived).
+      // until the next one arrived). Not while an output's signal listeners
+      // are installed: a blocking read keeps them from running, and Ctrl-C
+      // on a stalled pipe must still remove the unfinished output.
       if (done) return undefined;
       const buf = ring[turn++ % ring.length]!;
-      const filled = await readInto(buf);
+      const filled = await readInto(buf, readSync);
       if (filled === 0) return undefined;
       return recycle > 0 ? buf.subarray(0, filled) : buf.slice(0, filled);
     }
@@ -170,6 +175,7 @@ export async function openInput(
   };
   try {
     const info = await file.stat();
+    if (info.isDirectory) throw new TypeError(`Cannot read ${path}: it is a directory`);
     const startOffset = options.startOffset ?? 0;
     if (startOffset > 0) await file.seek(startOffset, Deno.SeekMode.Start);
     return {
@@ -211,65 +217,783 @@ export async function readFileRange(
   return out.subarray(0, filled);
 }
 
+// ---------------------------------------------------------------------------
+// Output: one policy for every file a command writes (docs/evidence.md).
+//
+// - An output never replaces one of the inputs: files are compared by device
+//   and inode after following links, so `./ev.mig`, a symlink or a hard link
+//   to the input are all recognised.
+// - An existing output is replaced only with `force`.
+// - The output's permission bits are the inputs' read/write bits (never
+//   wider), narrowed by the umask; input from a pipe or a terminal gives 0600.
+// - Bytes go to a temporary file in the same folder, renamed into place on
+//   commit. While it exists, SIGINT, SIGTERM and SIGHUP remove it and end the
+//   process with 130, 143 or 129.
+// - Every failure is an `OutputError` naming the path and, for writes, the
+//   offset; the temporary file is gone when it is thrown.
+// ---------------------------------------------------------------------------
+
+/** Identity of a file: device and inode after following links, type and permission bits. */
+export interface FileIdentity {
+  /** The path it was found under (`-` for standard input or output). */
+  path: string;
+  /** Device number. */
+  dev: number;
+  /** Inode number. */
+  ino: number;
+  /** Whether it is a regular file (not a pipe, terminal, socket or device). */
+  isFile: boolean;
+  /** Permission bits (`mode & 0o7777`), or `null` where the platform has none. */
+  mode: number | null;
+}
+
+function identityOf(path: string, info: Deno.FileInfo): FileIdentity | undefined {
+  if (info.dev === null || info.ino === null) return undefined;
+  return {
+    path,
+    dev: info.dev,
+    ino: info.ino,
+    isFile: info.isFile,
+    mode: info.mode === null ? null : info.mode & 0o7777,
+  };
+}
+
+/**
+ * The identity of `path` after following links (`-`: what standard input
+ * is connected to), or `undefined` when it does not exist or the platform
+ * has no inode numbers.
+ *
+ * @param path A path, or `-` for standard input.
+ * @returns The identity, or `undefined`.
+ *
+ * @example
+ * ```ts ignore
+ * import { fileIdentity } from "@vmem-dump/vmem-dump";
+ * const a = await fileIdentity("ev.mig");
+ * const b = await fileIdentity("./link-to-ev.mig");
+ * console.log(a?.dev === b?.dev && a?.ino === b?.ino); // true
+ * ```
+ */
+export async function fileIdentity(path: string): Promise<FileIdentity | undefined> {
+  try {
+    return identityOf(path, await Deno.stat(path === "-" ? "/dev/stdin" : path));
+  } catch {
+    return undefined;
+  }
+}
+
+function sameFile(a: FileIdentity, b: FileIdentity): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
+
+/** Options for {@linkcode createAtomicOutput}, {@linkcode createAtomicDirectory} and {@linkcode writeAtomically}. */
+export interface AtomicOutputOptions {
+  /**
+   * The inputs the output is made from (paths, `-` for standard input, or
+   * identities). The output never replaces any of them, and its permission
+   * bits are never wider than theirs. @default {[]}
+   */
+  inputs?: readonly (string | FileIdentity)[];
+  /**
+   * Further files the output must never replace (plug maps, headers …),
+   * without a say in its permissions. @default {[]}
+   */
+  protect?: readonly (string | FileIdentity)[];
+  /** Replace an existing output. @default {false} */
+  force?: boolean;
+  /**
+   * Permission bits when no input is given (before the umask). With inputs,
+   * their read/write bits are used instead. @default {0o600}
+   */
+  mode?: number;
+  /**
+   * While the temporary output exists, let SIGINT, SIGTERM and SIGHUP remove
+   * it and end the process (exit 130, 143, 129). Turn off only when the
+   * caller removes its outputs on signals itself. @default {true}
+   */
+  exitOnSignal?: boolean;
+}
+
 /** An output that appears under its final name only when committed. */
 export interface AtomicOutput {
-  /** Write a chunk (the writer may keep it until written). */
+  /** The destination path (`-` for standard output). */
+  readonly path: string;
+  /** Bytes written so far. */
+  readonly offset: number;
+  /** Write a chunk (the writer may keep it until written). @throws {OutputError} */
   write(chunk: Uint8Array): Promise<void>;
-  /** Flush, close and rename into place (a no-op rename for stdout). */
+  /** Flush, close and rename into place (a no-op for stdout). @throws {OutputError} */
   commit(): Promise<void>;
   /** Close and delete the temporary file. Safe after commit (does nothing). */
   abort(): Promise<void>;
 }
 
+/** Words for an operating-system error: "no space left on device". */
+function osErrorText(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  const text = message
+    .replace(/:\s*(open|write|close|rename|link|chmod|mkdir|remove|stat|lstat)\s+'.*$/, "")
+    .replace(/\s*\(os error \d+\)/, "");
+  return text.length > 0 ? text[0]!.toLowerCase() + text.slice(1) : "input/output error";
+}
+
+function osCode(e: unknown): string | undefined {
+  const code = (e as { code?: unknown })?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/** An `OutputError` for a failed operation on `path`. */
+function ioError(e: unknown, doing: string, path: string, offset?: number): OutputError {
+  if (e instanceof OutputError) return e;
+  const at = offset === undefined ? "" : ` at offset 0x${offset.toString(16)}`;
+  return new OutputError(`${osErrorText(e)} ${doing} ${path}${at}`, {
+    code: "io",
+    path,
+    offset,
+    osCode: osCode(e),
+  }, { cause: e });
+}
+
+/** Resolve paths and identities; missing files protect nothing. */
+async function identities(
+  list: readonly (string | FileIdentity)[] | undefined,
+): Promise<FileIdentity[]> {
+  const out: FileIdentity[] = [];
+  for (const x of list ?? []) {
+    const id = typeof x === "string" ? await fileIdentity(x) : x;
+    if (id !== undefined) out.push(id);
+  }
+  return out;
+}
+
+/** The permission bits of an output made from `inputs`: never wider than any of them. */
+function outputMode(inputs: readonly FileIdentity[], fallback: number): number {
+  let mode = inputs.length === 0 ? fallback & 0o666 : 0o666;
+  // Guest memory from a pipe or a terminal: its permissions say nothing, keep it private.
+  for (const i of inputs) mode &= i.isFile && i.mode !== null ? i.mode & 0o666 : 0o600;
+  return mode & ~currentUmask();
+}
+
+function currentUmask(): number {
+  try {
+    return Deno.umask();
+  } catch {
+    return 0o022;
+  }
+}
+
+function refuseInput(path: string, dest: FileIdentity, guarded: readonly FileIdentity[]): void {
+  const hit = guarded.find((g) => sameFile(g, dest));
+  if (hit === undefined) return;
+  const input = hit.path === "-" ? "the file on standard input" : hit.path;
+  throw new OutputError(
+    `Cannot write ${path}: it is the input (${input}, the same file); refusing to write over evidence`,
+    { code: "output-is-input", path },
+  );
+}
+
+/** What exists at an output path. */
+type Existing =
+  | { kind: "none" }
+  | { kind: "file" | "link" }
+  | { kind: "direct"; identity: FileIdentity | undefined }; // a FIFO, character device, socket
+
+async function existing(
+  path: string,
+  guarded: readonly FileIdentity[],
+  force: boolean,
+  what: "file" | "directory",
+): Promise<Existing> {
+  let link: Deno.FileInfo;
+  try {
+    link = await Deno.lstat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return { kind: "none" };
+    throw ioError(e, "looking at", path);
+  }
+  let info: Deno.FileInfo | undefined = link;
+  if (link.isSymlink) {
+    try {
+      info = await Deno.stat(path);
+    } catch {
+      info = undefined; // a dangling link
+    }
+  }
+  const id = info === undefined ? undefined : identityOf(path, info);
+  if (id !== undefined) refuseInput(path, id, guarded);
+  if (info !== undefined && what === "file") {
+    if (info.isDirectory) {
+      throw new OutputError(`Cannot write ${path}: it is a directory`, {
+        code: "not-writable",
+        path,
+      });
+    }
+    if (info.isFifo || info.isCharDevice || info.isSocket) return { kind: "direct", identity: id };
+    if (info.isBlockDevice && !force) {
+      throw new OutputError(
+        `Cannot write ${path}: it is a block device; refusing to overwrite it without --force`,
+        { code: "output-exists", path },
+      );
+    }
+    if (info.isBlockDevice) return { kind: "direct", identity: id };
+  }
+  if (!force) {
+    throw new OutputError(
+      `Cannot write ${path}: it exists; refusing to replace it without --force`,
+      {
+        code: "output-exists",
+        path,
+      },
+    );
+  }
+  return { kind: link.isSymlink ? "link" : "file" };
+}
+
+// ---- temporary outputs and signals ----------------------------------------
+
+interface LiveOutput {
+  /** The temporary path to remove. */
+  tmp: string;
+  /** Whether it is a directory. */
+  directory: boolean;
+  /** Close its open file, if any. */
+  close(): void;
+}
+
+const liveOutputs = new Set<LiveOutput>();
+const SIGNAL_EXIT_CODES: ReadonlyArray<[Deno.Signal, number]> = [
+  ["SIGINT", 130],
+  ["SIGTERM", 143],
+  ["SIGHUP", 129],
+];
+let signalListeners: Array<[Deno.Signal, () => void]> | undefined;
+
+/** Remove every temporary output now (a signal ends the process next). */
+function removeLiveOutputsSync(): void {
+  for (const o of liveOutputs) {
+    try {
+      o.close();
+    } catch { /* already closed */ }
+    try {
+      Deno.removeSync(o.tmp, { recursive: o.directory });
+    } catch { /* already gone */ }
+  }
+  liveOutputs.clear();
+}
+
+function track(o: LiveOutput, exitOnSignal: boolean): void {
+  liveOutputs.add(o);
+  if (!exitOnSignal || signalListeners !== undefined) return;
+  signalListeners = [];
+  for (const [signal, code] of SIGNAL_EXIT_CODES) {
+    const listener = () => {
+      removeLiveOutputsSync();
+      Deno.exit(code);
+    };
+    try {
+      Deno.addSignalListener(signal, listener);
+      signalListeners.push([signal, listener]);
+    } catch { /* a platform without this signal */ }
+  }
+}
+
+function untrack(o: LiveOutput): void {
+  liveOutputs.delete(o);
+  if (liveOutputs.size > 0 || signalListeners === undefined) return;
+  // Back to the default dispositions: a signal now simply ends the process.
+  for (const [signal, listener] of signalListeners) Deno.removeSignalListener(signal, listener);
+  signalListeners = undefined;
+}
+
 /**
- * Create an output file atomically: bytes go to `PATH.tmp-<pid>-<n>` and are
- * renamed to `PATH` by `commit()`. `-` writes to standard output.
+ * Whether signal listeners for temporary outputs are installed. Blocking
+ * reads would keep them from running (they run between event-loop turns),
+ * so readers use asynchronous reads meanwhile.
+ */
+function signalListenersInstalled(): boolean {
+  return signalListeners !== undefined;
+}
+
+let tempCounter = 0;
+
+/** A temporary name beside `path` (short enough for NAME_MAX). */
+function temporaryPath(path: string): string {
+  const suffix = `.tmp-${Deno.pid}-${tempCounter++}`;
+  const slash = path.lastIndexOf("/");
+  const base = path.slice(slash + 1);
+  if (base.length + suffix.length <= 255) return path + suffix;
+  return `${path.slice(0, slash + 1)}.vmem-dump${suffix}`;
+}
+
+/** Put `tmp` at `path`: without `force` never over something that appeared meanwhile. */
+async function putInPlace(tmp: string, path: string, force: boolean): Promise<void> {
+  if (force) {
+    await Deno.rename(tmp, path);
+    return;
+  }
+  try {
+    // link() fails when the name exists: no check-then-rename race.
+    await Deno.link(tmp, path);
+  } catch (e) {
+    if (e instanceof Deno.errors.AlreadyExists) {
+      throw new OutputError(`Cannot write ${path}: it appeared while it was written`, {
+        code: "output-exists",
+        path,
+      });
+    }
+    // A file system without hard links: check, then rename.
+    try {
+      await Deno.lstat(path);
+      throw new OutputError(`Cannot write ${path}: it appeared while it was written`, {
+        code: "output-exists",
+        path,
+      });
+    } catch (e2) {
+      if (!(e2 instanceof Deno.errors.NotFound)) throw e2;
+    }
+    await Deno.rename(tmp, path);
+    return;
+  }
+  await Deno.remove(tmp);
+}
+
+/** Write every byte of `chunk` at output offset `offset`, turning failures into `OutputError`. */
+async function writeAllAt(
+  w: { write(p: Uint8Array): Promise<number> },
+  chunk: Uint8Array,
+  path: string,
+  offset: number,
+): Promise<void> {
+  let done = 0;
+  try {
+    while (done < chunk.byteLength) done += await w.write(chunk.subarray(done));
+  } catch (e) {
+    throw ioError(e, "writing", path, offset + done);
+  }
+}
+
+/**
+ * Check an output path against the policy of {@linkcode createAtomicOutput}
+ * without creating anything, so that a command can refuse a bad output
+ * before long work. `createAtomicOutput` checks again.
  *
  * @param path Destination path or `-`.
+ * @param options The output policy.
+ * @throws {OutputError} when the output would be refused.
+ *
+ * @example
+ * ```ts ignore
+ * import { checkOutput } from "@vmem-dump/vmem-dump";
+ * await checkOutput("out.elf", { inputs: ["in.elf"] }); // throws when out.elf exists
+ * ```
+ */
+export async function checkOutput(path: string, options: AtomicOutputOptions = {}): Promise<void> {
+  const guarded = [...await identities(options.inputs), ...await identities(options.protect)];
+  if (path === "-") {
+    const stdout = await fileIdentity("/dev/stdout");
+    if (stdout !== undefined) refuseInput("standard output", stdout, guarded);
+    return;
+  }
+  await existing(path, guarded, options.force ?? false, "file");
+}
+
+/**
+ * Create an output file under the evidence rules: bytes go to
+ * `PATH.tmp-<pid>-<n>` and appear as `PATH` only on `commit()`.
+ *
+ * - Refuses (`OutputError` `output-is-input`) when `PATH`, or standard
+ *   output for `-`, is one of `options.inputs`/`options.protect`: same
+ *   device and inode, after following links.
+ * - Refuses (`output-exists`) an existing `PATH` unless `options.force`;
+ *   even then a file that appears while writing is not replaced silently.
+ * - A FIFO or character device (`/dev/null`, a named pipe) is written
+ *   directly; nothing is renamed.
+ * - Permission bits: the inputs' read/write bits, never wider (a pipe or a
+ *   terminal as input counts as 0600), narrowed by the umask. The temporary
+ *   file is 0600 until commit.
+ * - While the temporary file exists, SIGINT, SIGTERM and SIGHUP remove it
+ *   and end the process with 130, 143 or 129 (see `exitOnSignal`).
+ * - Write, close and rename failures throw `OutputError` (`io`) naming the
+ *   path and the output offset, e.g. `no space left on device writing
+ *   out.mig at offset 0x3f000`; call `abort()` then (it removes the file).
+ *
+ * @param path Destination path or `-` (standard output).
+ * @param options Inputs to protect and derive permissions from, `force`.
  * @returns The output; call `commit()` on success and `abort()` on failure.
+ * @throws {OutputError} when the output is refused or cannot be created.
  *
  * @example
  * ```ts ignore
  * import { createAtomicOutput } from "@vmem-dump/vmem-dump";
- * const out = await createAtomicOutput("out.elf");
+ * const out = await createAtomicOutput("out.elf", { inputs: ["in.elf"] });
  * try { await out.write(new Uint8Array(4)); await out.commit(); } catch (e) { await out.abort(); throw e; }
  * ```
  */
-export async function createAtomicOutput(path: string): Promise<AtomicOutput> {
+export async function createAtomicOutput(
+  path: string,
+  options: AtomicOutputOptions = {},
+): Promise<AtomicOutput> {
+  const inputs = await identities(options.inputs);
+  const guarded = [...inputs, ...await identities(options.protect)];
+  const force = options.force ?? false;
   if (path === "-") {
-    return {
-      async write(chunk) {
-        await writeAll(Deno.stdout, chunk);
-      },
-      async commit() {},
-      async abort() {},
-    };
+    const stdout = await fileIdentity("/dev/stdout");
+    if (stdout !== undefined) refuseInput("standard output", stdout, guarded);
+    return directOutput("-", Deno.stdout, false);
   }
-  const tmp = `${path}.tmp-${Deno.pid}-${tempCounter++}`;
-  const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
+  const found = await existing(path, guarded, force, "file");
+  if (found.kind === "direct") {
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(path, { write: true });
+    } catch (e) {
+      throw ioError(e, "opening", path);
+    }
+    return directOutput(path, file, true);
+  }
+  const mode = outputMode(inputs, options.mode ?? 0o600);
+  const tmp = temporaryPath(path);
+  let file: Deno.FsFile | undefined;
+  const live: LiveOutput = {
+    tmp,
+    directory: false,
+    close: () => file?.close(),
+  };
+  // Listen for signals before the file exists, so no window leaves it behind.
+  track(live, options.exitOnSignal ?? true);
+  try {
+    file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
+  } catch (e) {
+    untrack(live);
+    throw ioError(e, "creating", path);
+  }
+  const opened = file;
   let state: "open" | "committed" | "aborted" = "open";
+  let offset = 0;
+  const closeQuietly = () => {
+    try {
+      opened.close();
+    } catch { /* already closed */ }
+  };
   return {
+    path,
+    get offset() {
+      return offset;
+    },
     async write(chunk) {
-      await writeAll(file, chunk);
+      const at = offset;
+      offset += chunk.byteLength;
+      await writeAllAt(opened, chunk, path, at);
     },
     async commit() {
       if (state !== "open") return;
-      state = "committed";
-      file.close();
-      await Deno.rename(tmp, path);
+      try {
+        try {
+          opened.close();
+        } catch (e) {
+          throw ioError(e, "closing", path);
+        }
+        try {
+          await Deno.chmod(tmp, mode);
+        } catch { /* a file system without permission bits */ }
+        // The inputs may have moved onto the destination meanwhile: look again.
+        if (force) {
+          const dest = await fileIdentity(path);
+          if (dest !== undefined) refuseInput(path, dest, guarded);
+        }
+        try {
+          await putInPlace(tmp, path, force);
+        } catch (e) {
+          throw ioError(e, "renaming the finished output to", path);
+        }
+        state = "committed";
+      } catch (e) {
+        state = "aborted";
+        await Deno.remove(tmp).catch(() => {});
+        throw e;
+      } finally {
+        untrack(live);
+      }
     },
     async abort() {
       if (state !== "open") return;
       state = "aborted";
-      try {
-        file.close();
-      } catch { /* already closed */ }
+      closeQuietly();
       await Deno.remove(tmp).catch(() => {});
+      untrack(live);
     },
   };
 }
 
-let tempCounter = 0;
+/** An output written in place: standard output, a FIFO, a character device. */
+function directOutput(
+  path: string,
+  file: { write(p: Uint8Array): Promise<number>; close(): void },
+  closeAtEnd: boolean,
+): AtomicOutput {
+  const name = path === "-" ? "standard output" : path;
+  let offset = 0;
+  let closed = !closeAtEnd;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    file.close();
+  };
+  return {
+    path,
+    get offset() {
+      return offset;
+    },
+    async write(chunk) {
+      const at = offset;
+      offset += chunk.byteLength;
+      await writeAllAt(file, chunk, name, at);
+    },
+    commit() {
+      try {
+        close();
+      } catch (e) {
+        return Promise.reject(ioError(e, "closing", name));
+      }
+      return Promise.resolve();
+    },
+    abort() {
+      try {
+        close();
+      } catch { /* already closed */ }
+      return Promise.resolve();
+    },
+  };
+}
+
+/**
+ * Run `produce` with a sink into an atomic output ({@linkcode createAtomicOutput}),
+ * commit when it resolves, abort (remove the temporary file) when it throws.
+ *
+ * @param path Destination path or `-`.
+ * @param options The output policy.
+ * @param produce Writes the output through the sink it is given.
+ * @returns What `produce` returned.
+ * @throws {OutputError} when the output is refused or writing fails; whatever `produce` throws.
+ *
+ * @example
+ * ```ts ignore
+ * import { writeAtomically } from "@vmem-dump/vmem-dump";
+ * await writeAtomically("out.bin", { inputs: ["in.bin"] }, (write) => write(new Uint8Array(8)));
+ * ```
+ */
+export async function writeAtomically<T>(
+  path: string,
+  options: AtomicOutputOptions,
+  produce: (write: (chunk: Uint8Array) => Promise<void>) => Promise<T>,
+): Promise<T> {
+  const out = await createAtomicOutput(path, options);
+  try {
+    const result = await produce((chunk) => out.write(chunk));
+    await out.commit();
+    return result;
+  } catch (e) {
+    await out.abort();
+    throw e;
+  }
+}
+
+/** A directory that appears under its final name only when committed. */
+export interface AtomicDirectory {
+  /** The destination path. */
+  readonly path: string;
+  /**
+   * Write a whole file into the directory (`name` has no `/`). @throws {OutputError}
+   */
+  writeFile(name: string, bytes: Uint8Array): Promise<void>;
+  /** Rename the finished directory into place. @throws {OutputError} */
+  commit(): Promise<void>;
+  /** Remove the temporary directory. Safe after commit (does nothing). */
+  abort(): Promise<void>;
+}
+
+/** Options for {@linkcode createAtomicDirectory}. */
+export interface AtomicDirectoryOptions extends AtomicOutputOptions {
+  /**
+   * With `force`, an existing directory is replaced only when it holds this
+   * file (so that `--force` cannot remove an unrelated folder). @default {undefined}
+   */
+  replaceableIfContains?: string;
+}
+
+async function realPathOrUndefined(path: string): Promise<string | undefined> {
+  try {
+    return await Deno.realPath(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Create an output directory under the evidence rules of
+ * {@linkcode createAtomicOutput}: files go to `DIR.tmp-<pid>-<n>/`, which is
+ * renamed to `DIR` on commit. An existing `DIR` is replaced only with
+ * `force`, only when it holds `replaceableIfContains`, and never when an
+ * input lies inside it. Files get the inputs' read/write bits (never wider);
+ * the directory adds search bits where it has read bits.
+ *
+ * @param path Destination directory.
+ * @param options The output policy.
+ * @returns The directory; call `commit()` on success and `abort()` on failure.
+ * @throws {OutputError} when the directory is refused or cannot be created.
+ *
+ * @example
+ * ```ts ignore
+ * import { createAtomicDirectory } from "@vmem-dump/vmem-dump";
+ * const dir = await createAtomicDirectory("evidence", { inputs: ["s3.mig"] });
+ * try { await dir.writeFile("a.bin", new Uint8Array(4)); await dir.commit(); } catch (e) { await dir.abort(); throw e; }
+ * ```
+ */
+export async function createAtomicDirectory(
+  path: string,
+  options: AtomicDirectoryOptions = {},
+): Promise<AtomicDirectory> {
+  const inputs = await identities(options.inputs);
+  const guarded = [...inputs, ...await identities(options.protect)];
+  const force = options.force ?? false;
+  let replace = false;
+  let info: Deno.FileInfo | undefined;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw ioError(e, "looking at", path);
+  }
+  if (info !== undefined) {
+    const id = identityOf(path, info);
+    if (id !== undefined) refuseInput(path, id, guarded);
+    if (!info.isDirectory) {
+      throw new OutputError(
+        `Cannot write the directory ${path}: it exists and is not a directory`,
+        {
+          code: "output-exists",
+          path,
+        },
+      );
+    }
+    if (!force) {
+      throw new OutputError(
+        `Cannot write the directory ${path}: it exists; refusing to replace it without --force`,
+        {
+          code: "output-exists",
+          path,
+        },
+      );
+    }
+    const marker = options.replaceableIfContains;
+    if (marker !== undefined && (await realPathOrUndefined(`${path}/${marker}`)) === undefined) {
+      throw new OutputError(
+        `Cannot replace the directory ${path}: it does not hold ${marker}, so it is not an earlier output`,
+        { code: "output-exists", path },
+      );
+    }
+    const real = await realPathOrUndefined(path);
+    for (const g of guarded) {
+      if (g.path === "-") continue;
+      const inner = await realPathOrUndefined(g.path);
+      if (real !== undefined && inner !== undefined && inner.startsWith(real + "/")) {
+        throw new OutputError(
+          `Cannot replace the directory ${path}: the input ${g.path} is inside it`,
+          { code: "output-is-input", path },
+        );
+      }
+    }
+    replace = true;
+  }
+  const fileMode = outputMode(inputs, options.mode ?? 0o600);
+  const dirMode = fileMode | ((fileMode & 0o444) >> 2);
+  const tmp = temporaryPath(path);
+  const live: LiveOutput = { tmp, directory: true, close() {} };
+  track(live, options.exitOnSignal ?? true);
+  try {
+    await Deno.mkdir(tmp, { mode: 0o700 });
+  } catch (e) {
+    untrack(live);
+    throw ioError(e, "creating", path);
+  }
+  let state: "open" | "committed" | "aborted" = "open";
+  const names = new Set<string>();
+  const removeTmp = async () => {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    untrack(live);
+  };
+  return {
+    path,
+    async writeFile(name, bytes) {
+      if (state !== "open") throw new TypeError(`Cannot write into ${path}: it is finished`);
+      if (
+        name.length === 0 || name.includes("/") || name === "." || name === ".." || names.has(name)
+      ) {
+        throw new RangeError(
+          `Cannot write ${JSON.stringify(name)} into ${path}: bad or repeated name`,
+        );
+      }
+      names.add(name);
+      const shown = `${path}/${name}`;
+      let file: Deno.FsFile;
+      try {
+        file = await Deno.open(`${tmp}/${name}`, { write: true, createNew: true, mode: fileMode });
+      } catch (e) {
+        throw ioError(e, "creating", shown);
+      }
+      try {
+        await writeAllAt(file, bytes, shown, 0);
+      } finally {
+        try {
+          file.close();
+        } catch { /* already closed */ }
+      }
+    },
+    async commit() {
+      if (state !== "open") return;
+      state = "committed";
+      try {
+        try {
+          await Deno.chmod(tmp, dirMode);
+        } catch { /* a file system without permission bits */ }
+        if (replace) {
+          const old = temporaryPath(path);
+          await Deno.rename(path, old);
+          try {
+            await Deno.rename(tmp, path);
+          } catch (e) {
+            await Deno.rename(old, path).catch(() => {});
+            throw e;
+          }
+          await Deno.remove(old, { recursive: true });
+        } else {
+          try {
+            await Deno.lstat(path);
+            throw new OutputError(
+              `Cannot write the directory ${path}: it appeared while it was written`,
+              {
+                code: "output-exists",
+                path,
+              },
+            );
+          } catch (e) {
+            if (!(e instanceof Deno.errors.NotFound)) throw e;
+          }
+          await Deno.rename(tmp, path);
+        }
+      } catch (e) {
+        state = "aborted";
+        await removeTmp();
+        throw ioError(e, "renaming the finished directory to", path);
+      }
+      untrack(live);
+    },
+    async abort() {
+      if (state !== "open") return;
+      state = "aborted";
+      await removeTmp();
+    },
+  };
+}
 
 /** Write every byte of `chunk` to a Deno writer. */
 export async function writeAll(

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { createAtomicOutput } from "./file.ts";
+import { createAtomicOutput, type FileIdentity } from "./file.ts";
 import { isAllZero } from "./zero.ts";
 import { type ErrorFormat, UnexpectedEofError } from "../errors.ts";
 
@@ -25,6 +25,11 @@ export interface PositionalReader {
   readInto(fileOffset: number, into: Uint8Array): Promise<number>;
   /** Release the file. Safe to call twice. */
   close(): void;
+  /**
+   * Device and inode of the file when it is one, so that an output path
+   * never replaces it ({@linkcode copyRangesTo}). @default {undefined}
+   */
+  readonly identity?: FileIdentity | undefined;
 }
 
 /** Anything with the `seek` and `read` of `Deno.FsFile`. */
@@ -37,14 +42,16 @@ interface SeekableFile {
 /** A {@linkcode PositionalReader} over a seekable file; reads are serialised. */
 class FilePositionalReader implements PositionalReader {
   readonly byteLength: number;
+  readonly identity: FileIdentity | undefined;
   #file: SeekableFile;
   #position = 0;
   #closed = false;
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(file: SeekableFile, byteLength: number) {
+  constructor(file: SeekableFile, byteLength: number, identity: FileIdentity | undefined) {
     this.#file = file;
     this.byteLength = byteLength;
+    this.identity = identity;
   }
 
   readInto(fileOffset: number, into: Uint8Array): Promise<number> {
@@ -104,7 +111,16 @@ export async function openPositional(path: string): Promise<PositionalReader & D
     if (!info.isFile) {
       throw new TypeError(`Cannot read ${path} at random offsets: not a regular file`);
     }
-    return new FilePositionalReader(file, info.size);
+    const identity = info.dev !== null && info.ino !== null
+      ? {
+        path,
+        dev: info.dev,
+        ino: info.ino,
+        isFile: true,
+        mode: info.mode === null ? null : info.mode & 0o7777,
+      }
+      : undefined;
+    return new FilePositionalReader(file, info.size, identity);
   } catch (e) {
     file.close();
     throw e;
@@ -388,7 +404,9 @@ export type CopyOutput = string | ChunkSink;
 
 /**
  * {@linkcode copyRanges} into a path, written atomically (a temporary file
- * renamed on success, removed on failure), or into a sink.
+ * renamed on success, removed on failure), or into a sink. A path follows
+ * the output policy of `createAtomicOutput` with the reader's file as input:
+ * it never replaces the input nor, by default, any existing file.
  *
  * @param reader The input.
  * @param output A path, `-`, or a sink.
@@ -408,7 +426,9 @@ export async function copyRangesTo(
   options: CopyRangesOptions = {},
 ): Promise<number> {
   if (typeof output !== "string") return await copyRanges(reader, output, steps, options);
-  const out = await createAtomicOutput(output);
+  const out = await createAtomicOutput(output, {
+    inputs: reader.identity === undefined ? [] : [reader.identity],
+  });
   try {
     const written = await copyRanges(reader, (chunk) => out.write(chunk), steps, options);
     await out.commit();

@@ -23,7 +23,6 @@ Deno.test("scan exits 2 on usage errors", async () => {
       [[], /exactly one input/],
       [[blob, mig], /exactly one input/],
       [[mig, "--plugmap", blob, "--plugmap-from", mig], /at most one/],
-      [[blob, "--plugmap-from", mig], /give --base GPA/],
       [[blob, "--base", "0x100000000"], /needs --plugmap FILE or --plugmap-from STREAM/],
       [[blob, "--base", "0x100000001", "--plugmap-from", mig], /multiple of 4096/],
       [[blob, "--base", "zz"], /--base needs a non-negative integer/],
@@ -42,6 +41,22 @@ Deno.test("scan exits 2 on usage errors", async () => {
     const help = await scanCli(["--help"]);
     assert.equal(help.code, 0);
     assert.match(help.out, /Exit status: 0 clean, 3 findings, 1 error, 2 usage error/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("scan exits 1 with offset 0 for an input without a known magic (bad input, not a usage error)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-scan-" });
+  try {
+    const blob = `${dir}/blob.bin`;
+    await Deno.writeFile(blob, new Uint8Array(8192).fill(0x5a));
+    const run = await scanCli([blob, "--plugmap-from", fixture("q72-tiny-unplugged.mig")]);
+    assert.equal(run.code, 1, run.err);
+    assert.match(
+      run.err,
+      /^error: Cannot scan .*no known magic.*needs --base GPA at offset 0x0\n$/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -73,7 +73,7 @@ Deno.test("strip run() rewrites an ELF dump and reports the removed ranges per d
   }
 });
 
-Deno.test("strip run() reports usage errors with exit code 2 and corrupt input with 1, leaving no output", async () => {
+Deno.test("strip run() reports usage errors with exit code 2 and bad input (magic, PT_LOAD) with 1, leaving no output", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "vmem-strip-cli-" });
   try {
     Deno.writeTextFileSync(`${dir}/pm.json`, plugMapJson("s2-holes-100M"));
@@ -86,9 +86,10 @@ Deno.test("strip run() reports usage errors with exit code 2 and corrupt input w
       [["strip", `${dir}/bad.elf`, `${dir}/o`], 2, /exactly one of --plugmap/],
       [["strip", "-", `${dir}/o`, "--plugmap", `${dir}/pm.json`], 2, /seekable input/],
       [
+        // A bad magic is a bad input (exit 1, with the offset), not a usage error.
         ["strip", `${dir}/raw.bin`, `${dir}/o`, "--plugmap", `${dir}/pm.json`],
-        2,
-        /not an ELF file; for a raw memory image give --base/,
+        1,
+        /no ELF magic \(a raw memory image needs --base GPA\) at offset 0x0\n$/,
       ],
       [
         ["strip", `${dir}/bad.elf`, `${dir}/o`, "--plugmap", `${dir}/pm.json`, "--format", "raw"],
