@@ -215,6 +215,11 @@ export async function readFileRange(
 export interface AtomicOutput {
   /** Write a chunk (the writer may keep it until written). */
   write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Leave the next `byteLength` bytes unwritten: a hole in a regular file
+   * (it reads as zeros and takes no disk space), zeros on standard output.
+   */
+  skip(byteLength: number): Promise<void>;
   /** Flush, close and rename into place (a no-op rename for stdout). */
   commit(): Promise<void>;
   /** Close and delete the temporary file. Safe after commit (does nothing). */
@@ -241,6 +246,9 @@ export async function createAtomicOutput(path: string): Promise<AtomicOutput> {
       async write(chunk) {
         await writeAll(Deno.stdout, chunk);
       },
+      async skip(byteLength) {
+        await writeZeros(Deno.stdout, byteLength);
+      },
       async commit() {},
       async abort() {},
     };
@@ -248,13 +256,25 @@ export async function createAtomicOutput(path: string): Promise<AtomicOutput> {
   const tmp = `${path}.tmp-${Deno.pid}-${tempCounter++}`;
   const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
   let state: "open" | "committed" | "aborted" = "open";
+  let position = 0;
+  let endsInHole = false;
   return {
     async write(chunk) {
       await writeAll(file, chunk);
+      position += chunk.byteLength;
+      endsInHole = false;
+    },
+    async skip(byteLength) {
+      if (byteLength === 0) return;
+      position += byteLength;
+      await file.seek(position, Deno.SeekMode.Start);
+      endsInHole = true;
     },
     async commit() {
       if (state !== "open") return;
       state = "committed";
+      // A trailing hole only moved the position: give the file its length.
+      if (endsInHole) await file.truncate(position);
       file.close();
       await Deno.rename(tmp, path);
     },
@@ -270,6 +290,17 @@ export async function createAtomicOutput(path: string): Promise<AtomicOutput> {
 }
 
 let tempCounter = 0;
+
+/** Write `byteLength` zero bytes to a Deno writer. */
+async function writeZeros(
+  w: { write(p: Uint8Array): Promise<number> },
+  byteLength: number,
+): Promise<void> {
+  const zeros = new Uint8Array(Math.min(byteLength, 1 << 20));
+  for (let left = byteLength; left > 0; left -= zeros.byteLength) {
+    await writeAll(w, zeros.subarray(0, Math.min(left, zeros.byteLength)));
+  }
+}
 
 /** Write every byte of `chunk` to a Deno writer. */
 export async function writeAll(
