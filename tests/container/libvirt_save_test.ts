@@ -201,7 +201,12 @@ Deno.test("openContainer() rejects LibvirtQemudPart images with a clear Unsuppor
 Deno.test("openContainer() opens a sparse (mapped-ram) payload as such, with its payload offset", async () => {
   const { bytes } = dataArea(XML, undefined, 16);
   const payload = new Uint8Array([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3]);
-  const header = handHeader({ littleEndian: true, dataLength: bytes.length, compression: 6, data: bytes });
+  const header = handHeader({
+    littleEndian: true,
+    dataLength: bytes.length,
+    compression: 6,
+    data: bytes,
+  });
   const opened = await openContainer(bytesReader(concatBytes([header, payload])));
   assert.equal(opened.kind, "libvirt-save");
   assert.equal(opened.sparse, true);

@@ -24,7 +24,10 @@ import { inspectMappedRam } from "../../src/migration/mapped_ram/inspect.ts";
 import { verifyMappedRam } from "../../src/migration/mapped_ram/verify.ts";
 import { filterMappedRam } from "../../src/migration/mapped_ram/filter.ts";
 import { scanMappedRam } from "../../src/scan/scan_mapped_ram.ts";
-import { buildLibvirtSaveHeader, QEMU_SAVE_FORMAT_SPARSE } from "../../src/container/libvirt_save.ts";
+import {
+  buildLibvirtSaveHeader,
+  QEMU_SAVE_FORMAT_SPARSE,
+} from "../../src/container/libvirt_save.ts";
 import { extractPlugStateFromStreamFile } from "../../src/vmem/load.ts";
 import {
   compareGuestMemory,

@@ -16,7 +16,11 @@
  */
 
 import { FormatError } from "../../errors.ts";
-import { MAPPED_RAM_HEADER_SIZE, MAPPED_RAM_HEADER_VERSION, type MappedRamHeader } from "./header.ts";
+import {
+  MAPPED_RAM_HEADER_SIZE,
+  MAPPED_RAM_HEADER_VERSION,
+  type MappedRamHeader,
+} from "./header.ts";
 
 /** Where a RAMBlock's bitmap and pages are in a mapped-ram file. */
 export interface MappedRamBlock {
@@ -122,7 +126,9 @@ export function mappedRamBlockLayout(input: MappedRamBlockInput): MappedRamBlock
   }
   if (header.pagesOffset % pageSize !== 0) {
     throw bad(
-      `the pages of ${name} start at ${hex(header.pagesOffset)}, not page-aligned (QEMU refuses it)`,
+      `the pages of ${name} start at ${
+        hex(header.pagesOffset)
+      }, not page-aligned (QEMU refuses it)`,
       headerOffset + 20,
     );
   }

@@ -14,7 +14,7 @@ import type { PositionalReader } from "../../io/positional.ts";
 import { positionalByteReader } from "../../io/positional_byte_reader.ts";
 import type { PlugMap } from "../../vmem/plug_map.ts";
 import { decodeMigrationBatches } from "../decoder.ts";
-import { type InspectReport, inspectMigration } from "../inspect.ts";
+import { inspectMigration, type InspectReport } from "../inspect.ts";
 import type { MigrationRecord, RamBlockInfo } from "../types.ts";
 import { PlugStateCollector } from "../_plug_state_collector.ts";
 import type { MappedRamBlock } from "./block_layout.ts";
@@ -116,7 +116,11 @@ export async function readMappedRamFile(
       sawConfiguration = true;
       pageSize = r.targetPageBits === undefined ? DEFAULT_PAGE_SIZE : 2 ** r.targetPageBits;
       if (!r.capabilities.includes("mapped-ram")) {
-        throw bad("its configuration does not list the mapped-ram capability", "bad-mapped-ram", r.streamOffset);
+        throw bad(
+          "its configuration does not list the mapped-ram capability",
+          "bad-mapped-ram",
+          r.streamOffset,
+        );
       }
     } else if (r.kind === "ram-mem-size") {
       if (!sawConfiguration) {

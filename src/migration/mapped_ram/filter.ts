@@ -26,7 +26,7 @@ import {
 import { MAPPED_RAM_HEADER_SIZE } from "./header.ts";
 import type { MappedRamBlockInfo, MappedRamFile } from "./file.ts";
 import type { MappedRamBitmapOptions } from "./inspect.ts";
-import { mappedRamPlugStates, type UnpluggedRun, unpluggedPages } from "./unplugged_pages.ts";
+import { mappedRamPlugStates, unpluggedPages, type UnpluggedRun } from "./unplugged_pages.ts";
 
 /** A page left out of the output. */
 export interface MappedRamDroppedPage {

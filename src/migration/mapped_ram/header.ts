@@ -53,7 +53,8 @@ export interface MappedRamHeader {
  */
 export function readMappedRamHeader(bytes: Uint8Array, fileOffset: number): MappedRamHeader {
   const v = viewOf(bytes);
-  const u64 = (at: number) => getSafeU64(v, at, false, { format: "migration", offset: fileOffset + at });
+  const u64 = (at: number) =>
+    getSafeU64(v, at, false, { format: "migration", offset: fileOffset + at });
   return {
     version: v.getUint32(0), // version: 4 at 0
     pageSize: u64(4), // page_size: 8 at 4

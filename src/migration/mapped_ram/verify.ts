@@ -140,7 +140,9 @@ export async function verifyMappedRam(
               const bit = first + i;
               const page = piece.firstPage + bit;
               const ramOffset = page * m.pageSize;
-              const byte = byteOrder === "big" ? 8 * (bit >>> 6) + 7 - ((bit & 63) >>> 3) : bit >>> 3;
+              const byte = byteOrder === "big"
+                ? 8 * (bit >>> 6) + 7 - ((bit & 63) >>> 3)
+                : bit >>> 3;
               result.violations.push({
                 ramBlock: u.block.idstr,
                 devicePath: u.devicePath,
