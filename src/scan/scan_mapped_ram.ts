@@ -9,7 +9,8 @@
 
 import { readAt } from "../io/positional.ts";
 import type { MappedRamFile } from "../migration/mapped_ram/file.ts";
-import { forEachSetRun, readBitmapPieces } from "../migration/mapped_ram/bitmap.ts";
+import { forEachSetRun } from "../io/bits.ts";
+import { readBitmapPieces } from "../migration/mapped_ram/bitmap.ts";
 import type { MappedRamBitmapOptions } from "../migration/mapped_ram/inspect.ts";
 import { unpluggedPages } from "../migration/mapped_ram/unplugged_pages.ts";
 import { countPagesPresent } from "../migration/mapped_ram/inspect.ts";

@@ -10,12 +10,8 @@
 import assert from "node:assert/strict";
 import { bytesPositional } from "../../src/io/positional.ts";
 import { positionalByteReader } from "../../src/io/positional_byte_reader.ts";
-import {
-  clearBitRange,
-  forEachSetRun,
-  readBitmapPieces,
-  swapBitmapWords,
-} from "../../src/migration/mapped_ram/bitmap.ts";
+import { clearBitRange, forEachSetRun } from "../../src/io/bits.ts";
+import { readBitmapPieces, swapBitmapWords } from "../../src/migration/mapped_ram/bitmap.ts";
 import {
   readMappedRamHeader,
   writeMappedRamHeader,

@@ -16,11 +16,8 @@
  */
 
 import { FormatError } from "../../errors.ts";
-import {
-  MAPPED_RAM_HEADER_SIZE,
-  MAPPED_RAM_HEADER_VERSION,
-  type MappedRamHeader,
-} from "./header.ts";
+import { hex } from "../../io/text.ts";
+import { MAPPED_RAM_HEADER, MAPPED_RAM_HEADER_VERSION, type MappedRamHeader } from "./header.ts";
 
 /** Where a RAMBlock's bitmap and pages are in a mapped-ram file. */
 export interface MappedRamBlock {
@@ -68,8 +65,6 @@ function bad(message: string, offset: number): FormatError {
   });
 }
 
-const hex = (n: number) => `0x${n.toString(16)}`;
-
 /**
  * Check a block's mapped-ram header and compute its layout. Everything QEMU
  * refuses to load is an error here, and so is a layout QEMU never writes: a
@@ -95,11 +90,13 @@ const hex = (n: number) => `0x${n.toString(16)}`;
 export function mappedRamBlockLayout(input: MappedRamBlockInput): MappedRamBlock {
   const { idstr, usedLength, header, headerOffset, pageSize, ignoreShared } = input;
   const name = JSON.stringify(idstr);
-  const headerEnd = headerOffset + MAPPED_RAM_HEADER_SIZE;
+  const headerEnd = headerOffset + MAPPED_RAM_HEADER.byteLength;
+  const at = (field: keyof typeof MAPPED_RAM_HEADER.fields) =>
+    headerOffset + MAPPED_RAM_HEADER.fields[field].offset;
   if (header.version > MAPPED_RAM_HEADER_VERSION) {
     throw new FormatError(
       `Cannot read mapped-ram block: ${name} has header version ${header.version}; QEMU loads versions up to ${MAPPED_RAM_HEADER_VERSION}`,
-      { format: "migration", code: "bad-version", offset: headerOffset },
+      { format: "migration", code: "bad-version", offset: at("version") },
     );
   }
   if (ignoreShared && header.bitmapOffset === 0 && header.pagesOffset === 0) {
@@ -118,7 +115,7 @@ export function mappedRamBlockLayout(input: MappedRamBlockInput): MappedRamBlock
   if (header.pageSize !== pageSize) {
     throw bad(
       `${name} counts pages of ${header.pageSize} bytes, the stream's page size is ${pageSize}`,
-      headerOffset + 4,
+      at("pageSize"),
     );
   }
   if (usedLength % pageSize !== 0) {
@@ -129,7 +126,7 @@ export function mappedRamBlockLayout(input: MappedRamBlockInput): MappedRamBlock
       `the pages of ${name} start at ${
         hex(header.pagesOffset)
       }, not page-aligned (QEMU refuses it)`,
-      headerOffset + 20,
+      at("pagesOffset"),
     );
   }
   const pageCount = usedLength / pageSize;
@@ -144,12 +141,12 @@ export function mappedRamBlockLayout(input: MappedRamBlockInput): MappedRamBlock
       }) is not between its header (ending at ${hex(headerEnd)}) and its pages (at ${
         hex(header.pagesOffset)
       })`,
-      headerOffset + 12,
+      at("bitmapOffset"),
     );
   }
   const areaEnd = header.pagesOffset + usedLength;
   if (!Number.isSafeInteger(areaEnd)) {
-    throw bad(`the pages of ${name} end beyond 2^53`, headerOffset + 20);
+    throw bad(`the pages of ${name} end beyond 2^53`, at("pagesOffset"));
   }
   return {
     headerOffset,

@@ -15,7 +15,7 @@ import { positionalByteReader } from "../../io/positional_byte_reader.ts";
 import type { PlugMap } from "../../vmem/plug_map.ts";
 import { decodeMigrationBatches } from "../decoder.ts";
 import { inspectMigration, type InspectReport } from "../inspect.ts";
-import type { MigrationRecord, RamBlockInfo } from "../types.ts";
+import { isPageRecord, type MigrationRecord, type RamBlockInfo } from "../types.ts";
 import { PlugStateCollector } from "../_plug_state_collector.ts";
 import type { MappedRamBlock } from "./block_layout.ts";
 import { DEFAULT_PAGE_SIZE } from "../constants.ts";
@@ -62,14 +62,6 @@ export interface ReadMappedRamFileOptions {
   /** File offset of the `QEVM` magic (e.g. after a libvirt header). @default {0} */
   payloadOffset?: number;
 }
-
-const PAGE_KINDS = new Set<MigrationRecord["kind"]>([
-  "ram-page",
-  "ram-zero-page",
-  "ram-xbzrle-page",
-  "ram-compressed-page",
-  "ram-multifd-flush",
-]);
 
 function bad(message: string, code: FormatError["code"], offset: number): FormatError {
   return new FormatError(`Cannot read mapped-ram file: ${message}`, {
@@ -130,7 +122,7 @@ export async function readMappedRamFile(
         fileOffset: r.streamOffset,
         blocks: r.blocks.map((b) => ({ ...b, mappedRam: b.mappedRam! })),
       });
-    } else if (PAGE_KINDS.has(r.kind)) {
+    } else if (isPageRecord(r) || r.kind === "ram-multifd-flush") {
       throw bad(
         `a ${r.kind} record in the stream of a mapped-ram file (QEMU refuses to load it)`,
         "bad-record",

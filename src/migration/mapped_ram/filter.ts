@@ -16,13 +16,8 @@
 
 import { type CopyOutput, copyRangesTo, type CopyStep } from "../../io/positional.ts";
 import type { PlugMap } from "../../vmem/plug_map.ts";
-import {
-  type BitmapPiece,
-  clearBitRange,
-  forEachSetRun,
-  readBitmapPieces,
-  swapBitmapWords,
-} from "./bitmap.ts";
+import { clearBitRange, forEachSetRun } from "../../io/bits.ts";
+import { type BitmapPiece, readBitmapPieces, swapBitmapWords } from "./bitmap.ts";
 import { MAPPED_RAM_HEADER_SIZE } from "./header.ts";
 import type { MappedRamBlockInfo, MappedRamFile } from "./file.ts";
 import type { MappedRamBitmapOptions } from "./inspect.ts";

@@ -16,10 +16,21 @@
  * @module
  */
 
-import { getSafeU64, setU64, viewOf } from "../../io/endian.ts";
+import { viewOf } from "../../io/endian.ts";
+import { getWireUint, setWireUint, type WireLayout, wireLayout } from "../../io/wire.ts";
+
+/** The header's layout (migration/ram.c `MappedRamHeader`, packed, big-endian). */
+export const MAPPED_RAM_HEADER: WireLayout<
+  "version" | "pageSize" | "bitmapOffset" | "pagesOffset"
+> = wireLayout("MappedRamHeader", 28, {
+  version: ["version", 0, 4],
+  pageSize: ["page_size", 4, 8],
+  bitmapOffset: ["bitmap_offset", 12, 8],
+  pagesOffset: ["pages_offset", 20, 8],
+});
 
 /** Bytes of a mapped-ram header. */
-export const MAPPED_RAM_HEADER_SIZE = 28;
+export const MAPPED_RAM_HEADER_SIZE: number = MAPPED_RAM_HEADER.byteLength;
 
 /** The header version QEMU writes (and the highest it loads). */
 export const MAPPED_RAM_HEADER_VERSION = 1;
@@ -53,13 +64,13 @@ export interface MappedRamHeader {
  */
 export function readMappedRamHeader(bytes: Uint8Array, fileOffset: number): MappedRamHeader {
   const v = viewOf(bytes);
-  const u64 = (at: number) =>
-    getSafeU64(v, at, false, { format: "migration", offset: fileOffset + at });
+  const f = MAPPED_RAM_HEADER.fields;
+  const where = { format: "migration" as const, fileOffset };
   return {
-    version: v.getUint32(0), // version: 4 at 0
-    pageSize: u64(4), // page_size: 8 at 4
-    bitmapOffset: u64(12), // bitmap_offset: 8 at 12
-    pagesOffset: u64(20), // pages_offset: 8 at 20
+    version: getWireUint(v, 0, f.version, false, where),
+    pageSize: getWireUint(v, 0, f.pageSize, false, where),
+    bitmapOffset: getWireUint(v, 0, f.bitmapOffset, false, where),
+    pagesOffset: getWireUint(v, 0, f.pagesOffset, false, where),
   };
 }
 
@@ -78,9 +89,8 @@ export function readMappedRamHeader(bytes: Uint8Array, fileOffset: number): Mapp
 export function writeMappedRamHeader(header: MappedRamHeader): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(MAPPED_RAM_HEADER_SIZE);
   const v = viewOf(out);
-  v.setUint32(0, header.version);
-  setU64(v, 4, header.pageSize, false);
-  setU64(v, 12, header.bitmapOffset, false);
-  setU64(v, 20, header.pagesOffset, false);
+  for (const key of ["version", "pageSize", "bitmapOffset", "pagesOffset"] as const) {
+    setWireUint(v, 0, MAPPED_RAM_HEADER.fields[key], header[key], false);
+  }
   return out;
 }

@@ -7,7 +7,8 @@
  */
 
 import type { InspectReport } from "../inspect.ts";
-import { type BitmapByteOrder, forEachSetRun, readBitmapPieces } from "./bitmap.ts";
+import { forEachSetRun } from "../../io/bits.ts";
+import { type BitmapByteOrder, readBitmapPieces } from "./bitmap.ts";
 import type { MappedRamBlockInfo, MappedRamFile } from "./file.ts";
 
 /** One RAMBlock of a mapped-ram file. */

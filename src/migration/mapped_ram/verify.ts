@@ -16,7 +16,8 @@
 import { FormatError } from "../../errors.ts";
 import type { PlugMap } from "../../vmem/plug_map.ts";
 import type { PlugStateSource } from "../_filter_plug_state.ts";
-import { forEachSetRun, readBitmapPieces } from "./bitmap.ts";
+import { forEachSetRun } from "../../io/bits.ts";
+import { readBitmapPieces } from "./bitmap.ts";
 import type { MappedRamFile } from "./file.ts";
 import { countPagesPresent, type MappedRamBitmapOptions } from "./inspect.ts";
 import { mappedRamPlugStates, unpluggedPages } from "./unplugged_pages.ts";
