@@ -239,7 +239,7 @@ async function decodeConfiguration(
   if (state.mappedRam && !state.options.mappedRam) {
     throw new UnsupportedFeatureError(
       "Cannot decode migration stream: it is a mapped-ram file (RAM pages at fixed file " +
-        "offsets), which is read from a regular file, not as a stream",
+        "offsets), which is read from an uncompressed regular file, not as a stream",
       "migration",
       at,
     );
