@@ -27,6 +27,7 @@ export * from "./src/migration/mod.ts";
 export * from "./src/vmem/mod.ts";
 export * from "./src/io/positional.ts";
 export * from "./src/io/wire.ts";
+export * from "./src/io/positional_byte_reader.ts";
 export * from "./src/elf/mod.ts";
 export * from "./src/kdump/mod.ts";
 export * from "./src/raw/mod.ts";

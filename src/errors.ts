@@ -29,6 +29,7 @@ export type FormatErrorCode =
   | "out-of-range"
   | "too-large"
   | "bad-virtio-mem"
+  | "bad-mapped-ram"
   | "bad-header"
   | "bad-segment"
   | "bad-note"

@@ -50,6 +50,13 @@ export interface OpenedContainer {
   /** Input offset where the (possibly compressed) payload starts: 0, or 92 + data_len for libvirt. */
   payloadOffset: number;
   /**
+   * libvirt's "sparse" format (6): the payload is a QEMU mapped-ram file
+   * written in place, whose RAM pages sit at absolute file offsets. It is
+   * not a stream: read it from the file with `readMappedRamFile` at
+   * `payloadOffset` (`reader` gives the payload bytes as they are).
+   */
+  sparse?: boolean;
+  /**
    * Reader over the decompressed migration stream. Its offsets are offsets
    * in the decompressed stream (0 = the "QEVM" magic); errors about the
    * compressed data carry input offsets and format "container".
@@ -105,7 +112,8 @@ function hexBytes(bytes: Uint8Array): string {
  * @param options Error format, zstd window limit, unknown-magic handling.
  * @returns The container kind, the libvirt header if any, and the inner reader.
  * @throws {UnsupportedFeatureError} for libvirt images that are incomplete
- *   (`LibvirtQemudPart`) or use bzip2, xz, lzop or sparse (mapped-ram) payloads.
+ *   (`LibvirtQemudPart`) or use bzip2, xz or lzop payloads. A sparse
+ *   (mapped-ram) payload is opened with `sparse` set.
  * @throws {FormatError} for an empty input, an unknown magic or a malformed libvirt header.
  *
  * @example Open a zstd-compressed stream
@@ -191,12 +199,7 @@ export async function openContainer(
         case QEMU_SAVE_FORMAT_ZSTD:
           return opened("zstd", zstdDecompressReader(rewound, zstdOptions));
         case QEMU_SAVE_FORMAT_SPARSE:
-          throw new UnsupportedFeatureError(
-            "Cannot open libvirt save image: sparse (mapped-ram) payloads (format 6) are not " +
-              "supported: QEMU wrote RAM pages at fixed file offsets, not as a stream",
-            "container",
-            start + 28,
-          );
+          return { ...opened("raw", rebasedReader(rewound, format)), sparse: true };
         default: {
           const name = LIBVIRT_UNSUPPORTED[compression];
           if (name !== undefined) {

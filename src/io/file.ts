@@ -322,6 +322,12 @@ export interface AtomicOutput {
   readonly offset: number;
   /** Write a chunk (the writer may keep it until written). @throws {OutputError} */
   write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Leave the next `byteLength` bytes unwritten: a hole in a regular file
+   * (it reads as zeros and takes no disk space), zeros on standard output
+   * and other streams. @throws {OutputError}
+   */
+  skip(byteLength: number): Promise<void>;
   /** Flush, close and rename into place (a no-op for stdout). @throws {OutputError} */
   commit(): Promise<void>;
   /** Close and delete the temporary file. Safe after commit (does nothing). */
@@ -675,6 +681,7 @@ export async function createAtomicOutput(
       opened.close();
     } catch { /* already closed */ }
   };
+  let endsInHole = false;
   return {
     path,
     get offset() {
@@ -684,10 +691,29 @@ export async function createAtomicOutput(
       const at = offset;
       offset += chunk.byteLength;
       await writeAllAt(opened, chunk, path, at);
+      endsInHole = false;
+    },
+    async skip(byteLength) {
+      if (byteLength === 0) return;
+      offset += byteLength;
+      try {
+        await opened.seek(offset, Deno.SeekMode.Start);
+      } catch (e) {
+        throw ioError(e, "seeking in", path, offset);
+      }
+      endsInHole = true;
     },
     async commit() {
       if (state !== "open") return;
       try {
+        // A trailing hole only moved the position: give the file its length.
+        if (endsInHole) {
+          try {
+            await opened.truncate(offset);
+          } catch (e) {
+            throw ioError(e, "extending", path, offset);
+          }
+        }
         try {
           opened.close();
         } catch (e) {
@@ -748,6 +774,15 @@ function directOutput(
       const at = offset;
       offset += chunk.byteLength;
       await writeAllAt(file, chunk, name, at);
+    },
+    async skip(byteLength) {
+      const zeros = new Uint8Array(Math.min(byteLength, 1 << 20));
+      for (let left = byteLength; left > 0; left -= zeros.byteLength) {
+        const n = Math.min(left, zeros.byteLength);
+        const at = offset;
+        offset += n;
+        await writeAllAt(file, zeros.subarray(0, n), name, at);
+      }
     },
     commit() {
       try {

@@ -219,6 +219,8 @@ export type CopyStep =
   | { kind: "copy"; fileOffset: number; byteLength: number }
   /** Write `byteLength` zero bytes (padding). */
   | { kind: "zero"; byteLength: number }
+  /** Leave `byteLength` bytes unwritten: a hole when the output can have one (see `onHole`), else zeros. */
+  | { kind: "hole"; byteLength: number }
   /** Write these bytes (headers). */
   | { kind: "bytes"; data: Uint8Array }
   /** Read input bytes without writing them; `onData` sees each chunk (e.g. to count non-zero pages). */
@@ -243,6 +245,12 @@ export interface CopyRangesOptions {
   format?: ErrorFormat;
   /** Called after each chunk with the number of input bytes read so far. @default {undefined} */
   onProgress?: (inputBytesRead: number) => void;
+  /**
+   * Makes `hole` steps holes: called, once every earlier chunk is written,
+   * to move the output on by `byteLength` bytes without writing. Without it
+   * holes are written as zeros. @default {undefined}
+   */
+  onHole?: (byteLength: number) => Promise<void>;
 }
 
 /** Default size of the copy chunks: 4 MiB. */
@@ -255,7 +263,7 @@ export const COPY_CHUNK_SIZE = 4 << 20;
  *
  * @param reader The input.
  * @param sink Where output chunks go (see {@linkcode ChunkSink} for buffer reuse).
- * @param steps The plan, in output order; ascending input offsets make reads sequential.
+ * @param steps The plan, in output order (a generator may compute it as it goes); ascending input offsets make reads sequential.
  * @param options Chunk size, error format, progress callback.
  * @returns Output bytes written.
  * @throws {UnexpectedEofError} when a copy step runs past the end of the input.
@@ -276,7 +284,7 @@ export const COPY_CHUNK_SIZE = 4 << 20;
 export async function copyRanges(
   reader: PositionalReader,
   sink: ChunkSink,
-  steps: Iterable<CopyStep>,
+  steps: Iterable<CopyStep> | AsyncIterable<CopyStep>,
   options: CopyRangesOptions = {},
 ): Promise<number> {
   const chunkSize = options.chunkSize ?? COPY_CHUNK_SIZE;
@@ -296,10 +304,18 @@ export async function copyRanges(
   };
 
   try {
-    for (const step of steps) {
+    for await (const step of steps) {
       if (step.kind === "bytes") {
         if (step.data.byteLength > 0) await emit(step.data, -1);
-      } else if (step.kind === "zero") {
+      } else if (step.kind === "hole" && options.onHole !== undefined) {
+        if (step.byteLength > 0) {
+          await pending;
+          pending = Promise.resolve();
+          inFlight = -1;
+          written += step.byteLength;
+          await options.onHole(step.byteLength);
+        }
+      } else if (step.kind === "zero" || step.kind === "hole") {
         let left = step.byteLength;
         while (left > 0) {
           zeros ??= new Uint8Array(chunkSize);
@@ -422,7 +438,7 @@ export type CopyOutput = string | ChunkSink;
 export async function copyRangesTo(
   reader: PositionalReader,
   output: CopyOutput,
-  steps: Iterable<CopyStep>,
+  steps: Iterable<CopyStep> | AsyncIterable<CopyStep>,
   options: CopyRangesOptions = {},
 ): Promise<number> {
   if (typeof output !== "string") return await copyRanges(reader, output, steps, options);
@@ -430,7 +446,10 @@ export async function copyRangesTo(
     inputs: reader.identity === undefined ? [] : [reader.identity],
   });
   try {
-    const written = await copyRanges(reader, (chunk) => out.write(chunk), steps, options);
+    const written = await copyRanges(reader, (chunk) => out.write(chunk), steps, {
+      ...options,
+      onHole: (n) => out.skip(n),
+    });
     await out.commit();
     return written;
   } catch (e) {

@@ -22,6 +22,8 @@ import type {
 } from "./types.ts";
 import { latin1Decode } from "../io/text.ts";
 import { decodeTail, encodeLongHeader } from "./_tail.ts";
+import { MAPPED_RAM_HEADER_SIZE, readMappedRamHeader } from "./mapped_ram/header.ts";
+import { mappedRamBlockLayout } from "./mapped_ram/block_layout.ts";
 
 /** Options for {@linkcode decodeMigration}. */
 export interface DecodeOptions {
@@ -33,6 +35,14 @@ export interface DecodeOptions {
   requireVmdesc?: boolean;
   /** Size of `opaque` records. @default {65536} */
   opaqueChunk?: number;
+  /**
+   * Decode mapped-ram files (the `mapped-ram` capability): each block of the
+   * MEM_SIZE list gets its `mappedRam` layout, and the reader skips the
+   * block's bitmap and pages. Reader offsets must be file offsets, and skips
+   * should be seeks (`positionalByteReader`). Without it, a mapped-ram
+   * stream is an `UnsupportedFeatureError`. @default {false}
+   */
+  mappedRam?: boolean;
 }
 
 /** MIG_CMD_* names, and the payload length each must have (-1: variable). */
@@ -80,6 +90,8 @@ interface State {
   capabilities: string[];
   postcopyPageSummary: number | undefined;
   early: Map<string, VirtioMemEarlyRecord>;
+  /** The stream has the mapped-ram capability. */
+  mappedRam: boolean;
   options: Required<DecodeOptions>;
 }
 
@@ -157,11 +169,13 @@ export async function* decodeMigrationBatches(
     capabilities: [],
     postcopyPageSummary: undefined,
     early: new Map(),
+    mappedRam: false,
     options: {
       pageSize: options.pageSize ?? C.DEFAULT_PAGE_SIZE,
       tailWindow: options.tailWindow ?? 16 << 20,
       requireVmdesc: options.requireVmdesc ?? true,
       opaqueChunk: options.opaqueChunk ?? 1 << 16,
+      mappedRam: options.mappedRam ?? false,
     },
   };
 
@@ -221,14 +235,14 @@ async function decodeConfiguration(
     }
     subsections.push({ name, versionId, body });
   }
-  for (const cap of capabilities) {
-    if (cap === "mapped-ram") {
-      throw new UnsupportedFeatureError(
-        "Cannot decode migration stream: mapped-ram streams are seekable files, not streams",
-        "migration",
-        at,
-      );
-    }
+  state.mappedRam = capabilities.includes("mapped-ram");
+  if (state.mappedRam && !state.options.mappedRam) {
+    throw new UnsupportedFeatureError(
+      "Cannot decode migration stream: it is a mapped-ram file (RAM pages at fixed file " +
+        "offsets), which is read from an uncompressed regular file, not as a stream",
+      "migration",
+      at,
+    );
   }
   state.capabilities = capabilities;
   if (targetPageBits !== undefined && takePageBits) {
@@ -776,6 +790,23 @@ async function decodeMemSize(
       const gAt = reader.offset;
       const gv = viewOf(await reader.read(8, "a RAMBlock address"));
       block.gpa = getSafeU64(gv, 0, false, { format: "migration", offset: gAt });
+    }
+    if (state.mappedRam) {
+      const headerOffset = reader.offset;
+      const header = readMappedRamHeader(
+        await reader.read(MAPPED_RAM_HEADER_SIZE, "a mapped-ram header"),
+        headerOffset,
+      );
+      const layout = mappedRamBlockLayout({
+        idstr,
+        usedLength,
+        header,
+        headerOffset,
+        pageSize: state.pageSize,
+        ignoreShared: hasGpa,
+      });
+      block.mappedRam = layout;
+      await reader.skip(layout.areaEnd - reader.offset, `the mapped-ram area of ${idstr}`);
     }
     blocks.push(block);
     remaining -= usedLength;

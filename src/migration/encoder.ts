@@ -5,6 +5,7 @@
  * @module
  */
 
+import { UnsupportedFeatureError } from "../errors.ts";
 import { ByteWriter } from "../io/byte_writer.ts";
 import * as C from "./constants.ts";
 import type { MigrationRecord } from "./types.ts";
@@ -155,6 +156,14 @@ export class MigrationEncoder {
           w.u64(b.usedLength);
           if (b.pageSize !== undefined) w.u64(b.pageSize);
           if (b.gpa !== undefined) w.u64(b.gpa);
+          if (b.mappedRam !== undefined) {
+            throw new UnsupportedFeatureError(
+              "Cannot encode a mapped-ram block list: mapped-ram files are rewritten in place " +
+                "(see filterMappedRam), not encoded as a stream",
+              "migration",
+              r.streamOffset,
+            );
+          }
         }
         this.#lastBlock = undefined;
         return;

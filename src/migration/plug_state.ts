@@ -375,6 +375,12 @@ export interface ExtractPlugStateFromReaderOptions extends ExtractPlugMapOptions
   seekableFile?: { path: string; byteLength: number };
   /** Called once before the rest of the stream is decoded (to switch to faster reads). @default {undefined} */
   beforeStreaming?: () => Promise<void>;
+  /**
+   * The reader is a mapped-ram file read by position (`positionalByteReader`,
+   * offsets are file offsets): decode it with the decoder's `mappedRam` option.
+   * @default {false}
+   */
+  mappedRam?: boolean;
 }
 
 /**
@@ -401,7 +407,9 @@ export async function extractPlugStateFromReader(
 ): Promise<ExtractPlugMapResult> {
   const file = options.seekableFile;
   const collector = new PlugStateCollector();
-  const batches = decodeMigrationBatches(reader)[Symbol.asyncIterator]();
+  const batches = decodeMigrationBatches(reader, { mappedRam: options.mappedRam ?? false })[
+    Symbol.asyncIterator
+  ]();
   try {
     // Phase 1: up to the first RAM page (or the tail).
     while (!collector.sawRam) {

@@ -9,6 +9,8 @@
  * @module
  */
 
+import type { MappedRamBlock } from "./mapped_ram/block_layout.ts";
+
 /** Fields every record has. */
 export interface RecordBase {
   /** Stream offset of the record's first byte. */
@@ -91,6 +93,8 @@ export interface RamBlockInfo {
   pageSize?: number;
   /** Guest-physical address, present with x-ignore-shared. */
   gpa?: number;
+  /** Where the block's bitmap and pages are, in a mapped-ram file (decoded with `mappedRam`). */
+  mappedRam?: MappedRamBlock;
 }
 
 /** The MEM_SIZE block list of the `ram` START section. */

@@ -41,7 +41,9 @@ export type FindingSource =
   /** A migration COMPRESS_PAGE record (content inflated). */
   | "ram-compressed-page"
   /** A migration XBZRLE record (content unknown: it is a delta). */
-  | "ram-xbzrle-page";
+  | "ram-xbzrle-page"
+  /** A page of a mapped-ram file whose bitmap bit is set (`fileOffset` is where its data is). */
+  | "mapped-ram-page";
 
 /** One listed finding: a page in an unplugged block. */
 export interface PageFinding {

@@ -40,3 +40,4 @@ export {
   type StreamPlugStateSource,
 } from "./stream_plug_state.ts";
 export { scanKdump } from "./scan_kdump.ts";
+export { scanMappedRam, type ScanMappedRamOptions } from "./scan_mapped_ram.ts";

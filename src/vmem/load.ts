@@ -12,6 +12,9 @@
 
 import { FormatError } from "../errors.ts";
 import { openInput } from "../io/file.ts";
+import { openPositional } from "../io/positional.ts";
+import { positionalByteReader } from "../io/positional_byte_reader.ts";
+import { isMappedRamStream } from "../migration/mapped_ram/file.ts";
 import { openContainer } from "../container/open.ts";
 import {
   type ExtractPlugMapResult,
@@ -95,8 +98,9 @@ export async function readPlugMapFile(path: string): Promise<PlugMap> {
 /**
  * Extract the plug state of a migration stream file (or `-`) in any
  * container `openContainer` understands (raw, gzip, zstd, libvirt save
- * image). Uncompressed regular files use the vmdesc shortcut for the late
- * layout; everything else is read once.
+ * image), or of a mapped-ram file (plain or in a libvirt "sparse" image).
+ * Uncompressed regular files use the vmdesc shortcut for the late layout;
+ * everything else is read once.
  *
  * @param path File path or `-`.
  * @param options `complete` to also read usable/requested size in the early layout.
@@ -130,6 +134,16 @@ export async function extractPlugStateFromStreamFile(
   const byteLength = probe.byteLength!;
   probe.close();
   const container = await openContainer(fileRangeReader(path));
+  if (container.sparse || container.kind === "raw") {
+    using file = await openPositional(path);
+    if (container.sparse || await isMappedRamStream(file)) {
+      // A mapped-ram file: its sections are read in place, the RAM areas jumped over.
+      return await extractPlugStateFromReader(
+        positionalByteReader(file, { startOffset: container.payloadOffset }),
+        { complete, mappedRam: true, seekableFile: { path, byteLength } },
+      );
+    }
+  }
   if (container.kind === "raw") return await extractPlugStateFromFile(path, { complete });
   return await extractPlugStateFromReader(container.reader, {
     complete,

@@ -198,8 +198,25 @@ Deno.test("openContainer() rejects LibvirtQemudPart images with a clear Unsuppor
   });
 });
 
-Deno.test("openContainer() names bzip2, xz, lzop and sparse payloads as unsupported", async (t) => {
-  for (const [format, name] of [[2, "bzip2"], [3, "xz"], [4, "lzop"], [6, "sparse"]] as const) {
+Deno.test("openContainer() opens a sparse (mapped-ram) payload as such, with its payload offset", async () => {
+  const { bytes } = dataArea(XML, undefined, 16);
+  const payload = new Uint8Array([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3]);
+  const header = handHeader({
+    littleEndian: true,
+    dataLength: bytes.length,
+    compression: 6,
+    data: bytes,
+  });
+  const opened = await openContainer(bytesReader(concatBytes([header, payload])));
+  assert.equal(opened.kind, "libvirt-save");
+  assert.equal(opened.sparse, true);
+  assert.equal(opened.innerCompression, "raw");
+  assert.equal(opened.payloadOffset, header.length);
+  assert.deepEqual(await opened.reader.read(8), payload);
+});
+
+Deno.test("openContainer() names bzip2, xz and lzop payloads as unsupported", async (t) => {
+  for (const [format, name] of [[2, "bzip2"], [3, "xz"], [4, "lzop"]] as const) {
     await t.step(name, async () => {
       const { bytes } = dataArea(XML, undefined, 16);
       const image = concatBytes([
