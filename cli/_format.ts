@@ -2,9 +2,15 @@
 
 export { hex } from "../src/io/text.ts";
 
-/** Thousands separators, for byte counts people read. */
+/**
+ * Thousands separators, for byte counts people read. (Not `toLocaleString`:
+ * its first call loads ICU data, 10+ ms of a command's run time.)
+ */
 export function grouped(n: number): string {
-  return n.toLocaleString("en-US");
+  const digits = Math.abs(n).toString();
+  if (!/^\d+$/.test(digits)) return n.toString();
+  const sign = n < 0 ? "-" : "";
+  return sign + digits.replace(/\B(?=(\d{3})+$)/g, ",");
 }
 
 /** A fixed-width table with a header row. */

@@ -20,7 +20,8 @@ export interface PrefixedReaderOptions {
 
 /**
  * A reader that yields `prefix` and then everything `source` still holds,
- * passing the source's chunks through without copying.
+ * passing the source's chunks through without copying (so it has the
+ * source's view lifetime).
  *
  * @param prefix Bytes already consumed from `source` (copied by the caller if needed).
  * @param source The rest of the input.
@@ -44,6 +45,7 @@ export function prefixedReader(
     format: options.format,
     startOffset: options.startOffset,
     onCancel: (reason) => source.cancel(reason),
+    viewLifetime: source.viewLifetime,
   });
 }
 
@@ -60,5 +62,6 @@ export function rebasedReader(source: ByteReader, format: ErrorFormat): PullByte
     format,
     startOffset: 0,
     onCancel: (reason) => source.cancel(reason),
+    viewLifetime: source.viewLifetime,
   });
 }

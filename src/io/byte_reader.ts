@@ -2,20 +2,47 @@
  * The pull interface every decoder reads through, and its implementation over
  * any source of byte chunks (a `ReadableStream`, a file, a socket).
  *
- * Returned views point into the reader's chunks and are read-only by
- * contract. They stay valid (chunks are never reused), but a consumer that
- * keeps many of them keeps their chunks alive: copy with `.slice()` to keep
- * bytes for long.
+ * Two ways to read:
+ *
+ * - field by field, awaiting: `read`, `readOrEnd`, `peekByte`, `skip`,
+ *   `readChunk` (headers of containers and other rare structures);
+ * - window by window, for parsers that work synchronously over whatever is
+ *   buffered (the migration decoder): `buffered()` shows the unread bytes,
+ *   `advance(n)` consumes them, and `fill(n)` is the one await, which makes
+ *   at least `n` unread bytes contiguous (pulling and, across a chunk
+ *   boundary, copying just those bytes once).
+ *
+ * **Buffer lifetime.** Returned views point into the reader's chunks and are
+ * read-only by contract. How long they stay valid is part of the reader's
+ * type, {@linkcode ByteReader.viewLifetime}:
+ *
+ * - `"stable"`: chunks are never reused, a view stays valid as long as it is
+ *   referenced (keeping many views keeps their chunks alive: copy with
+ *   `.slice()` to keep bytes for long);
+ * - `"until-refill"`: the source recycles its buffers (the file reader with
+ *   `recycleChunks`, the proxy's socket reader), so a view is valid only
+ *   until the reader pulls its next chunk, i.e. until the next `fill`,
+ *   `read`, `readOrEnd`, `peekByte`, `readChunk` or `skip` that has to wait
+ *   for input. A consumer that keeps bytes past that copies them.
  *
  * @module
  */
 
 import { type ErrorFormat, UnexpectedEofError } from "../errors.ts";
 
+/**
+ * How long a view returned by a {@linkcode ByteReader} stays valid:
+ * `"stable"` for as long as it is referenced, `"until-refill"` until the
+ * reader pulls its next chunk from the source.
+ */
+export type ViewLifetime = "stable" | "until-refill";
+
 /** A pull reader over a byte source that tracks its absolute offset. */
 export interface ByteReader {
   /** Absolute offset of the next unread byte. */
   readonly offset: number;
+  /** How long returned views stay valid (see the module documentation). */
+  readonly viewLifetime: ViewLifetime;
   /**
    * Read exactly `n` bytes.
    * @throws {UnexpectedEofError} when the input ends first.
@@ -31,6 +58,16 @@ export interface ByteReader {
   readChunk(max: number): Promise<Uint8Array | undefined>;
   /** Skip exactly `n` bytes. @throws {UnexpectedEofError} when the input ends first. */
   skip(n: number, what?: string): Promise<void>;
+  /** The unread bytes buffered contiguously right now (possibly none), without consuming them. */
+  buffered(): Uint8Array;
+  /** Consume `n` bytes of what {@linkcode ByteReader.buffered} shows (`n` at most its length). */
+  advance(n: number): void;
+  /**
+   * Make at least `n` unread bytes contiguous in {@linkcode ByteReader.buffered},
+   * pulling from the source as needed. Returns `false` when the input ends
+   * first (what there was stays buffered).
+   */
+  fill(n: number): Promise<boolean>;
   /** Release the source. */
   cancel(reason?: unknown): Promise<void>;
 }
@@ -46,7 +83,15 @@ export interface PullByteReaderOptions {
   startOffset?: number;
   /** Called by `cancel()`. @default {undefined} */
   onCancel?: (reason?: unknown) => Promise<void> | void;
+  /**
+   * How long the chunks the source returns stay valid: `"until-refill"` when
+   * the source reuses its buffers for later chunks. @default {"stable"}
+   */
+  viewLifetime?: ViewLifetime;
 }
+
+/** Reads larger than this are refused (a caller bug, never a size from input). */
+const MAX_CONTIGUOUS = 0x4000_0000;
 
 const EMPTY = new Uint8Array(0);
 
@@ -61,6 +106,17 @@ const EMPTY = new Uint8Array(0);
  * const reader = new PullByteReader(() => Promise.resolve(chunks.shift()));
  * console.log(await reader.read(4)); // the 4 bytes "QEVM"
  * ```
+ *
+ * @example Parse from the buffered window
+ * ```ts
+ * import { bytesReader } from "@vmem-dump/vmem-dump";
+ * const reader = bytesReader(new Uint8Array([0, 0, 0, 7, 0xaa]));
+ * await reader.fill(4);
+ * const w = reader.buffered();
+ * const n = (w[0]! << 24 | w[1]! << 16 | w[2]! << 8 | w[3]!) >>> 0;
+ * reader.advance(4);
+ * console.log(n, reader.offset); // 7 4
+ * ```
  */
 export class PullByteReader implements ByteReader {
   #pull: PullSource;
@@ -69,19 +125,24 @@ export class PullByteReader implements ByteReader {
   #chunk: Uint8Array = EMPTY;
   #pos = 0;
   #base: number; // offset of #chunk[0]
+  /** The rest of a chunk whose head was copied into #chunk by a stitch; read after #chunk. */
+  #next: Uint8Array | undefined;
   #ended = false;
+  /** How long returned views stay valid. */
+  readonly viewLifetime: ViewLifetime;
 
   /**
    * Construct it.
    *
    * @param pull Returns the next chunk, or `undefined` at the end.
-   * @param options Error format, start offset, cancel hook.
+   * @param options Error format, start offset, cancel hook, view lifetime.
    */
   constructor(pull: PullSource, options: PullByteReaderOptions = {}) {
     this.#pull = pull;
     this.#format = options.format ?? "migration";
     this.#base = options.startOffset ?? 0;
     this.#onCancel = options.onCancel;
+    this.viewLifetime = options.viewLifetime ?? "stable";
   }
 
   /** Absolute offset of the next unread byte. */
@@ -89,25 +150,76 @@ export class PullByteReader implements ByteReader {
     return this.#base + this.#pos;
   }
 
-  /** Pull the next non-empty chunk into the (empty) current slot; false at the end. */
-  async #fill(): Promise<boolean> {
+  /** The next non-empty chunk (the stitch remainder first); `undefined` at the end. */
+  async #pullChunk(): Promise<Uint8Array | undefined> {
+    if (this.#next !== undefined) {
+      const next = this.#next;
+      this.#next = undefined;
+      return next;
+    }
     while (!this.#ended) {
       const next = await this.#pull();
       if (next === undefined) {
         this.#ended = true;
-        return false;
+        return undefined;
       }
-      if (next.byteLength === 0) continue;
-      this.#chunk = next;
-      this.#pos = 0;
-      return true;
+      if (next.byteLength > 0) return next;
     }
-    return false;
+    return undefined;
   }
 
-  #eof(n: number, what: string | undefined): never {
-    const have = this.#chunk.byteLength - this.#pos;
-    throw new UnexpectedEofError(
+  /** The buffered unread bytes (a view into the current chunk). */
+  buffered(): Uint8Array {
+    return this.#pos === 0 ? this.#chunk : this.#chunk.subarray(this.#pos);
+  }
+
+  /** Consume `n` buffered bytes. */
+  advance(n: number): void {
+    if (n > this.#chunk.byteLength - this.#pos || n < 0) {
+      throw new RangeError(`Cannot advance ${n} bytes: only what buffered() shows can be consumed`);
+    }
+    this.#pos += n;
+  }
+
+  /** Make at least `n` unread bytes contiguous; `false` when the input ends first. */
+  async fill(n: number): Promise<boolean> {
+    let have = this.#chunk.byteLength - this.#pos;
+    if (have >= n) return true;
+    if (n > MAX_CONTIGUOUS) {
+      throw new RangeError(`Cannot buffer ${n} bytes at once: reads are limited to 1 GiB`);
+    }
+    if (have === 0) {
+      // Nothing to keep: move on to the next chunk.
+      const next = await this.#pullChunk();
+      this.#base += this.#pos;
+      this.#pos = 0;
+      this.#chunk = next ?? EMPTY;
+      if (next === undefined) return false;
+      have = next.byteLength;
+      if (have >= n) return true;
+    }
+    // Stitch: the unread bytes plus just enough of the following chunks, copied once.
+    const out = new Uint8Array(n);
+    out.set(this.#chunk.subarray(this.#pos));
+    this.#base += this.#pos;
+    this.#pos = 0;
+    while (have < n) {
+      const next = await this.#pullChunk();
+      if (next === undefined) {
+        this.#chunk = out.subarray(0, have);
+        return false;
+      }
+      const take = Math.min(next.byteLength, n - have);
+      out.set(take === next.byteLength ? next : next.subarray(0, take), have);
+      have += take;
+      if (take < next.byteLength) this.#next = next.subarray(take);
+    }
+    this.#chunk = out;
+    return true;
+  }
+
+  #eofError(n: number, have: number, what: string | undefined): UnexpectedEofError {
+    return new UnexpectedEofError(
       `Cannot read ${what ?? `${n} bytes`}: input ended after ${have} of ${n} bytes`,
       this.#format,
       this.offset + have,
@@ -116,48 +228,18 @@ export class PullByteReader implements ByteReader {
 
   /** Read exactly `n` bytes. */
   async read(n: number, what?: string): Promise<Uint8Array> {
-    const got = await this.readOrEnd(n, what);
-    if (got === undefined) this.#eof(n, what);
-    return got;
+    if (!(await this.fill(n))) throw this.#eofError(n, this.#chunk.byteLength - this.#pos, what);
+    return this.tryReadSync(n)!;
   }
 
   /** Read exactly `n` bytes, or `undefined` at a clean end. */
   async readOrEnd(n: number, what?: string): Promise<Uint8Array | undefined> {
-    const sync = this.tryReadSync(n);
-    if (sync !== undefined) return sync;
-    if (n > 0x4000_0000) {
-      throw new RangeError(`Cannot read ${n} bytes at once: reads are limited to 1 GiB`);
+    if (!(await this.fill(n))) {
+      const have = this.#chunk.byteLength - this.#pos;
+      if (have === 0) return undefined;
+      throw this.#eofError(n, have, what);
     }
-    // Gather across chunks into one new buffer.
-    const out = new Uint8Array(n);
-    let have = 0;
-    while (have < n) {
-      const avail = this.#chunk.byteLength - this.#pos;
-      if (avail === 0) {
-        if (!(await this.#fillEmpty())) {
-          if (have === 0) return undefined;
-          throw new UnexpectedEofError(
-            `Cannot read ${what ?? `${n} bytes`}: input ended after ${have} of ${n} bytes`,
-            this.#format,
-            this.offset,
-          );
-        }
-        continue;
-      }
-      const take = Math.min(avail, n - have);
-      out.set(this.#chunk.subarray(this.#pos, this.#pos + take), have);
-      this.#pos += take;
-      have += take;
-    }
-    return out;
-  }
-
-  /** Replace an exhausted chunk with the next one. */
-  async #fillEmpty(): Promise<boolean> {
-    this.#base += this.#pos;
-    this.#chunk = EMPTY;
-    this.#pos = 0;
-    return await this.#fill();
+    return this.tryReadSync(n)!;
   }
 
   /** Return `n` buffered bytes without awaiting, or `undefined`. */
@@ -171,13 +253,13 @@ export class PullByteReader implements ByteReader {
 
   /** Look at the next byte without consuming it. */
   async peekByte(): Promise<number | undefined> {
-    if (this.#pos >= this.#chunk.byteLength && !(await this.#fillEmpty())) return undefined;
+    if (!(await this.fill(1))) return undefined;
     return this.#chunk[this.#pos];
   }
 
   /** Return up to `max` buffered bytes, pulling once if none are buffered. */
   async readChunk(max: number): Promise<Uint8Array | undefined> {
-    if (this.#pos >= this.#chunk.byteLength && !(await this.#fillEmpty())) return undefined;
+    if (!(await this.fill(1))) return undefined;
     const take = Math.min(max, this.#chunk.byteLength - this.#pos);
     return this.tryReadSync(take);
   }
@@ -201,12 +283,14 @@ export class PullByteReader implements ByteReader {
   /** Release the source. */
   async cancel(reason?: unknown): Promise<void> {
     this.#ended = true;
+    this.#next = undefined;
     await this.#onCancel?.(reason);
   }
 }
 
 /**
- * A {@linkcode ByteReader} over a `ReadableStream<Uint8Array>`.
+ * A {@linkcode ByteReader} over a `ReadableStream<Uint8Array>`. The stream's
+ * chunks are not reused, so views are `"stable"`.
  *
  * @example
  * ```ts
@@ -224,7 +308,7 @@ export class StreamByteReader extends PullByteReader {
    */
   constructor(
     stream: ReadableStream<Uint8Array>,
-    options: Omit<PullByteReaderOptions, "onCancel"> = {},
+    options: Omit<PullByteReaderOptions, "onCancel" | "viewLifetime"> = {},
   ) {
     const reader = stream.getReader();
     super(async () => {
@@ -235,7 +319,8 @@ export class StreamByteReader extends PullByteReader {
 }
 
 /**
- * A {@linkcode ByteReader} over bytes already in memory (for tests and small inputs).
+ * A {@linkcode ByteReader} over bytes already in memory (for tests and small
+ * inputs); views are `"stable"`.
  *
  * @example
  * ```ts
@@ -246,7 +331,7 @@ export class StreamByteReader extends PullByteReader {
  */
 export function bytesReader(
   bytes: Uint8Array,
-  options: Omit<PullByteReaderOptions, "onCancel"> = {},
+  options: Omit<PullByteReaderOptions, "onCancel" | "viewLifetime"> = {},
 ): PullByteReader {
   let given = false;
   return new PullByteReader(() => {

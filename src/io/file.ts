@@ -42,10 +42,12 @@ export interface OpenInputOptions {
   /**
    * Read into a ring of this many (at least 4) reused buffers instead of
    * copying each read into fresh memory (which costs page faults and halves
-   * throughput). Views handed out then stay valid only until
-   * `recycleChunks − 2` further chunks have been read: for consumers that
-   * process each batch before asking for the next one (filters, scanners,
-   * encoders), not for code that collects records. 0 disables it. @default {0}
+   * throughput). The reader's `viewLifetime` is then `"until-refill"`: views
+   * are only promised to stay valid until the next chunk is pulled, for
+   * consumers that process each batch before asking for the next one
+   * (filters, scanners, encoders), not for code that collects records. (The
+   * ring keeps them intact for `recycleChunks − 2` further chunks, which
+   * leaves room for read-ahead.) 0 disables it. @default {0}
    */
   recycleChunks?: number;
 }
@@ -60,7 +62,8 @@ export interface Readable {
 
 /**
  * A {@linkcode ByteReader} that issues large reads to a Deno file or pipe.
- * Each chunk is a fresh copy, so views handed out stay valid.
+ * Each chunk is a fresh copy, so views handed out stay valid (`"stable"`),
+ * unless `recycleChunks` is set (`"until-refill"`).
  *
  * @example
  * ```ts ignore
@@ -136,7 +139,11 @@ export function fileByteReader(
     if (filled === 0) return undefined;
     if (!done) start();
     return recycle > 0 ? buf.subarray(0, filled) : buf.slice(0, filled);
-  }, { format: options.format ?? "migration", startOffset: options.startOffset ?? 0 });
+  }, {
+    format: options.format ?? "migration",
+    startOffset: options.startOffset ?? 0,
+    viewLifetime: recycle > 0 ? "until-refill" : "stable",
+  });
 }
 
 /**

@@ -9,7 +9,7 @@
  */
 
 import { type ErrorFormat, UnexpectedEofError } from "../errors.ts";
-import { type ByteReader, PullByteReader } from "./byte_reader.ts";
+import { type ByteReader, PullByteReader, type ViewLifetime } from "./byte_reader.ts";
 import type { PositionalReader } from "./positional.ts";
 
 /** Options for {@linkcode positionalByteReader}. */
@@ -29,7 +29,7 @@ const DEFAULT_CHUNK = 1 << 18;
  * A reader over `reader` starting at `startOffset`. Offsets are absolute
  * file offsets. A `skip` longer than one chunk moves the read position
  * without reading; reads are issued in `chunkSize` pieces, and each chunk is
- * a fresh buffer, so views stay valid.
+ * a fresh buffer, so views stay valid (`viewLifetime` `"stable"`).
  *
  * @param reader The file.
  * @param options Start offset, read size, error format.
@@ -57,6 +57,8 @@ class PositionalByteReader implements ByteReader {
   #chunk: number;
   #format: ErrorFormat;
   #inner: PullByteReader;
+  /** Each chunk is a fresh buffer, and a seek drops the old ones without reusing them. */
+  readonly viewLifetime: ViewLifetime = "stable";
 
   constructor(file: PositionalReader, options: PositionalByteReaderOptions) {
     this.#file = file;
@@ -100,6 +102,18 @@ class PositionalByteReader implements ByteReader {
 
   readChunk(max: number): Promise<Uint8Array | undefined> {
     return this.#inner.readChunk(max);
+  }
+
+  buffered(): Uint8Array {
+    return this.#inner.buffered();
+  }
+
+  advance(n: number): void {
+    this.#inner.advance(n);
+  }
+
+  fill(n: number): Promise<boolean> {
+    return this.#inner.fill(n);
   }
 
   async skip(n: number, what?: string): Promise<void> {

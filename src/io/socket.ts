@@ -125,8 +125,8 @@ export class SocketConnection {
   /**
    * A reader over what arrives. Each pull returns what one read gives, so
    * data moves on promptly. Reads land in a reused arena of `arenaSize`
-   * bytes: a view stays valid until `arenaSize - readSize` more bytes were
-   * read, which covers one decoded batch of a pipeline (it encodes, i.e.
+   * bytes, so the reader's `viewLifetime` is `"until-refill"` (in fact a
+   * view stays valid until `arenaSize - readSize` more bytes were read), which covers one decoded batch of a pipeline (it encodes, i.e.
    * copies, every batch before it pulls again; the decoder copies what it
    * keeps). A closed or reset connection is the end of the input.
    *
@@ -162,7 +162,7 @@ export class SocketConnection {
       const view = arena.subarray(at, at + n);
       at += n;
       return view;
-    });
+    }, { viewLifetime: "until-refill" });
   }
 }
 

@@ -7,7 +7,6 @@
  */
 
 import { UnexpectedEofError } from "../errors.ts";
-import type { ByteReader } from "../io/byte_reader.ts";
 import {
   QEMU_VM_EOF,
   QEMU_VM_SECTION_FOOTER,
@@ -45,60 +44,144 @@ function devicePaths(blocks: readonly RamBlockInfo[]): string[] {
 }
 
 /**
- * Decode the tail. `first` holds the bytes already consumed by the caller
- * (the header of the first tail section, re-encoded byte-exact), starting at
- * stream offset `firstOffset`.
+ * Scans the tail as its bytes arrive: {@linkcode TailScanner.push} takes
+ * every byte from the header of the first tail section on and returns what
+ * can be emitted (everything but the look-ahead window);
+ * {@linkcode TailScanner.end} finds the EOF byte and the vmdesc at the end
+ * of the input and returns the rest.
  */
-export async function* decodeTail(
-  reader: ByteReader,
-  first: Uint8Array,
-  firstOffset: number,
-  ctx: TailContext,
-): AsyncGenerator<MigrationRecord> {
-  const paths = devicePaths(ctx.ramBlocks).map((p) => ({
-    path: p,
-    bytes: new TextEncoder().encode(p),
-  }));
-  let win = new Uint8Array(1 << 16);
-  let start = 0; // first unemitted byte in win
-  let end = 0; // end of valid data in win
-  let base = firstOffset; // stream offset of win[0]
-  let scanFrom = 0; // candidates before this index were already rejected
-  const append = (bytes: Uint8Array) => {
-    if (end + bytes.byteLength > win.byteLength) {
+export class TailScanner {
+  #ctx: TailContext;
+  #paths: { path: string; bytes: Uint8Array }[];
+  #win = new Uint8Array(1 << 16);
+  #start = 0; // first unemitted byte in win
+  #end = 0; // end of valid data in win
+  #base: number; // stream offset of win[0]
+  #scanFrom = 0; // candidates before this index were already rejected
+
+  /**
+   * @param firstOffset Stream offset of the first tail byte (the header of the first tail section).
+   * @param ctx What the stream said before the tail.
+   */
+  constructor(firstOffset: number, ctx: TailContext) {
+    this.#ctx = ctx;
+    this.#base = firstOffset;
+    this.#paths = devicePaths(ctx.ramBlocks).map((p) => ({
+      path: p,
+      bytes: new TextEncoder().encode(p),
+    }));
+  }
+
+  /** Take the next bytes of the tail (copied); returns the records that can be emitted now. */
+  push(bytes: Uint8Array): MigrationRecord[] {
+    this.#append(bytes);
+    const out: MigrationRecord[] = [];
+    const pending = this.#end - this.#start;
+    if (pending > this.#ctx.window) {
+      // Anything that starts this far before the end has its whole look-ahead buffered.
+      const limit = this.#end - this.#ctx.window;
+      this.#scan(limit, out);
+      if (this.#start < limit) this.#emitOpaque(limit, out);
+    }
+    return out;
+  }
+
+  /**
+   * The input ended: the remaining records, ending with EOF and the vmdesc.
+   * @throws {UnexpectedEofError} when the tail does not end with EOF and a vmdesc that fits.
+   */
+  end(): MigrationRecord[] {
+    const out: MigrationRecord[] = [];
+    this.#scan(this.#end, out);
+    const win = this.#win;
+    const end = this.#end;
+    const start = this.#start;
+    const base = this.#base;
+    // The end: EOF byte, then optionally 0x06 + be32 length + JSON that ends the input.
+    const view = new DataView(win.buffer, win.byteOffset, end);
+    let eofAt = -1;
+    const valid = win.subarray(0, end);
+    // Candidates are 0x06 bytes (native search), then the EOF byte before, the
+    // length that ends exactly at the input's end, and the JSON's "{".
+    for (let at = end - 6; at > start;) {
+      const six = valid.lastIndexOf(QEMU_VM_VMDESCRIPTION, at);
+      if (six <= start) break;
+      const p = six - 1;
+      if (win[p] === QEMU_VM_EOF && win[p + 6] === 0x7b && view.getUint32(p + 2) === end - p - 6) {
+        eofAt = p;
+        break;
+      }
+      at = six - 1;
+    }
+    if (eofAt < 0) {
+      if (this.#ctx.requireVmdesc || end === start || win[end - 1] !== QEMU_VM_EOF) {
+        throw new UnexpectedEofError(
+          "Cannot find the end of the device state: input ended without QEMU_VM_EOF and its vmdesc " +
+            `(a vmdesc must fit in the ${this.#ctx.window >>> 20} MiB look-ahead)`,
+          "migration",
+          base + end,
+        );
+      }
+      this.#emitOpaque(end - 1, out);
+      out.push({ kind: "eof", streamOffset: base + end - 1 });
+      return out;
+    }
+    this.#emitOpaque(eofAt, out);
+    out.push({ kind: "eof", streamOffset: base + eofAt });
+    const json = win.slice(eofAt + 6, end);
+    let parsed: unknown = undefined;
+    try {
+      parsed = JSON.parse(new TextDecoder().decode(json));
+    } catch {
+      parsed = undefined;
+    }
+    out.push({ kind: "vmdesc", streamOffset: base + eofAt + 1, json, parsed });
+    return out;
+  }
+
+  #append(bytes: Uint8Array): void {
+    if (this.#end + bytes.byteLength > this.#win.byteLength) {
       // Compact, then grow only if one chunk still does not fit (bounded by window + chunk).
-      win.copyWithin(0, start, end);
-      base += start;
-      end -= start;
-      scanFrom -= start;
-      start = 0;
-      if (end + bytes.byteLength > win.byteLength) {
-        const bigger = new Uint8Array(Math.max(end + bytes.byteLength, win.byteLength * 2));
-        bigger.set(win.subarray(0, end));
-        win = bigger;
+      this.#win.copyWithin(0, this.#start, this.#end);
+      this.#base += this.#start;
+      this.#end -= this.#start;
+      this.#scanFrom -= this.#start;
+      this.#start = 0;
+      if (this.#end + bytes.byteLength > this.#win.byteLength) {
+        const bigger = new Uint8Array(
+          Math.max(this.#end + bytes.byteLength, this.#win.byteLength * 2),
+        );
+        bigger.set(this.#win.subarray(0, this.#end));
+        this.#win = bigger;
       }
     }
-    win.set(bytes, end);
-    end += bytes.byteLength;
-  };
-  append(first);
+    this.#win.set(bytes, this.#end);
+    this.#end += bytes.byteLength;
+  }
 
-  function* emitOpaque(upto: number): Generator<MigrationRecord> {
-    while (start < upto) {
-      const n = Math.min(upto - start, ctx.opaqueChunk);
-      yield { kind: "opaque", streamOffset: base + start, data: win.slice(start, start + n) };
-      start += n;
+  #emitOpaque(upto: number, out: MigrationRecord[]): void {
+    while (this.#start < upto) {
+      const n = Math.min(upto - this.#start, this.#ctx.opaqueChunk);
+      out.push({
+        kind: "opaque",
+        streamOffset: this.#base + this.#start,
+        data: this.#win.slice(this.#start, this.#start + n),
+      });
+      this.#start += n;
     }
   }
 
   /** Try to parse a virtio-mem section whose idstr suffix starts at `q`; returns records or undefined. */
-  function tryDevice(
+  #tryDevice(
     q: number,
   ): { records: MigrationRecord[]; hdr: number; next: number } | undefined {
-    for (const { path, bytes } of paths) {
+    const win = this.#win;
+    const end = this.#end;
+    const base = this.#base;
+    for (const { path, bytes } of this.#paths) {
       const idstrStart = q - bytes.byteLength;
       const hdr = idstrStart - 6;
-      if (hdr < start) continue;
+      if (hdr < this.#start) continue;
       if (win[hdr] !== QEMU_VM_SECTION_FULL) continue;
       if (win[idstrStart - 1] !== bytes.byteLength + SUFFIX.byteLength) continue;
       let same = true;
@@ -118,8 +201,8 @@ export async function* decodeTail(
       const bodyStart = afterIdstr + 8;
       const parsed = parseVirtioMemDeviceBody(win.subarray(bodyStart, end), {
         devicePath: path,
-        ramBlocks: ctx.ramBlocks,
-        early: ctx.early.get(path),
+        ramBlocks: this.#ctx.ramBlocks,
+        early: this.#ctx.early.get(path),
         bodyStreamOffset: base + bodyStart,
         sectionId,
       });
@@ -156,14 +239,15 @@ export async function* decodeTail(
   }
 
   /** Scan [scanFrom, limit) for devices, emitting opaque bytes before each one found. */
-  function* scan(limit: number): Generator<MigrationRecord> {
-    let i = Math.max(scanFrom, start);
+  #scan(limit: number, out: MigrationRecord[]): void {
+    const win = this.#win;
+    let i = Math.max(this.#scanFrom, this.#start);
     while (i < limit) {
       const rel = win.subarray(i, limit).indexOf(SLASH);
       if (rel < 0) break;
       const slash = i + rel;
       i = slash + 1;
-      if (slash + SUFFIX.byteLength > end) break;
+      if (slash + SUFFIX.byteLength > this.#end) break;
       let match = true;
       for (let k = 1; k < SUFFIX.byteLength; k++) {
         if (win[slash + k] !== SUFFIX[k]) {
@@ -172,69 +256,15 @@ export async function* decodeTail(
         }
       }
       if (!match) continue;
-      const found = tryDevice(slash);
+      const found = this.#tryDevice(slash);
       if (found === undefined) continue;
-      yield* emitOpaque(found.hdr);
-      yield* found.records;
-      start = found.next;
-      i = start;
+      this.#emitOpaque(found.hdr, out);
+      out.push(...found.records);
+      this.#start = found.next;
+      i = this.#start;
     }
-    scanFrom = Math.max(scanFrom, Math.min(limit, end));
+    this.#scanFrom = Math.max(this.#scanFrom, Math.min(limit, this.#end));
   }
-
-  for (;;) {
-    const chunk = await reader.readChunk(1 << 20);
-    if (chunk === undefined) break;
-    append(chunk);
-    const pending = end - start;
-    if (pending > ctx.window) {
-      // Anything that starts this far before the end has its whole look-ahead buffered.
-      const limit = end - ctx.window;
-      yield* scan(limit);
-      if (start < limit) yield* emitOpaque(limit);
-    }
-  }
-  yield* scan(end);
-
-  // The end: EOF byte, then optionally 0x06 + be32 length + JSON that ends the input.
-  const view = new DataView(win.buffer, win.byteOffset, end);
-  let eofAt = -1;
-  const valid = win.subarray(0, end);
-  // Candidates are 0x06 bytes (native search), then the EOF byte before, the
-  // length that ends exactly at the input's end, and the JSON's "{".
-  for (let at = end - 6; at > start;) {
-    const six = valid.lastIndexOf(QEMU_VM_VMDESCRIPTION, at);
-    if (six <= start) break;
-    const p = six - 1;
-    if (win[p] === QEMU_VM_EOF && win[p + 6] === 0x7b && view.getUint32(p + 2) === end - p - 6) {
-      eofAt = p;
-      break;
-    }
-    at = six - 1;
-  }
-  if (eofAt < 0) {
-    if (ctx.requireVmdesc || end === start || win[end - 1] !== QEMU_VM_EOF) {
-      throw new UnexpectedEofError(
-        "Cannot find the end of the device state: input ended without QEMU_VM_EOF and its vmdesc " +
-          `(a vmdesc must fit in the ${ctx.window >>> 20} MiB look-ahead)`,
-        "migration",
-        base + end,
-      );
-    }
-    yield* emitOpaque(end - 1);
-    yield { kind: "eof", streamOffset: base + end - 1 };
-    return;
-  }
-  yield* emitOpaque(eofAt);
-  yield { kind: "eof", streamOffset: base + eofAt };
-  const json = win.slice(eofAt + 6, end);
-  let parsed: unknown = undefined;
-  try {
-    parsed = JSON.parse(new TextDecoder().decode(json));
-  } catch {
-    parsed = undefined;
-  }
-  yield { kind: "vmdesc", streamOffset: base + eofAt + 1, json, parsed };
 }
 
 /** Re-encode a long section header byte-exact (the tail starts with one the caller consumed). */

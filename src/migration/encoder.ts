@@ -8,7 +8,7 @@
 import { UnsupportedFeatureError } from "../errors.ts";
 import { ByteWriter } from "../io/byte_writer.ts";
 import * as C from "./constants.ts";
-import type { MigrationRecord } from "./types.ts";
+import type { MigrationRecord, RamPageLikeRecord } from "./types.ts";
 import { latin1Encode } from "../io/text.ts";
 
 const SECTION_TYPE = {
@@ -24,6 +24,35 @@ const PAGE_FLAG = {
   "ram-xbzrle-page": C.RAM_SAVE_FLAG_XBZRLE,
   "ram-compressed-page": C.RAM_SAVE_FLAG_COMPRESS_PAGE,
 } as const;
+
+/**
+ * Bytes a page record takes in the stream: header word, idstr unless
+ * CONTINUE is set, payload.
+ *
+ * @param r A page record.
+ * @returns Its encoded size.
+ *
+ * @example
+ * ```ts
+ * import { pageRecordByteLength } from "@vmem-dump/vmem-dump";
+ * console.log(pageRecordByteLength({
+ *   kind: "ram-zero-page", streamOffset: 0, ramBlock: "pc.ram", ramOffset: 0, continued: true, fill: 0,
+ * })); // 9
+ * ```
+ */
+export function pageRecordByteLength(r: RamPageLikeRecord): number {
+  const name = r.continued ? 0 : 1 + r.ramBlock.length;
+  switch (r.kind) {
+    case "ram-page":
+      return 8 + name + r.data.byteLength;
+    case "ram-zero-page":
+      return 8 + name + 1;
+    case "ram-xbzrle-page":
+      return 8 + name + 3 + r.data.byteLength;
+    case "ram-compressed-page":
+      return 8 + name + 4 + r.data.byteLength;
+  }
+}
 
 /**
  * Writes records as stream bytes through a {@linkcode ByteWriter}. It tracks

@@ -24,6 +24,7 @@ import {
 } from "./_filter_plug_state.ts";
 import { stageTransformer } from "./_batch_transformer.ts";
 import type { RecordOrBatch, RecordStage } from "./stage.ts";
+import { pageRecordByteLength } from "./encoder.ts";
 import { isPageRecord, type MigrationRecord, type RamPageLikeRecord } from "./types.ts";
 
 export type { PlugStateSource } from "./_filter_plug_state.ts";
@@ -132,21 +133,6 @@ interface DeviceCounters {
   droppedRecords: number;
   droppedBytes: number;
   blocks: Map<number, { records: number; bytes: number }>;
-}
-
-/** Encoded size of a page record as it was in the input. */
-function recordByteLength(r: RamPageLikeRecord): number {
-  const name = r.continued ? 0 : 1 + r.ramBlock.length;
-  switch (r.kind) {
-    case "ram-page":
-      return 8 + name + r.data.byteLength;
-    case "ram-zero-page":
-      return 8 + name + 1;
-    case "ram-xbzrle-page":
-      return 8 + name + 3 + r.data.byteLength;
-    case "ram-compressed-page":
-      return 8 + name + 4 + r.data.byteLength;
-  }
 }
 
 /**
@@ -354,7 +340,7 @@ export class UnpluggedPageDropper implements RecordStage {
         if (table.plugged[blockIndex] !== 1) {
           // Drop.
           if (out === undefined) out = batch.slice(0, i);
-          const byteLength = recordByteLength(r);
+          const byteLength = pageRecordByteLength(r);
           this.#droppedRecords++;
           this.#droppedBytes += byteLength;
           const c = counters!;

@@ -8,7 +8,13 @@
  */
 
 import { popcount } from "../io/bits.ts";
-import type { MigrationRecord, VirtioMemDeviceState } from "./types.ts";
+import {
+  isPageRecord,
+  type MigrationRecord,
+  type RamPageLikeRecord,
+  type VirtioMemDeviceState,
+} from "./types.ts";
+import { pageRecordByteLength } from "./encoder.ts";
 import { fullHeaderLength, vmdescSections } from "./vmdesc.ts";
 import { latin1Decode, latin1Encode } from "../io/text.ts";
 import {
@@ -151,14 +157,23 @@ export async function inspectMigration(
   const tail: Uint8Array[] = [];
   let tailBytes = 0;
   let tailComplete = true;
-  let prevPage: { block: InspectRamBlock; streamOffset: number } | undefined;
-  const closePage = (nextOffset: number) => {
-    if (prevPage) prevPage.block.recordBytes += nextOffset - prevPage.streamOffset;
-    prevPage = undefined;
+  // Page records: the hot path, one Map lookup per change of block.
+  let lastName: string | undefined;
+  let last: InspectRamBlock | undefined;
+  const page = (r: RamPageLikeRecord) => {
+    if (r.ramBlock !== lastName) {
+      lastName = r.ramBlock;
+      last = blocks.get(r.ramBlock)!;
+    }
+    const block = last!;
+    if (r.kind === "ram-page") block.pages++;
+    else if (r.kind === "ram-zero-page") block.zeroPages++;
+    else if (r.kind === "ram-xbzrle-page") block.xbzrlePages++;
+    else block.compressedPages++;
+    block.recordBytes += pageRecordByteLength(r);
   };
 
   const handle = (r: MigrationRecord) => {
-    if (prevPage) closePage(r.streamOffset);
     switch (r.kind) {
       case "header":
         report.version = r.version;
@@ -218,6 +233,7 @@ export async function inspectMigration(
         }
         break;
       case "ram-mem-size":
+        lastName = undefined;
         for (const b of r.blocks) {
           const entry: InspectRamBlock = {
             idstr: b.idstr,
@@ -232,18 +248,6 @@ export async function inspectMigration(
           report.ramBlocks.push(entry);
         }
         break;
-      case "ram-page":
-      case "ram-zero-page":
-      case "ram-xbzrle-page":
-      case "ram-compressed-page": {
-        const block = blocks.get(r.ramBlock)!;
-        if (r.kind === "ram-page") block.pages++;
-        else if (r.kind === "ram-zero-page") block.zeroPages++;
-        else if (r.kind === "ram-xbzrle-page") block.xbzrlePages++;
-        else block.compressedPages++;
-        prevPage = { block, streamOffset: r.streamOffset };
-        break;
-      }
       case "virtio-mem-early":
         report.virtioMem.push({
           section: "early",
@@ -272,8 +276,7 @@ export async function inspectMigration(
         report.vmdescBytes = r.json.byteLength;
         describeTail(r.parsed);
         break;
-      case "ram-eos":
-      case "ram-multifd-flush":
+      default: // ram-eos, ram-multifd-flush; page records go to page()
         break;
     }
   };
@@ -334,7 +337,13 @@ export async function inspectMigration(
   }
 
   for await (const item of records) {
-    if (Array.isArray(item)) { for (const r of item) handle(r); }
+    if (Array.isArray(item)) {
+      for (let i = 0; i < item.length; i++) {
+        const r = item[i]!;
+        if (isPageRecord(r)) page(r);
+        else handle(r);
+      }
+    } else if (isPageRecord(item)) page(item);
     else handle(item);
   }
   report.byteLength = eofOffset >= 0

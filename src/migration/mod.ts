@@ -22,7 +22,12 @@ export {
   type DecodeOptions,
   MigrationDecoderStream,
 } from "./decoder.ts";
-export { encodeMigration, MigrationEncoder, MigrationEncoderStream } from "./encoder.ts";
+export {
+  encodeMigration,
+  MigrationEncoder,
+  MigrationEncoderStream,
+  pageRecordByteLength,
+} from "./encoder.ts";
 export * from "./virtio_mem_device.ts";
 export * from "./plug_state.ts";
 export * from "./vmdesc.ts";

@@ -12,13 +12,19 @@
  *   and without those pages, and takes less disk space (`du`);
  * - scan reports those pages with the file offsets of their data;
  * - a late-layout file (pc-q35-7.2 machine) inside a libvirt "sparse" save
- *   image written with `file:…,offset=N` reads the same way.
+ *   image written with `file:…,offset=N` reads the same way;
+ * - the decoder gives the same records at every read size (structures cut
+ *   anywhere, block areas skipped through the buffer or by a seek), reads
+ *   a small fraction of the file, and refuses it without `mappedRam`.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
-import { openPositional } from "../../src/io/positional.ts";
+import { UnsupportedFeatureError } from "../../src/errors.ts";
+import { openPositional, type PositionalReader } from "../../src/io/positional.ts";
+import { positionalByteReader } from "../../src/io/positional_byte_reader.ts";
+import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { readMappedRamFile } from "../../src/migration/mapped_ram/file.ts";
 import { inspectMappedRam } from "../../src/migration/mapped_ram/inspect.ts";
 import { verifyMappedRam } from "../../src/migration/mapped_ram/verify.ts";
@@ -111,6 +117,50 @@ async function checkFile(
   using file = await openPositional(mig);
   const mr = await readMappedRamFile(file, { payloadOffset });
   assert.equal(mr.plugLayout, options.layout);
+
+  await t.step("the decoder: same records at every read size, areas seeked over", async () => {
+    // Each record as kind@offset, with the block list's layouts; and the bytes read from the file.
+    const decode = async (chunkSize?: number, options = { mappedRam: true }) => {
+      let bytesRead = 0;
+      const counting: PositionalReader = {
+        byteLength: file.byteLength,
+        async readInto(fileOffset, into) {
+          const n = await file.readInto(fileOffset, into);
+          bytesRead += n;
+          return n;
+        },
+        close() {},
+      };
+      const reader = positionalByteReader(counting, {
+        startOffset: payloadOffset,
+        ...(chunkSize === undefined ? {} : { chunkSize }),
+      });
+      const records: unknown[] = [];
+      for await (const batch of decodeMigrationBatches(reader, options)) {
+        for (const r of batch) {
+          records.push(r.kind === "ram-mem-size" ? r.blocks : `${r.kind}@${r.streamOffset}`);
+        }
+      }
+      return { records, bytesRead };
+    };
+    const base = await decode();
+    const blocks = base.records.find(Array.isArray) as { mappedRam?: { areaEnd: number } }[];
+    assert.ok(blocks.length > 2 && blocks.every((b) => b.mappedRam !== undefined));
+    // The stream parts are small; the pages (most of the file) are never read.
+    assert.ok(base.bytesRead < file.byteLength / 50, `${base.bytesRead} of ${file.byteLength}`);
+    // 1-byte reads cut every structure (including the mapped-ram headers) at every byte;
+    // 4 MiB reads take the small blocks' areas through the buffer instead of seeking.
+    for (const chunkSize of [1, 4095, 4 << 20]) {
+      const other = await decode(chunkSize);
+      assert.deepEqual(other.records, base.records, `chunkSize ${chunkSize}`);
+      assert.ok(other.bytesRead < file.byteLength / 10, `chunkSize ${chunkSize}`);
+    }
+    await assert.rejects(decode(undefined, { mappedRam: false }), (e: unknown) => {
+      assert.ok(e instanceof UnsupportedFeatureError, String(e));
+      assert.match(e.message, /mapped-ram file/);
+      return true;
+    });
+  });
 
   await t.step("inspect: per-block pages equal an independent count and QEMU's", async () => {
     const report = await inspectMappedRam(mr);
