@@ -109,7 +109,7 @@ async function child(kind: string, file: string, mapFile: string): Promise<void>
   const status = Deno.readTextFileSync("/proc/self/status");
   const peakRssKiB = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN);
   console.error(JSON.stringify({
-    bytes: report.summary.scannedBytes,
+    bytes: report.coverage!.examinedBytes,
     seconds,
     peakRssKiB,
     findings: report.summary.findings,
