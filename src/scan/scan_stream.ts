@@ -43,6 +43,14 @@ export interface ScanMigrationOptions {
    * does not match the report. @default {undefined}
    */
   pageSink?: FindingPageSink;
+  /**
+   * The caller can scan the stream again (a file): records that can only be
+   * judged once the stream's own plug state arrives (late layout) are not
+   * counted per MiB on the side (that costs a zero check of every page of
+   * every device-owned RAMBlock). When the state then differs from `plugMap`,
+   * `rescan` is set in the result instead. @default {false}
+   */
+  rereadable?: boolean;
   /** Path the report names as input. @default {null} */
   path?: string | null;
   /** Outer container the report names (`raw`, `gzip`, `zstd`, `libvirt-save`). @default {null} */
@@ -61,6 +69,12 @@ export interface ScanMigrationResult {
    * page sink then received findings the report does not have.
    */
   provisionalDiscarded: boolean;
+  /**
+   * With `rereadable`: the report misses findings (the stream's own plug
+   * state came after its pages and differs from the map given, or names a
+   * device the map does not have). Scan again with `{ plugMap }`.
+   */
+  rescan: boolean;
   /**
    * The plug state the report judged by (the stream's own, else the one
    * given), or `undefined` when there was none: then nothing was checked.
@@ -199,6 +213,7 @@ export class MigrationScanner {
   #pageSize = 4096;
   #zeroPages = new Map<number, Uint8Array>();
   #pageRecords = 0;
+  #unjudged = new Set<string>();
   #section: StreamSection | undefined;
   #xbzrle = 0;
   #badCompressed = 0;
@@ -282,7 +297,8 @@ export class MigrationScanner {
         route = { final, provisional: undefined, counts: undefined };
       } else {
         const provisional = this.#given?.deviceForRamBlock(ramBlock);
-        const mayBeVmem = ramBlock.lastIndexOf("/") > 0 || provisional !== undefined;
+        const mayBeVmem = !this.#options.rereadable &&
+          (ramBlock.lastIndexOf("/") > 0 || provisional !== undefined);
         let counts: GranuleCounts | undefined;
         if (mayBeVmem) {
           counts = this.#counts.get(ramBlock);
@@ -292,6 +308,8 @@ export class MigrationScanner {
           }
         }
         route = { final: undefined, provisional, counts };
+        // Records of this block are not judged for good: a late state may need a second pass.
+        this.#unjudged.add(ramBlock);
       }
       this.#routes.set(ramBlock, route);
     }
@@ -357,9 +375,18 @@ export class MigrationScanner {
       }
     }
     if (route.counts !== undefined) {
-      if (!known) content = this.#content(r);
       let nonZeroBytes = -1;
       let first = -1;
+      if (r.kind === "ram-zero-page") {
+        // A ZERO record's page is its fill byte repeated: no need to look at it.
+        if (r.fill !== 0) {
+          first = 0;
+          nonZeroBytes = this.#pageSize;
+        } else nonZeroBytes = 0;
+        route.counts.add(r.ramOffset, nonZeroBytes, first);
+        return;
+      }
+      if (!known) content = this.#content(r);
       if (content !== undefined) {
         first = firstNonZeroIndex(content);
         nonZeroBytes = first < 0 ? 0 : countNonZeroBytes(content.subarray(first));
@@ -382,6 +409,7 @@ export class MigrationScanner {
     const { pageSink: _sink, ...bound } = collectorOptions(this.#options);
     const result = new FindingCollector(bound);
     let details: "pages" | "blocks" = "pages";
+    let rescan = false;
     const keptProvisional = new Set<number>();
     if (plugMap !== undefined) {
       for (const device of plugMap.devices) {
@@ -403,7 +431,13 @@ export class MigrationScanner {
           keptProvisional.add(device.gpa);
           continue;
         }
-        // Records judged neither for good nor with a matching map: use the counts.
+        // Records judged neither for good nor with a matching map: read again, or use the counts.
+        if (this.#options.rereadable) {
+          if ([...this.#unjudged].some((name) => own.deviceForRamBlock(name) === device)) {
+            rescan = true;
+          }
+          continue;
+        }
         const counts = device.ramBlock === "" ? undefined : this.#countsFor(own, device);
         if (counts === undefined) continue;
         for (const [granule, c] of counts.entries()) {
@@ -440,6 +474,12 @@ export class MigrationScanner {
         `${this.#beyondRegion} page records of a virtio-mem RAMBlock lie beyond its region`,
       );
     }
+    if (rescan) {
+      warnings.push(
+        "The stream sent its plug state after its pages and it differs from the plug map given: " +
+          "findings of that device are missing; scan the stream again with the stream's plug state",
+      );
+    }
     if (details === "blocks") {
       warnings.push(
         "The stream sent its plug state after its pages: findings are counted per block only; " +
@@ -467,7 +507,7 @@ export class MigrationScanner {
     });
     const provisionalDiscarded = this.#provisional.devicesWithFindings()
       .some((gpa) => !keptProvisional.has(gpa));
-    return { report, plugMap, provisionalDiscarded };
+    return { report, plugMap, provisionalDiscarded, rescan };
   }
 
   #countsFor(map: PlugMap, device: VmemDevice): GranuleCounts | undefined {
