@@ -10,10 +10,8 @@ import { openContainer } from "../../src/container/open.ts";
 import { FormatError } from "../../src/errors.ts";
 import { sniffContainer } from "../../src/container/detect.ts";
 import { ELFMAG } from "../../src/elf/constants.ts";
-import { readElfCore } from "../../src/elf/reader.ts";
 import { isFlattenedKdump } from "../../src/kdump/flattened.ts";
 import { KDUMP_SIGNATURE } from "../../src/kdump/header.ts";
-import { readKdump } from "../../src/kdump/reader.ts";
 import {
   type AtomicDirectory,
   checkOutputDirectory,
@@ -22,6 +20,7 @@ import {
 } from "../../src/io/file.ts";
 import { openPositional } from "../../src/io/positional.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
+import { extractPlugStateFromStreamFile } from "../../src/vmem/load.ts";
 import {
   DEFAULT_MAX_FINDINGS,
   type PlugStateInfo,
@@ -31,9 +30,6 @@ import { formatScanReport } from "../../src/scan/format_report.ts";
 import { EXTRACT_MANIFEST, ExtractionSink, sha256OfFile } from "../../src/scan/extract.ts";
 import { HEXDUMP_WINDOW } from "../../src/scan/hexdump.ts";
 import { VERDICT_EXIT_CODES } from "../../src/scan/verdict.ts";
-import { scanElfCore } from "../../src/scan/scan_elf.ts";
-import { scanKdump } from "../../src/scan/scan_kdump.ts";
-import { scanRawImage } from "../../src/scan/scan_raw.ts";
 import { scanMigration, type ScanMigrationResult } from "../../src/scan/scan_stream.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import { json } from "../_format.ts";
@@ -236,16 +232,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         ...(sink ? { pageSink: sink } : {}),
         ...(progress ? { onProgress: progress.update } : {}),
       };
-      if (kind === "raw") {
-        using image = await openPositional(path);
-        report = await scanRawImage(image, { ...dumpOptions, baseGpa: baseGpa! });
-      } else if (kind === "elf") {
-        using core = await readElfCore(path);
-        report = await scanElfCore(core, dumpOptions);
-      } else {
-        using dump = await readKdump(path);
-        report = await scanKdump(dump, dumpOptions);
-      }
+      const { scanDumpFile } = await import("./_scan_dump.ts");
+      report = await scanDumpFile(kind, path, { ...dumpOptions, baseGpa });
     }
     progress?.done();
     if (out !== undefined) {
@@ -279,10 +267,13 @@ interface StreamScan {
 }
 
 /**
- * Scan a stream. A file whose plug state came only after its pages (late
- * layout), so that findings could only be counted per block, is read again
- * with the now-known state. Returns `undefined` when the stream carries no
- * plug state and none was given.
+ * Scan a stream in one pass. For a file without a plug map given, the
+ * stream's own plug state is read first when it comes after the pages (late
+ * layout: the device section, found as `verify` and `filter` find it), so
+ * that every record is judged as it comes. If the stream's state then
+ * differs (or a pipe's pages could only be counted per block), a file is
+ * read again with the now-known state. Returns `undefined` when the stream
+ * carries no plug state and none was given.
  */
 async function scanStreamInput(
   path: string,
@@ -294,13 +285,22 @@ async function scanStreamInput(
     onChunk?: (chunk: Uint8Array) => void;
   },
 ): Promise<StreamScan | undefined> {
-  let result = await scanStream(path, plugMap, plugState, settings, {
+  const rereadable = path !== "-" && (await Deno.stat(path)).isFile;
+  let given = plugMap;
+  if (rereadable && given === undefined) {
+    const first = await extractPlugStateFromStreamFile(path);
+    if (first.layout === "late" && first.plugMap.devices.length > 0) given = first.plugMap;
+  }
+  let result = await scanStream(path, given, plugState, settings, {
     ...hooks,
+    rereadable,
     sink: await hooks.startExtraction(),
   });
-  const redo = result.report.details === "blocks" || result.provisionalDiscarded;
-  if (redo && path !== "-" && result.plugMap !== undefined) {
-    // The stream sent its plug state after its pages: read it again, now knowing the state.
+  const redo = result.rescan || result.report.details === "blocks" ||
+    result.provisionalDiscarded;
+  if (redo && rereadable && result.plugMap !== undefined) {
+    // The stream's own plug state came after its pages and was not the one used: read it
+    // again, now knowing the state.
     const again = await scanStream(
       path,
       result.plugMap,
@@ -309,14 +309,16 @@ async function scanStreamInput(
         detail: null,
       },
       settings,
-      { sink: await hooks.startExtraction() },
+      { rereadable, sink: await hooks.startExtraction() },
     );
     again.report.plugState = result.report.plugState;
     again.report.warnings = again.report.warnings.filter((w) =>
       !w.startsWith("The plug map given differs")
     );
     again.report.warnings.push(
-      "The stream sent its plug state after its pages: it was read twice",
+      ...result.report.warnings.filter((w) => w.startsWith("The plug map given differs")),
+      "The stream's own plug state came after its pages and differs from the one first used: " +
+        "it was read twice",
     );
     result = again;
   }
@@ -338,13 +340,22 @@ async function scanStream(
   plugMap: PlugMap | undefined,
   plugState: PlugStateInfo,
   settings: ScanSettings,
-  hooks: { sink: ExtractionSink | undefined; onChunk?: (chunk: Uint8Array) => void },
+  hooks: {
+    sink: ExtractionSink | undefined;
+    rereadable: boolean;
+    onChunk?: (chunk: Uint8Array) => void;
+  },
 ): Promise<ScanMigrationResult> {
-  const input = await openInput(path, hooks.onChunk ? { onChunk: hooks.onChunk } : {});
+  // Recycled read buffers: the scanner copies what it keeps (listed pages, extracted pages).
+  const input = await openInput(path, {
+    recycleChunks: 16,
+    ...(hooks.onChunk ? { onChunk: hooks.onChunk } : {}),
+  });
   try {
     const container = await openContainer(input.reader);
     return await scanMigration(decodeMigrationBatches(container.reader), {
       ...(plugMap ? { plugMap, plugState } : {}),
+      rereadable: hooks.rereadable,
       maxFindings: settings.maxFindings,
       hexdumpBytes: settings.hexdumpBytes,
       ...(hooks.sink ? { pageSink: hooks.sink } : {}),

@@ -7,6 +7,7 @@ import { encodeMigration } from "../../src/migration/encoder.ts";
 import type { MigrationRecord } from "../../src/migration/types.ts";
 import { realdata, realdataFacts } from "../_util/realdata.ts";
 import { listedPages, scanCli } from "../scan/_cli.ts";
+import { execCli } from "../_util/cli.ts";
 
 const TESTDATA = new URL("../../testdata/migration/", import.meta.url);
 const fixture = (name: string) => decodeURIComponent(new URL(name, TESTDATA).pathname);
@@ -100,7 +101,13 @@ Deno.test("scan exits 1 for a missing file and for a stream without plug state",
     await Deno.writeFile(path, concatBytes(chunks));
     const run = await scanCli([path]);
     assert.equal(run.code, 1);
-    assert.match(run.err, /no virtio-mem plug state/);
+    // The vmdesc still lists the device: the plug state is found missing before the scan
+    // (as verify and filter find it).
+    assert.match(run.err, /vmdesc lists device section .* but it was not found .* at offset 0x/);
+    // Without a vmdesc hint (from a pipe, read once): no plug state, exit 1 as well.
+    const piped = await execCli(["scan", "-"], { stdin: await Deno.readFile(path) });
+    assert.equal(piped.code, 1, piped.err);
+    assert.match(piped.err, /no virtio-mem plug state/);
     // Judged by a plug map without devices: nothing to check, inconclusive (4), never clean.
     await Deno.writeTextFile(`${dir}/none.json`, '{"version":1,"devices":[]}');
     const none = await scanCli([path, "--plugmap", `${dir}/none.json`, "--json"]);
@@ -268,4 +275,40 @@ Deno.test("scan --json: version 2 with tool, verdict and verdictReason; --hexdum
   const bad = await scanCli([mig, "--hexdump-bytes", "4097"]);
   assert.equal(bad.code, 2);
   assert.match(bad.err, /--hexdump-bytes takes 0 to 4096/);
+});
+
+Deno.test("scan of a late-layout file judged by a wrong plug map reads it again with the stream's own state and lists every page", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-scan-" });
+  try {
+    const wrong = `${dir}/all-plugged.json`;
+    // The q72 demo device: 256 MiB at 4 GiB in 2 MiB blocks; this map says all are plugged.
+    await Deno.writeTextFile(
+      wrong,
+      JSON.stringify({
+        version: 1,
+        devices: [{
+          path: "0000:00:01.0",
+          ramblock: "0000:00:01.0/vmem0mem",
+          memaddr: 0x1_0000_0000,
+          "region-size": 128 * 0x20_0000,
+          "block-size": 0x20_0000,
+          node: 0,
+          "usable-region-size": null,
+          size: 128 * 0x20_0000,
+          "requested-size": null,
+          plugged: [[0, 128]],
+        }],
+      }),
+    );
+    const run = await scanCli([fixture("q72-s3-malicious.mig.zst"), "--plugmap", wrong, "--json"]);
+    assert.equal(run.code, 3, run.err);
+    const r = run.report!;
+    assert.equal(r.details, "pages");
+    assert.equal(r.plugState.source, "stream-late");
+    assert.deepEqual(listedPages(r).map((p) => p.gpa), EVIL_MIG);
+    assert.match(r.warnings.join("\n"), /differs from the stream's own plug state/);
+    assert.match(r.warnings.join("\n"), /it was read twice/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
