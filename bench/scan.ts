@@ -1,10 +1,21 @@
 /**
- * Scan throughput and memory for raw images and ELF dumps, as ratios against
- * `cat FILE > /dev/null` of the same file measured in the same run.
+ * Scan throughput and memory, as ratios against a plain copy of the same file
+ * measured in the same run.
  *
- *   deno run -A bench/scan.ts [--gib 4] [--small-gib 1] [--dir DIR] [--keep]
+ *   deno run -A bench/scan.ts [--only stream|dumps] [--stream FILE] [--runs N]
+ *                             [--gib 4] [--small-gib 1] [--dir DIR] [--keep]
  *
- * The inputs are synthetic: a raw image of one virtio-mem region (2 MiB
+ * **Streams** (the whole process, start-up included, page cache warm):
+ * `vmem-dump scan FILE`, `vmem-dump verify FILE` (same records to examine) and
+ * `cat FILE | vmem-dump scan -`, against `cat FILE | cat > /dev/null`. The
+ * input is the shared `out` set's `s3-malicious.mig` (231 MB, QEMU 7.2, late
+ * layout, two pages in unplugged blocks), streamed once out of
+ * `shared/realdata/out/fixtures.tar.zst` into `.cache/bench/` (checked
+ * against the producer's SHA-256), or `--stream FILE`. Each time is the best
+ * of `--runs` (default 5) runs, the commands interleaved. Target: scan no
+ * slower than verify.
+ *
+ * **Dumps**: synthetic inputs, a raw image of one virtio-mem region (2 MiB
  * blocks) whose every 8th block holds pseudo-random data and the rest zeros,
  * with 64 non-zero pages planted in blocks that are unplugged in every plug
  * map; and an ELF core with the same bytes in one PT_LOAD. Plug maps:
@@ -27,6 +38,7 @@ import { scanElfCore } from "../src/scan/scan_elf.ts";
 import { scanRawImage } from "../src/scan/scan_raw.ts";
 import { PlugMap } from "../src/vmem/plug_map.ts";
 import { writeElf } from "../tests/_util/elf_builder.ts";
+import { outSetFile } from "./_out_stream.ts";
 import { type ChildResult, printTable, ratio, runChild, timeShell } from "./_measure.ts";
 
 const BLOCK = 2 << 20;
@@ -109,7 +121,7 @@ async function child(kind: string, file: string, mapFile: string): Promise<void>
   const status = Deno.readTextFileSync("/proc/self/status");
   const peakRssKiB = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN);
   console.error(JSON.stringify({
-    bytes: report.summary.scannedBytes,
+    bytes: report.coverage!.examinedBytes,
     seconds,
     peakRssKiB,
     findings: report.summary.findings,
@@ -122,12 +134,19 @@ if (Deno.args[0] === "--child") {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
+      only: { type: "string" },
+      stream: { type: "string" },
+      runs: { type: "string", default: "5" },
       gib: { type: "string", default: "4" },
       "small-gib": { type: "string", default: "1" },
       dir: { type: "string" },
       keep: { type: "boolean", default: false },
     },
   });
+  if (values.only !== "dumps") {
+    await streamBench(values.stream ?? await outSetFile(), Number(values.runs));
+  }
+  if (values.only === "stream") Deno.exit(0);
   const dir = await Deno.makeTempDir({
     prefix: "vmem-bench-scan-",
     ...(values.dir ? { dir: values.dir } : {}),
@@ -215,4 +234,60 @@ if (Deno.args[0] === "--child") {
     if (!values.keep) await Deno.remove(dir, { recursive: true });
     else console.log(`kept ${dir}`);
   }
+}
+
+// ---------------------------------------------------------------- streams
+
+/** Best wall time of a shell command over the runs (exit codes 0 and 3 are success). */
+async function timeCommand(command: string): Promise<number> {
+  const t0 = performance.now();
+  const out = await new Deno.Command("bash", {
+    args: ["-c", command],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (out.code !== 0 && out.code !== 3) {
+    throw new Error(`${command}: exit ${out.code}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return (performance.now() - t0) / 1000;
+}
+
+async function streamBench(file: string, runs: number): Promise<void> {
+  const q = (x: string) => `'${x.replaceAll("'", "'\\''")}'`;
+  const main = new URL("../cli/main.ts", import.meta.url).pathname;
+  const cli = `${q(Deno.execPath())} run -A ${q(main)}`;
+  const commands: [string, string][] = [
+    ["cat FILE | cat", `cat ${q(file)} | cat > /dev/null`],
+    ["verify FILE", `${cli} verify ${q(file)} > /dev/null`],
+    ["scan FILE", `${cli} scan ${q(file)} > /dev/null`],
+    ["cat FILE | verify -", `cat ${q(file)} | ${cli} verify - > /dev/null`],
+    ["cat FILE | scan -", `cat ${q(file)} | ${cli} scan - > /dev/null`],
+  ];
+  const size = (await Deno.stat(file)).size;
+  await timeShell(`cat ${q(file)} > /dev/null`); // warm the page cache
+  const best = new Map<string, number>(commands.map(([name]) => [name, Infinity]));
+  for (let i = 0; i < runs; i++) {
+    for (const [name, command] of commands) {
+      best.set(name, Math.min(best.get(name)!, await timeCommand(command)));
+    }
+  }
+  const cat = best.get("cat FILE | cat")!;
+  const verify = best.get("verify FILE")!;
+  console.log(`stream ${file} (${(size / 1e6).toFixed(0)} MB), best of ${runs}, whole process:`);
+  printTable(
+    ["command", "seconds", "MB/s", "time vs cat | cat", "time vs verify (same input)"],
+    commands.map(([name]) => {
+      const t = best.get(name)!;
+      // scan FILE against verify FILE, cat | scan - against cat | verify -.
+      const peer = name.startsWith("cat FILE | ") ? best.get("cat FILE | verify -")! : verify;
+      return [
+        name,
+        t.toFixed(3),
+        (size / t / 1e6).toFixed(0),
+        `${(t / cat).toFixed(2)}×`,
+        name.startsWith("cat FILE | cat") ? "" : `${(t / peer).toFixed(2)}×`,
+      ];
+    }),
+  );
+  console.log();
 }

@@ -1,6 +1,6 @@
 /** Small text helpers shared by the CLI commands. */
 
-export { hex } from "../src/io/text.ts";
+export { formatByteCount, hex } from "../src/io/text.ts";
 
 /**
  * Thousands separators, for byte counts people read. (Not `toLocaleString`:
@@ -27,17 +27,4 @@ export function table(header: string[], rows: (string | number)[][]): string {
 /** JSON with a trailing newline. */
 export function json(value: unknown): string {
   return JSON.stringify(value, null, 2) + "\n";
-}
-
-/** A byte count for people: `512 B`, `1.5 KiB`, `110.4 MiB`, `2.00 GiB`. */
-export function formatByteCount(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let v = n / 1024;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[u]}`;
 }

@@ -5,37 +5,45 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { openContainer } from "../../src/container/open.ts";
 import { FormatError } from "../../src/errors.ts";
 import { sniffContainer } from "../../src/container/detect.ts";
 import { ELFMAG } from "../../src/elf/constants.ts";
-import { readElfCore } from "../../src/elf/reader.ts";
 import { isFlattenedKdump } from "../../src/kdump/flattened.ts";
 import { KDUMP_SIGNATURE } from "../../src/kdump/header.ts";
-import { readKdump } from "../../src/kdump/reader.ts";
-import { openInput } from "../../src/io/file.ts";
+import {
+  type AtomicDirectory,
+  checkOutputDirectory,
+  createAtomicDirectory,
+  openInput,
+} from "../../src/io/file.ts";
 import { openPositional } from "../../src/io/positional.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
+import { extractPlugStateFromStreamFile } from "../../src/vmem/load.ts";
 import {
   DEFAULT_MAX_FINDINGS,
   type PlugStateInfo,
   type ScanReport,
 } from "../../src/scan/findings.ts";
 import { formatScanReport } from "../../src/scan/format_report.ts";
-import { scanElfCore } from "../../src/scan/scan_elf.ts";
-import { scanKdump } from "../../src/scan/scan_kdump.ts";
-import { scanRawImage } from "../../src/scan/scan_raw.ts";
+import { EXTRACT_MANIFEST, ExtractionSink, sha256OfFile } from "../../src/scan/extract.ts";
+import { HEXDUMP_WINDOW } from "../../src/scan/hexdump.ts";
+import { VERDICT_EXIT_CODES } from "../../src/scan/verdict.ts";
 import { scanMigration, type ScanMigrationResult } from "../../src/scan/scan_stream.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import { json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
+  FORCE_OPTION,
   JSON_OPTION,
   loadPlugMapOption,
+  outputPolicy,
   parseCommandArgs,
   parseNumber,
   PLUGMAP_OPTIONS,
+  plugMapFiles,
 } from "../_args.ts";
 
 const HELP = `usage: vmem-dump scan INPUT [--plugmap FILE | --plugmap-from STREAM] [options]
@@ -43,7 +51,9 @@ const HELP = `usage: vmem-dump scan INPUT [--plugmap FILE | --plugmap-from STREA
 Look for data in unplugged virtio-mem memory and report every finding: the
 device and block, gpa range and RAMBlock offset, how many pages and bytes are
 non-zero and where the first non-zero byte is, and for each listed page its
-SHA-256 and a short hexdump (streams: the stream offset of the record).
+SHA-256 and a short hexdump (streams: the stream offset of the record). For
+dumps, say per device how much unplugged memory was examined and how much
+was absent from the input, and why.
 
 INPUT is one of:
   an ELF dump        dump-guest-memory, /proc/vmcore copy (needs a plug map)
@@ -57,14 +67,38 @@ that is not all zero (unplugged memory reads as zero); in streams, every page
 record (PAGE, ZERO, COMPRESS, XBZRLE) of an unplugged block, zero or not.
 
   --plugmap FILE         plug map: JSON v1, QMP reply + runs, or a range list
+                         (an empty file is an error, not "no devices")
   --plugmap-from STREAM  take the plug map from a migration stream of the VM
   --base GPA             INPUT is a raw image whose first byte is at GPA
   --format KIND          elf, raw or migration (default: from the first bytes)
   --max-findings N       list at most N pages (default ${DEFAULT_MAX_FINDINGS}); totals stay exact
+  --hexdump-bytes N      bytes shown of each listed page (default ${HEXDUMP_WINDOW}, at most 4096)
+  --extract DIR          write every finding's page to DIR, one file per page named
+                         by gpa, with DIR/manifest.json (gpa, ramOffset, file or
+                         stream offset, section, SHA-256, the input's SHA-256,
+                         verdict, tool version)
+  -f, --force            replace an existing DIR (only an earlier extraction)
   --json                 print the report as JSON (schema in docs/scan.md)
 
-Exit status: 0 clean, 3 findings, 1 error, 2 usage error.
+Verdict and exit status:
+  3  findings      a page of an unplugged block holds data (dumps) or is carried
+                   by a record (streams)
+  0  clean         no findings, and every unplugged byte of every device was
+                   examined (streams: no record for an unplugged block)
+  4  inconclusive  no findings, but some unplugged memory was not in the input
+                   (QEMU >= 6.2 leaves it out of its dumps; a raw image may not
+                   cover it: check --base), or no virtio-mem devices: nothing to
+                   check. The report says how much and why.
+  1  error         unreadable or malformed input, bad plug map, a stream without
+                   plug state, an output refused or not written
+  2  usage error
 `;
+
+/** What the options of one scan ask for, shared by every kind of input. */
+interface ScanSettings {
+  maxFindings: number;
+  hexdumpBytes: number;
+}
 
 /** Run `scan`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
@@ -74,6 +108,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       base: { type: "string" },
       format: { type: "string" },
       "max-findings": { type: "string" },
+      "hexdump-bytes": { type: "string" },
+      extract: { type: "string" },
+      ...FORCE_OPTION,
       ...JSON_OPTION,
     },
     help: HELP,
@@ -87,9 +124,18 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     bothMessage: "give at most one of --plugmap FILE and --plugmap-from STREAM",
   };
   checkPlugMapOptions(values, plugMapCheck);
-  const maxFindings = values["max-findings"] === undefined
-    ? DEFAULT_MAX_FINDINGS
-    : parseNumber(values["max-findings"], "--max-findings");
+  const settings: ScanSettings = {
+    maxFindings: values["max-findings"] === undefined
+      ? DEFAULT_MAX_FINDINGS
+      : parseNumber(values["max-findings"], "--max-findings"),
+    hexdumpBytes: values["hexdump-bytes"] === undefined
+      ? HEXDUMP_WINDOW
+      : parseNumber(values["hexdump-bytes"], "--hexdump-bytes"),
+  };
+  if (settings.hexdumpBytes > 4096) throw new UsageError("--hexdump-bytes takes 0 to 4096");
+  if (values.force && values.extract === undefined) {
+    throw new UsageError("--force applies to --extract DIR only");
+  }
   const baseGpa = values.base === undefined ? undefined : parseNumber(values.base, "--base");
   if (baseGpa !== undefined && baseGpa % 4096 !== 0) {
     throw new UsageError("--base must be a multiple of 4096");
@@ -115,6 +161,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const plugState: PlugStateInfo = values.plugmap !== undefined
     ? { source: "plugmap", detail: values.plugmap }
     : { source: "plugmap-from", detail: values["plugmap-from"] ?? null };
+  // Refuse a bad --extract DIR before any work.
+  const extraction = values.extract === undefined ? undefined : {
+    path: values.extract,
+    policy: {
+      ...outputPolicy(values, [path], plugMapFiles(values)),
+      replaceableIfContains: EXTRACT_MANIFEST,
+    },
+  };
+  if (extraction !== undefined) await checkOutputDirectory(extraction.path, extraction.policy);
   const plugMap = await loadPlugMapOption(values, plugMapCheck);
   if (kind !== "migration" && plugMap === undefined) {
     throw new UsageError(
@@ -125,65 +180,185 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
   const progress = io.stderrIsTerminal ? progressPrinter(io) : undefined;
 
-  let report: ScanReport;
-  const dumpOptions = {
-    plugMap: plugMap!,
-    maxFindings,
-    plugState,
-    path,
-    ...(progress ? { onProgress: progress.update } : {}),
+  // The extraction directory and its sink (a stream read twice starts it again).
+  let out: { dir: AtomicDirectory; sink: ExtractionSink } | undefined;
+  const startExtraction = async () => {
+    if (extraction === undefined) return undefined;
+    if (out !== undefined) await abortExtraction(out);
+    const dir = await createAtomicDirectory(extraction.path, extraction.policy);
+    try {
+      out = { dir, sink: await ExtractionSink.create(dir) };
+    } catch (e) {
+      await dir.abort();
+      throw e;
+    }
+    return out.sink;
   };
-  if (kind === "raw") {
-    using image = await openPositional(path);
-    report = await scanRawImage(image, { ...dumpOptions, baseGpa: baseGpa! });
-  } else if (kind === "elf") {
-    using core = await readElfCore(path);
-    report = await scanElfCore(core, dumpOptions);
-  } else if (kind === "kdump") {
-    using dump = await readKdump(path);
-    report = await scanKdump(dump, dumpOptions);
-  } else {
-    let result = await scanStream(path, plugMap, plugState, maxFindings);
-    if (result.report.details === "blocks" && path !== "-" && result.plugMap !== undefined) {
-      // The stream sent its plug state after its pages: read it again, now knowing the state.
-      const again = await scanStream(path, result.plugMap, {
+  // Standard input is hashed as it is read; files are hashed afterwards.
+  const stdinHash = path === "-" && extraction !== undefined ? createHash("sha256") : undefined;
+
+  try {
+    let report: ScanReport;
+    if (kind === "migration") {
+      const scanned = await scanStreamInput(path, plugMap, plugState, settings, {
+        startExtraction,
+        ...(stdinHash ? { onChunk: (c: Uint8Array) => void stdinHash.update(c) } : {}),
+      });
+      if (scanned === undefined) {
+        await io.err(
+          "error: the stream carries no virtio-mem plug state; give --plugmap FILE or --plugmap-from STREAM\n",
+        );
+        return 1;
+      }
+      report = scanned.report;
+      if (out !== undefined && scanned.extractionInvalid !== undefined) {
+        // Print what was found, then fail: the evidence asked for cannot be written.
+        progress?.done();
+        await io.out(values.json ? json(report) : formatScanReport(report));
+        throw new Error(
+          `Cannot extract the findings to ${
+            extraction!.path
+          }: ${scanned.extractionInvalid}; nothing was written`,
+        );
+      }
+    } else {
+      const sink = await startExtraction();
+      const dumpOptions = {
+        plugMap: plugMap!,
+        maxFindings: settings.maxFindings,
+        hexdumpBytes: settings.hexdumpBytes,
+        plugState,
+        path,
+        ...(sink ? { pageSink: sink } : {}),
+        ...(progress ? { onProgress: progress.update } : {}),
+      };
+      const { scanDumpFile } = await import("./_scan_dump.ts");
+      report = await scanDumpFile(kind, path, { ...dumpOptions, baseGpa });
+    }
+    progress?.done();
+    if (out !== undefined) {
+      const sha256 = stdinHash?.digest("hex") ?? await sha256OfFile(path);
+      await out.sink.finish({ input: { ...report.input, sha256 }, report });
+      await out.dir.commit();
+      await io.err(
+        `scan: extracted ${out.sink.pages} finding${out.sink.pages === 1 ? "" : "s"} to ${
+          extraction!.path
+        } (manifest ${extraction!.path}/${EXTRACT_MANIFEST})\n`,
+      );
+      out = undefined;
+    }
+    await io.out(values.json ? json(report) : formatScanReport(report));
+    return VERDICT_EXIT_CODES[report.verdict];
+  } finally {
+    if (out !== undefined) await abortExtraction(out);
+  }
+}
+
+async function abortExtraction(out: { dir: AtomicDirectory; sink: ExtractionSink }) {
+  await out.sink.close();
+  await out.dir.abort();
+}
+
+/** What {@linkcode scanStreamInput} returns. */
+interface StreamScan {
+  report: ScanReport;
+  /** Why the findings handed to the extraction do not match the report, or `undefined`. */
+  extractionInvalid: string | undefined;
+}
+
+/**
+ * Scan a stream in one pass. For a file without a plug map given, the
+ * stream's own plug state is read first when it comes after the pages (late
+ * layout: the device section, found as `verify` and `filter` find it), so
+ * that every record is judged as it comes. If the stream's state then
+ * differs (or a pipe's pages could only be counted per block), a file is
+ * read again with the now-known state. Returns `undefined` when the stream
+ * carries no plug state and none was given.
+ */
+async function scanStreamInput(
+  path: string,
+  plugMap: PlugMap | undefined,
+  plugState: PlugStateInfo,
+  settings: ScanSettings,
+  hooks: {
+    startExtraction: () => Promise<ExtractionSink | undefined>;
+    onChunk?: (chunk: Uint8Array) => void;
+  },
+): Promise<StreamScan | undefined> {
+  const rereadable = path !== "-" && (await Deno.stat(path)).isFile;
+  let given = plugMap;
+  if (rereadable && given === undefined) {
+    const first = await extractPlugStateFromStreamFile(path);
+    if (first.layout === "late" && first.plugMap.devices.length > 0) given = first.plugMap;
+  }
+  let result = await scanStream(path, given, plugState, settings, {
+    ...hooks,
+    rereadable,
+    sink: await hooks.startExtraction(),
+  });
+  const redo = result.rescan || result.report.details === "blocks" ||
+    result.provisionalDiscarded;
+  if (redo && rereadable && result.plugMap !== undefined) {
+    // The stream's own plug state came after its pages and was not the one used: read it
+    // again, now knowing the state.
+    const again = await scanStream(
+      path,
+      result.plugMap,
+      {
         source: result.report.plugState.source,
         detail: null,
-      }, maxFindings);
-      again.report.plugState = result.report.plugState;
-      again.report.warnings = again.report.warnings.filter((w) =>
-        !w.startsWith("The plug map given differs")
-      );
-      again.report.warnings.push(
-        "The stream sent its plug state after its pages: it was read twice",
-      );
-      result = again;
-    }
-    if (result.plugMap === undefined) {
-      await io.err(
-        "error: the stream carries no virtio-mem plug state; give --plugmap FILE or --plugmap-from STREAM\n",
-      );
-      return 1;
-    }
-    report = result.report;
+      },
+      settings,
+      { rereadable, sink: await hooks.startExtraction() },
+    );
+    again.report.plugState = result.report.plugState;
+    again.report.warnings = again.report.warnings.filter((w) =>
+      !w.startsWith("The plug map given differs")
+    );
+    again.report.warnings.push(
+      ...result.report.warnings.filter((w) => w.startsWith("The plug map given differs")),
+      "The stream's own plug state came after its pages and differs from the one first used: " +
+        "it was read twice",
+    );
+    result = again;
   }
-  progress?.done();
-  await io.out(values.json ? json(report) : formatScanReport(report));
-  return report.summary.findings > 0 ? 3 : 0;
+  if (result.plugMap === undefined) return undefined;
+  return {
+    report: result.report,
+    extractionInvalid: result.report.details === "blocks"
+      ? "the stream sent its plug state after its pages, and standard input cannot be read again " +
+        "(give --plugmap-from a file of the stream, or scan the file)"
+      : result.provisionalDiscarded
+      ? "the stream's own plug state differs from the plug map given, and standard input cannot " +
+        "be read again"
+      : undefined,
+  };
 }
 
 async function scanStream(
   path: string,
   plugMap: PlugMap | undefined,
   plugState: PlugStateInfo,
-  maxFindings: number,
+  settings: ScanSettings,
+  hooks: {
+    sink: ExtractionSink | undefined;
+    rereadable: boolean;
+    onChunk?: (chunk: Uint8Array) => void;
+  },
 ): Promise<ScanMigrationResult> {
-  const input = await openInput(path);
+  // Recycled read buffers: the scanner copies what it keeps (listed pages, extracted pages).
+  const input = await openInput(path, {
+    recycleChunks: 16,
+    ...(hooks.onChunk ? { onChunk: hooks.onChunk } : {}),
+  });
   try {
     const container = await openContainer(input.reader);
     return await scanMigration(decodeMigrationBatches(container.reader), {
       ...(plugMap ? { plugMap, plugState } : {}),
-      maxFindings,
+      rereadable: hooks.rereadable,
+      maxFindings: settings.maxFindings,
+      hexdumpBytes: settings.hexdumpBytes,
+      ...(hooks.sink ? { pageSink: hooks.sink } : {}),
       path,
       container: container.kind,
       byteLength: input.byteLength ?? null,

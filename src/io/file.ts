@@ -50,6 +50,12 @@ export interface OpenInputOptions {
    * leaves room for read-ahead.) 0 disables it. @default {0}
    */
   recycleChunks?: number;
+  /**
+   * Called with every chunk read, in order, before it is handed out (to hash
+   * the input as it goes by). The chunk is only valid during the call.
+   * @default {undefined}
+   */
+  onChunk?: (chunk: Uint8Array) => void;
 }
 
 /** Anything with the `read` of `Deno.FsFile` (and optionally its `readSync`). */
@@ -117,7 +123,7 @@ export function fileByteReader(
     filled.catch(() => {});
     pending = { buf, filled };
   };
-  return new PullByteReader(async () => {
+  const pull = async (): Promise<Uint8Array | undefined> => {
     if (readSync !== undefined && pending === undefined && !signalListenersInstalled()) {
       // Blocking reads: no read-ahead (it would hold back the current chunk
       // until the next one arrived). Not while an output's signal listeners
@@ -139,7 +145,14 @@ export function fileByteReader(
     if (filled === 0) return undefined;
     if (!done) start();
     return recycle > 0 ? buf.subarray(0, filled) : buf.slice(0, filled);
-  }, {
+  };
+  const tap = options.onChunk;
+  const source = tap === undefined ? pull : async () => {
+    const chunk = await pull();
+    if (chunk !== undefined) tap(chunk);
+    return chunk;
+  };
+  return new PullByteReader(source, {
     format: options.format ?? "migration",
     startOffset: options.startOffset ?? 0,
     viewLifetime: recycle > 0 ? "until-refill" : "stable",
@@ -840,6 +853,16 @@ export async function writeAtomically<T>(
   }
 }
 
+/** A file being written inside an {@linkcode AtomicDirectory}. */
+export interface AtomicDirectoryFile {
+  /** Bytes written so far. */
+  readonly offset: number;
+  /** Append bytes. @throws {OutputError} */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Close the file. @throws {OutputError} */
+  close(): Promise<void>;
+}
+
 /** A directory that appears under its final name only when committed. */
 export interface AtomicDirectory {
   /** The destination path. */
@@ -848,6 +871,11 @@ export interface AtomicDirectory {
    * Write a whole file into the directory (`name` has no `/`). @throws {OutputError}
    */
   writeFile(name: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Create a file in the directory to write piece by piece (`name` has no
+   * `/`); close it before `commit()`. @throws {OutputError}
+   */
+  createFile(name: string): Promise<AtomicDirectoryFile>;
   /** Rename the finished directory into place. @throws {OutputError} */
   commit(): Promise<void>;
   /** Remove the temporary directory. Safe after commit (does nothing). */
@@ -871,30 +899,11 @@ async function realPathOrUndefined(path: string): Promise<string | undefined> {
   }
 }
 
-/**
- * Create an output directory under the evidence rules of
- * {@linkcode createAtomicOutput}: files go to `DIR.tmp-<pid>-<n>/`, which is
- * renamed to `DIR` on commit. An existing `DIR` is replaced only with
- * `force`, only when it holds `replaceableIfContains`, and never when an
- * input lies inside it. Files get the inputs' read/write bits (never wider);
- * the directory adds search bits where it has read bits.
- *
- * @param path Destination directory.
- * @param options The output policy.
- * @returns The directory; call `commit()` on success and `abort()` on failure.
- * @throws {OutputError} when the directory is refused or cannot be created.
- *
- * @example
- * ```ts ignore
- * import { createAtomicDirectory } from "@vmem-dump/vmem-dump";
- * const dir = await createAtomicDirectory("evidence", { inputs: ["s3.mig"] });
- * try { await dir.writeFile("a.bin", new Uint8Array(4)); await dir.commit(); } catch (e) { await dir.abort(); throw e; }
- * ```
- */
-export async function createAtomicDirectory(
+/** Check a destination directory against the policy; whether it is to be replaced. */
+async function directoryDestination(
   path: string,
-  options: AtomicDirectoryOptions = {},
-): Promise<AtomicDirectory> {
+  options: AtomicDirectoryOptions,
+): Promise<{ inputs: FileIdentity[]; replace: boolean }> {
   const inputs = await identities(options.inputs);
   const guarded = [...inputs, ...await identities(options.protect)];
   const force = options.force ?? false;
@@ -946,6 +955,56 @@ export async function createAtomicDirectory(
     }
     replace = true;
   }
+  return { inputs, replace };
+}
+
+/**
+ * Check an output directory against the policy of
+ * {@linkcode createAtomicDirectory} without creating anything, so that a
+ * command can refuse it before long work.
+ *
+ * @param path Destination directory.
+ * @param options The output policy.
+ * @throws {OutputError} when the directory would be refused.
+ *
+ * @example
+ * ```ts ignore
+ * import { checkOutputDirectory } from "@vmem-dump/vmem-dump";
+ * await checkOutputDirectory("evidence", { inputs: ["s3.mig"] });
+ * ```
+ */
+export async function checkOutputDirectory(
+  path: string,
+  options: AtomicDirectoryOptions = {},
+): Promise<void> {
+  await directoryDestination(path, options);
+}
+
+/**
+ * Create an output directory under the evidence rules of
+ * {@linkcode createAtomicOutput}: files go to `DIR.tmp-<pid>-<n>/`, which is
+ * renamed to `DIR` on commit. An existing `DIR` is replaced only with
+ * `force`, only when it holds `replaceableIfContains`, and never when an
+ * input lies inside it. Files get the inputs' read/write bits (never wider);
+ * the directory adds search bits where it has read bits.
+ *
+ * @param path Destination directory.
+ * @param options The output policy.
+ * @returns The directory; call `commit()` on success and `abort()` on failure.
+ * @throws {OutputError} when the directory is refused or cannot be created.
+ *
+ * @example
+ * ```ts ignore
+ * import { createAtomicDirectory } from "@vmem-dump/vmem-dump";
+ * const dir = await createAtomicDirectory("evidence", { inputs: ["s3.mig"] });
+ * try { await dir.writeFile("a.bin", new Uint8Array(4)); await dir.commit(); } catch (e) { await dir.abort(); throw e; }
+ * ```
+ */
+export async function createAtomicDirectory(
+  path: string,
+  options: AtomicDirectoryOptions = {},
+): Promise<AtomicDirectory> {
+  const { inputs, replace } = await directoryDestination(path, options);
   const fileMode = outputMode(inputs, options.mode ?? 0o600);
   const dirMode = fileMode | ((fileMode & 0o444) >> 2);
   const tmp = temporaryPath(path);
@@ -958,36 +1017,41 @@ export async function createAtomicDirectory(
     throw ioError(e, "creating", path);
   }
   let state: "open" | "committed" | "aborted" = "open";
-  const names = new Set<string>();
   const removeTmp = async () => {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     untrack(live);
   };
+  const createFile = async (name: string): Promise<AtomicDirectoryFile> => {
+    if (state !== "open") throw new TypeError(`Cannot write into ${path}: it is finished`);
+    if (name.length === 0 || name.includes("/") || name === "." || name === "..") {
+      throw new RangeError(`Cannot write ${JSON.stringify(name)} into ${path}: not a file name`);
+    }
+    const shown = `${path}/${name}`;
+    let file: Deno.FsFile;
+    try {
+      // createNew: a repeated name fails instead of overwriting.
+      file = await Deno.open(`${tmp}/${name}`, { write: true, createNew: true, mode: fileMode });
+    } catch (e) {
+      throw ioError(e, "creating", shown);
+    }
+    const out = directOutput(shown, file, true);
+    return {
+      get offset() {
+        return out.offset;
+      },
+      write: (bytes) => out.write(bytes),
+      close: () => out.commit(),
+    };
+  };
   return {
     path,
+    createFile,
     async writeFile(name, bytes) {
-      if (state !== "open") throw new TypeError(`Cannot write into ${path}: it is finished`);
-      if (
-        name.length === 0 || name.includes("/") || name === "." || name === ".." || names.has(name)
-      ) {
-        throw new RangeError(
-          `Cannot write ${JSON.stringify(name)} into ${path}: bad or repeated name`,
-        );
-      }
-      names.add(name);
-      const shown = `${path}/${name}`;
-      let file: Deno.FsFile;
+      const file = await createFile(name);
       try {
-        file = await Deno.open(`${tmp}/${name}`, { write: true, createNew: true, mode: fileMode });
-      } catch (e) {
-        throw ioError(e, "creating", shown);
-      }
-      try {
-        await writeAllAt(file, bytes, shown, 0);
+        await file.write(bytes);
       } finally {
-        try {
-          file.close();
-        } catch { /* already closed */ }
+        await file.close();
       }
     },
     async commit() {

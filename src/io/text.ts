@@ -27,6 +27,30 @@ export function hex(n: number): string {
 }
 
 /**
+ * A byte count for people: `512 B`, `1.5 KiB`, `110 MiB`, `2.00 GiB`.
+ *
+ * @param n A byte count.
+ * @returns Three significant digits in the largest binary unit below it.
+ *
+ * @example
+ * ```ts
+ * import { formatByteCount } from "./text.ts";
+ * console.log(formatByteCount(163577856)); // "156 MiB"
+ * ```
+ */
+export function formatByteCount(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[u]}`;
+}
+
+/**
  * Bytes to a string without loss: each byte becomes one code unit.
  *
  * @param bytes The bytes.

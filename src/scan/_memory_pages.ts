@@ -9,6 +9,7 @@ import type { PositionalReader } from "../io/positional.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import type { GpaRange } from "../vmem/ranges.ts";
 import type { FindingCollector } from "./findings.ts";
+import type { CoverageCounter } from "./coverage.ts";
 import { forEachNonZeroPage, isAllZero } from "./zero.ts";
 
 /** Guest memory stored in a file: `byteLength` bytes at `fileOffset` hold `[gpa, gpa + byteLength)`. */
@@ -25,6 +26,8 @@ export interface FilePiece {
 export interface ScanFilePiecesOptions {
   /** Where findings go. */
   collector: FindingCollector;
+  /** Counts the bytes examined (each piece must lie inside one device). */
+  coverage: CoverageCounter;
   /** The plug state (to find the device of a page). */
   plugMap: PlugMap;
   /** Largest read, a multiple of `pageSize`. */
@@ -112,9 +115,11 @@ export async function scanFilePieces(
         cut.add(Math.floor(r.gpa / pageSize) * pageSize);
       }
       if (b < end && !isAllZero(data.subarray(b - r.gpa))) cut.add(b);
+      options.coverage.examined({ gpa: r.gpa, byteLength: n });
       slot ^= 1;
       total += n;
       options.onBytes?.(total);
+      if (collector.pageSink !== undefined) await collector.drain();
     }
   } finally {
     // Settle a read still in flight after a failure, so nothing dangles.
@@ -154,19 +159,24 @@ function collectNonZeroPages(
   });
 }
 
-/** Split `ranges` into the parts inside `[from, to)` and the byte count outside. */
+/** Split `ranges` into the parts inside `[from, to)` and the parts outside. */
 export function clipRanges(
   ranges: readonly GpaRange[],
   from: number,
   to: number,
-): { inside: GpaRange[]; outside: number } {
+): { inside: GpaRange[]; outside: GpaRange[] } {
   const inside: GpaRange[] = [];
-  let outside = 0;
+  const outside: GpaRange[] = [];
   for (const r of ranges) {
+    const end = r.gpa + r.byteLength;
     const s = Math.max(r.gpa, from);
-    const e = Math.min(r.gpa + r.byteLength, to);
+    const e = Math.min(end, to);
     if (s < e) inside.push({ gpa: s, byteLength: e - s });
-    outside += r.byteLength - Math.max(0, e - s);
+    // The parts before `from` and after `to` (the whole range when it misses).
+    const beforeEnd = Math.min(end, from);
+    if (r.gpa < beforeEnd) outside.push({ gpa: r.gpa, byteLength: beforeEnd - r.gpa });
+    const afterStart = Math.max(r.gpa, to);
+    if (afterStart < end) outside.push({ gpa: afterStart, byteLength: end - afterStart });
   }
   return { inside, outside };
 }

@@ -18,11 +18,14 @@
 
 import { createHash } from "node:crypto";
 import type { PlugMap, VmemDevice } from "../vmem/plug_map.ts";
+import { TOOL } from "../version.ts";
 import { countNonZeroBytes, firstNonZeroIndex } from "./zero.ts";
-import { type HexWindow, hexWindow } from "./hexdump.ts";
+import { HEXDUMP_WINDOW, type HexWindow, hexWindow } from "./hexdump.ts";
+import type { Coverage, CoverageCounter } from "./coverage.ts";
+import { decideVerdict, type ScanVerdict } from "./verdict.ts";
 
 /** Version of the JSON report written by `scan --json`. */
-export const SCAN_REPORT_VERSION = 1;
+export const SCAN_REPORT_VERSION = 2;
 
 /** Pages listed in a report unless asked otherwise. */
 export const DEFAULT_MAX_FINDINGS = 100;
@@ -45,6 +48,18 @@ export type FindingSource =
   /** A page of a mapped-ram file whose bitmap bit is set (`fileOffset` is where its data is). */
   | "mapped-ram-page";
 
+/** The section a stream record came in (the last section header before it). */
+export interface StreamSection {
+  /** Section type: `start`, `part`, `end` or `full`. */
+  type: "start" | "part" | "end" | "full";
+  /** Section id. */
+  sectionId: number;
+  /** The section's idstr (e.g. `ram`). */
+  idstr: string;
+  /** Stream offset of the section header. */
+  streamOffset: number;
+}
+
 /** One listed finding: a page in an unplugged block. */
 export interface PageFinding {
   /** Guest-physical address of the page. */
@@ -55,6 +70,8 @@ export interface PageFinding {
   fileOffset: number | null;
   /** Streams: stream offset where the record starts (after decompression of a container); else `null`. */
   streamOffset: number | null;
+  /** Streams: the section the record came in; else `null`. */
+  section: StreamSection | null;
   /** What carried the page. */
   source: FindingSource;
   /** Non-zero bytes in the page, or `null` when the content is unknown (XBZRLE). */
@@ -63,7 +80,7 @@ export interface PageFinding {
   firstNonZeroOffset: number | null;
   /** SHA-256 of the page content (lowercase hex), or `null` when unknown. */
   sha256: string | null;
-  /** Up to 32 bytes around the first non-zero byte (the page start for a zero page), or `null`. */
+  /** Up to `hexdumpBytes` bytes from the first non-zero byte (rounded down to 16; the page start for a zero page), or `null`. */
   hexdump: HexWindow | null;
 }
 
@@ -121,6 +138,8 @@ export interface DeviceFindings {
   nonZeroPages: number;
   /** Non-zero bytes in this device. */
   nonZeroBytes: number;
+  /** Dumps: how much of this device's unplugged memory was examined or absent; `null` for streams. */
+  coverage: Coverage | null;
   /** Blocks with findings, ascending block index. */
   blocks: BlockFindings[];
 }
@@ -145,12 +164,6 @@ export interface ScanSummary {
   truncated: boolean;
   /** Unplugged bytes according to the plug map. */
   unpluggedBytes: number;
-  /** Dumps: unplugged bytes read from the input and checked; `null` for streams. */
-  scannedBytes: number | null;
-  /** ELF: unplugged bytes inside a PT_LOAD's zero-fill tail (read as zero, nothing to check); else `null`. */
-  zeroFillBytes: number | null;
-  /** Dumps: unplugged bytes the input does not contain at all; `null` for streams. */
-  absentBytes: number | null;
   /** Streams: page-carrying records seen; `null` for dumps. */
   pageRecords: number | null;
 }
@@ -182,12 +195,24 @@ export interface PlugStateInfo {
   detail: string | null;
 }
 
-/** The whole report (`scan --json`, version 1). */
+/** The whole report (`scan --json`, version 2; docs/scan.md). */
 export interface ScanReport {
   /** Always `"vmem-dump-scan"`. */
   format: "vmem-dump-scan";
-  /** Report version: 1. */
-  version: 1;
+  /** Report version: 2. */
+  version: 2;
+  /** The tool that wrote the report. */
+  tool: { name: string; version: string };
+  /**
+   * `findings` (exit 3): some page of an unplugged block holds data (dumps)
+   * or is carried by a record (streams). `clean` (exit 0): no findings, and
+   * every unplugged byte of every device was examined (streams: no record
+   * for an unplugged block). `inconclusive` (exit 4): no findings, but some
+   * unplugged memory was not in the input, or there was nothing to check.
+   */
+  verdict: ScanVerdict;
+  /** The verdict in one sentence: how much was not seen and why, for `inconclusive`. */
+  verdictReason: string;
   /** The input. */
   input: ScanInputInfo;
   /** Plug state used. */
@@ -196,12 +221,16 @@ export interface ScanReport {
   pageSize: number;
   /** Bound on listed pages. */
   maxFindings: number;
+  /** Bytes of page content in each listed finding's hexdump. */
+  hexdumpBytes: number;
   /**
    * `pages` when every finding is known page by page; `blocks` when some were
    * only counted per block (a late-layout stream read from a pipe: its plug
    * state came after its pages).
    */
   details: "pages" | "blocks";
+  /** Dumps: how much unplugged memory was examined or absent, over all devices; `null` for streams. */
+  coverage: Coverage | null;
   /** Totals. */
   summary: ScanSummary;
   /** Every device of the plug map, with its findings. */
@@ -222,6 +251,8 @@ export interface PageInput {
   fileOffset?: number;
   /** Stream offset of the record. */
   streamOffset?: number;
+  /** The section the record came in. */
+  section?: StreamSection;
 }
 
 /** Per-block totals added without page details (see {@linkcode FindingCollector.addBlockTotals}). */
@@ -257,10 +288,43 @@ interface BlockAcc {
   pages: PageFinding[];
 }
 
+/**
+ * Receives every finding with its content, listed or not (what
+ * `scan --extract` writes). `add` is called synchronously by the scanners;
+ * `drain` between chunks, so that a sink that writes files keeps memory
+ * bounded.
+ */
+export interface FindingPageSink {
+  /**
+   * One finding. `content` is a view valid only during the call (copy it to
+   * keep it), `undefined` when the content is unknown (XBZRLE).
+   * `context.provisional` marks a stream finding judged by a plug map given
+   * before the stream's own state was known (see
+   * `ScanMigrationResult.provisionalDiscarded`).
+   */
+  add(page: PageFinding, content: Uint8Array | undefined, context: FindingContext): void;
+  /** Wait until what was added is written. */
+  drain(): Promise<void>;
+}
+
+/** Where a finding handed to a {@linkcode FindingPageSink} belongs. */
+export interface FindingContext {
+  /** The device whose unplugged block holds the page. */
+  device: VmemDevice;
+  /** Whether the finding is provisional (see {@linkcode FindingPageSink.add}). */
+  provisional: boolean;
+}
+
 /** Options for {@linkcode FindingCollector}. */
 export interface FindingCollectorOptions {
   /** Pages kept for listing at most. @default {100} */
   maxFindings?: number;
+  /** Bytes of page content in each listed finding's hexdump (0 to 4096). @default {32} */
+  hexdumpBytes?: number;
+  /** Also hand every finding with its content to this sink. @default {undefined} */
+  pageSink?: FindingPageSink;
+  /** Hand findings to `pageSink` as provisional. @default {false} */
+  provisional?: boolean;
 }
 
 const zeroPageHashes = new Map<number, string>();
@@ -307,6 +371,11 @@ function zeroPageHash(content: Uint8Array): string {
 export class FindingCollector {
   /** Bound on listed pages. */
   readonly maxFindings: number;
+  /** Bytes of each listed finding's hexdump. */
+  readonly hexdumpBytes: number;
+  /** Where every finding also goes, if anywhere. */
+  readonly pageSink: FindingPageSink | undefined;
+  #provisional: boolean;
   #devices = new Map<number, Map<number, BlockAcc>>(); // device gpa → block index → acc
   #listed = 0;
 
@@ -321,11 +390,31 @@ export class FindingCollector {
       throw new RangeError(`maxFindings must be a non-negative integer, got ${max}`);
     }
     this.maxFindings = max;
+    const hexdumpBytes = options.hexdumpBytes ?? HEXDUMP_WINDOW;
+    if (!Number.isSafeInteger(hexdumpBytes) || hexdumpBytes < 0 || hexdumpBytes > 4096) {
+      throw new RangeError(`hexdumpBytes must be an integer from 0 to 4096, got ${hexdumpBytes}`);
+    }
+    this.hexdumpBytes = hexdumpBytes;
+    this.pageSink = options.pageSink;
+    this.#provisional = options.provisional ?? false;
+  }
+
+  /**
+   * Wait until the page sink has written what it was given (nothing to wait
+   * for without a sink). Scanners call it between chunks.
+   */
+  async drain(): Promise<void> {
+    if (this.pageSink !== undefined) await this.pageSink.drain();
   }
 
   /** Findings listed so far. */
   get listed(): number {
     return this.#listed;
+  }
+
+  /** The gpas of the devices with at least one finding (or block totals). */
+  devicesWithFindings(): number[] {
+    return [...this.#devices.keys()];
   }
 
   #block(device: VmemDevice, blockIndex: number): BlockAcc {
@@ -383,24 +472,31 @@ export class FindingCollector {
         if (acc.firstNonZeroGpa < 0 || gpa < acc.firstNonZeroGpa) acc.firstNonZeroGpa = gpa;
       }
     }
-    if (this.#listed >= this.maxFindings) return;
-    this.#listed++;
+    const listed = this.#listed < this.maxFindings;
+    if (!listed && this.pageSink === undefined) return;
     let sha256: string | null = null;
     if (page.content !== undefined) {
       const c = page.content;
       sha256 = first < 0 ? zeroPageHash(c) : sha256Hex(c);
     }
-    acc.pages.push({
+    const finding: PageFinding = {
       gpa: page.gpa,
       ramOffset,
       fileOffset: page.fileOffset ?? null,
       streamOffset: page.streamOffset ?? null,
+      section: page.section ?? null,
       source: page.source,
       nonZeroBytes,
       firstNonZeroOffset: first < 0 ? null : first,
       sha256,
-      hexdump: page.content === undefined ? null : hexWindow(page.content, page.gpa, first),
-    });
+      hexdump: page.content === undefined
+        ? null
+        : hexWindow(page.content, page.gpa, first, this.hexdumpBytes),
+    };
+    this.pageSink?.add(finding, page.content, { device, provisional: this.#provisional });
+    if (!listed) return;
+    this.#listed++;
+    acc.pages.push(finding);
   }
 
   /**
@@ -453,9 +549,7 @@ export class FindingCollector {
       plugState: PlugStateInfo;
       pageSize?: number;
       details?: "pages" | "blocks";
-      scannedBytes?: number | null;
-      zeroFillBytes?: number | null;
-      absentBytes?: number | null;
+      coverage?: CoverageCounter;
       pageRecords?: number | null;
       warnings?: string[];
       sortPagesByGpa?: boolean;
@@ -472,9 +566,6 @@ export class FindingCollector {
       listedPages: 0,
       truncated: false,
       unpluggedBytes: 0,
-      scannedBytes: meta.scannedBytes ?? null,
-      zeroFillBytes: meta.zeroFillBytes ?? null,
-      absentBytes: meta.absentBytes ?? null,
       pageRecords: meta.pageRecords ?? null,
     };
     const devices: DeviceFindings[] = [];
@@ -494,6 +585,7 @@ export class FindingCollector {
         findings: 0,
         nonZeroPages: 0,
         nonZeroBytes: 0,
+        coverage: meta.coverage?.device(d) ?? null,
         blocks: [],
       };
       const accs = this.#devices.get(d.gpa);
@@ -535,14 +627,21 @@ export class FindingCollector {
       devices.push(out);
     }
     summary.truncated = summary.listedPages < summary.findings;
+    const coverage = meta.coverage?.total() ?? null;
+    const { verdict, reason } = decideVerdict({ summary, devices, coverage });
     return {
       format: "vmem-dump-scan",
       version: SCAN_REPORT_VERSION,
+      tool: { ...TOOL },
+      verdict,
+      verdictReason: reason,
       input: meta.input,
       plugState: meta.plugState,
       pageSize: meta.pageSize ?? 4096,
       maxFindings: this.maxFindings,
+      hexdumpBytes: this.hexdumpBytes,
       details: meta.details ?? "pages",
+      coverage,
       summary,
       devices,
       warnings: meta.warnings ?? [],

@@ -5,16 +5,10 @@
  * @module
  */
 
-import { hex } from "../io/text.ts";
+import { formatByteCount, hex } from "../io/text.ts";
 import type { BlockFindings, DeviceFindings, PageFinding, ScanReport } from "./findings.ts";
+import type { Coverage } from "./coverage.ts";
 import { formatHexdump, fromHex } from "./hexdump.ts";
-
-function bytes(n: number): string {
-  if (n >= 1 << 30) return `${+(n / (1 << 30)).toFixed(2)} GiB`;
-  if (n >= 1 << 20) return `${+(n / (1 << 20)).toFixed(2)} MiB`;
-  if (n >= 1 << 10) return `${+(n / (1 << 10)).toFixed(2)} KiB`;
-  return `${n} bytes`;
-}
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
@@ -23,7 +17,7 @@ function plural(n: number, word: string): string {
 function inputLine(r: ScanReport): string {
   const i = r.input;
   const name = i.path ?? "(memory)";
-  const size = i.byteLength === null ? "" : `, ${bytes(i.byteLength)}`;
+  const size = i.byteLength === null ? "" : `, ${formatByteCount(i.byteLength)}`;
   switch (i.kind) {
     case "raw":
       return `${name}: raw image at gpa ${hex(i.baseGpa ?? 0)}${size}`;
@@ -40,16 +34,29 @@ function inputLine(r: ScanReport): string {
   }
 }
 
-function deviceLine(d: DeviceFindings): string {
+/** "examined X of Y unplugged; absent: A (why), B (why)". */
+function coverageText(c: Coverage): string {
+  const absent = c.absent.map((a) => `${formatByteCount(a.byteLength)} ${a.detail}`);
+  return `examined ${formatByteCount(c.examinedBytes)} of ${
+    formatByteCount(c.unpluggedBytes)
+  } unplugged memory` +
+    (absent.length === 0 ? "" : `; absent from the input: ${absent.join("; ")}`);
+}
+
+function deviceLines(d: DeviceFindings): string[] {
   const name = d.path || d.ramBlock || "(unnamed)";
   const ram = d.ramBlock && d.ramBlock !== name ? ` (${d.ramBlock})` : "";
-  return `device ${name}${ram}: gpa ${hex(d.gpa)}-${hex(d.gpa + d.regionSize)}, block ${
-    bytes(d.blockSize)
-  }, ` +
+  const lines = [
+    `device ${name}${ram}: gpa ${hex(d.gpa)}-${hex(d.gpa + d.regionSize)}, block ${
+      formatByteCount(d.blockSize)
+    }, ` +
     `${d.pluggedBlocks}/${d.pluggedBlocks + d.unpluggedBlocks} blocks plugged: ` +
     (d.findings === 0
       ? "no findings"
-      : `${plural(d.findings, "finding")} in ${plural(d.blocks.length, "block")}`);
+      : `${plural(d.findings, "finding")} in ${plural(d.blocks.length, "block")}`),
+  ];
+  if (d.coverage !== null) lines.push(`  ${coverageText(d.coverage)}`);
+  return lines;
 }
 
 function blockLines(b: BlockFindings, isStream: boolean, blocksOnly: boolean): string[] {
@@ -125,24 +132,18 @@ export function formatScanReport(report: ScanReport): string {
     `plug state: ${report.plugState.source}${
       report.plugState.detail ? ` (${report.plugState.detail})` : ""
     }, ` +
-      `${plural(report.devices.length, "device")}, ${bytes(s.unpluggedBytes)} unplugged`,
+      `${plural(report.devices.length, "device")}, ${formatByteCount(s.unpluggedBytes)} unplugged`,
   );
-  if (s.scannedBytes !== null) {
-    const extra = [
-      s.zeroFillBytes ? `${bytes(s.zeroFillBytes)} zero-fill` : "",
-      s.absentBytes ? `${bytes(s.absentBytes)} not in the input` : "",
-    ].filter((x) => x).join(", ");
-    lines.push(`checked ${bytes(s.scannedBytes)} of unplugged memory${extra ? ` (${extra})` : ""}`);
+  if (report.coverage !== null && report.devices.length > 1) {
+    lines.push(`all devices: ${coverageText(report.coverage)}`);
   }
   if (s.pageRecords !== null) lines.push(`page records in the stream: ${s.pageRecords}`);
   for (const d of report.devices) {
-    lines.push(deviceLine(d));
+    lines.push(...deviceLines(d));
     for (const b of d.blocks) lines.push(...blockLines(b, isStream, report.details === "blocks"));
   }
   for (const w of report.warnings) lines.push(`warning: ${w}`);
-  if (s.findings === 0) {
-    lines.push("result: clean, no findings");
-  } else {
+  if (s.findings > 0) {
     lines.push(
       `result: ${
         plural(s.findings, "finding")
@@ -157,5 +158,6 @@ export function formatScanReport(report: ScanReport): string {
           : `; ${s.listedPages} listed (--max-findings ${report.maxFindings})`),
     );
   }
+  lines.push(`verdict: ${report.verdict}: ${report.verdictReason}`);
   return lines.join("\n") + "\n";
 }

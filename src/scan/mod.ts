@@ -20,14 +20,18 @@
 export * from "./zero.ts";
 export * from "./hexdump.ts";
 export * from "./findings.ts";
+export * from "./coverage.ts";
+export * from "./verdict.ts";
+export * from "./extract.ts";
 export * from "./format_report.ts";
 export {
+  outsideImageDetail,
   SCAN_CHUNK_SIZE,
   type ScanDumpOptions,
   scanRawImage,
   type ScanRawOptions,
 } from "./scan_raw.ts";
-export { scanElfCore } from "./scan_elf.ts";
+export { ELF_NOT_IN_DUMP_DETAIL, ELF_ZERO_FILL_DETAIL, scanElfCore } from "./scan_elf.ts";
 export {
   MigrationScanner,
   scanMigration,
@@ -39,5 +43,5 @@ export {
   StreamPlugState,
   type StreamPlugStateSource,
 } from "./stream_plug_state.ts";
-export { scanKdump } from "./scan_kdump.ts";
+export { KDUMP_NOT_IN_DUMP_DETAIL, scanKdump } from "./scan_kdump.ts";
 export { scanMappedRam, type ScanMappedRamOptions } from "./scan_mapped_ram.ts";

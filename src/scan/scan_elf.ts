@@ -10,17 +10,29 @@
  */
 
 import { type ElfCore, iterateGpaRange, planGpaRange } from "../elf/reader.ts";
-import { FindingCollector, type ScanReport } from "./findings.ts";
+import type { ScanReport } from "./findings.ts";
+import { CoverageCounter, unpluggedRangesPerDevice } from "./coverage.ts";
 import { type FilePiece, scanFilePieces } from "./_memory_pages.ts";
-import { SCAN_CHUNK_SIZE, type ScanDumpOptions } from "./scan_raw.ts";
+import { dumpCollector, SCAN_CHUNK_SIZE, type ScanDumpOptions } from "./scan_raw.ts";
 import { SCAN_PAGE_SIZE } from "./zero.ts";
+
+/** Why unplugged memory that no PT_LOAD covers is absent, in words. */
+export const ELF_NOT_IN_DUMP_DETAIL =
+  "left out of the dump: no PT_LOAD covers it (QEMU >= 6.2 leaves unplugged virtio-mem memory out of its dumps)";
+
+/** Why unplugged memory in a zero-fill tail is absent, in words. */
+export const ELF_ZERO_FILL_DETAIL =
+  "in a PT_LOAD's zero-fill tail (p_memsz > p_filesz): the dump claims zeros without holding the bytes";
 
 /**
  * Scan the unplugged memory of an ELF core. Only the unplugged ranges of
  * the plug map are visited, through the PT_LOADs that cover them (plugged
  * memory is never read); each 4 KiB page there that is not all zero is a
- * finding. Reads are double-buffered chunks of `chunkSize` bytes. Unplugged memory no PT_LOAD covers is counted as `absentBytes`,
- * memory in a zero-fill tail (`p_memsz > p_filesz`) as `zeroFillBytes`.
+ * finding. Reads are double-buffered chunks of `chunkSize` bytes.
+ * Coverage: unplugged memory with file bytes is examined; memory no PT_LOAD
+ * covers is absent as `not-in-dump`, memory in a zero-fill tail
+ * (`p_memsz > p_filesz`) as `zero-fill`: the report's verdict is then
+ * `inconclusive` unless there are findings.
  *
  * @param core A core from `readElfCore`.
  * @param options Plug map, listing bound, chunk size.
@@ -33,7 +45,7 @@ import { SCAN_PAGE_SIZE } from "./zero.ts";
  * import { scanElfCore } from "@vmem-dump/vmem-dump/scan";
  * using core = await readElfCore("old-qemu.elf");
  * const report = await scanElfCore(core, { plugMap });
- * for (const d of report.devices) for (const b of d.blocks) console.log(b.blockIndex, b.findings);
+ * console.log(report.verdict, report.coverage);
  * ```
  */
 export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Promise<ScanReport> {
@@ -42,22 +54,20 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
   if (!(chunkSize >= SCAN_PAGE_SIZE && chunkSize % SCAN_PAGE_SIZE === 0)) {
     throw new RangeError(`Cannot scan in chunks of ${chunkSize} bytes: use a multiple of 4096`);
   }
-  const collector = new FindingCollector(
-    options.maxFindings === undefined ? {} : { maxFindings: options.maxFindings },
-  );
-  let zeroFill = 0;
-  let absent = 0;
+  const collector = dumpCollector(options);
+  const coverage = new CoverageCounter(plugMap);
   const data: FilePiece[] = [];
-  for (const range of plugMap.unpluggedGpaRanges()) {
+  for (const range of unpluggedRangesPerDevice(plugMap)) {
     for (const p of planGpaRange(core, range)) {
       if (p.kind === "data") data.push(p);
-      else if (p.kind === "zero") zeroFill += p.byteLength;
-      else absent += p.byteLength;
+      else if (p.kind === "zero") coverage.absent(p, "zero-fill", ELF_ZERO_FILL_DETAIL);
+      else coverage.absent(p, "not-in-dump", ELF_NOT_IN_DUMP_DETAIL);
     }
   }
   const total = data.reduce((n, p) => n + p.byteLength, 0);
-  const scanned = await scanFilePieces(core.reader, data, {
+  await scanFilePieces(core.reader, data, {
     collector,
+    coverage,
     plugMap,
     chunkSize,
     pageSize: SCAN_PAGE_SIZE,
@@ -81,9 +91,7 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
       baseGpa: null,
     },
     plugState: options.plugState ?? { source: "plugmap", detail: null },
-    scannedBytes: scanned,
-    zeroFillBytes: zeroFill,
-    absentBytes: absent,
+    coverage,
     sortPagesByGpa: true,
   });
 }

@@ -10,16 +10,22 @@
  */
 
 import type { KdumpFile } from "../kdump/reader.ts";
-import { FindingCollector, type ScanReport } from "./findings.ts";
-import type { ScanDumpOptions } from "./scan_raw.ts";
+import type { ScanReport } from "./findings.ts";
+import { CoverageCounter, unpluggedRangesPerDevice } from "./coverage.ts";
+import { dumpCollector, type ScanDumpOptions } from "./scan_raw.ts";
 import { isAllZero } from "./zero.ts";
+
+/** Why unplugged pages a kdump dump leaves out are absent, in words. */
+export const KDUMP_NOT_IN_DUMP_DETAIL =
+  "left out of the dump: not in its page bitmap (QEMU >= 6.2 leaves unplugged virtio-mem memory out; makedumpfile's -d filter excludes pages, zero pages with -d 1)";
 
 /**
  * Scan the unplugged memory of a kdump dump. Only pfns of unplugged blocks
  * are visited: each one in the dump (2nd bitmap) is decompressed, and a page
- * that is not all zero is a finding; unplugged pfns the dump leaves out
- * count as `absentBytes`. Pages pointing at one shared page (the
- * deduplicated zero page) are decoded once per batch.
+ * that is not all zero is a finding; unplugged pfns the dump leaves out are
+ * absent (`not-in-dump`: the verdict is then `inconclusive` unless there are
+ * findings). Pages pointing at one shared page (the deduplicated zero page)
+ * are decoded once per batch.
  *
  * @param dump A dump from `readKdump`.
  * @param options Plug map, listing bound, read size.
@@ -33,20 +39,17 @@ import { isAllZero } from "./zero.ts";
  * import { scanKdump } from "@vmem-dump/vmem-dump/scan";
  * using dump = await readKdump("vmcore.kdump");
  * const report = await scanKdump(dump, { plugMap });
- * console.log(report.summary.findings);
+ * console.log(report.verdict, report.summary.findings);
  * ```
  */
 export async function scanKdump(dump: KdumpFile, options: ScanDumpOptions): Promise<ScanReport> {
   const { plugMap } = options;
   const B = dump.blockSize;
-  const collector = new FindingCollector(
-    options.maxFindings === undefined ? {} : { maxFindings: options.maxFindings },
-  );
-  const ranges = plugMap.unpluggedGpaRanges();
-  let absent = 0;
+  const collector = dumpCollector(options);
+  const coverage = new CoverageCounter(plugMap);
   let total = 0;
   const pfnRanges: [number, number][] = [];
-  for (const r of ranges) {
+  for (const r of unpluggedRangesPerDevice(plugMap)) {
     if (r.gpa % B !== 0 || r.byteLength % B !== 0) {
       throw new RangeError(
         `Cannot scan kdump pages of 0x${B.toString(16)} bytes: unplugged range 0x${
@@ -57,7 +60,12 @@ export async function scanKdump(dump: KdumpFile, options: ScanDumpOptions): Prom
     const first = r.gpa / B;
     const end = first + r.byteLength / B;
     const inDump = countDumpable(dump, first, end);
-    absent += (end - first - inDump) * B;
+    // Absent pfns may be anywhere in the range; only their sum is counted.
+    coverage.absent(
+      { gpa: r.gpa, byteLength: (end - first - inDump) * B },
+      "not-in-dump",
+      KDUMP_NOT_IN_DUMP_DETAIL,
+    );
     total += inDump * B;
     pfnRanges.push([first, end]);
   }
@@ -67,8 +75,9 @@ export async function scanKdump(dump: KdumpFile, options: ScanDumpOptions): Prom
     for await (const batch of dump.iteratePages(first, end, readOptions)) {
       for (const page of batch) {
         scanned += B;
-        if (isAllZero(page.data)) continue;
         const gpa = page.pfn * B;
+        coverage.examined({ gpa, byteLength: B });
+        if (isAllZero(page.data)) continue;
         const device = plugMap.deviceForGpa(gpa);
         if (device === undefined) continue; // cannot happen: the range came from the map
         collector.addPage(device, {
@@ -82,6 +91,7 @@ export async function scanKdump(dump: KdumpFile, options: ScanDumpOptions): Prom
         });
       }
       options.onProgress?.(scanned, total);
+      if (collector.pageSink !== undefined) await collector.drain();
     }
   }
   return collector.report(plugMap, {
@@ -94,9 +104,7 @@ export async function scanKdump(dump: KdumpFile, options: ScanDumpOptions): Prom
     },
     plugState: options.plugState ?? { source: "plugmap", detail: null },
     pageSize: B,
-    scannedBytes: scanned,
-    zeroFillBytes: null,
-    absentBytes: absent,
+    coverage,
     sortPagesByGpa: true,
   });
 }

@@ -7,7 +7,13 @@
 
 import type { PositionalReader } from "../io/positional.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
-import { FindingCollector, type PlugStateInfo, type ScanReport } from "./findings.ts";
+import {
+  FindingCollector,
+  type FindingPageSink,
+  type PlugStateInfo,
+  type ScanReport,
+} from "./findings.ts";
+import { CoverageCounter, unpluggedRangesPerDevice } from "./coverage.ts";
 import { clipRanges, scanFilePieces } from "./_memory_pages.ts";
 import { SCAN_PAGE_SIZE } from "./zero.ts";
 
@@ -17,6 +23,10 @@ export interface ScanDumpOptions {
   plugMap: PlugMap;
   /** Pages listed in the report at most (totals stay exact). @default {100} */
   maxFindings?: number;
+  /** Bytes of page content in each listed finding's hexdump. @default {32} */
+  hexdumpBytes?: number;
+  /** Also hand every finding with its content to this sink (`scan --extract`). @default {undefined} */
+  pageSink?: FindingPageSink;
   /** Size of each read. @default {4194304} */
   chunkSize?: number;
   /** How the report names the plug state. @default {{ source: "plugmap", detail: null }} */
@@ -35,6 +45,22 @@ export interface ScanRawOptions extends ScanDumpOptions {
 
 /** Default read size of the dump scanners: 4 MiB. */
 export const SCAN_CHUNK_SIZE = 4 << 20;
+
+/** The collector of a dump scanner, from its options. */
+export function dumpCollector(options: ScanDumpOptions): FindingCollector {
+  return new FindingCollector({
+    ...(options.maxFindings === undefined ? {} : { maxFindings: options.maxFindings }),
+    ...(options.hexdumpBytes === undefined ? {} : { hexdumpBytes: options.hexdumpBytes }),
+    ...(options.pageSink === undefined ? {} : { pageSink: options.pageSink }),
+  });
+}
+
+/** Why unplugged memory outside a raw image is absent, in words. */
+export function outsideImageDetail(baseGpa: number, byteLength: number): string {
+  return `outside the raw image, which holds gpa 0x${baseGpa.toString(16)}-0x${
+    (baseGpa + byteLength).toString(16)
+  } (is --base right?)`;
+}
 
 /**
  * Scan a raw memory image whose first byte is guest-physical `baseGpa`.
@@ -91,17 +117,19 @@ export async function scanRawImage(
   if (!(chunkSize >= SCAN_PAGE_SIZE && chunkSize % SCAN_PAGE_SIZE === 0)) {
     throw new RangeError(`Cannot scan in chunks of ${chunkSize} bytes: use a multiple of 4096`);
   }
-  const collector = new FindingCollector(
-    options.maxFindings === undefined ? {} : { maxFindings: options.maxFindings },
-  );
+  const collector = dumpCollector(options);
+  const coverage = new CoverageCounter(plugMap);
   const imageEnd = baseGpa + reader.byteLength;
-  const { inside, outside } = clipRanges(plugMap.unpluggedGpaRanges(), baseGpa, imageEnd);
+  const { inside, outside } = clipRanges(unpluggedRangesPerDevice(plugMap), baseGpa, imageEnd);
+  const detail = outsideImageDetail(baseGpa, reader.byteLength);
+  for (const r of outside) coverage.absent(r, "outside-image", detail);
   const total = inside.reduce((n, r) => n + r.byteLength, 0);
-  const done = await scanFilePieces(
+  await scanFilePieces(
     reader,
     inside.map((r) => ({ gpa: r.gpa, byteLength: r.byteLength, fileOffset: r.gpa - baseGpa })),
     {
       collector,
+      coverage,
       plugMap,
       chunkSize,
       pageSize: SCAN_PAGE_SIZE,
@@ -124,9 +152,7 @@ export async function scanRawImage(
       baseGpa,
     },
     plugState: options.plugState ?? { source: "plugmap", detail: null },
-    scannedBytes: done,
-    absentBytes: outside,
-    zeroFillBytes: null,
+    coverage,
     sortPagesByGpa: true,
   });
 }

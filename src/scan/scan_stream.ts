@@ -12,9 +12,11 @@ import { isPageRecord, type MigrationRecord, type RamPageLikeRecord } from "../m
 import { PlugMap, type VmemDevice } from "../vmem/plug_map.ts";
 import {
   FindingCollector,
+  type FindingPageSink,
   type FindingSource,
   type PlugStateInfo,
   type ScanReport,
+  type StreamSection,
 } from "./findings.ts";
 import { StreamPlugState } from "./stream_plug_state.ts";
 import { countNonZeroBytes, firstNonZeroIndex } from "./zero.ts";
@@ -31,6 +33,24 @@ export interface ScanMigrationOptions {
   plugState?: PlugStateInfo;
   /** Pages listed in the report at most (totals stay exact). @default {100} */
   maxFindings?: number;
+  /** Bytes of page content in each listed finding's hexdump. @default {32} */
+  hexdumpBytes?: number;
+  /**
+   * Also hand every finding with its content to this sink (`scan --extract`).
+   * Findings judged by `plugMap` before the stream's own state is known are
+   * handed over as provisional; when some of them do not stand,
+   * `provisionalDiscarded` is set in the result and what the sink received
+   * does not match the report. @default {undefined}
+   */
+  pageSink?: FindingPageSink;
+  /**
+   * The caller can scan the stream again (a file): records that can only be
+   * judged once the stream's own plug state arrives (late layout) are not
+   * counted per MiB on the side (that costs a zero check of every page of
+   * every device-owned RAMBlock). When the state then differs from `plugMap`,
+   * `rescan` is set in the result instead. @default {false}
+   */
+  rereadable?: boolean;
   /** Path the report names as input. @default {null} */
   path?: string | null;
   /** Outer container the report names (`raw`, `gzip`, `zstd`, `libvirt-save`). @default {null} */
@@ -43,6 +63,18 @@ export interface ScanMigrationOptions {
 export interface ScanMigrationResult {
   /** The report. `report.details` is `blocks` when page details could not be kept (see below). */
   report: ScanReport;
+  /**
+   * Whether findings judged provisionally (by the map given, before the
+   * stream's own state came) were dropped because that state differs: a
+   * page sink then received findings the report does not have.
+   */
+  provisionalDiscarded: boolean;
+  /**
+   * With `rereadable`: the report misses findings (the stream's own plug
+   * state came after its pages and differs from the map given, or names a
+   * device the map does not have). Scan again with `{ plugMap }`.
+   */
+  rescan: boolean;
   /**
    * The plug state the report judged by (the stream's own, else the one
    * given), or `undefined` when there was none: then nothing was checked.
@@ -127,6 +159,22 @@ function isUnplugged(device: VmemDevice, ramOffset: number): boolean {
   return ((device.bitmap[block >>> 3]! >>> (block & 7)) & 1) === 0;
 }
 
+const SECTION_TYPES = {
+  "section-start": "start",
+  "section-part": "part",
+  "section-end": "end",
+  "section-full": "full",
+} as const;
+
+/** The collector options a stream scan's options ask for. */
+function collectorOptions(options: ScanMigrationOptions) {
+  return {
+    ...(options.maxFindings === undefined ? {} : { maxFindings: options.maxFindings }),
+    ...(options.hexdumpBytes === undefined ? {} : { hexdumpBytes: options.hexdumpBytes }),
+    ...(options.pageSink === undefined ? {} : { pageSink: options.pageSink }),
+  };
+}
+
 /**
  * A push-style stream scanner: feed it every record with `push`, then call
  * `finish`. Use {@linkcode scanMigration} unless records arrive some other way.
@@ -165,6 +213,8 @@ export class MigrationScanner {
   #pageSize = 4096;
   #zeroPages = new Map<number, Uint8Array>();
   #pageRecords = 0;
+  #unjudged = new Set<string>();
+  #section: StreamSection | undefined;
   #xbzrle = 0;
   #badCompressed = 0;
   #beyondRegion = 0;
@@ -177,9 +227,13 @@ export class MigrationScanner {
   constructor(options: ScanMigrationOptions = {}) {
     this.#options = options;
     this.#given = options.plugMap;
-    const bound = options.maxFindings === undefined ? {} : { maxFindings: options.maxFindings };
-    this.#final = new FindingCollector(bound);
-    this.#provisional = new FindingCollector(bound);
+    this.#final = new FindingCollector(collectorOptions(options));
+    this.#provisional = new FindingCollector({ ...collectorOptions(options), provisional: true });
+  }
+
+  /** Wait until the page sink (if any) has written the findings handed to it. */
+  async drain(): Promise<void> {
+    if (this.#options.pageSink !== undefined) await this.#options.pageSink.drain();
   }
 
   /** Feed a batch of records (from `decodeMigrationBatches`). */
@@ -204,18 +258,34 @@ export class MigrationScanner {
           this.#pageSize = 2 ** r.targetPageBits;
         }
         return;
+      case "section-start":
+      case "section-part":
+      case "section-end":
+      case "section-full":
+        this.#section = {
+          type: SECTION_TYPES[r.kind],
+          sectionId: r.sectionId,
+          idstr: r.idstr,
+          streamOffset: r.streamOffset,
+        };
+        if (this.#state.observe(r)) this.#stateChanged();
+        return;
       default:
         if (this.#state.observe(r)) {
-          this.#early = this.#state.earlyMap();
-          this.#routes.clear();
-          this.#lastName = "";
-          this.#lastRoute = NO_ROUTE;
+          this.#stateChanged();
         } else if (r.kind === "ram-mem-size") {
           this.#routes.clear();
           this.#lastName = "";
           this.#lastRoute = NO_ROUTE;
         }
     }
+  }
+
+  #stateChanged(): void {
+    this.#early = this.#state.earlyMap();
+    this.#routes.clear();
+    this.#lastName = "";
+    this.#lastRoute = NO_ROUTE;
   }
 
   #route(ramBlock: string): BlockRoute {
@@ -227,7 +297,8 @@ export class MigrationScanner {
         route = { final, provisional: undefined, counts: undefined };
       } else {
         const provisional = this.#given?.deviceForRamBlock(ramBlock);
-        const mayBeVmem = ramBlock.lastIndexOf("/") > 0 || provisional !== undefined;
+        const mayBeVmem = !this.#options.rereadable &&
+          (ramBlock.lastIndexOf("/") > 0 || provisional !== undefined);
         let counts: GranuleCounts | undefined;
         if (mayBeVmem) {
           counts = this.#counts.get(ramBlock);
@@ -237,6 +308,8 @@ export class MigrationScanner {
           }
         }
         route = { final: undefined, provisional, counts };
+        // Records of this block are not judged for good: a late state may need a second pass.
+        this.#unjudged.add(ramBlock);
       }
       this.#routes.set(ramBlock, route);
     }
@@ -297,13 +370,23 @@ export class MigrationScanner {
           content,
           source: r.kind as FindingSource,
           streamOffset: r.streamOffset,
+          ...(this.#section === undefined ? {} : { section: this.#section }),
         });
       }
     }
     if (route.counts !== undefined) {
-      if (!known) content = this.#content(r);
       let nonZeroBytes = -1;
       let first = -1;
+      if (r.kind === "ram-zero-page") {
+        // A ZERO record's page is its fill byte repeated: no need to look at it.
+        if (r.fill !== 0) {
+          first = 0;
+          nonZeroBytes = this.#pageSize;
+        } else nonZeroBytes = 0;
+        route.counts.add(r.ramOffset, nonZeroBytes, first);
+        return;
+      }
+      if (!known) content = this.#content(r);
       if (content !== undefined) {
         first = firstNonZeroIndex(content);
         nonZeroBytes = first < 0 ? 0 : countNonZeroBytes(content.subarray(first));
@@ -322,10 +405,12 @@ export class MigrationScanner {
     const own = this.#state.finalMap();
     const warnings: string[] = [];
     const plugMap = own ?? this.#given;
-    const result = new FindingCollector(
-      this.#options.maxFindings === undefined ? {} : { maxFindings: this.#options.maxFindings },
-    );
+    // Findings are moved in here; the sink already has them.
+    const { pageSink: _sink, ...bound } = collectorOptions(this.#options);
+    const result = new FindingCollector(bound);
     let details: "pages" | "blocks" = "pages";
+    let rescan = false;
+    const keptProvisional = new Set<number>();
     if (plugMap !== undefined) {
       for (const device of plugMap.devices) {
         result.absorb(this.#final, device);
@@ -343,9 +428,16 @@ export class MigrationScanner {
         }
         if (own === undefined || (given !== undefined && sameDevice(given, device))) {
           result.absorb(this.#provisional, device);
+          keptProvisional.add(device.gpa);
           continue;
         }
-        // Records judged neither for good nor with a matching map: use the counts.
+        // Records judged neither for good nor with a matching map: read again, or use the counts.
+        if (this.#options.rereadable) {
+          if ([...this.#unjudged].some((name) => own.deviceForRamBlock(name) === device)) {
+            rescan = true;
+          }
+          continue;
+        }
         const counts = device.ramBlock === "" ? undefined : this.#countsFor(own, device);
         if (counts === undefined) continue;
         for (const [granule, c] of counts.entries()) {
@@ -382,6 +474,12 @@ export class MigrationScanner {
         `${this.#beyondRegion} page records of a virtio-mem RAMBlock lie beyond its region`,
       );
     }
+    if (rescan) {
+      warnings.push(
+        "The stream sent its plug state after its pages and it differs from the plug map given: " +
+          "findings of that device are missing; scan the stream again with the stream's plug state",
+      );
+    }
     if (details === "blocks") {
       warnings.push(
         "The stream sent its plug state after its pages: findings are counted per block only; " +
@@ -407,7 +505,9 @@ export class MigrationScanner {
       pageRecords: this.#pageRecords,
       warnings,
     });
-    return { report, plugMap };
+    const provisionalDiscarded = this.#provisional.devicesWithFindings()
+      .some((gpa) => !keptProvisional.has(gpa));
+    return { report, plugMap, provisionalDiscarded, rescan };
   }
 
   #countsFor(map: PlugMap, device: VmemDevice): GranuleCounts | undefined {
@@ -450,9 +550,11 @@ export async function scanMigration(
   options: ScanMigrationOptions = {},
 ): Promise<ScanMigrationResult> {
   const scanner = new MigrationScanner(options);
+  const sink = options.pageSink !== undefined;
   for await (const item of records) {
     if (Array.isArray(item)) scanner.pushBatch(item);
     else scanner.push(item);
+    if (sink) await scanner.drain();
   }
   return scanner.finish();
 }

@@ -26,7 +26,7 @@ export type PlugMapSourceFormat = "json-v1" | "qmp" | "range-list";
  *
  * @param text The file contents.
  * @returns The map and the format it was read as.
- * @throws {FormatError} (format `plugmap`) when the text is none of these or describes an impossible state.
+ * @throws {FormatError} (format `plugmap`) when the text is empty or blank, none of these, or describes an impossible state.
  *
  * @example
  * ```ts
@@ -37,6 +37,14 @@ export type PlugMapSourceFormat = "json-v1" | "qmp" | "range-list";
  */
 export function parsePlugMapSource(text: string): { map: PlugMap; format: PlugMapSourceFormat } {
   const trimmed = text.trim();
+  if (trimmed.length === 0) {
+    // Not "no devices": an empty file is a plug map that went missing (fail closed).
+    throw new FormatError("Cannot read plug map: it is empty (no JSON, no ranges)", {
+      format: "plugmap",
+      code: "bad-json",
+      offset: 0,
+    });
+  }
   if (!trimmed.startsWith("{") && !trimmed.startsWith("[")) {
     return { map: plugMapFromRangeList(text), format: "range-list" };
   }

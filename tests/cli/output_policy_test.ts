@@ -18,6 +18,7 @@ import { createHash } from "node:crypto";
 import { assertOneErrorLine, CLI_MAIN, collectCli, execCli, spawnCli } from "../_util/cli.ts";
 import { realdata, realdataAvailable } from "../_util/realdata.ts";
 import { inCi } from "../_util/tools.ts";
+import { inSmallTmpfs } from "../_util/tmpfs.ts";
 
 const TESTDATA = new URL("../../testdata/migration/", import.meta.url);
 const fixture = (name: string) => decodeURIComponent(new URL(name, TESTDATA).pathname);
@@ -310,38 +311,6 @@ Deno.test("writing to /dev/full: one error line with the offset, exit 1 (filter,
     cleanup();
   }
 });
-
-/**
- * Run `sh -c SCRIPT` in a private mount namespace with a 256 KiB tmpfs at
- * `$MNT` (root: `unshare --mount`; otherwise a user namespace). Returns
- * `undefined` when no namespace can be made here.
- */
-async function inSmallTmpfs(
-  mnt: string,
-  script: string,
-  env: Record<string, string>,
-): Promise<{ code: number; out: string; err: string } | undefined> {
-  const body = `mount -t tmpfs -o size=256k vmem-enospc "$MNT" || exit 97; ${script}`;
-  const tries = [
-    ["--mount", "--propagation", "private"],
-    ["--user", "--map-root-user", "--mount", "--propagation", "private"],
-  ];
-  for (const flags of tries) {
-    const out = await new Deno.Command("unshare", {
-      args: [...flags, "sh", "-c", body],
-      env: { ...env, MNT: mnt },
-      stdout: "piped",
-      stderr: "piped",
-    }).output().catch(() => undefined);
-    if (
-      out === undefined || out.code === 97 || (out.code === 1 && out.stderr.length > 0 &&
-        /unshare:/.test(new TextDecoder().decode(out.stderr)))
-    ) continue;
-    const dec = new TextDecoder();
-    return { code: out.code, out: dec.decode(out.stdout), err: dec.decode(out.stderr) };
-  }
-  return undefined;
-}
 
 Deno.test("ENOSPC on a real file system (a 256 KiB tmpfs): one error line with the offset, exit 1, no temporary file, destination untouched", async (t) => {
   const { dir, ev, raw, cleanup } = await evidenceDir();

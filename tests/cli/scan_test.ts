@@ -7,6 +7,7 @@ import { encodeMigration } from "../../src/migration/encoder.ts";
 import type { MigrationRecord } from "../../src/migration/types.ts";
 import { realdata, realdataFacts } from "../_util/realdata.ts";
 import { listedPages, scanCli } from "../scan/_cli.ts";
+import { execCli } from "../_util/cli.ts";
 
 const TESTDATA = new URL("../../testdata/migration/", import.meta.url);
 const fixture = (name: string) => decodeURIComponent(new URL(name, TESTDATA).pathname);
@@ -40,7 +41,15 @@ Deno.test("scan exits 2 on usage errors", async () => {
     }
     const help = await scanCli(["--help"]);
     assert.equal(help.code, 0);
-    assert.match(help.out, /Exit status: 0 clean, 3 findings, 1 error, 2 usage error/);
+    for (
+      const line of [
+        /3 +findings/,
+        /0 +clean +no findings, and every unplugged byte/,
+        /4 +inconclusive/,
+      ]
+    ) {
+      assert.match(help.out, line);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -92,7 +101,18 @@ Deno.test("scan exits 1 for a missing file and for a stream without plug state",
     await Deno.writeFile(path, concatBytes(chunks));
     const run = await scanCli([path]);
     assert.equal(run.code, 1);
-    assert.match(run.err, /no virtio-mem plug state/);
+    // The vmdesc still lists the device: the plug state is found missing before the scan
+    // (as verify and filter find it).
+    assert.match(run.err, /vmdesc lists device section .* but it was not found .* at offset 0x/);
+    // Without a vmdesc hint (from a pipe, read once): no plug state, exit 1 as well.
+    const piped = await execCli(["scan", "-"], { stdin: await Deno.readFile(path) });
+    assert.equal(piped.code, 1, piped.err);
+    assert.match(piped.err, /no virtio-mem plug state/);
+    // Judged by a plug map without devices: nothing to check, inconclusive (4), never clean.
+    await Deno.writeTextFile(`${dir}/none.json`, '{"version":1,"devices":[]}');
+    const none = await scanCli([path, "--plugmap", `${dir}/none.json`, "--json"]);
+    assert.equal(none.code, 4, none.err);
+    assert.equal(none.report!.verdictReason, "no virtio-mem devices: nothing to check");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -177,7 +197,10 @@ Deno.test("vmem-dump scan (spawned) exits 3 with findings, 0 when clean, and sca
     await realdata(set, "s2-holes-100M.mig"),
   ]);
   assert.equal(clean.code, 0, clean.err);
-  assert.match(clean.out, /result: clean, no findings/);
+  assert.match(
+    clean.out,
+    /^verdict: clean: every unplugged byte \(156 MiB\) was examined: no findings$/m,
+  );
   // From a pipe the late-layout stream cannot be read twice: per-block totals, no page list.
   const piped = await spawn(["-", "--json"], fixture("q72-s3-malicious.mig.zst"));
   assert.equal(piped.code, 3, piped.err);
@@ -188,4 +211,104 @@ Deno.test("vmem-dump scan (spawned) exits 3 with findings, 0 when clean, and sca
     report.devices[0].blocks.map((b: { firstNonZero: { gpa: number } }) => b.firstNonZero.gpa),
     EVIL_MIG,
   );
+});
+
+Deno.test("scan: an empty or blank --plugmap is a bad plug map (exit 1); a plug map without devices is inconclusive (exit 4, nothing to check)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-scan-" });
+  try {
+    const raw = `${dir}/image.raw`;
+    await Deno.writeFile(raw, new Uint8Array(1 << 20));
+    const mig = fixture("q72-tiny-unplugged.mig");
+    for (const [name, text] of [["empty.json", ""], ["blank.json", " \n\t\n"]] as const) {
+      await Deno.writeTextFile(`${dir}/${name}`, text);
+      for (const input of [[raw, "--base", "0x100000000"], [mig]]) {
+        const run = await scanCli([...input, "--plugmap", `${dir}/${name}`]);
+        assert.equal(run.code, 1, `${name}: ${run.err}`);
+        assert.match(run.err, /^error: Cannot read plug map: it is empty .* at offset 0x0\n$/);
+      }
+    }
+    await Deno.writeTextFile(`${dir}/none.json`, '{"version":1,"devices":[]}');
+    const none = await scanCli([
+      raw,
+      "--base",
+      "0x100000000",
+      "--plugmap",
+      `${dir}/none.json`,
+      "--json",
+    ]);
+    assert.equal(none.code, 4, none.err);
+    assert.equal(none.report!.verdict, "inconclusive");
+    assert.equal(none.report!.verdictReason, "no virtio-mem devices: nothing to check");
+    const text = await scanCli([raw, "--base", "0x100000000", "--plugmap", `${dir}/none.json`]);
+    assert.equal(text.code, 4);
+    assert.match(text.out, /^verdict: inconclusive: no virtio-mem devices: nothing to check$/m);
+    // A stream's own plug state wins over a map without devices.
+    const stream = await scanCli([mig, "--plugmap", `${dir}/none.json`, "--json"]);
+    assert.equal(stream.code, 0, "the stream's own plug state (one device) wins");
+    assert.equal(stream.report!.devices.length, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("scan --json: version 2 with tool, verdict and verdictReason; --hexdump-bytes sets the hexdump length", async () => {
+  const mig = fixture("q10-s3-malicious.mig.zst");
+  const run = await scanCli([mig, "--json", "--hexdump-bytes", "100"]);
+  assert.equal(run.code, 3);
+  const r = run.report!;
+  assert.equal(r.version, 2);
+  assert.equal(r.tool.name, "vmem-dump");
+  assert.equal(r.verdict, "findings");
+  assert.equal(r.verdictReason, "2 findings in 2 blocks of 1 device");
+  assert.equal(r.hexdumpBytes, 100);
+  assert.equal(r.coverage, null);
+  for (const p of listedPages(r)) {
+    assert.equal(p.hexdump!.hex.length, 200);
+    assert.equal(p.hexdump!.gpa, p.gpa); // the EVIL pages start with data
+    assert.equal(p.section!.idstr, "ram");
+  }
+  const none = await scanCli([mig, "--json", "--hexdump-bytes", "0"]);
+  assert.ok(listedPages(none.report!).every((p) => p.hexdump!.hex === ""));
+  const text = await scanCli([mig, "--hexdump-bytes", "48"]);
+  // 48 bytes: three hexdump rows per page.
+  assert.equal(text.out.match(/^ {6}[0-9a-f]{9} {2}/gm)!.length, 2 * 3);
+  const bad = await scanCli([mig, "--hexdump-bytes", "4097"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--hexdump-bytes takes 0 to 4096/);
+});
+
+Deno.test("scan of a late-layout file judged by a wrong plug map reads it again with the stream's own state and lists every page", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-scan-" });
+  try {
+    const wrong = `${dir}/all-plugged.json`;
+    // The q72 demo device: 256 MiB at 4 GiB in 2 MiB blocks; this map says all are plugged.
+    await Deno.writeTextFile(
+      wrong,
+      JSON.stringify({
+        version: 1,
+        devices: [{
+          path: "0000:00:01.0",
+          ramblock: "0000:00:01.0/vmem0mem",
+          memaddr: 0x1_0000_0000,
+          "region-size": 128 * 0x20_0000,
+          "block-size": 0x20_0000,
+          node: 0,
+          "usable-region-size": null,
+          size: 128 * 0x20_0000,
+          "requested-size": null,
+          plugged: [[0, 128]],
+        }],
+      }),
+    );
+    const run = await scanCli([fixture("q72-s3-malicious.mig.zst"), "--plugmap", wrong, "--json"]);
+    assert.equal(run.code, 3, run.err);
+    const r = run.report!;
+    assert.equal(r.details, "pages");
+    assert.equal(r.plugState.source, "stream-late");
+    assert.deepEqual(listedPages(r).map((p) => p.gpa), EVIL_MIG);
+    assert.match(r.warnings.join("\n"), /differs from the stream's own plug state/);
+    assert.match(r.warnings.join("\n"), /it was read twice/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -123,7 +123,7 @@ Deno.test({
         assert.match(text, /^EVIL-/, `finding at 0x${p.gpa.toString(16)}`);
       }
       assert.equal(
-        kdumpReport.summary.scannedBytes! + kdumpReport.summary.absentBytes!,
+        kdumpReport.coverage!.examinedBytes + kdumpReport.coverage!.absentBytes,
         kdumpReport.summary.unpluggedBytes,
       );
 

@@ -104,11 +104,14 @@ Deno.test({
         }],
       }),
     );
+    // Nothing unplugged was in the dump: inconclusive (exit 4), never clean.
     const cli = await scanCli([kdumpPath, "--plugmap", plugmap, "--json"]);
-    assert.equal(cli.code, 0, cli.err + cli.out);
+    assert.equal(cli.code, 4, cli.err + cli.out);
+    assert.equal(cli.report!.verdict, "inconclusive");
     assert.equal(cli.report!.summary.findings, 0);
-    assert.equal(cli.report!.summary.absentBytes, 78 * BLOCK);
-    assert.equal(cli.report!.summary.scannedBytes, 0);
+    assert.equal(cli.report!.coverage!.absentBytes, 78 * BLOCK);
+    assert.deepEqual(cli.report!.coverage!.absent.map((a) => a.reason), ["not-in-dump"]);
+    assert.equal(cli.report!.coverage!.examinedBytes, 0);
     assert.equal(cli.report!.input.container, "kdump-flattened");
   },
 });

@@ -10,6 +10,7 @@ import { realdata, realdataFacts, type RealdataSet } from "../_util/realdata.ts"
 import { writeWholeRegionElf } from "../_util/elf_builder.ts";
 import { readFileBytes as readRange } from "../_util/files.ts";
 import { listedPages, scanCli } from "./_cli.ts";
+import { evilPayloadOffsets } from "./_evil.ts";
 import type { ScanReport } from "../../src/scan/findings.ts";
 
 const SETS: RealdataSet[] = ["out-small", "out-q10"];
@@ -27,16 +28,6 @@ interface EvilWrite {
 function evil(set: RealdataSet): { pre: EvilWrite[]; mig: EvilWrite[] } {
   const w = realdataFacts(set).manifest.malicious_writes;
   return { pre: w.pre_migration, mig: w.during_migration };
-}
-
-/** Stream payload offsets of the EVIL-MIG pages, from analysis.json ("payload at N"). */
-function evilPayloadOffsets(set: RealdataSet): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const m of realdataFacts(set).analysis.scenarios["s3-malicious"].malicious) {
-    const hit = /payload at (\d+)/.exec(m.in_migration_stream ?? "");
-    if (hit) out.set(Number.parseInt(m.gpa, 16), Number(hit[1]));
-  }
-  return out;
 }
 
 function sha256(bytes: Uint8Array): string {
@@ -132,22 +123,49 @@ for (const set of SETS) {
     assert.equal(report.input.baseGpa, REGION.gpa);
     const { pre, mig } = evil(set);
     assertEvilDumpFindings(report, [...pre, ...mig]);
-    assert.equal(report.summary.absentBytes, 0);
-    assert.equal(report.summary.scannedBytes, report.summary.unpluggedBytes);
+    assert.equal(report.verdict, "findings");
+    assert.equal(report.coverage!.absentBytes, 0);
+    assert.equal(report.coverage!.examinedBytes, report.summary.unpluggedBytes);
     for (const p of listedPages(report)) {
       assert.equal(p.fileOffset, p.gpa - REGION.gpa);
       assert.equal(p.sha256, sha256(await readRange(raw, p.fileOffset!, 4096)));
     }
   });
 
-  Deno.test(`scan finds nothing in real ${set}/${s3}.elf (QEMU leaves unplugged memory out) but all 4 pages in a whole-region ELF`, async () => {
+  Deno.test(`scan of real ${set}/${s3}.elf is inconclusive (QEMU leaves unplugged memory out: exit 4, never clean) but finds all 4 pages in a whole-region ELF`, async () => {
     const elf = await realdata(set, `${s3}.elf`);
     const raw = await realdata(set, `${s3}.vmem0.raw`);
     const plugFrom = await realdata(set, `${s3}.mig`);
     const real = await scanCli([elf, "--plugmap-from", plugFrom, "--json"]);
-    assert.equal(real.code, 0, real.err);
-    assert.equal(real.report!.summary.findings, 0);
-    assert.equal(real.report!.summary.absentBytes, real.report!.summary.unpluggedBytes);
+    assert.equal(real.code, 4, real.err);
+    const r = real.report!;
+    assert.equal(r.verdict, "inconclusive");
+    assert.equal(r.summary.findings, 0);
+    // Every unplugged byte (78 blocks of 2 MiB) is absent, and the report says why.
+    assert.equal(r.summary.unpluggedBytes, 78 * 0x20_0000);
+    assert.deepEqual(r.coverage, {
+      unpluggedBytes: 78 * 0x20_0000,
+      examinedBytes: 0,
+      absentBytes: 78 * 0x20_0000,
+      absent: [{
+        reason: "not-in-dump",
+        byteLength: 78 * 0x20_0000,
+        detail: r.coverage!.absent[0]!.detail,
+      }],
+    });
+    assert.match(
+      r.coverage!.absent[0]!.detail,
+      /QEMU >= 6\.2 leaves unplugged virtio-mem memory out/,
+    );
+    assert.deepEqual(r.devices[0]!.coverage, r.coverage);
+    assert.match(r.verdictReason, /156 MiB of 156 MiB unplugged memory was not in the input/);
+    const text = await scanCli([elf, "--plugmap-from", plugFrom]);
+    assert.equal(text.code, 4);
+    assert.match(
+      text.out,
+      /examined 0 B of 156 MiB unplugged memory; absent from the input: 156 MiB left out of the dump/,
+    );
+    assert.match(text.out, /^verdict: inconclusive: no findings, but 156 MiB/m);
 
     const dir = await Deno.makeTempDir({ prefix: "vmem-scan-" });
     try {
@@ -157,7 +175,8 @@ for (const set of SETS) {
       assert.equal(run.code, 3, run.err);
       const { pre, mig } = evil(set);
       assertEvilDumpFindings(run.report!, [...pre, ...mig]);
-      assert.equal(run.report!.summary.absentBytes, 0);
+      assert.equal(run.report!.coverage!.absentBytes, 0);
+      assert.equal(run.report!.coverage!.examinedBytes, 78 * 0x20_0000);
       // Same bytes as in the raw image.
       const fromRaw = await scanCli([raw, "--base", BASE, "--plugmap-from", plugFrom, "--json"]);
       assert.deepEqual(
@@ -169,33 +188,53 @@ for (const set of SETS) {
     }
   });
 
-  Deno.test(`scan reports no findings in the clean real ${set} inputs (s0, s1, s2 as stream, ELF and raw image)`, async (t) => {
+  Deno.test(`scan verdicts on the clean real ${set} inputs (s0, s1, s2): stream and raw image clean (0), ELF dump inconclusive (4), raw image at a wrong --base inconclusive (4)`, async (t) => {
     for (const s of [s0, s1, s2]) {
       const mig = await realdata(set, `${s}.mig`);
-      const inputs: [string, string[]][] = [
-        [`${s}.mig`, [mig]],
-        [`${s}.elf`, [await realdata(set, `${s}.elf`), "--plugmap-from", mig]],
-        [`${s}.vmem0.raw`, [
-          await realdata(set, `${s}.vmem0.raw`),
-          "--base",
-          BASE,
-          "--plugmap-from",
-          mig,
-        ]],
+      const raw = await realdata(set, `${s}.vmem0.raw`);
+      const inputs: [string, string[], "clean" | "inconclusive", string | undefined][] = [
+        [`${s}.mig`, [mig], "clean", undefined],
+        [
+          `${s}.elf`,
+          [await realdata(set, `${s}.elf`), "--plugmap-from", mig],
+          "inconclusive",
+          "not-in-dump",
+        ],
+        [`${s}.vmem0.raw`, [raw, "--base", BASE, "--plugmap-from", mig], "clean", undefined],
+        // 256 MiB too high: the image holds none of the region.
+        [
+          `${s}.vmem0.raw --base 0x110000000`,
+          [raw, "--base", "0x110000000", "--plugmap-from", mig],
+          "inconclusive",
+          "outside-image",
+        ],
       ];
-      for (const [name, args] of inputs) {
+      for (const [name, args, verdict, reason] of inputs) {
         await t.step(name, async () => {
           const run = await scanCli([...args, "--json"]);
-          assert.equal(run.code, 0, run.err);
+          assert.equal(run.code, verdict === "clean" ? 0 : 4, run.err);
           const r = run.report!;
+          assert.equal(r.verdict, verdict);
           assert.equal(r.summary.findings, 0);
           assert.equal(r.details, "pages");
           assert.deepEqual(r.warnings, []);
           assert.equal(r.devices.length, 1);
           // The plug map is the state of that scenario (s0 nothing, s1 0-99, s2 0-13 and 64-99).
-          const plugged = { [s0]: 0, [s1]: 100, [s2]: 50 }[s];
+          const plugged = { [s0]: 0, [s1]: 100, [s2]: 50 }[s]!;
           assert.equal(r.devices[0]!.pluggedBlocks, plugged);
-          if (name.endsWith(".raw")) assert.equal(r.summary.scannedBytes, r.summary.unpluggedBytes);
+          assert.equal(r.summary.unpluggedBytes, (128 - plugged) * 0x20_0000);
+          if (name.endsWith(".mig")) {
+            assert.equal(r.coverage, null);
+            assert.equal(r.verdictReason, "no page record for an unplugged block");
+          } else if (verdict === "clean") {
+            assert.equal(r.coverage!.examinedBytes, r.summary.unpluggedBytes);
+            assert.deepEqual(r.coverage!.absent, []);
+          } else {
+            assert.equal(r.coverage!.examinedBytes, 0);
+            assert.deepEqual(r.coverage!.absent.map((a) => [a.reason, a.byteLength]), [
+              [reason, r.summary.unpluggedBytes],
+            ]);
+          }
         });
       }
     }

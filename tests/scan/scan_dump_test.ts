@@ -42,8 +42,8 @@ Deno.test("scanRawImage() reports non-zero unplugged pages with the exact first 
   });
   assert.equal(report.summary.findings, 2);
   assert.equal(report.summary.nonZeroBytes, 3);
-  assert.equal(report.summary.scannedBytes, 3 * BLOCK);
-  assert.equal(report.summary.absentBytes, 0);
+  assert.equal(report.coverage!.examinedBytes, 3 * BLOCK);
+  assert.equal(report.coverage!.absentBytes, 0);
   const [b1, b3] = report.devices[0]!.blocks;
   assert.equal(b1!.blockIndex, 1);
   assert.deepEqual(b1!.firstNonZero, {
@@ -69,8 +69,21 @@ Deno.test("scanRawImage() counts unplugged memory outside the image as absent", 
     baseGpa: GPA,
   });
   assert.equal(report.summary.findings, 1);
-  assert.equal(report.summary.scannedBytes, BLOCK);
-  assert.equal(report.summary.absentBytes, 2 * BLOCK);
+  assert.equal(report.coverage!.examinedBytes, BLOCK);
+  assert.deepEqual(report.coverage!.absent.map((a) => [a.reason, a.byteLength]), [
+    ["outside-image", 2 * BLOCK],
+  ]);
+  assert.equal(report.verdict, "findings");
+  // Without the finding, the same image is inconclusive, not clean.
+  const clean = await scanRawImage(bytesPositional(new Uint8Array(2 * BLOCK)), {
+    plugMap: testMap([0]),
+    baseGpa: GPA,
+  });
+  assert.equal(clean.verdict, "inconclusive");
+  assert.match(
+    clean.verdictReason,
+    /4.00 MiB of 6.00 MiB unplugged memory was not in the input: 4.00 MiB outside the raw image/,
+  );
 });
 
 Deno.test("scanRawImage() finds nothing when every block with data is plugged", async () => {
@@ -79,7 +92,9 @@ Deno.test("scanRawImage() finds nothing when every block with data is plugged", 
     baseGpa: GPA,
   });
   assert.equal(report.summary.findings, 0);
-  assert.equal(report.summary.scannedBytes, BLOCK);
+  assert.equal(report.coverage!.examinedBytes, BLOCK);
+  assert.equal(report.verdict, "clean");
+  assert.equal(report.devices[0]!.coverage!.unpluggedBytes, BLOCK);
 });
 
 Deno.test("scanRawImage() rejects an unaligned base and reports a file that shrinks", async () => {
@@ -135,9 +150,12 @@ Deno.test("scanElfCore() scans unplugged memory through the PT_LOADs, cut pages 
   const report = await scanElfCore(core, { plugMap: testMap([0]), chunkSize: 1 << 16 });
   assert.equal(report.input.kind, "elf");
   assert.equal(report.summary.findings, 1);
-  assert.equal(report.summary.scannedBytes, BLOCK);
-  assert.equal(report.summary.zeroFillBytes, BLOCK);
-  assert.equal(report.summary.absentBytes, BLOCK);
+  assert.equal(report.coverage!.examinedBytes, BLOCK);
+  assert.deepEqual(
+    report.coverage!.absent.map((a) => [a.reason, a.byteLength]).sort(),
+    [["not-in-dump", BLOCK], ["zero-fill", BLOCK]],
+  );
+  assert.equal(report.coverage!.absentBytes, 2 * BLOCK);
   const block = report.devices[0]!.blocks[0]!;
   assert.equal(block.blockIndex, 1);
   assert.deepEqual(block.firstNonZero, {
@@ -168,7 +186,7 @@ Deno.test("scanRawImage() zero-extends a short last page of an image whose size 
     baseGpa: GPA,
   });
   assert.equal(report.summary.findings, 1);
-  assert.equal(report.summary.scannedBytes, 4096 + 100);
+  assert.equal(report.coverage!.examinedBytes, 4096 + 100);
   const page = report.devices[0]!.blocks[0]!.pages[0]!;
   assert.equal(page.gpa, GPA + BLOCK + 4096);
   assert.equal(page.firstNonZeroOffset, 50);

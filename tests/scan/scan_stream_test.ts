@@ -226,3 +226,35 @@ Deno.test("readStreamPlugMap() returns the stream's own map with the RAMBlock fr
   assert.deepEqual(found!.map.blockRuns(d), [[0, 1], [2, 1]]);
   assert.equal(await readStreamPlugMap(from([memSize()])), undefined);
 });
+
+Deno.test("scanMigration() with rereadable keeps no per-MiB counts and asks for a second pass only when the late state differs", async () => {
+  const records = [memSize(), page(BLOCK, 0), page(2 * BLOCK, 0), late([0, 1])];
+  // The map given agrees with the stream's late state: one pass suffices, pages listed.
+  const same = await scanMigration(from(records), { plugMap: testMap([0, 1]), rereadable: true });
+  assert.equal(same.rescan, false);
+  assert.equal(same.report.details, "pages");
+  assert.deepEqual(same.report.devices[0]!.blocks.map((b) => b.blockIndex), [2]);
+  // It differs: no counts were kept, so the result asks for a second pass with the stream's map.
+  const differs = await scanMigration(from(records), {
+    plugMap: testMap([0, 2]),
+    rereadable: true,
+  });
+  assert.equal(differs.rescan, true);
+  assert.equal(differs.provisionalDiscarded, true);
+  assert.match(differs.report.warnings.join("\n"), /scan the stream again/);
+  const again = await scanMigration(from(records), {
+    plugMap: differs.plugMap!,
+    rereadable: true,
+  });
+  assert.equal(again.rescan, false);
+  assert.deepEqual(again.report.devices[0]!.blocks.map((b) => b.blockIndex), [2]);
+  assert.equal(
+    again.report.devices[0]!.blocks[0]!.pages[0]!.streamOffset,
+    records[2]!.streamOffset,
+  );
+  // Early layout: every record is judged for good, nothing to read again.
+  const earlyRecords = [memSize(), early([0, 2]), page(BLOCK, 0)];
+  const e = await scanMigration(from(earlyRecords), { rereadable: true });
+  assert.equal(e.rescan, false);
+  assert.equal(e.report.summary.findings, 1);
+});
