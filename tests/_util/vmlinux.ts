@@ -18,6 +18,10 @@
  * Policy as for tools (tests/_util/tools.ts): outside CI a missing vmlinux
  * skips the test with a loud message; in CI the test runs and fails.
  *
+ * Deprecated: passing a fixture set (`requireVmlinux("out-small")`) still
+ * looks for the vmlinux of that set's kernel, but nothing fetches it any
+ * more; move such tests onto `kernel_dumps.ts`.
+ *
  * @example
  * ```ts ignore
  * import { requireVmlinux, vmlinuxAvailable } from "../_util/vmlinux.ts";
@@ -150,35 +154,40 @@ function stampMatches(path: string, kernel: GuestKernel): boolean {
   }
 }
 
-function guestKernelOrUndefined(): GuestKernel | undefined {
-  try {
-    return installedGuestKernel();
-  } catch {
-    return undefined;
-  }
+/** The kernel whose vmlinux is wanted: the installed one, or (deprecated) a fixture set's. */
+function wantedKernel(set: RealdataSet | undefined): GuestKernel {
+  return set === undefined ? installedGuestKernel() : fixtureGuestKernel(set);
 }
 
 /**
  * The debug vmlinux of the installed guest kernel, or `undefined`.
  *
+ * @param set Deprecated: the kernel of a fixture set instead (its debug
+ *   package disappears from the archive; use `kernel_dumps.ts`, whose dumps
+ *   come from the installed kernel).
  * @returns An existing path, or `undefined` (also when no guest kernel is installed).
  * @example
  * ```ts ignore
  * const vmlinux = findVmlinux();
  * ```
  */
-export function findVmlinux(): string | undefined {
-  const kernel = guestKernelOrUndefined();
-  if (kernel === undefined) return undefined;
+export function findVmlinux(set?: RealdataSet): string | undefined {
+  let kernel: GuestKernel;
+  try {
+    kernel = wantedKernel(set);
+  } catch {
+    return undefined;
+  }
   return vmlinuxCandidates(kernel.abi).find((p) => isNonEmptyFile(p) && stampMatches(p, kernel));
 }
 
-function missingMessage(): string {
+function missingMessage(set: RealdataSet | undefined): string {
   let kernel: GuestKernel | undefined;
   let why: string;
   try {
-    kernel = installedGuestKernel();
-    why = `no debug vmlinux of the guest kernel ${kernel.abi} ` +
+    kernel = wantedKernel(set);
+    const whose = set === undefined ? "the guest kernel" : `the ${set} fixtures' kernel`;
+    why = `no debug vmlinux of ${whose} ${kernel.abi} ` +
       `(linux-image-${kernel.abi}-dbg ${kernel.version ?? "?"}) in ` +
       vmlinuxCandidates(kernel.abi).join(", ");
   } catch (e) {
@@ -191,30 +200,35 @@ function missingMessage(): string {
         Deno.readTextFileSync(`${cacheDir()}/FAILED-vmlinux-${kernel.abi}.txt`).trim();
     } catch { /* it did not run or did not fail */ }
   }
+  if (set !== undefined) {
+    return `${why}. Nothing fetches it any more: make the dumps with kernel_dumps.ts ` +
+      `and use requireVmlinux() without a fixture set.`;
+  }
   return `${why}. Run as root: sh scripts/fetch-vmlinux-dbg.sh ` +
     `(scripts/install-deps.sh does it), or set VMEM_VMLINUX.${note}`;
 }
 
-let warned = false;
+const warned = new Set<string>();
 
 /**
  * Synchronous check for `Deno.test({ ignore: !vmlinuxAvailable() })`.
  * Outside CI: `false` (with a loud warning once) when the vmlinux is missing.
  * In CI: always `true`, so the test runs and {@linkcode requireVmlinux} fails it.
  *
+ * @param set Deprecated: a fixture set's kernel instead of the installed one.
  * @returns Whether the test may run.
  * @example
  * ```ts ignore
  * Deno.test({ name: "x", ignore: !vmlinuxAvailable(), fn: () => {} });
  * ```
  */
-export function vmlinuxAvailable(): boolean {
+export function vmlinuxAvailable(set?: RealdataSet): boolean {
   if (inCi()) return true;
-  if (findVmlinux() !== undefined) return true;
-  if (!warned) {
-    warned = true;
+  if (findVmlinux(set) !== undefined) return true;
+  if (!warned.has(set ?? "")) {
+    warned.add(set ?? "");
     console.warn(
-      `\n!!! SKIPPING tests that need the guest kernel's debug vmlinux: ${missingMessage()} ` +
+      `\n!!! SKIPPING tests that need the guest kernel's debug vmlinux: ${missingMessage(set)} ` +
         `(in CI they would FAIL)\n`,
     );
   }
@@ -226,6 +240,7 @@ export function vmlinuxAvailable(): boolean {
  * the test) with the reason when it is missing, including why
  * `scripts/fetch-vmlinux-dbg.sh` failed.
  *
+ * @param set Deprecated: a fixture set's kernel instead of the installed one.
  * @returns The absolute path.
  * @throws {Error} When no vmlinux is found.
  * @example
@@ -233,11 +248,11 @@ export function vmlinuxAvailable(): boolean {
  * const vmlinux = requireVmlinux();
  * ```
  */
-export function requireVmlinux(): string {
-  const path = findVmlinux();
+export function requireVmlinux(set?: RealdataSet): string {
+  const path = findVmlinux(set);
   if (path === undefined) {
     throw new Error(
-      `Required debug vmlinux missing: ${missingMessage()}` +
+      `Required debug vmlinux missing: ${missingMessage(set)}` +
         (inCi() ? " (CI must not skip)" : ""),
     );
   }
