@@ -1,26 +1,31 @@
 #!/bin/sh
-# fetch-vmlinux-dbg.sh - the debug vmlinux of the real fixtures' guest kernel,
-# for tests/elf/crash_test.ts (the `crash` utility needs it).
+# fetch-vmlinux-dbg.sh - the debug vmlinux of the kernel the Linux test guest
+# boots, for the tests that need the guest's debug symbols (crash; drgn).
 #
-# Usage: scripts/fetch-vmlinux-dbg.sh [--check | --print-path]
+# Usage: scripts/fetch-vmlinux-dbg.sh [--check | --print-path | --print-abi]
 #   (no option)   make sure CACHE/usr/lib/debug/boot/vmlinux-ABI exists: skip
-#                 when it is there for the right package version, otherwise
-#                 `apt-get download` linux-image-ABI-dbg=VERSION and extract only
-#                 the vmlinux (the rest of the 858 MB package is not unpacked)
+#                 when it is there for the installed package version, otherwise
+#                 `apt-get download` linux-image-ABI-dbg=VERSION (~860 MB) and
+#                 extract only the vmlinux (~630 MB); the .deb is not kept
 #   --check       exit 0 when the vmlinux is there, 1 otherwise (no download)
 #   --print-path  print the vmlinux path (whether or not it exists)
+#   --print-abi   print ABI and VERSION of the guest kernel
 #
-# The kernel comes from the fixtures' manifest (shared/realdata/out-small/
-# manifest.json: key "kernel" = "vmlinuz-ABI", and "linux-image-ABI=VERSION" in
-# "debian_packages"); without a manifest, from the installed linux-image-amd64.
-# The vmlinux must be the one the fixtures' guest booted, so there is no
-# fallback to another version: when apt cannot get the exact package, the
-# script fails and writes the reason to CACHE/FAILED-vmlinux-ABI.txt, which
-# the test shows in its failure message.
+# The guest kernel is the newest /boot/vmlinuz-ABI whose modules include
+# virtio_mem (the rule of tests/_util/guest.ts), i.e. the kernel installed on
+# this machine now; VERSION is its installed Debian package version. Debian
+# serves the -dbg package of the current kernel; it drops an ABI's packages
+# when a newer kernel is published. So when the exact package cannot be
+# downloaded even after `apt-get update`, the installed kernel is no longer
+# current: as root the script then upgrades linux-image-amd64 (the guest boots
+# the newest kernel, so tests follow) and fetches the debug package of the new
+# kernel. Nothing here names a kernel version: the tests' dumps are made in the
+# test from this kernel (tests/_util/kernel_dumps.ts), never from fixtures.
+# When it still fails, the reason goes to CACHE/FAILED-vmlinux-ABI.txt, which
+# the tests show in their failure message.
 #
-# Environment: VMEMDBG_CACHE (default /var/cache/vmemdbg), VMEM_SHARED (the
-# shared folder or its realdata subfolder; default ../shared/realdata beside
-# the checkout). Needs root for apt-get update and the default cache folder.
+# Environment: VMEMDBG_CACHE (default /var/cache/vmemdbg). Needs root for
+# apt-get update/install and the default cache folder.
 # Output: CACHE/usr/lib/debug/boot/vmlinux-ABI plus CACHE/vmlinux-ABI.version
 # (the package version it came from). The file appears only when complete.
 set -eu
@@ -31,53 +36,36 @@ case "${1:-}" in
     "") ;;
     --check) MODE=check ;;
     --print-path) MODE=print ;;
-    *) echo "usage: $0 [--check | --print-path]" >&2; exit 2 ;;
+    --print-abi) MODE=abi ;;
+    *) echo "usage: $0 [--check | --print-path | --print-abi]" >&2; exit 2 ;;
 esac
 
 CACHE=${VMEMDBG_CACHE:-/var/cache/vmemdbg}
 say() { echo "[fetch-vmlinux-dbg] $*" >&2; }
 
 # ------------------------------------------------------------- which kernel
-manifest=""
-if [ -n "${VMEM_SHARED:-}" ]; then
-    for m in "$VMEM_SHARED/realdata/out-small/manifest.json" "$VMEM_SHARED/out-small/manifest.json"; do
-        if [ -f "$m" ]; then manifest=$m; break; fi
+# Sets abi and version: the newest installed kernel with a virtio_mem module.
+guest_kernel() {
+    abi=""
+    for k in $(ls -1 /boot/vmlinuz-* 2>/dev/null | sed 's#.*/vmlinuz-##' | sort -V -r); do
+        if grep -q '/virtio_mem\.ko[.a-z]*:' "/lib/modules/$k/modules.dep" 2>/dev/null; then
+            abi=$k
+            break
+        fi
     done
-elif [ -f ../shared/realdata/out-small/manifest.json ]; then
-    manifest=../shared/realdata/out-small/manifest.json
-fi
+    [ -n "$abi" ] || { say "ERROR: no kernel with a virtio_mem module in /boot (apt-get install linux-image-amd64)"; exit 1; }
+    version=$(dpkg-query -W -f='${Version}' "linux-image-$abi" 2>/dev/null) || version=""
+    [ -n "$version" ] || { say "ERROR: /boot/vmlinuz-$abi is not from a Debian package linux-image-$abi"; exit 1; }
+}
+guest_kernel
 
-abi=""
-version=""
-if [ -n "$manifest" ]; then
-    abi=$(sed -n 's/.*"kernel": *"vmlinuz-\([^"]*\)".*/\1/p' "$manifest" | head -n 1)
-    if [ -n "$abi" ]; then
-        abi_re=$(printf '%s' "$abi" | sed 's/[.]/[.]/g')
-        version=$(sed -n "s/.*\"linux-image-$abi_re=\\([^\"]*\\)\".*/\\1/p" "$manifest" | head -n 1)
-    fi
-    [ -n "$abi" ] && [ -n "$version" ] ||
-        { say "ERROR: $manifest names no kernel (\"kernel\" and \"linux-image-ABI=VERSION\")"; exit 1; }
-fi
-# The installed meta-package: "linux-image-6.1.0-56-amd64 (= 6.1.192-2)".
-installed=$(dpkg-query -W -f='${Depends}' linux-image-amd64 2>/dev/null |
-    sed -n 's/^linux-image-\([^ ,]*\) (= \([^)]*\)).*/\1=\2/p') || true
-if [ -z "$abi" ]; then
-    if [ -z "$installed" ]; then
-        say "ERROR: no fixture manifest (set VMEM_SHARED) and no linux-image-amd64 installed"
-        exit 1
-    fi
-    abi=${installed%%=*}
-    version=${installed#*=}
-    say "no fixture manifest: using the installed linux-image-amd64 ($abi $version)"
-elif [ -n "$installed" ] && [ "$installed" != "$abi=$version" ]; then
-    say "note: the fixtures' guest kernel is $abi $version, the installed linux-image-amd64" \
-        "is ${installed%%=*} ${installed#*=}; fetching the fixtures' one"
-fi
-
-TARGET=$CACHE/usr/lib/debug/boot/vmlinux-$abi
-STAMP=$CACHE/vmlinux-$abi.version
-FAILED=$CACHE/FAILED-vmlinux-$abi.txt
-PKG=linux-image-$abi-dbg
+set_paths() {
+    TARGET=$CACHE/usr/lib/debug/boot/vmlinux-$abi
+    STAMP=$CACHE/vmlinux-$abi.version
+    FAILED=$CACHE/FAILED-vmlinux-$abi.txt
+    PKG=linux-image-$abi-dbg
+}
+set_paths
 
 present() {
     [ -s "$TARGET" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$version" ]
@@ -85,6 +73,7 @@ present() {
 
 case $MODE in
     print) echo "$TARGET"; exit 0 ;;
+    abi) echo "$abi $version"; exit 0 ;;
     check)
         if present; then echo "$TARGET"; exit 0; fi
         say "missing: $TARGET ($PKG $version)"
@@ -101,6 +90,8 @@ fi
 mkdir -p "$CACHE"
 tmp=$(mktemp -d "$CACHE/.tmp-fetch.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
+# apt drops privileges to _apt for downloads: let it write the folder
+if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$tmp"; fi
 
 failed() {
     say "ERROR: $*"
@@ -108,38 +99,55 @@ failed() {
     exit 1
 }
 
-deb_name="${PKG}_${version}_amd64.deb"
-if [ -f "$CACHE/$deb_name" ] && dpkg-deb --info "$CACHE/$deb_name" >/dev/null 2>&1; then
-    deb=$CACHE/$deb_name # left there by hand or by an older run: reuse, keep
-    say "using $deb"
-else
-    # apt drops privileges to _apt for downloads: let it write the folder
-    if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$tmp"; fi
-    t0=$(date +%s)
-    if ! (cd "$tmp" && apt-get download -qq "$PKG=$version") >"$tmp/apt.log" 2>&1; then
-        say "$PKG=$version not downloadable yet: refreshing the package lists"
-        if [ "$(id -u)" = 0 ]; then
-            DEBIAN_FRONTEND=noninteractive apt-get update -qq >>"$tmp/apt.log" 2>&1 || true
+download() { # -> 0 when $tmp/$PKG_$version_amd64.deb is there
+    (cd "$tmp" && apt-get download -qq "$PKG=$version") >>"$tmp/apt.log" 2>&1
+}
+
+t0=$(date +%s)
+if ! download; then
+    say "$PKG=$version not downloadable: refreshing the package lists"
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >>"$tmp/apt.log" 2>&1 || true
+    fi
+    if ! download; then
+        if [ "$(id -u)" != 0 ]; then
+            cat "$tmp/apt.log" >&2
+            failed "$PKG=$version is not available from the apt sources and upgrading" \
+                "the kernel needs root. Run as root: apt-get install linux-image-amd64 &&" \
+                "sh scripts/fetch-vmlinux-dbg.sh, or set VMEM_VMLINUX."
         fi
-        if ! (cd "$tmp" && apt-get download -qq "$PKG=$version") >>"$tmp/apt.log" 2>&1; then
+        # The installed kernel is no longer the archive's current one.
+        old="$abi $version"
+        say "$PKG=$version is not served any more: upgrading linux-image-amd64 to the current kernel"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            linux-image-amd64 >>"$tmp/apt.log" 2>&1 || true
+        guest_kernel
+        set_paths
+        if [ "$abi $version" = "$old" ]; then
             cat "$tmp/apt.log" >&2
             failed "$PKG=$version is not available from the apt sources" \
-                "(apt-cache policy $PKG: $(apt-cache policy "$PKG" 2>/dev/null | sed -n 's/^ *Candidate: //p' | head -n 1)). It is the" \
-                "debug kernel of the fixtures' guest ($manifest); Debian drops an old kernel ABI's" \
-                "packages once a newer one is published. Fetch $deb_name from" \
-                "https://snapshot.debian.org/package/linux/$version/ and put it in $CACHE," \
-                "or set VMEM_VMLINUX to that kernel's vmlinux."
+                "(apt-cache policy $PKG: candidate" \
+                "$(apt-cache policy "$PKG" 2>/dev/null | sed -n 's/^ *Candidate: //p' | head -n 1))," \
+                "and linux-image-amd64 offers no newer kernel. Set VMEM_VMLINUX to the vmlinux" \
+                "of /boot/vmlinuz-$abi."
         fi
+        say "the guest kernel is now $abi $version"
+        if present; then
+            say "already there: $TARGET ($PKG $version)"
+            exit 0
+        fi
+        download || { cat "$tmp/apt.log" >&2; failed "$PKG=$version is not available from the apt sources"; }
     fi
-    deb=$tmp/$deb_name
-    [ -f "$deb" ] || failed "apt-get download did not produce $deb_name"
-    say "downloaded $deb_name ($(du -m "$deb" | cut -f1) MB) in $(($(date +%s) - t0)) s"
 fi
+deb_name="${PKG}_${version}_amd64.deb"
+deb=$(ls "$tmp"/*.deb 2>/dev/null | head -n 1) || true
+[ -n "$deb" ] && [ -f "$deb" ] || failed "apt-get download did not produce $deb_name"
+say "downloaded $(basename "$deb") ($(du -m "$deb" | cut -f1) MB) in $(($(date +%s) - t0)) s"
 
-# Only the vmlinux: it is the 11th member of data.tar, so --occurrence lets tar
-# stop right after it instead of decompressing every module (75 s -> ~10 s).
-# dpkg-deb then dies of SIGPIPE, which is expected: tar's status is the one
-# that counts.
+# Only the vmlinux: it is an early member of data.tar, so --occurrence lets
+# tar stop right after it instead of decompressing every module (75 s -> ~10
+# s). dpkg-deb then dies of SIGPIPE, which is expected: tar's status is the
+# one that counts.
 t0=$(date +%s)
 member=./usr/lib/debug/boot/vmlinux-$abi
 mkdir -p "$tmp/x"

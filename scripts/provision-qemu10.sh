@@ -112,6 +112,7 @@ for pkg in $need; do
         timeout 300 apt-get -qq download "$pkg" >&2
 done
 
+say "downloaded $(ls ./*.deb | wc -l) packages, $(du -cm ./*.deb | tail -n 1 | cut -f1) MB"
 rm -rf "$PREFIX.tmp"
 mkdir -p "$PREFIX.tmp"
 for deb in ./*.deb; do dpkg -x "$deb" "$PREFIX.tmp"; done

@@ -199,3 +199,27 @@ export async function assertFormatError(
   }
   return e;
 }
+
+/**
+ * How often `needle` occurs in `haystack` (overlapping matches count).
+ *
+ * @param haystack Bytes to search.
+ * @param needle Bytes, or text encoded as UTF-8.
+ * @returns The number of matches.
+ * @example
+ * ```ts
+ * import { countBytes } from "./assert.ts";
+ * countBytes(new TextEncoder().encode("abab"), "ab"); // 2
+ * ```
+ */
+export function countBytes(haystack: Uint8Array, needle: Uint8Array | string): number {
+  const n = typeof needle === "string" ? new TextEncoder().encode(needle) : needle;
+  if (n.length === 0) throw new RangeError("empty needle");
+  let hits = 0;
+  for (let i = haystack.indexOf(n[0]!); i >= 0; i = haystack.indexOf(n[0]!, i + 1)) {
+    let j = 1;
+    while (j < n.length && haystack[i + j] === n[j]) j++;
+    if (j === n.length) hits++;
+  }
+  return hits;
+}

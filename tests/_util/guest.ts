@@ -200,7 +200,18 @@ export interface GuestImage {
   modules: string[];
 }
 
-function kernelWithVirtioMem(): { version: string; kernel: string } {
+/**
+ * The kernel the Linux test guest boots: the newest `/boot/vmlinuz-<version>`
+ * whose modules include virtio_mem (the kernel installed on this machine).
+ *
+ * @returns Its release (`uname -r`, e.g. `"6.1.0-57-amd64"`) and image path.
+ * @throws {Error} When no such kernel is installed.
+ * @example
+ * ```ts ignore
+ * const { version } = kernelWithVirtioMem(); // "6.1.0-57-amd64"
+ * ```
+ */
+export function kernelWithVirtioMem(): { version: string; kernel: string } {
   const versions: string[] = [];
   for (const e of Deno.readDirSync("/boot")) {
     if (e.name.startsWith("vmlinuz-")) versions.push(e.name.slice("vmlinuz-".length));

@@ -1,17 +1,26 @@
 /**
- * The debug vmlinux of the real fixtures' guest kernel, which the `crash`
- * utility needs to open a dump (tests/elf/crash_test.ts).
+ * The debug vmlinux of the kernel the Linux test guest boots (the kernel
+ * installed on this machine), which `crash` and drgn need to open a dump of
+ * that guest. Dumps to open with it come from `kernel_dumps.ts`, made in the
+ * test from the same kernel; the shared fixtures' kernel is never needed, so
+ * no test depends on a package version the archive may drop.
  *
  * `scripts/fetch-vmlinux-dbg.sh` (run as root by `scripts/install-deps.sh`)
  * puts it at `/var/cache/vmemdbg/usr/lib/debug/boot/vmlinux-<abi>`, taken
- * from Debian's `linux-image-<abi>-dbg` package of exactly the version named
- * in the fixtures' `manifest.json`. Lookup order:
- * 1. `VMEM_VMLINUX` (a path to a vmlinux);
- * 2. `$VMEMDBG_CACHE` (default `/var/cache/vmemdbg`)`/usr/lib/debug/boot/vmlinux-<abi>`;
+ * from Debian's `linux-image-<abi>-dbg` of exactly the installed
+ * `linux-image-<abi>` version (a stamp file records that version). Lookup
+ * order:
+ * 1. `VMEM_VMLINUX` (a path to a vmlinux; the only candidate when set);
+ * 2. `$VMEMDBG_CACHE` (default `/var/cache/vmemdbg`)`/usr/lib/debug/boot/vmlinux-<abi>`
+ *    when its stamp names the installed package version;
  * 3. `/usr/lib/debug/boot/vmlinux-<abi>` (the `-dbg` package installed with dpkg).
  *
  * Policy as for tools (tests/_util/tools.ts): outside CI a missing vmlinux
  * skips the test with a loud message; in CI the test runs and fails.
+ *
+ * Deprecated: passing a fixture set (`requireVmlinux("out-small")`) still
+ * looks for the vmlinux of that set's kernel, but nothing fetches it any
+ * more; move such tests onto `kernel_dumps.ts`.
  *
  * @example
  * ```ts ignore
@@ -29,16 +38,17 @@
  * @module
  */
 
-import { envGet, inCi } from "./tools.ts";
+import { kernelWithVirtioMem } from "./guest.ts";
 import { type RealdataSet, realdataSharedDir } from "./realdata.ts";
+import { envGet, inCi } from "./tools.ts";
 
 const DEFAULT_CACHE = "/var/cache/vmemdbg";
 
-/** The guest kernel of a fixture set, as its manifest records it. */
+/** A guest kernel: ABI name and Debian package version. */
 export interface GuestKernel {
-  /** Kernel ABI name (`uname -r`), e.g. `"6.1.0-56-amd64"`. */
+  /** Kernel ABI name (`uname -r`), e.g. `"6.1.0-57-amd64"`. */
   abi: string;
-  /** Debian package version, e.g. `"6.1.192-2"`; `undefined` when not recorded. */
+  /** Debian package version of `linux-image-<abi>`, e.g. `"6.1.192-3"`; `undefined` when unknown. */
   version: string | undefined;
 }
 
@@ -51,9 +61,47 @@ function isNonEmptyFile(path: string): boolean {
   }
 }
 
+function cacheDir(): string {
+  return envGet("VMEMDBG_CACHE") || DEFAULT_CACHE;
+}
+
+function packageVersion(pkg: string): string | undefined {
+  try {
+    const out = new Deno.Command("dpkg-query", {
+      args: ["-W", "-f=${Version}", pkg],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync();
+    const v = new TextDecoder().decode(out.stdout).trim();
+    return out.success && v !== "" ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * The guest kernel the fixtures of `set` booted, from its `manifest.json`
- * (`"kernel": "vmlinuz-<abi>"`, `"linux-image-<abi>=<version>"`).
+ * The kernel the Linux test guest boots: the newest installed kernel with a
+ * virtio_mem module (`kernelWithVirtioMem()` in `guest.ts`) and its package
+ * version.
+ *
+ * @returns ABI and version.
+ * @throws {Error} When no such kernel is installed.
+ * @example
+ * ```ts ignore
+ * const { abi, version } = installedGuestKernel(); // "6.1.0-57-amd64", "6.1.192-3"
+ * ```
+ */
+export function installedGuestKernel(): GuestKernel {
+  const abi = kernelWithVirtioMem().version;
+  return { abi, version: packageVersion(`linux-image-${abi}`) };
+}
+
+/**
+ * The guest kernel the shared fixtures of `set` booted, from its
+ * `manifest.json` (`"kernel": "vmlinuz-<abi>"`, `"linux-image-<abi>=<version>"`).
+ * Informational: no test needs that kernel's debug package (it disappears
+ * from the archive once a newer kernel is published).
  *
  * @param set Fixture set. @default {"out-small"}
  * @returns ABI name and package version.
@@ -85,58 +133,76 @@ export function fixtureGuestKernel(set: RealdataSet = "out-small"): GuestKernel 
  * @example
  * ```ts
  * import { vmlinuxCandidates } from "./vmlinux.ts";
- * console.log(vmlinuxCandidates("6.1.0-56-amd64"));
+ * console.log(vmlinuxCandidates("6.1.0-57-amd64"));
  * ```
  */
 export function vmlinuxCandidates(abi: string): string[] {
-  const out: string[] = [];
   const explicit = envGet("VMEM_VMLINUX");
-  if (explicit) out.push(explicit);
-  const cache = envGet("VMEMDBG_CACHE") || DEFAULT_CACHE;
-  out.push(`${cache}/usr/lib/debug/boot/vmlinux-${abi}`);
-  out.push(`/usr/lib/debug/boot/vmlinux-${abi}`);
-  return out;
+  if (explicit) return [explicit];
+  return [`${cacheDir()}/usr/lib/debug/boot/vmlinux-${abi}`, `/usr/lib/debug/boot/vmlinux-${abi}`];
+}
+
+/** A cached copy counts only when its stamp names the package version it must match. */
+function stampMatches(path: string, kernel: GuestKernel): boolean {
+  const cached = `${cacheDir()}/usr/lib/debug/boot/vmlinux-${kernel.abi}`;
+  if (path !== cached || kernel.version === undefined) return true;
+  try {
+    const stamp = Deno.readTextFileSync(`${cacheDir()}/vmlinux-${kernel.abi}.version`).trim();
+    return stamp === kernel.version;
+  } catch {
+    return false;
+  }
+}
+
+/** The kernel whose vmlinux is wanted: the installed one, or (deprecated) a fixture set's. */
+function wantedKernel(set: RealdataSet | undefined): GuestKernel {
+  return set === undefined ? installedGuestKernel() : fixtureGuestKernel(set);
 }
 
 /**
- * The debug vmlinux of a fixture set's guest kernel, or `undefined`.
- * `VMEM_VMLINUX`, when set, is the only candidate that counts if it exists.
+ * The debug vmlinux of the installed guest kernel, or `undefined`.
  *
- * @param set Fixture set. @default {"out-small"}
- * @returns An existing path, or `undefined` (also when the manifest is missing).
+ * @param set Deprecated: the kernel of a fixture set instead (its debug
+ *   package disappears from the archive; use `kernel_dumps.ts`, whose dumps
+ *   come from the installed kernel).
+ * @returns An existing path, or `undefined` (also when no guest kernel is installed).
  * @example
  * ```ts ignore
  * const vmlinux = findVmlinux();
  * ```
  */
-export function findVmlinux(set: RealdataSet = "out-small"): string | undefined {
-  let abi: string;
+export function findVmlinux(set?: RealdataSet): string | undefined {
+  let kernel: GuestKernel;
   try {
-    abi = fixtureGuestKernel(set).abi;
+    kernel = wantedKernel(set);
   } catch {
     return undefined;
   }
-  return vmlinuxCandidates(abi).find(isNonEmptyFile);
+  return vmlinuxCandidates(kernel.abi).find((p) => isNonEmptyFile(p) && stampMatches(p, kernel));
 }
 
-function missingMessage(set: RealdataSet): string {
+function missingMessage(set: RealdataSet | undefined): string {
   let kernel: GuestKernel | undefined;
   let why: string;
   try {
-    kernel = fixtureGuestKernel(set);
-    why = `no debug vmlinux of the fixtures' guest kernel ${kernel.abi} ` +
+    kernel = wantedKernel(set);
+    const whose = set === undefined ? "the guest kernel" : `the ${set} fixtures' kernel`;
+    why = `no debug vmlinux of ${whose} ${kernel.abi} ` +
       `(linux-image-${kernel.abi}-dbg ${kernel.version ?? "?"}) in ` +
       vmlinuxCandidates(kernel.abi).join(", ");
   } catch (e) {
-    why = `cannot tell the fixtures' guest kernel: ${(e as Error).message}`;
+    why = `no guest kernel: ${(e as Error).message}`;
   }
-  const cache = envGet("VMEMDBG_CACHE") || DEFAULT_CACHE;
   let note = "";
   if (kernel) {
     try {
       note = "\nscripts/fetch-vmlinux-dbg.sh failed: " +
-        Deno.readTextFileSync(`${cache}/FAILED-vmlinux-${kernel.abi}.txt`).trim();
+        Deno.readTextFileSync(`${cacheDir()}/FAILED-vmlinux-${kernel.abi}.txt`).trim();
     } catch { /* it did not run or did not fail */ }
+  }
+  if (set !== undefined) {
+    return `${why}. Nothing fetches it any more: make the dumps with kernel_dumps.ts ` +
+      `and use requireVmlinux() without a fixture set.`;
   }
   return `${why}. Run as root: sh scripts/fetch-vmlinux-dbg.sh ` +
     `(scripts/install-deps.sh does it), or set VMEM_VMLINUX.${note}`;
@@ -149,32 +215,32 @@ const warned = new Set<string>();
  * Outside CI: `false` (with a loud warning once) when the vmlinux is missing.
  * In CI: always `true`, so the test runs and {@linkcode requireVmlinux} fails it.
  *
- * @param set Fixture set. @default {"out-small"}
+ * @param set Deprecated: a fixture set's kernel instead of the installed one.
  * @returns Whether the test may run.
  * @example
  * ```ts ignore
  * Deno.test({ name: "x", ignore: !vmlinuxAvailable(), fn: () => {} });
  * ```
  */
-export function vmlinuxAvailable(set: RealdataSet = "out-small"): boolean {
+export function vmlinuxAvailable(set?: RealdataSet): boolean {
   if (inCi()) return true;
   if (findVmlinux(set) !== undefined) return true;
-  if (!warned.has(set)) {
-    warned.add(set);
+  if (!warned.has(set ?? "")) {
+    warned.add(set ?? "");
     console.warn(
-      `\n!!! SKIPPING tests that need the guest kernel's debug vmlinux: ${
-        missingMessage(set)
-      } (in CI they would FAIL)\n`,
+      `\n!!! SKIPPING tests that need the guest kernel's debug vmlinux: ${missingMessage(set)} ` +
+        `(in CI they would FAIL)\n`,
     );
   }
   return false;
 }
 
 /**
- * Path of the debug vmlinux; throws (failing the test) with the reason when
- * it is missing, including why `scripts/fetch-vmlinux-dbg.sh` failed.
+ * Path of the debug vmlinux of the installed guest kernel; throws (failing
+ * the test) with the reason when it is missing, including why
+ * `scripts/fetch-vmlinux-dbg.sh` failed.
  *
- * @param set Fixture set. @default {"out-small"}
+ * @param set Deprecated: a fixture set's kernel instead of the installed one.
  * @returns The absolute path.
  * @throws {Error} When no vmlinux is found.
  * @example
@@ -182,7 +248,7 @@ export function vmlinuxAvailable(set: RealdataSet = "out-small"): boolean {
  * const vmlinux = requireVmlinux();
  * ```
  */
-export function requireVmlinux(set: RealdataSet = "out-small"): string {
+export function requireVmlinux(set?: RealdataSet): string {
   const path = findVmlinux(set);
   if (path === undefined) {
     throw new Error(

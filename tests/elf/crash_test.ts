@@ -1,42 +1,36 @@
 /**
- * The real `crash` utility, with the debug vmlinux of the fixtures' guest
- * kernel, opens a dump we stripped exactly as it opens the original: same
- * `sys` and `kmem -i`, same bytes in plugged memory, and a read error (not
- * the EVIL bytes) in unplugged memory.
+ * The real `crash` utility, with the debug vmlinux of the guest's kernel,
+ * opens a dump we stripped exactly as it opens the original: same `sys` and
+ * `kmem -i`, same bytes in plugged memory, and a read error (not the EVIL
+ * bytes) in unplugged memory. It also reads QEMU's own kdump dump of the
+ * same state (7.2: flattened kdump-zlib; 10.0: plain kdump-raw-zlib): same
+ * `kmem -i`, same bytes in plugged memory, unplugged memory absent.
  *
- * The original is the dump a QEMU < 6.2 or a /proc/vmcore copy would hold:
- * the real s3-malicious dump with the whole virtio-mem region as one PT_LOAD
- * of the pmemsave image, the guest's EVIL writes to unplugged blocks inside.
+ * The dumps are made in the test (tests/_util/kernel_dumps.ts) by QEMU 7.2
+ * and 10.0 from a Linux guest running the kernel installed on this machine,
+ * whose debug package Debian serves while it is current
+ * (scripts/fetch-vmlinux-dbg.sh). The original is the dump a QEMU < 6.2 or a
+ * /proc/vmcore copy would hold: QEMU's ELF dump with the whole virtio-mem
+ * region as one PT_LOAD of the pmemsave image, the EVIL writes to unplugged
+ * blocks inside.
  *
- * Needs `crash`, `readelf` and the vmlinux (scripts/fetch-vmlinux-dbg.sh);
- * fails in CI when one is missing, skips loudly elsewhere.
+ * Needs `crash`, `readelf`, QEMU and the vmlinux; fails in CI when one is
+ * missing, skips loudly elsewhere.
  */
 import assert from "node:assert/strict";
-import { readPhdrsIndependently, writeWholeRegionElf } from "../_util/elf_builder.ts";
-import { realdata, realdataAvailable, realdataFacts } from "../_util/realdata.ts";
+import { CLI_MAIN } from "../_util/cli.ts";
+import { writeWholeRegionElf } from "../_util/elf_builder.ts";
+import { readFileBytes } from "../_util/files.ts";
+import { type KernelDumps, kernelDumps, kernelDumpsAvailable } from "../_util/kernel_dumps.ts";
+import { QEMU_VERSIONS } from "../_util/qemu.ts";
 import { requireTool, runTool, toolAvailable, type ToolResult } from "../_util/tools.ts";
-import { fixtureGuestKernel, requireVmlinux, vmlinuxAvailable } from "../_util/vmlinux.ts";
-import { readFileBytes } from "./_helpers.ts";
-import { firstNonZero, pluggedRanges, REGION, unpluggedRanges } from "./_realdata.ts";
+import { vmlinuxAvailable } from "../_util/vmlinux.ts";
+import { firstNonZero } from "./_realdata.ts";
 
-const SCENARIO = "s3-malicious";
-const CLI_MAIN = decodeURIComponent(new URL("../../cli/main.ts", import.meta.url).pathname);
 const CRASH_TIMEOUT_MS = 300_000;
 const PROBE_BYTES = 16;
 
 const hex = (n: number) => `0x${n.toString(16)}`;
-
-/** `OSRELEASE` and `BUILD-ID` from the VMCOREINFO note of a real dump, read without src/. */
-async function vmcoreinfoOf(elfPath: string): Promise<{ osrelease?: string; buildId?: string }> {
-  const note = (await readPhdrsIndependently(elfPath)).find((p) => p.type === 4);
-  assert.ok(note, `${elfPath} has no PT_NOTE`);
-  const text = new TextDecoder("latin1").decode(
-    await readFileBytes(elfPath, note.offset, note.filesz),
-  );
-  const osrelease = /(?:^|[\n\0])OSRELEASE=(\S+)/.exec(text)?.[1];
-  const buildId = /(?:^|[\n\0])BUILD-ID=([0-9a-f]+)/.exec(text)?.[1];
-  return { ...(osrelease ? { osrelease } : {}), ...(buildId ? { buildId } : {}) };
-}
 
 /** One `rd -p -8 GPA 16` probe and what its bytes must be. */
 interface Probe {
@@ -47,35 +41,19 @@ interface Probe {
 }
 
 /** Where to read: start, first non-zero line and last line of every plugged run; every EVIL write. */
-async function probesFor(raw: string): Promise<Probe[]> {
+async function probesFor(d: KernelDumps): Promise<Probe[]> {
   const gpas = new Map<number, boolean>();
-  for (const r of pluggedRanges(SCENARIO)) {
+  for (const r of d.pluggedRanges) {
     gpas.set(r.gpa, true);
-    const nz = await firstNonZero(raw, r.gpa - REGION.gpa, r.byteLength);
+    const nz = await firstNonZero(d.raw, r.gpa - d.device.gpa, r.byteLength);
     if (nz !== undefined) gpas.set(r.gpa + nz, true);
     gpas.set(r.gpa + r.byteLength - PROBE_BYTES, true);
   }
-  const manifest = realdataFacts("out-small").manifest;
-  const evil: Array<{ gpa: number; marker: string }> = [
-    ...manifest.malicious_writes.pre_migration,
-    ...manifest.malicious_writes.during_migration,
-  ];
-  assert.ok(evil.length >= 2, "the manifest lists the guest's EVIL writes");
-  const unplugged = unpluggedRanges(SCENARIO);
-  for (const w of evil) {
-    assert.ok(
-      unplugged.some((u) => u.gpa <= w.gpa && w.gpa < u.gpa + u.byteLength),
-      `EVIL write at ${hex(w.gpa)} is in an unplugged block`,
-    );
-    gpas.set(w.gpa, false);
-  }
-  // The addresses of the brief must be among them.
-  for (const must of [0x1_0000_0000, 0x1_0800_0000]) assert.equal(gpas.get(must), true);
-  for (const must of [0x1_04e0_1000, 0x1_01c0_0000]) assert.equal(gpas.get(must), false);
-
+  assert.ok(d.evil.length >= 3, "the guest's EVIL writes");
+  for (const w of d.evil) gpas.set(w.gpa, false);
   const probes: Probe[] = [];
   for (const [gpa, plugged] of [...gpas].sort((a, b) => a[0] - b[0])) {
-    const expected = [...(await readFileBytes(raw, gpa - REGION.gpa, PROBE_BYTES))];
+    const expected = [...(await readFileBytes(d.raw, gpa - d.device.gpa, PROBE_BYTES))];
     if (!plugged) {
       assert.equal(
         new TextDecoder().decode(new Uint8Array(expected.slice(0, 5))),
@@ -85,6 +63,7 @@ async function probesFor(raw: string): Promise<Probe[]> {
     }
     probes.push({ gpa, plugged, expected });
   }
+  assert.ok(probes.filter((p) => p.plugged).some((p) => p.expected.some((b) => b !== 0)));
   return probes;
 }
 
@@ -149,114 +128,129 @@ function diagnostics(run: CrashRun, dump: string): string[] {
     .filter((l) => l !== "");
 }
 
-const ready = [
-  toolAvailable("crash", "readelf"),
-  vmlinuxAvailable("out-small"),
-  realdataAvailable("out-small"),
-].every(Boolean);
+/**
+ * `rd -p -8` of unplugged memory in a dump that leaves it out fails: crash
+ * says "read error" for an ELF dump without a PT_LOAD there and "seek error"
+ * for a kdump page whose bitmap bit is clear.
+ */
+function assertReadError(text: string, gpa: number, what: string, error = "read"): void {
+  assert.match(
+    text,
+    new RegExp(`^rd: ${error} error: physical address: ${gpa.toString(16)}\\s`, "m"),
+    `${what}, rd -p ${hex(gpa)} must fail`,
+  );
+  assert.doesNotMatch(text, /EVIL/, `${what}, rd -p ${hex(gpa)}`);
+}
 
-Deno.test({
-  name: "strip CLI output opens in crash like the whole-region dump, minus unplugged memory",
-  ignore: !ready,
-  fn: async () => {
-    requireTool("crash");
-    const vmlinux = requireVmlinux("out-small");
-    const elf = await realdata("out-small", `${SCENARIO}.elf`);
-    const raw = await realdata("out-small", `${SCENARIO}.vmem0.raw`);
-    const mig = await realdata("out-small", `${SCENARIO}.mig`);
+for (const qemu of QEMU_VERSIONS) {
+  Deno.test({
+    name:
+      `crash opens our strip of a QEMU ${qemu} dump like the whole-region dump, minus unplugged memory, and QEMU's kdump alike`,
+    ignore: ![toolAvailable("crash", "readelf"), vmlinuxAvailable(), kernelDumpsAvailable(qemu)]
+      .every(Boolean),
+    fn: async () => {
+      requireTool("crash");
+      const d = await kernelDumps(qemu);
+      const vmlinux = d.vmlinux;
+      const abi = d.kernel.abi;
 
-    // The vmlinux must be the guest's kernel, or crash's verdict means nothing.
-    const { abi } = fixtureGuestKernel("out-small");
-    const info = await vmcoreinfoOf(elf);
-    assert.equal(info.osrelease, abi, "the dump's VMCOREINFO names the manifest's kernel");
-    const notes = await runTool("readelf", ["-nW", vmlinux]);
-    assert.equal(notes.code, 0, notes.stderr);
-    const vmlinuxBuildId = /Build ID: ([0-9a-f]+)/.exec(notes.stdout)?.[1];
-    assert.ok(info.buildId, "the dump's VMCOREINFO has a BUILD-ID");
-    assert.equal(
-      vmlinuxBuildId,
-      info.buildId,
-      `${vmlinux} is not the guest's kernel (build id differs from the dump's VMCOREINFO)`,
-    );
+      // The vmlinux must be the guest's kernel, or crash's verdict means nothing.
+      assert.equal(d.vmcoreinfo.osrelease, abi, "the dump's VMCOREINFO names the guest kernel");
+      const notes = await runTool("readelf", ["-nW", vmlinux]);
+      assert.equal(notes.code, 0, notes.stderr);
+      assert.equal(
+        /Build ID: ([0-9a-f]+)/.exec(notes.stdout)?.[1],
+        d.vmcoreinfo.buildId,
+        `${vmlinux} is not the guest's kernel (build id differs from the dump's VMCOREINFO)`,
+      );
 
-    const dir = Deno.makeTempDirSync({ prefix: "vmem-crash-" });
-    try {
-      // 1. The dump as QEMU < 6.2 or a /proc/vmcore copy has it: EVIL pages inside.
-      const input = `${dir}/whole-region.elf`;
-      await writeWholeRegionElf(elf, raw, REGION, input);
-      // 2. Strip it with the real CLI.
-      const output = `${dir}/stripped.elf`;
-      const strip = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", CLI_MAIN, "strip", input, output, "--plugmap-from", mig],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stripErr = new TextDecoder().decode(strip.stderr);
-      assert.equal(strip.code, 0, `vmem-dump strip failed: ${stripErr}`);
+      const dir = Deno.makeTempDirSync({ prefix: "vmem-crash-" });
+      try {
+        // 1. The dump as QEMU < 6.2 or a /proc/vmcore copy has it: EVIL pages inside.
+        const input = `${dir}/whole-region.elf`;
+        await writeWholeRegionElf(d.elf, d.raw, d.device, input);
+        // 2. Strip it with the real CLI.
+        const output = `${dir}/stripped.elf`;
+        const strip = await new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", CLI_MAIN, "strip", input, output, "--plugmap", d.plugmap],
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const stripErr = new TextDecoder().decode(strip.stderr);
+        assert.equal(strip.code, 0, `vmem-dump strip failed: ${stripErr}`);
 
-      // 3. One crash session per file, both at once.
-      const probes = await probesFor(raw);
-      const t0 = performance.now();
-      const [before, after] = await Promise.all([
-        runCrash(vmlinux, input, `${dir}/crash-in`, probes),
-        runCrash(vmlinux, output, `${dir}/crash-out`, probes),
-      ]);
-      const seconds = ((performance.now() - t0) / 1000).toFixed(1);
-      console.log(`crash on both dumps: ${seconds} s`);
-
-      // 4. Both sessions ran to the end.
-      for (const [what, run] of [["input", before], ["output", after]] as const) {
-        assert.equal(
-          run.result.code,
-          0,
-          `crash on the ${what} exited ${run.result.code}:\n${run.result.stdout}\n${run.result.stderr}`,
+        // 3. One crash session per file, all at once; QEMU 10's kdump in its plain
+        //    (non-flattened) form, 7.2's flattened (the only one it writes).
+        const kdumpFormat = qemu === "7.2" ? "kdump-zlib" : "kdump-raw-zlib";
+        const probes = await probesFor(d);
+        const t0 = performance.now();
+        const [before, after, kdump] = await Promise.all([
+          runCrash(vmlinux, input, `${dir}/crash-in`, probes),
+          runCrash(vmlinux, output, `${dir}/crash-out`, probes),
+          runCrash(vmlinux, d.kdump[kdumpFormat]!, `${dir}/crash-kdump`, probes),
+        ]);
+        const seconds = ((performance.now() - t0) / 1000).toFixed(1);
+        console.log(
+          `crash on three dumps of QEMU ${qemu} (${d.qemuVersion}), ${abi}: ${seconds} s`,
         );
-        assert.match(run.sys, new RegExp(`^\\s+RELEASE: ${abi.replaceAll(".", "\\.")}$`, "m"));
-        assert.match(run.kmem, /^\s+TOTAL MEM\s+\d+/m, `kmem -i on the ${what}:\n${run.kmem}`);
-      }
-      const dumpfileless = (s: string) => s.replace(/^\s*DUMPFILE: .*\n/m, "");
-      assert.equal(dumpfileless(after.sys), dumpfileless(before.sys), "sys");
-      assert.equal(after.kmem, before.kmem, "kmem -i");
 
-      for (const p of probes) {
-        const at = hex(p.gpa);
-        assert.deepEqual(rdBytes(before.rd.get(p.gpa)!), p.expected, `input, rd -p ${at}`);
-        if (p.plugged) {
-          assert.deepEqual(rdBytes(after.rd.get(p.gpa)!), p.expected, `output, rd -p ${at}`);
-        } else {
-          assert.match(before.rd.get(p.gpa)!, /EVIL-/, `input, rd -p ${at} shows the EVIL text`);
-          assert.match(
-            after.rd.get(p.gpa)!,
-            new RegExp(`^rd: read error: physical address: ${p.gpa.toString(16)}\\s`, "m"),
-            `output, rd -p ${at} must fail`,
+        // 4. Every session ran to the end.
+        const runs = [["input", before], ["output", after], [kdumpFormat, kdump]] as const;
+        for (const [what, run] of runs) {
+          assert.equal(
+            run.result.code,
+            0,
+            `crash on the ${what} exited ${run.result.code}:\n${run.result.stdout}\n${run.result.stderr}`,
           );
-          assert.doesNotMatch(after.rd.get(p.gpa)!, /EVIL/, `output, rd -p ${at}`);
+          assert.match(run.sys, new RegExp(`^\\s+RELEASE: ${abi.replaceAll(".", "\\.")}$`, "m"));
+          assert.match(run.kmem, /^\s+TOTAL MEM\s+\d+/m, `kmem -i on the ${what}:\n${run.kmem}`);
         }
-      }
+        const dumpfileless = (s: string) => s.replace(/^\s*DUMPFILE: .*\n/m, "");
+        assert.equal(dumpfileless(after.sys), dumpfileless(before.sys), "sys");
+        assert.equal(after.kmem, before.kmem, "kmem -i");
+        assert.equal(kdump.kmem, before.kmem, `kmem -i of QEMU's ${kdumpFormat}`);
 
-      // crash says nothing about our output that it did not say about the input,
-      // except the expected read errors in unplugged memory.
-      const expectedErrors = new Set(
-        probes.filter((p) => !p.plugged).map((p) =>
-          `rd: read error: physical address: ${p.gpa.toString(16)}`
-        ),
-      );
-      const inputDiag = new Set(diagnostics(before, input));
-      const newDiag = diagnostics(after, output).filter((l) =>
-        !inputDiag.has(l) &&
-        ![...expectedErrors].some((e) => l.startsWith(`${e} `) || l === e)
-      );
-      assert.deepEqual(newDiag, [], "crash messages on the stripped dump only");
-      const seenErrors = diagnostics(after, output).filter((l) => l.startsWith("rd: read error"));
-      assert.equal(seenErrors.length, expectedErrors.size, seenErrors.join("\n"));
-      assert.deepEqual(
-        [...inputDiag].filter((l) => /read error/.test(l)),
-        [],
-        "no read error on the input",
-      );
-    } finally {
-      Deno.removeSync(dir, { recursive: true });
-    }
-  },
-});
+        for (const p of probes) {
+          const at = hex(p.gpa);
+          assert.deepEqual(rdBytes(before.rd.get(p.gpa)!), p.expected, `input, rd -p ${at}`);
+          if (p.plugged) {
+            assert.deepEqual(rdBytes(after.rd.get(p.gpa)!), p.expected, `output, rd -p ${at}`);
+            assert.deepEqual(
+              rdBytes(kdump.rd.get(p.gpa)!),
+              p.expected,
+              `${kdumpFormat}, rd -p ${at}`,
+            );
+          } else {
+            assert.match(before.rd.get(p.gpa)!, /EVIL-/, `input, rd -p ${at} shows the EVIL text`);
+            assertReadError(after.rd.get(p.gpa)!, p.gpa, "output");
+            assertReadError(kdump.rd.get(p.gpa)!, p.gpa, kdumpFormat, "seek");
+          }
+        }
+
+        // crash says nothing about our output that it did not say about the input,
+        // except the expected read errors in unplugged memory.
+        const expectedErrors = new Set(
+          probes.filter((p) => !p.plugged).map((p) =>
+            `rd: read error: physical address: ${p.gpa.toString(16)}`
+          ),
+        );
+        const inputDiag = new Set(diagnostics(before, input));
+        const newDiag = diagnostics(after, output).filter((l) =>
+          !inputDiag.has(l) &&
+          ![...expectedErrors].some((e) => l.startsWith(`${e} `) || l === e)
+        );
+        assert.deepEqual(newDiag, [], "crash messages on the stripped dump only");
+        const seenErrors = diagnostics(after, output).filter((l) => l.startsWith("rd: read error"));
+        assert.equal(seenErrors.length, expectedErrors.size, seenErrors.join("\n"));
+        assert.deepEqual(
+          [...inputDiag].filter((l) => /read error/.test(l)),
+          [],
+          "no read error on the input",
+        );
+      } finally {
+        Deno.removeSync(dir, { recursive: true });
+      }
+    },
+  });
+}

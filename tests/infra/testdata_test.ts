@@ -4,6 +4,7 @@
  */
 
 import assert from "node:assert/strict";
+import { countBytes } from "../_util/assert.ts";
 import { zstdDecompressSync } from "node:zlib";
 import { sha256File, sha256Hex } from "../_util/hashing.ts";
 
@@ -31,17 +32,6 @@ function listFiles(dir: string, prefix = ""): string[] {
     else if (rel !== "README.md") out.push(rel);
   }
   return out.sort();
-}
-
-function countOf(haystack: Uint8Array, needle: string): number {
-  const n = new TextEncoder().encode(needle);
-  let hits = 0;
-  for (let i = haystack.indexOf(n[0]!); i >= 0; i = haystack.indexOf(n[0]!, i + 1)) {
-    let j = 1;
-    while (j < n.length && haystack[i + j] === n[j]) j++;
-    if (j === n.length) hits++;
-  }
-  return hits;
 }
 
 Deno.test("testdata/README.md lists every file under testdata/ with its size and sha256", async () => {
@@ -85,10 +75,10 @@ for (const d of DEMO) {
     assert.deepEqual([...mig.subarray(0, 8)], [0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3]);
     assert.equal(new TextDecoder().decode(mig.subarray(13, 13 + d.machine.length)), d.machine);
     // one marker page per plugged block (+1: the format string inside the guest image)
-    assert.equal(Math.floor(countOf(mig, "DATA block=") / 64), 50);
-    assert.equal(countOf(mig, "EVIL-MIG gpa=0x000104e01000 line="), 64);
-    assert.equal(countOf(mig, "EVIL-MIG gpa=0x000106a01000 line="), 64);
-    assert.equal(countOf(mig, "EVIL-PRE"), 0);
+    assert.equal(Math.floor(countBytes(mig, "DATA block=") / 64), 50);
+    assert.equal(countBytes(mig, "EVIL-MIG gpa=0x000104e01000 line="), 64);
+    assert.equal(countBytes(mig, "EVIL-MIG gpa=0x000106a01000 line="), 64);
+    assert.equal(countBytes(mig, "EVIL-PRE"), 0);
     const bitmap = [0, 0, 0, 0, 0, 0, 0x3f, 0xff, 0, 0, 0, 0x0f, 0xff, 0xff, 0xff, 0xff];
     if (d.earlyBitmapAt !== undefined) {
       assert.deepEqual([...mig.subarray(d.earlyBitmapAt, d.earlyBitmapAt + 16)], bitmap);

@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { countBytes } from "../_util/assert.ts";
 import { evilPage } from "../_util/guest.ts";
 import {
   compareGuestMemory,
@@ -24,20 +25,6 @@ import {
 
 const MiB = 1 << 20;
 const BLOCK = 2 * MiB;
-
-function count(haystack: Uint8Array, needle: string): number {
-  const n = new TextEncoder().encode(needle);
-  let hits = 0;
-  outer: for (
-    let i = haystack.indexOf(n[0]!);
-    i >= 0 && i + n.length <= haystack.length;
-    i = haystack.indexOf(n[0]!, i + 1)
-  ) {
-    for (let j = 1; j < n.length; j++) if (haystack[i + j] !== n[j]) continue outer;
-    hits++;
-  }
-  return hits;
-}
 
 for (const qemu of ["7.2", "10"] as QemuVersion[]) {
   Deno.test({
@@ -63,8 +50,8 @@ for (const qemu of ["7.2", "10"] as QemuVersion[]) {
       const bytes = await Deno.readFile(mig);
       assert.ok(bytes.length < 4 * MiB, `tiny stream is ${bytes.length} bytes`);
       // one 64-line marker page per plugged block (+1: the format string in the guest image)
-      assert.equal(Math.floor(count(bytes, "DATA block=") / 64), 50);
-      assert.equal(Math.floor(count(bytes, "EVIL-MIG") / 64), 1);
+      assert.equal(Math.floor(countBytes(bytes, "DATA block=") / 64), 50);
+      assert.equal(Math.floor(countBytes(bytes, "EVIL-MIG") / 64), 1);
 
       await src.dumpGuestMemory(`${tmp.path}/src.elf`);
       await using dst = await startDestination({
