@@ -14,7 +14,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PKGS="qemu-system-x86 linux-image-amd64 busybox-static cpio zstd binutils gdb crash makedumpfile file"
+PKGS="qemu-system-x86 linux-image-amd64 busybox-static cpio zstd binutils gdb crash makedumpfile python3-drgn file"
 ci=0
 case "${CI:-}" in true|1) ci=1 ;; esac
 
