@@ -13,7 +13,7 @@
 
 import { UnsupportedFeatureError } from "../errors.ts";
 import { EM_386, EM_AARCH64, EM_X86_64 } from "../elf/constants.ts";
-import { parseVmcoreinfo } from "../elf/note.ts";
+import { parseNotes, parseVmcoreinfo } from "../elf/note.ts";
 import { concatNoteSegments, type ElfCore, planGpaRange } from "../elf/reader.ts";
 import { KDUMP_MAX_BLOCK_SIZE, KDUMP_MIN_BLOCK_SIZE, type KdumpUtsname } from "../kdump/header.ts";
 import { kdumpCodecFlag, type KdumpWriteCodec, PageCompressorPool } from "../kdump/compress.ts";
@@ -182,6 +182,7 @@ export async function elfToKdump(
       dumpLevel: options.excludeZeroPages ? 1 : 0,
       notes: baseNotes,
       ...(vmcoreinfoNote ? { vmcoreinfo: vmcoreinfoNote.desc } : {}),
+      ...vmcoreinfoPlace(baseNotes, core.ehdr.littleEndian),
     });
     const batchPages = options.batchPages ?? 256;
     const inFlight: Array<
@@ -292,4 +293,10 @@ export async function elfToKdump(
   } finally {
     pool.close();
   }
+}
+
+/** Where the VMCOREINFO text sits inside a notes area, for `vmcoreinfoInNotes`. */
+function vmcoreinfoPlace(notes: Uint8Array, le: boolean): { vmcoreinfoInNotes?: number } {
+  const n = parseNotes(notes, 0, le).find((x) => x.kind === "vmcoreinfo");
+  return n === undefined ? {} : { vmcoreinfoInNotes: n.desc.byteOffset - notes.byteOffset };
 }

@@ -138,6 +138,11 @@ export async function stripKdump(
     ...(dump.vmcoreinfo !== undefined
       ? { vmcoreinfo: new TextEncoder().encode(dump.vmcoreinfo) }
       : {}),
+    // VMCOREINFO inside the notes stays there (the notes before it are kept as they are).
+    ...(sub.sizeVmcoreinfo > 0 && sub.offsetVmcoreinfo >= sub.offsetNote &&
+        sub.offsetVmcoreinfo + sub.sizeVmcoreinfo <= sub.offsetNote + sub.sizeNote
+      ? { vmcoreinfoInNotes: sub.offsetVmcoreinfo - sub.offsetNote }
+      : {}),
     ...(eraseinfo !== undefined ? { eraseinfo } : {}),
     ...(sub.split !== 0 ? { split: { startPfn: sub.startPfn, endPfn: sub.endPfn } } : {}),
   });

@@ -71,8 +71,15 @@ export interface KdumpWriterOptions {
   dumpLevel?: number;
   /** ELF notes (the notes area), copied as they are. @default {empty} */
   notes?: Uint8Array;
-  /** VMCOREINFO text, stored after the notes. @default {none} */
+  /** VMCOREINFO text, stored after the notes unless `vmcoreinfoInNotes` says where it is. @default {none} */
   vmcoreinfo?: Uint8Array;
+  /**
+   * Offset of the VMCOREINFO text inside `notes` (the descriptor of its
+   * VMCOREINFO note): `offset_vmcoreinfo` then points there, as in
+   * makedumpfile's and QEMU's files (makedumpfile expects it when it
+   * re-filters a dump). @default {undefined}
+   */
+  vmcoreinfoInNotes?: number;
   /** makedumpfile erase information, stored after VMCOREINFO. @default {none} */
   eraseinfo?: Uint8Array;
   /** For one file of a split dump: its pfn range. @default {undefined} */
@@ -169,8 +176,11 @@ export class KdumpWriter {
     }
     this.#mapBlocks = Math.max(1, Math.ceil(mapBytes / B));
     this.#dumpable = new Uint8Array(this.#mapBlocks * B);
+    const separateInfo = options.vmcoreinfoInNotes === undefined
+      ? (options.vmcoreinfo?.byteLength ?? 0)
+      : 0;
     const areaBytes = kdumpSubHeaderSize(this.#wordSize) + (options.notes?.byteLength ?? 0) +
-      (options.vmcoreinfo?.byteLength ?? 0) + (options.eraseinfo?.byteLength ?? 0);
+      separateInfo + (options.eraseinfo?.byteLength ?? 0);
     this.#subHdrSize = Math.max(1, Math.ceil(areaBytes / B));
     this.#descTableOffset = (1 + this.#subHdrSize + 2 * this.#mapBlocks) * B;
     this.#dataStart = this.#descTableOffset + options.maxPageCount * PAGE_DESC_SIZE;
@@ -341,7 +351,9 @@ export class KdumpWriter {
       return r;
     };
     const [offsetNote, sizeNote] = place(o.notes);
-    const [offsetVmcoreinfo, sizeVmcoreinfo] = place(o.vmcoreinfo);
+    const [offsetVmcoreinfo, sizeVmcoreinfo] = o.vmcoreinfoInNotes !== undefined && offsetNote > 0
+      ? [offsetNote + o.vmcoreinfoInNotes, o.vmcoreinfo?.byteLength ?? 0] as const
+      : place(o.vmcoreinfo);
     const [offsetEraseinfo, sizeEraseinfo] = place(o.eraseinfo);
     const sub: KdumpSubHeader = {
       physBase: o.physBase ?? 0n,
