@@ -24,7 +24,12 @@ import {
   readLibvirtSaveHeader,
 } from "../../src/container/libvirt_save.ts";
 import { DEFAULT_ZSTD_WINDOW_LOG_MAX } from "../../src/container/zstd_frames.ts";
-import { checkOutput, createAtomicOutput, openInput } from "../../src/io/file.ts";
+import {
+  type AtomicOutputOptions,
+  checkOutput,
+  createAtomicOutput,
+  openInput,
+} from "../../src/io/file.ts";
 import { grouped, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
@@ -194,7 +199,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parsed;
   const [inPath, outPath] = positionals as [string, string];
   if (values.to === "kdump" || values.to === "elf") {
-    return await convertDumpCommand(inPath, outPath, values.to, values, io);
+    const policy = outputPolicy(values, [inPath], plugMapFiles(values));
+    return await convertDumpCommand(inPath, outPath, values.to, values, policy, io);
   }
   const dumpOnly = [
     "codec",
@@ -370,6 +376,7 @@ async function convertDumpCommand(
     compression?: string | undefined;
     long?: string | undefined;
   },
+  policy: AtomicOutputOptions,
   io: CliIo,
 ): Promise<number> {
   if (inPath === "-") throw new UsageError("convert --to kdump|elf needs a file as input, not -");
@@ -402,6 +409,8 @@ async function convertDumpCommand(
   }
   const baseGpa = values.base === undefined ? undefined : parseNumber(values.base, "--base");
   checkPlugMapOptions(values);
+  // Refuse a bad output before the (possibly slow) plug map extraction.
+  await checkOutput(outPath, policy);
   const plugMap = await loadPlugMapOption(values, {});
   const r = await convertDump(inPath, outPath, {
     to,
@@ -412,6 +421,7 @@ async function convertDumpCommand(
     ...(workers !== undefined ? { workers } : {}),
     ...(plugMap !== undefined ? { plugMap } : {}),
     ...(baseGpa !== undefined ? { baseGpa } : {}),
+    outputPolicy: policy,
   });
   const removedByteLength = r.removed.reduce((n, x) => n + x.byteLength, 0);
   const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
@@ -437,7 +447,7 @@ async function convertDumpCommand(
           }
           : {}),
         provenance: r.provenance,
-      }) + "\n",
+      }),
     );
     return 0;
   }

@@ -146,7 +146,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
 
   if (kind === "kdump" || kind === "kdump-flattened") {
-    const r = await stripDump(inPath, outPath, { plugMap: map, flattened });
+    const r = await stripDump(inPath, outPath, { plugMap: map, flattened, outputPolicy: policy });
     if (r.format !== "kdump") throw new Error("Internal error: kdump strip gave another format");
     const k = r.kdump;
     const devices = perDevice(
@@ -193,6 +193,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (baseGpa === undefined) {
     const r = await stripDump(inPath, outPath, {
       plugMap: map,
+      outputPolicy: policy,
       pageAlign,
       ...(countNonZero ? { countNonZero: true } : {}),
     });

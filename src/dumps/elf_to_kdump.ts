@@ -12,14 +12,15 @@
  */
 
 import { UnsupportedFeatureError } from "../errors.ts";
-import { EM_386, EM_AARCH64, EM_X86_64 } from "../elf/constants.ts";
+import type { AtomicOutputOptions } from "../io/file.ts";
 import { parseNotes, parseVmcoreinfo } from "../elf/note.ts";
 import { concatNoteSegments, type ElfCore, planGpaRange } from "../elf/reader.ts";
-import { KDUMP_MAX_BLOCK_SIZE, KDUMP_MIN_BLOCK_SIZE, type KdumpUtsname } from "../kdump/header.ts";
+import { KDUMP_MAX_BLOCK_SIZE, KDUMP_MIN_BLOCK_SIZE } from "../kdump/header.ts";
 import { kdumpCodecFlag, type KdumpWriteCodec, PageCompressorPool } from "../kdump/compress.ts";
 import { KdumpWriter, type KdumpWriteResult } from "../kdump/writer.ts";
 import { type GpaRange, mergeGpaRanges, subtractGpaRanges } from "../vmem/ranges.ts";
 import { type KdumpTarget, openKdumpOutput } from "./kdump_output.ts";
+import { type KernelUtsname, kernelUtsname } from "./kernel_utsname.ts";
 
 /** Options for {@linkcode elfToKdump}. */
 export interface ElfToKdumpOptions {
@@ -43,6 +44,8 @@ export interface ElfToKdumpOptions {
   onProgress?: (byteLength: number) => void;
   /** Awaited after the last page, before headers and notes are written (notes may change in place). */
   beforeFinish?: () => Promise<void>;
+  /** With a path as output: the output policy (inputs, `force`); the ELF's own file is always protected. @default {{}} */
+  outputPolicy?: AtomicOutputOptions;
 }
 
 /** What {@linkcode elfToKdump} wrote. */
@@ -65,13 +68,12 @@ export interface ElfToKdumpReport extends KdumpWriteResult {
   level: number;
   /** Whether the flattened container was written. */
   flattened: boolean;
-}
-
-function machineName(machine: number): string {
-  if (machine === EM_X86_64) return "x86_64";
-  if (machine === EM_386) return "i686";
-  if (machine === EM_AARCH64) return "aarch64";
-  return `machine-${machine}`;
+  /**
+   * Where the header's utsname came from: the kernel's `init_uts_ns`
+   * (`kernel`), or VMCOREINFO and the ELF header with version "unknown"
+   * (`derived`).
+   */
+  utsnameSource: KernelUtsname["source"];
 }
 
 /**
@@ -146,18 +148,18 @@ export async function elfToKdump(
   }
 
   const baseNotes = options.notes ?? concatNoteSegments(core);
-  const uts: KdumpUtsname = {
-    sysname: "Linux",
-    nodename: "",
-    release: info.get("OSRELEASE") ?? "",
-    version: "",
-    machine: machineName(core.ehdr.machine),
-    domainname: "",
-  };
+  const uts = await kernelUtsname(core, info);
   const physBaseText = info.get("NUMBER(phys_base)");
   const cpus = core.notes.filter((n) => n.kind === "prstatus").length;
   const flattened = options.flattened ?? false;
-  const out = await openKdumpOutput(target, flattened);
+  const policy = options.outputPolicy ?? {};
+  const out = await openKdumpOutput(target, flattened, {
+    ...policy,
+    inputs: [
+      ...(policy.inputs ?? []),
+      ...(core.reader.identity === undefined ? [] : [core.reader.identity]),
+    ],
+  });
   const pool = new PageCompressorPool({
     codec,
     level,
@@ -172,10 +174,11 @@ export async function elfToKdump(
       maxMapnr,
       present,
       maxPageCount: presentPages,
-      utsname: uts,
+      utsname: uts.utsname,
       status: kdumpCodecFlag(codec),
       nrCpus: Math.max(1, cpus),
-      physBase: physBaseText !== undefined && /^-?(0x)?[0-9a-f]+$/i.test(physBaseText)
+      // VMCOREINFO prints phys_base as a signed decimal (%ld).
+      physBase: physBaseText !== undefined && /^-?[0-9]{1,20}$/.test(physBaseText)
         ? BigInt.asUintN(64, BigInt(physBaseText))
         : 0n,
       // Dump level 1 ("zero pages excluded") only when they really are missing.
@@ -286,6 +289,7 @@ export async function elfToKdump(
       codec,
       level,
       flattened,
+      utsnameSource: uts.source,
     };
   } catch (e) {
     await out.abort();

@@ -24,6 +24,7 @@ import {
 import type { ElfHeader } from "../elf/ehdr.ts";
 import { encodeNote, parseNotes } from "../elf/note.ts";
 import { planElfCore, type PlannedLoad } from "../elf/writer.ts";
+import type { AtomicOutputOptions } from "../io/file.ts";
 import { type ChunkSink, copyRangesTo } from "../io/positional.ts";
 import { kdumpPhysicalReader } from "../kdump/physical.ts";
 import type { KdumpFile } from "../kdump/reader.ts";
@@ -35,6 +36,8 @@ export interface KdumpToElfOptions {
   notes?: Uint8Array;
   /** Called with output bytes written so far. */
   onProgress?: (byteLength: number) => void;
+  /** With a path as output: the output policy (inputs, `force`); the input is always protected. @default {{}} */
+  outputPolicy?: AtomicOutputOptions;
 }
 
 /** What {@linkcode kdumpToElf} wrote. */
@@ -158,6 +161,7 @@ export async function kdumpToElf(
   const written = await copyRangesTo(kdumpPhysicalReader(dump), output, plan.steps, {
     format: "kdump",
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.outputPolicy ? { outputPolicy: options.outputPolicy } : {}),
   });
   return {
     byteLength: written,

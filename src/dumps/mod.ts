@@ -16,6 +16,7 @@ export * from "./detect.ts";
 export * from "./provenance.ts";
 export * from "./kdump_output.ts";
 export * from "./elf_to_kdump.ts";
+export * from "./kernel_utsname.ts";
 export * from "./kdump_to_elf.ts";
 export * from "./raw_as_elf.ts";
 export * from "./rewrite.ts";

@@ -11,6 +11,7 @@
 import { parseNotes } from "../elf/note.ts";
 import { concatNoteSegments, readElfCore } from "../elf/reader.ts";
 import { planStrip, stripElf, type StripReport } from "../elf/rewrite.ts";
+import type { AtomicOutputOptions } from "../io/file.ts";
 import { sha256Positional } from "../io/hash.ts";
 import { openPositional } from "../io/positional.ts";
 import { type KdumpFile, readKdump } from "../kdump/reader.ts";
@@ -38,6 +39,11 @@ interface InputFacts {
   sha256: string;
 }
 
+/** `policy` with `input` among its inputs. */
+function policyFor(input: string, policy: AtomicOutputOptions | undefined): AtomicOutputOptions {
+  return { ...policy, inputs: [...(policy?.inputs ?? []), input] };
+}
+
 async function inputFacts(path: string): Promise<InputFacts> {
   using r = await openPositional(path);
   return { name: path, byteLength: r.byteLength, sha256: await sha256Positional(r) };
@@ -53,6 +59,11 @@ export interface StripDumpOptions {
   countNonZero?: boolean;
   /** kdump only: write the flattened container (default: plain, also for flattened input). */
   flattened?: boolean;
+  /**
+   * The output policy (inputs never replaced, `force`, permissions); the
+   * input path is always one of the inputs. @default {{}}
+   */
+  outputPolicy?: AtomicOutputOptions;
 }
 
 /** What {@linkcode stripDump} did. */
@@ -111,6 +122,7 @@ export async function stripDump(
       provenanceStep({ command: "strip", input: facts, outputFormat: "elf", plugMap, removed }),
     );
     const elf = await stripElf(core, output, {
+      outputPolicy: policyFor(input, options.outputPolicy),
       exclude,
       notes: withProvenanceNote(notes, le, provenance),
       ...(options.pageAlign === undefined ? {} : { pageAlign: options.pageAlign }),
@@ -147,7 +159,7 @@ export async function stripDump(
       );
     const placeholder = "0".repeat(64);
     const notes = withProvenanceNote(dump.notes, le, noteFor(placeholder));
-    const out = await openKdumpOutput(output, flattened);
+    const out = await openKdumpOutput(output, flattened, policyFor(input, options.outputPolicy));
     try {
       const hashing = inputFacts(input);
       hashing.catch(() => {});
@@ -225,6 +237,11 @@ export interface ConvertDumpOptions {
   plugMap?: PlugMap;
   /** The input is a raw image of guest-physical memory starting at this gpa. */
   baseGpa?: number;
+  /**
+   * The output policy (inputs never replaced, `force`, permissions); the
+   * input path is always one of the inputs. @default {{}}
+   */
+  outputPolicy?: AtomicOutputOptions;
 }
 
 /** What {@linkcode convertDump} did. */
@@ -306,6 +323,7 @@ export async function convertDump(
     const hashing = inputFacts(input);
     hashing.catch(() => {});
     const kdump = await elfToKdump(core, output, {
+      outputPolicy: policyFor(input, options.outputPolicy),
       exclude,
       notes,
       ...(options.codec ? { codec: options.codec } : {}),
@@ -343,6 +361,7 @@ export async function convertDump(
     }
     const provenance = nextProvenance(existing, step(facts.sha256, facts.byteLength, []));
     const elf = await kdumpToElf(dump, output, {
+      outputPolicy: policyFor(input, options.outputPolicy),
       notes: withProvenanceNote(notesIn, le, provenance),
     });
     return { from: kind, to: "elf", inputSha256: facts.sha256, provenance, removed: [], elf };
@@ -358,6 +377,7 @@ export async function convertDump(
     step(facts.sha256, facts.byteLength, removed),
   );
   const elfRewrite = await stripElf(core, output, {
+    outputPolicy: policyFor(input, options.outputPolicy),
     exclude,
     notes: withProvenanceNote(concatNoteSegments(core), le, provenance),
   });

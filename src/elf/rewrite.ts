@@ -13,6 +13,7 @@
  */
 
 import { UnsupportedFeatureError } from "../errors.ts";
+import type { AtomicOutputOptions } from "../io/file.ts";
 import {
   type ChunkSink,
   copyRangesTo,
@@ -53,6 +54,8 @@ export interface StripOptions {
   onProgress?: (inputBytesRead: number) => void;
   /** Notes to write instead of the input's PT_NOTE bytes (e.g. with a provenance note added). */
   notes?: Uint8Array;
+  /** With a path as output: the output policy (inputs, `force`); the input is always protected. @default {{}} */
+  outputPolicy?: AtomicOutputOptions;
 }
 
 /** A part of a PT_LOAD that the rewrite removed. */
@@ -388,6 +391,7 @@ export async function stripElf(
       format: "elf" as const,
       ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
       ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
+      ...(options.outputPolicy !== undefined ? { outputPolicy: options.outputPolicy } : {}),
     };
     await copyRangesTo(core.reader, output, steps, copyOptions);
     for (const { r, c } of counters) r.nonZeroPages = c.count;
