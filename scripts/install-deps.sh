@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 STEP=${1:-all}
 case "$STEP" in all|packages|vmlinux) ;; *) echo "usage: $0 [all|packages|vmlinux]" >&2; exit 2 ;; esac
 
-PKGS="qemu-system-x86 linux-image-amd64 busybox-static cpio zstd binutils gdb crash makedumpfile file"
+PKGS="qemu-system-x86 linux-image-amd64 busybox-static cpio zstd binutils gdb crash makedumpfile python3-drgn file"
 ci=0
 case "${CI:-}" in true|1) ci=1 ;; esac
 

@@ -24,12 +24,30 @@ import {
   readLibvirtSaveHeader,
 } from "../../src/container/libvirt_save.ts";
 import { DEFAULT_ZSTD_WINDOW_LOG_MAX } from "../../src/container/zstd_frames.ts";
-import { checkOutput, createAtomicOutput, openInput } from "../../src/io/file.ts";
+import {
+  type AtomicOutputOptions,
+  checkOutput,
+  createAtomicOutput,
+  openInput,
+} from "../../src/io/file.ts";
 import { grouped, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
-import { FORCE_OPTION, JSON_OPTION, outputPolicy, parseCommandArgs } from "../_args.ts";
+import {
+  checkPlugMapOptions,
+  FORCE_OPTION,
+  JSON_OPTION,
+  loadPlugMapOption,
+  outputPolicy,
+  parseCommandArgs,
+  parseNumber,
+  PLUGMAP_OPTIONS,
+  plugMapFiles,
+} from "../_args.ts";
+import { convertDump } from "../../src/dumps/rewrite.ts";
+import { KDUMP_LEVELS, type KdumpWriteCodec } from "../../src/kdump/compress.ts";
 
 const HELP = `usage: vmem-dump convert IN OUT [--to raw|gzip|zstd|libvirt] [options]
+       vmem-dump convert DUMP OUT --to kdump|elf [dump options]
 
 Re-pack the migration stream in IN into another container. IN may be a raw
 stream, a .gz or .zst file, or a libvirt save image ('virsh save'); the
@@ -56,6 +74,25 @@ unchanged. IN and OUT may be '-'; OUT appears only when the copy succeeded.
 
 OUT is never IN (same file, however named), an existing OUT is replaced only
 with --force, and OUT gets IN's permissions at most (docs/evidence.md).
+
+Dumps (--to kdump or --to elf; IN must be a file):
+  --to kdump           an ELF dump (or a raw image with --base) becomes a
+                       kdump-compressed file, plain unless --flattened
+  --to elf             a kdump dump or a QEMU-layout ELF becomes an ELF in
+                       the classic layout (program headers after the header)
+  --codec C            kdump page codec: zlib (default: crash, makedumpfile
+                       1.7.2 and drgn all read it), zstd (crash and drgn;
+                       not makedumpfile 1.7.2) or none
+  --level N            zlib 1-9, zstd 1-19 (default 1)
+  --exclude-zero       leave all-zero pages out of the 2nd bitmap (smaller;
+                       crash then needs --zero_excluded to read them); by
+                       default they share one stored zero page
+  --plugmap FILE, --plugmap-from STREAM
+                       leave the unplugged blocks of this plug map out
+  --base GPA           IN is a raw image of guest memory starting at GPA
+  --flattened          write the flattened kdump container (OUT may be -)
+  --workers N          compression workers (default: one per core)
+  Every dump output carries the provenance note (docs/dumps.md).
 
 A libvirt image converted to raw and back with --header-from the original
 is identical byte for byte when its payload is raw. gzip and zstd payloads
@@ -145,6 +182,12 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       xml: { type: "string" },
       cookie: { type: "string" },
       "zstd-window-log-max": { type: "string" },
+      codec: { type: "string" },
+      "exclude-zero": { type: "boolean" },
+      ...PLUGMAP_OPTIONS,
+      base: { type: "string" },
+      flattened: { type: "boolean" },
+      workers: { type: "string" },
       ...JSON_OPTION,
       ...FORCE_OPTION,
     },
@@ -155,6 +198,23 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
   const [inPath, outPath] = positionals as [string, string];
+  if (values.to === "kdump" || values.to === "elf") {
+    const policy = outputPolicy(values, [inPath], plugMapFiles(values));
+    return await convertDumpCommand(inPath, outPath, values.to, values, policy, io);
+  }
+  const dumpOnly = [
+    "codec",
+    "exclude-zero",
+    "plugmap",
+    "plugmap-from",
+    "base",
+    "flattened",
+    "workers",
+  ]
+    .filter((k) => values[k as keyof typeof values] !== undefined);
+  if (dumpOnly.length > 0) {
+    throw new UsageError(`--${dumpOnly[0]} applies to --to kdump or --to elf`);
+  }
   const policy = outputPolicy(values, [inPath], [
     values["header-from"],
     values.xml,
@@ -296,4 +356,122 @@ function libvirtSummary(header: LibvirtSaveHeader, compression = header.compress
     xmlLength: header.xml.length,
     hasCookie: header.cookie !== undefined,
   };
+}
+
+/** `convert --to kdump|elf`: dump conversion. */
+async function convertDumpCommand(
+  inPath: string,
+  outPath: string,
+  to: "kdump" | "elf",
+  values: {
+    codec?: string | undefined;
+    level?: string | undefined;
+    "exclude-zero"?: boolean | undefined;
+    plugmap?: string | undefined;
+    "plugmap-from"?: string | undefined;
+    base?: string | undefined;
+    flattened?: boolean | undefined;
+    workers?: string | undefined;
+    json?: boolean | undefined;
+    compression?: string | undefined;
+    long?: string | undefined;
+  },
+  policy: AtomicOutputOptions,
+  io: CliIo,
+): Promise<number> {
+  if (inPath === "-") throw new UsageError("convert --to kdump|elf needs a file as input, not -");
+  if (values.compression !== undefined || values.long !== undefined) {
+    throw new UsageError("--compression and --long apply to stream containers, not dumps");
+  }
+  const kdumpOnly = ["codec", "level", "exclude-zero", "flattened", "workers"]
+    .filter((k) => values[k as keyof typeof values] !== undefined);
+  if (to === "elf" && kdumpOnly.length > 0) {
+    throw new UsageError(`--${kdumpOnly[0]} applies to --to kdump`);
+  }
+  const codec = (values.codec ?? "zlib") as KdumpWriteCodec;
+  if (!(codec in KDUMP_LEVELS)) {
+    throw new UsageError(`--codec must be zlib, zstd or none, not '${values.codec}'`);
+  }
+  const level = intOption(values.level, "level");
+  if (level !== undefined) {
+    const [lo, hi] = KDUMP_LEVELS[codec];
+    if (codec === "none") throw new UsageError("--level needs --codec zlib or zstd");
+    if (level < lo || level > hi) {
+      throw new UsageError(`--level for ${codec} must be ${lo} to ${hi}`);
+    }
+  }
+  const workers = intOption(values.workers, "workers");
+  if (workers !== undefined && (workers < 0 || workers > 64)) {
+    throw new UsageError("--workers must be 0 to 64");
+  }
+  if (outPath === "-" && !(to === "kdump" && values.flattened) && to !== "elf") {
+    throw new UsageError("a plain kdump file needs random access: give a file, or --flattened");
+  }
+  const baseGpa = values.base === undefined ? undefined : parseNumber(values.base, "--base");
+  checkPlugMapOptions(values);
+  // Refuse a bad output before the (possibly slow) plug map extraction.
+  await checkOutput(outPath, policy);
+  const plugMap = await loadPlugMapOption(values, {});
+  const r = await convertDump(inPath, outPath, {
+    to,
+    codec,
+    ...(level !== undefined ? { level } : {}),
+    ...(values["exclude-zero"] ? { excludeZeroPages: true } : {}),
+    ...(values.flattened ? { flattened: true } : {}),
+    ...(workers !== undefined ? { workers } : {}),
+    ...(plugMap !== undefined ? { plugMap } : {}),
+    ...(baseGpa !== undefined ? { baseGpa } : {}),
+    outputPolicy: policy,
+  });
+  const removedByteLength = r.removed.reduce((n, x) => n + x.byteLength, 0);
+  const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
+  if (values.json) {
+    await say(
+      json({
+        input: inPath,
+        output: outPath,
+        from: r.from,
+        to: r.to,
+        inputSha256: r.inputSha256,
+        removed: r.removed,
+        removedByteLength,
+        ...(r.kdump ? { kdump: r.kdump } : {}),
+        ...(r.elf ? { elf: r.elf } : {}),
+        ...(r.elfRewrite
+          ? {
+            elf: {
+              byteLength: r.elfRewrite.outputByteLength,
+              loadCount: r.elfRewrite.outputLoadCount,
+              notesByteLength: r.elfRewrite.notes.byteLength,
+            },
+          }
+          : {}),
+        provenance: r.provenance,
+      }),
+    );
+    return 0;
+  }
+  let text = `convert: ${inPath} (${r.from}) -> ${outPath} (${r.to})\n`;
+  if (r.kdump) {
+    const k = r.kdump;
+    text += `kdump: ${k.codec} level ${k.level}${k.flattened ? ", flattened" : ""}, ` +
+      `${grouped(k.pageCount)} pages of ${grouped(k.presentPages)} present ` +
+      `(${grouped(k.zeroPages)} all-zero${
+        values["exclude-zero"] ? ", excluded" : ", sharing one stored page"
+      }), ${grouped(k.byteLength)} bytes\n`;
+  }
+  if (r.elf) {
+    text +=
+      `elf: ${r.elf.loadCount} PT_LOADs, ${grouped(r.elf.memoryByteLength)} bytes of memory, ` +
+      `${grouped(r.elf.byteLength)} bytes\n`;
+  }
+  if (r.elfRewrite) {
+    text += `elf: ${r.elfRewrite.outputLoadCount} PT_LOADs, classic layout, ` +
+      `${grouped(r.elfRewrite.outputByteLength)} bytes\n`;
+  }
+  text += `removed ${
+    grouped(removedByteLength)
+  } bytes of unplugged memory in ${r.removed.length} ranges\n`;
+  await say(text);
+  return 0;
 }

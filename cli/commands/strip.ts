@@ -6,15 +6,11 @@
  * @module
  */
 
-import { ELFMAG } from "../../src/elf/constants.ts";
+import { type DumpKind, sniffDump } from "../../src/dumps/detect.ts";
+import { stripDump } from "../../src/dumps/rewrite.ts";
 import { elfFromRawImage } from "../../src/elf/from_raw.ts";
 import { readElfCore } from "../../src/elf/reader.ts";
-import {
-  type KeptSegment,
-  type RemovedRange,
-  stripElf,
-  type StripReport,
-} from "../../src/elf/rewrite.ts";
+import type { KeptSegment, RemovedRange, StripReport } from "../../src/elf/rewrite.ts";
 import { openPositional } from "../../src/io/positional.ts";
 import { checkOutput, writeAtomically } from "../../src/io/file.ts";
 import { FormatError } from "../../src/errors.ts";
@@ -38,8 +34,8 @@ import {
 
 const HELP = `usage: vmem-dump strip IN OUT (--plugmap FILE | --plugmap-from STREAM) [options]
 
-Rewrite a guest memory dump so it holds no memory of unplugged virtio-mem
-blocks. Every PT_LOAD that overlaps unplugged blocks is split into its
+Rewrite a guest memory dump (ELF or kdump-compressed) so it holds no memory
+of unplugged virtio-mem blocks. Every PT_LOAD that overlaps unplugged blocks is split into its
 plugged parts; the unplugged memory becomes a gap between segments (never a
 zero-filled tail). Notes are copied byte for byte. The output uses the
 classic ELF layout (program headers at offset 64) that crash, gdb and
@@ -55,8 +51,21 @@ IN is an ELF core (QEMU dump-guest-memory, /proc/vmcore copy, ...), or with
                          (default), or the image with unplugged blocks zeroed
   --count-nonzero        also read the removed bytes and count non-zero pages
   --page-align N         align segment data to N bytes (default 4096, 0 = packed)
+  --flattened            kdump: write the flattened container (default: plain)
   --json                 print the report as JSON
 ${FORCE_HELP}
+IN may also be a kdump-compressed dump (makedumpfile, QEMU kdump-*, plain or
+flattened): the pages of unplugged blocks leave both bitmaps, their
+descriptors and data go, every other page is copied as stored (no
+recompression). The output is plain unless --flattened is given.
+
+Every ELF or kdump output carries a provenance note (ELF note "VMEMDUMP"):
+the plug map, the removed ranges, the input's name, size and SHA-256, and the
+tool version. A dump that holds no unplugged memory (QEMU >= 6.2 leaves it out
+of its dumps) is still written, with the note recording the check; strip says
+so. Stripping a stripped dump again keeps its note unchanged. See
+docs/dumps.md.
+
 OUT is never IN (same file, however named), an existing OUT is replaced only
 with --force, and OUT gets IN's permissions at most (docs/evidence.md).
 
@@ -72,6 +81,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       format: { type: "string" },
       "count-nonzero": { type: "boolean" },
       "page-align": { type: "string" },
+      flattened: { type: "boolean" },
       ...JSON_OPTION,
       ...FORCE_OPTION,
     },
@@ -102,17 +112,26 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const countNonZero = values["count-nonzero"] ?? false;
 
   // Check the input kind before the (possibly slow) plug map extraction.
+  let kind: DumpKind | undefined;
   if (baseGpa === undefined) {
     using input = await openPositional(inPath);
-    const magic = new Uint8Array(4);
-    const n = await input.readInto(0, magic);
-    if (n < 4 || !magic.every((b, i) => b === ELFMAG[i])) {
-      // A bad input, not a bad command line: exit 1 with the offset.
+    kind = await sniffDump(input);
+    if (kind === undefined) {
+      // A bad magic is a bad input (exit 1, with the offset), not a bad command line.
       throw new FormatError(
-        `Cannot strip ${inPath}: no ELF magic (a raw memory image needs --base GPA)`,
+        `Cannot strip ${inPath}: neither an ELF nor a kdump-compressed dump (a raw memory image needs --base GPA)`,
         { format: "elf", code: "bad-magic", offset: 0 },
       );
     }
+  }
+  const flattened = values.flattened ?? false;
+  if (flattened && kind !== "kdump" && kind !== "kdump-flattened") {
+    throw new UsageError("--flattened applies to kdump-compressed dumps");
+  }
+  if (
+    kind !== undefined && kind !== "elf" && (values["page-align"] !== undefined || countNonZero)
+  ) {
+    throw new UsageError("--page-align and --count-nonzero apply to ELF dumps");
   }
   // Refuse a bad output before the (possibly slow) plug map extraction.
   await checkOutput(outPath, policy);
@@ -126,14 +145,63 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   // With the data on stdout, the report goes to stderr.
   const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
 
-  if (baseGpa === undefined) {
-    using core = await readElfCore(inPath);
-    const report = await writeAtomically(
-      outPath,
-      policy,
-      (write) => stripElf(core, write, { exclude, pageAlign, countNonZero }),
+  if (kind === "kdump" || kind === "kdump-flattened") {
+    const r = await stripDump(inPath, outPath, { plugMap: map, flattened, outputPolicy: policy });
+    if (r.format !== "kdump") throw new Error("Internal error: kdump strip gave another format");
+    const k = r.kdump;
+    const devices = perDevice(
+      map,
+      k.removed.map((x) => ({ ...x, fileByteLength: 0 })),
     );
+    const nothing = r.removedNothing ? nothingRemoved(r.provenance.steps.length > 1) : undefined;
+    if (values.json) {
+      await say(json({
+        input: inPath,
+        output: outPath,
+        kind: "kdump",
+        inputContainer: r.inputContainer,
+        outputContainer: r.flattened ? "flattened" : "raw",
+        inputSha256: r.inputSha256,
+        outputByteLength: k.byteLength,
+        inputPageCount: k.inputPageCount,
+        outputPageCount: k.pageCount,
+        removedPages: k.removedPages,
+        removedPresentPages: k.removedPresentPages,
+        removedDataByteLength: k.removedDataByteLength,
+        removed: k.removed,
+        removedByteLength: k.removed.reduce((n, x) => n + x.byteLength, 0),
+        removedNothing: r.removedNothing,
+        ...(nothing ? { reason: nothing } : {}),
+        provenance: r.provenance,
+        devices,
+      }));
+    } else {
+      let out = `strip: ${inPath} (kdump${r.inputContainer === "flattened" ? ", flattened" : ""}, ${
+        grouped(k.inputPageCount)
+      } pages) -> ${outPath} (kdump${r.flattened ? ", flattened" : ""}, ${
+        grouped(k.pageCount)
+      } pages, ${grouped(k.byteLength)} bytes)\n`;
+      out += `removed ${grouped(k.removedPresentPages)} pages (${
+        grouped(k.removedPages)
+      } with data, ${grouped(k.removedDataByteLength)} bytes of stored data)\n`;
+      out += renderDevices(devices, "removed");
+      if (nothing) out += `${nothing}\n`;
+      await say(out);
+    }
+    return 0;
+  }
+  if (baseGpa === undefined) {
+    const r = await stripDump(inPath, outPath, {
+      plugMap: map,
+      outputPolicy: policy,
+      pageAlign,
+      ...(countNonZero ? { countNonZero: true } : {}),
+    });
+    if (r.format !== "elf") throw new Error("Internal error: ELF strip gave another format");
+    const report = r.elf;
+    using core = await readElfCore(inPath);
     const devices = perDevice(map, report.removed);
+    const nothing = r.removedNothing ? nothingRemoved(r.provenance.steps.length > 1) : undefined;
     if (values.json) {
       await say(json({
         input: inPath,
@@ -142,13 +210,30 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         elfClass: core.ehdr.elfClass,
         littleEndian: core.ehdr.littleEndian,
         machine: core.ehdr.machine,
+        inputSha256: r.inputSha256,
         ...reportJson(report),
+        removedNothing: r.removedNothing,
+        ...(nothing ? { reason: nothing } : {}),
+        provenance: r.provenance,
         devices,
       }));
     } else {
-      await say(
-        renderElf(inPath, outPath, core.ehdr.elfClass, core.ehdr.littleEndian, report, devices),
+      let out = renderElf(
+        inPath,
+        outPath,
+        core.ehdr.elfClass,
+        core.ehdr.littleEndian,
+        report,
+        devices,
       );
+      if (nothing) {
+        const grew = report.outputByteLength - report.inputByteLength;
+        out +=
+          `${nothing}; the output differs from the input by its layout and the provenance note (${
+            grew >= 0 ? "+" : ""
+          }${grouped(grew)} bytes)\n`;
+      }
+      await say(out);
     }
     return 0;
   }
@@ -372,4 +457,12 @@ function renderElf(
   );
   if (outside.length > 0) out += `removed outside any device: ${outside.length} ranges\n`;
   return out;
+}
+
+/** Why a strip removed nothing. */
+function nothingRemoved(alreadyStripped: boolean): string {
+  return alreadyStripped
+    ? "removed nothing: the input was stripped before (its provenance note lists what went)"
+    : "removed nothing: the dump holds no memory of unplugged blocks (QEMU >= 6.2 leaves it " +
+      "out of its dumps), so the plug map had nothing to remove";
 }

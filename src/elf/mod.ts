@@ -71,6 +71,7 @@ export {
   type QemuSegment,
 } from "./note.ts";
 export {
+  concatNoteSegments,
   type ElfCore,
   type ElfCoreLayout,
   type GpaChunk,

@@ -770,3 +770,29 @@ export async function* iterateGpaRange(
     }
   }
 }
+
+/**
+ * The bytes of every PT_NOTE segment of a core, back to back in file order
+ * (what a rewrite puts into its single PT_NOTE).
+ *
+ * @param core A parsed core.
+ * @returns The notes area.
+ *
+ * @example
+ * ```ts ignore
+ * import { concatNoteSegments, readElfCore } from "@vmem-dump/vmem-dump/elf";
+ * using core = await readElfCore("dump.elf");
+ * console.log(concatNoteSegments(core).byteLength);
+ * ```
+ */
+export function concatNoteSegments(core: ElfCore): Uint8Array {
+  if (core.noteSegments.length === 1) return core.noteSegments[0]!.bytes;
+  const total = core.noteSegments.reduce((n, s) => n + s.bytes.byteLength, 0);
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const s of core.noteSegments) {
+    out.set(s.bytes, at);
+    at += s.bytes.byteLength;
+  }
+  return out;
+}

@@ -13,6 +13,7 @@
  */
 
 import { UnsupportedFeatureError } from "../errors.ts";
+import type { AtomicOutputOptions } from "../io/file.ts";
 import {
   type ChunkSink,
   copyRangesTo,
@@ -21,8 +22,15 @@ import {
   type PositionalReader,
 } from "../io/positional.ts";
 import { PT_LOAD, PT_NOTE, PT_NULL, U64_ALL_ONES } from "./constants.ts";
+import { parseNotes } from "./note.ts";
 import { phdrSize } from "./phdr.ts";
-import { type ElfCore, type ElfCoreLayout, type LoadSegment, readElfCore } from "./reader.ts";
+import {
+  concatNoteSegments,
+  type ElfCore,
+  type ElfCoreLayout,
+  type LoadSegment,
+  readElfCore,
+} from "./reader.ts";
 import { type ElfPlan, planElfCore, type PlannedLoad } from "./writer.ts";
 import { type GpaRange, mergeGpaRanges } from "../vmem/ranges.ts";
 
@@ -44,6 +52,10 @@ export interface StripOptions {
   pageSize?: number;
   /** Called with input bytes read so far. @default {undefined} */
   onProgress?: (inputBytesRead: number) => void;
+  /** Notes to write instead of the input's PT_NOTE bytes (e.g. with a provenance note added). */
+  notes?: Uint8Array;
+  /** With a path as output: the output policy (inputs, `force`); the input is always protected. @default {{}} */
+  outputPolicy?: AtomicOutputOptions;
 }
 
 /** A part of a PT_LOAD that the rewrite removed. */
@@ -241,7 +253,7 @@ export function planStrip(core: ElfCore, options: StripOptions): StripPlan {
     if (cursor < end) keep(s, cursor - start, end - start);
   }
 
-  const notes = concatNotes(core);
+  const notes = options.notes ?? concatNoteSegments(core);
   const noteAlign = core.noteSegments.length > 0
     ? (core.phdrs[core.noteSegments[0]!.index]!.align === 4n ? 4n : 0n)
     : 0n;
@@ -269,23 +281,14 @@ export function planStrip(core: ElfCore, options: StripOptions): StripPlan {
       inputFileOffset: l.inputFileOffset,
       inputSegmentIndex: l.tag as number,
     })),
-    notes: { count: core.notes.length, byteLength: notes.byteLength },
+    notes: {
+      count: options.notes ? parseNotes(notes, 0, ehdr.littleEndian).length : core.notes.length,
+      byteLength: notes.byteLength,
+    },
     inputLayout: core.layout,
     extendedNumbering: plan.phdrs.length >= 0xffff,
   };
   return { plan, report };
-}
-
-function concatNotes(core: ElfCore): Uint8Array {
-  if (core.noteSegments.length === 1) return core.noteSegments[0]!.bytes;
-  const total = core.noteSegments.reduce((n, s) => n + s.bytes.byteLength, 0);
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const s of core.noteSegments) {
-    out.set(s.bytes, at);
-    at += s.bytes.byteLength;
-  }
-  return out;
 }
 
 /**
@@ -363,7 +366,7 @@ export async function stripElf(
   try {
     const exclude = normalizeGpaRanges(options.exclude);
     const { plan, report } = planStrip(core, { ...options, exclude });
-    await verifyPlan(plan, exclude, core.notes.length);
+    await verifyPlan(plan, exclude, report.notes.count);
 
     let steps: CopyStep[] = plan.steps;
     const counters: Array<{ r: RemovedRange; c: NonZeroPageCounter }> = [];
@@ -388,6 +391,7 @@ export async function stripElf(
       format: "elf" as const,
       ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
       ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
+      ...(options.outputPolicy !== undefined ? { outputPolicy: options.outputPolicy } : {}),
     };
     await copyRangesTo(core.reader, output, steps, copyOptions);
     for (const { r, c } of counters) r.nonZeroPages = c.count;

@@ -352,6 +352,22 @@ export interface AtomicOutput {
   commit(): Promise<void>;
   /** Close and delete the temporary file. Safe after commit (does nothing). */
   abort(): Promise<void>;
+  /**
+   * Files only (absent for standard output): random access to the
+   * temporary file, for formats whose headers are written last (kdump).
+   * Do not mix with `write`.
+   */
+  positional?: AtomicOutputPositional;
+}
+
+/** Random access to an {@linkcode AtomicOutput}'s temporary file. */
+export interface AtomicOutputPositional {
+  /** Write all of `chunk` at `fileOffset` (past the end leaves a hole of zeros). */
+  writeAt(fileOffset: number, chunk: Uint8Array): Promise<void>;
+  /** Read into `into` from `fileOffset`; returns the bytes read (fewer only at the end). */
+  readAt(fileOffset: number, into: Uint8Array): Promise<number>;
+  /** Cut or extend the file to `byteLength`. */
+  truncate(byteLength: number): Promise<void>;
 }
 
 /** Words for an operating-system error: "no space left on device". */
@@ -688,7 +704,7 @@ export async function createAtomicOutput(
   // Listen for signals before the file exists, so no window leaves it behind.
   track(live, options.exitOnSignal ?? true);
   try {
-    file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
+    file = await Deno.open(tmp, { read: true, write: true, createNew: true, mode: 0o600 });
   } catch (e) {
     untrack(live);
     throw ioError(e, "creating", path);
@@ -767,6 +783,37 @@ export async function createAtomicOutput(
       closeQuietly();
       await Deno.remove(tmp).catch(() => {});
       untrack(live);
+    },
+    positional: {
+      async writeAt(fileOffset, chunk) {
+        try {
+          await opened.seek(fileOffset, Deno.SeekMode.Start);
+        } catch (e) {
+          throw ioError(e, "seeking in", path, fileOffset);
+        }
+        await writeAllAt(opened, chunk, path, fileOffset);
+      },
+      async readAt(fileOffset, into) {
+        let filled = 0;
+        try {
+          await opened.seek(fileOffset, Deno.SeekMode.Start);
+          while (filled < into.byteLength) {
+            const n = await opened.read(into.subarray(filled));
+            if (n === null) break;
+            filled += n;
+          }
+        } catch (e) {
+          throw ioError(e, "reading back", path, fileOffset + filled);
+        }
+        return filled;
+      },
+      async truncate(byteLength) {
+        try {
+          await opened.truncate(byteLength);
+        } catch (e) {
+          throw ioError(e, "resizing", path, byteLength);
+        }
+      },
     },
   };
 }

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { createAtomicOutput, type FileIdentity } from "./file.ts";
+import { type AtomicOutputOptions, createAtomicOutput, type FileIdentity } from "./file.ts";
 import { isAllZero } from "./zero.ts";
 import { type ErrorFormat, UnexpectedEofError } from "../errors.ts";
 
@@ -251,6 +251,12 @@ export interface CopyRangesOptions {
    * holes are written as zeros. @default {undefined}
    */
   onHole?: (byteLength: number) => Promise<void>;
+  /**
+   * {@linkcode copyRangesTo} with a path: the output policy (inputs,
+   * `force`, protected files). The reader's own file is always one of the
+   * inputs. @default {{}}
+   */
+  outputPolicy?: AtomicOutputOptions;
 }
 
 /** Default size of the copy chunks: 4 MiB. */
@@ -421,8 +427,9 @@ export type CopyOutput = string | ChunkSink;
 /**
  * {@linkcode copyRanges} into a path, written atomically (a temporary file
  * renamed on success, removed on failure), or into a sink. A path follows
- * the output policy of `createAtomicOutput` with the reader's file as input:
- * it never replaces the input nor, by default, any existing file.
+ * the output policy of `createAtomicOutput` (`options.outputPolicy`, with
+ * the reader's file as one more input): it never replaces an input nor,
+ * without `force`, any existing file.
  *
  * @param reader The input.
  * @param output A path, `-`, or a sink.
@@ -442,8 +449,10 @@ export async function copyRangesTo(
   options: CopyRangesOptions = {},
 ): Promise<number> {
   if (typeof output !== "string") return await copyRanges(reader, output, steps, options);
+  const policy = options.outputPolicy ?? {};
   const out = await createAtomicOutput(output, {
-    inputs: reader.identity === undefined ? [] : [reader.identity],
+    ...policy,
+    inputs: [...(policy.inputs ?? []), ...(reader.identity === undefined ? [] : [reader.identity])],
   });
   try {
     const written = await copyRanges(reader, (chunk) => out.write(chunk), steps, {

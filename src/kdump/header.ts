@@ -328,6 +328,41 @@ function cString(bytes: Uint8Array): string {
   return latin1Decode(end < 0 ? bytes : bytes.subarray(0, end));
 }
 
+/** Bytes of a `struct new_utsname` (6 fields of 65 bytes). */
+export const UTSNAME_BYTE_LENGTH: number = 6 * UTS_LEN;
+
+/**
+ * Decode a `struct new_utsname`: six NUL-terminated fields of 65 bytes
+ * (sysname, nodename, release, version, machine, domainname), as the kdump
+ * header and the kernel's `init_uts_ns` hold it.
+ *
+ * @param bytes At least {@linkcode UTSNAME_BYTE_LENGTH} bytes.
+ * @returns The six strings.
+ * @throws {RangeError} when `bytes` is too short.
+ *
+ * @example
+ * ```ts
+ * import { decodeUtsname, UTSNAME_BYTE_LENGTH } from "@vmem-dump/vmem-dump/kdump";
+ * const b = new Uint8Array(UTSNAME_BYTE_LENGTH);
+ * b.set(new TextEncoder().encode("Linux"), 0);
+ * console.log(decodeUtsname(b).sysname); // Linux
+ * ```
+ */
+export function decodeUtsname(bytes: Uint8Array): KdumpUtsname {
+  if (bytes.byteLength < UTSNAME_BYTE_LENGTH) {
+    throw new RangeError(`A utsname needs ${UTSNAME_BYTE_LENGTH} bytes, not ${bytes.byteLength}`);
+  }
+  const uts = (i: number) => cString(bytes.subarray(i * UTS_LEN, (i + 1) * UTS_LEN));
+  return {
+    sysname: uts(0),
+    nodename: uts(1),
+    release: uts(2),
+    version: uts(3),
+    machine: uts(4),
+    domainname: uts(5),
+  };
+}
+
 /** Why a layout was rejected, or undefined when it fits. */
 function layoutProblem(
   view: DataView,
@@ -400,24 +435,13 @@ export function readDiskDumpHeader(bytes: Uint8Array): DiskDumpHeader {
         problems.push(`${wordSize * 8}-bit ${le ? "LE" : "BE"}: ${problem}`);
         continue;
       }
-      const uts = (i: number) =>
-        cString(
-          bytes.subarray(UTSNAME_OFFSET + i * UTS_LEN, UTSNAME_OFFSET + (i + 1) * UTS_LEN),
-        );
       const where = { format: "kdump", fileOffset: 0 } as const;
       const n = (field: WireField) => getWireUint(view, 0, field, le, where);
       const f = layout.fields;
       return {
         signature,
         headerVersion: n(f.headerVersion),
-        utsname: {
-          sysname: uts(0),
-          nodename: uts(1),
-          release: uts(2),
-          version: uts(3),
-          machine: uts(4),
-          domainname: uts(5),
-        },
+        utsname: decodeUtsname(bytes.subarray(UTSNAME_OFFSET)),
         timestampSeconds: n(f.timestampSeconds),
         timestampMicroseconds: n(f.timestampMicroseconds),
         status: n(f.status),

@@ -20,3 +20,7 @@ export * from "./page_desc.ts";
 export * from "./codecs.ts";
 export * from "./flattened.ts";
 export * from "./reader.ts";
+export * from "./writer.ts";
+export * from "./compress.ts";
+export * from "./physical.ts";
+export * from "./strip.ts";

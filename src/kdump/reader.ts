@@ -46,6 +46,8 @@ export interface KdumpPage {
 export interface IterateKdumpPagesOptions {
   /** Upper bound of one read of page data. @default {4194304} */
   chunkSize?: number;
+  /** Hand out the page data as stored (compressed), not decoded. @default {false} */
+  raw?: boolean;
 }
 
 /** An opened kdump-compressed dump. */
@@ -347,7 +349,7 @@ async function openKdump(
             d.fileOffset - first.fileOffset,
             d.fileOffset - first.fileOffset + d.byteLength,
           );
-          const page = decompressKdumpPage(raw, d.flags, B, d.fileOffset);
+          const page = options.raw ? raw : decompressKdumpPage(raw, d.flags, B, d.fileOffset);
           if (shared.has(d.fileOffset)) shared.set(d.fileOffset, page);
           batch.push({ pfn: pfns[k]!, data: page, desc: d });
         }

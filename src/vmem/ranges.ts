@@ -102,3 +102,42 @@ export function mergeGpaRanges(ranges: readonly GpaRange[]): GpaRange[] {
 export function formatGpaRange(range: GpaRange): string {
   return `0x${range.gpa.toString(16)}-0x${(range.gpa + range.byteLength).toString(16)}`;
 }
+
+/**
+ * The parts of `ranges` outside every range of `exclude`.
+ *
+ * @param ranges Ranges in any order (merged first).
+ * @param exclude Ranges to cut out, in any order.
+ * @returns Sorted, disjoint ranges.
+ *
+ * @example
+ * ```ts
+ * import { subtractGpaRanges } from "@vmem-dump/vmem-dump";
+ * console.log(subtractGpaRanges([{ gpa: 0, byteLength: 16 }], [{ gpa: 4, byteLength: 4 }]));
+ * // [{ gpa: 0, byteLength: 4 }, { gpa: 8, byteLength: 8 }]
+ * ```
+ */
+export function subtractGpaRanges(
+  ranges: readonly GpaRange[],
+  exclude: readonly GpaRange[],
+): GpaRange[] {
+  const cut = mergeGpaRanges(exclude);
+  const out: GpaRange[] = [];
+  let j = 0;
+  for (const r of mergeGpaRanges(ranges)) {
+    let at = r.gpa;
+    const end = r.gpa + r.byteLength;
+    while (j > 0 && cut[j - 1]!.gpa + cut[j - 1]!.byteLength > at) j--;
+    for (let k = j; k < cut.length && cut[k]!.gpa < end; k++) {
+      const x = cut[k]!;
+      if (x.gpa + x.byteLength <= at) {
+        j = k + 1;
+        continue;
+      }
+      if (x.gpa > at) out.push({ gpa: at, byteLength: x.gpa - at });
+      at = Math.max(at, x.gpa + x.byteLength);
+    }
+    if (at < end) out.push({ gpa: at, byteLength: end - at });
+  }
+  return out;
+}

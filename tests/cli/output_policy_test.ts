@@ -1,7 +1,7 @@
 /**
  * Evidence is never destroyed (issue 9 §4), tested on the real CLI as a
  * process for every command that writes a file: filter, verify --forward,
- * strip, convert (scan --extract: tests/scan/extract_test.ts).
+ * strip, convert (streams and dumps; scan --extract: tests/scan/extract_test.ts).
  *
  * - no command writes over one of its inputs, however the output names it
  *   (`./IN`, a symlink, a hard link, `< IN` on stdin, `>> IN` on stdout);
@@ -54,15 +54,39 @@ async function evidenceDir(): Promise<{ dir: string; ev: string; raw: string; cl
 /** The writing commands, as argument lists for input IN and output OUT. */
 function writers(
   dir: string,
-): Array<{ name: string; args: (input: string, out: string) => string[] }> {
+): Array<{ name: string; rawInput?: boolean; args: (input: string, out: string) => string[] }> {
   return [
     { name: "filter", args: (i, o) => ["filter", i, o] },
     { name: "verify --forward", args: (i, o) => ["verify", i, "--forward", o] },
     { name: "convert", args: (i, o) => ["convert", i, o, "--to", "zstd"] },
     {
       name: "strip",
+      rawInput: true,
       // strip reads a raw image; IN is the stream only to reuse its plug map.
       args: (i, o) => ["strip", i, o, "--base", "0", "--plugmap-from", `${dir}/ev.mig`],
+    },
+    {
+      name: "convert --to kdump",
+      rawInput: true,
+      // A plain kdump file needs a regular file (it is written out of order):
+      // into a device it goes flattened.
+      args: (i, o) => [
+        "convert",
+        i,
+        o,
+        "--to",
+        "kdump",
+        "--base",
+        "0",
+        "--workers",
+        "0",
+        ...(o.startsWith("/dev/") ? ["--flattened"] : []),
+      ],
+    },
+    {
+      name: "convert --to elf",
+      rawInput: true,
+      args: (i, o) => ["convert", i, o, "--to", "elf", "--base", "0"],
     },
   ];
 }
@@ -77,9 +101,8 @@ Deno.test("no writing command replaces its input, whatever name the output gives
     const before = { ev: sha256(Deno.readFileSync(ev)), raw: sha256(Deno.readFileSync(raw)) };
     const names = listDir(dir);
     for (const w of writers(dir)) {
-      const isStrip = w.name === "strip";
-      const input = isStrip ? raw : ev;
-      const aliases = isStrip
+      const input = w.rawInput ? raw : ev;
+      const aliases = w.rawInput
         ? [`${dir}/./raw.img`, `${dir}/sym.img`, `${dir}/hard.img`]
         : [`${dir}/./ev.mig`, `${dir}/sym.mig`, `${dir}/hard.mig`];
       for (const alias of aliases) {
@@ -94,7 +117,7 @@ Deno.test("no writing command replaces its input, whatever name the output gives
           );
         }
       }
-      if (!isStrip) {
+      if (!w.rawInput) {
         await t.step(`${w.name} - ev.mig --force < ev.mig`, async () => {
           const run = await execCli([...w.args("-", ev), "--force"], { stdinFile: ev });
           assert.equal(run.code, 1, run.err);
@@ -138,7 +161,7 @@ Deno.test("an existing output is replaced only with --force (filter, verify --fo
   try {
     for (const w of writers(dir)) {
       await t.step(w.name, async () => {
-        const input = w.name === "strip" ? raw : ev;
+        const input = w.rawInput ? raw : ev;
         const out = `${dir}/out-${w.name.replace(/\W+/g, "-")}`;
         Deno.writeTextFileSync(out, "OLD");
         const names = listDir(dir);
@@ -175,7 +198,7 @@ Deno.test("outputs never get wider permissions than their input; stdin input giv
     ];
     let n = 0;
     for (const w of writers(dir)) {
-      const input = w.name === "strip" ? raw : ev;
+      const input = w.rawInput ? raw : ev;
       for (const [label, inMode, umask, want] of cases) {
         await t.step(`${w.name}: ${label}`, async () => {
           Deno.chmodSync(input, inMode);
@@ -299,7 +322,7 @@ Deno.test("writing to /dev/full: one error line with the offset, exit 1 (filter,
   try {
     for (const w of writers(dir)) {
       await t.step(w.name, async () => {
-        const run = await execCli(w.args(w.name === "strip" ? raw : ev, "/dev/full"));
+        const run = await execCli(w.args(w.rawInput ? raw : ev, "/dev/full"));
         assert.equal(run.code, 1, run.err);
         assertOneErrorLine(
           run.err,

@@ -89,7 +89,7 @@ Deno.test("strip run() reports usage errors with exit code 2 and bad input (magi
         // A bad magic is a bad input (exit 1, with the offset), not a usage error.
         ["strip", `${dir}/raw.bin`, `${dir}/o`, "--plugmap", `${dir}/pm.json`],
         1,
-        /no ELF magic \(a raw memory image needs --base GPA\) at offset 0x0\n$/,
+        /neither an ELF nor a kdump-compressed dump \(a raw memory image needs --base GPA\) at offset 0x0\n$/,
       ],
       [
         ["strip", `${dir}/bad.elf`, `${dir}/o`, "--plugmap", `${dir}/pm.json`, "--format", "raw"],

@@ -1,0 +1,306 @@
+/**
+ * ELF dump → kdump-compressed file: every page of guest memory the ELF
+ * describes goes into the 1st bitmap (minus excluded ranges, which are left
+ * out of both bitmaps), non-zero pages are compressed in parallel and
+ * written. All-zero pages share one stored zero page, as makedumpfile
+ * `-d 1` writes them (readers see zeros); with `excludeZeroPages` they are
+ * cleared from the 2nd bitmap instead, which saves their descriptors but
+ * makes crash report them as excluded unless it runs with `--zero_excluded`.
+ * Notes and VMCOREINFO are carried over (the caller adds provenance).
+ *
+ * @module
+ */
+
+import { UnsupportedFeatureError } from "../errors.ts";
+import type { AtomicOutputOptions } from "../io/file.ts";
+import { parseNotes, parseVmcoreinfo } from "../elf/note.ts";
+import { concatNoteSegments, type ElfCore, planGpaRange } from "../elf/reader.ts";
+import { KDUMP_MAX_BLOCK_SIZE, KDUMP_MIN_BLOCK_SIZE } from "../kdump/header.ts";
+import { kdumpCodecFlag, type KdumpWriteCodec, PageCompressorPool } from "../kdump/compress.ts";
+import { KdumpWriter, type KdumpWriteResult } from "../kdump/writer.ts";
+import { type GpaRange, mergeGpaRanges, subtractGpaRanges } from "../vmem/ranges.ts";
+import { type KdumpTarget, openKdumpOutput } from "./kdump_output.ts";
+import { type KernelUtsname, kernelUtsname } from "./kernel_utsname.ts";
+
+/** Options for {@linkcode elfToKdump}. */
+export interface ElfToKdumpOptions {
+  /** Page codec. @default {"zlib"} */
+  codec?: KdumpWriteCodec;
+  /** Codec level. @default {1} */
+  level?: number;
+  /** Clear all-zero pages from the 2nd bitmap instead of sharing one stored zero page. @default {false} */
+  excludeZeroPages?: boolean;
+  /** Guest-physical ranges to leave out of both bitmaps (unplugged blocks). @default {[]} */
+  exclude?: readonly GpaRange[];
+  /** Notes area to write instead of the input's PT_NOTE bytes (to add provenance). */
+  notes?: Uint8Array;
+  /** Write the flattened container. @default {false} */
+  flattened?: boolean;
+  /** Compression workers. @default {navigator.hardwareConcurrency} */
+  workers?: number;
+  /** Pages per compression batch. @default {256} */
+  batchPages?: number;
+  /** Called with guest bytes processed so far. */
+  onProgress?: (byteLength: number) => void;
+  /** Awaited after the last page, before headers and notes are written (notes may change in place). */
+  beforeFinish?: () => Promise<void>;
+  /** With a path as output: the output policy (inputs, `force`); the ELF's own file is always protected. @default {{}} */
+  outputPolicy?: AtomicOutputOptions;
+}
+
+/** What {@linkcode elfToKdump} wrote. */
+export interface ElfToKdumpReport extends KdumpWriteResult {
+  /** Page size used. */
+  blockSize: number;
+  /** Pfns covered. */
+  maxMapnr: number;
+  /** Pages in the 1st bitmap. */
+  presentPages: number;
+  /** All-zero pages (left out with `excludeZeroPages`, else sharing one stored page). */
+  zeroPages: number;
+  /** Pages stored as is because compression did not make them smaller. */
+  uncompressedPages: number;
+  /** Memory left out of both bitmaps (excluded ranges that the ELF described). */
+  removed: GpaRange[];
+  /** Codec and level. */
+  codec: KdumpWriteCodec;
+  /** Level used. */
+  level: number;
+  /** Whether the flattened container was written. */
+  flattened: boolean;
+  /**
+   * Where the header's utsname came from: the kernel's `init_uts_ns`
+   * (`kernel`), or VMCOREINFO and the ELF header with version "unknown"
+   * (`derived`).
+   */
+  utsnameSource: KernelUtsname["source"];
+}
+
+/**
+ * Convert an ELF core to a kdump-compressed file.
+ *
+ * @param core The parsed input (left open).
+ * @param target Output path (atomic) or sink.
+ * @param options Codec, exclusions, container.
+ * @returns What was written.
+ * @throws {UnsupportedFeatureError} when the dump describes no physical memory or its page size is unusable.
+ *
+ * @example
+ * ```ts ignore
+ * import { readElfCore } from "@vmem-dump/vmem-dump/elf";
+ * import { elfToKdump } from "@vmem-dump/vmem-dump/dumps";
+ * using core = await readElfCore("guest.elf");
+ * const r = await elfToKdump(core, "guest.kdump", { codec: "zstd", excludeZeroPages: true });
+ * console.log(r.pageCount, r.byteLength);
+ * ```
+ */
+export async function elfToKdump(
+  core: ElfCore,
+  target: KdumpTarget,
+  options: ElfToKdumpOptions = {},
+): Promise<ElfToKdumpReport> {
+  const codec = options.codec ?? "zlib";
+  const level = options.level ?? 1;
+  const vmcoreinfoNote = core.notes.find((n) => n.kind === "vmcoreinfo");
+  const info = vmcoreinfoNote ? parseVmcoreinfo(vmcoreinfoNote.desc) : new Map<string, string>();
+  const B = Number(info.get("PAGESIZE") ?? 4096);
+  if (
+    !Number.isSafeInteger(B) || B < KDUMP_MIN_BLOCK_SIZE || B > KDUMP_MAX_BLOCK_SIZE ||
+    (B & (B - 1)) !== 0
+  ) {
+    throw new UnsupportedFeatureError(
+      `Cannot write a kdump file: VMCOREINFO gives a page size of ${info.get("PAGESIZE")}`,
+      "elf",
+      vmcoreinfoNote?.fileOffset ?? 0,
+    );
+  }
+  // Physical memory the ELF describes, minus the excluded ranges.
+  const described = mergeGpaRanges(
+    core.loads.filter((s) => s.gpa !== undefined && s.byteLength > 0)
+      .map((s) => ({ gpa: s.gpa!, byteLength: s.byteLength })),
+  );
+  if (described.length === 0) {
+    throw new UnsupportedFeatureError(
+      "Cannot write a kdump file: the ELF dump describes no guest-physical memory",
+      "elf",
+      0,
+    );
+  }
+  const exclude = mergeGpaRanges(options.exclude ?? []);
+  const kept = subtractGpaRanges(described, exclude);
+  const removed = subtractGpaRanges(described, kept);
+  const last = described.at(-1)!;
+  const maxMapnr = Math.ceil((last.gpa + last.byteLength) / B);
+  const present = new Uint8Array(Math.ceil(maxMapnr / 8));
+  let presentPages = 0;
+  const pfnRuns: Array<[number, number]> = []; // [first, end) of present pfns
+  for (const r of kept) {
+    const first = Math.floor(r.gpa / B);
+    const end = Math.ceil((r.gpa + r.byteLength) / B);
+    const prev = pfnRuns.at(-1);
+    if (prev !== undefined && first < prev[1]) {
+      prev[1] = Math.max(prev[1], end);
+    } else pfnRuns.push([first, end]);
+  }
+  for (const [first, end] of pfnRuns) {
+    for (let p = first; p < end; p++) present[p >>> 3]! |= 1 << (p & 7);
+    presentPages += end - first;
+  }
+
+  const baseNotes = options.notes ?? concatNoteSegments(core);
+  const uts = await kernelUtsname(core, info);
+  const physBaseText = info.get("NUMBER(phys_base)");
+  const cpus = core.notes.filter((n) => n.kind === "prstatus").length;
+  const flattened = options.flattened ?? false;
+  const policy = options.outputPolicy ?? {};
+  const out = await openKdumpOutput(target, flattened, {
+    ...policy,
+    inputs: [
+      ...(policy.inputs ?? []),
+      ...(core.reader.identity === undefined ? [] : [core.reader.identity]),
+    ],
+  });
+  const pool = new PageCompressorPool({
+    codec,
+    level,
+    blockSize: B,
+    ...(options.workers === undefined ? {} : { workers: options.workers }),
+  });
+  try {
+    const writer = new KdumpWriter(out.sink, {
+      wordSize: core.ehdr.elfClass === 64 ? 8 : 4,
+      littleEndian: core.ehdr.littleEndian,
+      blockSize: B,
+      maxMapnr,
+      present,
+      maxPageCount: presentPages,
+      utsname: uts.utsname,
+      status: kdumpCodecFlag(codec),
+      nrCpus: Math.max(1, cpus),
+      // VMCOREINFO prints phys_base as a signed decimal (%ld).
+      physBase: physBaseText !== undefined && /^-?[0-9]{1,20}$/.test(physBaseText)
+        ? BigInt.asUintN(64, BigInt(physBaseText))
+        : 0n,
+      // Dump level 1 ("zero pages excluded") only when they really are missing.
+      dumpLevel: options.excludeZeroPages ? 1 : 0,
+      notes: baseNotes,
+      ...(vmcoreinfoNote ? { vmcoreinfo: vmcoreinfoNote.desc } : {}),
+      ...vmcoreinfoPlace(baseNotes, core.ehdr.littleEndian),
+    });
+    const batchPages = options.batchPages ?? 256;
+    const inFlight: Array<
+      { pfns: Float64Array; count: number; done: ReturnType<typeof pool.compress> }
+    > = [];
+    const maxInFlight = 2 * Math.max(1, pool.workerCount) + 1;
+    let zeroPages = 0;
+    let uncompressedPages = 0;
+    let processed = 0;
+    const flag = kdumpCodecFlag(codec);
+    const settle = async () => {
+      const job = inFlight.shift()!;
+      const b = await job.done;
+      let at = 0;
+      for (let i = 0; i < job.count; i++) {
+        const pfn = job.pfns[i]!;
+        const size = b.sizes[i]!;
+        if (size === 0) {
+          zeroPages++;
+          if (!options.excludeZeroPages) writer.addZeroPage(pfn);
+          continue;
+        }
+        if (b.flags[i] !== flag) uncompressedPages++;
+        writer.addPage(pfn, b.data.subarray(at, at + size), b.flags[i]!);
+        at += size;
+        if (writer.needsDrain) await writer.drain();
+      }
+      await writer.drain();
+      processed += job.count * B;
+      options.onProgress?.(processed);
+    };
+
+    let buf = new Uint8Array(batchPages * B);
+    let pfns = new Float64Array(batchPages);
+    let count = 0;
+    let slotPfn = -1; // pfn of the last slot in the batch
+    const submit = async () => {
+      if (count === 0) return;
+      inFlight.push({ pfns, count, done: pool.compress(buf, count) });
+      buf = new Uint8Array(batchPages * B);
+      pfns = new Float64Array(batchPages);
+      count = 0;
+      slotPfn = -1;
+      if (inFlight.length >= maxInFlight) await settle();
+    };
+    /** Slot index for pfn (allocating it), or -1 when the batch is full. */
+    const slotFor = (pfn: number): number => {
+      if (pfn === slotPfn) return count - 1;
+      if (count === batchPages) return -1;
+      pfns[count] = pfn;
+      slotPfn = pfn;
+      return count++;
+    };
+
+    for (const r of kept) {
+      for (const piece of planGpaRange(core, r)) {
+        let gpa = piece.gpa;
+        const end = piece.gpa + piece.byteLength;
+        while (gpa < end) {
+          const pfn = Math.floor(gpa / B);
+          let slot = slotFor(pfn);
+          if (slot < 0) {
+            await submit();
+            slot = slotFor(pfn);
+          }
+          // Bytes from gpa to the end of the piece or of the batch's room.
+          const roomPages = batchPages - slot;
+          const n = Math.min(end - gpa, roomPages * B - (gpa - pfn * B));
+          const lastPfn = Math.floor((gpa + n - 1) / B);
+          for (let p = pfn + 1; p <= lastPfn; p++) slotFor(p);
+          if (piece.kind === "data") {
+            const into = buf.subarray(slot * B + (gpa - pfn * B), slot * B + (gpa - pfn * B) + n);
+            const fileOffset = piece.fileOffset + (gpa - piece.gpa);
+            const got = await core.reader.readInto(fileOffset, into);
+            if (got < n) {
+              throw new UnsupportedFeatureError(
+                `Cannot read segment bytes at 0x${fileOffset.toString(16)}: the file shrank`,
+                "elf",
+                fileOffset + got,
+              );
+            }
+          }
+          // "zero" pieces stay zero; "absent" pieces inside a kept range do not occur.
+          gpa += n;
+        }
+      }
+    }
+    await submit();
+    while (inFlight.length > 0) await settle();
+    await options.beforeFinish?.();
+    const result = await writer.finish();
+    await out.commit();
+    return {
+      ...result,
+      blockSize: B,
+      maxMapnr,
+      presentPages,
+      zeroPages,
+      uncompressedPages,
+      removed,
+      codec,
+      level,
+      flattened,
+      utsnameSource: uts.source,
+    };
+  } catch (e) {
+    await out.abort();
+    throw e;
+  } finally {
+    pool.close();
+  }
+}
+
+/** Where the VMCOREINFO text sits inside a notes area, for `vmcoreinfoInNotes`. */
+function vmcoreinfoPlace(notes: Uint8Array, le: boolean): { vmcoreinfoInNotes?: number } {
+  const n = parseNotes(notes, 0, le).find((x) => x.kind === "vmcoreinfo");
+  return n === undefined ? {} : { vmcoreinfoInNotes: n.desc.byteOffset - notes.byteOffset };
+}

@@ -1,0 +1,390 @@
+/**
+ * Rewrites of dump files that record their provenance: `strip` (ELF or
+ * kdump in, same format out, unplugged memory removed) and `convert`
+ * (ELF → kdump, kdump or QEMU-layout ELF → classic ELF). Each output carries
+ * the provenance note (see `provenance.ts`) with the input's name, size and
+ * SHA-256, the plug map and the removed ranges.
+ *
+ * @module
+ */
+
+import { parseNotes } from "../elf/note.ts";
+import { concatNoteSegments, readElfCore } from "../elf/reader.ts";
+import { planStrip, stripElf, type StripReport } from "../elf/rewrite.ts";
+import type { AtomicOutputOptions } from "../io/file.ts";
+import { sha256Positional } from "../io/hash.ts";
+import { openPositional } from "../io/positional.ts";
+import { type KdumpFile, readKdump } from "../kdump/reader.ts";
+import { stripKdump, type StripKdumpReport } from "../kdump/strip.ts";
+import type { KdumpWriteCodec } from "../kdump/compress.ts";
+import type { PlugMap } from "../vmem/plug_map.ts";
+import { type GpaRange, mergeGpaRanges, subtractGpaRanges } from "../vmem/ranges.ts";
+import { type DumpKind, sniffDump } from "./detect.ts";
+import { rawImageAsElf } from "./raw_as_elf.ts";
+import { elfToKdump, type ElfToKdumpReport } from "./elf_to_kdump.ts";
+import { kdumpElfNotes, kdumpToElf, type KdumpToElfReport } from "./kdump_to_elf.ts";
+import { openKdumpOutput } from "./kdump_output.ts";
+import {
+  findProvenance,
+  nextProvenance,
+  type Provenance,
+  provenanceStep,
+  withProvenanceNote,
+} from "./provenance.ts";
+
+/** The input of a rewrite as the provenance note names it. */
+interface InputFacts {
+  name: string;
+  byteLength: number;
+  sha256: string;
+}
+
+/** `policy` with `input` among its inputs. */
+function policyFor(input: string, policy: AtomicOutputOptions | undefined): AtomicOutputOptions {
+  return { ...policy, inputs: [...(policy?.inputs ?? []), input] };
+}
+
+async function inputFacts(path: string): Promise<InputFacts> {
+  using r = await openPositional(path);
+  return { name: path, byteLength: r.byteLength, sha256: await sha256Positional(r) };
+}
+
+/** Options for {@linkcode stripDump}. */
+export interface StripDumpOptions {
+  /** The plug map whose unplugged blocks go. */
+  plugMap: PlugMap;
+  /** ELF only: page alignment of segment data. @default {4096} */
+  pageAlign?: number;
+  /** ELF only: count non-zero pages in the removed bytes. @default {false} */
+  countNonZero?: boolean;
+  /** kdump only: write the flattened container (default: plain, also for flattened input). */
+  flattened?: boolean;
+  /**
+   * The output policy (inputs never replaced, `force`, permissions); the
+   * input path is always one of the inputs. @default {{}}
+   */
+  outputPolicy?: AtomicOutputOptions;
+}
+
+/** What {@linkcode stripDump} did. */
+export type StripDumpReport =
+  & { provenance: Provenance; inputSha256: string; removedNothing: boolean }
+  & ({ format: "elf"; elf: StripReport } | {
+    format: "kdump";
+    inputContainer: "raw" | "flattened";
+    flattened: boolean;
+    kdump: StripKdumpReport;
+  });
+
+/**
+ * Strip the unplugged blocks of a plug map out of an ELF or kdump dump
+ * (chosen by magic), with a provenance note in the output.
+ *
+ * @param input Input path.
+ * @param output Output path (`-` for ELF or flattened kdump output).
+ * @param options Plug map and format options.
+ * @returns The report.
+ * @throws {TypeError} when the input is neither ELF nor kdump.
+ *
+ * @example
+ * ```ts ignore
+ * import { stripDump } from "@vmem-dump/vmem-dump/dumps";
+ * const r = await stripDump("vmcore", "vmcore.stripped", { plugMap });
+ * ```
+ */
+export async function stripDump(
+  input: string,
+  output: string,
+  options: StripDumpOptions,
+): Promise<StripDumpReport> {
+  let kind;
+  {
+    using r = await openPositional(input);
+    kind = await sniffDump(r);
+  }
+  const exclude = options.plugMap.unpluggedGpaRanges();
+  const plugMap = options.plugMap.toJSON();
+  if (kind === "elf") {
+    const facts = await inputFacts(input);
+    using core = await readElfCore(input);
+    // Plan once without notes to learn what goes, then write with the note.
+    const notes = concatNoteSegments(core);
+    const le = core.ehdr.littleEndian;
+    const existing = findProvenance(core.notes);
+    // The removed ranges depend only on the headers: a dry plan gives them.
+    const dry = planStrip(core, { exclude });
+    const removed: GpaRange[] = dry.report.removed.map((r) => ({
+      gpa: r.gpa,
+      byteLength: r.byteLength,
+    }));
+    const provenance = nextProvenance(
+      existing,
+      provenanceStep({ command: "strip", input: facts, outputFormat: "elf", plugMap, removed }),
+    );
+    const elf = await stripElf(core, output, {
+      outputPolicy: policyFor(input, options.outputPolicy),
+      exclude,
+      notes: withProvenanceNote(notes, le, provenance),
+      ...(options.pageAlign === undefined ? {} : { pageAlign: options.pageAlign }),
+      ...(options.countNonZero ? { countNonZero: true } : {}),
+    });
+    return {
+      format: "elf",
+      elf,
+      provenance,
+      inputSha256: facts.sha256,
+      removedNothing: elf.removedByteLength === 0,
+    };
+  }
+  if (kind === "kdump" || kind === "kdump-flattened") {
+    using dump = await readKdump(input);
+    const le = dump.header.littleEndian;
+    const existing = findProvenance(parseNotes(dump.notes, dump.subHeader.offsetNote, le));
+    const flattened = options.flattened ?? false;
+    const removed = kdumpRemovedRanges(dump, exclude);
+    const byteLength = dump.container === "raw" ? dump.byteLength : await fileSize(input);
+    // The note's size does not depend on the hash (64 hex digits): lay it out
+    // with a placeholder, hash the input while stripping, then fill it in
+    // (the writer stores the notes last).
+    const noteFor = (sha256: string) =>
+      nextProvenance(
+        existing,
+        provenanceStep({
+          command: "strip",
+          input: { name: input, byteLength, sha256 },
+          outputFormat: "kdump",
+          plugMap,
+          removed,
+        }),
+      );
+    const placeholder = "0".repeat(64);
+    const notes = withProvenanceNote(dump.notes, le, noteFor(placeholder));
+    const out = await openKdumpOutput(output, flattened, policyFor(input, options.outputPolicy));
+    try {
+      const hashing = inputFacts(input);
+      hashing.catch(() => {});
+      const kdumpPromise = stripKdump(dump, out.sink, {
+        exclude,
+        notes,
+        beforeFinish: async () => {
+          const facts = await hashing;
+          const real = withProvenanceNote(dump.notes, le, noteFor(facts.sha256));
+          if (real.byteLength !== notes.byteLength) {
+            throw new Error("Internal error: the provenance note changed size");
+          }
+          notes.set(real);
+        },
+      });
+      const kdump = await kdumpPromise;
+      const facts = await hashing;
+      await out.commit();
+      return {
+        format: "kdump",
+        inputContainer: dump.container,
+        flattened,
+        kdump,
+        provenance: noteFor(facts.sha256),
+        inputSha256: facts.sha256,
+        removedNothing: kdump.removedPresentPages === 0,
+      };
+    } catch (e) {
+      await out.abort();
+      throw e;
+    }
+  }
+  throw new TypeError(`${input} is neither an ELF nor a kdump-compressed dump`);
+}
+
+/** Excluded ranges clipped to the pages a kdump dump has in its 1st bitmap. */
+function kdumpRemovedRanges(dump: KdumpFile, exclude: readonly GpaRange[]): GpaRange[] {
+  const B = dump.blockSize;
+  const out: GpaRange[] = [];
+  for (const r of exclude) {
+    const first = Math.ceil(r.gpa / B);
+    const end = Math.min(dump.maxMapnr, Math.floor((r.gpa + r.byteLength) / B));
+    let run = -1;
+    for (let pfn = dump.present.nextSet(first, end); pfn >= 0 && pfn < end;) {
+      run = pfn;
+      let stop = pfn + 1;
+      while (stop < end && dump.isPresent(stop)) stop++;
+      out.push({ gpa: run * B, byteLength: (stop - run) * B });
+      pfn = dump.present.nextSet(stop, end);
+    }
+  }
+  return mergeGpaRanges(out);
+}
+
+async function fileSize(path: string): Promise<number> {
+  using r = await openPositional(path);
+  return r.byteLength;
+}
+
+/** Options for {@linkcode convertDump}. */
+export interface ConvertDumpOptions {
+  /** Output format. */
+  to: "kdump" | "elf";
+  /** kdump: page codec. @default {"zlib"} */
+  codec?: KdumpWriteCodec;
+  /** kdump: codec level. @default {1} */
+  level?: number;
+  /** kdump: clear all-zero pages from the 2nd bitmap. @default {false} */
+  excludeZeroPages?: boolean;
+  /** kdump: write the flattened container. @default {false} */
+  flattened?: boolean;
+  /** kdump: compression workers. @default {navigator.hardwareConcurrency} */
+  workers?: number;
+  /** Leave the unplugged blocks of this plug map out. */
+  plugMap?: PlugMap;
+  /** The input is a raw image of guest-physical memory starting at this gpa. */
+  baseGpa?: number;
+  /**
+   * The output policy (inputs never replaced, `force`, permissions); the
+   * input path is always one of the inputs. @default {{}}
+   */
+  outputPolicy?: AtomicOutputOptions;
+}
+
+/** What {@linkcode convertDump} did. */
+export interface ConvertDumpReport {
+  /** Input format. */
+  from: "elf" | "kdump" | "kdump-flattened" | "raw";
+  /** Output format. */
+  to: "kdump" | "elf";
+  /** Input SHA-256. */
+  inputSha256: string;
+  /** The provenance written. */
+  provenance: Provenance;
+  /** Memory left out (plug map). */
+  removed: GpaRange[];
+  /** ELF → kdump details. */
+  kdump?: ElfToKdumpReport;
+  /** kdump → ELF details. */
+  elf?: KdumpToElfReport;
+  /** ELF → ELF details. */
+  elfRewrite?: StripReport;
+}
+
+/**
+ * Convert a dump: ELF (or raw image with `baseGpa`) → kdump, kdump → ELF,
+ * QEMU-layout ELF → classic ELF, optionally leaving out unplugged memory.
+ *
+ * @param input Input path.
+ * @param output Output path.
+ * @param options Target and its options.
+ * @returns The report.
+ * @throws {TypeError} for an input that is no dump, or a conversion that makes no sense.
+ *
+ * @example
+ * ```ts ignore
+ * import { convertDump } from "@vmem-dump/vmem-dump/dumps";
+ * await convertDump("guest.elf", "guest.kdump", { to: "kdump", codec: "zstd" });
+ * ```
+ */
+export async function convertDump(
+  input: string,
+  output: string,
+  options: ConvertDumpOptions,
+): Promise<ConvertDumpReport> {
+  let kind: DumpKind | "raw" | undefined;
+  {
+    using r = await openPositional(input);
+    kind = options.baseGpa !== undefined ? "raw" : await sniffDump(r);
+  }
+  if (kind === undefined) {
+    throw new TypeError(`${input} is neither an ELF nor a kdump dump; for a raw image give --base`);
+  }
+  const exclude = options.plugMap?.unpluggedGpaRanges() ?? [];
+  const plugMap = options.plugMap?.toJSON();
+  const step = (sha256: string, byteLength: number, removed: GpaRange[]) =>
+    provenanceStep({
+      command: "convert",
+      input: { name: input, byteLength, sha256 },
+      outputFormat: options.to,
+      plugMap,
+      removed,
+      zeroPagesExcluded: options.excludeZeroPages ?? false,
+    });
+  if (options.to === "kdump") {
+    if (kind === "kdump" || kind === "kdump-flattened") {
+      throw new TypeError("the input is already a kdump dump: use strip to remove memory from it");
+    }
+    using core = kind === "raw"
+      ? await readElfCore(await rawImageAsElf(input, options.baseGpa!))
+      : await readElfCore(input);
+    const le = core.ehdr.littleEndian;
+    const existing = findProvenance(core.notes);
+    const baseNotes = concatNoteSegments(core);
+    const byteLength = await fileSize(input);
+    const described = core.loads.filter((s) => s.gpa !== undefined)
+      .map((s) => ({ gpa: s.gpa!, byteLength: s.byteLength }));
+    const removed = intersectGpaRanges(described, exclude);
+    const noteFor = (sha256: string) => nextProvenance(existing, step(sha256, byteLength, removed));
+    const notes = withProvenanceNote(baseNotes, le, noteFor("0".repeat(64)));
+    const hashing = inputFacts(input);
+    hashing.catch(() => {});
+    const kdump = await elfToKdump(core, output, {
+      outputPolicy: policyFor(input, options.outputPolicy),
+      exclude,
+      notes,
+      ...(options.codec ? { codec: options.codec } : {}),
+      ...(options.level !== undefined ? { level: options.level } : {}),
+      ...(options.excludeZeroPages ? { excludeZeroPages: true } : {}),
+      ...(options.flattened ? { flattened: true } : {}),
+      ...(options.workers !== undefined ? { workers: options.workers } : {}),
+      beforeFinish: async () => {
+        const real = withProvenanceNote(baseNotes, le, noteFor((await hashing).sha256));
+        if (real.byteLength !== notes.byteLength) {
+          throw new Error("Internal error: the provenance note changed size");
+        }
+        notes.set(real);
+      },
+    });
+    const facts = await hashing;
+    return {
+      from: kind,
+      to: "kdump",
+      inputSha256: facts.sha256,
+      provenance: noteFor(facts.sha256),
+      removed,
+      kdump,
+    };
+  }
+  // to ELF
+  const facts = await inputFacts(input);
+  if (kind === "kdump" || kind === "kdump-flattened") {
+    using dump = await readKdump(input);
+    const le = dump.header.littleEndian;
+    const notesIn = kdumpElfNotes(dump);
+    const existing = findProvenance(parseNotes(notesIn, 0, le));
+    if (exclude.length > 0) {
+      throw new TypeError("convert --to elf of a kdump dump takes no plug map: strip it first");
+    }
+    const provenance = nextProvenance(existing, step(facts.sha256, facts.byteLength, []));
+    const elf = await kdumpToElf(dump, output, {
+      outputPolicy: policyFor(input, options.outputPolicy),
+      notes: withProvenanceNote(notesIn, le, provenance),
+    });
+    return { from: kind, to: "elf", inputSha256: facts.sha256, provenance, removed: [], elf };
+  }
+  using core = kind === "raw"
+    ? await readElfCore(await rawImageAsElf(input, options.baseGpa!))
+    : await readElfCore(input);
+  const le = core.ehdr.littleEndian;
+  const dry = planStrip(core, { exclude });
+  const removed = dry.report.removed.map((r) => ({ gpa: r.gpa, byteLength: r.byteLength }));
+  const provenance = nextProvenance(
+    findProvenance(core.notes),
+    step(facts.sha256, facts.byteLength, removed),
+  );
+  const elfRewrite = await stripElf(core, output, {
+    outputPolicy: policyFor(input, options.outputPolicy),
+    exclude,
+    notes: withProvenanceNote(concatNoteSegments(core), le, provenance),
+  });
+  return { from: kind, to: "elf", inputSha256: facts.sha256, provenance, removed, elfRewrite };
+}
+
+/** The parts of `ranges` inside `within`. */
+function intersectGpaRanges(ranges: readonly GpaRange[], within: readonly GpaRange[]): GpaRange[] {
+  return subtractGpaRanges(ranges, subtractGpaRanges(ranges, within));
+}

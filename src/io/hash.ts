@@ -1,0 +1,54 @@
+/**
+ * SHA-256 of a whole input, read in large chunks (for provenance records).
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import type { PositionalReader } from "./positional.ts";
+import { UnexpectedEofError } from "../errors.ts";
+
+/**
+ * Hash every byte of a positional input.
+ *
+ * @param reader The input.
+ * @param chunkSize Read size. @default {4194304}
+ * @returns The SHA-256 in lowercase hex.
+ * @throws {UnexpectedEofError} when the input shrinks while it is read.
+ *
+ * @example
+ * ```ts
+ * import { bytesPositional, sha256Positional } from "@vmem-dump/vmem-dump";
+ * console.log((await sha256Positional(bytesPositional(new Uint8Array(0)))).slice(0, 8)); // e3b0c442
+ * ```
+ */
+export async function sha256Positional(
+  reader: PositionalReader,
+  chunkSize = 4 << 20,
+): Promise<string> {
+  const hash = createHash("sha256");
+  const bufs = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
+  const read = async (at: number, buf: Uint8Array) => {
+    const want = Math.min(buf.byteLength, reader.byteLength - at);
+    const n = await reader.readInto(at, buf.subarray(0, want));
+    if (n < want) {
+      throw new UnexpectedEofError(
+        "Cannot hash the input: it shrank while it was read",
+        "raw",
+        at + n,
+      );
+    }
+    return buf.subarray(0, n);
+  };
+  let at = 0;
+  let turn = 0;
+  let pending = reader.byteLength > 0 ? read(0, bufs[0]!) : undefined;
+  while (pending !== undefined) {
+    const chunk = await pending;
+    at += chunk.byteLength;
+    turn ^= 1;
+    pending = at < reader.byteLength ? read(at, bufs[turn]!) : undefined;
+    hash.update(chunk);
+  }
+  return hash.digest("hex");
+}
