@@ -170,7 +170,13 @@ export class MigrationParser {
             out.push(...tail.end());
             this.#phase = "done";
           } else {
-            w.need(1, "the device state");
+            // A live source may keep its connection open after the vmdesc (return path).
+            const rest = tail.endIfComplete();
+            if (rest === undefined) w.need(1, "the device state");
+            else {
+              out.push(...rest);
+              this.#phase = "after-vmdesc";
+            }
           }
           break;
         }

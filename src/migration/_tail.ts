@@ -87,55 +87,80 @@ export class TailScanner {
   }
 
   /**
+   * Whether what arrived so far ends with a complete EOF + vmdesc (the JSON
+   * parses): then the remaining records, ending with EOF and the vmdesc, and
+   * the stream is over; otherwise `undefined`. A live source may keep its
+   * connection open after its vmdesc (with a return path it waits for the
+   * destination's answer), so the end cannot wait for the input to end.
+   * Checked only when the bytes end with `}`, so it costs nothing on the
+   * way. Anything that arrives afterwards is the parser's error.
+   */
+  endIfComplete(): MigrationRecord[] | undefined {
+    if (this.#end === this.#start || this.#win[this.#end - 1] !== 0x7d) return undefined;
+    const eofAt = this.#findEnd(true);
+    return eofAt < 0 ? undefined : this.#finish(eofAt);
+  }
+
+  /**
    * The input ended: the remaining records, ending with EOF and the vmdesc.
    * @throws {UnexpectedEofError} when the tail does not end with EOF and a vmdesc that fits.
    */
   end(): MigrationRecord[] {
+    const eofAt = this.#findEnd(false);
+    if (eofAt >= 0) return this.#finish(eofAt);
     const out: MigrationRecord[] = [];
     this.#scan(this.#end, out);
     const win = this.#win;
     const end = this.#end;
-    const start = this.#start;
-    const base = this.#base;
-    // The end: EOF byte, then optionally 0x06 + be32 length + JSON that ends the input.
+    if (this.#ctx.requireVmdesc || end === this.#start || win[end - 1] !== QEMU_VM_EOF) {
+      throw new UnexpectedEofError(
+        "Cannot find the end of the device state: input ended without QEMU_VM_EOF and its vmdesc " +
+          `(a vmdesc must fit in the ${this.#ctx.window >>> 20} MiB look-ahead)`,
+        "migration",
+        this.#base + end,
+      );
+    }
+    this.#emitOpaque(end - 1, out);
+    out.push({ kind: "eof", streamOffset: this.#base + end - 1 });
+    return out;
+  }
+
+  /**
+   * Where EOF + vmdesc start if the buffered bytes end with them (`-1`
+   * otherwise): the EOF byte, 0x06, a be32 length that ends exactly at the
+   * end of what was read, and the JSON's "{". Candidates are 0x06 bytes
+   * (native search). `parses`: the JSON must parse too.
+   */
+  #findEnd(parses: boolean): number {
+    const win = this.#win;
+    const end = this.#end;
     const view = new DataView(win.buffer, win.byteOffset, end);
-    let eofAt = -1;
     const valid = win.subarray(0, end);
-    // Candidates are 0x06 bytes (native search), then the EOF byte before, the
-    // length that ends exactly at the input's end, and the JSON's "{".
-    for (let at = end - 6; at > start;) {
+    for (let at = end - 6; at > this.#start;) {
       const six = valid.lastIndexOf(QEMU_VM_VMDESCRIPTION, at);
-      if (six <= start) break;
+      if (six <= this.#start) break;
       const p = six - 1;
-      if (win[p] === QEMU_VM_EOF && win[p + 6] === 0x7b && view.getUint32(p + 2) === end - p - 6) {
-        eofAt = p;
-        break;
+      if (
+        win[p] === QEMU_VM_EOF && win[p + 6] === 0x7b && view.getUint32(p + 2) === end - p - 6 &&
+        (!parses || parseJson(win.subarray(p + 6, end)) !== undefined)
+      ) {
+        return p;
       }
       at = six - 1;
     }
-    if (eofAt < 0) {
-      if (this.#ctx.requireVmdesc || end === start || win[end - 1] !== QEMU_VM_EOF) {
-        throw new UnexpectedEofError(
-          "Cannot find the end of the device state: input ended without QEMU_VM_EOF and its vmdesc " +
-            `(a vmdesc must fit in the ${this.#ctx.window >>> 20} MiB look-ahead)`,
-          "migration",
-          base + end,
-        );
-      }
-      this.#emitOpaque(end - 1, out);
-      out.push({ kind: "eof", streamOffset: base + end - 1 });
-      return out;
-    }
+    return -1;
+  }
+
+  /** The records from the last emitted byte to the end, EOF at `eofAt`, then the vmdesc. */
+  #finish(eofAt: number): MigrationRecord[] {
+    const out: MigrationRecord[] = [];
+    this.#scan(eofAt, out);
     this.#emitOpaque(eofAt, out);
+    const base = this.#base;
     out.push({ kind: "eof", streamOffset: base + eofAt });
-    const json = win.slice(eofAt + 6, end);
-    let parsed: unknown = undefined;
-    try {
-      parsed = JSON.parse(new TextDecoder().decode(json));
-    } catch {
-      parsed = undefined;
-    }
-    out.push({ kind: "vmdesc", streamOffset: base + eofAt + 1, json, parsed });
+    const json = this.#win.slice(eofAt + 6, this.#end);
+    out.push({ kind: "vmdesc", streamOffset: base + eofAt + 1, json, parsed: parseJson(json) });
+    this.#start = this.#end;
     return out;
   }
 
@@ -264,6 +289,15 @@ export class TailScanner {
       i = this.#start;
     }
     this.#scanFrom = Math.max(this.#scanFrom, Math.min(limit, this.#end));
+  }
+}
+
+/** The vmdesc JSON parsed, or `undefined` when it does not parse (QEMU only reports that). */
+function parseJson(bytes: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return undefined;
   }
 }
 

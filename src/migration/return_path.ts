@@ -144,7 +144,10 @@ export class ReturnPathDecoder {
     const type = (this.#buf[0]! << 8) | this.#buf[1]!;
     const length = this.#payloadLength();
     const payload = this.#buf.slice(4, 4 + length);
-    const value = length === 4 ? new DataView(payload.buffer).getUint32(0) : undefined;
+    const value = type === C.MIG_RP_MSG_SHUT || type === C.MIG_RP_MSG_PONG ||
+        type === C.MIG_RP_MSG_RESUME_ACK
+      ? new DataView(payload.buffer).getUint32(0)
+      : undefined;
     const message: ReturnPathMessage = {
       type,
       name: returnPathMessageName(type),

@@ -435,6 +435,7 @@ export class ProxySession {
           ? { progressIntervalMs: options.progressIntervalMs }
           : {}),
         onProgress: (progress) => this.#emit({ kind: "progress", progress }),
+        allowReturnPath: true,
         onReturnPathOpened: () => {
           this.#returnPath.opened = true;
           this.#emit({ kind: "return-path-opened" });
@@ -450,19 +451,28 @@ export class ProxySession {
         },
         onComplete: () => {
           this.#setState(ProxyState.Completing);
-          // After a veto the source learns it from its closed connection (and
-          // the return path, if it has one): read no further than its stream.
-          if (this.#vetoed) source.close();
+          if (!this.#vetoed) return;
+          // After a veto the source learns it from the destination's SHUT (relayed)
+          // or from its closed connection: give the destination a moment to answer
+          // (QEMU 10.0 sends SHUT 1, 7.2 just exits), then close.
+          if (destinationEnded) source.close();
+          else vetoTimer = setTimeout(() => source.close(), options.lingerMs ?? 30_000);
         },
       },
     );
     this.#relay = relay;
-    const watcher = this.#watchDestination(destination, source, relay);
+    let destinationEnded = false;
+    let vetoTimer: ReturnType<typeof setTimeout> | undefined;
+    const watcher = this.#watchDestination(destination, source, relay).finally(() => {
+      destinationEnded = true;
+      clearTimeout(vetoTimer);
+    });
 
     let result: RelayResult;
     try {
       result = await relay.run();
     } catch (e) {
+      clearTimeout(vetoTimer);
       if (e instanceof RelayVerificationError) {
         source.close();
         destination.close();
