@@ -118,9 +118,24 @@ class GranuleCounts {
     } else if (nonZeroBytes > 0) {
       page[at + 1]! += 1;
       page[at + 2]! += nonZeroBytes;
-      const first = ramOffset + firstNonZero + 1;
-      if (page[at + 4] === 0 || first < page[at + 4]!) page[at + 4] = first;
+      if (firstNonZero >= 0) {
+        const first = ramOffset + firstNonZero + 1;
+        if (page[at + 4] === 0 || first < page[at + 4]!) page[at + 4] = first;
+      }
     }
+  }
+
+  /**
+   * Whether a non-zero page at `ramOffset` could lower its granule's first
+   * non-zero byte (pages mostly come in ascending order: then only the
+   * granule's first non-zero page needs the search).
+   */
+  needsFirst(ramOffset: number): boolean {
+    const g = Math.floor(ramOffset / GRANULE);
+    const page = this.#pages.get(Math.floor(g / GRANULES_PER_PAGE));
+    if (page === undefined) return true;
+    const stored = page[(g % GRANULES_PER_PAGE) * FIELDS + 4]!;
+    return stored === 0 || ramOffset < stored - 1;
   }
 
   /** Counts of every granule with records, as [granule index, counters view]. */
@@ -388,8 +403,11 @@ export class MigrationScanner {
       }
       if (!known) content = this.#content(r);
       if (content !== undefined) {
-        first = firstNonZeroIndex(content);
-        nonZeroBytes = first < 0 ? 0 : countNonZeroBytes(content.subarray(first));
+        // One pass over the page; the first non-zero byte only when it can matter.
+        nonZeroBytes = countNonZeroBytes(content);
+        if (nonZeroBytes > 0 && route.counts.needsFirst(r.ramOffset)) {
+          first = firstNonZeroIndex(content);
+        }
       }
       route.counts.add(r.ramOffset, nonZeroBytes, first);
     }

@@ -91,3 +91,31 @@ Deno.test("forEachNonZeroPage() finds single bytes across the native-compare win
   assert.equal(forEachNonZeroPage(new Uint8Array(1 << 20), 4096, (at) => empty.push(at)), 0);
   assert.deepEqual(empty, []);
 });
+
+Deno.test("countNonZeroBytes() counts every byte value in every lane of a word, dense random data too", () => {
+  const words = new Uint8Array(4 * 256 * 4);
+  // Byte value v in lane l of word (v * 4 + l), the other lanes zero.
+  for (let v = 0; v < 256; v++) for (let l = 0; l < 4; l++) words[(v * 4 + l) * 4 + l] = v;
+  assert.equal(countNonZeroBytes(words), 255 * 4);
+  const random = seededRandom(11);
+  const dense = new Uint8Array(1 << 16);
+  for (let i = 0; i < dense.byteLength; i++) {
+    // Mostly values that stress the carry trick: 0, 0x80, 0x7f, 0x01, 0xff, anything.
+    const pick = random();
+    dense[i] = pick < 0.3
+      ? 0
+      : pick < 0.4
+      ? 0x80
+      : pick < 0.5
+      ? 0x7f
+      : pick < 0.6
+      ? 1
+      : pick < 0.7
+      ? 0xff
+      : Math.floor(random() * 256);
+  }
+  for (const start of [0, 1, 2, 3]) {
+    const view = dense.subarray(start, dense.byteLength - (3 - start));
+    assert.equal(countNonZeroBytes(view), naive(view).count, `start ${start}`);
+  }
+});

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { realdata, realdataAvailable, realdataFacts, type RealdataSet } from "../_util/realdata.ts";
 import { readFileBytes } from "../_util/files.ts";
-import { assertOneErrorLine, CLI_MAIN, execCli } from "../_util/cli.ts";
+import { assertOneErrorLine, CLI_MAIN, collectCli, execCli, spawnCli } from "../_util/cli.ts";
 import { inSmallTmpfs } from "../_util/tmpfs.ts";
 import { inCi } from "../_util/tools.ts";
 import type { ExtractedPage } from "../../src/scan/extract.ts";
@@ -285,3 +285,43 @@ async function allUnpluggedMap(dir: string): Promise<string> {
   );
   return path;
 }
+
+Deno.test({
+  name: "a signal while scan --extract writes removes the unfinished directory (exit 143)",
+  ignore: !realdataAvailable("out-small"),
+  fn: async () => {
+    const tmp = await Deno.makeTempDir({ prefix: "vmem-extract-" });
+    try {
+      // The real s1 image judged by an all-unplugged map: thousands of pages to write.
+      const raw = await realdata("out-small", "s1-plugged-200M.vmem0.raw");
+      const child = spawnCli([
+        "scan",
+        raw,
+        "--base",
+        "0x100000000",
+        "--plugmap",
+        await allUnpluggedMap(tmp),
+        "--extract",
+        `${tmp}/x`,
+      ]);
+      // Wait for the temporary directory to hold some pages, then interrupt.
+      const until = Date.now() + 120_000;
+      let seen = false;
+      while (!seen && Date.now() < until) {
+        for (const e of Deno.readDirSync(tmp)) {
+          if (e.name.startsWith("x.tmp-") && [...Deno.readDirSync(`${tmp}/${e.name}`)].length > 2) {
+            seen = true;
+          }
+        }
+        if (!seen) await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.ok(seen, "the extraction directory never filled");
+      child.kill("SIGTERM");
+      const result = await collectCli(child, 60_000);
+      assert.equal(result.code, 143, result.err);
+      assert.deepEqual(listDir(tmp), ["map.json"]);
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
