@@ -17,7 +17,7 @@
 import { type CopyOutput, copyRangesTo, type CopyStep } from "../../io/positional.ts";
 import type { PlugMap } from "../../vmem/plug_map.ts";
 import { clearBitRange, forEachSetRun } from "../../io/bits.ts";
-import { type BitmapPiece, readBitmapPieces, swapBitmapWords } from "./bitmap.ts";
+import { type BitmapPiece, readBitmapPieces, setRunBatches, swapBitmapWords } from "./bitmap.ts";
 import { MAPPED_RAM_HEADER_SIZE } from "./header.ts";
 import type { MappedRamBlockInfo, MappedRamFile } from "./file.ts";
 import type { MappedRamBitmapOptions } from "./inspect.ts";
@@ -184,14 +184,14 @@ export async function filterMappedRam(
       // The pages whose bit is still set, read again from the bitmap (now small pieces).
       for await (const piece of readBitmapPieces(file.reader, m, undefined, { byteOrder })) {
         applyDrops(area, piece, false);
-        const runs: [number, number][] = [];
-        forEachSetRun(piece.bits, 0, piece.pageCount, (first, count) => {
-          runs.push([first, count]);
-        });
-        for (const [first, count] of runs) {
-          result.keptPages += count;
-          yield* holeTo(m.pagesOffset + (piece.firstPage + first) * m.pageSize);
-          yield* copyTo(m.pagesOffset + (piece.firstPage + first + count) * m.pageSize);
+        for (const runs of setRunBatches(piece.bits, 0, piece.pageCount)) {
+          for (let i = 0; i < runs.length; i += 2) {
+            const first = piece.firstPage + runs[i]!;
+            const count = runs[i + 1]!;
+            result.keptPages += count;
+            yield* holeTo(m.pagesOffset + first * m.pageSize);
+            yield* copyTo(m.pagesOffset + (first + count) * m.pageSize);
+          }
         }
       }
       yield* holeTo(m.areaEnd);
