@@ -122,7 +122,7 @@ export async function scanMappedRam(
   const report = collector.report(plugMap ?? new PlugMap([]), {
     input: {
       path: options.path ?? null,
-      kind: "migration",
+      kind: "mapped-ram",
       container: options.container ?? null,
       byteLength: file.byteLength,
       baseGpa: null,
