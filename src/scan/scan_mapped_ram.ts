@@ -15,6 +15,7 @@ import { unpluggedPages } from "../migration/mapped_ram/unplugged_pages.ts";
 import { countPagesPresent } from "../migration/mapped_ram/inspect.ts";
 import { PlugMap } from "../vmem/plug_map.ts";
 import { FindingCollector, type PlugStateInfo, type ScanReport } from "./findings.ts";
+import { sameDevice } from "./scan_stream.ts";
 
 /** Options for {@linkcode scanMappedRam}. */
 export interface ScanMappedRamOptions extends MappedRamBitmapOptions {
@@ -64,7 +65,7 @@ export async function scanMappedRam(
   if (own !== undefined && options.plugMap !== undefined) {
     for (const d of own.devices) {
       const given = options.plugMap.deviceForGpa(d.gpa);
-      if (given === undefined || JSON.stringify(given) !== JSON.stringify(d)) {
+      if (given === undefined || !sameDevice(given, d)) {
         warnings.push(
           `The plug map given differs from the file's own plug state for device ${
             d.path || d.ramBlock

@@ -207,8 +207,9 @@ async function checkFile(
   });
 
   await t.step("scan lists those pages with the file offsets of their data", async () => {
-    const { report } = await scanMappedRam(mr, { path: mig });
+    const { report } = await scanMappedRam(mr, { path: mig, plugMap: mr.plugMap });
     assert.equal(report.summary.findings, 2);
+    assert.deepEqual(report.warnings, [], "the same plug map given: no warning");
     const pages = report.devices.flatMap((d) => d.blocks.flatMap((b) => b.pages));
     assert.deepEqual(pages.map((p) => p.gpa), EVIL_GPAS);
     for (const p of pages) {
