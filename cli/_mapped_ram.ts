@@ -24,8 +24,8 @@ import type { InspectReport } from "../src/migration/inspect.ts";
 import type { PlugStateInfo } from "../src/scan/findings.ts";
 import { formatScanReport } from "../src/scan/format_report.ts";
 import { scanMappedRam } from "../src/scan/scan_mapped_ram.ts";
-import { formatByteCount } from "../src/proxy/relay.ts";
-import { grouped, hex, json, table } from "./_format.ts";
+import type { AtomicOutput } from "../src/io/file.ts";
+import { formatByteCount, grouped, hex, json, table } from "./_format.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
 import { type CliIo, UsageError } from "./io.ts";
 
@@ -228,23 +228,26 @@ export async function scanMappedRamCommand(
 }
 
 /**
- * `filter` of a mapped-ram file into a sparse copy.
+ * `filter` of a mapped-ram file into a sparse copy, committed to `output`
+ * on success (the caller aborts it on failure).
  *
  * @param input The file.
- * @param outPath Where to write (`-`: holes become zeros).
+ * @param output The command's output (standard output: holes become zeros).
  * @param values Plug-map options and `--json`.
  * @param io Output.
  * @returns Exit code 0.
  */
 export async function filterMappedRamCommand(
   input: MappedRamInput,
-  outPath: string,
+  output: AtomicOutput,
   values: PlugMapValues & { json?: boolean | undefined },
   io: CliIo,
 ): Promise<number> {
   const plugMap = await loadPlugMapOption(values);
   const mr = await read(input);
-  const r = await filterMappedRam(mr, outPath, plugMap ? { plugMap } : {});
+  const r = await filterMappedRam(mr, output, plugMap ? { plugMap } : {});
+  await output.commit();
+  const outPath = output.path;
   const text = values.json
     ? json({ input: input.path, output: outPath, format: "mapped-ram", ...r })
     : renderFilter(input.path, outPath, r);

@@ -102,6 +102,14 @@ Deno.test({
       assert.equal(v.code, 0, v.out + v.err);
       const s = await cli(["scan", out]);
       assert.equal(s.code, 0, s.out + s.err);
+      // The output policy holds: an existing OUT only with --force, never IN itself.
+      const again = await cli(["filter", mig, out]);
+      assert.equal(again.code, 1, again.err);
+      assert.equal((await cli(["filter", "--force", mig, out])).code, 0);
+      const onto = await cli(["filter", "--force", mig, mig]);
+      assert.equal(onto.code, 1);
+      assert.match(onto.err, /it is the input/);
+      assert.equal((await cli(["verify", mig])).code, 3, "the input is untouched");
     });
 
     await t.step("standard input or compressed: a one-line error, exit 1", async () => {

@@ -80,7 +80,8 @@ interface Area {
  * Write the filtered copy of a mapped-ram file to `output`.
  *
  * @param file The input, from `readMappedRamFile`.
- * @param output A path (written atomically; `-` for standard output, where holes become zeros) or a sink.
+ * @param output A path (written atomically; `-` for standard output, where holes become
+ *   zeros), an `AtomicOutput` (holes skipped; the caller commits it) or a chunk sink (holes as zeros).
  * @param options Out-of-band plug map, listing bound, bitmap byte order, progress.
  * @returns What was dropped and written.
  * @throws {FormatError} when a plug map does not fit the file; the output is then not created.
