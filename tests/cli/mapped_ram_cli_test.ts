@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { assertOneErrorLine, execCli } from "../_util/cli.ts";
 import { qemuAvailable, tempDir } from "../_util/qemu.ts";
 import {
   duKiB,
@@ -16,23 +17,9 @@ import {
   readMappedRamIndependently,
 } from "../_util/mapped_ram.ts";
 
-const MAIN = new URL("../../cli/main.ts", import.meta.url).pathname;
-
-async function cli(args: string[], stdin?: string) {
-  const command = stdin === undefined
-    ? new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, ...args],
-      stdout: "piped",
-      stderr: "piped",
-    })
-    : new Deno.Command("bash", {
-      args: ["-c", `exec "$0" run -A "$1" "\${@:2}" < "${stdin}"`, Deno.execPath(), MAIN, ...args],
-      stdout: "piped",
-      stderr: "piped",
-    });
-  const out = await command.output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, out: text(out.stdout), err: text(out.stderr) };
+/** Run the real CLI as a process (standard input from `stdinFile` when given). */
+async function cli(args: string[], stdinFile?: string) {
+  return await execCli(args, stdinFile === undefined ? {} : { stdinFile });
 }
 
 Deno.test({
@@ -115,14 +102,13 @@ Deno.test({
     await t.step("standard input or compressed: a one-line error, exit 1", async () => {
       const piped = await cli(["verify", "-"], mig);
       assert.equal(piped.code, 1);
-      assert.match(piped.err, /^error: .*mapped-ram file.*regular file/);
-      assert.equal(piped.err.trim().split("\n").length, 1);
+      assertOneErrorLine(piped.err, /mapped-ram file.*regular file/);
       const zst = `${tmp.path}/vm.mig.zst`;
       const z = await new Deno.Command("zstd", { args: ["-q", "-1", mig, "-o", zst] }).output();
       assert.ok(z.success);
       const compressed = await cli(["inspect", zst]);
       assert.equal(compressed.code, 1);
-      assert.match(compressed.err, /mapped-ram file/);
+      assertOneErrorLine(compressed.err, /mapped-ram file/);
     });
   },
 });
