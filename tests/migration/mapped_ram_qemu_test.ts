@@ -35,6 +35,7 @@ import {
   QEMU_SAVE_FORMAT_SPARSE,
 } from "../../src/container/libvirt_save.ts";
 import { extractPlugStateFromStreamFile } from "../../src/vmem/load.ts";
+import { fileContains } from "../_util/files.ts";
 import {
   compareGuestMemory,
   qemuAvailable,
@@ -46,7 +47,6 @@ import {
   duKiB,
   EVIL_BLOCKS,
   EVIL_GPAS,
-  fileContains,
   makeMappedRamFile,
   mappedRamCaps,
   readMappedRamIndependently,
