@@ -99,13 +99,16 @@ Deno.test({
       assert.equal((await cli(["verify", mig])).code, 3, "the input is untouched");
     });
 
-    await t.step("standard input or compressed: a one-line error, exit 1", async () => {
+    await t.step("standard input, compressed or convert: a one-line error, exit 1", async () => {
       const piped = await cli(["verify", "-"], mig);
       assert.equal(piped.code, 1);
       assertOneErrorLine(piped.err, /mapped-ram file.*regular file/);
       const zst = `${tmp.path}/vm.mig.zst`;
       const z = await new Deno.Command("zstd", { args: ["-q", "-1", mig, "-o", zst] }).output();
       assert.ok(z.success);
+      const convert = await cli(["convert", mig, `${tmp.path}/c.zst`, "--to", "zstd"]);
+      assert.equal(convert.code, 1);
+      assertOneErrorLine(convert.err, /Cannot convert a mapped-ram file/);
       const compressed = await cli(["inspect", zst]);
       assert.equal(compressed.code, 1);
       assertOneErrorLine(compressed.err, /mapped-ram file/);
