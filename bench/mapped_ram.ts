@@ -14,7 +14,9 @@
  *
  * `cat` reads the whole logical file, holes included (they read as zeros);
  * our commands read the stream parts, the bitmaps, and for scan/filter the
- * pages that matter. `filter` is also compared with `cp --sparse=always`.
+ * pages that matter. `filter FILE -` writes the whole logical output (holes
+ * as zeros) to /dev/null; `filter FILE OUT` writes a sparse file and is also
+ * compared with `cp --sparse=always` (both are bound by the disk's write-back).
  */
 
 import { parseArgs } from "node:util";
@@ -112,7 +114,7 @@ const vmd = (args: string) => `'${Deno.execPath()}' run -A '${MAIN}' ${args}`;
 
 await timeShell(`cat '${file}' > /dev/null`);
 const cat = await best(`cat '${file}' > /dev/null`);
-const cp = await best(`rm -f '${dir}/cp.out'; cp --sparse=always '${file}' '${dir}/cp.out'`);
+const cp = await best(`rm -f '${dir}/cp.out'; sync; cp --sparse=always '${file}' '${dir}/cp.out'`);
 const rows: (string | number)[][] = [];
 const row = (name: string, t: number, base = cat) =>
   rows.push([name, t.toFixed(2), ratio(base, t), (data / t / 1e9).toFixed(2)]);
@@ -122,12 +124,16 @@ row("inspect", await best(`${vmd(`inspect '${file}'`)} > /dev/null`));
 row("verify", await best(`${vmd(`verify '${file}'`)} > /dev/null; test $? = 3`));
 row("scan", await best(`${vmd(`scan '${file}'`)} > /dev/null; test $? = 3`));
 row(
+  "filter FILE - > /dev/null",
+  await best(`${vmd(`filter '${file}' -`)} > /dev/null 2> /dev/null`),
+);
+row(
   "filter FILE OUT",
-  await best(`rm -f '${dir}/f.out'; ${vmd(`filter '${file}' '${dir}/f.out'`)} 2> /dev/null`),
+  await best(`rm -f '${dir}/f.out'; sync; ${vmd(`filter '${file}' '${dir}/f.out'`)} 2> /dev/null`),
 );
 row(
   "filter (vs cp)",
-  await best(`rm -f '${dir}/f.out'; ${vmd(`filter '${file}' '${dir}/f.out'`)} 2> /dev/null`),
+  await best(`rm -f '${dir}/f.out'; sync; ${vmd(`filter '${file}' '${dir}/f.out'`)} 2> /dev/null`),
   cp,
 );
 console.log(
