@@ -182,7 +182,7 @@ export async function filterMappedRam(
         yield { kind: "bytes", data: bytes };
         cursor += bytes.byteLength;
       }
-      // The pages whose bit is still set, read again from the bitmap (now small pieces).
+      // The pages whose bit is still set: the bitmap again, piece by piece (never held whole).
       for await (const piece of readBitmapPieces(file.reader, m, undefined, { byteOrder })) {
         applyDrops(area, piece, false);
         for (const runs of setRunBatches(piece.bits, 0, piece.pageCount)) {
