@@ -5,7 +5,17 @@
  *   deno task bench [NAME ...]     # e.g. deno task bench migration scan
  */
 
-const ALL = ["migration", "inspect", "plugmap", "filter_verify", "strip", "scan", "zstd", "proxy"];
+const ALL = [
+  "migration",
+  "inspect",
+  "plugmap",
+  "filter_verify",
+  "strip",
+  "scan",
+  "zstd",
+  "proxy",
+  "mapped_ram",
+];
 const wanted = Deno.args.length > 0 ? Deno.args : ALL;
 let failed = 0;
 for (const name of wanted) {

@@ -44,6 +44,8 @@ import {
   plugMapFiles,
 } from "../_args.ts";
 import { convertDump } from "../../src/dumps/rewrite.ts";
+import { UnsupportedFeatureError } from "../../src/errors.ts";
+import { openMappedRamInput } from "../_mapped_ram.ts";
 import { KDUMP_LEVELS, type KdumpWriteCodec } from "../../src/kdump/compress.ts";
 
 const HELP = `usage: vmem-dump convert IN OUT [--to raw|gzip|zstd|libvirt] [options]
@@ -250,6 +252,16 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
 
   await checkOutput(outPath, policy);
+  const mapped = await openMappedRamInput(inPath);
+  if (mapped !== undefined) {
+    mapped[Symbol.dispose]();
+    throw new UnsupportedFeatureError(
+      "Cannot convert a mapped-ram file: its pages sit at absolute file offsets, which a " +
+        "re-packed copy would not keep (docs/mapped-ram.md)",
+      "container",
+      mapped.payloadOffset,
+    );
+  }
   const input = await openInput(inPath, { format: "container" });
   try {
     const opened = await openContainer(input.reader, {

@@ -23,6 +23,7 @@ import {
 } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice } from "../_plug_state.ts";
 import { terminalProgress } from "../_progress.ts";
+import { filterMappedRamCommand, openMappedRamInput } from "../_mapped_ram.ts";
 
 const HELP =
   `usage: vmem-dump filter IN OUT [--plugmap FILE | --plugmap-from STREAM] [--json] [--force]
@@ -44,6 +45,10 @@ ${FORCE_HELP}
 OUT is never one of the inputs (same file, however named) and an existing
 OUT is replaced only with --force; OUT gets IN's permissions at most
 (docs/evidence.md).
+
+A mapped-ram file IN (QEMU file: migration with mapped-ram, libvirt "sparse"
+image) becomes a sparse OUT with the same layout: the bits of unplugged pages
+cleared, their data left out as holes (docs/mapped-ram.md).
 `;
 
 /** Run `filter`. */
@@ -65,6 +70,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   let choice: PlugStateChoice;
   let input: Awaited<ReturnType<typeof openStreamInput>>;
   try {
+    const mapped = await openMappedRamInput(inPath);
+    if (mapped !== undefined) {
+      using _ = mapped;
+      return await filterMappedRamCommand(mapped, output, values, io);
+    }
     choice = await choosePlugState(values, inPath, { twoPass: true });
     input = await openStreamInput(inPath, { recycle: true });
   } catch (e) {

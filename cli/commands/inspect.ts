@@ -10,12 +10,15 @@ import { openStreamInput } from "../_stream_input.ts";
 import { grouped, hex, json, table } from "../_format.ts";
 import type { CliIo } from "../io.ts";
 import { JSON_OPTION, parseCommandArgs } from "../_args.ts";
+import { inspectMappedRamCommand, openMappedRamInput } from "../_mapped_ram.ts";
 
 const HELP = `usage: vmem-dump inspect FILE|- [--json]
 
 Summarise a QEMU migration stream (raw, gzip, zstd or a libvirt save image):
 header and machine type, every section with its size, the RAM blocks with
-their record counts, and the virtio-mem sections.
+their record counts, and the virtio-mem sections. A mapped-ram file (QEMU
+file: migration with mapped-ram, libvirt "sparse" image) is read in place,
+with its blocks' headers and pages present (docs/mapped-ram.md).
 
   --json   print the report as JSON (schema in docs/migration.md)
 `;
@@ -30,6 +33,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   });
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
+  const mapped = await openMappedRamInput(positionals[0]!);
+  if (mapped !== undefined) {
+    using _ = mapped;
+    return await inspectMappedRamCommand(mapped, values, io, render);
+  }
   const input = await openStreamInput(positionals[0]!, { recycle: true });
   try {
     const report = await inspectMigration(decodeMigrationBatches(input.reader));

@@ -33,6 +33,7 @@ import { VERDICT_EXIT_CODES } from "../../src/scan/verdict.ts";
 import { scanMigration, type ScanMigrationResult } from "../../src/scan/scan_stream.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import { json } from "../_format.ts";
+import { openMappedRamInput, scanMappedRamCommand } from "../_mapped_ram.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
@@ -61,6 +62,9 @@ INPUT is one of:
   a raw image        pmemsave of guest memory; give --base GPA (needs a plug map)
   a migration stream raw, gzip, zstd or a libvirt save image, or - for stdin;
                      the stream's own plug state is used when it has one
+  a mapped-ram file  QEMU file: migration with mapped-ram, or a libvirt sparse
+                     image: pages of unplugged blocks whose bit is set, with
+                     the file offsets of their data (docs/mapped-ram.md)
 
 Findings: in dumps and raw images, every 4 KiB page of an unplugged block
 that is not all zero (unplugged memory reads as zero); in streams, every page
@@ -151,6 +155,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
   if (kind !== "raw" && baseGpa !== undefined) {
     throw new UsageError("--base applies to raw images only");
+  }
+  const mapped = kind === "migration" ? await openMappedRamInput(path) : undefined;
+  if (mapped !== undefined) {
+    using _ = mapped;
+    return await scanMappedRamCommand(mapped, values, maxFindings, io);
   }
   if (kind !== "migration" && path === "-") {
     throw new UsageError(

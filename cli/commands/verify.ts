@@ -23,6 +23,7 @@ import {
 } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice } from "../_plug_state.ts";
 import { terminalProgress } from "../_progress.ts";
+import { openMappedRamInput, verifyMappedRamCommand } from "../_mapped_ram.ts";
 
 const HELP = `usage: vmem-dump verify IN [--forward OUT] [--plugmap FILE | --plugmap-from STREAM]
                         [--json] [--max-violations N] [--single-pass] [--force]
@@ -46,6 +47,10 @@ section arrives.
 ${FORCE_HELP}
 OUT is never IN (same file, however named), an existing OUT is replaced only
 with --force, and OUT gets IN's permissions at most (docs/evidence.md).
+
+A mapped-ram file (QEMU file: migration with mapped-ram, libvirt "sparse"
+image): a bitmap bit set for a page of an unplugged block is a violation
+(docs/mapped-ram.md); --forward and --single-pass do not apply.
 
 Exit status: 0 clean, 3 violations found, 1 error, 2 usage error.
 `;
@@ -74,6 +79,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     if (!Number.isSafeInteger(maxViolations) || maxViolations < 0) {
       throw new UsageError("--max-violations takes a non-negative integer");
     }
+  }
+  const mapped = await openMappedRamInput(inPath);
+  if (mapped !== undefined) {
+    using _ = mapped;
+    return await verifyMappedRamCommand(mapped, { ...values, maxViolations }, io);
   }
   const forwardPath = values.forward;
   if (values.force && forwardPath === undefined) {

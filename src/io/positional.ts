@@ -422,17 +422,29 @@ export class NonZeroPageCounter {
 }
 
 /** Where {@linkcode copyRangesTo} writes: a path (atomic, `-` for stdout) or a sink. */
-export type CopyOutput = string | ChunkSink;
+export type CopyOutput = string | ChunkSink | SparseSink;
+
+/**
+ * An output that can leave holes (an `AtomicOutput` is one): `copyRangesTo`
+ * writes into it and skips over `hole` steps; the caller commits it.
+ */
+export interface SparseSink {
+  /** Write a chunk (valid only until the promise settles). */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Move on by `byteLength` bytes without writing them. */
+  skip(byteLength: number): Promise<void>;
+}
 
 /**
  * {@linkcode copyRanges} into a path, written atomically (a temporary file
- * renamed on success, removed on failure), or into a sink. A path follows
+ * renamed on success, removed on failure), into a sink, or into a
+ * {@linkcode SparseSink} (holes are skipped; the caller commits it). A path follows
  * the output policy of `createAtomicOutput` (`options.outputPolicy`, with
  * the reader's file as one more input): it never replaces an input nor,
  * without `force`, any existing file.
  *
  * @param reader The input.
- * @param output A path, `-`, or a sink.
+ * @param output A path, `-`, a sink, or a sparse sink (an `AtomicOutput`).
  * @param steps What to copy, zero-fill or insert, in output order.
  * @param options Chunk size, error format, progress.
  * @returns The number of bytes written.
@@ -448,7 +460,13 @@ export async function copyRangesTo(
   steps: Iterable<CopyStep> | AsyncIterable<CopyStep>,
   options: CopyRangesOptions = {},
 ): Promise<number> {
-  if (typeof output !== "string") return await copyRanges(reader, output, steps, options);
+  if (typeof output === "function") return await copyRanges(reader, output, steps, options);
+  if (typeof output !== "string") {
+    return await copyRanges(reader, (chunk) => output.write(chunk), steps, {
+      ...options,
+      onHole: (n) => output.skip(n),
+    });
+  }
   const policy = options.outputPolicy ?? {};
   const out = await createAtomicOutput(output, {
     ...policy,

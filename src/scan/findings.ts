@@ -31,7 +31,7 @@ export const SCAN_REPORT_VERSION = 2;
 export const DEFAULT_MAX_FINDINGS = 100;
 
 /** What was scanned. */
-export type ScanInputKind = "raw" | "elf" | "kdump" | "migration";
+export type ScanInputKind = "raw" | "elf" | "kdump" | "migration" | "mapped-ram";
 
 /** Where the page of a finding came from. */
 export type FindingSource =

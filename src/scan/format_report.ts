@@ -27,6 +27,10 @@ function inputLine(r: ScanReport): string {
       return `${name}: kdump-compressed dump${
         i.container === "kdump-flattened" ? " (flattened)" : ""
       }${size}`;
+    case "mapped-ram":
+      return `${name}: mapped-ram file${
+        i.container && i.container !== "raw" ? ` in ${i.container}` : ""
+      }${size}`;
     case "migration":
       return `${name}: migration stream${
         i.container && i.container !== "raw" ? ` in ${i.container}` : ""
@@ -124,7 +128,7 @@ function pageLines(p: PageFinding): string[] {
  * ```
  */
 export function formatScanReport(report: ScanReport): string {
-  const isStream = report.input.kind === "migration";
+  const isStream = report.input.kind === "migration" || report.input.kind === "mapped-ram";
   const s = report.summary;
   const lines: string[] = [];
   lines.push(`scan ${inputLine(report)}`);
@@ -137,7 +141,13 @@ export function formatScanReport(report: ScanReport): string {
   if (report.coverage !== null && report.devices.length > 1) {
     lines.push(`all devices: ${coverageText(report.coverage)}`);
   }
-  if (s.pageRecords !== null) lines.push(`page records in the stream: ${s.pageRecords}`);
+  if (s.pageRecords !== null) {
+    lines.push(
+      report.input.kind === "mapped-ram"
+        ? `pages in the file: ${s.pageRecords}`
+        : `page records in the stream: ${s.pageRecords}`,
+    );
+  }
   for (const d of report.devices) {
     lines.push(...deviceLines(d));
     for (const b of d.blocks) lines.push(...blockLines(b, isStream, report.details === "blocks"));

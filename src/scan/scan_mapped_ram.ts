@@ -9,13 +9,13 @@
 
 import { readAt } from "../io/positional.ts";
 import type { MappedRamFile } from "../migration/mapped_ram/file.ts";
-import { forEachSetRun } from "../io/bits.ts";
-import { readBitmapPieces } from "../migration/mapped_ram/bitmap.ts";
+import { readBitmapPieces, setRunBatches } from "../migration/mapped_ram/bitmap.ts";
 import type { MappedRamBitmapOptions } from "../migration/mapped_ram/inspect.ts";
 import { unpluggedPages } from "../migration/mapped_ram/unplugged_pages.ts";
 import { countPagesPresent } from "../migration/mapped_ram/inspect.ts";
 import { PlugMap } from "../vmem/plug_map.ts";
 import { FindingCollector, type PlugStateInfo, type ScanReport } from "./findings.ts";
+import { sameDevice } from "./scan_stream.ts";
 
 /** Options for {@linkcode scanMappedRam}. */
 export interface ScanMappedRamOptions extends MappedRamBitmapOptions {
@@ -65,7 +65,7 @@ export async function scanMappedRam(
   if (own !== undefined && options.plugMap !== undefined) {
     for (const d of own.devices) {
       const given = options.plugMap.deviceForGpa(d.gpa);
-      if (given === undefined || JSON.stringify(given) !== JSON.stringify(d)) {
+      if (given === undefined || !sameDevice(given, d)) {
         warnings.push(
           `The plug map given differs from the file's own plug state for device ${
             d.path || d.ramBlock
@@ -80,31 +80,32 @@ export async function scanMappedRam(
     for (const u of unpluggedPages(load, [{ plugMap, source: own ? "early" : "plugmap" }])) {
       const device = plugMap.deviceForGpa(u.gpa)!;
       const m = u.block.mappedRam;
+      /** Read pages `firstPage …` of the block and record each as a finding. */
+      const addPages = async (firstPage: number, count: number) => {
+        for (let p = firstPage; p < firstPage + count; p += PAGES_PER_READ) {
+          const n = Math.min(PAGES_PER_READ, firstPage + count - p);
+          const fileOffset = m.pagesOffset + p * m.pageSize;
+          const data = await readAt(file.reader, { fileOffset, byteLength: n * m.pageSize }, {
+            format: "migration",
+            what: "mapped-ram pages",
+          });
+          for (let i = 0; i < n; i++) {
+            collector.addPage(device, {
+              gpa: u.gpa + (p + i) * m.pageSize,
+              content: data.subarray(i * m.pageSize, (i + 1) * m.pageSize),
+              source: "mapped-ram-page",
+              fileOffset: fileOffset + i * m.pageSize,
+            });
+          }
+        }
+      };
       for (const run of u.runs) {
         for await (const piece of readBitmapPieces(file.reader, m, run, { byteOrder })) {
           const from = Math.max(0, run.firstPage - piece.firstPage);
           const to = Math.min(piece.pageCount, run.firstPage + run.pageCount - piece.firstPage);
-          const runs: [number, number][] = [];
-          forEachSetRun(piece.bits, from, to, (first, count) => {
-            runs.push([piece.firstPage + first, count]);
-          });
-          for (const [firstPage, count] of runs) {
-            for (let p = firstPage; p < firstPage + count; p += PAGES_PER_READ) {
-              const n = Math.min(PAGES_PER_READ, firstPage + count - p);
-              const fileOffset = m.pagesOffset + p * m.pageSize;
-              const data = await readAt(file.reader, {
-                fileOffset,
-                byteLength: n * m.pageSize,
-              }, { format: "migration", what: "mapped-ram pages" });
-              for (let i = 0; i < n; i++) {
-                const ramOffset = (p + i) * m.pageSize;
-                collector.addPage(device, {
-                  gpa: u.gpa + ramOffset,
-                  content: data.subarray(i * m.pageSize, (i + 1) * m.pageSize),
-                  source: "mapped-ram-page",
-                  fileOffset: fileOffset + i * m.pageSize,
-                });
-              }
+          for (const runs of setRunBatches(piece.bits, from, to)) {
+            for (let r = 0; r < runs.length; r += 2) {
+              await addPages(piece.firstPage + runs[r]!, runs[r + 1]!);
             }
           }
         }
@@ -122,7 +123,7 @@ export async function scanMappedRam(
   const report = collector.report(plugMap ?? new PlugMap([]), {
     input: {
       path: options.path ?? null,
-      kind: "migration",
+      kind: "mapped-ram",
       container: options.container ?? null,
       byteLength: file.byteLength,
       baseGpa: null,

@@ -162,7 +162,8 @@ interface BlockRoute {
 
 const NO_ROUTE: BlockRoute = { final: undefined, provisional: undefined, counts: undefined };
 
-function sameDevice(a: VmemDevice, b: VmemDevice): boolean {
+/** Whether two devices have the same geometry and plug bitmap (sizes aside). */
+export function sameDevice(a: VmemDevice, b: VmemDevice): boolean {
   if (a.gpa !== b.gpa || a.regionSize !== b.regionSize || a.blockSize !== b.blockSize) return false;
   if (a.bitmap.byteLength !== b.bitmap.byteLength) return false;
   for (let i = 0; i < a.bitmap.byteLength; i++) if (a.bitmap[i] !== b.bitmap[i]) return false;

@@ -54,3 +54,21 @@ export async function withTempFile<T>(text: string, fn: (path: string) => Promis
     await Deno.remove(path);
   }
 }
+
+/**
+ * Whether a file contains the bytes of `needle` (small files only).
+ *
+ * @param path The file.
+ * @param needle ASCII text.
+ * @returns Whether it occurs.
+ */
+export async function fileContains(path: string, needle: string): Promise<boolean> {
+  const hay = await Deno.readFile(path);
+  const n = new TextEncoder().encode(needle);
+  for (let i = hay.indexOf(n[0]!); i >= 0; i = hay.indexOf(n[0]!, i + 1)) {
+    let ok = true;
+    for (let j = 1; j < n.length && ok; j++) ok = hay[i + j] === n[j];
+    if (ok) return true;
+  }
+  return false;
+}

@@ -153,21 +153,3 @@ export async function duKiB(path: string): Promise<number> {
   if (!out.success) throw new Error(`du -k ${path} failed`);
   return Number(new TextDecoder().decode(out.stdout).split(/\s/)[0]);
 }
-
-/**
- * Whether a file contains the bytes of `needle` (small files only).
- *
- * @param path The file.
- * @param needle ASCII text.
- * @returns Whether it occurs.
- */
-export async function fileContains(path: string, needle: string): Promise<boolean> {
-  const hay = await Deno.readFile(path);
-  const n = new TextEncoder().encode(needle);
-  for (let i = hay.indexOf(n[0]!); i >= 0; i = hay.indexOf(n[0]!, i + 1)) {
-    let ok = true;
-    for (let j = 1; j < n.length && ok; j++) ok = hay[i + j] === n[j];
-    if (ok) return true;
-  }
-  return false;
-}

@@ -139,6 +139,25 @@ Deno.test({
           readMappedRamFile(patched(real, u64Patch(lenAt, 1n << 52n))),
           { maxOffset: real.byteLength },
         );
+        // The same with the MEM_SIZE total made to agree (1 TiB block, a 32 MiB bitmap):
+        // the block's area cannot lie inside the file, so nothing of it is read.
+        const totalAt = lenAt - vmem.idstr.length - 1 - 8;
+        const total = blocks.reduce((a, b) => a + BigInt(b.usedLength), 0n);
+        const huge = 1n << 40n;
+        const patches = new Map([
+          ...u64Patch(totalAt, (total - BigInt(vmem.usedLength) + huge) | 4n),
+          ...u64Patch(lenAt, huge),
+        ]);
+        await assertFormatError(readMappedRamFile(patched(real, patches)), {
+          code: "bad-mapped-ram", // the 32 MiB bitmap does not fit before the pages
+          offset: h + 12,
+        });
+        // Pages moved behind such a bitmap: the area runs past the end of the file.
+        for (const [at, v] of u64Patch(h + 20, 64n << 20n)) patches.set(at, v);
+        await assertFormatError(readMappedRamFile(patched(real, patches)), {
+          name: "UnexpectedEofError",
+          offset: real.byteLength,
+        });
       },
     );
 

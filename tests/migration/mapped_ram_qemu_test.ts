@@ -35,6 +35,7 @@ import {
   QEMU_SAVE_FORMAT_SPARSE,
 } from "../../src/container/libvirt_save.ts";
 import { extractPlugStateFromStreamFile } from "../../src/vmem/load.ts";
+import { fileContains } from "../_util/files.ts";
 import {
   compareGuestMemory,
   qemuAvailable,
@@ -46,7 +47,6 @@ import {
   duKiB,
   EVIL_BLOCKS,
   EVIL_GPAS,
-  fileContains,
   makeMappedRamFile,
   mappedRamCaps,
   readMappedRamIndependently,
@@ -207,8 +207,9 @@ async function checkFile(
   });
 
   await t.step("scan lists those pages with the file offsets of their data", async () => {
-    const { report } = await scanMappedRam(mr, { path: mig });
+    const { report } = await scanMappedRam(mr, { path: mig, plugMap: mr.plugMap });
     assert.equal(report.summary.findings, 2);
+    assert.deepEqual(report.warnings, [], "the same plug map given: no warning");
     const pages = report.devices.flatMap((d) => d.blocks.flatMap((b) => b.pages));
     assert.deepEqual(pages.map((p) => p.gpa), EVIL_GPAS);
     for (const p of pages) {

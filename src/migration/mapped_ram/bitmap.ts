@@ -15,6 +15,7 @@
 
 import { readAt } from "../../io/positional.ts";
 import type { PositionalReader } from "../../io/positional.ts";
+import { forEachSetRun } from "../../io/bits.ts";
 import type { MappedRamBlock } from "./block_layout.ts";
 
 /** Byte order of the 64-bit words of a mapped-ram bitmap (that of the host QEMU ran on). */
@@ -91,5 +92,35 @@ export async function* readBitmapPieces(
     const firstPage = word * 64;
     yield { firstPage, pageCount: Math.min(words * 64, end - firstPage), bits, fileOffset };
     word += words;
+  }
+}
+
+/** Bits examined per batch of {@linkcode setRunBatches}: bounds a batch to 32,768 runs. */
+const RUN_BATCH_BITS = 1 << 16;
+
+/**
+ * The runs of set bits among bits `[from, to)` of a piece, in batches of
+ * flat `[first, count, first, count, …]` arrays, each from at most 65,536
+ * bits, so that a fragmented bitmap never builds a huge list. A run that
+ * crosses a batch boundary comes as two adjacent runs.
+ *
+ * @param bits LSB-first bits (a {@linkcode BitmapPiece}'s `bits`).
+ * @param from First bit.
+ * @param to End bit (exclusive).
+ * @returns Non-empty batches, in ascending order.
+ *
+ * @example
+ * ```ts
+ * import { setRunBatches } from "@vmem-dump/vmem-dump";
+ * console.log([...setRunBatches(new Uint8Array([0b0110]), 0, 8)]); // [[1, 2]]
+ * ```
+ */
+export function* setRunBatches(bits: Uint8Array, from: number, to: number): Generator<number[]> {
+  for (let start = from; start < to; start += RUN_BATCH_BITS) {
+    const runs: number[] = [];
+    forEachSetRun(bits, start, Math.min(to, start + RUN_BATCH_BITS), (first, count) => {
+      runs.push(first, count);
+    });
+    if (runs.length > 0) yield runs;
   }
 }

@@ -17,7 +17,7 @@
 import { type CopyOutput, copyRangesTo, type CopyStep } from "../../io/positional.ts";
 import type { PlugMap } from "../../vmem/plug_map.ts";
 import { clearBitRange, forEachSetRun } from "../../io/bits.ts";
-import { type BitmapPiece, readBitmapPieces, swapBitmapWords } from "./bitmap.ts";
+import { type BitmapPiece, readBitmapPieces, setRunBatches, swapBitmapWords } from "./bitmap.ts";
 import { MAPPED_RAM_HEADER_SIZE } from "./header.ts";
 import type { MappedRamBlockInfo, MappedRamFile } from "./file.ts";
 import type { MappedRamBitmapOptions } from "./inspect.ts";
@@ -80,7 +80,8 @@ interface Area {
  * Write the filtered copy of a mapped-ram file to `output`.
  *
  * @param file The input, from `readMappedRamFile`.
- * @param output A path (written atomically; `-` for standard output, where holes become zeros) or a sink.
+ * @param output A path (written atomically; `-` for standard output, where holes become
+ *   zeros), an `AtomicOutput` (holes skipped; the caller commits it) or a chunk sink (holes as zeros).
  * @param options Out-of-band plug map, listing bound, bitmap byte order, progress.
  * @returns What was dropped and written.
  * @throws {FormatError} when a plug map does not fit the file; the output is then not created.
@@ -181,17 +182,17 @@ export async function filterMappedRam(
         yield { kind: "bytes", data: bytes };
         cursor += bytes.byteLength;
       }
-      // The pages whose bit is still set, read again from the bitmap (now small pieces).
+      // The pages whose bit is still set: the bitmap again, piece by piece (never held whole).
       for await (const piece of readBitmapPieces(file.reader, m, undefined, { byteOrder })) {
         applyDrops(area, piece, false);
-        const runs: [number, number][] = [];
-        forEachSetRun(piece.bits, 0, piece.pageCount, (first, count) => {
-          runs.push([first, count]);
-        });
-        for (const [first, count] of runs) {
-          result.keptPages += count;
-          yield* holeTo(m.pagesOffset + (piece.firstPage + first) * m.pageSize);
-          yield* copyTo(m.pagesOffset + (piece.firstPage + first + count) * m.pageSize);
+        for (const runs of setRunBatches(piece.bits, 0, piece.pageCount)) {
+          for (let i = 0; i < runs.length; i += 2) {
+            const first = piece.firstPage + runs[i]!;
+            const count = runs[i + 1]!;
+            result.keptPages += count;
+            yield* holeTo(m.pagesOffset + first * m.pageSize);
+            yield* copyTo(m.pagesOffset + (first + count) * m.pageSize);
+          }
         }
       }
       yield* holeTo(m.areaEnd);

@@ -1,0 +1,272 @@
+/**
+ * The mapped-ram branch of `inspect`, `verify`, `scan` and `filter`: each
+ * command asks {@linkcode openMappedRamInput} first and hands a mapped-ram
+ * file (plain, or in a libvirt "sparse" image) to the functions here.
+ * Arguments are parsed by the command; this module opens, runs the library
+ * and prints (docs/mapped-ram.md).
+ *
+ * @module
+ */
+
+import { openContainer } from "../src/container/open.ts";
+import { FormatError } from "../src/errors.ts";
+import { openPositional, type PositionalReader } from "../src/io/positional.ts";
+import { positionalByteReader } from "../src/io/positional_byte_reader.ts";
+import {
+  isMappedRamStream,
+  type MappedRamFile,
+  readMappedRamFile,
+} from "../src/migration/mapped_ram/file.ts";
+import { inspectMappedRam } from "../src/migration/mapped_ram/inspect.ts";
+import { type MappedRamVerifyResult, verifyMappedRam } from "../src/migration/mapped_ram/verify.ts";
+import { filterMappedRam, type MappedRamFilterResult } from "../src/migration/mapped_ram/filter.ts";
+import type { InspectReport } from "../src/migration/inspect.ts";
+import type { PlugStateInfo } from "../src/scan/findings.ts";
+import { formatScanReport } from "../src/scan/format_report.ts";
+import { scanMappedRam } from "../src/scan/scan_mapped_ram.ts";
+import type { AtomicOutput } from "../src/io/file.ts";
+import { formatByteCount, grouped, hex, json, table } from "./_format.ts";
+import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
+import { type CliIo, UsageError } from "./io.ts";
+
+/** A mapped-ram file opened for a command. */
+export interface MappedRamInput extends Disposable {
+  /** The path given. */
+  path: string;
+  /** The file. */
+  file: PositionalReader;
+  /** `raw` or `libvirt-save` (a "sparse" image). */
+  container: "raw" | "libvirt-save";
+  /** Where `QEVM` starts. */
+  payloadOffset: number;
+}
+
+/**
+ * Open `path` when it is a mapped-ram file: a regular file whose stream
+ * (raw, or the payload of a libvirt "sparse" image) lists the `mapped-ram`
+ * capability. Anything else gives `undefined` and is left to the stream
+ * path, which reports its errors.
+ *
+ * @param path The command's input (`-` is never a mapped-ram file here).
+ * @returns The opened file, or `undefined`.
+ */
+export async function openMappedRamInput(path: string): Promise<MappedRamInput | undefined> {
+  if (path === "-") return undefined;
+  try {
+    if (!(await Deno.stat(path)).isFile) return undefined;
+  } catch {
+    return undefined;
+  }
+  const file = await openPositional(path);
+  try {
+    const c = await openContainer(positionalByteReader(file, { format: "container" }));
+    const mapped = c.sparse === true ||
+      (c.kind === "raw" && await isMappedRamStream(file, c.payloadOffset));
+    if (mapped && (c.kind === "raw" || c.kind === "libvirt-save")) {
+      return {
+        path,
+        file,
+        container: c.kind,
+        payloadOffset: c.payloadOffset,
+        [Symbol.dispose]: () => file.close(),
+      };
+    }
+  } catch (e) {
+    if (!(e instanceof FormatError)) {
+      file.close();
+      throw e;
+    }
+  }
+  file.close();
+  return undefined;
+}
+
+async function read(input: MappedRamInput): Promise<MappedRamFile> {
+  return await readMappedRamFile(input.file, { payloadOffset: input.payloadOffset });
+}
+
+/**
+ * `inspect` of a mapped-ram file.
+ *
+ * @param input The file.
+ * @param values `--json`.
+ * @param io Output.
+ * @param renderStream The command's text rendering of the stream report.
+ * @returns Exit code 0.
+ */
+export async function inspectMappedRamCommand(
+  input: MappedRamInput,
+  values: { json?: boolean | undefined },
+  io: CliIo,
+  renderStream: (path: string, container: unknown, r: InspectReport) => string,
+): Promise<number> {
+  const report = await inspectMappedRam(await read(input));
+  if (values.json) {
+    await io.out(json({ input: input.path, container: input.container, ...report }));
+    return 0;
+  }
+  const m = report.mappedRam;
+  let out = renderStream(input.path, input.container, report);
+  out += `\nmapped-ram: ${grouped(m.pagesPresent)} pages of ${
+    formatByteCount(m.pageSize)
+  } present; file ${grouped(m.fileByteLength)} bytes (sparse)${
+    m.payloadOffset ? `, stream at ${hex(m.payloadOffset)}` : ""
+  }\n`;
+  out += table(
+    ["idstr", "used_length", "header", "bitmap", "pages at", "pages", "present"],
+    m.blocks.map((b) => [
+      b.idstr,
+      hex(b.usedLength),
+      hex(b.headerOffset),
+      b.ignored ? "-" : `${hex(b.bitmapOffset)}+${hex(b.bitmapByteLength)}`,
+      b.ignored ? "(x-ignore-shared)" : hex(b.pagesOffset),
+      grouped(b.pageCount),
+      grouped(b.pagesPresent),
+    ]),
+  );
+  await io.out(out);
+  return 0;
+}
+
+/**
+ * `verify` of a mapped-ram file: exit 0 clean, 3 violations.
+ *
+ * @param input The file.
+ * @param values Plug-map options, `--json`, `--max-violations`, `--forward`.
+ * @param io Output.
+ * @returns The exit code.
+ */
+export async function verifyMappedRamCommand(
+  input: MappedRamInput,
+  values: PlugMapValues & {
+    json?: boolean | undefined;
+    forward?: string | undefined;
+    maxViolations: number;
+  },
+  io: CliIo,
+): Promise<number> {
+  if (values.forward !== undefined) {
+    throw new UsageError(
+      "--forward does not apply to a mapped-ram file (it is not a stream): use filter IN OUT",
+    );
+  }
+  const plugMap = await loadPlugMapOption(values);
+  const r = await verifyMappedRam(await read(input), {
+    maxViolations: values.maxViolations,
+    ...(plugMap ? { plugMap } : {}),
+  });
+  const plugState = { source: plugMap ? "plugmap+file" : "file", layout: r.layout };
+  await io.out(
+    values.json
+      ? json({ input: input.path, format: "mapped-ram", plugState, ...r })
+      : renderVerify(input.path, r),
+  );
+  return r.clean ? 0 : 3;
+}
+
+function renderVerify(path: string, r: MappedRamVerifyResult): string {
+  let t = r.clean
+    ? `verify: ${path}: clean: ${
+      grouped(r.pagesPresent)
+    } pages in the mapped-ram file, none in an unplugged block\n`
+    : `verify: ${path}: ${grouped(r.violationCount)} page${
+      r.violationCount === 1 ? "" : "s"
+    } of unplugged blocks present (QEMU loads them) among ${grouped(r.pagesPresent)}\n`;
+  t += `  mapped-ram file, ${
+    r.layout === "none" ? "no virtio-mem state in the file" : `${r.layout} layout`
+  }\n`;
+  for (const d of r.devices) {
+    t += `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${d.blocks} blocks of ${
+      formatByteCount(d.blockSize)
+    } plugged; from ${[...new Set(d.sources)].join(" and ")})\n`;
+  }
+  for (const v of r.violations) {
+    t += `  page gpa ${hex(v.gpa)} (${v.ramBlock}+${hex(v.ramOffset)}, block ${v.blockIndex}): ` +
+      `data at file offset ${hex(v.fileOffset)}, bit in byte ${
+        hex(v.bitmapFileOffset)
+      } [${v.detectedBy}]\n`;
+  }
+  if (r.violationCount > r.violations.length) {
+    t += `  … ${r.violationCount - r.violations.length} more\n`;
+  }
+  return t;
+}
+
+/**
+ * `scan` of a mapped-ram file: exit 0 clean, 3 findings.
+ *
+ * @param input The file.
+ * @param values Plug-map options and `--json`.
+ * @param maxFindings Pages listed at most.
+ * @param io Output.
+ * @returns The exit code.
+ */
+export async function scanMappedRamCommand(
+  input: MappedRamInput,
+  values: PlugMapValues & { json?: boolean | undefined },
+  maxFindings: number,
+  io: CliIo,
+): Promise<number> {
+  const plugMap = await loadPlugMapOption(values);
+  const plugState: PlugStateInfo = values.plugmap !== undefined
+    ? { source: "plugmap", detail: values.plugmap }
+    : { source: "plugmap-from", detail: values["plugmap-from"] ?? null };
+  const { report, plugMap: used } = await scanMappedRam(await read(input), {
+    maxFindings,
+    path: input.path,
+    container: input.container,
+    ...(plugMap ? { plugMap, plugState } : {}),
+  });
+  if (used === undefined) {
+    await io.err(
+      "error: the file carries no virtio-mem plug state; give --plugmap FILE or --plugmap-from STREAM\n",
+    );
+    return 1;
+  }
+  await io.out(values.json ? json(report) : formatScanReport(report));
+  return report.summary.findings > 0 ? 3 : 0;
+}
+
+/**
+ * `filter` of a mapped-ram file into a sparse copy, committed to `output`
+ * on success (the caller aborts it on failure).
+ *
+ * @param input The file.
+ * @param output The command's output (standard output: holes become zeros).
+ * @param values Plug-map options and `--json`.
+ * @param io Output.
+ * @returns Exit code 0.
+ */
+export async function filterMappedRamCommand(
+  input: MappedRamInput,
+  output: AtomicOutput,
+  values: PlugMapValues & { json?: boolean | undefined },
+  io: CliIo,
+): Promise<number> {
+  const plugMap = await loadPlugMapOption(values);
+  const mr = await read(input);
+  const r = await filterMappedRam(mr, output, plugMap ? { plugMap } : {});
+  await output.commit();
+  const outPath = output.path;
+  const text = values.json
+    ? json({ input: input.path, output: outPath, format: "mapped-ram", ...r })
+    : renderFilter(input.path, outPath, r);
+  if (values.json && outPath !== "-") await io.out(text);
+  else await io.err(text);
+  return 0;
+}
+
+function renderFilter(inPath: string, outPath: string, r: MappedRamFilterResult): string {
+  let t = `filter: ${inPath} -> ${outPath}: mapped-ram file, dropped ${
+    grouped(r.droppedPages)
+  } page${r.droppedPages === 1 ? "" : "s"} of unplugged blocks, kept ${
+    grouped(r.keptPages)
+  }; wrote ${grouped(r.dataBytes)} bytes of data in a sparse ${grouped(r.byteLength)}-byte file\n`;
+  if (r.plugStateSources.length === 0) t += "  no virtio-mem device: nothing to drop\n";
+  for (const d of r.dropped.slice(0, 16)) {
+    t += `  dropped gpa ${hex(d.gpa)} (${d.ramBlock}+${hex(d.ramOffset)}, block ${d.blockIndex}) ` +
+      `at file offset ${hex(d.fileOffset)}\n`;
+  }
+  if (r.droppedPages > 16) t += `  … ${r.droppedPages - 16} more\n`;
+  return t;
+}
