@@ -21,9 +21,9 @@ import { inspectMappedRam } from "../src/migration/mapped_ram/inspect.ts";
 import { type MappedRamVerifyResult, verifyMappedRam } from "../src/migration/mapped_ram/verify.ts";
 import { filterMappedRam, type MappedRamFilterResult } from "../src/migration/mapped_ram/filter.ts";
 import type { InspectReport } from "../src/migration/inspect.ts";
-import type { PlugStateInfo } from "../src/scan/findings.ts";
-import { formatScanReport } from "../src/scan/format_report.ts";
+import type { FindingPageSink, PlugStateInfo, ScanReport } from "../src/scan/findings.ts";
 import { scanMappedRam } from "../src/scan/scan_mapped_ram.ts";
+import type { PlugMap } from "../src/vmem/plug_map.ts";
 import type { AtomicOutput } from "../src/io/file.ts";
 import { formatByteCount, grouped, hex, json, table } from "./_format.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
@@ -193,38 +193,30 @@ function renderVerify(path: string, r: MappedRamVerifyResult): string {
 }
 
 /**
- * `scan` of a mapped-ram file: exit 0 clean, 3 findings.
+ * `scan` of a mapped-ram file: the report (its verdict gives the exit code),
+ * or `undefined` when neither the file nor the options give a plug state.
  *
  * @param input The file.
- * @param values Plug-map options and `--json`.
- * @param maxFindings Pages listed at most.
- * @param io Output.
- * @returns The exit code.
+ * @param plugMap The `--plugmap`/`--plugmap-from` map, if any.
+ * @param plugState How the report names that map.
+ * @param settings Listing bound, hexdump length, and the `--extract` sink.
+ * @returns The report, or `undefined`.
  */
-export async function scanMappedRamCommand(
+export async function scanMappedRamInput(
   input: MappedRamInput,
-  values: PlugMapValues & { json?: boolean | undefined },
-  maxFindings: number,
-  io: CliIo,
-): Promise<number> {
-  const plugMap = await loadPlugMapOption(values);
-  const plugState: PlugStateInfo = values.plugmap !== undefined
-    ? { source: "plugmap", detail: values.plugmap }
-    : { source: "plugmap-from", detail: values["plugmap-from"] ?? null };
+  plugMap: PlugMap | undefined,
+  plugState: PlugStateInfo,
+  settings: { maxFindings: number; hexdumpBytes: number; pageSink: FindingPageSink | undefined },
+): Promise<ScanReport | undefined> {
   const { report, plugMap: used } = await scanMappedRam(await read(input), {
-    maxFindings,
+    maxFindings: settings.maxFindings,
+    hexdumpBytes: settings.hexdumpBytes,
     path: input.path,
     container: input.container,
+    ...(settings.pageSink ? { pageSink: settings.pageSink } : {}),
     ...(plugMap ? { plugMap, plugState } : {}),
   });
-  if (used === undefined) {
-    await io.err(
-      "error: the file carries no virtio-mem plug state; give --plugmap FILE or --plugmap-from STREAM\n",
-    );
-    return 1;
-  }
-  await io.out(values.json ? json(report) : formatScanReport(report));
-  return report.summary.findings > 0 ? 3 : 0;
+  return used === undefined ? undefined : report;
 }
 
 /**

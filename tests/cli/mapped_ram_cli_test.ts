@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { assertOneErrorLine, execCli } from "../_util/cli.ts";
+import { readFileBytes } from "../_util/files.ts";
 import { qemuAvailable, tempDir } from "../_util/qemu.ts";
 import {
   duKiB,
@@ -76,6 +77,22 @@ Deno.test({
       for (const p of pages) {
         assert.equal(p.source, "mapped-ram-page");
         assert.equal(p.fileOffset, vmem.pagesOffset + (p.gpa - 0x1_0000_0000));
+      }
+      assert.equal(report.verdict, "findings");
+      // --extract writes the pages as evidence, each equal to the file's bytes at its offset.
+      const dir = `${tmp.path}/evidence`;
+      const x = await cli(["scan", mig, "--extract", dir]);
+      assert.equal(x.code, 3, x.err);
+      const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+      assert.deepEqual(files, [
+        ...EVIL_GPAS.map((g) => `gpa-0x${g.toString(16).padStart(16, "0")}.page`),
+        "manifest.json",
+      ]);
+      for (const p of pages) {
+        const page = await Deno.readFile(
+          `${dir}/gpa-0x${p.gpa.toString(16).padStart(16, "0")}.page`,
+        );
+        assert.deepEqual(page, await readFileBytes(mig, p.fileOffset, 4096));
       }
     });
 
