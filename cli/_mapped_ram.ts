@@ -21,8 +21,8 @@ import { inspectMappedRam } from "../src/migration/mapped_ram/inspect.ts";
 import { type MappedRamVerifyResult, verifyMappedRam } from "../src/migration/mapped_ram/verify.ts";
 import { filterMappedRam, type MappedRamFilterResult } from "../src/migration/mapped_ram/filter.ts";
 import type { InspectReport } from "../src/migration/inspect.ts";
-import type { PlugStateInfo } from "../src/scan/findings.ts";
-import { formatScanReport } from "../src/scan/format_report.ts";
+import type { FindingPageSink, PlugStateInfo, ScanReport } from "../src/scan/findings.ts";
+import type { PlugMap } from "../src/vmem/plug_map.ts";
 import { scanMappedRam } from "../src/scan/scan_mapped_ram.ts";
 import type { AtomicOutput } from "../src/io/file.ts";
 import { formatByteCount, grouped, hex, json, table } from "./_format.ts";
@@ -193,38 +193,33 @@ function renderVerify(path: string, r: MappedRamVerifyResult): string {
 }
 
 /**
- * `scan` of a mapped-ram file: exit 0 clean, 3 findings.
+ * `scan` of a mapped-ram file: the report, or `undefined` when the file
+ * carries no plug state and none was given (the caller prints, decides the
+ * exit code from the verdict, and finishes an extraction).
  *
  * @param input The file.
- * @param values Plug-map options and `--json`.
- * @param maxFindings Pages listed at most.
- * @param io Output.
- * @returns The exit code.
+ * @param options Plug map and how the report names it, listing bound, hexdump length, page sink.
+ * @returns The report, or `undefined`.
  */
-export async function scanMappedRamCommand(
+export async function scanMappedRamFile(
   input: MappedRamInput,
-  values: PlugMapValues & { json?: boolean | undefined },
-  maxFindings: number,
-  io: CliIo,
-): Promise<number> {
-  const plugMap = await loadPlugMapOption(values);
-  const plugState: PlugStateInfo = values.plugmap !== undefined
-    ? { source: "plugmap", detail: values.plugmap }
-    : { source: "plugmap-from", detail: values["plugmap-from"] ?? null };
+  options: {
+    plugMap: PlugMap | undefined;
+    plugState: PlugStateInfo;
+    maxFindings: number;
+    hexdumpBytes: number;
+    pageSink: FindingPageSink | undefined;
+  },
+): Promise<ScanReport | undefined> {
   const { report, plugMap: used } = await scanMappedRam(await read(input), {
-    maxFindings,
+    maxFindings: options.maxFindings,
+    hexdumpBytes: options.hexdumpBytes,
     path: input.path,
     container: input.container,
-    ...(plugMap ? { plugMap, plugState } : {}),
+    ...(options.plugMap ? { plugMap: options.plugMap, plugState: options.plugState } : {}),
+    ...(options.pageSink ? { pageSink: options.pageSink } : {}),
   });
-  if (used === undefined) {
-    await io.err(
-      "error: the file carries no virtio-mem plug state; give --plugmap FILE or --plugmap-from STREAM\n",
-    );
-    return 1;
-  }
-  await io.out(values.json ? json(report) : formatScanReport(report));
-  return report.summary.findings > 0 ? 3 : 0;
+  return used === undefined ? undefined : report;
 }
 
 /**

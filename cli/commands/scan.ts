@@ -33,7 +33,7 @@ import { VERDICT_EXIT_CODES } from "../../src/scan/verdict.ts";
 import { scanMigration, type ScanMigrationResult } from "../../src/scan/scan_stream.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import { json } from "../_format.ts";
-import { openMappedRamInput, scanMappedRamCommand } from "../_mapped_ram.ts";
+import { openMappedRamInput, scanMappedRamFile } from "../_mapped_ram.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
@@ -156,11 +156,6 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (kind !== "raw" && baseGpa !== undefined) {
     throw new UsageError("--base applies to raw images only");
   }
-  const mapped = kind === "migration" ? await openMappedRamInput(path) : undefined;
-  if (mapped !== undefined) {
-    using _ = mapped;
-    return await scanMappedRamCommand(mapped, values, maxFindings, io);
-  }
   if (kind !== "migration" && path === "-") {
     throw new UsageError(
       "scanning a dump needs a file (it is read at random offsets), not standard input",
@@ -206,9 +201,26 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   // Standard input is hashed as it is read; files are hashed afterwards.
   const stdinHash = path === "-" && extraction !== undefined ? createHash("sha256") : undefined;
 
+  // A mapped-ram file (pages at fixed offsets) is scanned in place, not as a stream.
+  const mapped = kind === "migration" ? await openMappedRamInput(path) : undefined;
   try {
     let report: ScanReport;
-    if (kind === "migration") {
+    if (mapped !== undefined) {
+      const scanned = await scanMappedRamFile(mapped, {
+        plugMap,
+        plugState,
+        maxFindings: settings.maxFindings,
+        hexdumpBytes: settings.hexdumpBytes,
+        pageSink: await startExtraction(),
+      });
+      if (scanned === undefined) {
+        await io.err(
+          "error: the file carries no virtio-mem plug state; give --plugmap FILE or --plugmap-from STREAM\n",
+        );
+        return 1;
+      }
+      report = scanned;
+    } else if (kind === "migration") {
       const scanned = await scanStreamInput(path, plugMap, plugState, settings, {
         startExtraction,
         ...(stdinHash ? { onChunk: (c: Uint8Array) => void stdinHash.update(c) } : {}),
@@ -260,6 +272,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     return VERDICT_EXIT_CODES[report.verdict];
   } finally {
     if (out !== undefined) await abortExtraction(out);
+    mapped?.[Symbol.dispose]();
   }
 }
 

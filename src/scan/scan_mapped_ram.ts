@@ -14,7 +14,12 @@ import type { MappedRamBitmapOptions } from "../migration/mapped_ram/inspect.ts"
 import { unpluggedPages } from "../migration/mapped_ram/unplugged_pages.ts";
 import { countPagesPresent } from "../migration/mapped_ram/inspect.ts";
 import { PlugMap } from "../vmem/plug_map.ts";
-import { FindingCollector, type PlugStateInfo, type ScanReport } from "./findings.ts";
+import {
+  FindingCollector,
+  type FindingPageSink,
+  type PlugStateInfo,
+  type ScanReport,
+} from "./findings.ts";
 import { sameDevice } from "./scan_stream.ts";
 
 /** Options for {@linkcode scanMappedRam}. */
@@ -25,6 +30,10 @@ export interface ScanMappedRamOptions extends MappedRamBitmapOptions {
   plugState?: PlugStateInfo;
   /** Pages listed at most (totals stay exact). @default {100} */
   maxFindings?: number;
+  /** Bytes of page content in each listed finding's hexdump. @default {32} */
+  hexdumpBytes?: number;
+  /** Also hand every finding with its content to this sink (`scan --extract`). @default {undefined} */
+  pageSink?: FindingPageSink;
   /** Path the report names as input. @default {null} */
   path?: string | null;
   /** Outer container the report names. @default {null} */
@@ -60,7 +69,11 @@ export async function scanMappedRam(
   const own = file.plugMap.devices.length > 0 ? file.plugMap : undefined;
   const plugMap = own ?? options.plugMap;
   const warnings: string[] = [];
-  const collector = new FindingCollector({ maxFindings: options.maxFindings ?? 100 });
+  const collector = new FindingCollector({
+    maxFindings: options.maxFindings ?? 100,
+    ...(options.hexdumpBytes === undefined ? {} : { hexdumpBytes: options.hexdumpBytes }),
+    ...(options.pageSink === undefined ? {} : { pageSink: options.pageSink }),
+  });
   let pagesPresent = 0;
   if (own !== undefined && options.plugMap !== undefined) {
     for (const d of own.devices) {
@@ -97,6 +110,7 @@ export async function scanMappedRam(
               fileOffset: fileOffset + i * m.pageSize,
             });
           }
+          if (collector.pageSink !== undefined) await collector.drain();
         }
       };
       for (const run of u.runs) {
