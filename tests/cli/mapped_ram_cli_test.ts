@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { readFileBytes } from "../_util/files.ts";
 import { assertOneErrorLine, execCli } from "../_util/cli.ts";
 import { readFileBytes } from "../_util/files.ts";
 import { qemuAvailable, tempDir } from "../_util/qemu.ts";
@@ -95,6 +96,25 @@ Deno.test({
         assert.deepEqual(page, await readFileBytes(mig, p.fileOffset, 4096));
       }
     });
+
+    await t.step(
+      "scan --extract: the two pages as files, byte for byte at their file offsets",
+      async () => {
+        const dir = `${tmp.path}/evidence`;
+        const r = await cli(["scan", mig, "--extract", dir, "--hexdump-bytes", "64"]);
+        assert.equal(r.code, 3, r.err);
+        const m = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));
+        assert.equal(m.verdict, "findings");
+        assert.equal(m.complete, true);
+        assert.deepEqual(m.pages.map((p: { gpa: number }) => p.gpa), EVIL_GPAS);
+        for (const p of m.pages as { file: string; fileOffset: number; byteLength: number }[]) {
+          assert.deepEqual(
+            await Deno.readFile(`${dir}/${p.file}`),
+            await readFileBytes(mig, p.fileOffset, p.byteLength),
+          );
+        }
+      },
+    );
 
     await t.step("filter: a sparse output that verifies clean and is smaller on disk", async () => {
       const out = `${tmp.path}/filtered.mig`;
