@@ -5,7 +5,7 @@
 # Usage: scripts/install-deps.sh [all | packages | vmlinux]    (default: all)
 #   packages  Debian packages: QEMU 7.2, a guest kernel with virtio_mem,
 #             busybox-static, cpio, zstd, binutils (readelf), gdb, crash,
-#             makedumpfile, file; and QEMU 10.0 from bookworm-backports in a
+#             makedumpfile, python3-drgn, file; and QEMU 10.0 from bookworm-backports in a
 #             private prefix (scripts/provision-qemu10.sh; the system QEMU 7.2
 #             stays untouched). Whatever version the archive has now.
 #   vmlinux   the debug vmlinux of the installed guest kernel, for crash and

@@ -1,7 +1,9 @@
 /**
- * kdump outputs read by the independent readers, on real QEMU 7.2 output
- * (out-small s3-malicious, the whole virtio-mem region with the guest's EVIL
- * writes in unplugged blocks, as a QEMU < 6.2 dump would hold it):
+ * kdump outputs read by the independent readers, on real QEMU 7.2 output of
+ * the installed kernel (`kernelDumps("7.2")`, tests/_util/kernel_dumps.ts:
+ * the fixtures' s3 state made in the test, so that the guest's debug vmlinux
+ * is one Debian serves), as the whole virtio-mem region with the guest's
+ * EVIL writes in unplugged blocks, as a QEMU < 6.2 dump would hold it:
  *
  * - `convert --to kdump --plugmap-from` of that ELF (zlib, the default), and
  * - `strip --plugmap-from` of makedumpfile's own `-c -d 0` kdump of it,
@@ -16,11 +18,10 @@
  */
 import assert from "node:assert/strict";
 import { writeWholeRegionElf } from "../_util/elf_builder.ts";
-import { realdata, realdataAvailable } from "../_util/realdata.ts";
+import { kernelDumps, kernelDumpsAvailable } from "../_util/kernel_dumps.ts";
 import { requireTool, runTool, toolAvailable } from "../_util/tools.ts";
-import { requireVmlinux, vmlinuxAvailable } from "../_util/vmlinux.ts";
-import { hex, probesFor, rdBytes, runCrash, SCENARIO } from "../elf/_crash.ts";
-import { REGION } from "../elf/_realdata.ts";
+import { vmlinuxAvailable } from "../_util/vmlinux.ts";
+import { assertVmlinuxOfGuest, hex, probesFor, rdBytes, runCrash } from "../elf/_crash.ts";
 
 const CLI_MAIN = decodeURIComponent(new URL("../../cli/main.ts", import.meta.url).pathname);
 const DRGN_PYTHON = "/usr/bin/python3";
@@ -71,8 +72,8 @@ function drgnAvailable(): boolean {
 
 const ready = [
   toolAvailable("crash", "makedumpfile", "readelf"),
-  vmlinuxAvailable("out-small"),
-  realdataAvailable("out-small"),
+  vmlinuxAvailable(),
+  kernelDumpsAvailable("7.2"),
 ].every(Boolean);
 
 Deno.test({
@@ -85,14 +86,14 @@ Deno.test({
     if (!drgnAvailable()) {
       throw new Error(`drgn is missing: apt-get install python3-drgn (${DRGN_PYTHON})`);
     }
-    const vmlinux = requireVmlinux("out-small");
-    const elf = await realdata("out-small", `${SCENARIO}.elf`);
-    const raw = await realdata("out-small", `${SCENARIO}.vmem0.raw`);
-    const mig = await realdata("out-small", `${SCENARIO}.mig`);
+    const kd = await kernelDumps("7.2");
+    const vmlinux = kd.vmlinux;
+    await assertVmlinuxOfGuest(kd, vmlinux);
+    const { elf, raw, migration: mig } = kd;
     const dir = Deno.makeTempDirSync({ prefix: "vmem-kdump-interop-" });
     try {
       const input = `${dir}/whole-region.elf`;
-      await writeWholeRegionElf(elf, raw, REGION, input);
+      await writeWholeRegionElf(elf, raw, kd.device, input);
       const converted = `${dir}/converted.kdump`;
       await cli(["convert", input, converted, "--to", "kdump", "--plugmap-from", mig]);
       const zstd = `${dir}/converted-zstd.kdump`;
@@ -116,7 +117,7 @@ Deno.test({
       const stripped = `${dir}/makedumpfile-stripped.kdump`;
       await cli(["strip", mk, stripped, "--plugmap-from", mig]);
 
-      const probes = await probesFor(raw);
+      const probes = await probesFor(kd);
       const dumps = { converted, zstd, stripped };
       const runs = await Promise.all([
         runCrash(vmlinux, input, `${dir}/crash-in`, probes),

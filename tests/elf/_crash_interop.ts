@@ -1,4 +1,8 @@
 /**
+ * The crash interop test, registered by crash_qemu72_test.ts and
+ * crash_qemu10_test.ts (one file per QEMU build, so that `deno test
+ * --parallel` runs the two on both cores). What it checks:
+ *
  * The real `crash` utility, with the debug vmlinux of the guest's kernel,
  * opens a dump we stripped exactly as it opens the original: same `sys` and
  * `kmem -i`, same bytes in plugged memory, and a read error (not the EVIL
@@ -20,129 +24,27 @@
 import assert from "node:assert/strict";
 import { CLI_MAIN } from "../_util/cli.ts";
 import { writeWholeRegionElf } from "../_util/elf_builder.ts";
-import { readFileBytes } from "../_util/files.ts";
-import { type KernelDumps, kernelDumps, kernelDumpsAvailable } from "../_util/kernel_dumps.ts";
-import { QEMU_VERSIONS } from "../_util/qemu.ts";
-import { requireTool, runTool, toolAvailable, type ToolResult } from "../_util/tools.ts";
+import { kernelDumps, kernelDumpsAvailable } from "../_util/kernel_dumps.ts";
+import type { QemuVersion } from "../_util/qemu.ts";
+import { requireTool, toolAvailable } from "../_util/tools.ts";
 import { vmlinuxAvailable } from "../_util/vmlinux.ts";
-import { firstNonZero } from "./_realdata.ts";
-
-const CRASH_TIMEOUT_MS = 300_000;
-const PROBE_BYTES = 16;
-
-const hex = (n: number) => `0x${n.toString(16)}`;
-
-/** One `rd -p -8 GPA 16` probe and what its bytes must be. */
-interface Probe {
-  gpa: number;
-  plugged: boolean;
-  /** The pmemsave image's bytes at `gpa`. */
-  expected: number[];
-}
-
-/** Where to read: start, first non-zero line and last line of every plugged run; every EVIL write. */
-async function probesFor(d: KernelDumps): Promise<Probe[]> {
-  const gpas = new Map<number, boolean>();
-  for (const r of d.pluggedRanges) {
-    gpas.set(r.gpa, true);
-    const nz = await firstNonZero(d.raw, r.gpa - d.device.gpa, r.byteLength);
-    if (nz !== undefined) gpas.set(r.gpa + nz, true);
-    gpas.set(r.gpa + r.byteLength - PROBE_BYTES, true);
-  }
-  assert.ok(d.evil.length >= 3, "the guest's EVIL writes");
-  for (const w of d.evil) gpas.set(w.gpa, false);
-  const probes: Probe[] = [];
-  for (const [gpa, plugged] of [...gpas].sort((a, b) => a[0] - b[0])) {
-    const expected = [...(await readFileBytes(d.raw, gpa - d.device.gpa, PROBE_BYTES))];
-    if (!plugged) {
-      assert.equal(
-        new TextDecoder().decode(new Uint8Array(expected.slice(0, 5))),
-        "EVIL-",
-        `the pmemsave image holds an EVIL marker at ${hex(gpa)}`,
-      );
-    }
-    probes.push({ gpa, plugged, expected });
-  }
-  assert.ok(probes.filter((p) => p.plugged).some((p) => p.expected.some((b) => b !== 0)));
-  return probes;
-}
-
-/** What one crash session printed: each command's output file, and the diagnostics on stdout/stderr. */
-interface CrashRun {
-  result: ToolResult;
-  sys: string;
-  kmem: string;
-  /** Output of `rd -p -8 GPA 16`, by gpa. */
-  rd: Map<number, string>;
-}
+import {
+  assertReadError,
+  assertVmlinuxOfGuest,
+  diagnostics,
+  hex,
+  probesFor,
+  rdBytes,
+  runCrash,
+} from "./_crash.ts";
 
 /**
- * Run crash once on `dump` with the command file: every command's output is
- * redirected to its own file (crash's `cmd > file`), so stdout keeps only
- * crash's own messages (warnings, errors; they go to both).
+ * Register the crash interop test for the kernel dumps of one QEMU build
+ * (what it checks: the module documentation).
+ *
+ * @param qemu QEMU build.
  */
-async function runCrash(
-  vmlinux: string,
-  dump: string,
-  outDir: string,
-  probes: Probe[],
-): Promise<CrashRun> {
-  Deno.mkdirSync(outDir);
-  const lines = [`sys > ${outDir}/sys.txt`, `kmem -i > ${outDir}/kmem.txt`];
-  for (const p of probes) {
-    lines.push(`rd -p -8 ${hex(p.gpa)} ${PROBE_BYTES} > ${outDir}/rd-${p.gpa.toString(16)}.txt`);
-  }
-  lines.push("exit");
-  const cmdFile = `${outDir}.cmds`;
-  Deno.writeTextFileSync(cmdFile, lines.join("\n") + "\n");
-  const result = await runTool("crash", ["-s", vmlinux, dump, "-i", cmdFile], {
-    timeoutMs: CRASH_TIMEOUT_MS,
-  });
-  const read = (name: string) => {
-    try {
-      return Deno.readTextFileSync(`${outDir}/${name}`);
-    } catch {
-      return "";
-    }
-  };
-  const rd = new Map<number, string>();
-  for (const p of probes) rd.set(p.gpa, read(`rd-${p.gpa.toString(16)}.txt`));
-  return { result, sys: read("sys.txt"), kmem: read("kmem.txt"), rd };
-}
-
-/** The bytes of `rd -p -8` output lines ("       100000000:  00 11 ...   ascii"). */
-function rdBytes(text: string): number[] {
-  const bytes: number[] = [];
-  for (const m of text.matchAll(/^\s*[0-9a-f]+:\s+((?:[0-9a-f]{2} )*[0-9a-f]{2})(?:\s{2}|$)/gm)) {
-    bytes.push(...m[1]!.split(" ").map((b) => parseInt(b, 16)));
-  }
-  return bytes;
-}
-
-/** crash's own messages of a run (stdout and stderr lines), with the dump's name replaced. */
-function diagnostics(run: CrashRun, dump: string): string[] {
-  const base = dump.slice(dump.lastIndexOf("/") + 1);
-  return `${run.result.stdout}\n${run.result.stderr}`
-    .split("\n")
-    .map((l) => l.trimEnd().replaceAll(dump, "DUMPFILE").replaceAll(base, "DUMPFILE"))
-    .filter((l) => l !== "");
-}
-
-/**
- * `rd -p -8` of unplugged memory in a dump that leaves it out fails: crash
- * says "read error" for an ELF dump without a PT_LOAD there and "seek error"
- * for a kdump page whose bitmap bit is clear.
- */
-function assertReadError(text: string, gpa: number, what: string, error = "read"): void {
-  assert.match(
-    text,
-    new RegExp(`^rd: ${error} error: physical address: ${gpa.toString(16)}\\s`, "m"),
-    `${what}, rd -p ${hex(gpa)} must fail`,
-  );
-  assert.doesNotMatch(text, /EVIL/, `${what}, rd -p ${hex(gpa)}`);
-}
-
-for (const qemu of QEMU_VERSIONS) {
+export function crashInteropTest(qemu: QemuVersion): void {
   Deno.test({
     name:
       `crash opens our strip of a QEMU ${qemu} dump like the whole-region dump, minus unplugged memory, and QEMU's kdump alike`,
@@ -154,15 +56,7 @@ for (const qemu of QEMU_VERSIONS) {
       const vmlinux = d.vmlinux;
       const abi = d.kernel.abi;
 
-      // The vmlinux must be the guest's kernel, or crash's verdict means nothing.
-      assert.equal(d.vmcoreinfo.osrelease, abi, "the dump's VMCOREINFO names the guest kernel");
-      const notes = await runTool("readelf", ["-nW", vmlinux]);
-      assert.equal(notes.code, 0, notes.stderr);
-      assert.equal(
-        /Build ID: ([0-9a-f]+)/.exec(notes.stdout)?.[1],
-        d.vmcoreinfo.buildId,
-        `${vmlinux} is not the guest's kernel (build id differs from the dump's VMCOREINFO)`,
-      );
+      await assertVmlinuxOfGuest(d, vmlinux);
 
       const dir = Deno.makeTempDirSync({ prefix: "vmem-crash-" });
       try {
