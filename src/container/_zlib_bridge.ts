@@ -95,6 +95,7 @@ export function zlibPullSource(
   let currentEnd: Promise<void> = Promise.resolve();
   const open = (): Transform => {
     const t = hooks.newTransform();
+    routeNativeWriteErrors(t);
     t.on("data", (chunk: Uint8Array) => {
       if (chunk.byteLength === 0) return;
       queue.push(chunk);
@@ -145,9 +146,13 @@ export function zlibPullSource(
         for (const piece of pieces) {
           if (piece.bytes.byteLength > 0) {
             const t = current ?? open();
-            const ok = await new Promise<boolean>((resolve) => {
-              t.write(piece.bytes, (e?: Error | null) => resolve(!e));
-            });
+            // A decompressor that fails is destroyed without calling back: its end settles too.
+            const ok = await Promise.race([
+              new Promise<boolean>((resolve) => {
+                t.write(piece.bytes, (e?: Error | null) => resolve(!e));
+              }),
+              currentEnd.then(() => false),
+            ]);
             if (!ok || failure !== undefined) return;
             consumed += piece.bytes.byteLength;
           }
@@ -198,6 +203,41 @@ export function zlibPullSource(
     await source.cancel(reason);
   };
   return { pull, cancel };
+}
+
+/**
+ * Make a native zlib handle's failures reach the stream's `error` event.
+ *
+ * Deno 2.9's `node:zlib` zstd handle throws from its native `write` instead
+ * of reporting through `onerror`. The first write of a chunk is guarded by the
+ * stream, but when the output buffer fills, the handle's completion callback
+ * calls `write` again from a `process.nextTick`: a corrupt frame found there
+ * (a wrong content size, a checksum mismatch, a bad block after the first
+ * MiB of output) escaped as an uncaught exception that killed the process.
+ * Wrapping the handle's `write` turns such a throw into `destroy(error)`,
+ * which emits `error` like gzip's handle does. A transform without that
+ * private handle shape is left alone.
+ *
+ * @param transform A fresh decompressor or compressor.
+ */
+function routeNativeWriteErrors(transform: Transform): void {
+  const handle = (transform as unknown as { _handle?: Record<PropertyKey, unknown> })._handle;
+  if (handle === undefined || handle === null) return;
+  // The stream calls the handle's native write through a symbol-keyed method (Deno 2.9).
+  const keys: PropertyKey[] = Object.getOwnPropertySymbols(handle)
+    .filter((k) => k.description === "kNativeWrite");
+  for (const key of keys) {
+    const write = handle[key];
+    if (typeof write !== "function") continue;
+    handle[key] = function (this: unknown, ...args: unknown[]): unknown {
+      try {
+        return write.apply(this, args);
+      } catch (e) {
+        transform.destroy(e instanceof Error ? e : new Error(String(e)));
+        return undefined;
+      }
+    };
+  }
 }
 
 /**

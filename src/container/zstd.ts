@@ -110,6 +110,15 @@ function mapZstdError(e: unknown, offset: number, windowLogMax: number): FormatE
       { cause: e },
     );
   }
+  if (/destination buffer is too small/i.test(message)) {
+    // libzstd's dstSize_tooSmall when streaming: a single-segment frame holds more than the
+    // content size its header declares (the decoder sized its window by that field).
+    return new FormatError(
+      "Cannot decompress zstd data: a frame holds more data than its header declares",
+      { format: "container", code: "bad-record", offset },
+      { cause: e },
+    );
+  }
   if (/(src size is incorrect|truncated|end of)/i.test(message)) {
     return new UnexpectedEofError(`Cannot decompress zstd data: ${message}`, "container", offset);
   }

@@ -166,6 +166,36 @@ Deno.test("zstdDecompressReader() maps corrupt blocks to FormatError with format
   assert.ok(failures > 0);
 });
 
+Deno.test("zstdDecompressReader() reports corruption found after the first MiB of output as a FormatError", async (t) => {
+  // Deno's node:zlib zstd threw such errors from a process.nextTick (an uncaught exception
+  // that killed verify and scan) once the decompressor's 1 MiB output buffer had filled.
+  // The demo stream is zstd 1.5.4 output: descriptor 0xa4 at 4 (single segment, checksum,
+  // 4-byte content size at 5).
+  const demo = await Deno.readFile(
+    new URL("../../testdata/migration/q10-s3-malicious.mig.zst", import.meta.url),
+  );
+  assert.equal(demo[4], 0xa4);
+  for (
+    const [what, at, flip, message] of [
+      ["content size smaller than the data", 5, 0xff, /more data than its header declares/],
+      ["content size smaller, high byte", 7, 0x01, /more data than its header declares/],
+      ["a literal changed: the checksum does not match", 100, 0x55, /checksum/],
+    ] as const
+  ) {
+    await t.step(what, async () => {
+      const bad = demo.slice();
+      bad[at] = bad[at]! ^ flip;
+      const opened = await openContainer(bytesReader(bad));
+      await assertFormatError(drain(opened.reader), {
+        name: "FormatError",
+        code: "bad-record",
+        format: "container",
+        message,
+      });
+    });
+  }
+});
+
 Deno.test("zstdDecompressReader() names the window when a frame needs more than windowLogMax", async () => {
   const stream = fakeStream(64 << 10);
   // window log 20 (1 MiB) frame, read with a 2^17 limit
