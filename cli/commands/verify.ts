@@ -8,7 +8,11 @@
 
 import { type AtomicOutput, createAtomicOutput } from "../../src/io/file.ts";
 import { type PipelineProgress, runMigrationPipeline } from "../../src/migration/pipeline.ts";
-import { PlugStateVerifier, type VerifyResult } from "../../src/migration/verify.ts";
+import {
+  describeViolation,
+  PlugStateVerifier,
+  type VerifyResult,
+} from "../../src/migration/verify.ts";
 import { openStreamInput } from "../_stream_input.ts";
 import { formatByteCount, grouped, hex, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
@@ -37,6 +41,12 @@ device section after the RAM (QEMU 7.2). For a late-layout file the device
 section is read first, so every offending record is reported exactly; with
 --single-pass (and for pipes) records are collected per MiB until the device
 section arrives.
+
+Every byte must be accounted for: the device state after the RAM is walked
+section by section with the vmdesc's sizes (exit 1 when it cannot be: no
+vmdesc, sizes that do not add up, a vmdesc that disagrees, an ambiguous
+body). RAM loaded after device state began and a plug state stated twice are
+violations. See docs/security.md.
 
   --forward OUT          copy the stream to OUT ('-' for stdout), only if it is clean
   --plugmap FILE         out-of-band plug map (checked in addition to the stream's)
@@ -167,7 +177,11 @@ function renderVerifyReport(
     } bytes, none in an unplugged block\n`
     : `verify: ${inPath}: ${grouped(r.violatingRecords)} record${
       r.violatingRecords === 1 ? "" : "s"
-    } in unplugged blocks ` +
+    } ${
+      r.violations.every((v) => v.reason === "unplugged-block")
+        ? "in unplugged blocks"
+        : "in violation (see below)"
+    } ` +
       `(${grouped(r.violationCount)} violation${r.violationCount === 1 ? "" : "s"}) among ${
         grouped(r.pageRecords)
       } page records\n`;
@@ -187,10 +201,13 @@ function renderVerifyReport(
       `from ${[...new Set(d.sources)].map((s) => names[s] ?? s).join(" and ")})\n`;
   }
   for (const v of r.violations) {
-    t +=
-      `  ${v.recordKind} gpa ${hex(v.gpa)} (${v.ramBlock}+${
-        hex(v.ramOffset)
-      }, block ${v.blockIndex}) ` +
+    t += `  ${
+      v.reason === "unplugged-block"
+        ? `${v.recordKind} gpa ${hex(v.gpa ?? 0)} (${v.ramBlock}+${
+          hex(v.ramOffset)
+        }, block ${v.blockIndex}) `
+        : `${describeViolation(v)} `
+    }` +
       `at stream offset ${hex(v.streamOffset)}${
         v.records > 1 ? ` and ${v.records - 1} more records in this MiB` : ""
       }` +
