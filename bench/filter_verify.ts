@@ -41,35 +41,54 @@ const deno = Deno.execPath();
 const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/** Seconds and peak RSS of one shell pipeline whose `vmem` stage runs under /usr/bin/time. */
+/** What one measured pipeline cost. */
+interface Measured {
+  /** Wall seconds. */
+  seconds: number;
+  /** CPU seconds (user + system) of every process of the pipeline. */
+  cpuSeconds: number;
+  /** Peak RSS of the vmem-dump process (NaN for a baseline). */
+  rssMiB: number;
+}
+
+/**
+ * Wall time, CPU time of the whole pipeline and peak RSS of its `vmem`
+ * stage (run under /usr/bin/time). The CPU time is reported beside the wall
+ * time because a loaded machine stretches wall times unevenly: `cat` spends
+ * its time in the kernel and suffers less from waiting for a core.
+ */
 async function measure(
   pipeline: (vmem: string) => string,
   okCodes = [0],
-): Promise<{ seconds: number; rssMiB: number }> {
+): Promise<Measured> {
   const rssFile = await Deno.makeTempFile();
+  const cpuFile = await Deno.makeTempFile();
   try {
     const vmem = `/usr/bin/time -f %M -o ${q(rssFile)} ${q(deno)} run -A ${q(main)}`;
+    const script = `set -o pipefail; ${pipeline(vmem)}`;
     const t0 = performance.now();
-    const out = await new Deno.Command("bash", {
-      args: ["-c", `set -o pipefail; ${pipeline(vmem)}; echo "rc=$?" >&2`],
+    const out = await new Deno.Command("/usr/bin/time", {
+      args: ["-f", "%U %S %x", "-o", cpuFile, "bash", "-c", script],
       stdout: "null",
       stderr: "piped",
     }).output();
     const seconds = (performance.now() - t0) / 1000;
     const err = new TextDecoder().decode(out.stderr);
-    const rc = Number(/rc=(\d+)/.exec(err)?.[1] ?? NaN);
+    const last = (await Deno.readTextFile(cpuFile)).trim().split("\n").pop()!;
+    const [user, sys, rc] = last.split(" ").map(Number) as [number, number, number];
     if (!okCodes.includes(rc)) throw new Error(`${pipeline("vmem-dump")} exited ${rc}: ${err}`);
     const text = (await Deno.readTextFile(rssFile)).trim();
     const rssKiB = text === "" ? NaN : Number(text.split("\n").pop());
-    return { seconds, rssMiB: rssKiB / 1024 };
+    return { seconds, cpuSeconds: user + sys, rssMiB: rssKiB / 1024 };
   } finally {
     await Deno.remove(rssFile);
+    await Deno.remove(cpuFile);
   }
 }
 
-/** Wall seconds of a shell pipeline without vmem-dump (a baseline). */
-async function baseline(command: string): Promise<number> {
-  return (await measure(() => command)).seconds;
+/** A baseline pipeline without vmem-dump. */
+function baseline(command: string): Promise<Measured> {
+  return measure(() => command);
 }
 
 /**
@@ -161,25 +180,27 @@ async function benchReal(runs: number, dir: string): Promise<void> {
   ];
   const rows: (string | number)[][] = [];
   for (const c of cases) {
-    const ours: number[] = [];
-    const base: number[] = [];
-    let rss = 0;
+    const ours: Measured[] = [];
+    const base: Measured[] = [];
     for (let i = 0; i < runs; i++) {
       base.push(await baseline(c.base));
-      const m = await measure(c.run, c.ok);
-      ours.push(m.seconds);
-      rss = Math.max(rss, m.rssMiB);
+      ours.push(await measure(c.run, c.ok));
     }
-    const t = median(ours);
-    const b = median(base);
+    const t = median(ours.map((m) => m.seconds));
+    const b = median(base.map((m) => m.seconds));
+    const tc = median(ours.map((m) => m.cpuSeconds));
+    const bc = median(base.map((m) => m.cpuSeconds));
+    const startup = c.name.startsWith("start-up");
     rows.push([
       c.name,
       b.toFixed(3),
       t.toFixed(3),
       `${(t / b).toFixed(2)}×`,
-      c.name.startsWith("start-up") ? "" : (size / t / 1e9).toFixed(2),
-      c.name.startsWith("start-up") ? "" : `${(records / t / 1e6).toFixed(2)} M`,
-      rss.toFixed(0),
+      `${bc.toFixed(3)} / ${tc.toFixed(3)}`,
+      `${(tc / bc).toFixed(2)}×`,
+      startup ? "" : (size / t / 1e9).toFixed(2),
+      startup ? "" : `${(records / t / 1e6).toFixed(2)} M`,
+      Math.max(...ours.map((m) => m.rssMiB)).toFixed(0),
     ]);
   }
   console.log(
@@ -187,7 +208,17 @@ async function benchReal(runs: number, dir: string): Promise<void> {
       `median of ${runs}; baseline: cat FILE | cat > /dev/null, or cp for filter FILE OUT`,
   );
   printTable(
-    ["command", "baseline s", "s", "× baseline", "GB/s", "records/s", "peak RSS MiB"],
+    [
+      "command",
+      "baseline s",
+      "s",
+      "× baseline",
+      "CPU s (base / ours)",
+      "CPU ×",
+      "GB/s",
+      "records/s",
+      "peak RSS MiB",
+    ],
     rows,
   );
 }
@@ -212,30 +243,33 @@ async function benchSynthetic(
     ];
     for (const [name, pipeline, ok] of cases) {
       if (set === "out-small" && name.startsWith("cat | filter")) continue; // late layout: a pipe has no plug state
-      const ours: number[] = [];
-      const base: number[] = [];
-      let rss = 0;
+      const ours: Measured[] = [];
+      const base: Measured[] = [];
       for (let i = 0; i < runs; i++) {
         base.push(await baseline(`cat ${q(file)} | cat > /dev/null`));
-        const m = await measure(pipeline, ok);
-        ours.push(m.seconds);
-        rss = Math.max(rss, m.rssMiB);
+        ours.push(await measure(pipeline, ok));
       }
-      const t = median(ours);
-      const pipe = median(base);
+      const t = median(ours.map((m) => m.seconds));
+      const pipe = median(base.map((m) => m.seconds));
+      const tc = median(ours.map((m) => m.cpuSeconds));
+      const bc = median(base.map((m) => m.cpuSeconds));
       rows.push([
         (size / 1e9).toFixed(2) + " GB",
         name,
         (size / pipe / 1e9).toFixed(2),
         (size / t / 1e9).toFixed(2),
         `${(pipe / t).toFixed(2)}×`,
-        rss.toFixed(0),
+        `${bc.toFixed(2)} / ${tc.toFixed(2)}`,
+        Math.max(...ours.map((m) => m.rssMiB)).toFixed(0),
       ]);
     }
     await Deno.remove(file);
   }
   console.log(`synthetic: ${set}/s3-malicious.mig, PART sections repeated; median of ${runs}`);
-  printTable(["stream", "command", "pipe GB/s", "GB/s", "vs pipe", "peak RSS MiB"], rows);
+  printTable(
+    ["stream", "command", "pipe GB/s", "GB/s", "vs pipe", "CPU s (pipe / ours)", "peak RSS MiB"],
+    rows,
+  );
 }
 
 async function run(): Promise<void> {
