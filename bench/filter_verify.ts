@@ -25,18 +25,13 @@
  */
 
 import { parseArgs } from "node:util";
-import {
-  realdata,
-  type RealdataSet,
-  realdataSharedDir,
-  sha256File,
-} from "../tests/_util/realdata.ts";
+import { realdata, type RealdataSet } from "../tests/_util/realdata.ts";
+import { outSetFile } from "./_out_stream.ts";
 import { synthesizeStream } from "./_synth.ts";
 import { printTable } from "./_measure.ts";
 
 /** The CLI to measure (`--cli PATH` measures another checkout, e.g. for before/after figures). */
 let main = new URL("../cli/main.ts", import.meta.url).pathname;
-const cacheDir = new URL("../.cache/bench/", import.meta.url).pathname;
 const deno = Deno.execPath();
 const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -91,48 +86,6 @@ function baseline(command: string): Promise<Measured> {
   return measure(() => command);
 }
 
-/**
- * The real 231 MB stream of the `out` set, streamed out of its archive once
- * (zstd | tar -xO: the 6.7 GB set is never unpacked) and checked.
- */
-async function realStream(): Promise<string> {
-  const path = `${cacheDir}out-s3-malicious.mig`;
-  const sums = await Deno.readTextFile(`${realdataSharedDir("out")}/SHA256SUMS.payload`);
-  const want = /^([0-9a-f]{64})\s+\*?s3-malicious\.mig$/m.exec(sums)?.[1];
-  if (want === undefined) throw new Error("s3-malicious.mig is not in the out set's sums");
-  try {
-    if ((await Deno.stat(`${path}.sha256`)).isFile) {
-      if ((await Deno.readTextFile(`${path}.sha256`)).trim() === want) return path;
-    }
-  } catch { /* not cached yet */ }
-  await Deno.mkdir(cacheDir, { recursive: true });
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  const archive = `${realdataSharedDir("out")}/fixtures.tar.zst`;
-  // tar stops after the member, so zstd dies of SIGPIPE: no pipefail; the checksum decides.
-  const out = await new Deno.Command("bash", {
-    args: [
-      "-c",
-      'zstd -q -d --long=30 -c -- "$1" 2>/dev/null | tar -xO --occurrence=1 -f - s3-malicious.mig > "$2"',
-      "extract",
-      archive,
-      tmp,
-    ],
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    await Deno.remove(tmp).catch(() => {});
-    throw new Error(`Cannot extract s3-malicious.mig: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  const got = await sha256File(tmp);
-  if (got !== want) {
-    await Deno.remove(tmp);
-    throw new Error(`s3-malicious.mig from ${archive}: sha256 ${got}, expected ${want}`);
-  }
-  await Deno.rename(tmp, path);
-  await Deno.writeTextFile(`${path}.sha256`, want + "\n");
-  return path;
-}
-
 /** Page records of a stream, from `verify --json` (the figure records/s is based on). */
 async function pageRecords(file: string): Promise<number> {
   const out = await new Deno.Command(deno, {
@@ -143,7 +96,7 @@ async function pageRecords(file: string): Promise<number> {
 }
 
 async function benchReal(runs: number, dir: string): Promise<void> {
-  const file = await realStream();
+  const file = await outSetFile("s3-malicious.mig");
   const size = (await Deno.stat(file)).size;
   const map = `${dir}/plugmap.json`;
   const p = await new Deno.Command(deno, {

@@ -13,7 +13,7 @@ import { MigrationPipeline, runMigrationPipeline } from "../../src/migration/pip
 import { PassThroughStage, type RecordStage } from "../../src/migration/stage.ts";
 import type { MigrationRecord } from "../../src/migration/types.ts";
 import { PlugStateVerifier } from "../../src/migration/verify.ts";
-import { BYTE_CHUNKINGS, splitBytes } from "../_util/chunkings.ts";
+import { BYTE_CHUNKINGS, concatBytes, splitBytes } from "../_util/chunkings.ts";
 import { decodeBatches, encodeRecords, syntheticRecords } from "../proxy/_util.ts";
 
 /** Collects what a pipeline writes (chunks are reused after the promise: copy). */
@@ -24,15 +24,7 @@ function collector() {
       chunks.push(c.slice());
       return Promise.resolve();
     },
-    bytes(): Uint8Array {
-      const out = new Uint8Array(chunks.reduce((a, c) => a + c.byteLength, 0));
-      let at = 0;
-      for (const c of chunks) {
-        out.set(c, at);
-        at += c.byteLength;
-      }
-      return out;
-    },
+    bytes: (): Uint8Array => concatBytes(chunks),
   };
 }
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concatBytes } from "../_util/chunkings.ts";
 import { createHash } from "node:crypto";
 import { UnexpectedEofError, UnsupportedFeatureError } from "../../src/errors.ts";
 import { bytesReader, PullByteReader } from "../../src/io/byte_reader.ts";
@@ -60,16 +61,6 @@ function memorySink(keep = true) {
   };
 }
 
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((a, c) => a + c.byteLength, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
-}
-
 Deno.test({
   name: "relayMigration() passes, filters and verifies a real q10 s3 stream",
   ignore: !realdataAvailable("out-q10"),
@@ -123,7 +114,7 @@ Deno.test("relayMigration() refuses postcopy and COLO before forwarding them, an
     assert.ok(e instanceof UnsupportedFeatureError, String(e));
     assert.match(e.message, cmd === 8 ? /COLO/ : /postcopy/);
     // Only header + configuration could have been handed on; the command was not.
-    const got = concat(out.chunks);
+    const got = concatBytes(out.chunks);
     assert.ok(got.byteLength < 30);
     assert.ok(!got.includes(0x08));
   }
@@ -138,7 +129,7 @@ Deno.test("relayMigration() refuses postcopy and COLO before forwarding them, an
     onReturnPathOpened: () => opened++,
   });
   assert.equal(opened, 1);
-  assert.deepEqual(concat(out.chunks), bytes);
+  assert.deepEqual(concatBytes(out.chunks), bytes);
 });
 
 Deno.test("relayMigration() never forwards an EOF for a truncated source", async () => {
@@ -159,7 +150,7 @@ Deno.test("relayMigration() never forwards an EOF for a truncated source", async
         (x) => x,
       );
       assert.ok(e instanceof UnexpectedEofError, `${mode} ${cut}: ${e}`);
-      const got = concat(out.chunks);
+      const got = concatBytes(out.chunks);
       assert.ok(got.byteLength <= cut);
       assert.deepEqual(got, bytes.subarray(0, got.byteLength), "a prefix of the input");
       const eofAt = bytes.byteLength -
