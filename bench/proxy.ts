@@ -4,15 +4,24 @@
  * 1. Wall time of a real loopback migration (QEMU under TCG; the Linux guest
  *    with 200 MiB plugged and `--fill-mib` of pattern data, or the tiny guest
  *    with the s2/s3 plug shape) straight to a destination on a unix socket,
- *    and through `vmem-dump proxy` in each mode; median of `--runs`
- *    migrations, from `migrate` to the destination's `completed`.
+ *    and through `vmem-dump proxy` in each mode, from `migrate` to the
+ *    destination's `completed`. Each round migrates once directly and once
+ *    per mode, so all modes see the same machine load; the table shows the
+ *    median of `--runs` rounds and each mode's added time against the
+ *    direct migration (target: at most +10 %).
  * 2. Proxy throughput and peak RSS at two stream sizes: a synthetic stream
- *    (real s3 RAM sections repeated, see bench/filter_verify.ts) is sent
- *    through the proxy CLI (run under /usr/bin/time) into a sink that
- *    discards it. Peak RSS should not grow with the stream.
+ *    (real s3 RAM sections repeated, bench/_synth.ts) is sent through the
+ *    proxy CLI (run under /usr/bin/time) into a sink that discards it. Peak
+ *    RSS should not grow with the stream.
  *
  *   deno run -A bench/proxy.ts [--qemu 7.2|10] [--guest linux|tiny] [--fill-mib 150] [--runs 3]
- *                              [--gib 2.2] [--small-gib 0.25] [--skip-qemu]
+ *                              [--channels 1[,4]] [--gib 2.2] [--small-gib 0.25] [--skip-qemu]
+ *                              [--skip-throughput]
+ *
+ * `--channels N` migrates with N multifd channels (N > 1): both QEMUs get the
+ * `multifd` capability and `multifd-channels` N (see {@linkcode channelSetup},
+ * the hook for multi-channel runs). A proxy mode that cannot relay such a
+ * migration is reported as failed in its row, not as a time.
  */
 
 import { parseArgs } from "node:util";
@@ -34,14 +43,17 @@ const { values } = parseArgs({
     gib: { type: "string", default: "2.2" },
     "small-gib": { type: "string", default: "0.25" },
     "skip-qemu": { type: "boolean" },
+    "skip-throughput": { type: "boolean" },
     guest: { type: "string", default: "linux" },
     "fill-mib": { type: "string", default: "150" },
+    channels: { type: "string", default: "1" },
   },
 });
 const MiB = 1 << 20;
 const main = new URL("../cli/main.ts", import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const MODES = ["direct", "pass", "filter", "verify"] as const;
 
 /** Start the proxy CLI (optionally under /usr/bin/time) and wait for its socket. */
 async function startProxy(
@@ -80,7 +92,26 @@ async function startProxy(
       const st = await child.status;
       return { code: st.code, err: await err };
     },
+    kill() {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+    },
   };
+}
+
+/**
+ * The multi-channel hook: what a migration with `channels` channels needs on
+ * both QEMUs before `migrate` / `migrate-incoming`. One channel: nothing.
+ * More: multifd with that many channels (the proxy relays them once it
+ * registers a multifd channel handler, issue 10 §2).
+ */
+async function channelSetup(guest: QemuGuest, channels: number): Promise<void> {
+  const on = channels > 1;
+  await guest.qmp("migrate-set-capabilities", {
+    capabilities: [{ capability: "multifd", state: on }],
+  });
+  if (on) await guest.qmp("migrate-set-parameters", { "multifd-channels": channels });
 }
 
 async function qemuWallTimes(
@@ -89,6 +120,7 @@ async function qemuWallTimes(
   runs: number,
   guest: "linux" | "tiny",
   fillMiB: number,
+  channelCounts: number[],
 ): Promise<(string | number)[][]> {
   await using src: QemuGuest = await startGuest({ qemu, guest });
   if (guest === "tiny") {
@@ -102,35 +134,57 @@ async function qemuWallTimes(
   // QEMU 7.2 states the plug bitmap after the RAM: filter mode gets it out of band.
   const plugArgs = qemu === "7.2" ? ["--plugmap-from", `${dir}/size.mig`] : [];
   const rows: (string | number)[][] = [];
-  let base = 0;
-  for (const mode of ["direct", "pass", "filter", "verify"]) {
-    const times: number[] = [];
+  for (const channels of channelCounts) {
+    const times = new Map<string, number[]>(MODES.map((m) => [m, []]));
+    const failures = new Map<string, string>();
     for (let i = 0; i < runs; i++) {
-      const dst = `${dir}/${mode}-${i}-dst.sock`;
-      await using d = await startDestination({ qemu, guest, incoming: `unix:${dst}` });
-      let uri = `unix:${dst}`;
-      let proxy: Awaited<ReturnType<typeof startProxy>> | undefined;
-      if (mode !== "direct") {
-        const listen = `${dir}/${mode}-${i}.sock`;
-        proxy = await startProxy(listen, dst, mode, undefined, mode === "filter" ? plugArgs : []);
-        uri = `unix:${listen}`;
-      }
-      const t0 = performance.now();
-      await src.migrate(uri);
-      await d.waitIncoming({ timeoutMs: 120_000 });
-      times.push((performance.now() - t0) / 1000);
-      if (proxy) {
-        const p = await proxy.done();
-        if (p.code !== 0) throw new Error(`proxy ${mode} failed: ${p.err}`);
+      for (const mode of MODES) {
+        if (failures.has(mode)) continue;
+        const dst = `${dir}/${channels}-${mode}-${i}-dst.sock`;
+        await using d = await startDestination({ qemu, guest, incoming: "defer" });
+        await channelSetup(d, channels);
+        await d.migrateIncoming(`unix:${dst}`);
+        await channelSetup(src, channels);
+        let uri = `unix:${dst}`;
+        let proxy: Awaited<ReturnType<typeof startProxy>> | undefined;
+        if (mode !== "direct") {
+          const listen = `${dir}/${channels}-${mode}-${i}.sock`;
+          proxy = await startProxy(listen, dst, mode, undefined, mode === "filter" ? plugArgs : []);
+          uri = `unix:${listen}`;
+        }
+        try {
+          const t0 = performance.now();
+          await src.migrate(uri, { timeoutMs: 120_000 });
+          await d.waitIncoming({ timeoutMs: 120_000 });
+          times.get(mode)!.push((performance.now() - t0) / 1000);
+          if (proxy) {
+            const p = await proxy.done();
+            if (p.code !== 0) throw new Error(`proxy ${mode} exited ${p.code}: ${p.err}`);
+          }
+        } catch (e) {
+          if (mode === "direct") throw e;
+          failures.set(mode, (e instanceof Error ? e.message : String(e)).split("\n")[0]!);
+          proxy?.kill();
+        }
       }
     }
-    const m = median(times);
-    if (mode === "direct") base = m;
-    rows.push([
-      `QEMU ${qemu} ${guest} guest, ${(streamBytes / 1e6).toFixed(0)} MB stream, ${mode}`,
-      m.toFixed(2),
-      mode === "direct" ? "" : `+${((m / base - 1) * 100).toFixed(0)}%`,
-    ]);
+    const base = median(times.get("direct")!);
+    for (const mode of MODES) {
+      const label = `QEMU ${qemu} ${guest} guest, ${(streamBytes / 1e6).toFixed(0)} MB stream, ${
+        channels === 1 ? "1 channel" : `${channels} multifd channels`
+      }, ${mode}`;
+      const failed = failures.get(mode);
+      if (failed !== undefined) {
+        rows.push([label, "failed", failed.slice(0, 100)]);
+        continue;
+      }
+      const m = median(times.get(mode)!);
+      rows.push([
+        label,
+        m.toFixed(2),
+        mode === "direct" ? "" : `${m >= base ? "+" : ""}${((m / base - 1) * 100).toFixed(0)}%`,
+      ]);
+    }
   }
   return rows;
 }
@@ -198,22 +252,25 @@ try {
         Number(values.runs),
         values.guest as "linux" | "tiny",
         Number(values["fill-mib"]),
+        values.channels.split(",").map(Number),
       ),
     );
   }
-  const real = await realdata("out-q10", "s3-malicious.mig");
-  for (const gib of [Number(values["small-gib"]), Number(values.gib)]) {
-    const file = `${dir}/synth-${gib}.mig`;
-    const size = await synthesizeStream(real, file, Math.round(gib * 2 ** 30));
-    for (const mode of ["pass", "filter", "verify"]) {
-      const m = await proxyThroughput(dir, file, mode);
-      rows.push([
-        `${(size / 1e9).toFixed(2)} GB stream, proxy ${mode}`,
-        m.seconds.toFixed(2),
-        `${(size / m.seconds / 1e9).toFixed(2)} GB/s, peak RSS ${m.rssMiB.toFixed(0)} MiB`,
-      ]);
+  if (!values["skip-throughput"]) {
+    const real = await realdata("out-q10", "s3-malicious.mig");
+    for (const gib of [Number(values["small-gib"]), Number(values.gib)]) {
+      const file = `${dir}/synth-${gib}.mig`;
+      const size = await synthesizeStream(real, file, Math.round(gib * 2 ** 30));
+      for (const mode of ["pass", "filter", "verify"]) {
+        const m = await proxyThroughput(dir, file, mode);
+        rows.push([
+          `${(size / 1e9).toFixed(2)} GB stream, proxy ${mode}`,
+          m.seconds.toFixed(2),
+          `${(size / m.seconds / 1e9).toFixed(2)} GB/s, peak RSS ${m.rssMiB.toFixed(0)} MiB`,
+        ]);
+      }
+      await Deno.remove(file);
     }
-    await Deno.remove(file);
   }
   printTable(["case", "seconds", "notes"], rows);
 } finally {

@@ -821,10 +821,17 @@ export async function createAtomicOutput(
 /** An output written in place: standard output, a FIFO, a character device. */
 function directOutput(
   path: string,
-  file: { write(p: Uint8Array): Promise<number>; close(): void },
+  file: { write(p: Uint8Array): Promise<number>; writeSync(p: Uint8Array): number; close(): void },
   closeAtEnd: boolean,
 ): AtomicOutput {
   const name = path === "-" ? "standard output" : path;
+  // Standard output, FIFOs and devices get blocking writes: Deno's asynchronous
+  // writes to a pipe cost about three times the CPU and twice the time (600 MB
+  // to `| cat` in 1 MiB writes: 3.4 s and 0.67 s of CPU, against 1.5 s and
+  // 0.25 s). Nothing else needs the event loop while a command writes its output.
+  const sink = {
+    write: (p: Uint8Array) => Promise.resolve(file.writeSync(p)),
+  };
   let offset = 0;
   let closed = !closeAtEnd;
   const close = () => {
@@ -840,7 +847,7 @@ function directOutput(
     async write(chunk) {
       const at = offset;
       offset += chunk.byteLength;
-      await writeAllAt(file, chunk, name, at);
+      await writeAllAt(sink, chunk, name, at);
     },
     async skip(byteLength) {
       const zeros = new Uint8Array(Math.min(byteLength, 1 << 20));
@@ -848,7 +855,7 @@ function directOutput(
         const n = Math.min(left, zeros.byteLength);
         const at = offset;
         offset += n;
-        await writeAllAt(file, zeros.subarray(0, n), name, at);
+        await writeAllAt(sink, zeros.subarray(0, n), name, at);
       }
     },
     commit() {

@@ -220,6 +220,7 @@ export class ProxySession {
   #pendingChannels: Promise<unknown>[] = [];
   #connections: SocketConnection[] = [];
   #vetoed = false;
+  #acceptTimer: ReturnType<typeof setTimeout> | undefined;
   #returnPath: ReturnPathSummary = { opened: false, messages: {}, shut: undefined };
   #mainArrived!: (arrival: { conn: SocketConnection; head: Uint8Array }) => void;
   #mainFailed!: (error: unknown) => void;
@@ -294,10 +295,9 @@ export class ProxySession {
     if (this.#started) throw new TypeError("ProxySession.run() was already called");
     this.#started = true;
     const options = this.#options;
-    let acceptTimer: ReturnType<typeof setTimeout> | undefined;
     const acceptTimeoutMs = options.acceptTimeoutMs ?? 0;
     if (acceptTimeoutMs > 0) {
-      acceptTimer = setTimeout(() => {
+      this.#acceptTimer = setTimeout(() => {
         this.#fail(
           new ProxyError(
             `no source connected to ${formatEndpoint(this.endpoint)} within ${
@@ -318,7 +318,7 @@ export class ProxySession {
       this.#fail(e);
       throw this.#failure;
     } finally {
-      clearTimeout(acceptTimer);
+      clearTimeout(this.#acceptTimer);
       await this.#listener.close();
       await accepting;
       await Promise.allSettled(this.#pendingChannels);
@@ -416,6 +416,7 @@ export class ProxySession {
     const options = this.#options;
     const mode = options.mode ?? "pass";
     const { conn: source, head } = await this.#main;
+    clearTimeout(this.#acceptTimer); // the timeout is for the source's arrival only
     const started = performance.now();
     this.#emit({ kind: "source-connected", channel: "main" });
     this.#setState(ProxyState.Connecting);

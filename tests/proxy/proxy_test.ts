@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concatBytes } from "../_util/chunkings.ts";
 import { createHash } from "node:crypto";
 import { UnexpectedEofError, UnsupportedFeatureError } from "../../src/errors.ts";
 import { bytesReader, PullByteReader } from "../../src/io/byte_reader.ts";
@@ -60,16 +61,6 @@ function memorySink(keep = true) {
   };
 }
 
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((a, c) => a + c.byteLength, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
-}
-
 Deno.test({
   name: "relayMigration() passes, filters and verifies a real q10 s3 stream",
   ignore: !realdataAvailable("out-q10"),
@@ -123,7 +114,7 @@ Deno.test("relayMigration() refuses postcopy and COLO before forwarding them, an
     assert.ok(e instanceof UnsupportedFeatureError, String(e));
     assert.match(e.message, cmd === 8 ? /COLO/ : /postcopy/);
     // Only header + configuration could have been handed on; the command was not.
-    const got = concat(out.chunks);
+    const got = concatBytes(out.chunks);
     assert.ok(got.byteLength < 30);
     assert.ok(!got.includes(0x08));
   }
@@ -138,7 +129,7 @@ Deno.test("relayMigration() refuses postcopy and COLO before forwarding them, an
     onReturnPathOpened: () => opened++,
   });
   assert.equal(opened, 1);
-  assert.deepEqual(concat(out.chunks), bytes);
+  assert.deepEqual(concatBytes(out.chunks), bytes);
 });
 
 Deno.test("relayMigration() never forwards an EOF for a truncated source", async () => {
@@ -159,7 +150,7 @@ Deno.test("relayMigration() never forwards an EOF for a truncated source", async
         (x) => x,
       );
       assert.ok(e instanceof UnexpectedEofError, `${mode} ${cut}: ${e}`);
-      const got = concat(out.chunks);
+      const got = concatBytes(out.chunks);
       assert.ok(got.byteLength <= cut);
       assert.deepEqual(got, bytes.subarray(0, got.byteLength), "a prefix of the input");
       const eofAt = bytes.byteLength -
@@ -263,7 +254,11 @@ function fakeDestination(path: string, options: { closeAtOnce?: boolean } = {}) 
 }
 
 /** A fake source: connects (retrying) and sends a file, or its first `limit` bytes. */
-async function fakeSource(path: string, file: string, options: { limit?: number } = {}) {
+async function fakeSource(
+  path: string,
+  file: string,
+  options: { limit?: number; pauseMs?: number; readSize?: number } = {},
+) {
   let conn: Deno.UnixConn | undefined;
   for (let i = 0; i < 200 && conn === undefined; i++) {
     try {
@@ -276,7 +271,7 @@ async function fakeSource(path: string, file: string, options: { limit?: number 
   let sent = 0;
   let writeError: unknown;
   using f = await Deno.open(file);
-  const buf = new Uint8Array(1 << 20);
+  const buf = new Uint8Array(options.readSize ?? 1 << 20);
   try {
     for (;;) {
       const n = await f.read(buf);
@@ -286,6 +281,7 @@ async function fakeSource(path: string, file: string, options: { limit?: number 
       while (off < m) off += await conn.write(buf.subarray(off, m));
       sent += m;
       if (options.limit !== undefined && sent >= options.limit) break;
+      if (options.pauseMs !== undefined) await new Promise((r) => setTimeout(r, options.pauseMs));
     }
   } catch (e) {
     writeError = e;
@@ -478,3 +474,31 @@ Deno.test("vmem-dump proxy relays over loopback TCP and refuses other addresses 
     assert.equal(got.last, 0x7d, "ends with the vmdesc JSON");
   });
 });
+
+Deno.test("vmem-dump proxy --accept-timeout bounds the wait for the source, not the migration", () =>
+  withDir(async (dir) => {
+    // Nobody connects: exit 1 after the timeout (the destination is never needed).
+    const idle = memoryIo();
+    const code = await runProxy([
+      "--listen",
+      `unix:${dir}/idle.sock`,
+      "--connect",
+      `unix:${dir}/nobody.sock`,
+      "--accept-timeout",
+      "0.2",
+    ], idle.io);
+    assert.equal(code, 1, idle.err());
+    assert.match(idle.err(), /no source connected .* within 0.2 s/);
+    // A source that connects at once and takes longer than the timeout to send: relayed.
+    const syn = syntheticRecords({ seed: 93, strayRate: 0, pages: 60 });
+    const bytes = await encodeRecords(syn.records);
+    await Deno.writeFile(`${dir}/slow.mig`, bytes);
+    const slow = proxyInDir(dir, ["--accept-timeout", "0.2"]);
+    const src = await fakeSource(`${dir}/p.sock`, `${dir}/slow.mig`, {
+      readSize: Math.ceil(bytes.byteLength / 8),
+      pauseMs: 60,
+    });
+    assert.equal(src.writeError, undefined);
+    assert.equal(await slow.proxy, 0, slow.m.err());
+    assert.equal((await slow.dest.done).byteLength, bytes.byteLength);
+  }));

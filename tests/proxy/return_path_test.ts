@@ -14,7 +14,7 @@ import { ReturnPathDecoder, type ReturnPathMessage } from "../../src/migration/r
 import type { MigrationRecord } from "../../src/migration/types.ts";
 import { ProxyError, type ProxyResult, ProxySession } from "../../src/proxy/session.ts";
 import { assertFormatError } from "../_util/assert.ts";
-import { BYTE_CHUNKINGS, splitBytes } from "../_util/chunkings.ts";
+import { BYTE_CHUNKINGS, concatBytes, splitBytes } from "../_util/chunkings.ts";
 import { encodeRecords, syntheticRecords } from "./_util.ts";
 
 /** One encoded return-path message. */
@@ -29,16 +29,6 @@ function rpMessage(type: number, payload: number[] = []): Uint8Array {
 }
 
 const be32 = (n: number) => [n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
-}
 
 Deno.test("ReturnPathDecoder decodes every message kind under every chunking", async (t) => {
   const parts = [
@@ -58,7 +48,7 @@ Deno.test("ReturnPathDecoder decodes every message kind under every chunking", a
     rpMessage(C.MIG_RP_MSG_RESUME_ACK, be32(1)),
     rpMessage(C.MIG_RP_MSG_SHUT, be32(0)),
   ];
-  const bytes = concat(parts);
+  const bytes = concatBytes(parts);
   for (const c of BYTE_CHUNKINGS) {
     await t.step(c.name, () => {
       const d = new ReturnPathDecoder();
@@ -95,11 +85,11 @@ Deno.test("ReturnPathDecoder rejects what a source QEMU rejects, with offsets", 
   const pong = rpMessage(C.MIG_RP_MSG_PONG, be32(7));
   for (
     const [bytes, offset] of [
-      [concat([pong, rpMessage(0)]), 8], // INVALID
-      [concat([pong, rpMessage(8)]), 8], // beyond SWITCHOVER_ACK
-      [concat([pong, rpMessage(C.MIG_RP_MSG_SHUT, [0, 0])]), 10], // SHUT is 4 bytes
-      [concat([pong, rpMessage(C.MIG_RP_MSG_SWITCHOVER_ACK, [1])]), 10], // ACK has none
-      [concat([pong, new Uint8Array([0, C.MIG_RP_MSG_RECV_BITMAP, 0x02, 0x01])]), 10], // > 512
+      [concatBytes([pong, rpMessage(0)]), 8], // INVALID
+      [concatBytes([pong, rpMessage(8)]), 8], // beyond SWITCHOVER_ACK
+      [concatBytes([pong, rpMessage(C.MIG_RP_MSG_SHUT, [0, 0])]), 10], // SHUT is 4 bytes
+      [concatBytes([pong, rpMessage(C.MIG_RP_MSG_SWITCHOVER_ACK, [1])]), 10], // ACK has none
+      [concatBytes([pong, new Uint8Array([0, C.MIG_RP_MSG_RECV_BITMAP, 0x02, 0x01])]), 10], // > 512
     ] as const
   ) {
     const d = new ReturnPathDecoder();
@@ -173,7 +163,7 @@ async function runPeers(bytes: Uint8Array, peers: Peers, mode: "pass" | "verify"
         }
       } catch { /* closed */ }
       conn.close();
-      return concat(received);
+      return concatBytes(received);
     })();
     const events: string[] = [];
     const session = await ProxySession.listen({
@@ -203,7 +193,7 @@ async function runPeers(bytes: Uint8Array, peers: Peers, mode: "pass" | "verify"
     conn.close();
     return {
       result: await result,
-      sourceGot: concat(rp),
+      sourceGot: concatBytes(rp),
       destinationGot: await destination,
       events,
     };
@@ -219,13 +209,17 @@ Deno.test("ProxySession relays PONG and SHUT to a source that waits for them, wi
   const shut = rpMessage(C.MIG_RP_MSG_SHUT, be32(0));
   for (const mode of ["pass", "verify"] as const) {
     const r = await runPeers(bytes, {
-      answers: [[pingEnd, concat([ack, pong])], [bytes.byteLength, shut]],
+      answers: [[pingEnd, concatBytes([ack, pong])], [bytes.byteLength, shut]],
       closeAfter: bytes.byteLength,
     }, mode);
     assert.ok(!(r.result instanceof Error), String(r.result));
     const result = r.result as ProxyResult;
     assert.deepEqual(r.destinationGot, bytes, "the stream arrives byte for byte");
-    assert.deepEqual(r.sourceGot, concat([ack, pong, shut]), "the return path arrives unchanged");
+    assert.deepEqual(
+      r.sourceGot,
+      concatBytes([ack, pong, shut]),
+      "the return path arrives unchanged",
+    );
     assert.deepEqual(result.returnPath, {
       opened: true,
       messages: { SWITCHOVER_ACK: 1, PONG: 1, SHUT: 1 },
