@@ -8,7 +8,6 @@
  */
 
 import assert from "node:assert/strict";
-import { readFileBytes } from "../_util/files.ts";
 import { assertOneErrorLine, execCli } from "../_util/cli.ts";
 import { readFileBytes } from "../_util/files.ts";
 import { qemuAvailable, tempDir } from "../_util/qemu.ts";
