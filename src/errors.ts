@@ -35,7 +35,8 @@ export type FormatErrorCode =
   | "bad-note"
   | "bad-json"
   | "invariant"
-  | "verification";
+  | "verification"
+  | "unproven";
 
 /** Details shared by every {@linkcode FormatError}. */
 export interface FormatErrorDetails {

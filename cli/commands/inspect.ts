@@ -40,7 +40,10 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
   const input = await openStreamInput(positionals[0]!, { recycle: true });
   try {
-    const report = await inspectMigration(decodeMigrationBatches(input.reader));
+    // Describe, do not vouch: device state that cannot be proven is reported, not an error.
+    const report = await inspectMigration(
+      decodeMigrationBatches(input.reader, { deviceState: "describe" }),
+    );
     const container = input.container;
     if (values.json) await io.out(json({ input: positionals[0], container, ...report }));
     else await io.out(render(positionals[0]!, container, report));
@@ -58,11 +61,25 @@ function render(path: string, container: unknown, r: InspectReport): string {
     r.machineType ?? "(no configuration section)"
   }\n`;
   out += `capabilities: ${r.capabilities.length ? r.capabilities.join(", ") : "none"}\n`;
-  out +=
-    `end:      ${r.eof ? "QEMU_VM_EOF" : "no EOF"}, vmdesc ${
-      r.vmdescBytes === null ? "absent" : `${grouped(r.vmdescBytes)} bytes`
-    }` +
-    `${r.tailMatchesVmdesc === false ? " (device-state sizes do not match the vmdesc)" : ""}\n`;
+  out += `end:      ${r.eof ? "QEMU_VM_EOF" : "no EOF"}, vmdesc ${
+    r.vmdescBytes === null ? "absent" : `${grouped(r.vmdescBytes)} bytes`
+  }\n`;
+  out += `device state: ${
+    r.tailMatchesVmdesc === null
+      ? "none after the RAM"
+      : r.tailMatchesVmdesc
+      ? "accounted for section by section (vmdesc sizes, footers)"
+      : "NOT proven"
+  }\n`;
+  for (const p of r.tailProblems) {
+    out += `  ${p.code} at ${hex(p.streamOffset)}: ${p.message}\n`;
+  }
+  const late = r.sections.filter((s) => s.afterDeviceState);
+  if (late.length > 0) {
+    out += `RAM after device state: ${
+      late.map((s) => `${s.type} ${JSON.stringify(s.idstr)}@${hex(s.streamOffset)}`).join(", ")
+    }\n`;
+  }
   if (r.commands.length) {
     out += `commands: ${r.commands.map((c) => `${c.name}@${hex(c.streamOffset)}`).join(", ")}\n`;
   }
@@ -70,7 +87,7 @@ function render(path: string, container: unknown, r: InspectReport): string {
   out += table(
     ["id", "type", "idstr", "inst", "ver", "offset", "bytes"],
     r.sections.map((s) => [
-      s.sectionId ?? "?",
+      s.sectionId,
       s.type,
       s.idstr,
       s.instanceId,

@@ -16,6 +16,7 @@ import {
   parseEndpoint,
 } from "../../src/io/endpoint.ts";
 import { type RelayMode, RelayVerificationError } from "../../src/proxy/relay.ts";
+import { describeViolation } from "../../src/migration/verify.ts";
 import {
   ProxyError,
   type ProxyEvent,
@@ -146,14 +147,10 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     if (failure instanceof RelayVerificationError) {
       const vr = failure.result;
       await io.err(
-        `proxy: verification failed: ${vr.violatingRecords} RAM record(s) in unplugged blocks; the destination was not given QEMU_VM_EOF\n`,
+        `proxy: verification failed: ${vr.violationCount} violation(s); the destination was not given QEMU_VM_EOF\n`,
       );
       for (const v of vr.violations.slice(0, 64)) {
-        await io.err(
-          `  ${v.recordKind} gpa ${hex(v.gpa)} (${v.ramBlock}+${
-            hex(v.ramOffset)
-          }, block ${v.blockIndex}) at stream offset ${hex(v.streamOffset)}\n`,
-        );
+        await io.err(`  ${describeViolation(v)} at stream offset ${hex(v.streamOffset)}\n`);
       }
       if (values.json) await io.out(json({ ok: false, mode, verify: vr }));
       return 3;
@@ -196,9 +193,9 @@ function eventLine(e: ProxyEvent): string | undefined {
         : undefined;
     }
     case "verification-failed":
-      return `proxy: RAM record in unplugged block (gpa ${
-        hex(e.violation.gpa)
-      }): stopped forwarding, the destination gets no QEMU_VM_EOF\n`;
+      return `proxy: ${
+        describeViolation(e.violation)
+      }: stopped forwarding, the destination gets no QEMU_VM_EOF\n`;
     case "channel":
       return `proxy: ${e.label}: ${e.message}\n`;
     default:

@@ -8,7 +8,11 @@
 
 import { type AtomicOutput, createAtomicOutput } from "../../src/io/file.ts";
 import { type PipelineProgress, runMigrationPipeline } from "../../src/migration/pipeline.ts";
-import { PlugStateVerifier, type VerifyResult } from "../../src/migration/verify.ts";
+import {
+  describeViolation,
+  PlugStateVerifier,
+  type VerifyResult,
+} from "../../src/migration/verify.ts";
 import { openStreamInput } from "../_stream_input.ts";
 import { formatByteCount, grouped, hex, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
@@ -187,10 +191,13 @@ function renderVerifyReport(
       `from ${[...new Set(d.sources)].map((s) => names[s] ?? s).join(" and ")})\n`;
   }
   for (const v of r.violations) {
-    t +=
-      `  ${v.recordKind} gpa ${hex(v.gpa)} (${v.ramBlock}+${
-        hex(v.ramOffset)
-      }, block ${v.blockIndex}) ` +
+    t += `  ${
+      v.reason === "unplugged-block"
+        ? `${v.recordKind} gpa ${hex(v.gpa ?? 0)} (${v.ramBlock}+${
+          hex(v.ramOffset)
+        }, block ${v.blockIndex}) `
+        : `${describeViolation(v)} `
+    }` +
       `at stream offset ${hex(v.streamOffset)}${
         v.records > 1 ? ` and ${v.records - 1} more records in this MiB` : ""
       }` +

@@ -20,11 +20,12 @@ import {
   isPageRecord,
   type MigrationRecord,
   type RamBlockInfo,
+  type TailProblemRecord,
   type VirtioMemDeviceRecord,
   type VirtioMemDeviceState,
   type VirtioMemEarlyRecord,
-  type VmdescRecord,
 } from "./types.ts";
+import { popcount } from "../io/bits.ts";
 import { VIRTIO_MEM_DEVICE_SUFFIX } from "./constants.ts";
 import { findVirtioMemRamBlock } from "./virtio_mem_device.ts";
 
@@ -105,14 +106,25 @@ export class PlugStateCollector {
   ramBlocks: RamBlockInfo[] | undefined;
   /** Where the MEM_SIZE list was. */
   ramBlocksOffset = 0;
-  /** Early sections by device path (bitmaps copied). */
+  /**
+   * Early sections by device path (bitmaps copied). When a device has several,
+   * the bitmap is what all of them mark plugged (a block unplugged in any of
+   * them is unplugged here) and `size` follows it.
+   */
   early = new Map<string, VirtioMemEarlyRecord>();
-  /** Device sections by device path (bitmaps copied). */
+  /** Device sections by device path (bitmaps copied; merged like {@linkcode early}). */
   late = new Map<string, LateSection>();
-  /** Device sections named by the vmdesc (`P/virtio-mem` idstrs) and where the vmdesc was. */
-  vmdescDevices: string[] | undefined;
-  /** Where the vmdesc was. */
-  vmdescOffset = 0;
+  /**
+   * Plug-state sections that restated a device's plug state (a second early
+   * section, a second device section with a bitmap): QEMU ends with the last
+   * one, but pages were loaded under the others. Never a silent choice:
+   * {@linkcode finish} refuses them, lenient users merge (see above).
+   */
+  replaced: { devicePath: string; streamOffset: number; first: number }[] = [];
+  /** Early sections seen (each one, also a second for the same device). */
+  earlySectionCount = 0;
+  /** Where the vmdesc disagrees with the sections it describes (the sections are what counts). */
+  vmdescDisagreements: TailProblemRecord[] = [];
   /** A RAM page, PART or END section was seen: the early sections are behind us. */
   sawRam = false;
   /** The device-state tail or EOF was reached. */
@@ -147,9 +159,25 @@ export class PlugStateCollector {
         this.ramBlocks = r.blocks.map((b) => ({ ...b }));
         this.ramBlocksOffset = r.streamOffset;
         break;
-      case "virtio-mem-early":
-        this.early.set(r.devicePath, { ...r, bitmap: r.bitmap.slice() });
+      case "virtio-mem-early": {
+        this.earlySectionCount++;
+        const before = this.early.get(r.devicePath);
+        const copy = { ...r, bitmap: r.bitmap.slice() };
+        if (before !== undefined) {
+          this.replaced.push({
+            devicePath: r.devicePath,
+            streamOffset: r.streamOffset,
+            first: before.streamOffset,
+          });
+          if (sameGeometry(before, copy)) {
+            copy.bitmap = andBitmaps(before.bitmap, copy.bitmap);
+            copy.size = popcount(copy.bitmap) * copy.blockSize;
+            copy.streamOffset = before.streamOffset;
+          }
+        }
+        this.early.set(r.devicePath, copy);
         break;
+      }
       case "section-part":
       case "section-end":
         this.sawRam = true;
@@ -160,13 +188,30 @@ export class PlugStateCollector {
         }
         if (!r.idstr.endsWith("-early")) this.sawRam = true;
         break;
-      case "virtio-mem-device":
+      case "virtio-mem-device": {
         this.#pendingDevice = undefined;
-        this.late.set(r.devicePath, {
-          state: { ...r.state, ...(r.state.bitmap ? { bitmap: r.state.bitmap.slice() } : {}) },
-          streamOffset: r.streamOffset,
-        });
+        const state = { ...r.state, ...(r.state.bitmap ? { bitmap: r.state.bitmap.slice() } : {}) };
+        const before = this.late.get(r.devicePath);
+        let streamOffset = r.streamOffset;
+        if (before !== undefined && lateGeometry(before.state) !== undefined) {
+          this.replaced.push({
+            devicePath: r.devicePath,
+            streamOffset,
+            first: before.streamOffset,
+          });
+          if (
+            state.bitmap !== undefined && before.state.bitmap !== undefined &&
+            state.blockSize === before.state.blockSize &&
+            state.regionSize === before.state.regionSize
+          ) {
+            state.bitmap = andBitmaps(before.state.bitmap, state.bitmap);
+            state.size = popcount(state.bitmap) * state.blockSize!;
+            streamOffset = before.streamOffset;
+          }
+        }
+        this.late.set(r.devicePath, { state, streamOffset });
         break;
+      }
       case "opaque":
       case "eof":
         this.sawRam = true;
@@ -174,8 +219,18 @@ export class PlugStateCollector {
         break;
       case "vmdesc":
         this.sawEnd = true;
-        this.#noteVmdesc(r);
         break;
+      case "tail-problem":
+        // The sections were found by their headers and structure: a vmdesc that names them
+        // differently changes nothing QEMU loads. Anything else leaves the tail unproven.
+        if (r.code === "vmdesc-mismatch") {
+          this.vmdescDisagreements.push(r);
+          break;
+        }
+        throw new FormatError(
+          `Cannot ${this.#doing}: the device state after the RAM cannot be proven: ${r.message}`,
+          { format: "migration", code: "unproven", offset: r.streamOffset },
+        );
       default:
         if (isPageRecord(r)) this.sawRam = true;
     }
@@ -187,17 +242,6 @@ export class PlugStateCollector {
       `section ${JSON.stringify(p.idstr)} is not followed by its parsed device state`,
       p.streamOffset,
     );
-  }
-
-  #noteVmdesc(r: VmdescRecord): void {
-    this.vmdescOffset = r.streamOffset;
-    const parsed = r.parsed as { devices?: unknown } | undefined;
-    if (parsed === undefined || !Array.isArray(parsed?.devices)) return;
-    this.vmdescDevices = parsed.devices
-      .map((
-        d: unknown,
-      ) => (typeof d === "object" && d !== null ? (d as { name?: unknown }).name : undefined))
-      .filter((n): n is string => typeof n === "string" && n.endsWith(VIRTIO_MEM_DEVICE_SUFFIX));
   }
 
   /** Stop point of the early layout: early sections seen and RAM has begun. */
@@ -269,18 +313,16 @@ export class PlugStateCollector {
    */
   finish(toEnd: boolean): { plugMap: PlugMap; layout: "early" | "late" | "none" } {
     if (this.#pendingDevice !== undefined) this.#throwPending();
-    if (toEnd && this.vmdescDevices !== undefined) {
-      for (const idstr of this.vmdescDevices) {
-        const path = idstr.slice(0, -VIRTIO_MEM_DEVICE_SUFFIX.length);
-        if (!this.late.has(path)) {
-          throw this.bad(
-            `the vmdesc lists device section ${
-              JSON.stringify(idstr)
-            }, but it was not found or did not parse as a virtio-mem device`,
-            this.vmdescOffset,
-          );
-        }
-      }
+    const replaced = this.replaced[0];
+    if (replaced !== undefined) {
+      throw this.bad(
+        `the stream states the plug state of ${replaced.devicePath} twice (sections at 0x${
+          replaced.first.toString(16)
+        } and 0x${
+          replaced.streamOffset.toString(16)
+        }): the destination ends with the last, but pages were loaded under the first`,
+        replaced.streamOffset,
+      );
     }
     const devices = this.devices({ strict: true, toEnd });
     const plugMap = this.buildMap(devices, this.ramBlocksOffset);
@@ -363,4 +405,17 @@ export class PlugStateCollector {
       throw e;
     }
   }
+}
+
+/** Whether two early sections describe the same region with the same blocks. */
+function sameGeometry(a: VirtioMemEarlyRecord, b: VirtioMemEarlyRecord): boolean {
+  return a.gpa === b.gpa && a.regionSize === b.regionSize && a.blockSize === b.blockSize &&
+    a.bitmap.byteLength === b.bitmap.byteLength;
+}
+
+/** Blocks plugged in both (wire bitmaps of the same length; byte order does not matter). */
+function andBitmaps(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(Math.min(a.byteLength, b.byteLength));
+  for (let i = 0; i < out.byteLength; i++) out[i] = a[i]! & b[i]!;
+  return out;
 }

@@ -69,6 +69,21 @@ export class RamState {
   }
 
   /**
+   * A copy to parse ahead with (the device-state walk's trial run). Only
+   * between records: a MEM_SIZE list in progress is not copied.
+   */
+  clone(): RamState {
+    const c = new RamState(this.pageSize);
+    // The block list and its map are replaced, never changed, by a new MEM_SIZE: share them.
+    c.blocks = this.blocks;
+    c.byName = this.byName;
+    c.lastBlock = this.lastBlock;
+    c.capabilities = this.capabilities;
+    c.postcopyPageSummary = this.postcopyPageSummary;
+    return c;
+  }
+
+  /**
    * Parse records of a `ram` section body from `w.pos` into `out`, up to and
    * including EOS (returns `true`), or until the window is used up, the
    * batch is full or a record other than a page was emitted (returns

@@ -1,321 +1,379 @@
 /**
  * The device-state tail of a precopy stream: everything from the first FULL
- * section that is not an early section up to the end. Its sections carry no
- * lengths, so the tail passes through verbatim, with two exceptions found in
- * a bounded look-ahead window: a `P/virtio-mem` section that parses and
- * validates structurally, and the EOF byte plus vmdesc JSON at the very end.
+ * section that is not an early section to the end (device sections, EOF,
+ * the vmdesc). Device sections carry no lengths, so the tail is buffered to
+ * the end (up to a cap), where the vmdesc gives each body's size; the parser
+ * then walks the buffered tail section by section (`_parser.ts`), and this
+ * module holds what that walk needs and checks. Private to the decoder.
+ *
+ * What is proven, and how (docs/security.md):
+ * - every byte is accounted for: each section is a FULL header, a body of
+ *   the size the vmdesc gives (the `P/virtio-mem` body parsed structurally,
+ *   its length compared with the vmdesc's), and the footer `0x7E` + its id
+ *   that must follow; then the next section, and QEMU_VM_EOF exactly where
+ *   the vmdesc begins;
+ * - the vmdesc is a hint QEMU never reads: where it claims a body longer
+ *   than the device's real one, QEMU would end the device early, check the
+ *   footer there and go on with what follows. So inside every body, a footer
+ *   of a known section followed by something that loads RAM or plug state
+ *   makes the tail ambiguous ({@linkcode findAmbiguity}).
+ *
+ * @module
  */
 
-import { UnexpectedEofError } from "../errors.ts";
+import { FormatError } from "../errors.ts";
+import { latin1Decode } from "../io/text.ts";
 import {
+  MIG_CMD_PACKAGED,
+  QEMU_VM_COMMAND,
   QEMU_VM_EOF,
+  QEMU_VM_SECTION_END,
   QEMU_VM_SECTION_FOOTER,
   QEMU_VM_SECTION_FULL,
+  QEMU_VM_SECTION_PART,
+  QEMU_VM_SECTION_START,
   QEMU_VM_VMDESCRIPTION,
+  RAM_SECTION_IDSTR,
+  VIRTIO_MEM_DEVICE_SUFFIX,
+  VIRTIO_MEM_EARLY_SUFFIX,
 } from "./constants.ts";
-import type { MigrationRecord, RamBlockInfo, VirtioMemEarlyRecord } from "./types.ts";
-import { parseVirtioMemDeviceBody } from "./virtio_mem_device.ts";
+import type { TailProblemCode } from "./types.ts";
+import { type VmdescSection, vmdescSections } from "./vmdesc.ts";
 
-/** What the tail scanner knows from earlier in the stream. */
-export interface TailContext {
-  /** The MEM_SIZE block list (device paths come from it). */
-  ramBlocks: readonly RamBlockInfo[];
-  /** Early sections seen, by device path. */
-  early: ReadonlyMap<string, VirtioMemEarlyRecord>;
-  /** Bytes held back at most (the look-ahead). */
-  window: number;
-  /** Whether a missing vmdesc means truncation. */
-  requireVmdesc: boolean;
-  /** Chunk size of emitted opaque records. */
-  opaqueChunk: number;
-}
+/** Largest vmdesc JSON accepted. */
+export const MAX_VMDESC = 64 << 20;
 
-const SUFFIX = new TextEncoder().encode("/virtio-mem");
-const SLASH = 0x2f;
-
-/** Device paths that may own a virtio-mem device: every RAMBlock idstr prefix before its last `/`. */
-function devicePaths(blocks: readonly RamBlockInfo[]): string[] {
-  const paths = new Set<string>();
-  for (const b of blocks) {
-    const cut = b.idstr.lastIndexOf("/");
-    if (cut > 0) paths.add(b.idstr.slice(0, cut));
-  }
-  return [...paths];
+/** A problem that keeps the tail from being proven. */
+export interface TailProblem {
+  /** What kind. */
+  code: TailProblemCode;
+  /** A sentence for people (without the offset). */
+  message: string;
+  /** Stream offset it is about. */
+  streamOffset: number;
 }
 
 /**
- * Scans the tail as its bytes arrive: {@linkcode TailScanner.push} takes
- * every byte from the header of the first tail section on and returns what
- * can be emitted (everything but the look-ahead window);
- * {@linkcode TailScanner.end} finds the EOF byte and the vmdesc at the end
- * of the input and returns the rest.
+ * The tail's bytes, copied as they arrive, up to a cap: the device state of
+ * a real VM is a few hundred KiB (a q35 guest's is 78 KB), so the cap only
+ * bounds what a hostile stream can make us hold.
  */
-export class TailScanner {
-  #ctx: TailContext;
-  #paths: { path: string; bytes: Uint8Array }[];
-  #win = new Uint8Array(1 << 16);
-  #start = 0; // first unemitted byte in win
-  #end = 0; // end of valid data in win
-  #base: number; // stream offset of win[0]
-  #scanFrom = 0; // candidates before this index were already rejected
+export class TailBuffer {
+  #buf = new Uint8Array(1 << 16);
+  #length = 0;
+  #cap: number;
+  /** Stream offset of the first tail byte. */
+  readonly base: number;
 
   /**
-   * @param firstOffset Stream offset of the first tail byte (the header of the first tail section).
-   * @param ctx What the stream said before the tail.
+   * @param base Stream offset of the first tail byte.
+   * @param cap Most bytes held.
    */
-  constructor(firstOffset: number, ctx: TailContext) {
-    this.#ctx = ctx;
-    this.#base = firstOffset;
-    this.#paths = devicePaths(ctx.ramBlocks).map((p) => ({
-      path: p,
-      bytes: new TextEncoder().encode(p),
-    }));
+  constructor(base: number, cap: number) {
+    this.base = base;
+    this.#cap = cap;
   }
 
-  /** Take the next bytes of the tail (copied); returns the records that can be emitted now. */
-  push(bytes: Uint8Array): MigrationRecord[] {
-    this.#append(bytes);
-    const out: MigrationRecord[] = [];
-    const pending = this.#end - this.#start;
-    if (pending > this.#ctx.window) {
-      // Anything that starts this far before the end has its whole look-ahead buffered.
-      const limit = this.#end - this.#ctx.window;
-      this.#scan(limit, out);
-      if (this.#start < limit) this.#emitOpaque(limit, out);
-    }
-    return out;
+  /** The bytes so far (a view; valid until the next append). */
+  get bytes(): Uint8Array {
+    return this.#buf.subarray(0, this.#length);
   }
 
   /**
-   * Whether what arrived so far ends with a complete EOF + vmdesc (the JSON
-   * parses): then the remaining records, ending with EOF and the vmdesc, and
-   * the stream is over; otherwise `undefined`. A live source may keep its
-   * connection open after its vmdesc (with a return path it waits for the
-   * destination's answer), so the end cannot wait for the input to end.
-   * Checked only when the bytes end with `}`, so it costs nothing on the
-   * way. Anything that arrives afterwards is the parser's error.
+   * Copy `bytes` in.
+   * @throws {FormatError} (code `too-large`) when the tail would exceed the cap.
    */
-  endIfComplete(): MigrationRecord[] | undefined {
-    if (this.#end === this.#start || this.#win[this.#end - 1] !== 0x7d) return undefined;
-    const eofAt = this.#findEnd(true);
-    return eofAt < 0 ? undefined : this.#finish(eofAt);
-  }
-
-  /**
-   * The input ended: the remaining records, ending with EOF and the vmdesc.
-   * @throws {UnexpectedEofError} when the tail does not end with EOF and a vmdesc that fits.
-   */
-  end(): MigrationRecord[] {
-    const eofAt = this.#findEnd(false);
-    if (eofAt >= 0) return this.#finish(eofAt);
-    const out: MigrationRecord[] = [];
-    this.#scan(this.#end, out);
-    const win = this.#win;
-    const end = this.#end;
-    if (this.#ctx.requireVmdesc || end === this.#start || win[end - 1] !== QEMU_VM_EOF) {
-      throw new UnexpectedEofError(
-        "Cannot find the end of the device state: input ended without QEMU_VM_EOF and its vmdesc " +
-          `(a vmdesc must fit in the ${this.#ctx.window >>> 20} MiB look-ahead)`,
-        "migration",
-        this.#base + end,
+  append(bytes: Uint8Array): void {
+    const need = this.#length + bytes.byteLength;
+    if (need > this.#cap) {
+      throw new FormatError(
+        `Cannot decode migration stream: the device state after the RAM runs past ${this.#cap} ` +
+          "bytes (the cap for device state held until the vmdesc at the end gives its section " +
+          "sizes; a real VM's is a few hundred KiB)",
+        { format: "migration", code: "too-large", offset: this.base + this.#cap },
       );
     }
-    this.#emitOpaque(end - 1, out);
-    out.push({ kind: "eof", streamOffset: this.#base + end - 1 });
-    return out;
-  }
-
-  /**
-   * Where EOF + vmdesc start if the buffered bytes end with them (`-1`
-   * otherwise): the EOF byte, 0x06, a be32 length that ends exactly at the
-   * end of what was read, and the JSON's "{". Candidates are 0x06 bytes
-   * (native search). `parses`: the JSON must parse too.
-   */
-  #findEnd(parses: boolean): number {
-    const win = this.#win;
-    const end = this.#end;
-    const view = new DataView(win.buffer, win.byteOffset, end);
-    const valid = win.subarray(0, end);
-    for (let at = end - 6; at > this.#start;) {
-      const six = valid.lastIndexOf(QEMU_VM_VMDESCRIPTION, at);
-      if (six <= this.#start) break;
-      const p = six - 1;
-      if (
-        win[p] === QEMU_VM_EOF && win[p + 6] === 0x7b && view.getUint32(p + 2) === end - p - 6 &&
-        (!parses || parseJson(win.subarray(p + 6, end)) !== undefined)
-      ) {
-        return p;
-      }
-      at = six - 1;
+    if (need > this.#buf.byteLength) {
+      const bigger = new Uint8Array(Math.min(this.#cap, Math.max(need, this.#buf.byteLength * 2)));
+      bigger.set(this.#buf.subarray(0, this.#length));
+      this.#buf = bigger;
     }
-    return -1;
-  }
-
-  /** The records from the last emitted byte to the end, EOF at `eofAt`, then the vmdesc. */
-  #finish(eofAt: number): MigrationRecord[] {
-    const out: MigrationRecord[] = [];
-    this.#scan(eofAt, out);
-    this.#emitOpaque(eofAt, out);
-    const base = this.#base;
-    out.push({ kind: "eof", streamOffset: base + eofAt });
-    const json = this.#win.slice(eofAt + 6, this.#end);
-    out.push({ kind: "vmdesc", streamOffset: base + eofAt + 1, json, parsed: parseJson(json) });
-    this.#start = this.#end;
-    return out;
-  }
-
-  #append(bytes: Uint8Array): void {
-    if (this.#end + bytes.byteLength > this.#win.byteLength) {
-      // Compact, then grow only if one chunk still does not fit (bounded by window + chunk).
-      this.#win.copyWithin(0, this.#start, this.#end);
-      this.#base += this.#start;
-      this.#end -= this.#start;
-      this.#scanFrom -= this.#start;
-      this.#start = 0;
-      if (this.#end + bytes.byteLength > this.#win.byteLength) {
-        const bigger = new Uint8Array(
-          Math.max(this.#end + bytes.byteLength, this.#win.byteLength * 2),
-        );
-        bigger.set(this.#win.subarray(0, this.#end));
-        this.#win = bigger;
-      }
-    }
-    this.#win.set(bytes, this.#end);
-    this.#end += bytes.byteLength;
-  }
-
-  #emitOpaque(upto: number, out: MigrationRecord[]): void {
-    while (this.#start < upto) {
-      const n = Math.min(upto - this.#start, this.#ctx.opaqueChunk);
-      out.push({
-        kind: "opaque",
-        streamOffset: this.#base + this.#start,
-        data: this.#win.slice(this.#start, this.#start + n),
-      });
-      this.#start += n;
-    }
-  }
-
-  /** Try to parse a virtio-mem section whose idstr suffix starts at `q`; returns records or undefined. */
-  #tryDevice(
-    q: number,
-  ): { records: MigrationRecord[]; hdr: number; next: number } | undefined {
-    const win = this.#win;
-    const end = this.#end;
-    const base = this.#base;
-    for (const { path, bytes } of this.#paths) {
-      const idstrStart = q - bytes.byteLength;
-      const hdr = idstrStart - 6;
-      if (hdr < this.#start) continue;
-      if (win[hdr] !== QEMU_VM_SECTION_FULL) continue;
-      if (win[idstrStart - 1] !== bytes.byteLength + SUFFIX.byteLength) continue;
-      let same = true;
-      for (let i = 0; i < bytes.byteLength; i++) {
-        if (win[idstrStart + i] !== bytes[i]) {
-          same = false;
-          break;
-        }
-      }
-      if (!same) continue;
-      const view = new DataView(win.buffer, win.byteOffset, end);
-      const afterIdstr = q + SUFFIX.byteLength;
-      if (afterIdstr + 8 > end) continue;
-      const sectionId = view.getUint32(hdr + 1);
-      const instanceId = view.getUint32(afterIdstr);
-      const versionId = view.getUint32(afterIdstr + 4);
-      const bodyStart = afterIdstr + 8;
-      const parsed = parseVirtioMemDeviceBody(win.subarray(bodyStart, end), {
-        devicePath: path,
-        ramBlocks: this.#ctx.ramBlocks,
-        early: this.#ctx.early.get(path),
-        bodyStreamOffset: base + bodyStart,
-        sectionId,
-      });
-      if (parsed === undefined) continue;
-      const footer = bodyStart + parsed.bodyLength;
-      if (footer + 5 > end) continue;
-      if (win[footer] !== QEMU_VM_SECTION_FOOTER || view.getUint32(footer + 1) !== sectionId) {
-        continue;
-      }
-      const records: MigrationRecord[] = [
-        {
-          kind: "section-full",
-          streamOffset: base + hdr,
-          sectionId,
-          idstr: path + "/virtio-mem",
-          instanceId,
-          versionId,
-        },
-        {
-          kind: "virtio-mem-device",
-          streamOffset: base + bodyStart,
-          devicePath: path,
-          data: win.slice(bodyStart, footer),
-          state: {
-            ...parsed.state,
-            ...(parsed.state.bitmap ? { bitmap: parsed.state.bitmap.slice() } : {}),
-          },
-        },
-        { kind: "section-footer", streamOffset: base + footer, sectionId },
-      ];
-      return { records, hdr, next: footer + 5 };
-    }
-    return undefined;
-  }
-
-  /** Scan [scanFrom, limit) for devices, emitting opaque bytes before each one found. */
-  #scan(limit: number, out: MigrationRecord[]): void {
-    const win = this.#win;
-    let i = Math.max(this.#scanFrom, this.#start);
-    while (i < limit) {
-      const rel = win.subarray(i, limit).indexOf(SLASH);
-      if (rel < 0) break;
-      const slash = i + rel;
-      i = slash + 1;
-      if (slash + SUFFIX.byteLength > this.#end) break;
-      let match = true;
-      for (let k = 1; k < SUFFIX.byteLength; k++) {
-        if (win[slash + k] !== SUFFIX[k]) {
-          match = false;
-          break;
-        }
-      }
-      if (!match) continue;
-      const found = this.#tryDevice(slash);
-      if (found === undefined) continue;
-      this.#emitOpaque(found.hdr, out);
-      out.push(...found.records);
-      this.#start = found.next;
-      i = this.#start;
-    }
-    this.#scanFrom = Math.max(this.#scanFrom, Math.min(limit, this.#end));
+    this.#buf.set(bytes, this.#length);
+    this.#length = need;
   }
 }
 
-/** The vmdesc JSON parsed, or `undefined` when it does not parse (QEMU only reports that). */
-function parseJson(bytes: Uint8Array): unknown {
+/** EOF and the vmdesc at the end of the tail. */
+export interface VmdescAtEnd {
+  /** Index of the EOF byte in the tail. */
+  eofAt: number;
+  /** The JSON bytes (a copy). */
+  json: Uint8Array;
+  /** The parsed JSON, or `undefined` when it does not parse. */
+  parsed: unknown;
+  /** The sections it describes, or `undefined` when it is not shaped as QEMU writes it. */
+  sections: VmdescSection[] | undefined;
+}
+
+function parseJson(json: Uint8Array): unknown {
   try {
-    return JSON.parse(new TextDecoder().decode(bytes));
+    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(json));
   } catch {
     return undefined;
   }
 }
 
-/** Re-encode a long section header byte-exact (the tail starts with one the caller consumed). */
-export function encodeLongHeader(
-  type: number,
-  sectionId: number,
-  idstrBytes: Uint8Array,
-  instanceId: number,
-  versionId: number,
-): Uint8Array {
-  const out = new Uint8Array(1 + 4 + 1 + idstrBytes.byteLength + 8);
-  const v = new DataView(out.buffer);
-  out[0] = type;
-  v.setUint32(1, sectionId);
-  out[5] = idstrBytes.byteLength;
-  out.set(idstrBytes, 6);
-  v.setUint32(6 + idstrBytes.byteLength, instanceId);
-  v.setUint32(10 + idstrBytes.byteLength, versionId);
-  return out;
+/**
+ * Find QEMU_VM_EOF and the vmdesc that end `bytes`: the EOF byte, 0x06, a
+ * be32 length that ends exactly at the end, and the JSON's `{`. Candidates
+ * are 0x06 bytes (native search), the last one first.
+ *
+ * @param bytes The tail so far.
+ * @param mustParse Only accept a candidate whose JSON parses (for a live
+ *   input that has not ended: the end must be unmistakable).
+ */
+export function findVmdescAtEnd(bytes: Uint8Array, mustParse: boolean): VmdescAtEnd | undefined {
+  const end = bytes.byteLength;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, end);
+  for (let at = end - 6; at > 0;) {
+    const six = bytes.lastIndexOf(QEMU_VM_VMDESCRIPTION, at);
+    if (six < 1) break;
+    const p = six - 1;
+    const length = end - p - 6;
+    if (
+      bytes[p] === QEMU_VM_EOF && bytes[p + 6] === 0x7b && length <= MAX_VMDESC &&
+      view.getUint32(p + 2) === length
+    ) {
+      const json = bytes.slice(p + 6, end);
+      const parsed = parseJson(json);
+      if (parsed !== undefined || !mustParse) {
+        return { eofAt: p, json, parsed, sections: vmdescSections(parsed) };
+      }
+    }
+    at = six - 1;
+  }
+  return undefined;
+}
+
+/** An early section seen before the tail, for matching the vmdesc's first entries. */
+export interface EarlySectionInfo {
+  /** Section id. */
+  sectionId: number;
+  /** idstr. */
+  idstr: string;
+  /** Instance id. */
+  instanceId: number;
+  /** Version id. */
+  versionId: number;
+  /** Body bytes. */
+  bodyLength: number;
+  /** Stream offset of the header. */
+  streamOffset: number;
+}
+
+/**
+ * What the walk over the tail needs and finds: the vmdesc entries it
+ * consumes (the early sections before the tail take the first ones), the
+ * footers it passed (the legitimate boundaries), the section ids and where
+ * the plug state is, and the disagreements with the vmdesc.
+ */
+export class TailPlan {
+  /** Index of QEMU_VM_EOF in the tail. */
+  readonly eofAt: number;
+  /** The vmdesc. */
+  readonly vmdesc: VmdescAtEnd;
+  /** Stream offset of the tail's first byte. */
+  readonly base: number;
+  /** Disagreements with the vmdesc found so far. */
+  readonly mismatches: TailProblem[] = [];
+  /** Stream offsets of the footers the walk read. */
+  readonly footers = new Set<number>();
+  /** Every section id of the stream. */
+  readonly ids = new Set<number>();
+  /** Ids of `ram` sections. */
+  readonly ramIds = new Set<number>();
+  /** Ids of plug-state sections (early and device sections of virtio-mem). */
+  readonly plugStateIds = new Set<number>();
+  #entries: VmdescSection[];
+  #next = 0;
+
+  /**
+   * @param vmdesc EOF and vmdesc at the end of the tail (with its sections).
+   * @param base Stream offset of the tail.
+   * @param early Early sections before the tail (they take the first vmdesc entries).
+   */
+  constructor(vmdesc: VmdescAtEnd & { sections: VmdescSection[] }, base: number) {
+    this.vmdesc = vmdesc;
+    this.eofAt = vmdesc.eofAt;
+    this.base = base;
+    this.#entries = vmdesc.sections;
+  }
+
+  /** Note a section the stream has. */
+  noteSection(sectionId: number, idstr: string): void {
+    this.ids.add(sectionId);
+    if (idstr === RAM_SECTION_IDSTR) this.ramIds.add(sectionId);
+    if (idstr.endsWith(VIRTIO_MEM_DEVICE_SUFFIX) || idstr.endsWith(VIRTIO_MEM_EARLY_SUFFIX)) {
+      this.plugStateIds.add(sectionId);
+    }
+  }
+
+  /**
+   * The vmdesc entry of the next FULL section (index order), compared with
+   * its header; a disagreement is noted, the entry's size is still the hint.
+   * @throws {FormatError} when the vmdesc has no entry left (the section cannot be delimited).
+   */
+  take(
+    header: { sectionId: number; idstr: string; instanceId: number; versionId: number },
+    streamOffset: number,
+  ): VmdescSection {
+    this.noteSection(header.sectionId, header.idstr);
+    const entry = this.#entries[this.#next];
+    if (entry === undefined) {
+      throw new FormatError(
+        `Cannot decode migration stream: section ${
+          JSON.stringify(header.idstr)
+        } is not described by the vmdesc (it lists ${this.#entries.length} sections), so its ` +
+          "size is unknown",
+        { format: "migration", code: "unproven", offset: streamOffset },
+      );
+    }
+    const index = this.#next++;
+    if (
+      entry.idstr !== header.idstr || entry.instanceId !== header.instanceId ||
+      (entry.versionId !== undefined && entry.versionId !== header.versionId)
+    ) {
+      this.mismatch(
+        `vmdesc entry ${index} describes ${describe(entry)}, but the section there is ${
+          describe(header)
+        }`,
+        streamOffset,
+      );
+    }
+    return entry;
+  }
+
+  /** Note that a parsed length differs from the vmdesc's. */
+  sizeMismatch(idstr: string, parsed: number, claimed: number, streamOffset: number): void {
+    this.mismatch(
+      `the vmdesc gives ${
+        JSON.stringify(idstr)
+      } a body of ${claimed} bytes, its structure has ${parsed}`,
+      streamOffset,
+    );
+  }
+
+  /** Note a disagreement with the vmdesc. */
+  mismatch(message: string, streamOffset: number): void {
+    this.mismatches.push({ code: "vmdesc-mismatch", message, streamOffset });
+  }
+
+  /** The walk reached EOF: note vmdesc entries no section took. */
+  finish(): void {
+    if (this.#next < this.#entries.length) {
+      this.mismatch(
+        `the vmdesc describes ${this.#entries.length} sections, the stream has ${this.#next}`,
+        this.base + this.eofAt + 1,
+      );
+    }
+  }
+}
+
+function describe(s: { idstr: string; instanceId: number; versionId: number | undefined }): string {
+  return `${JSON.stringify(s.idstr)} instance ${s.instanceId}` +
+    (s.versionId === undefined ? "" : ` version ${s.versionId}`);
+}
+
+/** Whether bytes are a printable ASCII idstr. */
+function printable(bytes: Uint8Array): boolean {
+  if (bytes.byteLength === 0) return false;
+  for (let i = 0; i < bytes.byteLength; i++) if (bytes[i]! < 0x20 || bytes[i]! > 0x7e) return false;
+  return true;
+}
+
+/**
+ * What QEMU would do with the bytes at `j` if a section had ended just
+ * before them, when that could load RAM or plug state: a `ram` or virtio-mem
+ * START/FULL header, a PART/END of a `ram` or plug-state section, or a
+ * PACKAGED command. `undefined` otherwise.
+ *
+ * QEMU_VM_EOF (one zero byte) is not on the list: `0x7E` + a small id + a
+ * zero byte is common in device state, and stopping early loads nothing more
+ * (what it can leave out, the device section with the plug state, a stream
+ * can also simply omit; see docs/security.md).
+ */
+function dangerousItem(bytes: Uint8Array, j: number, plan: TailPlan): string | undefined {
+  const n = bytes.byteLength;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, n);
+  switch (bytes[j]) {
+    case QEMU_VM_SECTION_START:
+    case QEMU_VM_SECTION_FULL: {
+      if (j + 6 > n) return undefined;
+      const len = bytes[j + 5]!;
+      if (j + 6 + len + 8 > n) return undefined;
+      const name = bytes.subarray(j + 6, j + 6 + len);
+      if (!printable(name)) return undefined;
+      const idstr = latin1Decode(name);
+      if (
+        idstr === RAM_SECTION_IDSTR || idstr.endsWith(VIRTIO_MEM_DEVICE_SUFFIX) ||
+        idstr.endsWith(VIRTIO_MEM_EARLY_SUFFIX)
+      ) {
+        return `a ${bytes[j] === QEMU_VM_SECTION_FULL ? "FULL" : "START"} section ${
+          JSON.stringify(idstr)
+        }`;
+      }
+      return undefined;
+    }
+    case QEMU_VM_SECTION_PART:
+    case QEMU_VM_SECTION_END: {
+      if (j + 5 > n) return undefined;
+      const id = view.getUint32(j + 1);
+      return plan.ramIds.has(id) || plan.plugStateIds.has(id)
+        ? `a ${bytes[j] === QEMU_VM_SECTION_PART ? "PART" : "END"} of section ${id}`
+        : undefined;
+    }
+    case QEMU_VM_COMMAND:
+      if (j + 5 > n) return undefined;
+      return view.getUint16(j + 1) === MIG_CMD_PACKAGED && view.getUint16(j + 3) === 4
+        ? "a PACKAGED command"
+        : undefined;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Look for a second reading of the tail that loads more than the walk saw:
+ * a footer of a known section (`0x7E` + its id) anywhere before EOF that is
+ * not one of the walk's own boundaries, followed by something that loads RAM
+ * or plug state. Honest streams have none (tested on every real stream we
+ * have); a vmdesc that enlarges a body to hide a section inside it has one.
+ *
+ * @param bytes The tail.
+ * @param plan The finished walk.
+ * @returns The problem, or `undefined`.
+ */
+export function findAmbiguity(bytes: Uint8Array, plan: TailPlan): TailProblem | undefined {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const stop = plan.eofAt;
+  for (
+    let k = bytes.indexOf(QEMU_VM_SECTION_FOOTER);
+    k >= 0 && k + 5 < stop;
+    k = bytes.indexOf(QEMU_VM_SECTION_FOOTER, k + 1)
+  ) {
+    const id = view.getUint32(k + 1);
+    const at = plan.base + k;
+    if (!plan.ids.has(id) || plan.footers.has(at)) continue;
+    const what = dangerousItem(bytes, k + 5, plan);
+    if (what !== undefined) {
+      return {
+        code: "ambiguous",
+        message: `the bytes at offset 0x${at.toString(16)} read as the footer of section ${id} ` +
+          `followed by ${what}: if the device there ends at that footer (its size comes only ` +
+          "from the vmdesc), QEMU loads that too",
+        streamOffset: at,
+      };
+    }
+  }
+  return undefined;
 }

@@ -24,10 +24,22 @@ export { commandName } from "./_commands.ts";
 export interface DecodeOptions {
   /** Target page size; by default from `configuration/target-page-bits`, else 4096. @default {undefined} */
   pageSize?: number;
-  /** Bytes of device-state tail held back to find the virtio-mem section and the vmdesc. @default {16777216} */
-  tailWindow?: number;
-  /** Treat a tail without vmdesc as truncated (Xen machines and postcopy send none). @default {true} */
-  requireVmdesc?: boolean;
+  /**
+   * Most bytes of device state after the RAM held until the vmdesc at the
+   * end gives their section sizes (a real VM's is a few hundred KiB); more is
+   * a `FormatError` (code `too-large`). @default {67108864}
+   */
+  tailCap?: number;
+  /**
+   * `prove`: the device-state tail must be accounted for section by section
+   * (see docs/security.md), else a `FormatError` (code `unproven`, or
+   * `UnexpectedEofError` when it ends without EOF and vmdesc). `describe`:
+   * decode what can be decoded and emit `tail-problem` records for the rest
+   * (an undelimited tail as `opaque` records), for tools that report on a
+   * stream rather than vouch for it (`inspect`, plug-state extraction).
+   * @default {"prove"}
+   */
+  deviceState?: "prove" | "describe";
   /** Size of `opaque` records. @default {65536} */
   opaqueChunk?: number;
   /**
@@ -38,6 +50,15 @@ export interface DecodeOptions {
    * stream is an `UnsupportedFeatureError`. @default {false}
    */
   mappedRam?: boolean;
+  /**
+   * Jump from the item that starts at stream offset `from` to stream offset
+   * `to` without decoding what is between: for plug-state extraction from a
+   * regular file, which skips the RAM sections between the early sections
+   * and the device state (found through the vmdesc) and takes responsibility
+   * for that. Nothing is proven about skipped bytes. Needs a reader whose
+   * skips are seeks (`positionalByteReader`). @default {undefined}
+   */
+  skipRange?: { from: number; to: number };
 }
 
 /**
@@ -100,10 +121,11 @@ export async function* decodeMigrationBatches(
 ): AsyncGenerator<MigrationRecord[]> {
   const parser = new MigrationParser({
     pageSize: options.pageSize,
-    tailWindow: options.tailWindow ?? 16 << 20,
-    requireVmdesc: options.requireVmdesc ?? true,
+    tailCap: options.tailCap ?? 64 << 20,
+    deviceState: options.deviceState ?? "prove",
     opaqueChunk: options.opaqueChunk ?? 1 << 16,
     mappedRam: options.mappedRam ?? false,
+    skipRange: options.skipRange,
   });
   const w = parser.window;
   let atEnd = false;

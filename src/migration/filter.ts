@@ -166,6 +166,8 @@ export class UnpluggedPageDropper implements RecordStage {
   #lastCounters: DeviceCounters | undefined;
   #counters = new Map<string, DeviceCounters>();
   #untracked = new Set<string>();
+  /** RAMBlocks whose plug state the stream itself stated (early or device section). */
+  #inBand = new Set<string>();
   #pageRecords = 0;
   #droppedRecords = 0;
   #droppedBytes = 0;
@@ -245,6 +247,24 @@ export class UnpluggedPageDropper implements RecordStage {
   /** Handle a record that is not a page: state updates and checks. */
   #control(r: MigrationRecord): void {
     switch (r.kind) {
+      case "section-start":
+      case "section-part":
+      case "section-end":
+      case "section-full":
+      case "command":
+        // The output must verify clean, and RAM loaded after device state never does.
+        if (r.afterDeviceState) {
+          throw new FormatError(
+            `Cannot filter migration stream: ${
+              r.kind === "command"
+                ? "a PACKAGED command"
+                : `a ${JSON.stringify(r.idstr)} section (${r.kind.slice(8).toUpperCase()})`
+            } after device state began: QEMU would load RAM after the devices, so no output ` +
+              "of this stream can verify clean",
+            { format: "migration", code: "bad-section", offset: r.streamOffset },
+          );
+        }
+        return;
       case "ram-mem-size":
         this.#tables.setRamBlocks(r.blocks, r.streamOffset);
         this.#counters.clear();
@@ -256,6 +276,15 @@ export class UnpluggedPageDropper implements RecordStage {
       case "virtio-mem-device": {
         const inBand = this.#tables.tableFromRecord(r);
         if (inBand === undefined) return;
+        if (this.#inBand.has(inBand.ramBlock)) {
+          throw new FormatError(
+            `Cannot filter migration stream: the plug state of ${r.devicePath} is stated a second ` +
+              "time; the destination would end with the last statement while pages were dropped " +
+              "by the first, so no output of this stream can verify clean",
+            { format: "migration", code: "bad-virtio-mem", offset: r.streamOffset },
+          );
+        }
+        this.#inBand.add(inBand.ramBlock);
         const current = this.#tables.get(inBand.ramBlock);
         if (current === undefined) {
           if (

@@ -1,8 +1,9 @@
 /**
  * A summary of a migration stream: header, machine type, every section with
- * its size, RAM blocks with record counts, and the virtio-mem sections. Built
- * in one streaming pass; the device-state tail is kept only up to a cap to
- * name its sections from the vmdesc.
+ * its size, RAM blocks with record counts, the virtio-mem sections, and what
+ * could not be proven about the device state. Built in one streaming pass
+ * from the decoder's records (decode with `deviceState: "describe"` to
+ * describe streams whose device state cannot be accounted for).
  *
  * @module
  */
@@ -12,24 +13,17 @@ import {
   isPageRecord,
   type MigrationRecord,
   type RamPageLikeRecord,
+  type TailProblemCode,
   type VirtioMemDeviceState,
 } from "./types.ts";
 import { pageRecordByteLength } from "./encoder.ts";
-import { fullHeaderLength, vmdescSections } from "./vmdesc.ts";
-import { latin1Decode, latin1Encode } from "../io/text.ts";
-import {
-  QEMU_VM_SECTION_FOOTER,
-  QEMU_VM_SECTION_FULL,
-  VIRTIO_MEM_EARLY_SUFFIX,
-} from "./constants.ts";
-import { encodeLongHeader } from "./_tail.ts";
 
 /** One section of the stream. */
 export interface InspectSection {
   /** START, PART, END or FULL. */
   type: "start" | "part" | "end" | "full";
-  /** Section id, or `null` for a tail section the report could not see. */
-  sectionId: number | null;
+  /** Section id. */
+  sectionId: number;
   /** idstr. */
   idstr: string;
   /** Instance id. */
@@ -40,6 +34,18 @@ export interface InspectSection {
   streamOffset: number;
   /** Bytes from the header to the end of the footer. */
   byteLength: number;
+  /** A `ram` section after device state began (QEMU loads its RAM after the devices). */
+  afterDeviceState?: true;
+}
+
+/** What keeps the device state after the RAM from being proven (see docs/security.md). */
+export interface InspectTailProblem {
+  /** Stable code. */
+  code: TailProblemCode;
+  /** A sentence for people. */
+  message: string;
+  /** Stream offset it is about. */
+  streamOffset: number;
 }
 
 /** Record counts of one RAMBlock. */
@@ -106,21 +112,20 @@ export interface InspectReport {
   eof: boolean;
   /** vmdesc JSON bytes, or `null` when absent. */
   vmdescBytes: number | null;
-  /** Whether the device-state tail matched the vmdesc exactly. */
+  /**
+   * Whether the device state after the RAM was accounted for section by
+   * section with the vmdesc sizes: `true` proven, `false` not (see
+   * `tailProblems`), `null` when the stream has no device state after RAM.
+   */
   tailMatchesVmdesc: boolean | null;
-}
-
-/** Options for {@linkcode inspectMigration}. */
-export interface InspectOptions {
-  /** Tail bytes kept to name its sections. @default {16777216} */
-  tailCap?: number;
+  /** What keeps the device state from being proven (empty when proven). */
+  tailProblems: InspectTailProblem[];
 }
 
 /**
  * Summarise a stream from its records (or batches of records).
  *
  * @param records Records from `decodeMigration` or batches from `decodeMigrationBatches`.
- * @param options Tail cap.
  * @returns The report.
  * @throws {FormatError} whatever the decoder throws.
  *
@@ -128,15 +133,15 @@ export interface InspectOptions {
  * ```ts ignore
  * import { decodeMigrationBatches, inspectMigration, openInput } from "@vmem-dump/vmem-dump";
  * const input = await openInput("s1.mig");
- * const report = await inspectMigration(decodeMigrationBatches(input.reader));
- * console.log(report.machineType);
+ * const report = await inspectMigration(
+ *   decodeMigrationBatches(input.reader, { deviceState: "describe" }),
+ * );
+ * console.log(report.machineType, report.tailProblems);
  * ```
  */
 export async function inspectMigration(
-  records: AsyncIterable<MigrationRecord | MigrationRecord[]>,
-  options: InspectOptions = {},
+  records: AsyncIterable<MigrationRecord | readonly MigrationRecord[]>,
 ): Promise<InspectReport> {
-  const tailCap = options.tailCap ?? 16 << 20;
   const report: InspectReport = {
     version: 0,
     machineType: null,
@@ -149,14 +154,13 @@ export async function inspectMigration(
     eof: false,
     vmdescBytes: null,
     tailMatchesVmdesc: null,
+    tailProblems: [],
   };
   const blocks = new Map<string, InspectRamBlock>();
   let open: InspectSection | undefined;
-  let tailStart = -1;
   let eofOffset = -1;
-  const tail: Uint8Array[] = [];
-  let tailBytes = 0;
-  let tailComplete = true;
+  // Device state after the RAM: a FULL section that is not an early section, or opaque bytes.
+  let sawTail = false;
   // Page records: the hot path, one Map lookup per change of block.
   let lastName: string | undefined;
   let last: InspectRamBlock | undefined;
@@ -193,20 +197,8 @@ export async function inspectMigration(
       case "section-part":
       case "section-end":
       case "section-full":
-        if (r.kind === "section-full" && !r.idstr.endsWith(VIRTIO_MEM_EARLY_SUFFIX)) {
-          // The device-state tail: its sections are counted from the vmdesc at the end.
-          if (tailStart < 0) tailStart = r.streamOffset;
-          keepTail(
-            encodeLongHeader(
-              QEMU_VM_SECTION_FULL,
-              r.sectionId,
-              latin1Encode(r.idstr),
-              r.instanceId,
-              r.versionId,
-            ),
-            r.streamOffset,
-          );
-          break;
+        if (r.kind === "section-full" && r.idstr !== "ram" && !r.idstr.endsWith("-early")) {
+          sawTail = true;
         }
         open = {
           type: r.kind.slice(8) as InspectSection["type"],
@@ -216,18 +208,12 @@ export async function inspectMigration(
           versionId: r.versionId,
           streamOffset: r.streamOffset,
           byteLength: 0,
+          ...(r.afterDeviceState ? { afterDeviceState: true as const } : {}),
         };
         report.sections.push(open);
         break;
       case "section-footer":
-        if (tailStart >= 0) {
-          const footer = new Uint8Array(5);
-          footer[0] = QEMU_VM_SECTION_FOOTER;
-          new DataView(footer.buffer).setUint32(1, r.sectionId);
-          keepTail(footer, r.streamOffset);
-          break;
-        }
-        if (open !== undefined && open.sectionId === r.sectionId && tailStart < 0) {
+        if (open !== undefined && open.sectionId === r.sectionId) {
           open.byteLength = r.streamOffset + 5 - open.streamOffset;
           open = undefined;
         }
@@ -262,11 +248,16 @@ export async function inspectMigration(
         break;
       case "virtio-mem-device":
         report.virtioMem.push(deviceEntry(r.devicePath, r.streamOffset, r.state));
-        keepTail(r.data, r.streamOffset);
         break;
       case "opaque":
-        if (tailStart < 0) tailStart = r.streamOffset;
-        keepTail(r.data, r.streamOffset);
+        sawTail = true;
+        break;
+      case "tail-problem":
+        report.tailProblems.push({
+          code: r.code,
+          message: r.message,
+          streamOffset: r.streamOffset,
+        });
         break;
       case "eof":
         report.eof = true;
@@ -274,67 +265,11 @@ export async function inspectMigration(
         break;
       case "vmdesc":
         report.vmdescBytes = r.json.byteLength;
-        describeTail(r.parsed);
         break;
-      default: // ram-eos, ram-multifd-flush; page records go to page()
+      default: // ram-eos, ram-multifd-flush, device-state; page records go to page()
         break;
     }
   };
-
-  // Tail bytes are kept in order, including the header bytes of recognised sections.
-  let tailNext = -1;
-  function keepTail(data: Uint8Array, streamOffset: number) {
-    if (tailNext >= 0 && streamOffset !== tailNext) tailComplete = false;
-    tailNext = streamOffset + data.byteLength;
-    if (tailBytes + data.byteLength > tailCap) {
-      tailComplete = false;
-      return;
-    }
-    tail.push(data); // tail records are copies already (the decoder slices them)
-    tailBytes += data.byteLength;
-  }
-
-  function describeTail(parsed: unknown) {
-    const sections = vmdescSections(parsed);
-    if (sections === undefined || tailStart < 0 || eofOffset < 0) return;
-    const late = sections.filter((s) => !s.idstr.endsWith("/virtio-mem-device-early"));
-    const total = late.reduce((a, s) => a + fullHeaderLength(s.idstr) + s.bodyLength + 5, 0);
-    report.tailMatchesVmdesc = total === eofOffset - tailStart;
-    if (!report.tailMatchesVmdesc) return;
-    const bytes = tailComplete ? joinTail() : undefined;
-    let at = tailStart;
-    for (const s of late) {
-      const rel = at - tailStart;
-      let sectionId: number | null = null;
-      if (bytes !== undefined && rel + 5 <= bytes.byteLength && bytes[rel] === 0x04) {
-        const v = new DataView(bytes.buffer, bytes.byteOffset + rel);
-        const nameLength = bytes[rel + 5]!;
-        const name = latin1Decode(bytes.subarray(rel + 6, rel + 6 + nameLength));
-        if (name === s.idstr) sectionId = v.getUint32(1);
-      }
-      const byteLength = fullHeaderLength(s.idstr) + s.bodyLength + 5;
-      report.sections.push({
-        type: "full",
-        sectionId,
-        idstr: s.idstr,
-        instanceId: s.instanceId,
-        versionId: s.versionId,
-        streamOffset: at,
-        byteLength,
-      });
-      at += byteLength;
-    }
-  }
-
-  function joinTail(): Uint8Array {
-    const out = new Uint8Array(tailBytes);
-    let o = 0;
-    for (const t of tail) {
-      out.set(t, o);
-      o += t.byteLength;
-    }
-    return out;
-  }
 
   for await (const item of records) {
     if (Array.isArray(item)) {
@@ -343,9 +278,10 @@ export async function inspectMigration(
         if (isPageRecord(r)) page(r);
         else handle(r);
       }
-    } else if (isPageRecord(item)) page(item);
-    else handle(item);
+    } else if (isPageRecord(item as MigrationRecord)) page(item as RamPageLikeRecord);
+    else handle(item as MigrationRecord);
   }
+  if (sawTail) report.tailMatchesVmdesc = report.tailProblems.length === 0;
   report.byteLength = eofOffset >= 0
     ? eofOffset + 1 + (report.vmdescBytes !== null ? 5 + report.vmdescBytes : 0)
     : 0;

@@ -9,8 +9,19 @@
  *   section at the end carries;
  * - late layout (QEMU 7.2, compat machine types): everything is in the
  *   `P/virtio-mem` device section after all RAM. For a seekable file the
- *   section is found through the vmdesc JSON at the end of the file; otherwise
- *   the stream is read once.
+ *   decoder jumps from the early sections to the device state, which the
+ *   vmdesc at the end of the file locates; otherwise the stream is read once.
+ *
+ * The device section is found by its section header and its structure,
+ * never by the vmdesc: the device state is walked by the decoder exactly as
+ * in a full decode (section by section, footers checked), so the shortcut and
+ * a full read see the same sections. A vmdesc that names them differently is
+ * reported (`vmdescDisagreements`) and tolerated, since it changes nothing
+ * QEMU loads; device state that cannot be proven, and a device whose plug
+ * state is stated twice, are errors (a map must never be a silent choice).
+ * The shortcuts do not read the RAM in between: a section hidden among the
+ * RAM sections is seen only by a full read (of a pipe or a compressed
+ * stream, or by `verify`, which always reads everything).
  *
  * Each device is matched to its RAMBlock (`P/…` with `usedLength ==
  * regionSize`) and checked against every plug-map invariant.
@@ -18,21 +29,17 @@
  * @module
  */
 
+import { FormatError } from "../errors.ts";
 import { type ByteReader, PullByteReader } from "../io/byte_reader.ts";
 import { type OpenedInput, openInput, READ_CHUNK_SIZE, readFileRange } from "../io/file.ts";
+import { openPositional, type PositionalReader } from "../io/positional.ts";
+import { positionalByteReader } from "../io/positional_byte_reader.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
-import { decodeMigrationBatches } from "./decoder.ts";
-import type { MigrationRecord, VirtioMemDeviceState, VmdescRecord } from "./types.ts";
-import { VIRTIO_MEM_DEVICE_SUFFIX } from "./constants.ts";
-import { parseVirtioMemDeviceBody } from "./virtio_mem_device.ts";
+import { decodeMigrationBatches, type DecodeOptions } from "./decoder.ts";
+import { isPageRecord, type MigrationRecord, type TailProblemRecord } from "./types.ts";
+import { fullHeaderLength, type VmdescSection } from "./vmdesc.ts";
+import { findVmdescAtEnd, MAX_VMDESC } from "./_tail.ts";
 import { PlugStateCollector } from "./_plug_state_collector.ts";
-
-/**
- * Largest `P/virtio-mem` section body read by the vmdesc shortcut: the
- * transport part (PCIe config space, MSI-X table) and virtio state are a few
- * KiB, the bitmap of a 16 TiB region at 1 MiB blocks 2 MiB.
- */
-const MAX_DEVICE_SECTION_BYTES = 4 << 20;
 
 /** Options for {@linkcode extractPlugMap} and {@linkcode extractPlugMapFromFile}. */
 export interface ExtractPlugMapOptions {
@@ -52,15 +59,22 @@ export interface ExtractPlugMapResult {
   /** `early` when early sections were found, `late` when only device sections, `none` without devices. */
   layout: "early" | "late" | "none";
   /**
-   * `early`: stopped after the early sections; `vmdesc`: the device sections were
-   * located through the vmdesc at the end of the file; `stream`: the stream was read to its end.
+   * `early`: stopped after the early sections; `vmdesc`: the decoder jumped
+   * from the early sections to the device state, which the vmdesc at the end
+   * of the file located (the RAM between was not read); `stream`: the stream
+   * was read to its end.
    */
   method: "early" | "vmdesc" | "stream";
-  /** Stream bytes decoded from the start (the reader's offset when extraction ended). */
+  /** Stream bytes decoded from the start (before a jump, if any). */
   streamBytes: number;
-  /** Bytes read at other file offsets (vmdesc tail and device sections). */
+  /** Bytes read at other file offsets (the vmdesc probe and the device state). */
   extraBytes: number;
+  /** Where the vmdesc disagrees with the sections (tolerated: the sections count). */
+  vmdescDisagreements: TailProblemRecord[];
 }
+
+/** Decoder options of plug-state extraction: describe the tail, let the collector judge it. */
+const DESCRIBE: DecodeOptions = { deviceState: "describe" };
 
 /**
  * Extract the plug map from decoded migration records.
@@ -109,167 +123,97 @@ export async function extractPlugMap(
   return collector.finish(!stoppedEarly).plugMap;
 }
 
-/** Where the vmdesc says the device sections are. */
-interface VmdescLocation {
-  /** The vmdesc record (parsed JSON), for the completeness check. */
-  vmdesc: VmdescRecord;
-  /** The `P/virtio-mem` sections: idstr, file offset of the header, body length from the vmdesc. */
-  sections: { idstr: string; fileOffset: number; bodyLength: number }[];
-  /** Bytes read from the tail. */
-  bytesRead: number;
-}
-
-/** First guess of the vmdesc tail size (a q35 vmdesc is about 47 KB); grown ×4 up to {@linkcode MAX_TAIL}. */
+/** First guess of the vmdesc probe at the end of a file (a q35 vmdesc is about 47 KB); grown ×4. */
 const FIRST_TAIL = 1 << 17;
-/** Largest tail searched for the vmdesc. */
-const MAX_TAIL = 16 << 20;
 /** Read size for files: small, so that the early layout reads little more than its sections. */
 const FILE_CHUNK = 1 << 16;
 
-/** Bytes a vmstate described in the vmdesc writes: its field sizes plus its subsections with their headers. */
-function vmsdBytes(desc: unknown, depth = 0): number | undefined {
-  if (typeof desc !== "object" || desc === null || depth > 16) return undefined;
-  const d = desc as { fields?: unknown; subsections?: unknown };
-  let total = 0;
-  if (d.fields !== undefined) {
-    if (!Array.isArray(d.fields)) return undefined;
-    for (const f of d.fields) {
-      const size = (f as { size?: unknown } | null)?.size;
-      if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) return undefined;
-      total += size;
-    }
-  }
-  if (d.subsections !== undefined) {
-    if (!Array.isArray(d.subsections)) return undefined;
-    for (const s of d.subsections) {
-      const name = (s as { vmsd_name?: unknown } | null)?.vmsd_name;
-      const inner = vmsdBytes(s, depth + 1);
-      if (typeof name !== "string" || inner === undefined) return undefined;
-      total += 1 + 1 + new TextEncoder().encode(name).byteLength + 4 + inner;
-    }
-  }
-  return total;
+/** A positional view of a file that starts at `payloadOffset` (stream offset 0 = file offset there). */
+function payloadView(file: PositionalReader, payloadOffset: number): PositionalReader {
+  if (payloadOffset === 0) return file;
+  return {
+    byteLength: file.byteLength - payloadOffset,
+    readInto: (at: number, into: Uint8Array) => file.readInto(at + payloadOffset, into),
+    close: () => {}, // the caller closes the file
+  };
 }
 
 /**
- * Read the vmdesc at the end of a file and compute where each `P/virtio-mem`
- * section starts: the FULL sections the vmdesc lists end right before the
- * EOF byte, so summing their sizes backwards from there gives each offset.
+ * The shortcut for a regular file: find EOF and the vmdesc at the end of the
+ * file, compute where the device state begins (the vmdesc's section sizes
+ * after the early sections, summed back from EOF), and decode the stream
+ * again with a jump from `ramFrom` (the first RAM section) to there. The
+ * device state is then decoded exactly as by a full read. `undefined` when
+ * anything does not fit (then the caller reads the whole stream, which
+ * decides).
  */
-async function locateViaVmdesc(
-  path: string,
-  fileSize: number,
-): Promise<VmdescLocation | undefined> {
-  let bytesRead = 0;
-  for (let tailLen = Math.min(fileSize, FIRST_TAIL);; tailLen = Math.min(fileSize, tailLen * 4)) {
-    const tailStart = fileSize - tailLen;
-    const tail = await readFileRange(path, tailStart, tailLen);
-    bytesRead += tail.byteLength;
-    const view = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
-    for (let p = tail.byteLength - 7; p >= 0; p--) {
-      if (tail[p] !== 0x00 || tail[p + 1] !== 0x06 || tail[p + 6] !== 0x7b) continue;
-      if (view.getUint32(p + 2) !== tail.byteLength - p - 6) continue;
-      const json = tail.slice(p + 6);
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(new TextDecoder().decode(json));
-      } catch {
-        return undefined;
-      }
-      const devices = (parsed as { devices?: unknown } | null)?.devices;
-      if (!Array.isArray(devices)) return undefined;
-      const eofOffset = tailStart + p;
-      const nameOf = (d: unknown) => (d as { name?: unknown } | null)?.name;
-      // Only the sections from the first virtio-mem device section to the end matter.
-      let firstWanted = devices.length;
-      for (let i = 0; i < devices.length; i++) {
-        const name = nameOf(devices[i]);
-        if (typeof name === "string" && name.endsWith(VIRTIO_MEM_DEVICE_SUFFIX)) {
-          firstWanted = i;
-          break;
-        }
-      }
-      const sections: VmdescLocation["sections"] = [];
-      let cursor = eofOffset;
-      for (let i = devices.length - 1; i >= firstWanted; i--) {
-        const name = nameOf(devices[i]);
-        const body = vmsdBytes(devices[i]);
-        if (typeof name !== "string" || body === undefined) return undefined;
-        const header = 1 + 4 + 1 + new TextEncoder().encode(name).byteLength + 4 + 4;
-        cursor -= header + body + 5;
-        if (cursor < 0) return undefined;
-        if (name.endsWith(VIRTIO_MEM_DEVICE_SUFFIX)) {
-          // The vmdesc is input: a body it claims larger than any device
-          // section can be is not read into memory (stream once instead).
-          if (body > MAX_DEVICE_SECTION_BYTES) return undefined;
-          sections.push({ idstr: name, fileOffset: cursor, bodyLength: body });
-        }
-      }
-      sections.reverse();
-      return {
-        vmdesc: { kind: "vmdesc", streamOffset: eofOffset + 1, json, parsed },
-        sections,
-        bytesRead,
-      };
+async function viaVmdesc(
+  file: { path: string; byteLength: number; payloadOffset?: number },
+  ramFrom: number,
+  earlySections: number,
+): Promise<ExtractPlugMapResult | undefined> {
+  using handle = await openPositional(file.path);
+  const view = payloadView(handle, file.payloadOffset ?? 0);
+  let probeBytes = 0;
+  let eofAt = -1;
+  let sections: VmdescSection[] | undefined;
+  for (
+    let length = Math.min(view.byteLength, FIRST_TAIL);;
+    length = Math.min(length * 4, view.byteLength)
+  ) {
+    const bytes = new Uint8Array(length);
+    const got = await view.readInto(view.byteLength - length, bytes);
+    probeBytes += got;
+    const found = findVmdescAtEnd(bytes.subarray(0, got), true);
+    if (found !== undefined) {
+      eofAt = view.byteLength - got + found.eofAt;
+      sections = found.sections;
+      break;
     }
-    if (tailLen >= fileSize || tailLen >= MAX_TAIL) return undefined;
+    if (length >= view.byteLength || length > MAX_VMDESC) return undefined;
   }
-}
-
-/** Read and parse the device sections the vmdesc points at; `undefined` when anything does not fit. */
-async function readLocatedSections(
-  path: string,
-  loc: VmdescLocation,
-  collector: PlugStateCollector,
-): Promise<{ bytesRead: number } | undefined> {
-  let bytesRead = 0;
-  const found: { devicePath: string; state: VirtioMemDeviceState; streamOffset: number }[] = [];
-  for (const s of loc.sections) {
-    const idBytes = new TextEncoder().encode(s.idstr);
-    const headerLength = 1 + 4 + 1 + idBytes.byteLength + 8;
-    const bytes = await readFileRange(path, s.fileOffset, headerLength + s.bodyLength + 5);
-    bytesRead += bytes.byteLength;
-    if (bytes.byteLength !== headerLength + s.bodyLength + 5 || bytes[0] !== 0x04) return undefined;
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const sectionId = view.getUint32(1);
-    if (bytes[5] !== idBytes.byteLength) return undefined;
-    for (let i = 0; i < idBytes.byteLength; i++) if (bytes[6 + i] !== idBytes[i]) return undefined;
-    if (view.getUint32(6 + idBytes.byteLength + 4) !== 1) return undefined;
-    const devicePath = s.idstr.slice(0, -VIRTIO_MEM_DEVICE_SUFFIX.length);
-    const bodyOffset = s.fileOffset + headerLength;
-    const parsed = parseVirtioMemDeviceBody(bytes.subarray(headerLength), {
-      devicePath,
-      ramBlocks: collector.ramBlocks ?? [],
-      early: collector.early.get(devicePath),
-      bodyStreamOffset: bodyOffset,
-      sectionId,
-    });
-    if (parsed === undefined || parsed.bodyLength !== s.bodyLength) return undefined;
-    found.push({ devicePath, state: parsed.state, streamOffset: bodyOffset });
+  if (sections === undefined) return undefined;
+  let tailLength = 0;
+  for (const s of sections.slice(earlySections)) {
+    tailLength += fullHeaderLength(s.idstr) + s.bodyLength + 5;
   }
-  for (const f of found) {
-    collector.add({
-      kind: "virtio-mem-device",
-      streamOffset: f.streamOffset,
-      devicePath: f.devicePath,
-      data: new Uint8Array(0),
-      state: f.state,
-    });
+  const tailStart = eofAt - tailLength;
+  if (!(tailStart >= ramFrom)) return undefined;
+  const collector = new PlugStateCollector();
+  try {
+    const reader = positionalByteReader(view, { chunkSize: FILE_CHUNK });
+    for await (
+      const batch of decodeMigrationBatches(reader, {
+        ...DESCRIBE,
+        skipRange: { from: ramFrom, to: tailStart },
+      })
+    ) {
+      for (const r of batch) if (!isPageRecord(r)) collector.add(r);
+    }
+    return {
+      ...collector.finish(true),
+      method: "vmdesc",
+      streamBytes: ramFrom,
+      extraBytes: probeBytes + (view.byteLength - tailStart),
+      vmdescDisagreements: collector.vmdescDisagreements,
+    };
+  } catch (e) {
+    if (e instanceof FormatError) return undefined; // the whole stream decides
+    throw e;
   }
-  collector.add(loc.vmdesc);
-  return { bytesRead };
 }
 
 /**
  * Extract the plug map of a migration stream file (or `-` for standard
  * input) with the fewest bytes read, and say how.
  *
- * 1. Decode from the start to the first RAM page. Early layout: done
+ * 1. Decode from the start to the first RAM section. Early layout: done
  *    (unless `complete`).
- * 2. Regular file: read the vmdesc at the end, compute the offsets of the
- *    `P/virtio-mem` sections from its field sizes, read and parse just those.
- * 3. Otherwise (pipe, no vmdesc, sizes that do not fit): keep decoding the
- *    same stream to its end.
+ * 2. Regular file: read the vmdesc at the end, compute where the device
+ *    state begins, and decode again with a jump from the first RAM section to
+ *    there (the device state is walked as by a full read).
+ * 3. Otherwise (pipe, no vmdesc, anything that does not fit): keep decoding
+ *    the same stream to its end.
  *
  * @param path File path or `-`.
  * @param options `complete` to also get usable/requested size in the early layout.
@@ -368,11 +312,11 @@ export function fileRangeReader(path: string): PullByteReader {
 export interface ExtractPlugStateFromReaderOptions extends ExtractPlugMapOptions {
   /**
    * The regular file whose end is the end of this stream (uncompressed; the
-   * stream may start after a header, as in a libvirt save image). Enables the
-   * vmdesc shortcut for the late layout.
+   * stream starts at `payloadOffset`, after the header of a libvirt save
+   * image). Enables the vmdesc shortcut for the late layout.
    * @default {undefined}
    */
-  seekableFile?: { path: string; byteLength: number };
+  seekableFile?: { path: string; byteLength: number; payloadOffset?: number };
   /** Called once before the rest of the stream is decoded (to switch to faster reads). @default {undefined} */
   beforeStreaming?: () => Promise<void>;
   /**
@@ -385,8 +329,11 @@ export interface ExtractPlugStateFromReaderOptions extends ExtractPlugMapOptions
 
 /**
  * Extract the plug state from a reader positioned at the stream's `QEVM`
- * magic: early sections, then (late layout) the vmdesc shortcut when
- * `seekableFile` is given, else the stream to its end.
+ * magic: early sections, then (late layout, or `complete`) the vmdesc
+ * shortcut when `seekableFile` is given, else the stream to its end.
+ * The stream is decoded with `deviceState: "describe"`: a vmdesc that
+ * disagrees with the sections is reported in `vmdescDisagreements`, any other
+ * problem of the device state is an error (code `unproven`).
  *
  * @param reader The stream.
  * @param options `complete`, and the file the stream ends with.
@@ -407,59 +354,49 @@ export async function extractPlugStateFromReader(
 ): Promise<ExtractPlugMapResult> {
   const file = options.seekableFile;
   const collector = new PlugStateCollector();
-  const batches = decodeMigrationBatches(reader, { mappedRam: options.mappedRam ?? false })[
-    Symbol.asyncIterator
-  ]();
+  const batches = decodeMigrationBatches(reader, {
+    ...DESCRIBE,
+    mappedRam: options.mappedRam ?? false,
+  })[Symbol.asyncIterator]();
+  const result = (
+    method: ExtractPlugMapResult["method"],
+    toEnd: boolean,
+  ): ExtractPlugMapResult => ({
+    ...collector.finish(toEnd),
+    method,
+    streamBytes: reader.offset,
+    extraBytes: 0,
+    vmdescDisagreements: collector.vmdescDisagreements,
+  });
   try {
-    // Phase 1: up to the first RAM page (or the tail).
+    // Phase 1: up to the first RAM section (or the device state).
+    let ramFrom: number | undefined;
     while (!collector.sawRam) {
       const next = await batches.next();
-      if (next.done) {
-        return {
-          ...collector.finish(true),
-          method: "stream",
-          streamBytes: reader.offset,
-          extraBytes: 0,
-        };
+      if (next.done) return result("stream", true);
+      for (const r of next.value) {
+        if (
+          ramFrom === undefined && !collector.sawRam &&
+          (r.kind === "section-part" || r.kind === "section-end" ||
+            (r.kind === "section-full" && !r.idstr.endsWith("-early")))
+        ) ramFrom = r.streamOffset;
+        collector.add(r);
       }
-      for (const r of next.value) collector.add(r);
     }
-    if (collector.early.size > 0 && !options.complete) {
-      return {
-        ...collector.finish(false),
-        method: "early",
-        streamBytes: reader.offset,
-        extraBytes: 0,
-      };
-    }
-    // Phase 2: the vmdesc of a regular file.
-    if (file !== undefined && !collector.sawEnd) {
-      const loc = await locateViaVmdesc(file.path, file.byteLength);
-      if (loc !== undefined) {
-        const got = await readLocatedSections(file.path, loc, collector);
-        if (got !== undefined) {
-          return {
-            ...collector.finish(true),
-            method: "vmdesc",
-            streamBytes: reader.offset,
-            extraBytes: loc.bytesRead + got.bytesRead,
-          };
-        }
-      }
+    if (collector.early.size > 0 && !options.complete) return result("early", false);
+    // Phase 2: jump to the device state of a regular file.
+    if (file !== undefined && !collector.sawEnd && ramFrom !== undefined && !options.mappedRam) {
+      const fast = await viaVmdesc(file, ramFrom, collector.earlySectionCount);
+      if (fast !== undefined) return fast;
     }
     // Phase 3: stream on.
     await options.beforeStreaming?.();
     for (;;) {
       const next = await batches.next();
       if (next.done) break;
-      for (const r of next.value) collector.add(r);
+      for (const r of next.value) if (!isPageRecord(r)) collector.add(r);
     }
-    return {
-      ...collector.finish(true),
-      method: "stream",
-      streamBytes: reader.offset,
-      extraBytes: 0,
-    };
+    return result("stream", true);
   } finally {
     await batches.return?.(undefined);
   }

@@ -61,6 +61,13 @@ export interface SectionHeaderRecord extends RecordBase {
   instanceId: number;
   /** Version id (for PART/END: learnt from the START). */
   versionId: number;
+  /**
+   * Set on a `ram` section (START, PART, END, or the FULL section QEMU
+   * never sends) that comes after device state began: QEMU loads its pages
+   * after the devices it already loaded, which no verdict about the stream
+   * may accept. Absent otherwise.
+   */
+  afterDeviceState?: true;
 }
 
 /** A section footer (0x7E + section id). */
@@ -81,6 +88,11 @@ export interface CommandRecord extends RecordBase {
   name: string;
   /** Payload bytes (for PACKAGED: the be32 length only). */
   payload: Uint8Array;
+  /**
+   * Set on a PACKAGED command after device state began (what it carries is
+   * loaded after the devices). Absent otherwise.
+   */
+  afterDeviceState?: true;
 }
 
 /** One RAMBlock of the MEM_SIZE list. */
@@ -223,7 +235,52 @@ export interface VirtioMemDeviceRecord extends RecordBase {
   state: VirtioMemDeviceState;
 }
 
-/** Bytes passed through verbatim (device state the decoder does not delimit). */
+/**
+ * The body of a device-state FULL section: delimited by the size the vmdesc
+ * gives for it, checked by the section footer that must follow, and passed
+ * through verbatim (the decoder does not know the device's fields).
+ */
+export interface DeviceStateRecord extends RecordBase {
+  /** Record discriminator. */
+  kind: "device-state";
+  /** Section id (of the header before it). */
+  sectionId: number;
+  /** Section idstr (of the header before it). */
+  idstr: string;
+  /** The body, verbatim. */
+  data: Uint8Array;
+}
+
+/** Why the device-state tail cannot be proven (see {@linkcode TailProblemRecord}). */
+export type TailProblemCode =
+  /** The stream has no vmdesc, so device sections cannot be delimited. */
+  | "no-vmdesc"
+  /** The vmdesc does not parse, or is not shaped as QEMU writes it. */
+  | "bad-vmdesc"
+  /** The stream has no section footers (QEMU <= 2.3 machine types): no boundary can be checked. */
+  | "no-footers"
+  /** The sections do not add up with the vmdesc sizes (a footer is missing, bytes are left over, …). */
+  | "undelimited"
+  /** The sections add up, but the vmdesc disagrees with their headers or with a parsed body. */
+  | "vmdesc-mismatch"
+  /** Bytes inside a device body could also be read as a footer and a section that loads RAM or plug state. */
+  | "ambiguous";
+
+/**
+ * Only with the decoder option `deviceState: "describe"`: what could not be
+ * proven about the device-state tail (by default such a stream is an
+ * error). Carries no stream bytes of its own.
+ */
+export interface TailProblemRecord extends RecordBase {
+  /** Record discriminator. */
+  kind: "tail-problem";
+  /** What kind of problem. */
+  code: TailProblemCode;
+  /** A sentence for people. */
+  message: string;
+}
+
+/** Bytes passed through verbatim (device state inside PACKAGED, or a tail that could not be delimited). */
 export interface OpaqueRecord extends RecordBase {
   /** Record discriminator. */
   kind: "opaque";
@@ -263,6 +320,8 @@ export type MigrationRecord =
   | RamMultifdFlushRecord
   | VirtioMemEarlyRecord
   | VirtioMemDeviceRecord
+  | DeviceStateRecord
+  | TailProblemRecord
   | OpaqueRecord
   | EofRecord
   | VmdescRecord;

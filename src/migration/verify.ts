@@ -12,8 +12,15 @@
  * - `QEMU_VM_EOF` and the vmdesc are held back until the stream is complete
  *   (`end()`: the pipeline calls it at the vmdesc, or at the end of the
  *   input) and every check passed, so a destination never starts a VM from a stream
- *   that fails. A virtio-mem device the vmdesc lists but whose state was not
- *   recognised makes the stream unverifiable (a `FormatError`).
+ *   that fails.
+ * - RAM loaded after device state began (a `ram` section or PACKAGED command
+ *   the decoder tags `afterDeviceState`) is a violation whatever the plug
+ *   state says: QEMU loads it after the devices, the virtio-mem device
+ *   included. So is a second statement of a device's plug state
+ *   (`plug-state-replaced`): QEMU ends with the last one, but pages were
+ *   loaded under the first; pages are checked against what every statement
+ *   so far marks plugged. That the device state itself is accounted for byte
+ *   by byte is the decoder's part (its default `deviceState: "prove"`).
  *
  * @module
  */
@@ -54,20 +61,38 @@ export interface VerifyPlugStateOptions {
   maxTrackedBytes?: number;
 }
 
-/** One record (or, in late layout, one MiB of records) in an unplugged block. */
+/**
+ * Why a violation is one:
+ * - `unplugged-block`: a page record in an unplugged virtio-mem block;
+ * - `ram-after-device-state`: a page record (or a PACKAGED command) after
+ *   device state began, whichever block it touches;
+ * - `plug-state-replaced`: a device's plug state stated a second time.
+ */
+export type ViolationReason = "unplugged-block" | "ram-after-device-state" | "plug-state-replaced";
+
+/**
+ * One record (or, in late layout, one MiB of records) in an unplugged block,
+ * or a structural violation (see {@linkcode ViolationReason}).
+ */
 export interface PlugStateViolation {
-  /** Kind of the offending record (the first one of its MiB in late layout). */
-  recordKind: RamPageLikeRecord["kind"];
-  /** RAMBlock idstr. */
+  /** Why this is a violation. */
+  reason: ViolationReason;
+  /**
+   * Kind of the offending record (the first one of its MiB in late layout):
+   * a page record, `command` (PACKAGED), or the plug-state record that
+   * restated the plug state.
+   */
+  recordKind: MigrationRecord["kind"];
+  /** RAMBlock idstr (`""` for a PACKAGED command). */
   ramBlock: string;
-  /** Device path P. */
+  /** Device path P (`""` when the block is not virtio-mem memory). */
   devicePath: string;
-  /** Offset of the record's page inside the RAMBlock. */
+  /** Offset of the record's page inside the RAMBlock (plug-state-replaced: of the first block that changed; 0 for PACKAGED). */
   ramOffset: number;
-  /** Guest-physical address of the page. */
-  gpa: number;
-  /** Device block index. */
-  blockIndex: number;
+  /** Guest-physical address of the page, or `null` when the stream does not say (RAMBlocks other than virtio-mem memory). */
+  gpa: number | null;
+  /** Device block index, or `null` when not a virtio-mem block. */
+  blockIndex: number | null;
   /** Stream offset where the record starts. */
   streamOffset: number;
   /**
@@ -75,8 +100,8 @@ export interface PlugStateViolation {
    * all records of the same MiB (the fields describe the first).
    */
   records: number;
-  /** Which plug state showed the block unplugged. */
-  detectedBy: PlugStateSource;
+  /** Which plug state showed the block unplugged; `structure` for the other reasons. */
+  detectedBy: PlugStateSource | "structure";
 }
 
 /** Plug state of one device as the verifier used it. */
@@ -122,15 +147,52 @@ const KIND_CODE: Record<RamPageLikeRecord["kind"], number> = {
   "ram-compressed-page": 3,
 };
 
+/**
+ * A sentence for a violation (without its stream offset).
+ *
+ * @param v The violation.
+ * @returns What was found, where in guest memory.
+ *
+ * @example
+ * ```ts
+ * import { describeViolation } from "@vmem-dump/vmem-dump";
+ * console.log(describeViolation({
+ *   reason: "unplugged-block", recordKind: "ram-page", ramBlock: "0000:00:01.0/vmem0mem",
+ *   devicePath: "0000:00:01.0", ramOffset: 0x4e01000, gpa: 0x104e01000, blockIndex: 39,
+ *   streamOffset: 0, records: 1, detectedBy: "early",
+ * }));
+ * ```
+ */
+export function describeViolation(v: PlugStateViolation): string {
+  const where = `${v.gpa === null ? "" : `gpa ${hex(v.gpa)}, `}${JSON.stringify(v.ramBlock)}+${
+    hex(v.ramOffset)
+  }`;
+  switch (v.reason) {
+    case "unplugged-block":
+      return `RAM record (${v.recordKind}) in unplugged virtio-mem block ${v.blockIndex} of ${
+        JSON.stringify(v.ramBlock)
+      }: gpa ${hex(v.gpa ?? 0)}, ramOffset ${hex(v.ramOffset)}`;
+    case "ram-after-device-state":
+      return v.recordKind === "command"
+        ? "PACKAGED command after device state began: QEMU loads what it carries after the devices"
+        : `RAM record (${v.recordKind}) after device state began: ${where}`;
+    case "plug-state-replaced":
+      return `the plug state of ${v.devicePath} is stated a second time (${v.recordKind})` +
+        (v.blockIndex === null
+          ? ""
+          : `; block ${v.blockIndex} (${where}) differs between the statements`);
+  }
+}
+
 /** A `VerificationError` describing a violation. */
 export function violationError(v: PlugStateViolation, more = 0): VerificationError {
   const tail = more > 0 ? ` (and ${more} more)` : "";
-  return new VerificationError(
-    `RAM record (${v.recordKind}) in unplugged virtio-mem block ${v.blockIndex} of ${
-      JSON.stringify(v.ramBlock)
-    }: gpa ${hex(v.gpa)}, ramOffset ${hex(v.ramOffset)}${tail}`,
-    { gpa: v.gpa, ramBlock: v.ramBlock, ramOffset: v.ramOffset, offset: v.streamOffset },
-  );
+  return new VerificationError(`${describeViolation(v)}${tail}`, {
+    gpa: v.gpa ?? -1,
+    ramBlock: v.ramBlock,
+    ramOffset: v.ramOffset,
+    offset: v.streamOffset,
+  });
 }
 
 interface BlockState {
@@ -172,6 +234,10 @@ export class PlugStateVerifier implements RecordStage {
   #held: MigrationRecord[] | undefined;
   #ended = false;
   #layout: "early" | "late" | "none" = "none";
+  /** Inside a `ram` section the decoder tagged as after device state. */
+  #afterDeviceState = false;
+  /** Guest-physical addresses the MEM_SIZE list gives (x-ignore-shared). */
+  #blockGpa = new Map<string, number>();
 
   /**
    * Create the verifier.
@@ -239,6 +305,24 @@ export class PlugStateVerifier implements RecordStage {
     return s;
   }
 
+  /** A page record after device state began: a violation wherever it lands. */
+  #lateRam(r: RamPageLikeRecord): void {
+    const t = this.#stream.get(r.ramBlock) ?? this.#tables.get(r.ramBlock);
+    const base = t?.gpa ?? this.#blockGpa.get(r.ramBlock);
+    this.#violation({
+      reason: "ram-after-device-state",
+      recordKind: r.kind,
+      ramBlock: r.ramBlock,
+      devicePath: t?.devicePath ?? "",
+      ramOffset: r.ramOffset,
+      gpa: base === undefined ? null : base + r.ramOffset,
+      blockIndex: t === undefined ? null : Math.floor(r.ramOffset / t.blockSize),
+      streamOffset: r.streamOffset,
+      records: 1,
+      detectedBy: "structure",
+    });
+  }
+
   #violation(v: PlugStateViolation): void {
     this.#failed = true;
     this.#violationCount++;
@@ -258,6 +342,7 @@ export class PlugStateVerifier implements RecordStage {
       // Already reported one by one against the plug map?
       if (map !== undefined && map.plugged[Math.floor(c.ramOffset / map.blockSize)] !== 1) continue;
       found.push({
+        reason: "unplugged-block",
         recordKind: c.recordKind,
         ramBlock: table.ramBlock,
         devicePath: table.devicePath,
@@ -290,7 +375,32 @@ export class PlugStateVerifier implements RecordStage {
   /** Non-page records. Returns false when the record (and the rest) must be held back. */
   #control(r: MigrationRecord): boolean {
     switch (r.kind) {
+      case "section-start":
+      case "section-part":
+      case "section-end":
+      case "section-full":
+        this.#afterDeviceState = r.afterDeviceState === true;
+        return true;
+      case "command":
+        if (r.afterDeviceState) {
+          this.#violation({
+            reason: "ram-after-device-state",
+            recordKind: "command",
+            ramBlock: "",
+            devicePath: "",
+            ramOffset: 0,
+            gpa: null,
+            blockIndex: null,
+            streamOffset: r.streamOffset,
+            records: 1,
+            detectedBy: "structure",
+          });
+        }
+        return true;
       case "ram-mem-size":
+        this.#blockGpa = new Map(
+          r.blocks.flatMap((b) => b.gpa === undefined ? [] : [[b.idstr, b.gpa] as const]),
+        );
         this.#tables.setRamBlocks(r.blocks, r.streamOffset);
         for (const t of this.#tables.values()) this.#knownPaths.add(t.devicePath);
         this.#stream.clear();
@@ -308,11 +418,26 @@ export class PlugStateVerifier implements RecordStage {
         }
         const before = this.#stream.get(table.ramBlock);
         if (before !== undefined) {
-          // A second statement of the plug state: the stricter of the two counts.
+          // A second statement of the plug state: never a silent choice. From here on the
+          // stricter of the two counts (a block unplugged in either is unplugged).
+          let changed = -1;
           for (let i = 0; i < table.plugged.length; i++) {
+            if (changed < 0 && table.plugged[i] !== (before.plugged[i] ?? 0)) changed = i;
             table.plugged[i]! &= before.plugged[i] ?? 0;
           }
           table.source = before.source;
+          this.#violation({
+            reason: "plug-state-replaced",
+            recordKind: r.kind,
+            ramBlock: table.ramBlock,
+            devicePath: table.devicePath,
+            ramOffset: changed < 0 ? 0 : changed * table.blockSize,
+            gpa: changed < 0 ? null : table.gpa + changed * table.blockSize,
+            blockIndex: changed < 0 ? null : changed,
+            streamOffset: r.streamOffset,
+            records: 1,
+            detectedBy: "structure",
+          });
         }
         this.#decide(table);
         return true;
@@ -350,6 +475,10 @@ export class PlugStateVerifier implements RecordStage {
         continue;
       }
       this.#pageRecords++;
+      if (this.#afterDeviceState) {
+        if (forward === -1) forward = i;
+        this.#lateRam(r);
+      }
       let s: BlockState;
       if (r.ramBlock === this.#lastRamBlock) s = this.#last!;
       else {
@@ -368,6 +497,7 @@ export class PlugStateVerifier implements RecordStage {
         if (by !== undefined) {
           if (forward === -1) forward = i;
           this.#violation({
+            reason: "unplugged-block",
             recordKind: r.kind,
             ramBlock: r.ramBlock,
             devicePath: by.devicePath,

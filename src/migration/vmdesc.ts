@@ -1,7 +1,13 @@
 /**
  * The vmdesc JSON that QEMU appends after EOF describes every FULL section
- * field by field, with the bytes each field took. From it the byte length of
- * each device section follows, which the stream itself does not carry.
+ * field by field, with the bytes each field took (migration/vmstate.c,
+ * `vmsd_desc_field_end`; migration/savevm.c, `vmstate_save`). From it the
+ * byte length of each device section body follows, which the stream itself
+ * does not carry.
+ *
+ * QEMU's loader never reads it (it skips it after EOF), so it is a hint: the
+ * decoder checks every size it takes from it against the stream (the footer
+ * that must follow, the sections that must add up).
  *
  * @module
  */
@@ -12,52 +18,57 @@ export interface VmdescSection {
   idstr: string;
   /** Instance id. */
   instanceId: number;
-  /** Version id. */
-  versionId: number;
+  /** Version id, or `undefined` for a section without vmstate (QEMU writes none then). */
+  versionId: number | undefined;
   /** Body bytes (fields and subsections; no header, no footer). */
   bodyLength: number;
 }
 
-interface VmdescField {
-  size?: unknown;
-  array_len?: unknown;
-}
+/** Deepest nesting of subsections accepted. */
+const MAX_DEPTH = 64;
 
-interface VmdescVmsd {
-  vmsd_name?: unknown;
-  fields?: unknown;
-  subsections?: unknown;
-}
-
-function fieldsLength(vmsd: VmdescVmsd, depth: number): number | undefined {
-  if (depth > 64) return undefined;
-  let total = 0;
-  if (vmsd.fields !== undefined) {
-    if (!Array.isArray(vmsd.fields)) return undefined;
-    for (const f of vmsd.fields as VmdescField[]) {
-      if (typeof f !== "object" || f === null || typeof f.size !== "number") return undefined;
-      const count = typeof f.array_len === "number" ? f.array_len : 1;
-      total += f.size * count;
-    }
-  }
-  if (vmsd.subsections !== undefined) {
-    if (!Array.isArray(vmsd.subsections)) return undefined;
-    for (const sub of vmsd.subsections as VmdescVmsd[]) {
-      if (typeof sub !== "object" || sub === null || typeof sub.vmsd_name !== "string") {
-        return undefined;
-      }
-      const inner = fieldsLength(sub, depth + 1);
-      if (inner === undefined) return undefined;
-      // Subsection header: 0x05, cstr8 name, be32 version.
-      total += 1 + 1 + sub.vmsd_name.length + 4 + inner;
-    }
-  }
-  return total;
+function isCount(n: unknown): n is number {
+  return typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
 }
 
 /**
- * List the FULL sections a parsed vmdesc describes, with their body lengths.
- * Returns `undefined` when the JSON is not shaped as QEMU writes it.
+ * Bytes a vmstate described in the vmdesc writes: its fields' sizes (times
+ * `array_len` for a compressed array; a struct's size already covers its
+ * members) plus each subsection with its header (0x05, cstr8 name, be32
+ * version). `undefined` when the description is not shaped as QEMU writes it.
+ */
+function vmstateByteLength(vmsd: unknown, depth: number): number | undefined {
+  if (typeof vmsd !== "object" || vmsd === null || depth > MAX_DEPTH) return undefined;
+  const { fields, subsections } = vmsd as { fields?: unknown; subsections?: unknown };
+  let total = 0;
+  if (fields !== undefined) {
+    if (!Array.isArray(fields)) return undefined;
+    for (const f of fields) {
+      if (typeof f !== "object" || f === null) return undefined;
+      const { size, array_len } = f as { size?: unknown; array_len?: unknown };
+      if (!isCount(size)) return undefined;
+      const count = array_len === undefined ? 1 : array_len;
+      if (!isCount(count)) return undefined;
+      total += size * count;
+    }
+  }
+  if (subsections !== undefined) {
+    if (!Array.isArray(subsections)) return undefined;
+    for (const sub of subsections) {
+      const name = (sub as { vmsd_name?: unknown } | null)?.vmsd_name;
+      if (typeof name !== "string") return undefined;
+      const inner = vmstateByteLength(sub, depth + 1);
+      if (inner === undefined) return undefined;
+      total += 1 + 1 + new TextEncoder().encode(name).byteLength + 4 + inner;
+    }
+  }
+  return Number.isSafeInteger(total) ? total : undefined;
+}
+
+/**
+ * List the FULL sections a parsed vmdesc describes, in stream order, with
+ * their body lengths. Returns `undefined` when the JSON is not shaped as
+ * QEMU writes it.
  *
  * @param parsed The parsed vmdesc JSON.
  * @returns Sections in stream order, or `undefined`.
@@ -84,12 +95,9 @@ export function vmdescSections(parsed: unknown): VmdescSection[] | undefined {
       instance_id?: unknown;
       version?: unknown;
     };
-    if (
-      typeof name !== "string" || typeof instance_id !== "number" || typeof version !== "number"
-    ) {
-      return undefined;
-    }
-    const bodyLength = fieldsLength(d as VmdescVmsd, 0);
+    if (typeof name !== "string" || !isCount(instance_id)) return undefined;
+    if (version !== undefined && !isCount(version)) return undefined;
+    const bodyLength = vmstateByteLength(d, 0);
     if (bodyLength === undefined) return undefined;
     out.push({ idstr: name, instanceId: instance_id, versionId: version, bodyLength });
   }
@@ -98,5 +106,5 @@ export function vmdescSections(parsed: unknown): VmdescSection[] | undefined {
 
 /** Bytes of a FULL section header with this idstr (type, id, cstr8 idstr, instance, version). */
 export function fullHeaderLength(idstr: string): number {
-  return 1 + 4 + 1 + idstr.length + 4 + 4;
+  return 1 + 4 + 1 + new TextEncoder().encode(idstr).byteLength + 4 + 4;
 }

@@ -25,6 +25,7 @@ import { type DropStats, UnpluggedPageDropper } from "../migration/filter.ts";
 import { MigrationPipeline, type PipelineProgress } from "../migration/pipeline.ts";
 import { PassThroughStage, type RecordStage } from "../migration/stage.ts";
 import {
+  describeViolation,
   PlugStateVerifier,
   type PlugStateViolation,
   type VerifyResult,
@@ -118,12 +119,12 @@ export class RelayVerificationError extends VerificationError {
   constructor(result: VerifyResult) {
     const v = result.violations[0]!;
     const more = result.violationCount > 1 ? ` (and ${result.violationCount - 1} more)` : "";
-    super(
-      `RAM record (${v.recordKind}) in unplugged virtio-mem block ${v.blockIndex} of ${
-        JSON.stringify(v.ramBlock)
-      }: gpa 0x${v.gpa.toString(16)}${more}`,
-      { gpa: v.gpa, ramBlock: v.ramBlock, ramOffset: v.ramOffset, offset: v.streamOffset },
-    );
+    super(`${describeViolation(v)}${more}`, {
+      gpa: v.gpa ?? -1,
+      ramBlock: v.ramBlock,
+      ramOffset: v.ramOffset,
+      offset: v.streamOffset,
+    });
     this.result = result;
   }
 }

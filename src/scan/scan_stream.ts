@@ -234,6 +234,10 @@ export class MigrationScanner {
   #xbzrle = 0;
   #badCompressed = 0;
   #beyondRegion = 0;
+  /** Inside a section the decoder tagged as loaded after device state. */
+  #afterDeviceState: { streamOffset: number; what: string } | undefined;
+  #firstLate: { streamOffset: number; what: string } | undefined;
+  #lateRecords = 0;
 
   /**
    * Construct it.
@@ -265,8 +269,20 @@ export class MigrationScanner {
    */
   push(r: MigrationRecord): void {
     if (isPageRecord(r)) {
+      if (this.#afterDeviceState !== undefined) this.#lateRecords++;
       this.#page(r);
       return;
+    }
+    if (
+      r.kind === "section-start" || r.kind === "section-part" || r.kind === "section-end" ||
+      r.kind === "section-full" || r.kind === "command"
+    ) {
+      this.#afterDeviceState = r.afterDeviceState
+        ? (this.#firstLate ??= {
+          streamOffset: r.streamOffset,
+          what: r.kind === "command" ? "a PACKAGED command" : `section ${JSON.stringify(r.idstr)}`,
+        })
+        : undefined;
     }
     switch (r.kind) {
       case "configuration":
@@ -423,6 +439,21 @@ export class MigrationScanner {
   finish(): ScanMigrationResult {
     const own = this.#state.finalMap();
     const warnings: string[] = [];
+    if (this.#firstLate !== undefined) {
+      warnings.push(
+        `RAM is loaded after device state began (${this.#firstLate.what} at stream offset ${
+          hex(this.#firstLate.streamOffset)
+        }; ${this.#lateRecords} page records): QEMU loads it after the devices, which verify ` +
+          "rejects; the pages were scanned like any others",
+      );
+    }
+    for (const r of this.#state.replaced) {
+      warnings.push(
+        `The plug state of ${r.devicePath} is stated twice (at stream offsets ${hex(r.first)} and ${
+          hex(r.streamOffset)
+        }); pages were checked against what both mark plugged`,
+      );
+    }
     const plugMap = own ?? this.#given;
     // Findings are moved in here; the sink already has them.
     const { pageSink: _sink, ...bound } = collectorOptions(this.#options);

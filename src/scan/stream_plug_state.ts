@@ -48,6 +48,11 @@ export class StreamPlugState {
     return true;
   }
 
+  /** Devices whose plug state the stream stated more than once (see `PlugStateCollector.replaced`). */
+  get replaced(): readonly { devicePath: string; streamOffset: number; first: number }[] {
+    return this.#collector.replaced;
+  }
+
   /** The RAMBlocks of the MEM_SIZE list, once seen. */
   get ramBlocks(): readonly RamBlockInfo[] {
     return this.#collector.ramBlocks ?? [];

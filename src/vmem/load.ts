@@ -148,7 +148,9 @@ export async function extractPlugStateFromStreamFile(
   return await extractPlugStateFromReader(container.reader, {
     complete,
     // A libvirt save image with a raw stream ends with the stream: the vmdesc shortcut works.
-    ...(container.innerCompression === "raw" ? { seekableFile: { path, byteLength } } : {}),
+    ...(container.innerCompression === "raw"
+      ? { seekableFile: { path, byteLength, payloadOffset: container.payloadOffset } }
+      : {}),
   });
 }
 

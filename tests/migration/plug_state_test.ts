@@ -381,7 +381,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "extractPlugMap() reports a device section the vmdesc names but the decoder could not parse",
+    "extractPlugMap() refuses a P/virtio-mem section whose body does not parse as a virtio-mem device",
   ignore: !realdataAvailable("out-small"),
   fn: async () => {
     const r = await realVirtioMem("out-small", "s2-holes-100M");
@@ -391,7 +391,7 @@ Deno.test({
       extractPlugMap(decodeMigration(bytesReader(streamAround(r, body)))),
       (e: unknown) =>
         e instanceof FormatError && e.code === "bad-virtio-mem" &&
-        /vmdesc lists device section/.test(e.message),
+        /is not a virtio-mem device state this decoder recognises/.test(e.message),
     );
   },
 });

@@ -88,7 +88,7 @@ Deno.test({
     let first: number | undefined;
     const e = await relayMigration(await fileReader(path), verify.sink, {
       mode: "verify",
-      onVerificationFailure: (v) => (first = v.gpa),
+      onVerificationFailure: (v) => (first = v.gpa ?? undefined),
     }).then(() => undefined, (x) => x);
     assert.ok(e instanceof RelayVerificationError, String(e));
     assert.equal(first, 0x104e01000);

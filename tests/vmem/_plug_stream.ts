@@ -186,7 +186,11 @@ export interface SyntheticStream {
   early?: readonly Uint8Array[];
   /** Complete FULL sections placed after the `ram` END section (device state). */
   devices?: readonly Uint8Array[];
-  /** Device names and body lengths for the vmdesc; `undefined` leaves the vmdesc out. */
+  /**
+   * Device names and body lengths for the vmdesc (the early sections' entries
+   * come first, derived from their bytes, as QEMU writes them); `undefined`
+   * leaves the vmdesc out.
+   */
   vmdesc?: readonly { name: string; bodyLength: number }[];
   /** One PAGE record of this block at offset 0 in a PART section (so the early layout has a first page). */
   pageBlock?: string;
@@ -222,9 +226,16 @@ export function buildStream(s: SyntheticStream): Uint8Array<ArrayBuffer> {
   for (const d of s.devices ?? []) parts.push(d);
   parts.push(new Uint8Array([0x00]));
   if (s.vmdesc !== undefined) {
+    const early = (s.early ?? []).map((e) => {
+      const nameLength = e[5]!;
+      return {
+        name: new TextDecoder().decode(e.subarray(6, 6 + nameLength)),
+        bodyLength: e.byteLength - (6 + nameLength + 8) - 5,
+      };
+    });
     const json = enc.encode(JSON.stringify({
       page_size: 4096,
-      devices: s.vmdesc.map((d) => ({
+      devices: [...early, ...s.vmdesc].map((d) => ({
         name: d.name,
         instance_id: 0,
         vmsd_name: "virtio-mem",
