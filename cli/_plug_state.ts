@@ -6,6 +6,7 @@
  * @module
  */
 
+import { FormatError } from "../src/errors.ts";
 import { extractPlugStateFromStreamFile } from "../src/vmem/load.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
@@ -40,7 +41,17 @@ export async function choosePlugState(
   if (options.twoPass && inPath !== "-") {
     const info = await Deno.stat(inPath);
     if (info.isFile) {
-      const r = await extractPlugStateFromStreamFile(inPath);
+      let r: Awaited<ReturnType<typeof extractPlugStateFromStreamFile>>;
+      try {
+        r = await extractPlugStateFromStreamFile(inPath);
+      } catch (e) {
+        // The first pass is a helper: when it cannot give one plug state (a restated plug
+        // state, device state it cannot prove), the full pass over the stream judges it.
+        if (e instanceof FormatError) {
+          return { plugMap: undefined, source: "in-band", layout: undefined };
+        }
+        throw e;
+      }
       // Early layout: the stream states it before RAM; use it in-band.
       if (r.layout === "early") return { plugMap: undefined, source: "in-band", layout: "early" };
       return { plugMap: r.plugMap, source: "two-pass", layout: r.layout };
