@@ -25,9 +25,12 @@ or a libvirt save image) as JSON (format in docs/plugmaps.md):
 
 Early layout (QEMU >= 8.0 machine types): reading stops after the early
 section, before any RAM page; usable and requested size are then null
-unless --complete is given. Late layout (QEMU 7.2): the device section is
-found through the vmdesc at the end of a regular file, else the stream is
-read once.
+unless --complete is given. Late layout (QEMU 7.2): the decoder jumps from
+the early part to the device state, located through the vmdesc at the end
+of a regular file, else the stream is read once. The device section is found
+by its header and structure; a vmdesc that names it differently is reported
+on stderr. Device state that cannot be accounted for and a plug state stated
+twice are errors (exit 1). See docs/plugmaps.md and docs/security.md.
 
   --plugmap FILE       read a plug map instead (JSON v1, QMP reply + runs, or
                        a plugged range list) and print it in the chosen form
@@ -79,6 +82,13 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       complete: values.complete ?? false,
     });
     map = r.plugMap;
+    for (const d of r.vmdescDisagreements) {
+      // The sections were found by their headers; the vmdesc only names them differently.
+      await io.err(
+        `plugmap: warning: the vmdesc disagrees with the stream (the sections count; verify ` +
+          `refuses such a stream): ${d.message} at ${hex(d.streamOffset)}\n`,
+      );
+    }
     if (values.verbose) {
       await io.err(
         `plugmap: layout ${r.layout}, found by ${r.method}; decoded ${

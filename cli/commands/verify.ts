@@ -42,6 +42,12 @@ section is read first, so every offending record is reported exactly; with
 --single-pass (and for pipes) records are collected per MiB until the device
 section arrives.
 
+Every byte must be accounted for: the device state after the RAM is walked
+section by section with the vmdesc's sizes (exit 1 when it cannot be: no
+vmdesc, sizes that do not add up, a vmdesc that disagrees, an ambiguous
+body). RAM loaded after device state began and a plug state stated twice are
+violations. See docs/security.md.
+
   --forward OUT          copy the stream to OUT ('-' for stdout), only if it is clean
   --plugmap FILE         out-of-band plug map (checked in addition to the stream's)
   --plugmap-from STREAM  plug map from another stream of the same paused VM

@@ -60,6 +60,12 @@ export interface BaseStream {
   vmdesc: VmdescRecord;
   /** Stream offset of QEMU_VM_EOF. */
   eofAt: number;
+  /**
+   * Where the attacks put their page: {@linkcode ATTACK_RAM_OFFSET} when
+   * that block is unplugged in the stream's plug state, else 0x3000 into the
+   * first unplugged block.
+   */
+  attackOffset: number;
 }
 
 /** Decode a base stream and find the places the attacks splice at. */
@@ -81,6 +87,17 @@ export async function baseStream(bytes: Uint8Array): Promise<BaseStream> {
   const next = fulls[fulls.indexOf(device) + 1]!;
   const earlyHeader = fulls.find((r) => r.idstr.endsWith("/virtio-mem-device-early"));
   const earlyBody = records.find((r): r is VirtioMemEarlyRecord => r.kind === "virtio-mem-early");
+  const late = records.find((r) => r.kind === "virtio-mem-device");
+  const wire = earlyBody?.bitmap ??
+    (late?.kind === "virtio-mem-device" ? late.state.bitmap : undefined);
+  const blockSize = earlyBody?.blockSize ??
+    (late?.kind === "virtio-mem-device" ? late.state.blockSize : undefined) ?? ATTACK_BLOCK_SIZE;
+  const blocks = (earlyBody?.regionSize ??
+    (late?.kind === "virtio-mem-device" ? late.state.regionSize : undefined) ?? 0) / blockSize;
+  const plugged = (i: number) =>
+    wire !== undefined && ((wire[8 * (i >>> 6) + 7 - ((i & 63) >>> 3)]! >>> (i & 7)) & 1) === 1;
+  let block = ATTACK_BLOCK < blocks && !plugged(ATTACK_BLOCK) ? ATTACK_BLOCK : -1;
+  for (let i = 0; block < 0 && i < blocks; i++) if (!plugged(i)) block = i;
   return {
     bytes,
     records,
@@ -94,6 +111,7 @@ export async function baseStream(bytes: Uint8Array): Promise<BaseStream> {
       : undefined,
     vmdesc: records.find((r): r is VmdescRecord => r.kind === "vmdesc")!,
     eofAt: records.find((r) => r.kind === "eof")!.streamOffset,
+    attackOffset: block * blockSize + 0x3000,
   };
 }
 
@@ -152,7 +170,7 @@ function pageRecords(base: BaseStream, tag: string): MigrationRecord[] {
       kind: "ram-page",
       streamOffset: 0,
       ramBlock: base.vmemBlock,
-      ramOffset: ATTACK_RAM_OFFSET,
+      ramOffset: base.attackOffset,
       continued: false,
       data: attackPage(tag),
     },
