@@ -21,6 +21,7 @@ import type {
   VirtioMemEarlyRecord,
   VmdescRecord,
 } from "../../src/migration/types.ts";
+import { concatBytes } from "../_util/chunkings.ts";
 import { evilPage } from "../_util/guest.ts";
 
 /** Where the injected page lands: block 39 of the tiny guest's device (unplugged in the holes shape). */
@@ -125,15 +126,7 @@ export function encodeRecords(records: readonly MigrationRecord[]): Uint8Array<A
 }
 
 /** Concatenate byte arrays. */
-export function concat(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
-}
+export const concat = concatBytes;
 
 function be32(n: number): Uint8Array {
   const b = new Uint8Array(4);
@@ -146,11 +139,21 @@ function splice(bytes: Uint8Array, at: number, piece: Uint8Array): Uint8Array<Ar
   return concat([bytes.subarray(0, at), piece, bytes.subarray(at)]);
 }
 
-/** Replace the vmdesc JSON (the stream then ends with the new one). */
-function withVmdesc(base: BaseStream, parsed: unknown): Uint8Array<ArrayBuffer> {
+/**
+ * The base stream with `piece` inserted at stream offset `at` (before EOF)
+ * and the vmdesc replaced by `parsed`.
+ */
+function withVmdesc(
+  base: BaseStream,
+  parsed: unknown,
+  insert: { at: number; piece: Uint8Array } = { at: base.eofAt, piece: new Uint8Array(0) },
+): Uint8Array<ArrayBuffer> {
   const json = new TextEncoder().encode(JSON.stringify(parsed));
+  const { at, piece } = insert;
   return concat([
-    base.bytes.subarray(0, base.eofAt + 1),
+    base.bytes.subarray(0, at),
+    piece,
+    base.bytes.subarray(at, base.eofAt + 1),
     new Uint8Array([0x06]),
     be32(json.byteLength),
     json,
@@ -240,15 +243,7 @@ export const ATTACKS = {
       type: "buffer",
       size: hidden.byteLength,
     }];
-    const spliced = splice(base.bytes, base.next.end, hidden);
-    const eof = base.eofAt + hidden.byteLength;
-    const json = new TextEncoder().encode(JSON.stringify(vmdesc));
-    return concat([
-      spliced.subarray(0, eof + 1),
-      new Uint8Array([0x06]),
-      be32(json.byteLength),
-      json,
-    ]);
+    return withVmdesc(base, vmdesc, { at: base.next.end, piece: hidden });
   },
 
   /** 100 MB of junk (QEMU_VM_EOF, then random bytes) right after `P/virtio-mem`. */
@@ -349,15 +344,7 @@ export const ATTACKS = {
       second,
       { kind: "section-footer", streamOffset: 0, sectionId: first.header.sectionId },
     ]);
-    const spliced = splice(base.bytes, at, piece);
-    const eof = base.eofAt + piece.byteLength;
-    const json = new TextEncoder().encode(JSON.stringify(vmdesc));
-    return concat([
-      spliced.subarray(0, eof + 1),
-      new Uint8Array([0x06]),
-      be32(json.byteLength),
-      json,
-    ]);
+    return withVmdesc(base, vmdesc, { at, piece });
   },
 } as const;
 
