@@ -2,15 +2,15 @@
  * The device-state tail, walked section by section with the vmdesc sizes
  * (src/migration/_tail.ts, _parser.ts): every real stream we have is proven
  * (no problem, no ambiguity), the big `out` streams included; the verdicts do
- * not depend on how the input is chunked; a live source that keeps its
- * connection open after the vmdesc is not waited for; and the ways a tail
- * cannot be proven are errors in `prove` mode and records in `describe` mode.
+ * not depend on how the input is chunked; and the ways a tail cannot be
+ * proven are errors in `prove` mode and records in `describe` mode. (A live
+ * source that stays open after its vmdesc: live_end_test.ts.)
  */
 
 import assert from "node:assert/strict";
 import { zstdDecompressSync } from "node:zlib";
 import { FormatError, UnexpectedEofError } from "../../src/errors.ts";
-import { bytesReader, PullByteReader, StreamByteReader } from "../../src/io/byte_reader.ts";
+import { bytesReader, StreamByteReader } from "../../src/io/byte_reader.ts";
 import { decodeMigration, decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { inspectMigration } from "../../src/migration/inspect.ts";
 import type { MigrationRecord } from "../../src/migration/types.ts";
@@ -151,46 +151,6 @@ Deno.test("decodeMigration() gives the same verdict for every attack under every
       }
     });
   }
-});
-
-Deno.test("decodeMigration() ends at the vmdesc of a source that keeps its connection open", async () => {
-  // A live source with a return path waits for the destination's answer after its vmdesc:
-  // the decoder must hand out EOF and the vmdesc without waiting for the input to end.
-  const bytes = await tinyStream();
-  for (const chunk of [bytes.byteLength, 4096, 100_000]) {
-    let at = 0;
-    const reader = new PullByteReader(() => {
-      if (at >= bytes.byteLength) return new Promise<undefined>(() => {}); // never ends
-      const piece = bytes.subarray(at, at + chunk);
-      at += piece.byteLength;
-      return Promise.resolve(piece);
-    });
-    const seen: string[] = [];
-    const batches = decodeMigrationBatches(reader)[Symbol.asyncIterator]();
-    for (;;) {
-      const next = await Promise.race([
-        batches.next(),
-        new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 10_000)),
-      ]);
-      assert.notEqual(next, "timeout", `chunks of ${chunk}: waited for the input to end`);
-      if (next === "timeout" || next.done) break;
-      seen.push(...next.value.map((r) => r.kind));
-      if (seen[seen.length - 1] === "vmdesc") break;
-    }
-    assert.deepEqual(seen.slice(-2), ["eof", "vmdesc"], `chunks of ${chunk}`);
-  }
-});
-
-Deno.test("decodeMigration() refuses trailing bytes after the vmdesc of a live source", async () => {
-  // The vmdesc ends a chunk (a live end), and one more byte follows.
-  const chunks = [await tinyStream(), new Uint8Array([0x04])];
-  const reader = new PullByteReader(() => Promise.resolve(chunks.shift()));
-  await assertFormatError(
-    (async () => {
-      for await (const _ of decodeMigrationBatches(reader)) { /* decode */ }
-    })(),
-    { code: "bad-section", message: /trailing bytes after the vmdesc/ },
-  );
 });
 
 Deno.test("decodeMigration() says why a device-state tail cannot be proven, and inspect describes it", async (t) => {
