@@ -305,8 +305,14 @@ async function scanStreamInput(
   const rereadable = path !== "-" && (await Deno.stat(path)).isFile;
   let given = plugMap;
   if (rereadable && given === undefined) {
-    const first = await extractPlugStateFromStreamFile(path);
-    if (first.layout === "late" && first.plugMap.devices.length > 0) given = first.plugMap;
+    try {
+      const first = await extractPlugStateFromStreamFile(path);
+      if (first.layout === "late" && first.plugMap.devices.length > 0) given = first.plugMap;
+    } catch (e) {
+      // The first pass is a helper: when it cannot give one plug state (stated twice, device
+      // state it cannot prove), the full pass judges the stream, as verify's does.
+      if (!(e instanceof FormatError)) throw e;
+    }
   }
   let result = await scanStream(path, given, plugState, settings, {
     ...hooks,

@@ -177,7 +177,11 @@ function renderVerifyReport(
     } bytes, none in an unplugged block\n`
     : `verify: ${inPath}: ${grouped(r.violatingRecords)} record${
       r.violatingRecords === 1 ? "" : "s"
-    } in unplugged blocks ` +
+    } ${
+      r.violations.every((v) => v.reason === "unplugged-block")
+        ? "in unplugged blocks"
+        : "in violation (see below)"
+    } ` +
       `(${grouped(r.violationCount)} violation${r.violationCount === 1 ? "" : "s"}) among ${
         grouped(r.pageRecords)
       } page records\n`;
