@@ -17,9 +17,9 @@ const HELP = `usage: vmem-dump inspect FILE|- [--json]
 Summarise a QEMU migration stream (raw, gzip, zstd or a libvirt save image):
 header and machine type, every section with its size, the RAM blocks with
 their record counts, the virtio-mem sections, and whether the device state
-after the RAM could be accounted for (and if not, why; docs/security.md).
-A mapped-ram file (QEMU file: migration with mapped-ram, libvirt "sparse"
-image) is read in place, with its blocks' headers and pages present
+after the RAM could be accounted for (and if not, why; docs/security.md). A
+mapped-ram file (QEMU file: migration with mapped-ram, libvirt "sparse" image)
+is read in place, with its blocks' headers and pages present
 (docs/mapped-ram.md).
 
   --json   print the report as JSON (schema in docs/migration.md)
