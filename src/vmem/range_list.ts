@@ -9,14 +9,17 @@
 
 import { FormatError } from "../errors.ts";
 import { bitmapByteLength } from "./_bitmap.ts";
-import { PlugMap, VIRTIO_MEM_MIN_BLOCK_SIZE, type VmemDevice } from "./plug_map.ts";
+import {
+  PlugMap,
+  VIRTIO_MEM_MAX_BLOCKS,
+  VIRTIO_MEM_MIN_BLOCK_SIZE,
+  type VmemDevice,
+} from "./plug_map.ts";
 import { type GpaRange, mergeGpaRanges } from "./ranges.ts";
 
 const MIB = 1 << 20;
 /** Largest block size inferred for a list without `device` lines (1 TiB). */
 const MAX_INFERRED_BLOCK = 2 ** 40;
-/** Most blocks a list may describe (keeps the bitmap small). */
-const MAX_BLOCKS = 1 << 30;
 
 function bad(message: string, line?: number): FormatError {
   return new FormatError(
@@ -87,7 +90,7 @@ function parseDeviceLine(rest: string, line: number): VmemDevice {
       line,
     );
   }
-  if (regionSize / blockSize > MAX_BLOCKS) {
+  if (regionSize / blockSize > VIRTIO_MEM_MAX_BLOCKS) {
     throw bad(`${regionSize / blockSize} blocks are too many`, line);
   }
   return {
@@ -151,7 +154,7 @@ function inferDevice(ranges: readonly GpaRange[]): VmemDevice {
       })`,
     );
   }
-  if (regionSize / blockSize > MAX_BLOCKS) {
+  if (regionSize / blockSize > VIRTIO_MEM_MAX_BLOCKS) {
     throw bad(`${regionSize / blockSize} blocks are too many`);
   }
   return {
