@@ -267,7 +267,8 @@ export function plugMapFromRangeList(input: string | unknown): PlugMap {
 
 /**
  * Write a plug map as the text range list {@linkcode plugMapFromRangeList}
- * reads: one `device` line per device, then its plugged ranges.
+ * reads: one `device` line per device, then its plugged ranges (a map
+ * without devices is a comment line, which reads back as such).
  *
  * @param map The map.
  * @returns The text, ending with a newline.
@@ -280,6 +281,8 @@ export function plugMapFromRangeList(input: string | unknown): PlugMap {
  * ```
  */
 export function formatRangeList(map: PlugMap): string {
+  // An empty file is a missing plug map (an error); a comment alone reads back as no devices.
+  if (map.devices.length === 0) return "# no virtio-mem devices\n";
   let out = "";
   for (const d of map.devices) {
     const keys = [

@@ -167,3 +167,10 @@ Deno.test("every plug-map format shares one block cap, so a map one format reads
   const json = formatPlugMapJson(map);
   assert.equal(formatPlugMapJson(parsePlugMapSource(json).map), json);
 });
+
+Deno.test("formatRangeList() of a map without devices reads back as no devices, not as an empty file", () => {
+  const none = plugMapFromRangeList("");
+  const text = formatRangeList(none);
+  assert.equal(text, "# no virtio-mem devices\n");
+  assert.equal(parsePlugMapSource(text).map.devices.length, 0);
+});
