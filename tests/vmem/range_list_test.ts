@@ -174,3 +174,16 @@ Deno.test("formatRangeList() of a map without devices reads back as no devices, 
   assert.equal(text, "# no virtio-mem devices\n");
   assert.equal(parsePlugMapSource(text).map.devices.length, 0);
 });
+
+Deno.test("parsePlugMapSource() reports bad JSON on one line, with the byte offset V8 names", () => {
+  for (
+    const [text, offset] of [[' \n{"a":[\n 0,\n ],\n "b": 1}', 0], ['\n{"é": [1,2', 12]] as const
+  ) {
+    assert.throws(
+      () => parsePlugMapSource(text),
+      (e: unknown) =>
+        e instanceof FormatError && e.code === "bad-json" && !e.message.includes("\n") &&
+        e.offset === offset,
+    );
+  }
+});
