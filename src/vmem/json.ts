@@ -52,10 +52,18 @@ export function parsePlugMapSource(text: string): { map: PlugMap; format: PlugMa
   try {
     json = JSON.parse(trimmed);
   } catch (e) {
-    throw new FormatError(`Cannot read plug map: not valid JSON: ${(e as Error).message}`, {
+    // V8's message may quote the input, newlines included: one line, and the offset in bytes
+    // when it names a position.
+    const message = (e as Error).message.replace(/\s+/g, " ");
+    const position = /at position (\d+)/.exec(message);
+    const leading = text.length - text.trimStart().length;
+    const offset = position === null
+      ? 0
+      : new TextEncoder().encode(text.slice(0, leading + Number(position[1]))).length;
+    throw new FormatError(`Cannot read plug map: not valid JSON: ${message}`, {
       format: "plugmap",
       code: "bad-json",
-      offset: 0,
+      offset,
     }, { cause: e });
   }
   if (typeof json === "object" && json !== null && !Array.isArray(json) && "version" in json) {

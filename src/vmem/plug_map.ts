@@ -202,6 +202,9 @@ export function validateVmemDevice(device: VmemDevice, label = "device"): void {
     throw invariant(`${label}: region ${hex(d.gpa)}+${hex(d.regionSize)} exceeds 2^53`);
   }
   const blocks = d.regionSize / d.blockSize;
+  if (blocks > VIRTIO_MEM_MAX_BLOCKS) {
+    throw invariant(`${label}: ${blocks} blocks are too many (at most ${VIRTIO_MEM_MAX_BLOCKS})`);
+  }
   if (!(d.bitmap instanceof Uint8Array) || d.bitmap.byteLength !== bitmapByteLength(blocks)) {
     throw invariant(
       `${label}: bitmap must have ${bitmapByteLength(blocks)} bytes for ${blocks} blocks`,

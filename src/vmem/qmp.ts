@@ -8,7 +8,13 @@
 
 import { FormatError } from "../errors.ts";
 import { bitmapFromRuns } from "./_bitmap.ts";
-import { checkBlockRuns, PlugMap, VIRTIO_MEM_MIN_BLOCK_SIZE, type VmemDevice } from "./plug_map.ts";
+import {
+  checkBlockRuns,
+  PlugMap,
+  VIRTIO_MEM_MAX_BLOCKS,
+  VIRTIO_MEM_MIN_BLOCK_SIZE,
+  type VmemDevice,
+} from "./plug_map.ts";
 import type { BlockRun } from "./ranges.ts";
 
 function badQmp(message: string): FormatError {
@@ -152,7 +158,7 @@ export function plugMapFromQmp(json: unknown): PlugMap {
       );
     }
     const blocks = regionSize / blockSize;
-    if (blocks > 1 << 30) throw badQmp(`${name}: ${blocks} blocks are too many`);
+    if (blocks > VIRTIO_MEM_MAX_BLOCKS) throw badQmp(`${name}: ${blocks} blocks are too many`);
     const rawRuns = pick("plugged");
     let runs: BlockRun[];
     if (rawRuns !== undefined) runs = checkBlockRuns(rawRuns, blocks, `${name}: plugged`);

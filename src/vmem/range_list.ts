@@ -9,14 +9,17 @@
 
 import { FormatError } from "../errors.ts";
 import { bitmapByteLength } from "./_bitmap.ts";
-import { PlugMap, VIRTIO_MEM_MIN_BLOCK_SIZE, type VmemDevice } from "./plug_map.ts";
+import {
+  PlugMap,
+  VIRTIO_MEM_MAX_BLOCKS,
+  VIRTIO_MEM_MIN_BLOCK_SIZE,
+  type VmemDevice,
+} from "./plug_map.ts";
 import { type GpaRange, mergeGpaRanges } from "./ranges.ts";
 
 const MIB = 1 << 20;
 /** Largest block size inferred for a list without `device` lines (1 TiB). */
 const MAX_INFERRED_BLOCK = 2 ** 40;
-/** Most blocks a list may describe (keeps the bitmap small). */
-const MAX_BLOCKS = 1 << 30;
 
 function bad(message: string, line?: number): FormatError {
   return new FormatError(
@@ -87,7 +90,7 @@ function parseDeviceLine(rest: string, line: number): VmemDevice {
       line,
     );
   }
-  if (regionSize / blockSize > MAX_BLOCKS) {
+  if (regionSize / blockSize > VIRTIO_MEM_MAX_BLOCKS) {
     throw bad(`${regionSize / blockSize} blocks are too many`, line);
   }
   return {
@@ -151,7 +154,7 @@ function inferDevice(ranges: readonly GpaRange[]): VmemDevice {
       })`,
     );
   }
-  if (regionSize / blockSize > MAX_BLOCKS) {
+  if (regionSize / blockSize > VIRTIO_MEM_MAX_BLOCKS) {
     throw bad(`${regionSize / blockSize} blocks are too many`);
   }
   return {
@@ -264,7 +267,8 @@ export function plugMapFromRangeList(input: string | unknown): PlugMap {
 
 /**
  * Write a plug map as the text range list {@linkcode plugMapFromRangeList}
- * reads: one `device` line per device, then its plugged ranges.
+ * reads: one `device` line per device, then its plugged ranges (a map
+ * without devices is a comment line, which reads back as such).
  *
  * @param map The map.
  * @returns The text, ending with a newline.
@@ -277,6 +281,8 @@ export function plugMapFromRangeList(input: string | unknown): PlugMap {
  * ```
  */
 export function formatRangeList(map: PlugMap): string {
+  // An empty file is a missing plug map (an error); a comment alone reads back as no devices.
+  if (map.devices.length === 0) return "# no virtio-mem devices\n";
   let out = "";
   for (const d of map.devices) {
     const keys = [

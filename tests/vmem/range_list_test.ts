@@ -3,6 +3,7 @@ import { FormatError } from "../../src/errors.ts";
 import { formatPlugMapJson, parsePlugMapSource } from "../../src/vmem/json.ts";
 import { formatRangeList, plugMapFromRangeList } from "../../src/vmem/range_list.ts";
 import { formatGpaRange } from "../../src/vmem/ranges.ts";
+import { VIRTIO_MEM_MAX_BLOCKS } from "../../src/vmem/plug_map.ts";
 
 const MIB = 1 << 20;
 
@@ -134,4 +135,55 @@ Deno.test("parsePlugMapSource() recognises JSON v1, QMP and both range-list form
   );
   assert.throws(() => parsePlugMapSource('{"x": 1}'), /expected the version 1 format/);
   assert.equal(formatPlugMapJson(plugMapFromRangeList("")), '{"version":1,"devices":[]}\n');
+});
+
+Deno.test("every plug-map format shares one block cap, so a map one format reads, the others read back", () => {
+  const cap = VIRTIO_MEM_MAX_BLOCKS;
+  // Two 1 MiB ranges spanning cap + 1 blocks: the inferred device is too large in every format.
+  const over = `0x0-0x100000\n0x${(cap * MIB).toString(16)}-0x${((cap + 1) * MIB).toString(16)}\n`;
+  assert.throws(() => parsePlugMapSource(over), /blocks are too many/);
+  assert.throws(
+    () =>
+      parsePlugMapSource(JSON.stringify({
+        return: [{
+          type: "virtio-mem",
+          data: {
+            "block-size": MIB,
+            "max-size": (cap + 1) * MIB,
+            memaddr: 0,
+            node: 0,
+            size: 0,
+            "requested-size": 0,
+            memdev: "/objects/m",
+          },
+        }],
+      })),
+    /blocks are too many/,
+  );
+  // At the cap: the range list, the QMP form and JSON v1 all read it, and agree.
+  const at = `0x0-0x100000\n0x${((cap - 1) * MIB).toString(16)}-0x${(cap * MIB).toString(16)}\n`;
+  const map = parsePlugMapSource(at).map;
+  assert.equal(map.devices[0]!.regionSize / map.devices[0]!.blockSize, cap);
+  const json = formatPlugMapJson(map);
+  assert.equal(formatPlugMapJson(parsePlugMapSource(json).map), json);
+});
+
+Deno.test("formatRangeList() of a map without devices reads back as no devices, not as an empty file", () => {
+  const none = plugMapFromRangeList("");
+  const text = formatRangeList(none);
+  assert.equal(text, "# no virtio-mem devices\n");
+  assert.equal(parsePlugMapSource(text).map.devices.length, 0);
+});
+
+Deno.test("parsePlugMapSource() reports bad JSON on one line, with the byte offset V8 names", () => {
+  for (
+    const [text, offset] of [[' \n{"a":[\n 0,\n ],\n "b": 1}', 0], ['\n{"é": [1,2', 12]] as const
+  ) {
+    assert.throws(
+      () => parsePlugMapSource(text),
+      (e: unknown) =>
+        e instanceof FormatError && e.code === "bad-json" && !e.message.includes("\n") &&
+        e.offset === offset,
+    );
+  }
 });

@@ -1,0 +1,199 @@
+/**
+ * The worker that runs the cases of the mutation campaign. The campaign
+ * (`campaign.ts`) runs it in a Web Worker so that a case that hangs, even
+ * in a synchronous loop, can be stopped by terminating the worker, and so
+ * that the allocation guard replaces the global constructors of this worker
+ * only.
+ *
+ * Protocol (messages in {@linkcode WorkerRequest} / {@linkcode WorkerReply}):
+ * `init` → `ready`; then per case `case` → `start` (the mutated bytes, so
+ * the campaign can keep a failing input even if the case never ends) →
+ * `done`. An exception that escapes every handler is reported as `uncaught`.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { installAllocationGuard, takeRefusedAllocations } from "./allocation_guard.ts";
+import { mutate, Rng } from "./mutate.ts";
+import { type FailureKind, failureStack, OracleFailure } from "./oracle.ts";
+import type { FuzzTarget, SeedInput } from "./target.ts";
+import { loadTarget } from "./targets/mod.ts";
+
+/** Messages to the worker. */
+export type WorkerRequest =
+  | {
+    type: "init";
+    targets: string[];
+    workDir: string;
+    allocationCapBytes: number;
+    rssLimitBytes: number;
+  }
+  | { type: "case"; target: string; index: number; caseSeed: number }
+  | { type: "baseline"; target: string };
+
+/** A failure as the worker reports it. */
+export interface FailureReport {
+  /** Which oracle. */
+  kind: FailureKind;
+  /** One line. */
+  message: string;
+  /** Stack of the error behind it, when there is one. */
+  stack: string;
+}
+
+/** Messages from the worker. */
+export type WorkerReply =
+  | { type: "ready"; seeds: Record<string, string[]> }
+  | { type: "init-failed"; message: string }
+  | {
+    type: "start";
+    target: string;
+    index: number;
+    caseSeed: number;
+    seedName: string;
+    mutations: string[];
+    bytes: Uint8Array;
+  }
+  | {
+    type: "done";
+    target: string;
+    index: number;
+    caseSeed: number;
+    outcome: string | undefined;
+    failure: FailureReport | undefined;
+    notes: string[];
+  }
+  | { type: "uncaught"; message: string; stack: string }
+  | {
+    type: "baseline-done";
+    target: string;
+    results: { seedName: string; outcome?: string; failure?: FailureReport }[];
+  };
+
+const loaded = new Map<string, { target: FuzzTarget; seeds: SeedInput[] }>();
+let workDir = "";
+let rssLimit = Infinity;
+
+function post(m: WorkerReply, transfer: Transferable[] = []) {
+  self.postMessage(m, transfer);
+}
+
+self.addEventListener("unhandledrejection", (e) => {
+  e.preventDefault();
+  post({ type: "uncaught", message: String(e.reason), stack: failureStack(e.reason) });
+});
+self.addEventListener("error", (e) => {
+  e.preventDefault();
+  post({ type: "uncaught", message: String(e.error ?? e.message), stack: failureStack(e.error) });
+});
+
+async function emptyDir(dir: string): Promise<void> {
+  for await (const entry of Deno.readDir(dir)) {
+    await Deno.remove(`${dir}/${entry.name}`, { recursive: true });
+  }
+}
+
+/** Run every seed input of a target unmutated: each must pass the oracles. */
+async function runBaseline(name: string): Promise<void> {
+  const t = loaded.get(name)!;
+  const results: { seedName: string; outcome?: string; failure?: FailureReport }[] = [];
+  for (const seed of t.seeds) {
+    const rng = new Rng(0);
+    try {
+      const outcome = await t.target.run(seed.bytes, { workDir, seed, rng, note: () => {} });
+      results.push({ seedName: seed.name, outcome });
+    } catch (e) {
+      results.push({
+        seedName: seed.name,
+        failure: {
+          kind: e instanceof OracleFailure ? e.kind : "untyped-error",
+          message: e instanceof Error ? e.message : String(e),
+          stack: failureStack(e),
+        },
+      });
+    }
+    await emptyDir(workDir);
+  }
+  post({ type: "baseline-done", target: name, results });
+}
+
+async function runCase(name: string, index: number, caseSeed: number): Promise<void> {
+  const t = loaded.get(name);
+  if (t === undefined) throw new Error(`target ${name} not loaded`);
+  const rng = new Rng(caseSeed);
+  const seed = t.seeds[rng.int(t.seeds.length)]!;
+  const m = t.target.mutate ? t.target.mutate(seed, rng) : mutate(seed.bytes, seed.anatomy, rng);
+  post({
+    type: "start",
+    target: name,
+    index,
+    caseSeed,
+    seedName: seed.name,
+    mutations: m.mutations,
+    bytes: m.bytes.slice(),
+  });
+  takeRefusedAllocations();
+  let outcome: string | undefined;
+  let failure: FailureReport | undefined;
+  const notes: string[] = [];
+  try {
+    outcome = await t.target.run(m.bytes, { workDir, seed, rng, note: (n) => notes.push(n) });
+  } catch (e) {
+    failure = e instanceof OracleFailure
+      ? { kind: e.kind, message: e.message, stack: failureStack(e) }
+      : {
+        kind: "untyped-error",
+        message: `${e instanceof Error ? e.name : typeof e}: ${
+          e instanceof Error ? e.message : String(e)
+        }`,
+        stack: failureStack(e),
+      };
+  }
+  const refused = takeRefusedAllocations();
+  if (refused.length > 0) {
+    const r = refused[0]!;
+    failure = {
+      kind: "allocation",
+      message: `${r.constructor} of ${r.byteLength} bytes` +
+        (failure ? ` (the case then failed: ${failure.message})` : ""),
+      stack: r.stack,
+    };
+  }
+  const rss = Deno.memoryUsage().rss;
+  if (failure === undefined && rss > rssLimit) {
+    failure = { kind: "memory", message: `RSS ${rss} bytes after the case`, stack: "" };
+  }
+  await emptyDir(workDir);
+  post({ type: "done", target: name, index, caseSeed, outcome, failure, notes });
+}
+
+self.onmessage = async (ev: MessageEvent<WorkerRequest>) => {
+  const m = ev.data;
+  if (m.type === "init") {
+    try {
+      workDir = m.workDir;
+      rssLimit = m.rssLimitBytes;
+      const seeds: Record<string, string[]> = {};
+      for (const name of m.targets) {
+        const target = await loadTarget(name);
+        const s = await target.seeds();
+        if (s.length === 0) throw new Error(`target ${name} has no seed inputs`);
+        loaded.set(name, { target, seeds: s });
+        seeds[name] = s.map((x) => x.name);
+      }
+      // After loading the seeds: building them may legitimately need big buffers.
+      installAllocationGuard(m.allocationCapBytes);
+      post({ type: "ready", seeds });
+    } catch (e) {
+      post({ type: "init-failed", message: failureStack(e) });
+    }
+    return;
+  }
+  if (m.type === "baseline") {
+    await runBaseline(m.target);
+    return;
+  }
+  await runCase(m.target, m.index, m.caseSeed);
+};
