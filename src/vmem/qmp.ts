@@ -8,7 +8,10 @@
 
 import { FormatError } from "../errors.ts";
 import { bitmapFromRuns } from "./_bitmap.ts";
-import { checkBlockRuns, PlugMap, VIRTIO_MEM_MIN_BLOCK_SIZE, type VmemDevice } from "./plug_map.ts";
+import { isObject } from "./_checks.ts";
+import { PlugMap } from "./plug_map.ts";
+import { checkBlockRuns } from "./plug_map_json.ts";
+import { VIRTIO_MEM_MIN_BLOCK_SIZE, type VmemDevice } from "./vmem_device.ts";
 import type { BlockRun } from "./ranges.ts";
 
 function badQmp(message: string): FormatError {
@@ -17,10 +20,6 @@ function badQmp(message: string): FormatError {
     code: "bad-json",
     offset: 0,
   });
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /**

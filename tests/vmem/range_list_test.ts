@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../../src/errors.ts";
-import { formatPlugMapJson, parsePlugMapSource } from "../../src/vmem/json.ts";
+import { formatPlugMapJson } from "../../src/vmem/plug_map_json.ts";
+import { parsePlugMapSource } from "../../src/vmem/plug_map_source.ts";
 import { formatRangeList, plugMapFromRangeList } from "../../src/vmem/range_list.ts";
 import { formatGpaRange } from "../../src/vmem/ranges.ts";
 
