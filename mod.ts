@@ -36,3 +36,4 @@ export * from "./src/dumps/mod.ts";
 export * from "./src/scan/mod.ts";
 export * from "./src/container/mod.ts";
 export * from "./src/proxy/mod.ts";
+export * from "./src/input/mod.ts";

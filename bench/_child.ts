@@ -5,13 +5,13 @@
  * bytes, seconds, peak RSS in KiB.
  */
 
-import { openInput } from "../src/io/file.ts";
+import { openFileReader } from "../src/io/file.ts";
 import { ByteWriter } from "../src/io/byte_writer.ts";
 import { decodeMigrationBatches } from "../src/migration/decoder.ts";
 import { encodeMigration } from "../src/migration/encoder.ts";
 
 const [mode, path] = Deno.args;
-const input = await openInput(path!, { recycleChunks: 16 });
+const input = await openFileReader(path!, { recycleChunks: 16 });
 const t0 = performance.now();
 let bytes = 0;
 if (mode === "decode") {

@@ -5,7 +5,7 @@
  * the real device-state tail follow. Streams in constant memory.
  */
 
-import { openInput } from "../src/io/file.ts";
+import { openFileReader } from "../src/io/file.ts";
 import { ByteWriter } from "../src/io/byte_writer.ts";
 import { decodeMigrationBatches } from "../src/migration/decoder.ts";
 import { MigrationEncoder } from "../src/migration/encoder.ts";
@@ -38,7 +38,7 @@ export async function synthesizeStream(
   };
   // phase: "head" until the first PART, "parts" while PART sections run, "rest" after.
   for (let pass = 0;; pass++) {
-    const input = await openInput(realPath);
+    const input = await openFileReader(realPath);
     let phase: "head" | "parts" | "rest" = "head";
     let done = false;
     for await (const batch of decodeMigrationBatches(input.reader)) {

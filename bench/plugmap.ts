@@ -12,7 +12,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { openInput, readFileRange } from "../src/io/file.ts";
+import { openFileReader, readFileRange } from "../src/io/file.ts";
 import { PullByteReader } from "../src/io/byte_reader.ts";
 import {
   extractPlugStateFromFile,
@@ -120,7 +120,7 @@ async function lateRows(label: string, path: string): Promise<void> {
   ]);
   // Streaming once: what a pipe or a vmdesc that does not fit costs (read-ahead file reader, batches).
   const streamed = await best(2, async () => {
-    const input = await openInput(path);
+    const input = await openFileReader(path);
     try {
       return (await extractPlugStateFromReader(input.reader)).streamBytes;
     } finally {

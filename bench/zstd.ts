@@ -26,7 +26,7 @@ import { parseArgs } from "node:util";
 import * as zlib from "node:zlib";
 import { Readable, type Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { openInput } from "../src/io/file.ts";
+import { openFileReader } from "../src/io/file.ts";
 import { openContainer } from "../src/container/open.ts";
 import { createContainerWriter } from "../src/container/write.ts";
 
@@ -63,7 +63,7 @@ function* memoryChunks(bytes: Uint8Array<ArrayBuffer>): Generator<Uint8Array<Arr
 }
 
 async function drainContainer(path: string): Promise<number> {
-  const input = await openInput(path);
+  const input = await openFileReader(path);
   try {
     const { reader } = await openContainer(input.reader);
     let n = 0;

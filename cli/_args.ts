@@ -9,7 +9,7 @@
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import type { AtomicOutputOptions } from "../src/io/file.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
-import { loadPlugMap } from "../src/vmem/load.ts";
+import { loadPlugState } from "../src/input/load_plug_state.ts";
 import { type CliIo, UsageError } from "./io.ts";
 
 /** `-h`, `--help`: every command has it. */
@@ -150,7 +150,11 @@ export async function loadPlugMapOption(
   check: PlugMapCheck = {},
 ): Promise<PlugMap | undefined> {
   checkPlugMapOptions(values, check);
-  return await loadPlugMap({ plugmap: values.plugmap, plugmapFrom: values["plugmap-from"] });
+  const plugMapFile = values.plugmap;
+  const stream = values["plugmap-from"];
+  if (plugMapFile !== undefined) return (await loadPlugState({ plugMapFile })).plugMap;
+  if (stream !== undefined) return (await loadPlugState({ stream })).plugMap;
+  return undefined;
 }
 
 /**

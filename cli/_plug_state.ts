@@ -7,7 +7,7 @@
  */
 
 import { FormatError } from "../src/errors.ts";
-import { extractPlugStateFromStreamFile } from "../src/vmem/load.ts";
+import { loadPlugState, type PlugStateFromStream } from "../src/input/load_plug_state.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
 
@@ -41,9 +41,9 @@ export async function choosePlugState(
   if (options.twoPass && inPath !== "-") {
     const info = await Deno.stat(inPath);
     if (info.isFile) {
-      let r: Awaited<ReturnType<typeof extractPlugStateFromStreamFile>>;
+      let r: PlugStateFromStream;
       try {
-        r = await extractPlugStateFromStreamFile(inPath);
+        r = await loadPlugState({ stream: inPath });
       } catch (e) {
         // The first pass is a helper: when it cannot give one plug state (a restated plug
         // state, device state it cannot prove), the full pass over the stream judges it.

@@ -3,7 +3,7 @@
  * container (gzip, zstd, libvirt save image) when it has one.
  */
 
-import { openInput } from "../src/io/file.ts";
+import { openFileReader } from "../src/io/file.ts";
 import type { ByteReader } from "../src/io/byte_reader.ts";
 import { openContainer, type OpenedContainer } from "../src/container/open.ts";
 
@@ -27,7 +27,7 @@ export interface StreamInputOptions {
    * The fast path for consumers that finish each batch before pulling the
    * next (the record pipeline, inspect): blocking reads of 256 KiB into a
    * ring of 4 reused buffers (see `syncReads` and `recycleChunks` of
-   * `openInput`). Measured on the 231 MB `out` s3 stream: 37–48 ms of CPU to
+   * `openFileReader`). Measured on the 231 MB `out` s3 stream: 37–48 ms of CPU to
    * read it, against 66–83 ms for asynchronous 1 MiB reads into a ring of
    * 16 (a thread hop per read, and buffers that no longer fit the cache).
    * A command-line run has nothing else for the event loop to do while it
@@ -41,7 +41,7 @@ export async function openStreamInput(
   path: string,
   options: StreamInputOptions = {},
 ): Promise<StreamInput> {
-  const input = await openInput(
+  const input = await openFileReader(
     path,
     options.recycle ? { recycleChunks: 4, chunkSize: 256 << 10, syncReads: true } : {},
   );

@@ -28,7 +28,7 @@ import {
   type AtomicOutputOptions,
   checkOutput,
   createAtomicOutput,
-  openInput,
+  openFileReader,
 } from "../../src/io/file.ts";
 import { grouped, json } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
@@ -133,7 +133,7 @@ function intOption(value: string | undefined, name: string): number | undefined 
 
 /** Read only the libvirt header of an image file. */
 async function headerOf(path: string): Promise<LibvirtSaveHeader> {
-  const input = await openInput(path, { format: "container" });
+  const input = await openFileReader(path, { format: "container" });
   try {
     return await readLibvirtSaveHeader(input.reader);
   } finally {
@@ -262,7 +262,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       mapped.payloadOffset,
     );
   }
-  const input = await openInput(inPath, { format: "container" });
+  const input = await openFileReader(inPath, { format: "container" });
   try {
     const opened = await openContainer(input.reader, {
       ...(windowLogMax === undefined ? {} : { zstdWindowLogMax: windowLogMax }),

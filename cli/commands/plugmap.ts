@@ -6,9 +6,10 @@
  * @module
  */
 
-import { extractPlugStateFromStreamFile, readPlugMapFile } from "../../src/vmem/load.ts";
-import { formatPlugMapJson } from "../../src/vmem/json.ts";
-import type { PlugMap, VmemDevice } from "../../src/vmem/plug_map.ts";
+import { loadPlugState } from "../../src/input/load_plug_state.ts";
+import { formatPlugMapJson } from "../../src/vmem/plug_map_json.ts";
+import type { PlugMap } from "../../src/vmem/plug_map.ts";
+import type { VmemDevice } from "../../src/vmem/vmem_device.ts";
 import { formatRangeList } from "../../src/vmem/range_list.ts";
 import { grouped, hex, table } from "../_format.ts";
 import { type CliIo, UsageError } from "../io.ts";
@@ -76,11 +77,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
 
   let map: PlugMap;
   if (values.plugmap !== undefined) {
-    map = await readPlugMapFile(values.plugmap);
+    map = (await loadPlugState({ plugMapFile: values.plugmap })).plugMap;
   } else {
-    const r = await extractPlugStateFromStreamFile(sources[0]!, {
-      complete: values.complete ?? false,
-    });
+    const r = await loadPlugState({ stream: sources[0]!, complete: values.complete ?? false });
     map = r.plugMap;
     for (const d of r.vmdescDisagreements) {
       // The sections were found by their headers; the vmdesc only names them differently.

@@ -16,11 +16,11 @@ import {
   type AtomicDirectory,
   checkOutputDirectory,
   createAtomicDirectory,
-  openInput,
+  openFileReader,
 } from "../../src/io/file.ts";
 import { openPositional } from "../../src/io/positional.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
-import { extractPlugStateFromStreamFile } from "../../src/vmem/load.ts";
+import { loadPlugState } from "../../src/input/load_plug_state.ts";
 import {
   DEFAULT_MAX_FINDINGS,
   type PlugStateInfo,
@@ -306,7 +306,7 @@ async function scanStreamInput(
   let given = plugMap;
   if (rereadable && given === undefined) {
     try {
-      const first = await extractPlugStateFromStreamFile(path);
+      const first = await loadPlugState({ stream: path });
       if (first.layout === "late" && first.plugMap.devices.length > 0) given = first.plugMap;
     } catch (e) {
       // The first pass is a helper: when it cannot give one plug state (stated twice, device
@@ -370,7 +370,7 @@ async function scanStream(
   },
 ): Promise<ScanMigrationResult> {
   // Recycled read buffers: the scanner copies what it keeps (listed pages, extracted pages).
-  const input = await openInput(path, {
+  const input = await openFileReader(path, {
     recycleChunks: 16,
     ...(hooks.onChunk ? { onChunk: hooks.onChunk } : {}),
   });

@@ -13,6 +13,7 @@ import {
   UnsupportedFeatureError,
 } from "../errors.ts";
 import type { ByteReader } from "../io/byte_reader.ts";
+import { hexBytes } from "../io/text.ts";
 import { prefixedReader, rebasedReader } from "./_prefix_reader.ts";
 import { couldBeLibvirtMagic, SNIFF_LENGTH, sniffContainer } from "./detect.ts";
 import {
@@ -94,10 +95,6 @@ async function fill(
     have += chunk.byteLength;
   }
   return have;
-}
-
-function hexBytes(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
 }
 
 /**

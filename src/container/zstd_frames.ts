@@ -16,6 +16,7 @@
  */
 
 import { FormatError, UnexpectedEofError } from "../errors.ts";
+import { hexBytes } from "../io/text.ts";
 
 /** Largest window log the zstd format allows on 64-bit hosts (`ZSTD_WINDOWLOG_MAX_64`). */
 export const ZSTD_WINDOWLOG_MAX = 31;
@@ -234,11 +235,10 @@ export class ZstdFrameScanner {
         } else if ((b[0]! & 0xf0) === 0x50 && b[1] === 0x2a && b[2] === 0x4d && b[3] === 0x18) {
           this.#gather(State.SkippableSize, 4);
         } else {
-          const hex = Array.from(b.subarray(0, 4), (x) => x.toString(16).padStart(2, "0")).join(
-            " ",
-          );
           throw new FormatError(
-            `Cannot decompress zstd data: expected a frame magic, found bytes ${hex}` +
+            `Cannot decompress zstd data: expected a frame magic, found bytes ${
+              hexBytes(b.subarray(0, 4))
+            }` +
               (this.#frames > 0 ? " after the last frame (trailing garbage)" : ""),
             { format: "container", code: "bad-magic", offset: this.#frameStart },
           );

@@ -22,7 +22,7 @@
 
 import { FormatError } from "../errors.ts";
 import { type ElfNote, encodeNote, parseNotes } from "../elf/note.ts";
-import type { PlugMapJson } from "../vmem/plug_map.ts";
+import type { PlugMapJson } from "../vmem/plug_map_json.ts";
 import { type GpaRange, mergeGpaRanges } from "../vmem/ranges.ts";
 import { TOOL } from "../version.ts";
 

@@ -33,6 +33,58 @@ export function popcount(bytes: Uint8Array): number {
 }
 
 /**
+ * Bytes an LSB-first bitmap of `bits` bits takes.
+ *
+ * @param bits Number of bits.
+ * @returns `ceil(bits / 8)`.
+ *
+ * @example
+ * ```ts
+ * import { bitmapByteLength } from "./bits.ts";
+ * console.log(bitmapByteLength(100)); // 13
+ * ```
+ */
+export function bitmapByteLength(bits: number): number {
+  return Math.ceil(bits / 8);
+}
+
+/**
+ * Whether bit `i` of an LSB-first bitmap is set (bit i is byte `i >> 3`, bit `i & 7`).
+ *
+ * @param bitmap The bitmap.
+ * @param i Bit index (inside the bitmap).
+ * @returns `true` when set.
+ *
+ * @example
+ * ```ts
+ * import { testBit } from "./bits.ts";
+ * console.log(testBit(new Uint8Array([0b10]), 1)); // true
+ * ```
+ */
+export function testBit(bitmap: Uint8Array, i: number): boolean {
+  return ((bitmap[i >>> 3]! >>> (i & 7)) & 1) === 1;
+}
+
+/**
+ * Index of the first set bit at or beyond `bits` of an LSB-first bitmap
+ * (bits past the end of what it describes), or -1.
+ *
+ * @param bitmap The bitmap.
+ * @param bits Bits it describes.
+ * @returns The index of the first stray bit, or -1.
+ *
+ * @example
+ * ```ts
+ * import { firstBitBeyond } from "./bits.ts";
+ * console.log(firstBitBeyond(new Uint8Array([0x80]), 7)); // 7
+ * ```
+ */
+export function firstBitBeyond(bitmap: Uint8Array, bits: number): number {
+  for (let i = bits; i < bitmap.byteLength * 8; i++) if (testBit(bitmap, i)) return i;
+  return -1;
+}
+
+/**
  * Whether `n` is a power of two (any safe integer, not only 32-bit ones).
  *
  * @param n The number.

@@ -11,8 +11,8 @@ import { type ByteReader, PullByteReader } from "./byte_reader.ts";
 /** Size of the reads issued to files and pipes. Large reads are what make a pipe fast. */
 export const READ_CHUNK_SIZE = 1 << 20;
 
-/** An opened input: a reader plus what a seekable file can also tell. */
-export interface OpenedInput {
+/** An opened file or pipe: a reader plus what a seekable file can also tell. */
+export interface OpenedFileReader {
   /** Reader positioned at the first byte. */
   reader: ByteReader;
   /** File size when the input is a regular file, else `undefined`. */
@@ -23,8 +23,8 @@ export interface OpenedInput {
   close(): void;
 }
 
-/** Options for {@linkcode openInput}. */
-export interface OpenInputOptions {
+/** Options for {@linkcode openFileReader}. */
+export interface FileReaderOptions {
   /** Format named in truncation errors. @default {"migration"} */
   format?: ErrorFormat;
   /** Start reading at this file offset (regular files only). @default {0} */
@@ -80,7 +80,7 @@ export interface Readable {
  */
 export function fileByteReader(
   file: Readable,
-  options: Omit<OpenInputOptions, "chunkSize"> & { chunkSize?: number } = {},
+  options: FileReaderOptions = {},
 ): PullByteReader {
   const chunkSize = options.chunkSize ?? READ_CHUNK_SIZE;
   // Reading straight into fresh buffers is ten times slower (first-touch page
@@ -160,23 +160,29 @@ export function fileByteReader(
 }
 
 /**
- * Open a path (or `-` for standard input) as a {@linkcode ByteReader}.
+ * Open a path (or `-` for standard input) as a {@linkcode ByteReader} over
+ * its bytes as they are (no container detection: `openInput` of the root
+ * module does that).
  *
  * @param path File path or `-`.
  * @param options Error format, start offset, read size.
- * @returns The opened input; call `close()` when done.
+ * @returns The opened file; call `close()` when done.
  *
  * @example
- * ```ts ignore
- * import { openInput } from "@vmem-dump/vmem-dump";
- * const input = await openInput("s1.mig");
- * try { console.log(input.byteLength); } finally { input.close(); }
+ * ```ts
+ * import { openFileReader } from "./file.ts";
+ * const input = await openFileReader("testdata/migration/q72-tiny-unplugged.mig");
+ * try {
+ *   console.log(new TextDecoder().decode(await input.reader.read(4))); // QEVM
+ * } finally {
+ *   input.close();
+ * }
  * ```
  */
-export async function openInput(
+export async function openFileReader(
   path: string,
-  options: OpenInputOptions = {},
-): Promise<OpenedInput> {
+  options: FileReaderOptions = {},
+): Promise<OpenedFileReader> {
   if (path === "-") {
     return {
       reader: fileByteReader(Deno.stdin, { syncReads: true, ...options }),

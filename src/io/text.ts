@@ -27,6 +27,23 @@ export function hex(n: number): string {
 }
 
 /**
+ * Bytes as space-separated lower-case hex pairs, for messages about magic
+ * numbers (`28 b5 2f fd`).
+ *
+ * @param bytes A few bytes.
+ * @returns The hex pairs.
+ *
+ * @example
+ * ```ts
+ * import { hexBytes } from "./text.ts";
+ * console.log(hexBytes(new Uint8Array([0x28, 0xb5, 0x2f, 0xfd]))); // "28 b5 2f fd"
+ * ```
+ */
+export function hexBytes(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
+}
+
+/**
  * A byte count for people: `512 B`, `1.5 KiB`, `110 MiB`, `2.00 GiB`.
  *
  * @param n A byte count.

@@ -10,7 +10,8 @@
 
 import { hex } from "../io/text.ts";
 import { FormatError } from "../errors.ts";
-import type { PlugMap, VmemDevice } from "../vmem/plug_map.ts";
+import type { PlugMap } from "../vmem/plug_map.ts";
+import type { VmemDevice } from "../vmem/vmem_device.ts";
 import type { RamBlockInfo, VirtioMemDeviceRecord, VirtioMemEarlyRecord } from "./types.ts";
 import { findVirtioMemRamBlock } from "./virtio_mem_device.ts";
 import { virtioMemGeometry } from "./_plug_state_collector.ts";

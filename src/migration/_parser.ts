@@ -13,7 +13,7 @@ import { FormatError, UnexpectedEofError, UnsupportedFeatureError } from "../err
 import { getSafeU64 } from "../io/endian.ts";
 import { isPowerOfTwo } from "../io/bits.ts";
 import { latin1Decode } from "../io/text.ts";
-import { VIRTIO_MEM_MAX_BLOCKS } from "../vmem/plug_map.ts";
+import { VIRTIO_MEM_MAX_BLOCKS } from "../vmem/vmem_device.ts";
 import * as C from "./constants.ts";
 import {
   isPageRecord,

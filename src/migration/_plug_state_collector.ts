@@ -3,19 +3,16 @@
  * virtio-mem (the MEM_SIZE list, early sections, device sections, the
  * vmdesc) and turns it into validated {@linkcode VmemDevice}s. Shared by the
  * plug-state extraction (`plug_state.ts`, strict) and the stream scanner
- * (`scan/stream_plug_state.ts`, lenient about sections that are missing or
+ * (`stream_plug_state.ts`, lenient about sections that are missing or
  * contradict each other).
  *
  * @module
  */
 
 import { FormatError } from "../errors.ts";
-import {
-  bitmapFromWireWords,
-  PlugMap,
-  validateVmemDevice,
-  type VmemDevice,
-} from "../vmem/plug_map.ts";
+import { bitmapFromWireWords } from "./wire_bitmap.ts";
+import { PlugMap } from "../vmem/plug_map.ts";
+import { validateVmemDevice, type VmemDevice } from "../vmem/vmem_device.ts";
 import {
   isPageRecord,
   type MigrationRecord,

@@ -32,7 +32,7 @@ export type { PlugStateSource } from "./_filter_plug_state.ts";
 /** Options for {@linkcode UnpluggedPageDropper} and {@linkcode DropUnpluggedPagesStream}. */
 export interface DropUnpluggedPagesOptions {
   /**
-   * Out-of-band plug state (e.g. from `loadPlugMap`). It takes precedence over
+   * Out-of-band plug state (e.g. from `loadPlugState`). It takes precedence over
    * the stream's own early section for the devices it describes.
    * @default {undefined} (use the stream's `virtio-mem-device-early` sections)
    */

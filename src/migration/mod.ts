@@ -30,6 +30,8 @@ export {
 } from "./encoder.ts";
 export * from "./virtio_mem_device.ts";
 export * from "./plug_state.ts";
+export * from "./stream_plug_state.ts";
+export * from "./wire_bitmap.ts";
 export * from "./vmdesc.ts";
 export * from "./inspect.ts";
 export * from "./filter.ts";

@@ -31,7 +31,12 @@
 
 import { FormatError } from "../errors.ts";
 import { type ByteReader, PullByteReader } from "../io/byte_reader.ts";
-import { type OpenedInput, openInput, READ_CHUNK_SIZE, readFileRange } from "../io/file.ts";
+import {
+  type OpenedFileReader,
+  openFileReader,
+  READ_CHUNK_SIZE,
+  readFileRange,
+} from "../io/file.ts";
 import { openPositional, type PositionalReader } from "../io/positional.ts";
 import { positionalByteReader } from "../io/positional_byte_reader.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
@@ -41,7 +46,7 @@ import { fullHeaderLength, type VmdescSection } from "./vmdesc.ts";
 import { findVmdescAtEnd, MAX_VMDESC } from "./_tail.ts";
 import { PlugStateCollector } from "./_plug_state_collector.ts";
 
-/** Options for {@linkcode extractPlugMap} and {@linkcode extractPlugMapFromFile}. */
+/** Options for {@linkcode extractPlugMap} and {@linkcode extractPlugStateFromFile}. */
 export interface ExtractPlugMapOptions {
   /**
    * Early layout: read on to the late `P/virtio-mem` section for usable and
@@ -231,7 +236,7 @@ export async function extractPlugStateFromFile(
   path: string,
   options: ExtractPlugMapOptions = {},
 ): Promise<ExtractPlugMapResult> {
-  const probe = await openInput(path);
+  const probe = await openFileReader(path);
   const byteLength = path === "-" ? undefined : probe.byteLength;
   if (byteLength === undefined) {
     // Standard input or a FIFO: read it as a stream.
@@ -257,14 +262,14 @@ export async function extractPlugStateFromFile(
 /**
  * Reads a regular file by ranges on demand (64 KiB first, doubling), so that
  * stopping early reads little and leaves no read pending; switches to the
- * read-ahead file reader of `openInput` when the rest is to be streamed.
+ * read-ahead file reader of `openFileReader` when the rest is to be streamed.
  */
 class FileRangeSource {
   readonly reader: PullByteReader;
   #path: string;
   #fileOffset = 0;
   #size = FILE_CHUNK;
-  #stream: OpenedInput | undefined;
+  #stream: OpenedFileReader | undefined;
 
   constructor(path: string) {
     this.#path = path;
@@ -280,7 +285,7 @@ class FileRangeSource {
   /** From here on, read the rest of the file with large read-ahead reads. */
   async streamOn(): Promise<void> {
     if (this.#stream === undefined) {
-      this.#stream = await openInput(this.#path, { startOffset: this.#fileOffset });
+      this.#stream = await openFileReader(this.#path, { startOffset: this.#fileOffset });
     }
   }
 
@@ -400,27 +405,4 @@ export async function extractPlugStateFromReader(
   } finally {
     await batches.return?.(undefined);
   }
-}
-
-/**
- * Extract the plug map of a migration stream file (or `-`). See
- * {@linkcode extractPlugStateFromFile} for how the bytes are found.
- *
- * @param path File path or `-`.
- * @param options `complete` to also get usable/requested size in the early layout.
- * @returns The validated plug map.
- * @throws {FormatError} when the stream or a device state is invalid.
- *
- * @example
- * ```ts ignore
- * import { extractPlugMapFromFile } from "@vmem-dump/vmem-dump";
- * const map = await extractPlugMapFromFile("s1.mig");
- * console.log(JSON.stringify(map));
- * ```
- */
-export async function extractPlugMapFromFile(
-  path: string,
-  options: ExtractPlugMapOptions = {},
-): Promise<PlugMap> {
-  return (await extractPlugStateFromFile(path, options)).plugMap;
 }

@@ -29,9 +29,10 @@ import {
   QEMU_MAX_NODES,
   VIRTIO_MEM_MAX_BLOCKS,
   VIRTIO_MEM_MIN_BLOCK_SIZE,
-} from "../vmem/plug_map.ts";
+} from "../vmem/vmem_device.ts";
 import type { RamBlockInfo, VirtioMemDeviceState, VirtioMemEarlyRecord } from "./types.ts";
 import { QEMU_VM_SECTION_FOOTER, QEMU_VM_SUBSECTION } from "./constants.ts";
+import { firstWireBitBeyond } from "./wire_bitmap.ts";
 
 /** Context for {@linkcode parseVirtioMemDeviceBody}. */
 export interface VirtioMemDeviceContext {
@@ -333,15 +334,6 @@ function checkConfigCopy(
   }
 }
 
-/** Index of the first set bit at or beyond `bits` in a wire bitmap, or -1. */
-function wireBitBeyond(wire: Uint8Array, bits: number): number {
-  for (let i = bits; i < wire.byteLength * 8; i++) {
-    const byte = wire[8 * (i >>> 6) + 7 - ((i & 63) >>> 3)]!;
-    if ((byte >>> (i & 7)) & 1) return i;
-  }
-  return -1;
-}
-
 /** Usable/requested checks shared by both layouts. */
 function checkSizes(
   s: {
@@ -362,7 +354,7 @@ function checkSizes(
       at.usable,
     );
   }
-  const beyond = wireBitBeyond(s.wire, s.usable / s.blockSize);
+  const beyond = firstWireBitBeyond(s.wire, s.usable / s.blockSize);
   if (beyond >= 0 && beyond < s.regionSize / s.blockSize) {
     throw invalid(
       `block ${beyond} is plugged beyond usable region size ${hex(s.usable)}`,
@@ -563,7 +555,7 @@ export function parseVirtioMemDeviceBody(
       if (size === undefined) throw invalid("size exceeds 2^53", c.at(sizeAt));
       if (usable === undefined) throw invalid("usable region size exceeds 2^53", c.at(usableAt));
       if (requested === undefined) throw invalid("requested size exceeds 2^53", c.at(requestedAt));
-      const stray = wireBitBeyond(wire, bits);
+      const stray = firstWireBitBeyond(wire, bits);
       if (stray >= 0) {
         throw invalid(`bitmap sets bit ${stray} beyond the last block ${bits - 1}`, c.at(bitmapAt));
       }

@@ -7,7 +7,8 @@
  * @module
  */
 
-import type { PlugMap, VmemDevice } from "../vmem/plug_map.ts";
+import type { PlugMap } from "../vmem/plug_map.ts";
+import type { VmemDevice } from "../vmem/vmem_device.ts";
 import type { GpaRange } from "../vmem/ranges.ts";
 
 /**

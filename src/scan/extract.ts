@@ -12,7 +12,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { type AtomicDirectory, type AtomicDirectoryFile, openInput } from "../io/file.ts";
+import { type AtomicDirectory, type AtomicDirectoryFile, openFileReader } from "../io/file.ts";
 import { TOOL } from "../version.ts";
 import type {
   FindingContext,
@@ -248,7 +248,7 @@ export class ExtractionSink implements FindingPageSink {
  * ```
  */
 export async function sha256OfFile(path: string): Promise<string> {
-  const input = await openInput(path, { recycleChunks: 4 });
+  const input = await openFileReader(path, { recycleChunks: 4 });
   try {
     const hash = createHash("sha256");
     for (let chunk; (chunk = await input.reader.readChunk(1 << 20)) !== undefined;) {

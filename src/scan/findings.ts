@@ -17,7 +17,8 @@
  */
 
 import { createHash } from "node:crypto";
-import type { PlugMap, VmemDevice } from "../vmem/plug_map.ts";
+import type { PlugMap } from "../vmem/plug_map.ts";
+import type { VmemDevice } from "../vmem/vmem_device.ts";
 import { TOOL } from "../version.ts";
 import { countNonZeroBytes, firstNonZeroIndex } from "./zero.ts";
 import { HEXDUMP_WINDOW, type HexWindow, hexWindow } from "./hexdump.ts";

@@ -38,10 +38,5 @@ export {
   type ScanMigrationOptions,
   type ScanMigrationResult,
 } from "./scan_stream.ts";
-export {
-  readStreamPlugMap,
-  StreamPlugState,
-  type StreamPlugStateSource,
-} from "./stream_plug_state.ts";
 export { KDUMP_NOT_IN_DUMP_DETAIL, scanKdump } from "./scan_kdump.ts";
 export { scanMappedRam, type ScanMappedRamOptions } from "./scan_mapped_ram.ts";

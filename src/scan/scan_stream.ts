@@ -9,7 +9,8 @@
 import { hex } from "../io/text.ts";
 import { inflateSync } from "node:zlib";
 import { isPageRecord, type MigrationRecord, type RamPageLikeRecord } from "../migration/types.ts";
-import { PlugMap, type VmemDevice } from "../vmem/plug_map.ts";
+import { PlugMap } from "../vmem/plug_map.ts";
+import type { VmemDevice } from "../vmem/vmem_device.ts";
 import {
   FindingCollector,
   type FindingPageSink,
@@ -18,7 +19,7 @@ import {
   type ScanReport,
   type StreamSection,
 } from "./findings.ts";
-import { StreamPlugState } from "./stream_plug_state.ts";
+import { StreamPlugState } from "../migration/stream_plug_state.ts";
 import { countNonZeroBytes, firstNonZeroIndex } from "./zero.ts";
 
 /** Options for {@linkcode scanMigration} and {@linkcode MigrationScanner}. */

@@ -24,8 +24,9 @@
  */
 
 export * from "./ranges.ts";
+export * from "./vmem_device.ts";
 export * from "./plug_map.ts";
+export * from "./plug_map_json.ts";
+export * from "./plug_map_source.ts";
 export * from "./qmp.ts";
 export * from "./range_list.ts";
-export * from "./json.ts";
-export * from "./load.ts";

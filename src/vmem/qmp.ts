@@ -8,13 +8,14 @@
 
 import { FormatError } from "../errors.ts";
 import { bitmapFromRuns } from "./_bitmap.ts";
+import { isObject } from "./_checks.ts";
+import { PlugMap } from "./plug_map.ts";
+import { checkBlockRuns } from "./plug_map_json.ts";
 import {
-  checkBlockRuns,
-  PlugMap,
   VIRTIO_MEM_MAX_BLOCKS,
   VIRTIO_MEM_MIN_BLOCK_SIZE,
   type VmemDevice,
-} from "./plug_map.ts";
+} from "./vmem_device.ts";
 import type { BlockRun } from "./ranges.ts";
 
 function badQmp(message: string): FormatError {
@@ -23,10 +24,6 @@ function badQmp(message: string): FormatError {
     code: "bad-json",
     offset: 0,
   });
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /**

@@ -8,13 +8,13 @@
  */
 
 import { FormatError } from "../errors.ts";
-import { bitmapByteLength } from "./_bitmap.ts";
+import { bitmapByteLength } from "../io/bits.ts";
+import { PlugMap } from "./plug_map.ts";
 import {
-  PlugMap,
   VIRTIO_MEM_MAX_BLOCKS,
   VIRTIO_MEM_MIN_BLOCK_SIZE,
   type VmemDevice,
-} from "./plug_map.ts";
+} from "./vmem_device.ts";
 import { type GpaRange, mergeGpaRanges } from "./ranges.ts";
 
 const MIB = 1 << 20;

@@ -42,7 +42,7 @@ export async function readFileBytes(
  * @returns What `fn` returns.
  * @example
  * ```ts ignore
- * await withTempFile("0x100000000-0x101c00000\n", (plugmap) => loadPlugMap({ plugmap }));
+ * await withTempFile("0x100000000-0x101c00000\n", (plugMapFile) => loadPlugState({ plugMapFile }));
  * ```
  */
 export async function withTempFile<T>(text: string, fn: (path: string) => Promise<T>): Promise<T> {

@@ -99,7 +99,7 @@ Deno.test({
     await t.step(
       "scan --extract: the two pages as files, byte for byte at their file offsets",
       async () => {
-        const dir = `${tmp.path}/evidence`;
+        const dir = `${tmp.path}/evidence-hexdump`;
         const r = await cli(["scan", mig, "--extract", dir, "--hexdump-bytes", "64"]);
         assert.equal(r.code, 3, r.err);
         const m = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));

@@ -1,9 +1,9 @@
-/** `vmem-dump plugmap`: JSON, ranges, range lists, pipes, usage errors (plug-map loading itself: tests/vmem/load_test.ts). */
+/** `vmem-dump plugmap`: JSON, ranges, range lists, pipes, usage errors (plug-map loading itself: tests/input/load_plug_state_test.ts). */
 
 import assert from "node:assert/strict";
 import { main } from "../../cli/main.ts";
-import { formatPlugMapJson } from "../../src/vmem/json.ts";
-import { loadPlugMap } from "../../src/vmem/load.ts";
+import { formatPlugMapJson } from "../../src/vmem/plug_map_json.ts";
+import { loadPlugState } from "../../src/input/load_plug_state.ts";
 import { CLI_MAIN, memoryIo } from "../_util/cli.ts";
 import { withTempFile } from "../_util/files.ts";
 import { realdataAvailable } from "../_util/realdata.ts";
@@ -19,7 +19,7 @@ Deno.test({
     assert.equal(await main(["plugmap", "--complete", r.migPath], io.io), 0);
     assert.equal(
       io.out(),
-      formatPlugMapJson((await loadPlugMap({ plugmapFrom: r.migPath, complete: true }))!),
+      formatPlugMapJson((await loadPlugState({ stream: r.migPath, complete: true })).plugMap),
     );
     assert.deepEqual(JSON.parse(io.out()), S2_JSON);
     io = memoryIo();

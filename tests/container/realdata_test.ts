@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { type ByteReader, bytesReader } from "../../src/io/byte_reader.ts";
-import { openInput } from "../../src/io/file.ts";
+import { openFileReader } from "../../src/io/file.ts";
 import {
   buildLibvirtSaveHeader,
   QEMU_SAVE_FORMAT_RAW,
@@ -50,7 +50,7 @@ async function packFile(path: string, options: ContainerWriterOptions): Promise<
     parts.push(c.slice());
     return Promise.resolve();
   }, options);
-  const input = await openInput(path);
+  const input = await openFileReader(path);
   try {
     for (let c; (c = await input.reader.readChunk(1 << 20)) !== undefined;) await writer.write(c);
   } finally {
@@ -166,7 +166,7 @@ Deno.test({
   ignore,
   fn: async () => {
     const archive = `${realdataSharedDir(SET)}/fixtures.tar.zst`;
-    const limited = await openInput(archive);
+    const limited = await openFileReader(archive);
     try {
       await assertFormatError(
         (async () => {
@@ -186,7 +186,7 @@ Deno.test({
     } finally {
       limited.close();
     }
-    const input = await openInput(archive);
+    const input = await openFileReader(archive);
     try {
       const opened = await openContainer(input.reader);
       assert.equal(opened.kind, "zstd");

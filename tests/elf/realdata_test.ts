@@ -11,7 +11,7 @@ import {
   readElfCore,
   stripElf,
 } from "../../src/elf/mod.ts";
-import { loadPlugMap } from "../../src/vmem/load.ts";
+import { loadPlugState } from "../../src/input/load_plug_state.ts";
 import { writeWholeRegionElf } from "../_util/elf_builder.ts";
 import { realdata, realdataAvailable, type RealdataSet, sha256File } from "../_util/realdata.ts";
 import {
@@ -34,8 +34,8 @@ import {
 async function exclusionFor(dir: string, scenario: string) {
   const path = `${dir}/${scenario}.plugmap.json`;
   Deno.writeTextFileSync(path, plugMapJson(scenario));
-  const map = await loadPlugMap({ plugmap: path });
-  const exclude = map!.unpluggedGpaRanges();
+  const map = (await loadPlugState({ plugMapFile: path })).plugMap;
+  const exclude = map.unpluggedGpaRanges();
   assert.deepEqual(exclude, unpluggedRanges(scenario), "src/vmem agrees with the fixture facts");
   return exclude;
 }

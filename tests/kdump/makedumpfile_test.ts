@@ -15,7 +15,7 @@ import { scanElfCore } from "../../src/scan/scan_elf.ts";
 import { openPositional, readAt } from "../../src/io/positional.ts";
 import { readKdump } from "../../src/kdump/mod.ts";
 import { scanKdump } from "../../src/scan/scan_kdump.ts";
-import { loadPlugMap } from "../../src/vmem/load.ts";
+import { loadPlugState } from "../../src/input/load_plug_state.ts";
 import { writeWholeRegionElf } from "../_util/elf_builder.ts";
 import { realdata, realdataAvailable } from "../_util/realdata.ts";
 import { requireTool, runTool, toolAvailable } from "../_util/tools.ts";
@@ -61,7 +61,7 @@ Deno.test({
       await makedumpfile(["-l", "-d", "0", whole, lzo]);
       const plugmap = `${dir}/plugmap.json`;
       await Deno.writeTextFile(plugmap, plugMapJson(SCENARIO));
-      const plugMap = (await loadPlugMap({ plugmap }))!;
+      const { plugMap } = await loadPlugState({ plugMapFile: plugmap });
 
       using dump = await readKdump(zlib);
       assert.equal(dump.container, "raw");

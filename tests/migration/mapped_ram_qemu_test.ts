@@ -34,7 +34,8 @@ import {
   buildLibvirtSaveHeader,
   QEMU_SAVE_FORMAT_SPARSE,
 } from "../../src/container/libvirt_save.ts";
-import { extractPlugStateFromStreamFile } from "../../src/vmem/load.ts";
+import { loadPlugState } from "../../src/input/load_plug_state.ts";
+import { openInput } from "../../src/input/open_input.ts";
 import { fileContains } from "../_util/files.ts";
 import {
   compareGuestMemory,
@@ -253,10 +254,21 @@ async function checkFile(
   });
 
   await t.step("plugmap reads the plug state from the file's sections", async () => {
-    const p = await extractPlugStateFromStreamFile(mig, { complete: true });
+    const p = await loadPlugState({ stream: mig, complete: true });
     assert.equal(p.layout, options.layout);
     assert.deepEqual(p.plugMap.blockRuns(p.plugMap.devices[0]!), [[0, 14], [64, 36]]);
+    assert.equal(p.mappedRam, true);
   });
+
+  await t.step(
+    "openInput tells a mapped-ram file, plain or in a libvirt sparse image",
+    async () => {
+      using input = await openInput(mig);
+      assert.equal(input.kind, "mapped-ram");
+      assert.equal(input.container, payloadOffset === 0 ? "raw" : "libvirt-save");
+      assert.equal(input.payloadOffset, payloadOffset);
+    },
+  );
 }
 
 for (const multifd of [false, true]) {

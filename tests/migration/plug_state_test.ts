@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../../src/errors.ts";
 import { bytesReader } from "../../src/io/byte_reader.ts";
-import { openInput } from "../../src/io/file.ts";
+import { openFileReader } from "../../src/io/file.ts";
 import { decodeMigration } from "../../src/migration/decoder.ts";
 import {
   extractPlugMap,
@@ -102,7 +102,7 @@ Deno.test({
   ignore: !realdataAvailable("out-small"),
   fn: async () => {
     const r = await realVirtioMem("out-small", "s3-malicious");
-    const input = await openInput(r.migPath);
+    const input = await openFileReader(r.migPath);
     try {
       assertTruth(await extractPlugMap(decodeMigration(input.reader)), r, true);
     } finally {
@@ -116,7 +116,7 @@ Deno.test({
   ignore: !realdataAvailable("out-q10"),
   fn: async () => {
     const r = await realVirtioMem("out-q10", "s2-holes-100M");
-    const input = await openInput(r.migPath);
+    const input = await openFileReader(r.migPath);
     try {
       assertTruth(await extractPlugMap(decodeMigration(input.reader), { complete: true }), r, true);
     } finally {

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { openInput } from "../../src/io/file.ts";
+import { openFileReader } from "../../src/io/file.ts";
 import { ByteWriter } from "../../src/io/byte_writer.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { encodeMigration } from "../../src/migration/encoder.ts";
@@ -87,7 +87,7 @@ Deno.test({
     }).spawn();
     try {
       // Re-encode the real stream through our codec.
-      const input = await openInput(source);
+      const input = await openFileReader(source);
       const reencoded = `${dir}/reencoded.mig`;
       const file = await Deno.open(reencoded, { write: true, create: true });
       await encodeMigration(

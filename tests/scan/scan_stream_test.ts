@@ -3,7 +3,7 @@ import { deflateSync } from "node:zlib";
 import { FormatError } from "../../src/errors.ts";
 import type { MigrationRecord, VirtioMemDeviceState } from "../../src/migration/types.ts";
 import { MigrationScanner, scanMigration } from "../../src/scan/scan_stream.ts";
-import { readStreamPlugMap } from "../../src/scan/stream_plug_state.ts";
+import { StreamPlugState } from "../../src/migration/stream_plug_state.ts";
 import { BLOCK, GPA, testMap } from "./_fixtures.ts";
 
 const VMEM = "0000:00:01.0/vmem0mem";
@@ -217,14 +217,19 @@ Deno.test("MigrationScanner.push() rejects an early section whose size contradic
   );
 });
 
-Deno.test("readStreamPlugMap() returns the stream's own map with the RAMBlock from MEM_SIZE", async () => {
-  const found = await readStreamPlugMap(from([memSize(), early([0, 2]), late([0, 2])]));
-  assert.equal(found?.source, "stream-early+late");
-  const d = found!.map.devices[0]!;
+Deno.test("StreamPlugState gives the stream's own map with the RAMBlock from MEM_SIZE", () => {
+  const state = new StreamPlugState();
+  for (const r of [memSize(), early([0, 2]), late([0, 2])]) state.observe(r);
+  assert.equal(state.source, "stream-early+late");
+  const map = state.finalMap()!;
+  const d = map.devices[0]!;
   assert.equal(d.ramBlock, VMEM);
   assert.equal(d.usableRegionSize, 4 * BLOCK);
-  assert.deepEqual(found!.map.blockRuns(d), [[0, 1], [2, 1]]);
-  assert.equal(await readStreamPlugMap(from([memSize()])), undefined);
+  assert.deepEqual(map.blockRuns(d), [[0, 1], [2, 1]]);
+  const none = new StreamPlugState();
+  none.observe(memSize());
+  assert.equal(none.finalMap(), undefined);
+  assert.equal(none.source, undefined);
 });
 
 Deno.test("scanMigration() with rereadable keeps no per-MiB counts and asks for a second pass only when the late state differs", async () => {

@@ -1,13 +1,8 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../../src/errors.ts";
-import {
-  bitmapFromWireWords,
-  bitmapToWireWords,
-  checkBlockRuns,
-  PlugMap,
-  validateVmemDevice,
-  type VmemDevice,
-} from "../../src/vmem/plug_map.ts";
+import { checkBlockRuns } from "../../src/vmem/plug_map_json.ts";
+import { PlugMap } from "../../src/vmem/plug_map.ts";
+import { validateVmemDevice, type VmemDevice } from "../../src/vmem/vmem_device.ts";
 import { formatGpaRange, mergeGpaRanges } from "../../src/vmem/ranges.ts";
 
 const MIB = 1 << 20;
@@ -284,36 +279,6 @@ Deno.test("PlugMap.fromJSON() rejects wrong shapes with bad-json and impossible 
   j = good();
   j.devices[0]["block-size"] = 3 * MIB;
   assertInvariant(() => PlugMap.fromJSON(j), /region size/);
-});
-
-Deno.test("bitmapFromWireWords() reads QEMU's be64 words and rejects bits past the end", () => {
-  // analysis of out-q10 s2: 00000000 00003fff 0000000f ffffffff = blocks 0-13 and 64-99
-  const wire = new Uint8Array([
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0x3f,
-    0xff,
-    0,
-    0,
-    0,
-    0x0f,
-    0xff,
-    0xff,
-    0xff,
-    0xff,
-  ]);
-  const bitmap = bitmapFromWireWords(wire, 128);
-  assert.deepEqual(bitmap, s2Device().bitmap);
-  assert.deepEqual(bitmapToWireWords(bitmap, 128), wire);
-  // Bit 100 set with only 100 blocks:
-  const stray = new Uint8Array(16);
-  stray[8 + 7 - 4] = 0x10; // word 1, bit 36 = block 100
-  assertInvariant(() => bitmapFromWireWords(stray, 100), /bit 100 beyond the last block 99/);
-  assert.throws(() => bitmapFromWireWords(new Uint8Array(8), 128), RangeError);
 });
 
 Deno.test("checkBlockRuns() merges touching runs and rejects overlaps", () => {

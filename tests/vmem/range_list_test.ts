@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../../src/errors.ts";
-import { formatPlugMapJson, parsePlugMapSource } from "../../src/vmem/json.ts";
+import { formatPlugMapJson } from "../../src/vmem/plug_map_json.ts";
+import { parsePlugMapSource } from "../../src/vmem/plug_map_source.ts";
 import { formatRangeList, plugMapFromRangeList } from "../../src/vmem/range_list.ts";
 import { formatGpaRange } from "../../src/vmem/ranges.ts";
-import { VIRTIO_MEM_MAX_BLOCKS } from "../../src/vmem/plug_map.ts";
+import { VIRTIO_MEM_MAX_BLOCKS } from "../../src/vmem/vmem_device.ts";
 
 const MIB = 1 << 20;
 

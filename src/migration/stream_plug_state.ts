@@ -8,8 +8,8 @@
  * @module
  */
 
-import type { MigrationRecord, RamBlockInfo } from "../migration/types.ts";
-import { PlugStateCollector } from "../migration/_plug_state_collector.ts";
+import type { MigrationRecord, RamBlockInfo } from "./types.ts";
+import { PlugStateCollector } from "./_plug_state_collector.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 
 /** Where a stream's plug state came from. */
@@ -21,7 +21,7 @@ export type StreamPlugStateSource = "stream-early" | "stream-late" | "stream-ear
  * @example
  * ```ts ignore
  * import { decodeMigration, openInput } from "@vmem-dump/vmem-dump";
- * import { StreamPlugState } from "@vmem-dump/vmem-dump/scan";
+ * import { StreamPlugState } from "@vmem-dump/vmem-dump/migration";
  * const input = await openInput("s2.mig");
  * const state = new StreamPlugState();
  * for await (const r of decodeMigration(input.reader)) state.observe(r);
@@ -92,37 +92,4 @@ export class StreamPlugState {
     for (const l of c.late.values()) offset = Math.max(offset, l.streamOffset);
     return c.buildMap(devices, offset);
   }
-}
-
-/**
- * Read the plug state a stream carries (for `--plugmap-from STREAM`).
- *
- * @param records Records or batches of records of the whole stream.
- * @returns The map and where it came from, or `undefined` when the stream carries none.
- * @throws {FormatError} whatever the decoder throws, or code `bad-virtio-mem` for an impossible state.
- *
- * @example
- * ```ts ignore
- * import { decodeMigrationBatches, openInput } from "@vmem-dump/vmem-dump";
- * import { readStreamPlugMap } from "@vmem-dump/vmem-dump/scan";
- * const input = await openInput("s2-holes-100M.mig");
- * const found = await readStreamPlugMap(decodeMigrationBatches(input.reader));
- * console.log(found?.source, found?.map.toJSON());
- * ```
- */
-export async function readStreamPlugMap(
-  records: AsyncIterable<MigrationRecord | MigrationRecord[]>,
-): Promise<{ map: PlugMap; source: StreamPlugStateSource } | undefined> {
-  const state = new StreamPlugState();
-  for await (const item of records) {
-    if (Array.isArray(item)) {
-      for (const r of item) {
-        if (r.kind !== "ram-page" && r.kind !== "ram-zero-page") state.observe(r);
-      }
-    } else {
-      state.observe(item);
-    }
-  }
-  const map = state.finalMap();
-  return map === undefined ? undefined : { map, source: state.source! };
 }

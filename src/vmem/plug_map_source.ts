@@ -1,6 +1,6 @@
 /**
- * Reading and writing the plug-map exchange formats: the versioned JSON
- * format (`{"version": 1, "devices": [...]}`), a QMP
+ * Recognising and reading the plug-map input formats: the versioned JSON
+ * exchange format (`{"version": 1, "devices": [...]}`), a QMP
  * `query-memory-devices` reply combined with plugged block runs, and a
  * plain list of plugged guest-physical ranges. See docs/plugmaps.md.
  *
@@ -75,26 +75,4 @@ export function parsePlugMapSource(text: string): { map: PlugMap; format: PlugMa
     "Cannot read plug map: expected the version 1 format, a QMP query-memory-devices reply or a range list",
     { format: "plugmap", code: "bad-json", offset: 0 },
   );
-}
-
-/**
- * Serialise a plug map in the exchange format, version 1: one line per
- * device inside a small pretty-printed frame, so diffs stay readable.
- *
- * @param map The map.
- * @returns JSON text ending with a newline.
- *
- * @example
- * ```ts
- * import { formatPlugMapJson, parsePlugMapSource } from "@vmem-dump/vmem-dump";
- * const { map } = parsePlugMapSource("0x100000000-0x100400000\n");
- * const text = formatPlugMapJson(map);
- * console.log(parsePlugMapSource(text).format); // "json-v1"
- * ```
- */
-export function formatPlugMapJson(map: PlugMap): string {
-  const json = map.toJSON();
-  if (json.devices.length === 0) return `{"version":${json.version},"devices":[]}\n`;
-  const devices = json.devices.map((d) => "  " + JSON.stringify(d)).join(",\n");
-  return `{"version":${json.version},"devices":[\n${devices}\n]}\n`;
 }

@@ -1,0 +1,238 @@
+/**
+ * One way to load the virtio-mem plug state of a VM, from either place it
+ * can come from: a plug-map file (the JSON exchange format, a QMP reply plus
+ * block runs, or a plugged range list), or a migration stream of the same
+ * paused VM (in any container, or a mapped-ram file), which carries the
+ * state itself.
+ *
+ * @module
+ */
+
+import { FormatError } from "../errors.ts";
+import { openFileReader } from "../io/file.ts";
+import { openPositional } from "../io/positional.ts";
+import { positionalByteReader } from "../io/positional_byte_reader.ts";
+import { isMappedRamStream } from "../migration/mapped_ram/file.ts";
+import { type ContainerKind, openContainer } from "../container/open.ts";
+import {
+  type ExtractPlugMapResult,
+  extractPlugStateFromFile,
+  extractPlugStateFromReader,
+  fileRangeReader,
+} from "../migration/plug_state.ts";
+import { parsePlugMapSource, type PlugMapSourceFormat } from "../vmem/plug_map_source.ts";
+import type { PlugMap } from "../vmem/plug_map.ts";
+
+/** Largest plug-map file read (a 1 TiB device at 1 MiB blocks needs far less). */
+const MAX_PLUGMAP_FILE = 64 << 20;
+
+/** Load the plug state in a plug-map file. */
+export interface PlugMapFileSource {
+  /** A plug-map file, or `-` for standard input. */
+  plugMapFile: string;
+}
+
+/** Load the plug state a migration stream carries. */
+export interface StreamSource {
+  /** A migration stream or mapped-ram file (any container), or `-` for standard input. */
+  stream: string;
+  /**
+   * Early layout: read on to the device section at the end for usable and
+   * requested size (otherwise they stay `undefined` and reading stops
+   * before the first RAM page). @default {false}
+   */
+  complete?: boolean | undefined;
+}
+
+/**
+ * Where to load a plug state from: a plug-map file in any accepted format,
+ * or a migration stream of the same paused VM.
+ */
+export type PlugStateOrigin = PlugMapFileSource | StreamSource;
+
+/** A plug state read from a plug-map file. */
+export interface PlugStateFromFile {
+  /** Where it came from. */
+  source: "plug-map-file";
+  /** The file (or `-`). */
+  path: string;
+  /** The format the file was read as. */
+  format: PlugMapSourceFormat;
+  /** The validated map. */
+  plugMap: PlugMap;
+}
+
+/**
+ * A plug state extracted from a migration stream: the map, its layout, how
+ * it was found (`early`, `vmdesc`, `stream`) and the bytes read.
+ */
+export interface PlugStateFromStream extends ExtractPlugMapResult {
+  /** Where it came from. */
+  source: "stream";
+  /** The file (or `-`). */
+  path: string;
+  /** The stream's container. */
+  container: ContainerKind;
+  /** Whether the file is a mapped-ram file (read in place). */
+  mappedRam: boolean;
+}
+
+/** A loaded plug state; `source` tells which kind. */
+export type LoadedPlugState = PlugStateFromFile | PlugStateFromStream;
+
+/**
+ * Load the plug state a migration stream carries (as the CLI's
+ * `--plugmap-from` does).
+ *
+ * A stream is read as little as possible: in the early layout (QEMU ≥ 8.0
+ * machine types) up to the first RAM page; in the late layout (QEMU 7.2) a
+ * regular uncompressed file is read at its end, through the vmdesc, and
+ * anything else once to its end. A stream without a virtio-mem device gives
+ * a map without devices (`layout: "none"`).
+ *
+ * @param source `{ stream, complete? }`.
+ * @returns The validated map, and where and how it was found.
+ * @throws {FormatError} for a malformed stream or device state.
+ *
+ * @example The plug state of the bundled demo stream (zstd, early layout)
+ * ```ts
+ * import { loadPlugState } from "@vmem-dump/vmem-dump";
+ * const state = await loadPlugState({ stream: "testdata/migration/q10-s3-malicious.mig.zst" });
+ * console.log(state.container, state.layout, state.method); // zstd early early
+ * console.log(state.plugMap.unpluggedGpaRanges().length > 0); // true
+ * ```
+ */
+export function loadPlugState(source: StreamSource): Promise<PlugStateFromStream>;
+/**
+ * Load the plug state in a plug-map file (JSON version 1, a QMP reply plus
+ * block runs, or a plugged range list).
+ *
+ * @param source `{ plugMapFile }`.
+ * @returns The validated map and the format it was read as.
+ * @throws {FormatError} (format `plugmap`) for a malformed or impossible map, or a file over 64 MiB.
+ *
+ * @example
+ * ```ts
+ * import { loadPlugState } from "@vmem-dump/vmem-dump";
+ * const path = await Deno.makeTempFile();
+ * await Deno.writeTextFile(path, "0x100000000-0x100400000\n");
+ * const state = await loadPlugState({ plugMapFile: path });
+ * console.log(state.format, state.plugMap.pluggedGpaRanges()); // range-list [{ gpa: 4294967296, byteLength: 4194304 }]
+ * await Deno.remove(path);
+ * ```
+ */
+export function loadPlugState(source: PlugMapFileSource): Promise<PlugStateFromFile>;
+/**
+ * Load a plug state from either source; `source` of the result tells which.
+ *
+ * @param source `{ plugMapFile }` or `{ stream, complete? }`.
+ * @returns The validated map, and where and how it was found.
+ * @throws {FormatError} for a malformed plug-map file, stream or device state.
+ */
+export function loadPlugState(source: PlugStateOrigin): Promise<LoadedPlugState>;
+export async function loadPlugState(source: PlugStateOrigin): Promise<LoadedPlugState> {
+  if ("plugMapFile" in source) {
+    const { map, format } = parsePlugMapSource(await readPlugMapText(source.plugMapFile));
+    return { source: "plug-map-file", path: source.plugMapFile, format, plugMap: map };
+  }
+  return await fromStream(source.stream, source.complete ?? false);
+}
+
+/** The text of a plug-map file (or `-`), at most 64 MiB of UTF-8. */
+async function readPlugMapText(path: string): Promise<string> {
+  const input = await openFileReader(path, { format: "plugmap" });
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    for (;;) {
+      const chunk = await input.reader.readChunk(1 << 20);
+      if (chunk === undefined) break;
+      total += chunk.byteLength;
+      if (total > MAX_PLUGMAP_FILE) {
+        throw new FormatError(`Cannot read plug map ${path}: larger than 64 MiB`, {
+          format: "plugmap",
+          code: "too-large",
+          offset: MAX_PLUGMAP_FILE,
+        });
+      }
+      chunks.push(chunk.slice());
+    }
+  } finally {
+    input.close();
+  }
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.byteLength;
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch (e) {
+    throw new FormatError(`Cannot read plug map ${path}: not UTF-8 text`, {
+      format: "plugmap",
+      code: "bad-json",
+      offset: 0,
+    }, {
+      cause: e,
+    });
+  }
+}
+
+/**
+ * Extract the plug state of a stream file (or `-`) in any container
+ * `openContainer` understands, or of a mapped-ram file (plain or in a
+ * libvirt "sparse" image). Uncompressed regular files use the vmdesc
+ * shortcut for the late layout; everything else is read once.
+ */
+async function fromStream(path: string, complete: boolean): Promise<PlugStateFromStream> {
+  const found = (
+    r: ExtractPlugMapResult,
+    container: ContainerKind,
+    mappedRam = false,
+  ): PlugStateFromStream => ({ ...r, source: "stream", path, container, mappedRam });
+  const probe = await openFileReader(path);
+  const regular = path !== "-" && probe.byteLength !== undefined;
+  if (!regular) {
+    try {
+      const container = await openContainer(probe.reader);
+      return found(
+        await extractPlugStateFromReader(container.reader, { complete }),
+        container.kind,
+      );
+    } finally {
+      probe.close();
+    }
+  }
+  // A regular file: ranges are read on demand, so stopping early leaves no read pending.
+  const byteLength = probe.byteLength!;
+  probe.close();
+  const container = await openContainer(fileRangeReader(path));
+  if (container.sparse || container.kind === "raw") {
+    using file = await openPositional(path);
+    if (container.sparse || await isMappedRamStream(file)) {
+      // A mapped-ram file: its sections are read in place, the RAM areas jumped over.
+      return found(
+        await extractPlugStateFromReader(
+          positionalByteReader(file, { startOffset: container.payloadOffset }),
+          { complete, mappedRam: true, seekableFile: { path, byteLength } },
+        ),
+        container.kind,
+        true,
+      );
+    }
+  }
+  if (container.kind === "raw") {
+    return found(await extractPlugStateFromFile(path, { complete }), "raw");
+  }
+  return found(
+    await extractPlugStateFromReader(container.reader, {
+      complete,
+      // A libvirt save image with a raw stream ends with the stream: the vmdesc shortcut works.
+      ...(container.innerCompression === "raw"
+        ? { seekableFile: { path, byteLength, payloadOffset: container.payloadOffset } }
+        : {}),
+    }),
+    container.kind,
+  );
+}
