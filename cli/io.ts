@@ -23,6 +23,26 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
+/**
+ * A command failed for a reason that is neither bad input nor a bad command
+ * line (e.g. `no-plug-state`: the input carries no plug state and none was
+ * given): exit code 1, `code` in the JSON error (docs/glossary.md).
+ */
+export class CommandError extends Error {
+  override name = "CommandError";
+  /** Stable code for programs. */
+  readonly code: string;
+
+  /**
+   * @param code Stable code for programs.
+   * @param message One line for people.
+   */
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
 const encoder = new TextEncoder();
 
 /** The process's real standard streams. */

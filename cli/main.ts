@@ -7,7 +7,7 @@
 
 import { FormatError, OutputError } from "../src/errors.ts";
 import { TOOL_VERSION } from "../src/version.ts";
-import { type CliIo, type CommandRun, denoIo, UsageError } from "./io.ts";
+import { type CliIo, CommandError, type CommandRun, denoIo, UsageError } from "./io.ts";
 
 /** Subcommands, loaded on demand. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run: CommandRun }> }> = {
@@ -54,32 +54,116 @@ function usage(): string {
 /**
  * Run the CLI with `args` and return the exit code: 0 success, 1 error,
  * 2 usage error, 3 findings or violations, 4 inconclusive. Every error is
- * one line on stderr (`error: …`), never a stack trace (set
- * `VMEM_DUMP_DEBUG=1` to get one).
+ * one line on stderr (`error: …`), or with `--json` one JSON object
+ * (`{"error": {"code", "message", "offset"}}`, docs/glossary.md); never a
+ * stack trace (set `VMEM_DUMP_DEBUG=1` to get one).
  */
 export async function main(args: string[], io: CliIo = denoIo()): Promise<number> {
   const [name, ...rest] = args;
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
-    await io.out(usage());
+    // No arguments is a usage mistake: the usage goes to stderr (exit 2); asked for, to stdout.
+    if (name === undefined) await io.err(usage());
+    else await io.out(usage());
     return name === undefined ? 2 : 0;
   }
   if (name === "--version") {
     await io.out(`vmem-dump ${TOOL_VERSION}\n`);
     return 0;
   }
-  const command = COMMANDS[name];
-  if (command === undefined) {
-    await io.err(`error: unknown command '${name}'\n${usage()}`);
-    return 2;
-  }
+  const jsonErrors = wantsJson(rest);
   try {
+    const command = COMMANDS[name];
+    if (command === undefined) throw new UsageError(unknownCommand(name));
     const { run } = await command.load();
     return await run(rest, io);
   } catch (e) {
-    await io.err(`error: ${errorLine(e)}\n`);
+    if (jsonErrors) await io.err(JSON.stringify({ error: errorObject(e) }) + "\n");
+    else {
+      await io.err(`error: ${errorLine(e)}\n`);
+      if (e instanceof UsageError && COMMANDS[name] === undefined) await io.err(usage());
+    }
     if (debugRequested() && e instanceof Error && e.stack) await io.err(`${e.stack}\n`);
     return e instanceof UsageError ? 2 : 1;
   }
+}
+
+/** Whether the arguments ask for JSON (`--json` before any `--`). */
+function wantsJson(args: readonly string[]): boolean {
+  for (const a of args) {
+    if (a === "--") return false;
+    if (a === "--json") return true;
+  }
+  return false;
+}
+
+/** The usage error for a command that does not exist, with the nearest one when close. */
+function unknownCommand(name: string): string {
+  const typed = name.toLowerCase();
+  const names = Object.keys(COMMANDS);
+  const prefixed = typed.length >= 2 ? names.filter((c) => c.startsWith(typed)) : [];
+  const near = names
+    .map((c) => ({ c, d: editDistance(typed, c) }))
+    .sort((a, b) => a.d - b.d)[0]!;
+  const guess = prefixed.length === 1
+    ? prefixed[0]
+    : near.d <= Math.max(1, Math.floor(near.c.length / 3))
+    ? near.c
+    : undefined;
+  return `unknown command '${name}'${guess ? `; did you mean '${guess}'?` : ""}`;
+}
+
+/** Levenshtein distance, with a swap of two neighbours counting as one edit. */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      }
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** The JSON error object (docs/glossary.md). */
+export interface ErrorObject {
+  /** Stable code for programs. */
+  code: string;
+  /** The one line a person reads (what {@linkcode errorLine} gives). */
+  message: string;
+  /** The byte offset the message names, or `null`. */
+  offset: number | null;
+}
+
+/**
+ * The JSON error object of any error: the typed errors' own `code` and
+ * `offset`, `usage` for command-line mistakes, `not-found` /
+ * `permission-denied` / `os-error` for what the operating system refused,
+ * `internal` for anything else (a bug).
+ */
+export function errorObject(e: unknown): ErrorObject {
+  const message = errorLine(e);
+  if (e instanceof UsageError) return { code: "usage", message, offset: null };
+  if (e instanceof FormatError) return { code: e.code, message, offset: e.offset };
+  if (e instanceof OutputError) return { code: e.code, message, offset: e.offset ?? null };
+  if (e instanceof CommandError) return { code: e.code, message, offset: null };
+  if (e instanceof Error) {
+    // Typed errors of modules main does not load (ProxyError): a stable kebab-case code.
+    const code = (e as { code?: unknown }).code;
+    if (e.name === "ProxyError" && typeof code === "string") return { code, message, offset: null };
+    if (e instanceof Deno.errors.NotFound) return { code: "not-found", message, offset: null };
+    if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) {
+      return { code: "permission-denied", message, offset: null };
+    }
+    if (Object.values(Deno.errors).some((k) => e instanceof k)) {
+      return { code: "os-error", message, offset: null };
+    }
+  }
+  return { code: "internal", message, offset: null };
 }
 
 /**
@@ -88,7 +172,10 @@ export async function main(args: string[], io: CliIo = denoIo()): Promise<number
  * else with its class name (a bug: `VMEM_DUMP_DEBUG=1` shows the stack).
  */
 export function errorLine(e: unknown): string {
-  if (e instanceof UsageError || e instanceof FormatError || e instanceof OutputError) {
+  if (
+    e instanceof UsageError || e instanceof FormatError || e instanceof OutputError ||
+    e instanceof CommandError
+  ) {
     return oneLine(e.message);
   }
   if (e instanceof Error) {
@@ -98,7 +185,7 @@ export function errorLine(e: unknown): string {
       return oneLine(os[3] === undefined ? why : `cannot ${os[2]} ${os[3]}: ${why}`);
     }
     const known = e instanceof TypeError || e instanceof RangeError || e.name === "Error" ||
-      Object.values(Deno.errors).some((k) => e instanceof k);
+      e.name === "ProxyError" || Object.values(Deno.errors).some((k) => e instanceof k);
     return oneLine(known ? e.message : `${e.name}: ${e.message}`);
   }
   return oneLine(String(e));
