@@ -9,7 +9,6 @@
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import type { AtomicOutputOptions } from "../src/io/file.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
-import { loadPlugMap } from "../src/vmem/load.ts";
 import { type CliIo, UsageError } from "./io.ts";
 
 /** `-h`, `--help`: every command has it. */
@@ -150,6 +149,9 @@ export async function loadPlugMapOption(
   check: PlugMapCheck = {},
 ): Promise<PlugMap | undefined> {
   checkPlugMapOptions(values, check);
+  // Loaded on use: the plug-map loaders pull in the stream and container readers, a cost
+  // commands without these options (inspect) should not pay at start-up.
+  const { loadPlugMap } = await import("../src/vmem/load.ts");
   return await loadPlugMap({ plugmap: values.plugmap, plugmapFrom: values["plugmap-from"] });
 }
 
