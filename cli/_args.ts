@@ -6,10 +6,11 @@
  * @module
  */
 
-import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+// Types only: loading node:util costs a command ~70 ms of start-up (the Node compatibility
+// layer), a third of what `inspect` of a 200 MB stream takes in all, so the parser is below.
+import type { parseArgs, ParseArgsOptionsConfig } from "node:util";
 import type { AtomicOutputOptions } from "../src/io/file.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
-import { loadPlugState } from "../src/input/load_plug_state.ts";
 import { type CliIo, UsageError } from "./io.ts";
 
 /** `-h`, `--help`: every command has it. */
@@ -55,20 +56,7 @@ export async function parseCommandArgs<O extends ParseArgsOptionsConfig>(
   io: CliIo,
   spec: CommandArgsSpec<O>,
 ): Promise<Parsed<O> | undefined> {
-  let parsed: Parsed<O>;
-  try {
-    parsed = parseArgs({
-      args,
-      options: { ...spec.options, ...HELP_OPTION },
-      allowPositionals: true,
-      strict: true,
-    }) as Parsed<O>;
-  } catch (e) {
-    if (e instanceof TypeError && (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS_")) {
-      throw new UsageError(e.message);
-    }
-    throw e;
-  }
+  const parsed = parseStrict(args, { ...spec.options, ...HELP_OPTION }) as Parsed<O>;
   if ((parsed.values as { help?: boolean }).help) {
     await io.out(spec.help);
     return undefined;
@@ -80,6 +68,99 @@ export async function parseCommandArgs<O extends ParseArgsOptionsConfig>(
     if (n < min || n > max) throw new UsageError(spec.usage ?? "wrong number of arguments");
   }
   return parsed;
+}
+
+/**
+ * `parseArgs` of `node:util` with `strict: true` and `allowPositionals: true`,
+ * for what the commands use: boolean and string options, long (`--name`,
+ * `--name=value`) and short (`-f`, grouped `-fv`, `-xVALUE`) forms,
+ * `default`, `multiple`, and `--` before positionals. Mistakes are
+ * {@linkcode UsageError}s worded as Node words them.
+ */
+function parseStrict(
+  args: readonly string[],
+  options: ParseArgsOptionsConfig,
+): { values: Record<string, unknown>; positionals: string[] } {
+  const values: Record<string, unknown> = {};
+  const positionals: string[] = [];
+  const byShort = new Map<string, string>();
+  for (const [name, o] of Object.entries(options)) if (o.short) byShort.set(o.short, name);
+  const label = (name: string) => {
+    const short = options[name]?.short;
+    return short ? `-${short}, --${name}` : `--${name}`;
+  };
+  const set = (name: string, value: string | boolean) => {
+    if (options[name]!.multiple) ((values[name] ??= []) as unknown[]).push(value);
+    else values[name] = value;
+  };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--") {
+      positionals.push(...args.slice(i + 1));
+      break;
+    }
+    if (arg.length < 2 || arg[0] !== "-") {
+      positionals.push(arg);
+      continue;
+    }
+    // --name, --name=value, -x, -xyz (booleans), -xVALUE (a string option).
+    const long = arg.startsWith("--");
+    const eq = long ? arg.indexOf("=") : -1;
+    let name: string;
+    let inline: string | undefined;
+    if (long) {
+      name = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
+      if (eq >= 0) inline = arg.slice(eq + 1);
+    } else {
+      const first = byShort.get(arg[1]!);
+      if (first === undefined) throw new UsageError(`Unknown option '-${arg[1]}'`);
+      name = first;
+      if (arg.length > 2) {
+        if (options[first]!.type === "string") inline = arg.slice(2);
+        else {
+          // A group of short booleans.
+          for (const c of arg.slice(1)) {
+            const n = byShort.get(c);
+            if (n === undefined) throw new UsageError(`Unknown option '-${c}'`);
+            if (options[n]!.type !== "boolean") {
+              throw new UsageError(`Option '${label(n)} <value>' argument missing`);
+            }
+            set(n, true);
+          }
+          continue;
+        }
+      }
+    }
+    const o = options[name];
+    if (o === undefined) throw new UsageError(`Unknown option '${long ? `--${name}` : arg}'`);
+    if (o.type === "boolean") {
+      if (inline !== undefined) {
+        throw new UsageError(`Option '${label(name)}' does not take an argument`);
+      }
+      set(name, true);
+      continue;
+    }
+    if (inline === undefined) {
+      const next = args[i + 1];
+      if (next === undefined) {
+        throw new UsageError(`Option '${label(name)} <value>' argument missing`);
+      }
+      if (next.length > 1 && next[0] === "-") {
+        throw new UsageError(
+          `Option '${label(name)}' argument is ambiguous. Did you forget to specify the option ` +
+            `argument for '${label(name)}'? To specify an option argument starting with a dash ` +
+            `use '--${name}=-XYZ'`,
+        );
+      }
+      inline = next;
+      i++;
+    }
+    set(name, inline);
+  }
+  for (const [name, o] of Object.entries(options)) {
+    if (values[name] === undefined && o.default !== undefined) values[name] = o.default;
+  }
+  return { values, positionals };
 }
 
 /** `-f`, `--force`: replace an existing output (never an input). */
@@ -150,6 +231,9 @@ export async function loadPlugMapOption(
   check: PlugMapCheck = {},
 ): Promise<PlugMap | undefined> {
   checkPlugMapOptions(values, check);
+  // Loaded on use: the plug-map loaders pull in the stream and container readers, a cost
+  // commands without these options (inspect) should not pay at start-up.
+  const { loadPlugState } = await import("../src/input/load_plug_state.ts");
   const plugMapFile = values.plugmap;
   const stream = values["plugmap-from"];
   if (plugMapFile !== undefined) return (await loadPlugState({ plugMapFile })).plugMap;

@@ -22,7 +22,6 @@ import { type MappedRamVerifyResult, verifyMappedRam } from "../src/migration/ma
 import { filterMappedRam, type MappedRamFilterResult } from "../src/migration/mapped_ram/filter.ts";
 import type { InspectReport } from "../src/migration/inspect.ts";
 import type { FindingPageSink, PlugStateInfo, ScanReport } from "../src/scan/findings.ts";
-import { scanMappedRam } from "../src/scan/scan_mapped_ram.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import type { AtomicOutput } from "../src/io/file.ts";
 import { formatByteCount, grouped, hex, json, table } from "./_format.ts";
@@ -208,6 +207,9 @@ export async function scanMappedRamInput(
   plugState: PlugStateInfo,
   settings: { maxFindings: number; hexdumpBytes: number; pageSink: FindingPageSink | undefined },
 ): Promise<ScanReport | undefined> {
+  // Loaded on use: the scanner pulls in node:zlib and node:crypto (~0.1 s each to load),
+  // which inspect, verify and filter, which import this module too, should not pay.
+  const { scanMappedRam } = await import("../src/scan/scan_mapped_ram.ts");
   const { report, plugMap: used } = await scanMappedRam(await read(input), {
     maxFindings: settings.maxFindings,
     hexdumpBytes: settings.hexdumpBytes,
