@@ -231,14 +231,14 @@ export async function loadPlugMapOption(
   check: PlugMapCheck = {},
 ): Promise<PlugMap | undefined> {
   checkPlugMapOptions(values, check);
-  // Loaded on use: the plug-map loaders pull in the stream and container readers, a cost
-  // commands without these options (inspect) should not pay at start-up.
-  const { loadPlugState } = await import("../src/input/load_plug_state.ts");
   const plugMapFile = values.plugmap;
   const stream = values["plugmap-from"];
+  if (plugMapFile === undefined && stream === undefined) return undefined;
+  // Loaded on use: the plug-state loaders pull in the stream and container readers, a cost
+  // commands without these options (inspect) should not pay at start-up.
+  const { loadPlugState } = await import("../src/input/load_plug_state.ts");
   if (plugMapFile !== undefined) return (await loadPlugState({ plugMapFile })).plugMap;
-  if (stream !== undefined) return (await loadPlugState({ stream })).plugMap;
-  return undefined;
+  return (await loadPlugState({ stream: stream! })).plugMap;
 }
 
 /**
