@@ -2,12 +2,23 @@
  * `vmem-dump`: inspect, filter, verify, strip and scan QEMU migration streams
  * and guest memory dumps with virtio-mem plug state in mind.
  *
+ * Run as the main module it is the command; `main(args)` runs it in-process
+ * and returns the exit code.
+ *
+ * @example Install the command
+ * ```sh
+ * deno install -g -n vmem-dump --allow-read --allow-write --allow-net \
+ *   --allow-env=VMEM_DUMP_DEBUG jsr:@vmem-dump/vmem-dump/cli
+ * ```
+ *
  * @module
  */
 
 import { FormatError, OutputError } from "../src/errors.ts";
 import { TOOL_VERSION } from "../src/version.ts";
 import { type CliIo, CommandError, type CommandRun, denoIo, UsageError } from "./io.ts";
+
+export type { CliIo } from "./io.ts";
 
 /** Subcommands, loaded on demand. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run: CommandRun }> }> = {

@@ -93,7 +93,7 @@ export function sniffContainer(head: Uint8Array): SniffedContainer | undefined {
  *
  * @example
  * ```ts
- * import { couldBeLibvirtMagic } from "@vmem-dump/vmem-dump/container";
+ * import { couldBeLibvirtMagic } from "./detect.ts";
  * console.log(couldBeLibvirtMagic(new TextEncoder().encode("Libv"))); // true
  * ```
  */

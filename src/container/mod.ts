@@ -18,11 +18,13 @@
  * await out.commit();
  * ```
  *
+ * Not exported (per symbol, see the root module for the rule):
+ * `couldBeLibvirtMagic`, the sniffer's helper.
+ *
  * @module
  */
 
 export {
-  couldBeLibvirtMagic,
   GZIP_MAGIC_BYTES,
   LIBVIRT_SAVE_MAGIC,
   LIBVIRT_SAVE_PARTIAL_MAGIC,
@@ -87,3 +89,8 @@ export {
   createContainerWriter,
 } from "./write.ts";
 export type { StreamCompressor } from "./compressor.ts";
+
+// Types that the exports above name, from other folders (so that their documentation is complete).
+export type { ErrorFormat } from "../errors.ts";
+export type { ByteReader, PullByteReader, ViewLifetime } from "../io/byte_reader.ts";
+// END-TYPES

@@ -69,7 +69,7 @@ export function elfMachineName(machine: number): string {
  *
  * @example
  * ```ts ignore
- * import { readElfCore, parseVmcoreinfo } from "@vmem-dump/vmem-dump/elf";
+ * import { parseVmcoreinfo, readElfCore } from "@vmem-dump/vmem-dump/elf";
  * import { kernelUtsname } from "@vmem-dump/vmem-dump/dumps";
  * using core = await readElfCore("guest.elf");
  * const note = core.notes.find((n) => n.kind === "vmcoreinfo")!;

@@ -140,7 +140,7 @@ export const EHDR32: WireLayout<EhdrField> = wireLayout("Elf32_Ehdr", EHDR32_SIZ
  *
  * @example
  * ```ts
- * import { ehdrLayout } from "@vmem-dump/vmem-dump/elf";
+ * import { ehdrLayout } from "./ehdr.ts";
  * console.log(ehdrLayout(32).fields.phdrCount.offset); // 44
  * ```
  */
@@ -235,7 +235,7 @@ export function readIdent(bytes: Uint8Array): { elfClass: 32 | 64; littleEndian:
  *
  * @example Decode a header we wrote
  * ```ts
- * import { readEhdr, writeEhdr, type ElfHeader } from "@vmem-dump/vmem-dump/elf";
+ * import { type ElfHeader, readEhdr, writeEhdr } from "@vmem-dump/vmem-dump/elf";
  * const ident = new Uint8Array(16);
  * ident.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]);
  * const ehdr: ElfHeader = {

@@ -16,46 +16,19 @@
  * console.log(report.removed);
  * ```
  *
+ * Not exported (per symbol, see the root module for the rule): the field
+ * layout tables (`EHDR32`, `PHDR64`, `SHDR32`, `NHDR`, …, `ehdrLayout`,
+ * `phdrLayout`, `shdrLayout` and their field types), the width-specific
+ * codecs `readPhdr32`/`writePhdr32`/`readPhdr64`/`writePhdr64` (`readPhdr`
+ * and `writePhdr` take the class), and `emptyShdr`.
+ *
  * @module
  */
 
 export * from "./constants.ts";
-export {
-  EHDR32,
-  EHDR64,
-  type EhdrField,
-  ehdrLayout,
-  ehdrSize,
-  type ElfHeader,
-  readEhdr,
-  readIdent,
-  writeEhdr,
-} from "./ehdr.ts";
-export {
-  type ElfPhdr,
-  PHDR32,
-  PHDR64,
-  type PhdrField,
-  phdrLayout,
-  phdrSize,
-  readPhdr,
-  readPhdr32,
-  readPhdr64,
-  writePhdr,
-  writePhdr32,
-  writePhdr64,
-} from "./phdr.ts";
-export {
-  type ElfShdr,
-  emptyShdr,
-  readShdr,
-  SHDR32,
-  SHDR64,
-  type ShdrField,
-  shdrLayout,
-  shdrSize,
-  writeShdr,
-} from "./shdr.ts";
+export { ehdrSize, type ElfHeader, readEhdr, readIdent, writeEhdr } from "./ehdr.ts";
+export { type ElfPhdr, phdrSize, readPhdr, writePhdr } from "./phdr.ts";
+export { type ElfShdr, readShdr, shdrSize, writeShdr } from "./shdr.ts";
 export {
   decodePrstatus,
   decodeQemuCpuState,
@@ -63,7 +36,6 @@ export {
   type ElfNoteInit,
   type ElfNoteKind,
   encodeNote,
-  NHDR,
   parseNotes,
   parseVmcoreinfo,
   type Prstatus,
@@ -106,3 +78,7 @@ export {
 export { elfFromRawImage, type ElfFromRawImageOptions, type RawToElfReport } from "./from_raw.ts";
 export type { GpaRange } from "../vmem/ranges.ts";
 export type { ChunkSink, CopyStep, PositionalReader } from "../io/positional.ts";
+
+// Types that the exports above name, from other folders (so that their documentation is complete).
+export type { AtomicOutputOptions, FileIdentity } from "../io/file.ts";
+// END-TYPES

@@ -81,7 +81,7 @@ const PHDR_FIELDS: readonly PhdrField[] = [
  *
  * @example
  * ```ts
- * import { phdrLayout } from "@vmem-dump/vmem-dump/elf";
+ * import { phdrLayout } from "./phdr.ts";
  * console.log(phdrLayout(64).fields.paddr.offset); // 24
  * ```
  */
@@ -144,7 +144,7 @@ export function phdrSize(elfClass: 32 | 64): number {
  *
  * @example
  * ```ts
- * import { readPhdr64, writePhdr64 } from "@vmem-dump/vmem-dump/elf";
+ * import { readPhdr64, writePhdr64 } from "./phdr.ts";
  * const v = new DataView(new ArrayBuffer(56));
  * writePhdr64(v, 0, true, {
  *   type: 1, flags: 0, fileOffset: 0x1000n, vaddr: 0n, paddr: 0n,
@@ -167,7 +167,7 @@ export function readPhdr64(view: DataView, at: number, littleEndian: boolean): E
  *
  * @example
  * ```ts
- * import { writePhdr64 } from "@vmem-dump/vmem-dump/elf";
+ * import { writePhdr64 } from "./phdr.ts";
  * const v = new DataView(new ArrayBuffer(56));
  * writePhdr64(v, 0, false, {
  *   type: 4, flags: 0, fileOffset: 0x100n, vaddr: 0n, paddr: 0n,
@@ -195,7 +195,7 @@ export function writePhdr64(
  *
  * @example
  * ```ts
- * import { readPhdr32, writePhdr32 } from "@vmem-dump/vmem-dump/elf";
+ * import { readPhdr32, writePhdr32 } from "./phdr.ts";
  * const v = new DataView(new ArrayBuffer(32));
  * writePhdr32(v, 0, true, {
  *   type: 1, flags: 4, fileOffset: 0x100n, vaddr: 0x1000n, paddr: 0x1000n,
@@ -219,7 +219,7 @@ export function readPhdr32(view: DataView, at: number, littleEndian: boolean): E
  *
  * @example
  * ```ts
- * import { writePhdr32 } from "@vmem-dump/vmem-dump/elf";
+ * import { writePhdr32 } from "./phdr.ts";
  * const v = new DataView(new ArrayBuffer(32));
  * writePhdr32(v, 0, true, {
  *   type: 1, flags: 0, fileOffset: 0x74n, vaddr: 0n, paddr: 0n,

@@ -91,7 +91,7 @@ const SHDR_FIELDS: readonly ShdrField[] = [
  *
  * @example
  * ```ts
- * import { shdrLayout } from "@vmem-dump/vmem-dump/elf";
+ * import { shdrLayout } from "./shdr.ts";
  * console.log(shdrLayout(32).fields.info.offset); // 28
  * ```
  */
@@ -122,7 +122,7 @@ export function shdrSize(elfClass: 32 | 64): number {
  *
  * @example Section 0 for extended numbering
  * ```ts
- * import { emptyShdr } from "@vmem-dump/vmem-dump/elf";
+ * import { emptyShdr } from "./shdr.ts";
  * const zero = { ...emptyShdr(), info: 70001 }; // sh_info = real e_phnum
  * console.log(zero.type); // 0
  * ```
@@ -153,7 +153,8 @@ export function emptyShdr(): ElfShdr {
  *
  * @example
  * ```ts
- * import { readShdr, writeShdr, emptyShdr } from "@vmem-dump/vmem-dump/elf";
+ * import { readShdr, writeShdr } from "@vmem-dump/vmem-dump/elf";
+ * import { emptyShdr } from "./shdr.ts";
  * const v = new DataView(new ArrayBuffer(64));
  * writeShdr(v, 0, 64, true, { ...emptyShdr(), info: 70000 });
  * console.log(readShdr(v, 0, 64, true).info); // 70000
@@ -193,7 +194,8 @@ export function readShdr(
  *
  * @example
  * ```ts
- * import { writeShdr, emptyShdr } from "@vmem-dump/vmem-dump/elf";
+ * import { writeShdr } from "@vmem-dump/vmem-dump/elf";
+ * import { emptyShdr } from "./shdr.ts";
  * const v = new DataView(new ArrayBuffer(40));
  * writeShdr(v, 0, 32, false, { ...emptyShdr(), info: 0x10000 });
  * console.log(v.getUint32(28)); // 65536

@@ -12,7 +12,7 @@ import { type ErrorFormat, FormatError } from "../errors.ts";
  *
  * @example
  * ```ts
- * import { viewOf } from "@vmem-dump/vmem-dump";
+ * import { viewOf } from "./endian.ts";
  * const u8 = new Uint8Array([0, 0, 1, 2]).subarray(2);
  * console.log(viewOf(u8).getUint16(0)); // 0x0102
  * ```
@@ -34,7 +34,7 @@ export function viewOf(u8: Uint8Array): DataView {
  *
  * @example
  * ```ts
- * import { getSafeU64, viewOf } from "@vmem-dump/vmem-dump";
+ * import { getSafeU64, viewOf } from "./endian.ts";
  * const v = viewOf(new Uint8Array([0, 0, 0, 1, 0, 0, 0, 0]));
  * console.log(getSafeU64(v, 0, false, { format: "migration", offset: 0 })); // 4294967296
  * ```
@@ -71,7 +71,7 @@ export function getSafeU64(
  *
  * @example
  * ```ts
- * import { tryGetSafeU64, viewOf } from "@vmem-dump/vmem-dump";
+ * import { tryGetSafeU64, viewOf } from "./endian.ts";
  * const v = viewOf(new Uint8Array([0xff, 0, 0, 0, 0, 0, 0, 0]));
  * console.log(tryGetSafeU64(v, 0, false)); // undefined
  * ```
@@ -96,7 +96,7 @@ export function tryGetSafeU64(
  *
  * @example
  * ```ts
- * import { setU64, viewOf } from "@vmem-dump/vmem-dump";
+ * import { setU64, viewOf } from "./endian.ts";
  * const u8 = new Uint8Array(8);
  * setU64(viewOf(u8), 0, 2 ** 32, false);
  * console.log(u8[3]); // 1

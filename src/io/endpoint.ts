@@ -80,7 +80,7 @@ export function parseEndpoint(text: string): Endpoint {
  *
  * @example
  * ```ts
- * import { isLoopbackHost } from "@vmem-dump/vmem-dump";
+ * import { isLoopbackHost } from "./endpoint.ts";
  * console.log(isLoopbackHost("127.0.0.1"), isLoopbackHost("0.0.0.0")); // true false
  * ```
  */
@@ -100,7 +100,7 @@ export function isLoopbackHost(hostname: string): boolean {
  *
  * @example
  * ```ts
- * import { formatEndpoint } from "@vmem-dump/vmem-dump";
+ * import { formatEndpoint } from "./endpoint.ts";
  * console.log(formatEndpoint({ transport: "tcp", hostname: "::1", port: 4444 })); // tcp:[::1]:4444
  * ```
  */

@@ -73,7 +73,7 @@ export interface Readable {
  *
  * @example
  * ```ts ignore
- * import { fileByteReader } from "@vmem-dump/vmem-dump";
+ * import { fileByteReader } from "./file.ts";
  * using file = await Deno.open("stream.mig");
  * const reader = fileByteReader(file);
  * ```
@@ -222,7 +222,7 @@ export async function openFileReader(
  *
  * @example
  * ```ts ignore
- * import { readFileRange } from "@vmem-dump/vmem-dump";
+ * import { readFileRange } from "./file.ts";
  * const tail = await readFileRange("s1.mig", 0, 16);
  * ```
  */
@@ -294,7 +294,7 @@ function identityOf(path: string, info: Deno.FileInfo): FileIdentity | undefined
  *
  * @example
  * ```ts ignore
- * import { fileIdentity } from "@vmem-dump/vmem-dump";
+ * import { fileIdentity } from "./file.ts";
  * const a = await fileIdentity("ev.mig");
  * const b = await fileIdentity("./link-to-ev.mig");
  * console.log(a?.dev === b?.dev && a?.ino === b?.ino); // true
@@ -631,7 +631,7 @@ async function writeAllAt(
  *
  * @example
  * ```ts ignore
- * import { checkOutput } from "@vmem-dump/vmem-dump";
+ * import { checkOutput } from "./file.ts";
  * await checkOutput("out.elf", { inputs: ["in.elf"] }); // throws when out.elf exists
  * ```
  */
@@ -1029,7 +1029,7 @@ async function directoryDestination(
  *
  * @example
  * ```ts ignore
- * import { checkOutputDirectory } from "@vmem-dump/vmem-dump";
+ * import { checkOutputDirectory } from "./file.ts";
  * await checkOutputDirectory("evidence", { inputs: ["s3.mig"] });
  * ```
  */
@@ -1055,7 +1055,7 @@ export async function checkOutputDirectory(
  *
  * @example
  * ```ts ignore
- * import { createAtomicDirectory } from "@vmem-dump/vmem-dump";
+ * import { createAtomicDirectory } from "./file.ts";
  * const dir = await createAtomicDirectory("evidence", { inputs: ["s3.mig"] });
  * try { await dir.writeFile("a.bin", new Uint8Array(4)); await dir.commit(); } catch (e) { await dir.abort(); throw e; }
  * ```

@@ -18,7 +18,8 @@ import { UnexpectedEofError } from "../errors.ts";
  *
  * @example
  * ```ts
- * import { bytesPositional, sha256Positional } from "@vmem-dump/vmem-dump";
+ * import { bytesPositional } from "@vmem-dump/vmem-dump";
+ * import { sha256Positional } from "./hash.ts";
  * console.log((await sha256Positional(bytesPositional(new Uint8Array(0)))).slice(0, 8)); // e3b0c442
  * ```
  */

@@ -32,7 +32,8 @@ export interface OrderedSink {
  *
  * @example
  * ```ts ignore
- * import { ByteWriter, orderedSink } from "@vmem-dump/vmem-dump";
+ * import { ByteWriter } from "@vmem-dump/vmem-dump";
+ * import { orderedSink } from "./ordered_sink.ts";
  * const file = await Deno.create("out.bin");
  * const out = orderedSink(async (c) => { let n = 0; while (n < c.length) n += await file.write(c.subarray(n)); });
  * const w = new ByteWriter(out.sink, { reuseChunks: true });

@@ -179,7 +179,8 @@ export interface ReadAtOptions {
  *
  * @example
  * ```ts
- * import { bytesPositional, readAt } from "@vmem-dump/vmem-dump";
+ * import { bytesPositional } from "@vmem-dump/vmem-dump";
+ * import { readAt } from "./positional.ts";
  * const r = bytesPositional(new Uint8Array([1, 2, 3, 4]));
  * console.log(await readAt(r, { fileOffset: 1, byteLength: 2 })); // Uint8Array [2, 3]
  * ```
@@ -276,7 +277,8 @@ export const COPY_CHUNK_SIZE = 4 << 20;
  *
  * @example Copy two ranges with padding
  * ```ts
- * import { bytesPositional, copyRanges } from "@vmem-dump/vmem-dump";
+ * import { bytesPositional } from "@vmem-dump/vmem-dump";
+ * import { copyRanges } from "./positional.ts";
  * const input = bytesPositional(new Uint8Array([1, 2, 3, 4, 5, 6]));
  * const out: number[] = [];
  * await copyRanges(input, (c) => { out.push(...c); return Promise.resolve(); }, [
@@ -369,7 +371,7 @@ export async function copyRanges(
  *
  * @example
  * ```ts
- * import { NonZeroPageCounter } from "@vmem-dump/vmem-dump";
+ * import { NonZeroPageCounter } from "./positional.ts";
  * const c = new NonZeroPageCounter(0, 4096);
  * const data = new Uint8Array(8192);
  * data[5000] = 1;
@@ -450,7 +452,8 @@ export interface SparseSink {
  * @returns The number of bytes written.
  * @example
  * ```ts ignore
- * import { bytesPositional, copyRangesTo } from "@vmem-dump/vmem-dump";
+ * import { bytesPositional } from "@vmem-dump/vmem-dump";
+ * import { copyRangesTo } from "./positional.ts";
  * await copyRangesTo(bytesPositional(new Uint8Array(8)), "out.bin", [{ kind: "copy", fileOffset: 0, byteLength: 8 }]);
  * ```
  */

@@ -37,7 +37,8 @@ const DEFAULT_CHUNK = 1 << 18;
  *
  * @example Skip a hole without reading it
  * ```ts
- * import { bytesPositional, positionalByteReader } from "@vmem-dump/vmem-dump";
+ * import { bytesPositional } from "@vmem-dump/vmem-dump";
+ * import { positionalByteReader } from "./positional_byte_reader.ts";
  * const file = new Uint8Array(1 << 20);
  * file[file.length - 1] = 7;
  * const reader = positionalByteReader(bytesPositional(file));

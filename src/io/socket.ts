@@ -24,7 +24,7 @@ import { type Endpoint, formatEndpoint } from "./endpoint.ts";
  *
  * @example
  * ```ts
- * import { SocketClosedError } from "@vmem-dump/vmem-dump";
+ * import { SocketClosedError } from "./socket.ts";
  * console.log(new SocketClosedError("Broken pipe").name); // SocketClosedError
  * ```
  */
@@ -199,7 +199,8 @@ export interface SocketListener {
  *
  * @example
  * ```ts ignore
- * import { listenSocket, parseEndpoint } from "@vmem-dump/vmem-dump";
+ * import { listenSocket } from "./socket.ts";
+ * import { parseEndpoint } from "@vmem-dump/vmem-dump";
  * const listener = await listenSocket(parseEndpoint("unix:/run/vm/mig.sock"));
  * const conn = await listener.accept();
  * await listener.close();
@@ -295,7 +296,8 @@ function closeListener(l: Deno.Listener): void {
  *
  * @example
  * ```ts ignore
- * import { connectSocket, parseEndpoint } from "@vmem-dump/vmem-dump";
+ * import { connectSocket } from "./socket.ts";
+ * import { parseEndpoint } from "@vmem-dump/vmem-dump";
  * const conn = await connectSocket(parseEndpoint("unix:/run/vm/dst.sock"), { timeoutMs: 5000 });
  * ```
  */

@@ -50,7 +50,7 @@ export type WireSpec<K extends string> = {
  *
  * @example
  * ```ts
- * import { getWireUint, wireLayout } from "@vmem-dump/vmem-dump";
+ * import { getWireUint, wireLayout } from "./wire.ts";
  * const NHDR = wireLayout("Elf64_Nhdr", 12, {
  *   nameSize: ["n_namesz", 0, 4],
  *   descSize: ["n_descsz", 4, 4],
@@ -104,7 +104,7 @@ export interface WireWhere {
  *
  * @example
  * ```ts
- * import { getWireUint } from "@vmem-dump/vmem-dump";
+ * import { getWireUint } from "./wire.ts";
  * const v = new DataView(new Uint8Array([0, 0, 0, 2]).buffer);
  * console.log(getWireUint(v, 0, { name: "x", offset: 2, width: 2 }, false)); // 2
  * ```
@@ -145,7 +145,7 @@ export function getWireUint(
  *
  * @example
  * ```ts
- * import { getWireBigUint } from "@vmem-dump/vmem-dump";
+ * import { getWireBigUint } from "./wire.ts";
  * const v = new DataView(new Uint8Array(8).fill(0xff).buffer);
  * console.log(getWireBigUint(v, 0, { name: "p_offset", offset: 0, width: 8 }, true)); // 18446744073709551615n
  * ```
@@ -172,7 +172,7 @@ export function getWireBigUint(
  *
  * @example
  * ```ts
- * import { setWireUint } from "@vmem-dump/vmem-dump";
+ * import { setWireUint } from "./wire.ts";
  * const v = new DataView(new ArrayBuffer(4));
  * setWireUint(v, 0, { name: "p_offset", offset: 0, width: 4 }, 0x74n, true);
  * console.log(v.getUint32(0, true)); // 116

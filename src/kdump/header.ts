@@ -218,7 +218,7 @@ export const DISK_DUMP_HEADER_32: WireLayout<DiskDumpHeaderField | "signature" |
  *
  * @example
  * ```ts
- * import { diskDumpHeaderLayout } from "@vmem-dump/vmem-dump/kdump";
+ * import { diskDumpHeaderLayout } from "./header.ts";
  * console.log(diskDumpHeaderLayout(8).fields.blockSize.offset); // 428
  * ```
  */
@@ -315,7 +315,7 @@ const SUB_HEADER_SINCE: Readonly<Record<KdumpSubHeaderField, number>> = {
  *
  * @example
  * ```ts
- * import { kdumpSubHeaderLayout } from "@vmem-dump/vmem-dump/kdump";
+ * import { kdumpSubHeaderLayout } from "./header.ts";
  * console.log(kdumpSubHeaderLayout(4).fields.offsetNote.offset); // 32
  * ```
  */

@@ -35,7 +35,7 @@ const COMMAND_HEADER = 5;
  *
  * @example
  * ```ts
- * import { commandName } from "@vmem-dump/vmem-dump";
+ * import { commandName } from "@vmem-dump/vmem-dump/migration";
  * console.log(commandName(7)); // "PACKAGED"
  * ```
  */

@@ -34,7 +34,7 @@ const PAGE_FLAG = {
  *
  * @example
  * ```ts
- * import { pageRecordByteLength } from "@vmem-dump/vmem-dump";
+ * import { pageRecordByteLength } from "@vmem-dump/vmem-dump/migration";
  * console.log(pageRecordByteLength({
  *   kind: "ram-zero-page", streamOffset: 0, ramBlock: "pc.ram", ramOffset: 0, continued: true, fill: 0,
  * })); // 9

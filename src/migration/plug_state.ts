@@ -102,7 +102,8 @@ const DESCRIBE: DecodeOptions = { deviceState: "describe" };
  *
  * @example
  * ```ts ignore
- * import { decodeMigration, extractPlugMap, openInput } from "@vmem-dump/vmem-dump";
+ * import { decodeMigration, openInput } from "@vmem-dump/vmem-dump";
+ * import { extractPlugMap } from "@vmem-dump/vmem-dump/migration";
  * const input = await openInput("s2.mig");
  * try {
  *   const map = await extractPlugMap(decodeMigration(input.reader));
@@ -227,7 +228,7 @@ async function viaVmdesc(
  *
  * @example
  * ```ts ignore
- * import { extractPlugStateFromFile } from "@vmem-dump/vmem-dump";
+ * import { extractPlugStateFromFile } from "./plug_state.ts";
  * const r = await extractPlugStateFromFile("s2-holes-100M.mig");
  * console.log(r.layout, r.method, r.streamBytes + r.extraBytes);
  * ```
@@ -304,7 +305,7 @@ class FileRangeSource {
  *
  * @example
  * ```ts ignore
- * import { fileRangeReader } from "@vmem-dump/vmem-dump";
+ * import { fileRangeReader } from "./plug_state.ts";
  * const reader = fileRangeReader("s1.mig");
  * console.log(await reader.read(4)); // "QEVM"
  * ```
@@ -347,7 +348,8 @@ export interface ExtractPlugStateFromReaderOptions extends ExtractPlugMapOptions
  *
  * @example
  * ```ts ignore
- * import { extractPlugStateFromReader, openInput } from "@vmem-dump/vmem-dump";
+ * import { extractPlugStateFromReader } from "@vmem-dump/vmem-dump/migration";
+ * import { openInput } from "@vmem-dump/vmem-dump";
  * const input = await openInput("-");
  * const r = await extractPlugStateFromReader(input.reader);
  * console.log(r.method); // "early" or "stream"

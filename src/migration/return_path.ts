@@ -56,7 +56,7 @@ const MAX_RP_PAYLOAD = 512;
  *
  * @example
  * ```ts
- * import { returnPathMessageName } from "@vmem-dump/vmem-dump";
+ * import { returnPathMessageName } from "@vmem-dump/vmem-dump/migration";
  * console.log(returnPathMessageName(1)); // SHUT
  * ```
  */
@@ -72,7 +72,7 @@ export function returnPathMessageName(type: number): string {
  *
  * @example
  * ```ts
- * import { ReturnPathDecoder } from "@vmem-dump/vmem-dump";
+ * import { ReturnPathDecoder } from "@vmem-dump/vmem-dump/migration";
  * const d = new ReturnPathDecoder();
  * const [pong] = d.push(new Uint8Array([0, 2, 0, 4, 0, 0, 0, 1]));
  * console.log(pong!.name, pong!.value); // PONG 1

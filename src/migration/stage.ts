@@ -102,7 +102,8 @@ export class PassThroughStage implements RecordStage {
  *
  * @example
  * ```ts ignore
- * import { decodeMigrationBatches, openInput, stageBatches, UnpluggedPageDropper } from "@vmem-dump/vmem-dump";
+ * import { decodeMigrationBatches, openInput, UnpluggedPageDropper } from "@vmem-dump/vmem-dump";
+ * import { stageBatches } from "@vmem-dump/vmem-dump/migration";
  * const input = await openInput("q10-s3.mig");
  * for await (const batch of stageBatches(new UnpluggedPageDropper(), decodeMigrationBatches(input.reader))) {
  *   console.log(batch.length);

@@ -155,7 +155,7 @@ const KIND_CODE: Record<RamPageLikeRecord["kind"], number> = {
  *
  * @example
  * ```ts
- * import { describeViolation } from "@vmem-dump/vmem-dump";
+ * import { describeViolation } from "./verify.ts";
  * console.log(describeViolation({
  *   reason: "unplugged-block", recordKind: "ram-page", ramBlock: "0000:00:01.0/vmem0mem",
  *   devicePath: "0000:00:01.0", ramOffset: 0x4e01000, gpa: 0x104e01000, blockIndex: 39,

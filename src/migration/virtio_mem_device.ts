@@ -277,7 +277,7 @@ function readTransport(c: Cursor): Transport {
  *
  * @example
  * ```ts
- * import { findVirtioMemRamBlock } from "@vmem-dump/vmem-dump";
+ * import { findVirtioMemRamBlock } from "./virtio_mem_device.ts";
  * const blocks = [{ idstr: "0000:00:01.0/vmem0mem", usedLength: 0x1000_0000 }, { idstr: "pc.ram", usedLength: 0x800_0000 }];
  * console.log(findVirtioMemRamBlock("0000:00:01.0", 0x1000_0000, blocks)?.idstr); // "0000:00:01.0/vmem0mem"
  * ```
@@ -441,7 +441,7 @@ function findFooter(c: Cursor, from: number, sectionId: number): number {
  *
  * @example Parse a device section body cut from a file
  * ```ts ignore
- * import { parseVirtioMemDeviceBody } from "@vmem-dump/vmem-dump";
+ * import { parseVirtioMemDeviceBody } from "@vmem-dump/vmem-dump/migration";
  * const parsed = parseVirtioMemDeviceBody(bodyBytes, {
  *   devicePath: "0000:00:01.0",
  *   ramBlocks: [{ idstr: "0000:00:01.0/vmem0mem", usedLength: 0x1000_0000 }],

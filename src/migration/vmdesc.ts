@@ -75,7 +75,7 @@ function vmstateByteLength(vmsd: unknown, depth: number): number | undefined {
  *
  * @example
  * ```ts
- * import { vmdescSections } from "@vmem-dump/vmem-dump";
+ * import { vmdescSections } from "@vmem-dump/vmem-dump/migration";
  * const s = vmdescSections({ page_size: 4096, devices: [
  *   { name: "timer", instance_id: 0, vmsd_name: "timer", version: 2,
  *     fields: [{ name: "a", type: "int64", size: 8 }] },

@@ -21,7 +21,7 @@ import { bitmapByteLength, firstBitBeyond } from "../io/bits.ts";
  *
  * @example
  * ```ts
- * import { firstWireBitBeyond } from "@vmem-dump/vmem-dump/migration";
+ * import { firstWireBitBeyond } from "./wire_bitmap.ts";
  * const wire = new Uint8Array(8);
  * wire[0] = 0x80; // bit 63
  * console.log(firstWireBitBeyond(wire, 60)); // 63

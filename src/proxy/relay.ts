@@ -99,7 +99,7 @@ export interface RelayOptions {
  *
  * @example
  * ```ts ignore
- * import { RelayVerificationError } from "@vmem-dump/vmem-dump";
+ * import { RelayVerificationError } from "@vmem-dump/vmem-dump/proxy";
  * try { await relay(); } catch (e) {
  *   if (e instanceof RelayVerificationError) console.log(e.result.violations.map((v) => v.gpa));
  * }
@@ -144,7 +144,8 @@ export interface RelayResult extends RelayProgress {
  *
  * @example
  * ```ts ignore
- * import { MigrationRelay, openInput } from "@vmem-dump/vmem-dump";
+ * import { MigrationRelay } from "@vmem-dump/vmem-dump/proxy";
+ * import { openInput } from "@vmem-dump/vmem-dump";
  * const input = await openInput("q10-s3.mig");
  * const relay = new MigrationRelay(input.reader, async (c) => {}, { mode: "verify" });
  * await relay.run(); // throws a RelayVerificationError for s3

@@ -109,7 +109,7 @@ export type ProxyErrorCode =
  *
  * @example
  * ```ts
- * import { ProxyError } from "@vmem-dump/vmem-dump";
+ * import { ProxyError } from "@vmem-dump/vmem-dump/proxy";
  * const e = new ProxyError("the destination closed the connection", "destination-gone");
  * console.log(e.code); // destination-gone
  * ```

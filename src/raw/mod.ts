@@ -24,3 +24,7 @@ export {
 } from "./zero.ts";
 export type { GpaRange } from "../vmem/ranges.ts";
 export type { ChunkSink, CopyStep, PositionalReader } from "../io/positional.ts";
+
+// Types that the exports above name, from other folders (so that their documentation is complete).
+export type { FileIdentity } from "../io/file.ts";
+// END-TYPES

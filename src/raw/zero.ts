@@ -74,7 +74,7 @@ function clippedRanges(ranges: readonly GpaRange[], start: number, end: number):
  *
  * @example
  * ```ts ignore
- * import { zeroRawImage } from "@vmem-dump/vmem-dump";
+ * import { zeroRawImage } from "@vmem-dump/vmem-dump/raw";
  * const report = await zeroRawImage("s3.vmem0.raw", "s3.clean.raw", {
  *   baseGpa: 0x100000000,
  *   exclude: [{ gpa: 0x101c00000, byteLength: 0x6400000 }],

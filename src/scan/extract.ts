@@ -87,7 +87,7 @@ export function extractedPageName(page: PageFinding): string {
  *
  * @example
  * ```ts ignore
- * import { createAtomicDirectory } from "@vmem-dump/vmem-dump";
+ * import { createAtomicDirectory } from "../io/file.ts";
  * import { ExtractionSink, scanRawImage } from "@vmem-dump/vmem-dump/scan";
  * const dir = await createAtomicDirectory("evidence", { inputs: ["s3.raw"] });
  * const sink = await ExtractionSink.create(dir);

@@ -351,7 +351,7 @@ function zeroPageHash(content: Uint8Array): string {
  *
  * @example Record one non-zero page and build a report
  * ```ts
- * import { FindingCollector } from "@vmem-dump/vmem-dump/scan";
+ * import { FindingCollector } from "./findings.ts";
  * import { PlugMap } from "@vmem-dump/vmem-dump/vmem";
  * const map = new PlugMap([{
  *   path: "0000:00:01.0", ramBlock: "0000:00:01.0/vmem0mem", gpa: 0x1_0000_0000,

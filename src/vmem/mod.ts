@@ -20,13 +20,35 @@
  * // 0x10c800000-0x110000000
  * ```
  *
+ * Not exported: the codec helpers behind `PlugMap.toJSON`/`fromJSON`
+ * (`plugMapJsonFromDevices`, `devicesFromPlugMapJson`, `checkBlockRuns`)
+ * and the QMP shape test `parsePlugMapSource` uses.
+ *
  * @module
  */
 
-export * from "./ranges.ts";
-export * from "./vmem_device.ts";
-export * from "./plug_map.ts";
-export * from "./plug_map_json.ts";
-export * from "./plug_map_source.ts";
-export * from "./qmp.ts";
-export * from "./range_list.ts";
+export {
+  type BlockRun,
+  formatGpaRange,
+  type GpaRange,
+  mergeGpaRanges,
+  type RamRange,
+  subtractGpaRanges,
+} from "./ranges.ts";
+export {
+  QEMU_MAX_NODES,
+  validateVmemDevice,
+  VIRTIO_MEM_MAX_BLOCKS,
+  VIRTIO_MEM_MIN_BLOCK_SIZE,
+  type VmemDevice,
+} from "./vmem_device.ts";
+export { PlugMap, type RangeClass } from "./plug_map.ts";
+export {
+  formatPlugMapJson,
+  PLUGMAP_JSON_VERSION,
+  type PlugMapDeviceJson,
+  type PlugMapJson,
+} from "./plug_map_json.ts";
+export { parsePlugMapSource, type PlugMapSourceFormat } from "./plug_map_source.ts";
+export { plugMapFromQmp } from "./qmp.ts";
+export { formatRangeList, plugMapFromRangeList } from "./range_list.ts";

@@ -70,7 +70,7 @@ export interface PlugMapJson {
  *
  * @example
  * ```ts
- * import { plugMapJsonFromDevices } from "@vmem-dump/vmem-dump/vmem";
+ * import { plugMapJsonFromDevices } from "./plug_map_json.ts";
  * const json = plugMapJsonFromDevices([{
  *   path: "", ramBlock: "vmem0mem", gpa: 0x1_0000_0000, regionSize: 1 << 22, blockSize: 1 << 21,
  *   node: 0, usableRegionSize: undefined, size: 1 << 21, requestedSize: undefined,
@@ -111,7 +111,7 @@ export function plugMapJsonFromDevices(devices: readonly VmemDevice[]): PlugMapJ
  *
  * @example
  * ```ts
- * import { devicesFromPlugMapJson } from "@vmem-dump/vmem-dump/vmem";
+ * import { devicesFromPlugMapJson } from "./plug_map_json.ts";
  * const [device] = devicesFromPlugMapJson({
  *   version: 1,
  *   devices: [{
@@ -187,7 +187,7 @@ function jsonString(o: Record<string, unknown>, key: string, where: string): str
  *
  * @example
  * ```ts
- * import { checkBlockRuns } from "@vmem-dump/vmem-dump/vmem";
+ * import { checkBlockRuns } from "./plug_map_json.ts";
  * console.log(checkBlockRuns([[0, 2], [2, 3]], 128, "plugged")); // [[0, 5]]
  * ```
  */

@@ -49,7 +49,7 @@ function replyEntries(value: unknown): unknown[] | undefined {
  *
  * @example
  * ```ts
- * import { isQmpPlugMapInput } from "@vmem-dump/vmem-dump";
+ * import { isQmpPlugMapInput } from "./qmp.ts";
  * console.log(isQmpPlugMapInput({ return: [] })); // true
  * console.log(isQmpPlugMapInput({ version: 1, devices: [] })); // false
  * ```

@@ -6,7 +6,6 @@ import {
   EHDR64_SIZE,
   type ElfHeader,
   type ElfPhdr,
-  emptyShdr,
   encodeNote,
   parseNotes,
   parseVmcoreinfo,
@@ -18,6 +17,7 @@ import {
   writePhdr,
   writeShdr,
 } from "../../src/elf/mod.ts";
+import { emptyShdr } from "../../src/elf/shdr.ts";
 import { FormatError, UnexpectedEofError } from "../../src/errors.ts";
 
 function header(elfClass: 32 | 64, littleEndian: boolean): ElfHeader {

@@ -6,14 +6,16 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../../src/errors.ts";
 import { getWireBigUint, getWireUint, setWireUint, wireLayout } from "../../src/io/wire.ts";
-import { EHDR32, EHDR64, PHDR32, PHDR64, SHDR32, SHDR64 } from "../../src/elf/mod.ts";
+import { EHDR32, EHDR64 } from "../../src/elf/ehdr.ts";
+import { PHDR32, PHDR64 } from "../../src/elf/phdr.ts";
+import { SHDR32, SHDR64 } from "../../src/elf/shdr.ts";
 import {
   DISK_DUMP_HEADER_32,
   DISK_DUMP_HEADER_64,
   KDUMP_SUB_HEADER_32,
   KDUMP_SUB_HEADER_64,
-  PAGE_DESC,
-} from "../../src/kdump/mod.ts";
+} from "../../src/kdump/header.ts";
+import { PAGE_DESC } from "../../src/kdump/page_desc.ts";
 
 Deno.test("wireLayout() rejects fields outside the record and overlapping fields", () => {
   assert.throws(() => wireLayout("r", 4, { a: ["a", 2, 4] }), RangeError);

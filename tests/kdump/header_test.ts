@@ -6,8 +6,8 @@
 
 import assert from "node:assert/strict";
 import { viewOf } from "../../src/io/endian.ts";
+import { diskDumpHeaderLayout } from "../../src/kdump/header.ts";
 import {
-  diskDumpHeaderLayout,
   kdumpSubHeaderSize,
   PAGE_DESC_SIZE,
   readDiskDumpHeader,

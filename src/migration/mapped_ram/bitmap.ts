@@ -111,7 +111,7 @@ const RUN_BATCH_BITS = 1 << 16;
  *
  * @example
  * ```ts
- * import { setRunBatches } from "@vmem-dump/vmem-dump";
+ * import { setRunBatches } from "./bitmap.ts";
  * console.log([...setRunBatches(new Uint8Array([0b0110]), 0, 8)]); // [[1, 2]]
  * ```
  */

@@ -78,7 +78,7 @@ function bad(message: string, offset: number): FormatError {
  *
  * @example
  * ```ts
- * import { mappedRamBlockLayout } from "@vmem-dump/vmem-dump";
+ * import { mappedRamBlockLayout } from "@vmem-dump/vmem-dump/migration";
  * const layout = mappedRamBlockLayout({
  *   idstr: "pc.ram", usedLength: 0x8000000, headerOffset: 0x1010000f, pageSize: 4096,
  *   ignoreShared: false,

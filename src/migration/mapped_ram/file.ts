@@ -169,7 +169,8 @@ export async function readMappedRamFile(
  *
  * @example
  * ```ts ignore
- * import { isMappedRamStream, openPositional } from "@vmem-dump/vmem-dump";
+ * import { isMappedRamStream } from "@vmem-dump/vmem-dump/migration";
+ * import { openPositional } from "@vmem-dump/vmem-dump";
  * using file = await openPositional("vm.mig");
  * console.log(await isMappedRamStream(file));
  * ```

@@ -57,7 +57,7 @@ export interface MappedRamHeader {
  *
  * @example
  * ```ts
- * import { readMappedRamHeader, writeMappedRamHeader } from "@vmem-dump/vmem-dump";
+ * import { readMappedRamHeader, writeMappedRamHeader } from "@vmem-dump/vmem-dump/migration";
  * const bytes = writeMappedRamHeader({ version: 1, pageSize: 4096, bitmapOffset: 0x9a, pagesOffset: 0x100000 });
  * console.log(readMappedRamHeader(bytes, 0).pagesOffset); // 1048576
  * ```
@@ -82,7 +82,7 @@ export function readMappedRamHeader(bytes: Uint8Array, fileOffset: number): Mapp
  *
  * @example
  * ```ts
- * import { writeMappedRamHeader } from "@vmem-dump/vmem-dump";
+ * import { writeMappedRamHeader } from "@vmem-dump/vmem-dump/migration";
  * console.log(writeMappedRamHeader({ version: 1, pageSize: 4096, bitmapOffset: 0, pagesOffset: 0 }).length); // 28
  * ```
  */

@@ -1,0 +1,104 @@
+/**
+ * The package is publishable: an MIT LICENSE and `license` field, a clean
+ * `deno publish --dry-run` (offline: JSR is never contacted for a dry run)
+ * that ships the library, the CLI and the docs but no tests, benchmarks,
+ * scripts or test data, `deno doc --lint` clean on every export, and the
+ * `./cli` export installs as a working `vmem-dump` command.
+ */
+
+import assert from "node:assert/strict";
+import { tempDir } from "../_util/qemu.ts";
+
+const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
+
+interface DenoJson {
+  name: string;
+  license?: string;
+  exports: Record<string, string>;
+  publish?: { include?: string[]; exclude?: string[] };
+}
+
+const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)) as DenoJson;
+
+async function deno(args: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...env },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, text: dec.decode(out.stdout) + dec.decode(out.stderr) };
+}
+
+Deno.test("the package is MIT-licensed and exports the library, its subpaths and the CLI", () => {
+  assert.equal(config.license, "MIT");
+  const license = Deno.readTextFileSync(`${ROOT}LICENSE`);
+  assert.match(license, /^MIT License\n/);
+  assert.match(license, /Copyright \(c\) \d{4} vmem-dump authors/);
+  assert.equal(config.exports["."], "./mod.ts");
+  assert.equal(config.exports["./cli"], "./cli/main.ts");
+  for (const [name, path] of Object.entries(config.exports)) {
+    assert.ok(Deno.statSync(`${ROOT}${path}`).isFile, `export ${name}: ${path} exists`);
+  }
+});
+
+Deno.test("deno publish --dry-run is clean and ships no tests, benchmarks, scripts or test data", async () => {
+  const { code, text } = await deno(["publish", "--dry-run", "--allow-dirty"]);
+  assert.equal(code, 0, text);
+  assert.match(text, /Success Dry run complete/);
+  assert.doesNotMatch(text, /warning/i, text);
+  const files = [...text.matchAll(/file:\/\/\S+/g)].map((m) =>
+    decodeURIComponent(new URL(m[0]).pathname).slice(ROOT.length)
+  );
+  assert.ok(files.length > 50, `only ${files.length} files listed: ${text}`);
+  for (const f of ["LICENSE", "README.md", "deno.json", "mod.ts", "cli/main.ts"]) {
+    assert.ok(files.includes(f), `${f} is published`);
+  }
+  for (const path of Object.values(config.exports)) {
+    assert.ok(files.includes(path.slice(2)), `export ${path} is published`);
+  }
+  const stray = files.filter((f) =>
+    /^(tests|bench|scripts|testdata|node_modules|dist)\//.test(f) || /_test\.ts$/.test(f) ||
+    !/^(src\/|cli\/|docs\/|mod\.ts$|deno\.json$|README\.md$|LICENSE$)/.test(f)
+  );
+  assert.deepEqual(stray, [], "only the library, the CLI, the docs, README and LICENSE");
+});
+
+Deno.test("deno doc --lint is clean on every export", async () => {
+  for (const [name, path] of Object.entries(config.exports)) {
+    const { code, text } = await deno(["doc", "--lint", path]);
+    assert.equal(code, 0, `export ${name} (${path}):\n${text}`);
+  }
+});
+
+Deno.test("the ./cli export installs as the vmem-dump command", async () => {
+  await using tmp = await tempDir("vmem-install-");
+  const { code, text } = await deno([
+    "install",
+    "--global",
+    "--root",
+    tmp.path,
+    "--name",
+    "vmem-dump",
+    "--allow-read",
+    "--config",
+    "deno.json",
+    config.exports["./cli"]!,
+  ]);
+  assert.equal(code, 0, text);
+  const bin = `${tmp.path}/bin/vmem-dump`;
+  const denoDir = Deno.execPath().slice(0, Deno.execPath().lastIndexOf("/"));
+  const run = await new Deno.Command(bin, {
+    args: ["inspect", "--json", `${ROOT}testdata/migration/q10-s3-malicious.mig.zst`],
+    cwd: tmp.path,
+    stdout: "piped",
+    stderr: "piped",
+    env: { PATH: `${denoDir}:${Deno.env.get("PATH") ?? ""}` },
+  }).output();
+  const stderr = new TextDecoder().decode(run.stderr);
+  assert.equal(run.code, 0, stderr);
+  const report = JSON.parse(new TextDecoder().decode(run.stdout));
+  assert.equal(report.container, "zstd");
+});
