@@ -14,7 +14,8 @@ import {
   type VerifyResult,
 } from "../../src/migration/verify.ts";
 import { openStreamInput } from "../_stream_input.ts";
-import { formatByteCount, grouped, hex, json } from "../_format.ts";
+import { byteCount, count, formatByteCount, hex } from "../_format.ts";
+import { deviceJson, type PlugStateSourceName, reportJson } from "../_report.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   FORCE_HELP,
@@ -24,8 +25,14 @@ import {
   parseCommandArgs,
   PLUGMAP_OPTIONS,
   plugMapFiles,
+  type PlugMapValues,
 } from "../_args.ts";
-import { choosePlugState, type PlugStateChoice } from "../_plug_state.ts";
+import {
+  choosePlugState,
+  type PlugStateChoice,
+  plugStateJson,
+  sourceName,
+} from "../_plug_state.ts";
 import { terminalProgress } from "../_progress.ts";
 import { openMappedRamInput, verifyMappedRamCommand } from "../_mapped_ram.ts";
 
@@ -137,54 +144,104 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     input.close();
     await progress.end();
   }
-  const bytesIn = counts.bytesIn;
+  const streamByteLength = counts.bytesIn;
   const result = verifier.result;
-  const toErr = forwardPath === "-";
   const text = values.json
-    ? json({
-      input: inPath,
-      bytesIn,
-      forwarded: forwardPath === undefined ? null : (result.clean ? forwardPath : null),
-      plugState: { source: choice.source, layout: choice.layout ?? null },
-      ...result,
-    })
-    : renderVerifyReport(inPath, bytesIn, choice, result, forwardPath);
-  if (toErr) await io.err(text);
+    ? reportJson("verify", {
+      input: {
+        path: inPath,
+        format: "migration",
+        container: input.container,
+        byteLength: input.byteLength ?? null,
+      },
+      verdict: result.clean ? "clean" : "violations",
+      output: forwardPath === undefined ? undefined : {
+        path: forwardPath,
+        format: "migration",
+        container: "raw",
+        byteLength: result.clean ? counts.bytesOut : null,
+        written: result.clean,
+      },
+    }, verifyBody(values, streamByteLength, choice, result))
+    : renderVerifyReport(inPath, streamByteLength, choice, result, forwardPath);
+  if (forwardPath === "-") await io.err(text);
   else await io.out(text);
   return result.clean ? 0 : 3;
 }
 
-const SOURCE_TEXT: Record<string, string> = {
-  plugmap: "plug map",
+/** The body of the `verify --json` report of a stream (schemas/verify-report.schema.json). */
+function verifyBody(
+  values: PlugMapValues,
+  streamByteLength: number,
+  choice: PlugStateChoice,
+  r: VerifyResult,
+): Record<string, unknown> {
+  const name = (s: string) => sourceName(s, choice.source);
+  return {
+    streamByteLength,
+    plugState: plugStateJson(
+      values,
+      r.layout,
+      r.devices.flatMap((d) => d.sources.map(name)),
+    ),
+    pageRecords: r.pageRecords,
+    violationCount: r.violationCount,
+    violatingRecords: r.violatingRecords,
+    violations: r.violations.map((v) => ({
+      reason: v.reason,
+      recordKind: v.recordKind,
+      path: v.devicePath,
+      ramblock: v.ramBlock,
+      ramOffset: v.ramOffset,
+      gpa: v.gpa,
+      blockIndex: v.blockIndex,
+      streamOffset: v.streamOffset,
+      records: v.records,
+      detectedBy: name(v.detectedBy),
+    })),
+    devices: r.devices.map((d) => ({
+      ...deviceJson({
+        path: d.devicePath,
+        ramblock: d.ramBlock,
+        memaddr: d.gpa,
+        regionSize: d.blocks * d.blockSize,
+        blockSize: d.blockSize,
+      }),
+      blocks: d.blocks,
+      pluggedBlocks: d.pluggedBlocks,
+      sources: [...new Set(d.sources.map(name))],
+    })),
+  };
+}
+
+/** How the text report names a plug-state source. */
+const SOURCE_TEXT: Record<PlugStateSourceName, string> = {
+  plugmap: "plug map (--plugmap)",
+  "plugmap-from": "plug map (--plugmap-from)",
   early: "early section",
   device: "device section",
+  "first-pass": "device section, read first",
+  structure: "structure",
 };
 
 /** The text verification report. */
 function renderVerifyReport(
   inPath: string,
-  bytesIn: number,
+  streamByteLength: number,
   choice: PlugStateChoice,
   r: VerifyResult,
   forwardPath: string | undefined,
 ): string {
-  const names = choice.source === "two-pass"
-    ? { ...SOURCE_TEXT, plugmap: "device section, first pass" }
-    : SOURCE_TEXT;
+  const name = (s: string) => SOURCE_TEXT[sourceName(s, choice.source)];
   let t = r.clean
-    ? `verify: ${inPath}: clean: ${grouped(r.pageRecords)} page records in ${
-      grouped(bytesIn)
-    } bytes, none in an unplugged block\n`
-    : `verify: ${inPath}: ${grouped(r.violatingRecords)} record${
-      r.violatingRecords === 1 ? "" : "s"
-    } ${
+    ? `verify: ${inPath}: clean: ${count(r.pageRecords, "page record")} in ${
+      byteCount(streamByteLength)
+    }, none in an unplugged block\n`
+    : `verify: ${inPath}: ${count(r.violatingRecords, "record")} ${
       r.violations.every((v) => v.reason === "unplugged-block")
         ? "in unplugged blocks"
         : "in violation (see below)"
-    } ` +
-      `(${grouped(r.violationCount)} violation${r.violationCount === 1 ? "" : "s"}) among ${
-        grouped(r.pageRecords)
-      } page records\n`;
+    } (${count(r.violationCount, "violation")}) among ${count(r.pageRecords, "page record")}\n`;
   const layout = r.layout === "none" ? "no virtio-mem state in the stream" : `${r.layout} layout`;
   t +=
     `  ${layout}${choice.source === "two-pass" ? ", device section read first (two passes)" : ""}` +
@@ -194,11 +251,9 @@ function renderVerifyReport(
         : ""
     }\n`;
   for (const d of r.devices) {
-    t +=
-      `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${d.blocks} blocks of ${
-        formatByteCount(d.blockSize)
-      } plugged; ` +
-      `from ${[...new Set(d.sources)].map((s) => names[s] ?? s).join(" and ")})\n`;
+    t += `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${count(d.blocks, "block")} of ${
+      formatByteCount(d.blockSize)
+    } plugged; from ${[...new Set(d.sources.map(name))].join(" and ")})\n`;
   }
   for (const v of r.violations) {
     t += `  ${
@@ -209,12 +264,12 @@ function renderVerifyReport(
         : `${describeViolation(v)} `
     }` +
       `at stream offset ${hex(v.streamOffset)}${
-        v.records > 1 ? ` and ${v.records - 1} more records in this MiB` : ""
+        v.records > 1 ? ` and ${count(v.records - 1, "more record")} in this MiB` : ""
       }` +
-      ` [${names[v.detectedBy] ?? v.detectedBy}]\n`;
+      ` [${name(v.detectedBy)}]\n`;
   }
   if (r.violationCount > r.violations.length) {
-    t += `  … ${r.violationCount - r.violations.length} more violations\n`;
+    t += `  … ${count(r.violationCount - r.violations.length, "more violation")}\n`;
   }
   if (forwardPath !== undefined) {
     t += r.clean
