@@ -11,7 +11,8 @@ import { type DropStats, UnpluggedPageDropper } from "../../src/migration/filter
 import { type PipelineProgress, runMigrationPipeline } from "../../src/migration/pipeline.ts";
 import { openStreamInput } from "../_stream_input.ts";
 import { byteCount, count, formatByteCount, grouped, hex } from "../_format.ts";
-import { deviceJson, type PlugStateSourceName, printReport, reportJson } from "../_report.ts";
+import { type PlugStateSourceName, printReport, reportJson } from "../_report.ts";
+import { dropStatsJson } from "../_stream_reports.ts";
 import type { CliIo } from "../io.ts";
 import {
   FORCE_HELP,
@@ -21,14 +22,8 @@ import {
   parseCommandArgs,
   PLUGMAP_OPTIONS,
   plugMapFiles,
-  type PlugMapValues,
 } from "../_args.ts";
-import {
-  choosePlugState,
-  type PlugStateChoice,
-  plugStateJson,
-  sourceName,
-} from "../_plug_state.ts";
+import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
 import { terminalProgress } from "../_progress.ts";
 import { filterMappedRamCommand, openMappedRamInput } from "../_mapped_ram.ts";
 
@@ -117,73 +112,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       },
       verdict: "done",
       output: { path: outPath, format: "migration", container: "raw", byteLength: bytesOut },
-    }, filterBody(values, bytesIn, choice, stats));
+    }, {
+      streamByteLength: bytesIn,
+      ...dropStatsJson(values, stats, choice.source, choice.layout),
+    });
     await printReport(io, report, outPath === "-");
   } else {
     await io.err(renderDropReport(inPath, outPath, bytesIn, bytesOut, choice, stats));
   }
   return 0;
-}
-
-/** The body of the `filter --json` report of a stream (schemas/filter-report.schema.json). */
-function filterBody(
-  values: PlugMapValues,
-  streamByteLength: number,
-  choice: PlugStateChoice,
-  s: DropStats,
-): Record<string, unknown> {
-  const name = (source: string) => sourceName(source, choice.source);
-  const sources = s.devices.map((d) => name(d.source));
-  // The stream's own layout: from the first pass, else from what the stream stated in-band.
-  const layout = choice.layout ??
-    (sources.includes("early")
-      ? "early"
-      : sources.includes("device")
-      ? "late"
-      : choice.source === "in-band"
-      ? "none"
-      : null);
-  const pathOf = new Map(s.devices.map((d) => [d.ramBlock, d.devicePath]));
-  return {
-    streamByteLength,
-    plugState: plugStateJson(values, layout, sources),
-    pageRecords: s.pageRecords,
-    droppedRecords: s.droppedRecords,
-    droppedByteLength: s.droppedBytes,
-    renamedRecords: s.renamedRecords,
-    renamedByteLength: s.renamedBytes,
-    devices: s.devices.map((d) => ({
-      ...deviceJson({
-        path: d.devicePath,
-        ramblock: d.ramBlock,
-        memaddr: d.gpa,
-        regionSize: d.blocks * d.blockSize,
-        blockSize: d.blockSize,
-      }),
-      blocks: d.blocks,
-      pluggedBlocks: d.pluggedBlocks,
-      sources: [name(d.source)],
-      keptRecords: d.keptRecords,
-      droppedRecords: d.droppedRecords,
-      droppedByteLength: d.droppedBytes,
-      droppedBlocks: d.droppedBlocks.map((b) => ({
-        blockIndex: b.blockIndex,
-        gpa: b.gpa,
-        droppedRecords: b.droppedRecords,
-        droppedByteLength: b.droppedBytes,
-      })),
-    })),
-    dropped: s.dropped.map((r) => ({
-      recordKind: r.recordKind,
-      path: pathOf.get(r.ramBlock) ?? "",
-      ramblock: r.ramBlock,
-      ramOffset: r.ramOffset,
-      gpa: r.gpa,
-      blockIndex: r.blockIndex,
-      streamOffset: r.streamOffset,
-      byteLength: r.byteLength,
-    })),
-  };
 }
 
 /** How the text report names a plug-state source. */

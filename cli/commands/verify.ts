@@ -15,7 +15,8 @@ import {
 } from "../../src/migration/verify.ts";
 import { openStreamInput } from "../_stream_input.ts";
 import { byteCount, count, formatByteCount, hex } from "../_format.ts";
-import { deviceJson, type PlugStateSourceName, reportJson } from "../_report.ts";
+import { type PlugStateSourceName, reportJson } from "../_report.ts";
+import { verifyResultJson } from "../_stream_reports.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   FORCE_HELP,
@@ -23,16 +24,11 @@ import {
   JSON_OPTION,
   outputPolicy,
   parseCommandArgs,
+  parseNumber,
   PLUGMAP_OPTIONS,
   plugMapFiles,
-  type PlugMapValues,
 } from "../_args.ts";
-import {
-  choosePlugState,
-  type PlugStateChoice,
-  plugStateJson,
-  sourceName,
-} from "../_plug_state.ts";
+import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
 import { terminalProgress } from "../_progress.ts";
 import { openMappedRamInput, verifyMappedRamCommand } from "../_mapped_ram.ts";
 
@@ -90,13 +86,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
   const inPath = positionals[0]!;
-  let maxViolations = 10_000;
-  if (values["max-violations"] !== undefined) {
-    maxViolations = Number(values["max-violations"]);
-    if (!Number.isSafeInteger(maxViolations) || maxViolations < 0) {
-      throw new UsageError("--max-violations takes a non-negative integer");
-    }
-  }
+  const maxViolations = values["max-violations"] === undefined
+    ? 10_000
+    : parseNumber(values["max-violations"], "--max-violations");
   const mapped = await openMappedRamInput(inPath);
   if (mapped !== undefined) {
     using _ = mapped;
@@ -162,56 +154,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         byteLength: result.clean ? counts.bytesOut : null,
         written: result.clean,
       },
-    }, verifyBody(values, streamByteLength, choice, result))
+    }, { streamByteLength, ...verifyResultJson(values, result, choice.source) })
     : renderVerifyReport(inPath, streamByteLength, choice, result, forwardPath);
   if (forwardPath === "-") await io.err(text);
   else await io.out(text);
   return result.clean ? 0 : 3;
-}
-
-/** The body of the `verify --json` report of a stream (schemas/verify-report.schema.json). */
-function verifyBody(
-  values: PlugMapValues,
-  streamByteLength: number,
-  choice: PlugStateChoice,
-  r: VerifyResult,
-): Record<string, unknown> {
-  const name = (s: string) => sourceName(s, choice.source);
-  return {
-    streamByteLength,
-    plugState: plugStateJson(
-      values,
-      r.layout,
-      r.devices.flatMap((d) => d.sources.map(name)),
-    ),
-    pageRecords: r.pageRecords,
-    violationCount: r.violationCount,
-    violatingRecords: r.violatingRecords,
-    violations: r.violations.map((v) => ({
-      reason: v.reason,
-      recordKind: v.recordKind,
-      path: v.devicePath,
-      ramblock: v.ramBlock,
-      ramOffset: v.ramOffset,
-      gpa: v.gpa,
-      blockIndex: v.blockIndex,
-      streamOffset: v.streamOffset,
-      records: v.records,
-      detectedBy: name(v.detectedBy),
-    })),
-    devices: r.devices.map((d) => ({
-      ...deviceJson({
-        path: d.devicePath,
-        ramblock: d.ramBlock,
-        memaddr: d.gpa,
-        regionSize: d.blocks * d.blockSize,
-        blockSize: d.blockSize,
-      }),
-      blocks: d.blocks,
-      pluggedBlocks: d.pluggedBlocks,
-      sources: [...new Set(d.sources.map(name))],
-    })),
-  };
 }
 
 /** How the text report names a plug-state source. */
