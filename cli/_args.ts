@@ -256,3 +256,40 @@ export function parseNumber(text: string, flag: string): number {
   }
   return n;
 }
+
+/** Binary multipliers of size suffixes, as QEMU reads them (`4G` is 4 GiB). */
+const SIZE_SUFFIXES: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 2 ** 10,
+  m: 2 ** 20,
+  g: 2 ** 30,
+  t: 2 ** 40,
+  p: 2 ** 50,
+};
+
+/**
+ * A size or address option value: decimal or `0x` hex, with an optional
+ * binary suffix as QEMU takes them (`K`, `M`, `G`, `T`, `P`, also written
+ * `KiB`, `MB` …: always powers of 1024), e.g. `--base 4G`, `2M`,
+ * `0x100000000`. A usage error naming `flag` otherwise.
+ *
+ * @param text The value.
+ * @param flag The option, for the error.
+ * @returns Bytes.
+ */
+export function parseSize(text: string, flag: string): number {
+  const m = /^(0x[0-9a-f]+|\d+)\s*(?:([kmgtp])(?:i?b)?|(b))?$/i.exec(text.trim());
+  const value = m === null
+    ? NaN
+    : (m[1]!.startsWith("0x") || m[1]!.startsWith("0X")
+      ? Number.parseInt(m[1]!.slice(2), 16)
+      : Number(m[1])) * SIZE_SUFFIXES[(m[2] ?? m[3] ?? "").toLowerCase()]!;
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new UsageError(
+      `${flag} needs a size or address: decimal or 0x hex, optionally with K, M, G, T ` +
+        `(binary: 4G is 4 GiB), not ${JSON.stringify(text)}`,
+    );
+  }
+  return value;
+}

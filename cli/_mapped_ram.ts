@@ -24,7 +24,10 @@ import type { InspectReport } from "../src/migration/inspect.ts";
 import type { FindingPageSink, PlugStateInfo, ScanReport } from "../src/scan/findings.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import type { AtomicOutput } from "../src/io/file.ts";
-import { formatByteCount, grouped, hex, json, table } from "./_format.ts";
+import { count, formatByteCount, grouped, hex, table } from "./_format.ts";
+import { deviceJson, printReport, type ReportFile, reportJson } from "./_report.ts";
+import { plugStateJson, sourceName } from "./_plug_state.ts";
+import { inspectMappedRamBody } from "./_inspect_report.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
 import { type CliIo, UsageError } from "./io.ts";
 
@@ -80,6 +83,16 @@ export async function openMappedRamInput(path: string): Promise<MappedRamInput |
   return undefined;
 }
 
+/** The `input` object of a report on a mapped-ram file. */
+function mappedRamInputJson(input: MappedRamInput): ReportFile {
+  return {
+    path: input.path,
+    format: "mapped-ram",
+    container: input.container,
+    byteLength: input.file.byteLength,
+  };
+}
+
 async function read(input: MappedRamInput): Promise<MappedRamFile> {
   return await readMappedRamFile(input.file, { payloadOffset: input.payloadOffset });
 }
@@ -101,7 +114,13 @@ export async function inspectMappedRamCommand(
 ): Promise<number> {
   const report = await inspectMappedRam(await read(input));
   if (values.json) {
-    await io.out(json({ input: input.path, container: input.container, ...report }));
+    await io.out(
+      reportJson(
+        "inspect",
+        { input: mappedRamInputJson(input), verdict: "done" },
+        inspectMappedRamBody(report),
+      ),
+    );
     return 0;
   }
   const m = report.mappedRam;
@@ -154,10 +173,44 @@ export async function verifyMappedRamCommand(
     maxViolations: values.maxViolations,
     ...(plugMap ? { plugMap } : {}),
   });
-  const plugState = { source: plugMap ? "plugmap+file" : "file", layout: r.layout };
+  const given = values.plugmap !== undefined
+    ? "plugmap"
+    : values["plugmap-from"] !== undefined
+    ? "plugmap-from"
+    : undefined;
+  const name = (s: string) => sourceName(s, given);
   await io.out(
     values.json
-      ? json({ input: input.path, format: "mapped-ram", plugState, ...r })
+      ? reportJson("verify", {
+        input: mappedRamInputJson(input),
+        verdict: r.clean ? "clean" : "violations",
+      }, {
+        plugState: plugStateJson(values, r.layout, r.devices.flatMap((d) => d.sources.map(name))),
+        pagesPresent: r.pagesPresent,
+        violationCount: r.violationCount,
+        violations: r.violations.map((v) => ({
+          path: v.devicePath,
+          ramblock: v.ramBlock,
+          ramOffset: v.ramOffset,
+          gpa: v.gpa,
+          blockIndex: v.blockIndex,
+          fileOffset: v.fileOffset,
+          bitmapFileOffset: v.bitmapFileOffset,
+          detectedBy: name(v.detectedBy),
+        })),
+        devices: r.devices.map((d) => ({
+          ...deviceJson({
+            path: d.devicePath,
+            ramblock: d.ramBlock,
+            memaddr: d.gpa,
+            regionSize: d.blocks * d.blockSize,
+            blockSize: d.blockSize,
+          }),
+          blocks: d.blocks,
+          pluggedBlocks: d.pluggedBlocks,
+          sources: [...new Set(d.sources.map(name))],
+        })),
+      })
       : renderVerify(input.path, r),
   );
   return r.clean ? 0 : 3;
@@ -166,16 +219,16 @@ export async function verifyMappedRamCommand(
 function renderVerify(path: string, r: MappedRamVerifyResult): string {
   let t = r.clean
     ? `verify: ${path}: clean: ${
-      grouped(r.pagesPresent)
-    } pages in the mapped-ram file, none in an unplugged block\n`
-    : `verify: ${path}: ${grouped(r.violationCount)} page${
-      r.violationCount === 1 ? "" : "s"
+      count(r.pagesPresent, "page")
+    } in the mapped-ram file, none in an unplugged block\n`
+    : `verify: ${path}: ${
+      count(r.violationCount, "page")
     } of unplugged blocks present (QEMU loads them) among ${grouped(r.pagesPresent)}\n`;
   t += `  mapped-ram file, ${
     r.layout === "none" ? "no virtio-mem state in the file" : `${r.layout} layout`
   }\n`;
   for (const d of r.devices) {
-    t += `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${d.blocks} blocks of ${
+    t += `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${count(d.blocks, "block")} of ${
       formatByteCount(d.blockSize)
     } plugged; from ${[...new Set(d.sources)].join(" and ")})\n`;
   }
@@ -186,7 +239,7 @@ function renderVerify(path: string, r: MappedRamVerifyResult): string {
       } [${v.detectedBy}]\n`;
   }
   if (r.violationCount > r.violations.length) {
-    t += `  … ${r.violationCount - r.violations.length} more\n`;
+    t += `  … ${grouped(r.violationCount - r.violations.length)} more\n`;
   }
   return t;
 }
@@ -242,11 +295,43 @@ export async function filterMappedRamCommand(
   const r = await filterMappedRam(mr, output, plugMap ? { plugMap } : {});
   await output.commit();
   const outPath = output.path;
-  const text = values.json
-    ? json({ input: input.path, output: outPath, format: "mapped-ram", ...r })
-    : renderFilter(input.path, outPath, r);
-  if (values.json && outPath !== "-") await io.out(text);
-  else await io.err(text);
+  if (!values.json) {
+    await io.err(renderFilter(input.path, outPath, r));
+    return 0;
+  }
+  const given = values.plugmap !== undefined
+    ? "plugmap"
+    : values["plugmap-from"] !== undefined
+    ? "plugmap-from"
+    : undefined;
+  const sources = r.plugStateSources.map((s) => sourceName(s, given));
+  const pathOf = new Map(
+    [...mr.plugMap.devices, ...(plugMap?.devices ?? [])].map((d) => [d.ramBlock, d.path]),
+  );
+  const report = reportJson("filter", {
+    input: mappedRamInputJson(input),
+    verdict: "done",
+    output: {
+      path: outPath,
+      format: "mapped-ram",
+      container: input.container,
+      byteLength: r.byteLength,
+    },
+  }, {
+    plugState: plugStateJson(values, mr.plugLayout, sources),
+    droppedPages: r.droppedPages,
+    keptPages: r.keptPages,
+    dataByteLength: r.dataBytes,
+    dropped: r.dropped.map((d) => ({
+      path: pathOf.get(d.ramBlock) ?? "",
+      ramblock: d.ramBlock,
+      ramOffset: d.ramOffset,
+      gpa: d.gpa,
+      blockIndex: d.blockIndex,
+      fileOffset: d.fileOffset,
+    })),
+  });
+  await printReport(io, report, outPath === "-");
   return 0;
 }
 

@@ -10,6 +10,7 @@ import { FormatError } from "../src/errors.ts";
 import { loadPlugState, type PlugStateFromStream } from "../src/input/load_plug_state.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
+import type { PlugStateJson, PlugStateSourceName } from "./_report.ts";
 
 /** How the plug state of a command was obtained. */
 export interface PlugStateChoice {
@@ -58,4 +59,47 @@ export async function choosePlugState(
     }
   }
   return { plugMap: undefined, source: "in-band", layout: undefined };
+}
+
+/**
+ * The glossary's name for a plug-state source as the library names it
+ * (`plugmap`, `early`, `device`, `structure`): the library calls every map
+ * it was handed `plugmap`, so the command says which one it was (a
+ * `--plugmap-from` stream, or the input's own device section read first).
+ *
+ * @param source The library's name.
+ * @param given How the command obtained the map it handed over, if any.
+ * @returns The name for reports and text.
+ */
+export function sourceName(
+  source: string,
+  given: PlugStateChoice["source"] | undefined,
+): PlugStateSourceName {
+  if (source === "plugmap") {
+    if (given === "two-pass") return "first-pass";
+    if (given === "plugmap-from") return "plugmap-from";
+    return "plugmap";
+  }
+  return source as PlugStateSourceName;
+}
+
+/**
+ * A report's `plugState` object: every source the devices' states came
+ * from, the input's own layout, and the `--plugmap`/`--plugmap-from` file.
+ *
+ * @param values The plug-map options.
+ * @param layout The input's own layout, when the command read it.
+ * @param sources The sources in glossary names, in any order, with repeats.
+ * @returns The object.
+ */
+export function plugStateJson(
+  values: PlugMapValues,
+  layout: "early" | "late" | "none" | null,
+  sources: Iterable<PlugStateSourceName>,
+): PlugStateJson {
+  return {
+    sources: [...new Set(sources)],
+    layout,
+    path: values.plugmap ?? values["plugmap-from"] ?? null,
+  };
 }

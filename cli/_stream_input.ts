@@ -59,3 +59,16 @@ export async function openStreamInput(
     throw e;
   }
 }
+
+/**
+ * The size of a regular file, `null` for `-`, a pipe or a device (what a
+ * report's `input.byteLength` says).
+ *
+ * @param path A path or `-`.
+ * @returns The size, or `null`.
+ */
+export async function fileByteLength(path: string): Promise<number | null> {
+  if (path === "-") return null;
+  const info = await Deno.stat(path);
+  return info.isFile ? info.size : null;
+}

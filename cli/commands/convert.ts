@@ -30,7 +30,10 @@ import {
   createAtomicOutput,
   openFileReader,
 } from "../../src/io/file.ts";
-import { grouped, json } from "../_format.ts";
+import { grouped } from "../_format.ts";
+import { gpaRangesJson, printReport, reportJson } from "../_report.ts";
+import { plugStateJson } from "../_plug_state.ts";
+import { fileByteLength } from "../_stream_input.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
@@ -39,7 +42,7 @@ import {
   loadPlugMapOption,
   outputPolicy,
   parseCommandArgs,
-  parseNumber,
+  parseSize,
   PLUGMAP_OPTIONS,
   plugMapFiles,
 } from "../_args.ts";
@@ -309,25 +312,27 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       throw e;
     }
 
-    const report = {
-      input: {
-        path: inPath,
-        container: opened.kind,
-        compression: opened.innerCompression,
-        ...(opened.libvirt ? { libvirt: libvirtSummary(opened.libvirt) } : {}),
-      },
-      output: {
-        path: outPath,
-        container: toKind,
-        compression: inner,
-        ...(libvirt ? { libvirt: libvirtSummary(libvirt, LIBVIRT_CODES[inner]) } : {}),
-        byteLength: containerBytes,
-      },
-      streamBytes,
-    };
     if (values.json) {
-      const text = json(report) + "\n";
-      await (outPath === "-" ? io.err(text) : io.out(text));
+      const text = reportJson("convert", {
+        input: {
+          path: inPath,
+          format: "migration",
+          container: opened.kind,
+          byteLength: input.byteLength ?? null,
+          compression: opened.innerCompression,
+          ...(opened.libvirt ? { libvirt: libvirtSummary(opened.libvirt) } : {}),
+        },
+        verdict: "done",
+        output: {
+          path: outPath,
+          format: "migration",
+          container: toKind,
+          byteLength: containerBytes,
+          compression: inner,
+          ...(libvirt ? { libvirt: libvirtSummary(libvirt, LIBVIRT_CODES[inner]) } : {}),
+        },
+      }, { streamByteLength: streamBytes });
+      await printReport(io, text, outPath === "-");
     } else if (io.stderrIsTerminal) {
       await io.err(
         `convert: ${describe(opened.kind, opened.innerCompression)} -> ${
@@ -419,7 +424,7 @@ async function convertDumpCommand(
   if (outPath === "-" && !(to === "kdump" && values.flattened) && to !== "elf") {
     throw new UsageError("a plain kdump file needs random access: give a file, or --flattened");
   }
-  const baseGpa = values.base === undefined ? undefined : parseNumber(values.base, "--base");
+  const baseGpa = values.base === undefined ? undefined : parseSize(values.base, "--base");
   checkPlugMapOptions(values);
   // Refuse a bad output before the (possibly slow) plug map extraction.
   await checkOutput(outPath, policy);
@@ -438,29 +443,72 @@ async function convertDumpCommand(
   const removedByteLength = r.removed.reduce((n, x) => n + x.byteLength, 0);
   const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
   if (values.json) {
-    await say(
-      json({
-        input: inPath,
-        output: outPath,
-        from: r.from,
-        to: r.to,
-        inputSha256: r.inputSha256,
-        removed: r.removed,
-        removedByteLength,
-        ...(r.kdump ? { kdump: r.kdump } : {}),
-        ...(r.elf ? { elf: r.elf } : {}),
-        ...(r.elfRewrite
-          ? {
-            elf: {
-              byteLength: r.elfRewrite.outputByteLength,
-              loadCount: r.elfRewrite.outputLoadCount,
-              notesByteLength: r.elfRewrite.notes.byteLength,
-            },
-          }
-          : {}),
-        provenance: r.provenance,
-      }),
-    );
+    const fromKdump = r.from === "kdump" || r.from === "kdump-flattened";
+    await say(reportJson("convert", {
+      input: {
+        path: inPath,
+        format: fromKdump ? "kdump" : r.from as "elf" | "raw",
+        container: r.from === "kdump-flattened" ? "flattened" : "raw",
+        byteLength: await fileByteLength(inPath),
+        sha256: r.inputSha256,
+        ...(baseGpa !== undefined ? { baseGpa } : {}),
+      },
+      verdict: "done",
+      output: {
+        path: outPath,
+        format: r.to,
+        container: r.kdump?.flattened ? "flattened" : "raw",
+        byteLength: r.kdump?.byteLength ?? r.elf?.byteLength ?? r.elfRewrite?.outputByteLength ??
+          null,
+      },
+    }, {
+      ...(plugMap !== undefined
+        ? {
+          plugState: plugStateJson(values, null, [
+            values.plugmap !== undefined ? "plugmap" : "plugmap-from",
+          ]),
+        }
+        : {}),
+      removedByteLength,
+      removed: gpaRangesJson(r.removed),
+      ...(r.kdump
+        ? {
+          kdump: {
+            codec: r.kdump.codec,
+            level: r.kdump.level,
+            pageSize: r.kdump.blockSize,
+            maxMapnr: r.kdump.maxMapnr,
+            presentPages: r.kdump.presentPages,
+            zeroPages: r.kdump.zeroPages,
+            uncompressedPages: r.kdump.uncompressedPages,
+            pageCount: r.kdump.pageCount,
+            dataByteLength: r.kdump.dataByteLength,
+            descTableFileOffset: r.kdump.descTableOffset,
+            dataFileOffset: r.kdump.dataOffset,
+            gapByteLength: r.kdump.gapByteLength,
+            utsnameSource: r.kdump.utsnameSource,
+          },
+        }
+        : {}),
+      ...(r.elf
+        ? {
+          elf: {
+            loadCount: r.elf.loadCount,
+            memoryByteLength: r.elf.memoryByteLength,
+            notesByteLength: r.elf.notesByteLength,
+          },
+        }
+        : {}),
+      ...(r.elfRewrite
+        ? {
+          elf: {
+            loadCount: r.elfRewrite.outputLoadCount,
+            notesByteLength: r.elfRewrite.notes.byteLength,
+          },
+        }
+        : {}),
+      provenance: r.provenance,
+    }));
     return 0;
   }
   let text = `convert: ${inPath} (${r.from}) -> ${outPath} (${r.to})\n`;

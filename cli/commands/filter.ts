@@ -10,7 +10,9 @@ import { createAtomicOutput } from "../../src/io/file.ts";
 import { type DropStats, UnpluggedPageDropper } from "../../src/migration/filter.ts";
 import { type PipelineProgress, runMigrationPipeline } from "../../src/migration/pipeline.ts";
 import { openStreamInput } from "../_stream_input.ts";
-import { formatByteCount, grouped, hex, json } from "../_format.ts";
+import { byteCount, count, formatByteCount, grouped, hex } from "../_format.ts";
+import { type PlugStateSourceName, printReport, reportJson } from "../_report.ts";
+import { dropStatsJson } from "../_stream_reports.ts";
 import type { CliIo } from "../io.ts";
 import {
   FORCE_HELP,
@@ -21,7 +23,7 @@ import {
   PLUGMAP_OPTIONS,
   plugMapFiles,
 } from "../_args.ts";
-import { choosePlugState, type PlugStateChoice } from "../_plug_state.ts";
+import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
 import { terminalProgress } from "../_progress.ts";
 import { filterMappedRamCommand, openMappedRamInput } from "../_mapped_ram.ts";
 
@@ -101,21 +103,34 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const { bytesIn, bytesOut } = counts;
   const stats = dropper.stats;
   if (values.json) {
-    const plugState = { source: choice.source, layout: choice.layout ?? null };
-    const report = json({ input: inPath, output: outPath, bytesIn, bytesOut, plugState, ...stats });
-    if (outPath === "-") await io.err(report);
-    else await io.out(report);
+    const report = reportJson("filter", {
+      input: {
+        path: inPath,
+        format: "migration",
+        container: input.container,
+        byteLength: input.byteLength ?? null,
+      },
+      verdict: "done",
+      output: { path: outPath, format: "migration", container: "raw", byteLength: bytesOut },
+    }, {
+      streamByteLength: bytesIn,
+      ...dropStatsJson(values, stats, choice.source, choice.layout),
+    });
+    await printReport(io, report, outPath === "-");
   } else {
     await io.err(renderDropReport(inPath, outPath, bytesIn, bytesOut, choice, stats));
   }
   return 0;
 }
 
-const SOURCE_TEXT: Record<string, string> = {
+/** How the text report names a plug-state source. */
+const SOURCE_TEXT: Record<PlugStateSourceName, string> = {
   plugmap: "the plug map (--plugmap)",
   "plugmap-from": "the plug map (--plugmap-from)",
   early: "the early virtio-mem section",
   device: "the device section",
+  "first-pass": "the device section (first pass)",
+  structure: "the stream's structure",
 };
 
 /** The text drop report. */
@@ -127,35 +142,28 @@ function renderDropReport(
   choice: PlugStateChoice,
   s: DropStats,
 ): string {
-  let t = `filter: ${inPath} -> ${outPath}: ${grouped(bytesIn)} -> ${grouped(bytesOut)} bytes; ` +
-    `dropped ${grouped(s.droppedRecords)} of ${grouped(s.pageRecords)} page records (${
-      grouped(s.droppedBytes)
-    } bytes)\n`;
+  let t = `filter: ${inPath} -> ${outPath}: ${grouped(bytesIn)} -> ${byteCount(bytesOut)}; ` +
+    `dropped ${grouped(s.droppedRecords)} of ${count(s.pageRecords, "page record")} (${
+      byteCount(s.droppedBytes)
+    })\n`;
   if (choice.source === "two-pass") {
     t += `  plug state read from the end of ${inPath} first (${choice.layout} layout)\n`;
   }
   if (s.devices.length === 0) t += "  no virtio-mem device: nothing to drop\n";
   for (const d of s.devices) {
-    const src = choice.source === "two-pass"
-      ? "the device section (first pass)"
-      : SOURCE_TEXT[d.source] ?? d.source;
-    t +=
-      `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${d.blocks} blocks of ${
-        formatByteCount(d.blockSize)
-      } plugged, ` +
-      `plug state from ${src}): kept ${grouped(d.keptRecords)}, dropped ${
-        grouped(d.droppedRecords)
-      } records\n`;
+    t += `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${count(d.blocks, "block")} of ${
+      formatByteCount(d.blockSize)
+    } plugged, plug state from ${SOURCE_TEXT[sourceName(d.source, choice.source)]}): kept ${
+      grouped(d.keptRecords)
+    }, dropped ${count(d.droppedRecords, "record")}\n`;
     const shown = d.droppedBlocks.slice(0, 64);
     for (const b of shown) {
-      t +=
-        `    block ${b.blockIndex} (gpa ${hex(b.gpa)}): ${grouped(b.droppedRecords)} record${
-          b.droppedRecords === 1 ? "" : "s"
-        }, ` +
-        `${grouped(b.droppedBytes)} bytes\n`;
+      t += `    block ${b.blockIndex} (gpa ${hex(b.gpa)}): ${count(b.droppedRecords, "record")}, ${
+        byteCount(b.droppedBytes)
+      }\n`;
     }
     if (d.droppedBlocks.length > shown.length) {
-      t += `    … ${d.droppedBlocks.length - shown.length} more blocks\n`;
+      t += `    … ${count(d.droppedBlocks.length - shown.length, "more block")}\n`;
     }
   }
   for (const r of s.dropped.slice(0, 16)) {
@@ -163,13 +171,13 @@ function renderDropReport(
       hex(r.ramOffset)
     }) at stream offset ${hex(r.streamOffset)}\n`;
   }
-  if (s.droppedRecords > 16) t += `  … ${s.droppedRecords - 16} more dropped records\n`;
+  if (s.droppedRecords > 16) {
+    t += `  … ${count(s.droppedRecords - 16, "more dropped record")}\n`;
+  }
   if (s.renamedRecords > 0) {
-    t +=
-      `  restored the RAMBlock name on ${grouped(s.renamedRecords)} record${
-        s.renamedRecords === 1 ? "" : "s"
-      } ` +
-      `(+${grouped(s.renamedBytes)} bytes)\n`;
+    t += `  restored the RAMBlock name on ${count(s.renamedRecords, "record")} (+${
+      byteCount(s.renamedBytes)
+    })\n`;
   }
   return t;
 }

@@ -7,7 +7,9 @@
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { inspectMigration, type InspectReport } from "../../src/migration/inspect.ts";
 import { openStreamInput } from "../_stream_input.ts";
-import { grouped, hex, json, table } from "../_format.ts";
+import { grouped, hex, table } from "../_format.ts";
+import { reportJson } from "../_report.ts";
+import { inspectStreamBody } from "../_inspect_report.ts";
 import type { CliIo } from "../io.ts";
 import { JSON_OPTION, parseCommandArgs } from "../_args.ts";
 import { inspectMappedRamCommand, openMappedRamInput } from "../_mapped_ram.ts";
@@ -22,7 +24,7 @@ mapped-ram file (QEMU file: migration with mapped-ram, libvirt "sparse" image)
 is read in place, with its blocks' headers and pages present
 (docs/mapped-ram.md).
 
-  --json   print the report as JSON (schema in docs/migration.md)
+  --json   print the report as JSON (docs/migration.md, docs/glossary.md)
 `;
 
 /** Run `inspect`. */
@@ -47,8 +49,17 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       decodeMigrationBatches(input.reader, { deviceState: "describe" }),
     );
     const container = input.container;
-    if (values.json) await io.out(json({ input: positionals[0], container, ...report }));
-    else await io.out(render(positionals[0]!, container, report));
+    if (values.json) {
+      await io.out(reportJson("inspect", {
+        input: {
+          path: positionals[0]!,
+          format: "migration",
+          container,
+          byteLength: input.byteLength ?? null,
+        },
+        verdict: "done",
+      }, inspectStreamBody(report)));
+    } else await io.out(render(positionals[0]!, container, report));
     return 0;
   } finally {
     input.close();

@@ -11,36 +11,52 @@ import { formatPlugMapJson } from "../../src/vmem/plug_map_json.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import type { VmemDevice } from "../../src/vmem/vmem_device.ts";
 import { formatRangeList } from "../../src/vmem/range_list.ts";
-import { grouped, hex, table } from "../_format.ts";
+import { byteCount, count, exactSize, hex, table } from "../_format.ts";
+import { fileByteLength } from "../_stream_input.ts";
+import {
+  gpaRangesJson,
+  type PlugStateJson,
+  type PlugStateSourceName,
+  type ReportFile,
+  reportJson,
+} from "../_report.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import { JSON_OPTION, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
 
 const HELP = `usage: vmem-dump plugmap [FILE|-] [options]
 
-Print the virtio-mem plug state of a QEMU migration stream (raw, gzip, zstd
-or a libvirt save image) as JSON (format in docs/plugmaps.md):
+Print the virtio-mem plug state of a QEMU migration stream (raw, gzip, zstd,
+a libvirt save image, or a mapped-ram file) in the plug-map JSON format
+(docs/plugmaps.md), which --plugmap FILE reads back:
 
   {"version":1,"devices":[{"path":…,"ramblock":…,"memaddr":…,"region-size":…,
    "block-size":…,"node":…,"usable-region-size":…,"size":…,"requested-size":…,
    "plugged":[[firstBlock,blockCount],…]}]}
 
-Early layout (QEMU >= 8.0 machine types): reading stops after the early
-section, before any RAM page; usable and requested size are then null
-unless --complete is given. Late layout (QEMU 7.2): the decoder jumps from
-the early part to the device state, located through the vmdesc at the end
-of a regular file, else the stream is read once. The device section is found
-by its header and structure; a vmdesc that names it differently is reported
-on stderr. Device state that cannot be accounted for and a plug state stated
-twice are errors (exit 1). See docs/plugmaps.md and docs/security.md.
+A regular file gives the complete state: for the early layout (QEMU >= 8.0
+machine types) the early section and the device section at the end, found
+through the vmdesc of an uncompressed file (a compressed file is read to
+its end). A pipe is read only up to the early section: usable and requested
+size are then null, and plugmap says so on stderr (--complete reads on).
+The late layout (QEMU 7.2) has everything in the device section. The device
+section is found by its header and structure; a vmdesc that names it
+differently is reported. Device state that cannot be accounted for and a
+plug state stated twice are errors (exit 1). See docs/plugmaps.md and
+docs/security.md.
 
   --plugmap FILE       read a plug map instead (JSON v1, QMP reply + runs, or
                        a plugged range list) and print it in the chosen form
   --plugmap-from FILE  same as giving FILE as the argument
-  --complete           early layout: read to the end for usable/requested size
+  --complete           a pipe: read to the end for usable and requested size
+  --early              stop after the early section, also for a file (fast
+                       on a big compressed file; usable/requested size null)
   --ranges             print plugged and unplugged guest-physical ranges
   --range-list         print the plugged range-list form (device lines + ranges)
-  --json               with --ranges: the ranges as JSON
+  --json               the plugmap report: devices, ranges, where the state
+                       came from (docs/plugmaps.md, docs/glossary.md)
   -v, --verbose        say on stderr how the state was found and what was read
+
+Exit status: 0 done, 1 error (bad input), 2 usage error.
 `;
 
 /** Run `plugmap`. */
@@ -49,6 +65,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     options: {
       ...PLUGMAP_OPTIONS,
       complete: { type: "boolean" },
+      early: { type: "boolean" },
       ranges: { type: "boolean" },
       "range-list": { type: "boolean" },
       ...JSON_OPTION,
@@ -71,34 +88,82 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (values.ranges && values["range-list"]) {
     throw new UsageError("choose one of --ranges and --range-list");
   }
-  if (values.json && !values.ranges) {
-    throw new UsageError("--json goes with --ranges (the default output is JSON)");
+  if (values.json && values["range-list"]) {
+    throw new UsageError("--json prints the report; --range-list prints a plug-map input format");
   }
+  if (values.complete && values.early) throw new UsageError("choose one of --complete and --early");
 
   let map: PlugMap;
+  let input: ReportFile;
+  let plugState: PlugStateJson;
+  let extraction: Record<string, unknown> = {};
+  const warnings: string[] = [];
   if (values.plugmap !== undefined) {
     map = (await loadPlugState({ plugMapFile: values.plugmap })).plugMap;
+    input = {
+      path: values.plugmap,
+      format: "plugmap",
+      container: null,
+      byteLength: await fileByteLength(values.plugmap),
+    };
+    plugState = { sources: ["plugmap"], layout: null, path: values.plugmap };
   } else {
-    const r = await loadPlugState({ stream: sources[0]!, complete: values.complete ?? false });
+    const path = sources[0]!;
+    const byteLength = await fileByteLength(path);
+    // A regular file gives the whole state; a pipe stops after the early section unless asked.
+    const complete = values.early ? false : byteLength !== null || (values.complete ?? false);
+    const r = await loadPlugState({ stream: path, complete });
+    input = {
+      path,
+      format: r.mappedRam ? "mapped-ram" : "migration",
+      container: r.container,
+      byteLength,
+    };
     map = r.plugMap;
     for (const d of r.vmdescDisagreements) {
       // The sections were found by their headers; the vmdesc only names them differently.
-      await io.err(
-        `plugmap: warning: the vmdesc disagrees with the stream (the sections count; verify ` +
-          `refuses such a stream): ${d.message} at ${hex(d.streamOffset)}\n`,
+      warnings.push(
+        `the vmdesc disagrees with the stream (the sections count; verify refuses such a ` +
+          `stream): ${d.message} at ${hex(d.streamOffset)}`,
       );
     }
+    const stoppedEarly = r.layout === "early" && r.method === "early";
+    if (stoppedEarly && !values.early) {
+      warnings.push(
+        "read up to the early section only (standard input cannot be read twice): usable and " +
+          "requested size are unknown (null); --complete reads to the end",
+      );
+    }
+    plugState = { sources: sourcesOf(r.layout, map), layout: r.layout, path: null };
+    extraction = {
+      method: r.method,
+      complete: !stoppedEarly,
+      streamByteLength: r.streamBytes,
+      extraByteLength: r.extraBytes,
+    };
     if (values.verbose) {
       await io.err(
-        `plugmap: layout ${r.layout}, found by ${r.method}; decoded ${
-          grouped(r.streamBytes)
-        } stream bytes` +
-          `${r.extraBytes ? ` and read ${grouped(r.extraBytes)} more bytes at the end` : ""}\n`,
+        `plugmap: layout ${r.layout}, found by ${r.method}; decoded ${byteCount(r.streamBytes)}` +
+          ` of the stream${
+            r.extraBytes ? ` and read ${byteCount(r.extraBytes)} more at the end` : ""
+          }\n`,
       );
     }
   }
-  if (values.ranges) {
-    await io.out(values.json ? rangesJson(map) : rangesText(map));
+  if (!values.json) { for (const w of warnings) await io.err(`plugmap: warning: ${w}\n`); }
+  if (values.json) {
+    await io.out(reportJson("plugmap", { input, verdict: "done" }, {
+      plugState,
+      ...extraction,
+      devices: devicesJson(map),
+      ranges: {
+        plugged: gpaRangesJson(map.pluggedGpaRanges()),
+        unplugged: gpaRangesJson(map.unpluggedGpaRanges()),
+      },
+      warnings,
+    }));
+  } else if (values.ranges) {
+    await io.out(rangesText(map));
   } else if (values["range-list"]) {
     await io.out(formatRangeList(map));
   } else {
@@ -107,8 +172,24 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
-function mib(bytes: number): string {
-  return bytes % (1 << 20) === 0 ? `${bytes / (1 << 20)} MiB` : `${grouped(bytes)} bytes`;
+/** Where each device's state came from, for the report. */
+function sourcesOf(layout: "early" | "late" | "none", map: PlugMap): PlugStateSourceName[] {
+  if (layout === "none") return [];
+  if (layout === "late") return ["device"];
+  // Early layout: the device section was read too when usable size is known.
+  return map.devices.some((d) => d.usableRegionSize !== undefined)
+    ? ["early", "device"]
+    : ["early"];
+}
+
+/** The devices in the plug-map keys, plus their block counts. */
+function devicesJson(map: PlugMap): Record<string, unknown>[] {
+  const json = map.toJSON().devices;
+  return map.devices.map((d, i) => ({
+    ...json[i]!,
+    blocks: d.regionSize / d.blockSize,
+    pluggedBlocks: map.pluggedBlockCount(d),
+  }));
 }
 
 function rangesText(map: PlugMap): string {
@@ -119,12 +200,12 @@ function rangesText(map: PlugMap): string {
     out += `device ${d.path || "(path unknown)"}  ramblock ${
       d.ramBlock || "(unknown)"
     }  node ${d.node}\n`;
-    out += `  region ${hex(d.gpa)}-${hex(d.gpa + d.regionSize)}: ${
-      mib(d.regionSize)
-    }, ${blocks} blocks of ${mib(d.blockSize)}\n`;
-    out += `  plugged ${mib(d.size)} (${d.size / d.blockSize} blocks)` +
-      `, requested ${d.requestedSize === undefined ? "unknown" : mib(d.requestedSize)}` +
-      `, usable ${d.usableRegionSize === undefined ? "unknown" : mib(d.usableRegionSize)}\n`;
+    out += `  region ${hex(d.gpa)}-${hex(d.gpa + d.regionSize)}: ${exactSize(d.regionSize)}, ${
+      count(blocks, "block")
+    } of ${exactSize(d.blockSize)}\n`;
+    out += `  plugged ${exactSize(d.size)} (${count(d.size / d.blockSize, "block")})` +
+      `, requested ${d.requestedSize === undefined ? "unknown" : exactSize(d.requestedSize)}` +
+      `, usable ${d.usableRegionSize === undefined ? "unknown" : exactSize(d.usableRegionSize)}\n`;
     out += indent(table(["state", "gpa range", "size", "blocks"], deviceRows(map, d)));
   }
   return out;
@@ -135,25 +216,17 @@ function deviceRows(map: PlugMap, d: VmemDevice): string[][] {
     ...map.blockRuns(d, true).map((r) => ({ r, state: "plugged" })),
     ...map.blockRuns(d, false).map((r) => ({ r, state: "unplugged" })),
   ].sort((a, b) => a.r[0] - b.r[0]);
-  return runs.map(({ r: [first, count], state }) => {
+  return runs.map(({ r: [first, n], state }) => {
     const gpa = d.gpa + first * d.blockSize;
     return [
       state,
-      `${hex(gpa)}-${hex(gpa + count * d.blockSize)}`,
-      mib(count * d.blockSize),
-      count === 1 ? `${first}` : `${first}-${first + count - 1}`,
+      `${hex(gpa)}-${hex(gpa + n * d.blockSize)}`,
+      exactSize(n * d.blockSize),
+      n === 1 ? `${first}` : `${first}-${first + n - 1}`,
     ];
   });
 }
 
 function indent(text: string): string {
   return text.split("\n").map((l) => (l === "" ? l : "  " + l)).join("\n");
-}
-
-function rangesJson(map: PlugMap): string {
-  const pair = (r: { gpa: number; byteLength: number }) => [r.gpa, r.byteLength];
-  return JSON.stringify({
-    plugged: map.pluggedGpaRanges().map(pair),
-    unplugged: map.unpluggedGpaRanges().map(pair),
-  }) + "\n";
 }

@@ -23,7 +23,9 @@ import {
   type ProxyResult,
   ProxySession,
 } from "../../src/proxy/session.ts";
-import { formatByteCount, grouped, hex, json } from "../_format.ts";
+import { formatByteCount, grouped, hex } from "../_format.ts";
+import { type ReportFile, reportJson } from "../_report.ts";
+import { dropStatsJson, verifyResultJson } from "../_stream_reports.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import { JSON_OPTION, loadPlugMapOption, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
 
@@ -47,7 +49,7 @@ and stream the migration to it.
   --allow-remote  allow non-loopback TCP addresses (plain text: trusted networks only)
   --accept-timeout S   give up when no source connects within S seconds (default: wait)
   --connect-timeout S  keep retrying the destination for S seconds (default 10)
-  --json          print the outcome as JSON on stdout
+  --json          print the report as JSON on stdout (docs/filter-verify-proxy.md)
 
 Unix sockets are created with mode 0600. The return path (capabilities
 return-path, switchover-ack) is relayed and checked; with it, a vetoed
@@ -152,13 +154,20 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       for (const v of vr.violations.slice(0, 64)) {
         await io.err(`  ${describeViolation(v)} at stream offset ${hex(v.streamOffset)}\n`);
       }
-      if (values.json) await io.out(json({ ok: false, mode, verify: vr }));
+      if (values.json) {
+        await io.out(reportJson("proxy", {
+          input: endpointJson(listenAt, null),
+          verdict: "violations",
+          output: endpointJson(connectTo, null),
+        }, {
+          mode,
+          filter: null,
+          verify: verifyResultJson(values, vr, undefined),
+        }));
+      }
       return 3;
     }
-    if (failure instanceof ProxyError) {
-      await io.err(`error: ${failure.message}\n`);
-      return 1;
-    }
+    if (failure instanceof ProxyError) throw failure;
     if (!(failure instanceof UnsupportedFeatureError)) {
       await io.err("proxy: relay failed; closed both connections without forwarding QEMU_VM_EOF\n");
     }
@@ -166,8 +175,37 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
   if (io.stderrIsTerminal && lastLine > 0) await io.err("\r\x1b[K");
   await io.err(summaryText(result));
-  if (values.json) await io.out(json({ ok: true, ...result }));
+  if (values.json) {
+    await io.out(reportJson("proxy", {
+      input: endpointJson(listenAt, null),
+      verdict: result.verify ? "clean" : "done",
+      output: endpointJson(connectTo, result.bytesOut),
+    }, {
+      mode: result.mode,
+      seconds: result.seconds,
+      streamByteLength: result.bytesIn,
+      pageRecords: result.pageRecords,
+      droppedRecords: result.droppedRecords,
+      filter: result.dropStats ? dropStatsJson(values, result.dropStats, undefined) : null,
+      verify: result.verify ? verifyResultJson(values, result.verify, undefined) : null,
+      returnPath: {
+        opened: result.returnPath.opened,
+        messages: result.returnPath.messages,
+        shut: result.returnPath.shut ?? null,
+      },
+      channels: result.channels.map(({ bytesIn, bytesOut, ...rest }) => ({
+        ...rest,
+        streamByteLength: bytesIn,
+        outputByteLength: bytesOut,
+      })),
+    }));
+  }
   return 0;
+}
+
+/** An endpoint as a report's `input` or `output`: a migration stream on a socket. */
+function endpointJson(ep: Endpoint, byteLength: number | null): ReportFile {
+  return { path: formatEndpoint(ep), format: "migration", container: "raw", byteLength };
 }
 
 /** The log line of an event, or `undefined` for events that are not logged. */

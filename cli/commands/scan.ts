@@ -21,6 +21,7 @@ import {
 import { openPositional } from "../../src/io/positional.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { loadPlugState } from "../../src/input/load_plug_state.ts";
+import type { Coverage } from "../../src/scan/coverage.ts";
 import {
   DEFAULT_MAX_FINDINGS,
   type PlugStateInfo,
@@ -32,9 +33,17 @@ import { HEXDUMP_WINDOW } from "../../src/scan/hexdump.ts";
 import { VERDICT_EXIT_CODES } from "../../src/scan/verdict.ts";
 import { scanMigration, type ScanMigrationResult } from "../../src/scan/scan_stream.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
-import { json } from "../_format.ts";
+import { count } from "../_format.ts";
+import {
+  deviceJson,
+  type PlugStateJson,
+  type PlugStateSourceName,
+  type ReportHead,
+  reportJson,
+} from "../_report.ts";
+import { plugStateJson } from "../_plug_state.ts";
 import { openMappedRamInput, scanMappedRamInput } from "../_mapped_ram.ts";
-import { type CliIo, UsageError } from "../io.ts";
+import { type CliIo, CommandError, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
   FORCE_OPTION,
@@ -43,8 +52,10 @@ import {
   outputPolicy,
   parseCommandArgs,
   parseNumber,
+  parseSize,
   PLUGMAP_OPTIONS,
   plugMapFiles,
+  type PlugMapValues,
 } from "../_args.ts";
 
 const HELP = `usage: vmem-dump scan INPUT [--plugmap FILE | --plugmap-from STREAM] [options]
@@ -134,13 +145,13 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       : parseNumber(values["max-findings"], "--max-findings"),
     hexdumpBytes: values["hexdump-bytes"] === undefined
       ? HEXDUMP_WINDOW
-      : parseNumber(values["hexdump-bytes"], "--hexdump-bytes"),
+      : parseSize(values["hexdump-bytes"], "--hexdump-bytes"),
   };
   if (settings.hexdumpBytes > 4096) throw new UsageError("--hexdump-bytes takes 0 to 4096");
   if (values.force && values.extract === undefined) {
     throw new UsageError("--force applies to --extract DIR only");
   }
-  const baseGpa = values.base === undefined ? undefined : parseNumber(values.base, "--base");
+  const baseGpa = values.base === undefined ? undefined : parseSize(values.base, "--base");
   if (baseGpa !== undefined && baseGpa % 4096 !== 0) {
     throw new UsageError("--base must be a multiple of 4096");
   }
@@ -204,16 +215,17 @@ export async function run(args: string[], io: CliIo): Promise<number> {
 
   try {
     let report: ScanReport;
+    let firstPass = false;
     if (mapped !== undefined) {
       const scanned = await scanMappedRamInput(mapped, plugMap, plugState, {
         ...settings,
         pageSink: await startExtraction(),
       });
       if (scanned === undefined) {
-        await io.err(
-          "error: the file carries no virtio-mem plug state; give --plugmap FILE or --plugmap-from STREAM\n",
+        throw new CommandError(
+          "no-plug-state",
+          "the file carries no virtio-mem plug state; give --plugmap FILE or --plugmap-from STREAM",
         );
-        return 1;
       }
       report = scanned;
     } else if (kind === "migration") {
@@ -222,17 +234,23 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         ...(stdinHash ? { onChunk: (c: Uint8Array) => void stdinHash.update(c) } : {}),
       });
       if (scanned === undefined) {
-        await io.err(
-          "error: the stream carries no virtio-mem plug state; give --plugmap FILE or --plugmap-from STREAM\n",
+        throw new CommandError(
+          "no-plug-state",
+          "the stream carries no virtio-mem plug state; give --plugmap FILE or --plugmap-from STREAM",
         );
-        return 1;
       }
       report = scanned.report;
+      firstPass = scanned.firstPass;
       if (out !== undefined && scanned.extractionInvalid !== undefined) {
         // Print what was found, then fail: the evidence asked for cannot be written.
         progress?.done();
-        await io.out(values.json ? json(report) : formatScanReport(report));
-        throw new Error(
+        await io.out(
+          values.json
+            ? reportJson("scan", ...scanReportParts(report, values, false))
+            : formatScanReport(report),
+        );
+        throw new CommandError(
+          "extraction-incomplete",
           `Cannot extract the findings to ${
             extraction!.path
           }: ${scanned.extractionInvalid}; nothing was written`,
@@ -253,22 +271,123 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       report = await scanDumpFile(kind, path, { ...dumpOptions, baseGpa });
     }
     progress?.done();
+    const [head, body] = scanReportParts(report, values, firstPass);
     if (out !== undefined) {
       const sha256 = stdinHash?.digest("hex") ?? await sha256OfFile(path);
-      await out.sink.finish({ input: { ...report.input, sha256 }, report });
+      await out.sink.finish({
+        input: { ...head.input, sha256 },
+        plugState: body.plugState,
+        report,
+      });
       await out.dir.commit();
       await io.err(
-        `scan: extracted ${out.sink.pages} finding${out.sink.pages === 1 ? "" : "s"} to ${
+        `scan: extracted ${count(out.sink.pages, "finding")} to ${extraction!.path} (manifest ${
           extraction!.path
-        } (manifest ${extraction!.path}/${EXTRACT_MANIFEST})\n`,
+        }/${EXTRACT_MANIFEST})\n`,
       );
       out = undefined;
     }
-    await io.out(values.json ? json(report) : formatScanReport(report));
+    await io.out(values.json ? reportJson("scan", head, body) : formatScanReport(report));
     return VERDICT_EXIT_CODES[report.verdict];
   } finally {
     if (out !== undefined) await abortExtraction(out);
   }
+}
+
+/** The library's plug-state source names, in the glossary's (docs/glossary.md). */
+const SCAN_SOURCES: Record<string, PlugStateSourceName[]> = {
+  plugmap: ["plugmap"],
+  "plugmap-from": ["plugmap-from"],
+  "stream-early": ["early"],
+  "stream-late": ["device"],
+  "stream-early+late": ["early", "device"],
+  none: [],
+};
+
+/**
+ * The envelope and body of `scan --json` (schemas/scan-report.schema.json):
+ * the library's report in the glossary's names.
+ *
+ * @param r The library's report.
+ * @param values The plug-map options.
+ * @param firstPass Whether the stream's own (late) plug state was read in a first pass.
+ * @returns Head and body for `reportJson`.
+ */
+function scanReportParts(
+  r: ScanReport,
+  values: PlugMapValues,
+  firstPass: boolean,
+): [ReportHead, Record<string, unknown> & { plugState: PlugStateJson }] {
+  const stream = r.input.kind === "migration" || r.input.kind === "mapped-ram";
+  let sources = SCAN_SOURCES[r.plugState.source] ?? [];
+  if (firstPass) sources = sources.map((s) => (s === "device" ? "first-pass" : s));
+  const layout = !stream
+    ? null
+    : sources.includes("early")
+    ? "early"
+    : sources.includes("device") || sources.includes("first-pass")
+    ? "late"
+    : values.plugmap === undefined && values["plugmap-from"] === undefined
+    ? "none"
+    : null;
+  const head: ReportHead = {
+    input: {
+      path: r.input.path ?? "-",
+      format: r.input.kind,
+      container: r.input.container === "kdump-flattened" ? "flattened" : r.input.container ?? "raw",
+      byteLength: r.input.byteLength,
+      baseGpa: r.input.baseGpa,
+    },
+    verdict: r.verdict,
+  };
+  return [head, {
+    verdictReason: r.verdictReason,
+    plugState: plugStateJson(values, layout, sources),
+    pageSize: r.pageSize,
+    maxFindings: r.maxFindings,
+    hexdumpBytes: r.hexdumpBytes,
+    details: r.details,
+    coverage: r.coverage === null ? null : coverageJson(r.coverage),
+    summary: {
+      findings: r.summary.findings,
+      nonZeroPages: r.summary.nonZeroPages,
+      nonZeroBytes: r.summary.nonZeroBytes,
+      unknownContent: r.summary.unknownContent,
+      blocksWithFindings: r.summary.blocksWithFindings,
+      devicesWithFindings: r.summary.devicesWithFindings,
+      listedPages: r.summary.listedPages,
+      truncated: r.summary.truncated,
+      unpluggedByteLength: r.summary.unpluggedBytes,
+      pageRecords: r.summary.pageRecords,
+    },
+    devices: r.devices.map((d) => ({
+      ...deviceJson({
+        path: d.path,
+        ramblock: d.ramBlock,
+        memaddr: d.gpa,
+        regionSize: d.regionSize,
+        blockSize: d.blockSize,
+      }),
+      pluggedBlocks: d.pluggedBlocks,
+      unpluggedBlocks: d.unpluggedBlocks,
+      findings: d.findings,
+      nonZeroPages: d.nonZeroPages,
+      nonZeroBytes: d.nonZeroBytes,
+      coverage: d.coverage === null ? null : coverageJson(d.coverage),
+      blocks: d.blocks,
+    })),
+    warnings: r.warnings,
+  }];
+}
+
+/** Coverage with byte lengths named as the glossary names them. */
+function coverageJson(c: Coverage): Record<string, unknown> {
+  return {
+    unpluggedByteLength: c.unpluggedBytes,
+    examinedByteLength: c.examinedBytes,
+    absentByteLength: c.absentBytes,
+    absent: c.absent,
+  };
 }
 
 async function abortExtraction(out: { dir: AtomicDirectory; sink: ExtractionSink }) {
@@ -279,6 +398,8 @@ async function abortExtraction(out: { dir: AtomicDirectory; sink: ExtractionSink
 /** What {@linkcode scanStreamInput} returns. */
 interface StreamScan {
   report: ScanReport;
+  /** Whether the stream's own (late) plug state was read in a first pass and used. */
+  firstPass: boolean;
   /** Why the findings handed to the extraction do not match the report, or `undefined`. */
   extractionInvalid: string | undefined;
 }
@@ -348,6 +469,7 @@ async function scanStreamInput(
   if (result.plugMap === undefined) return undefined;
   return {
     report: result.report,
+    firstPass: plugMap === undefined && given !== undefined,
     extractionInvalid: result.report.details === "blocks"
       ? "the stream sent its plug state after its pages, and standard input cannot be read again " +
         "(give --plugmap-from a file of the stream, or scan the file)"

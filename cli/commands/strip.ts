@@ -18,8 +18,11 @@ import { zeroRawImage } from "../../src/raw/zero.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import type { VmemDevice } from "../../src/vmem/vmem_device.ts";
 import { formatGpaRange, type GpaRange } from "../../src/vmem/ranges.ts";
-import { grouped, hex, json, table } from "../_format.ts";
-import { type CliIo, UsageError } from "../io.ts";
+import { grouped, hex, table } from "../_format.ts";
+import { deviceJson, gpaRangesJson, reportJson } from "../_report.ts";
+import { plugStateJson } from "../_plug_state.ts";
+import { fileByteLength } from "../_stream_input.ts";
+import { type CliIo, CommandError, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
   FORCE_HELP,
@@ -28,7 +31,7 @@ import {
   loadPlugMapOption,
   outputPolicy,
   parseCommandArgs,
-  parseNumber,
+  parseSize,
   PLUGMAP_OPTIONS,
   plugMapFiles,
 } from "../_args.ts";
@@ -101,7 +104,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (format !== "elf" && format !== "raw") {
     throw new UsageError(`--format must be elf or raw, not ${format}`);
   }
-  const baseGpa = values.base === undefined ? undefined : parseNumber(values.base, "--base");
+  const baseGpa = values.base === undefined ? undefined : parseSize(values.base, "--base");
   if (baseGpa === undefined && values.format !== undefined) {
     throw new UsageError(
       "--format applies to raw images (with --base); an ELF input gives an ELF output",
@@ -109,7 +112,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
   const pageAlign = values["page-align"] === undefined
     ? 4096
-    : parseNumber(values["page-align"], "--page-align");
+    : parseSize(values["page-align"], "--page-align");
   const countNonZero = values["count-nonzero"] ?? false;
 
   // Check the input kind before the (possibly slow) plug map extraction.
@@ -139,9 +142,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
 
   const map = await loadPlugMapOption(values, plugMapCheck);
   if (map === undefined || map.devices.length === 0) {
-    await io.err("error: the plug map has no virtio-mem device\n");
-    return 1;
+    throw new CommandError("no-devices", "the plug map has no virtio-mem device");
   }
+  const given = values.plugmap !== undefined ? "plugmap" : "plugmap-from";
   const exclude = map.unpluggedGpaRanges();
   // With the data on stdout, the report goes to stderr.
   const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
@@ -156,25 +159,36 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     );
     const nothing = r.removedNothing ? nothingRemoved(r.provenance.steps.length > 1) : undefined;
     if (values.json) {
-      await say(json({
-        input: inPath,
-        output: outPath,
-        kind: "kdump",
-        inputContainer: r.inputContainer,
-        outputContainer: r.flattened ? "flattened" : "raw",
-        inputSha256: r.inputSha256,
-        outputByteLength: k.byteLength,
-        inputPageCount: k.inputPageCount,
-        outputPageCount: k.pageCount,
-        removedPages: k.removedPages,
-        removedPresentPages: k.removedPresentPages,
-        removedDataByteLength: k.removedDataByteLength,
-        removed: k.removed,
+      await say(reportJson("strip", {
+        input: {
+          path: inPath,
+          format: "kdump",
+          container: r.inputContainer,
+          byteLength: await fileByteLength(inPath),
+          sha256: r.inputSha256,
+        },
+        verdict: "done",
+        output: {
+          path: outPath,
+          format: "kdump",
+          container: r.flattened ? "flattened" : "raw",
+          byteLength: k.byteLength,
+        },
+      }, {
+        plugState: plugStateJson(values, null, [given]),
         removedByteLength: k.removed.reduce((n, x) => n + x.byteLength, 0),
+        removed: gpaRangesJson(k.removed),
         removedNothing: r.removedNothing,
         ...(nothing ? { reason: nothing } : {}),
+        kdump: {
+          inputPageCount: k.inputPageCount,
+          outputPageCount: k.pageCount,
+          removedPages: k.removedPages,
+          removedPresentPages: k.removedPresentPages,
+          removedDataByteLength: k.removedDataByteLength,
+        },
         provenance: r.provenance,
-        devices,
+        devices: devices.map(deviceRemovalJson),
       }));
     } else {
       let out = `strip: ${inPath} (kdump${r.inputContainer === "flattened" ? ", flattened" : ""}, ${
@@ -204,19 +218,41 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const devices = perDevice(map, report.removed);
     const nothing = r.removedNothing ? nothingRemoved(r.provenance.steps.length > 1) : undefined;
     if (values.json) {
-      await say(json({
-        input: inPath,
-        output: outPath,
-        kind: "elf",
-        elfClass: core.ehdr.elfClass,
-        littleEndian: core.ehdr.littleEndian,
-        machine: core.ehdr.machine,
-        inputSha256: r.inputSha256,
-        ...reportJson(report),
+      await say(reportJson("strip", {
+        input: {
+          path: inPath,
+          format: "elf",
+          container: "raw",
+          byteLength: report.inputByteLength,
+          sha256: r.inputSha256,
+        },
+        verdict: "done",
+        output: {
+          path: outPath,
+          format: "elf",
+          container: "raw",
+          byteLength: report.outputByteLength,
+        },
+      }, {
+        plugState: plugStateJson(values, null, [given]),
+        removedByteLength: report.removedByteLength,
+        removed: report.removed,
         removedNothing: r.removedNothing,
         ...(nothing ? { reason: nothing } : {}),
+        elf: {
+          elfClass: core.ehdr.elfClass,
+          littleEndian: core.ehdr.littleEndian,
+          machine: core.ehdr.machine,
+          inputLoadCount: report.inputLoadCount,
+          outputLoadCount: report.outputLoadCount,
+          inputLayout: report.inputLayout,
+          extendedNumbering: report.extendedNumbering,
+          notes: report.notes,
+          removedFileByteLength: report.removedFileByteLength,
+          kept: report.kept.map(keptJson),
+        },
         provenance: r.provenance,
-        devices,
+        devices: devices.map(deviceRemovalJson),
       }));
     } else {
       let out = renderElf(
@@ -250,17 +286,22 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       report.zeroed.map((z) => ({ ...z, fileByteLength: z.byteLength })),
     );
     if (values.json) {
-      await say(
-        json({
-          input: inPath,
-          output: outPath,
-          kind: "raw",
-          baseGpa,
+      await say(reportJson("strip", {
+        input: {
+          path: inPath,
           format: "raw",
-          ...report,
-          devices,
-        }),
-      );
+          container: "raw",
+          byteLength: report.byteLength,
+          baseGpa,
+        },
+        verdict: "done",
+        output: { path: outPath, format: "raw", container: "raw", byteLength: report.byteLength },
+      }, {
+        plugState: plugStateJson(values, null, [given]),
+        removedByteLength: report.zeroedByteLength,
+        removed: report.zeroed,
+        devices: devices.map(deviceRemovalJson),
+      }));
     } else {
       let out = `strip: ${inPath} (raw image at ${hex(baseGpa)}, ${
         grouped(report.byteLength)
@@ -282,18 +323,27 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     report.removed.map((r) => ({ ...r, fileByteLength: r.byteLength })),
   );
   if (values.json) {
-    await say(json({
-      input: inPath,
-      output: outPath,
-      kind: "raw",
-      baseGpa,
-      format: "elf",
-      inputByteLength: report.inputByteLength,
-      outputByteLength: report.outputByteLength,
-      kept: report.kept.map(keptJson),
-      removed: report.removed,
+    await say(reportJson("strip", {
+      input: {
+        path: inPath,
+        format: "raw",
+        container: "raw",
+        byteLength: report.inputByteLength,
+        baseGpa,
+      },
+      verdict: "done",
+      output: {
+        path: outPath,
+        format: "elf",
+        container: "raw",
+        byteLength: report.outputByteLength,
+      },
+    }, {
+      plugState: plugStateJson(values, null, [given]),
       removedByteLength: report.removedByteLength,
-      devices,
+      removed: gpaRangesJson(report.removed),
+      elf: { kept: report.kept.map(keptJson) },
+      devices: devices.map(deviceRemovalJson),
     }));
   } else {
     let out =
@@ -374,24 +424,31 @@ function perDevice(
   return [...out.values()];
 }
 
-function keptJson(k: KeptSegment) {
-  return { ...k, vaddr: `0x${k.vaddr.toString(16)}` };
+/** A device and what strip removed of it, in the glossary's keys. */
+function deviceRemovalJson(d: DeviceRemoval): Record<string, unknown> {
+  return {
+    ...deviceJson({
+      path: d.path,
+      ramblock: d.ramBlock,
+      memaddr: d.gpa,
+      regionSize: d.regionSize,
+      blockSize: d.blockSize,
+    }),
+    removedByteLength: d.byteLength,
+    removedFileByteLength: d.fileByteLength,
+    ranges: d.ranges.map((r) => ({
+      gpa: r.gpa,
+      byteLength: r.byteLength,
+      fileByteLength: r.fileByteLength,
+      firstBlockIndex: r.firstBlock,
+      lastBlockIndex: r.lastBlock,
+      ...(r.nonZeroPages !== undefined ? { nonZeroPages: r.nonZeroPages } : {}),
+    })),
+  };
 }
 
-function reportJson(r: StripReport) {
-  return {
-    inputByteLength: r.inputByteLength,
-    outputByteLength: r.outputByteLength,
-    inputLoadCount: r.inputLoadCount,
-    outputLoadCount: r.outputLoadCount,
-    inputLayout: r.inputLayout,
-    extendedNumbering: r.extendedNumbering,
-    notes: r.notes,
-    removedByteLength: r.removedByteLength,
-    removedFileByteLength: r.removedFileByteLength,
-    removed: r.removed,
-    kept: r.kept.map(keptJson),
-  };
+function keptJson(k: KeptSegment) {
+  return { ...k, vaddr: `0x${k.vaddr.toString(16)}` };
 }
 
 function renderKept(kept: KeptSegment[]): string {

@@ -14,7 +14,9 @@ import {
   type VerifyResult,
 } from "../../src/migration/verify.ts";
 import { openStreamInput } from "../_stream_input.ts";
-import { formatByteCount, grouped, hex, json } from "../_format.ts";
+import { byteCount, count, formatByteCount, hex } from "../_format.ts";
+import { type PlugStateSourceName, reportJson } from "../_report.ts";
+import { verifyResultJson } from "../_stream_reports.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   FORCE_HELP,
@@ -22,10 +24,11 @@ import {
   JSON_OPTION,
   outputPolicy,
   parseCommandArgs,
+  parseNumber,
   PLUGMAP_OPTIONS,
   plugMapFiles,
 } from "../_args.ts";
-import { choosePlugState, type PlugStateChoice } from "../_plug_state.ts";
+import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
 import { terminalProgress } from "../_progress.ts";
 import { openMappedRamInput, verifyMappedRamCommand } from "../_mapped_ram.ts";
 
@@ -83,13 +86,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
   const inPath = positionals[0]!;
-  let maxViolations = 10_000;
-  if (values["max-violations"] !== undefined) {
-    maxViolations = Number(values["max-violations"]);
-    if (!Number.isSafeInteger(maxViolations) || maxViolations < 0) {
-      throw new UsageError("--max-violations takes a non-negative integer");
-    }
-  }
+  const maxViolations = values["max-violations"] === undefined
+    ? 10_000
+    : parseNumber(values["max-violations"], "--max-violations");
   const mapped = await openMappedRamInput(inPath);
   if (mapped !== undefined) {
     using _ = mapped;
@@ -137,54 +136,59 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     input.close();
     await progress.end();
   }
-  const bytesIn = counts.bytesIn;
+  const streamByteLength = counts.bytesIn;
   const result = verifier.result;
-  const toErr = forwardPath === "-";
   const text = values.json
-    ? json({
-      input: inPath,
-      bytesIn,
-      forwarded: forwardPath === undefined ? null : (result.clean ? forwardPath : null),
-      plugState: { source: choice.source, layout: choice.layout ?? null },
-      ...result,
-    })
-    : renderVerifyReport(inPath, bytesIn, choice, result, forwardPath);
-  if (toErr) await io.err(text);
+    ? reportJson("verify", {
+      input: {
+        path: inPath,
+        format: "migration",
+        container: input.container,
+        byteLength: input.byteLength ?? null,
+      },
+      verdict: result.clean ? "clean" : "violations",
+      output: forwardPath === undefined ? undefined : {
+        path: forwardPath,
+        format: "migration",
+        container: "raw",
+        byteLength: result.clean ? counts.bytesOut : null,
+        written: result.clean,
+      },
+    }, { streamByteLength, ...verifyResultJson(values, result, choice.source) })
+    : renderVerifyReport(inPath, streamByteLength, choice, result, forwardPath);
+  if (forwardPath === "-") await io.err(text);
   else await io.out(text);
   return result.clean ? 0 : 3;
 }
 
-const SOURCE_TEXT: Record<string, string> = {
-  plugmap: "plug map",
+/** How the text report names a plug-state source. */
+const SOURCE_TEXT: Record<PlugStateSourceName, string> = {
+  plugmap: "plug map (--plugmap)",
+  "plugmap-from": "plug map (--plugmap-from)",
   early: "early section",
   device: "device section",
+  "first-pass": "device section, read first",
+  structure: "structure",
 };
 
 /** The text verification report. */
 function renderVerifyReport(
   inPath: string,
-  bytesIn: number,
+  streamByteLength: number,
   choice: PlugStateChoice,
   r: VerifyResult,
   forwardPath: string | undefined,
 ): string {
-  const names = choice.source === "two-pass"
-    ? { ...SOURCE_TEXT, plugmap: "device section, first pass" }
-    : SOURCE_TEXT;
+  const name = (s: string) => SOURCE_TEXT[sourceName(s, choice.source)];
   let t = r.clean
-    ? `verify: ${inPath}: clean: ${grouped(r.pageRecords)} page records in ${
-      grouped(bytesIn)
-    } bytes, none in an unplugged block\n`
-    : `verify: ${inPath}: ${grouped(r.violatingRecords)} record${
-      r.violatingRecords === 1 ? "" : "s"
-    } ${
+    ? `verify: ${inPath}: clean: ${count(r.pageRecords, "page record")} in ${
+      byteCount(streamByteLength)
+    }, none in an unplugged block\n`
+    : `verify: ${inPath}: ${count(r.violatingRecords, "record")} ${
       r.violations.every((v) => v.reason === "unplugged-block")
         ? "in unplugged blocks"
         : "in violation (see below)"
-    } ` +
-      `(${grouped(r.violationCount)} violation${r.violationCount === 1 ? "" : "s"}) among ${
-        grouped(r.pageRecords)
-      } page records\n`;
+    } (${count(r.violationCount, "violation")}) among ${count(r.pageRecords, "page record")}\n`;
   const layout = r.layout === "none" ? "no virtio-mem state in the stream" : `${r.layout} layout`;
   t +=
     `  ${layout}${choice.source === "two-pass" ? ", device section read first (two passes)" : ""}` +
@@ -194,11 +198,9 @@ function renderVerifyReport(
         : ""
     }\n`;
   for (const d of r.devices) {
-    t +=
-      `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${d.blocks} blocks of ${
-        formatByteCount(d.blockSize)
-      } plugged; ` +
-      `from ${[...new Set(d.sources)].map((s) => names[s] ?? s).join(" and ")})\n`;
+    t += `  ${d.ramBlock} (gpa ${hex(d.gpa)}, ${d.pluggedBlocks}/${count(d.blocks, "block")} of ${
+      formatByteCount(d.blockSize)
+    } plugged; from ${[...new Set(d.sources.map(name))].join(" and ")})\n`;
   }
   for (const v of r.violations) {
     t += `  ${
@@ -209,12 +211,12 @@ function renderVerifyReport(
         : `${describeViolation(v)} `
     }` +
       `at stream offset ${hex(v.streamOffset)}${
-        v.records > 1 ? ` and ${v.records - 1} more records in this MiB` : ""
+        v.records > 1 ? ` and ${count(v.records - 1, "more record")} in this MiB` : ""
       }` +
-      ` [${names[v.detectedBy] ?? v.detectedBy}]\n`;
+      ` [${name(v.detectedBy)}]\n`;
   }
   if (r.violationCount > r.violations.length) {
-    t += `  … ${r.violationCount - r.violations.length} more violations\n`;
+    t += `  … ${count(r.violationCount - r.violations.length, "more violation")}\n`;
   }
   if (forwardPath !== undefined) {
     t += r.clean

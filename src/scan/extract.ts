@@ -14,20 +14,17 @@
 import { createHash } from "node:crypto";
 import { type AtomicDirectory, type AtomicDirectoryFile, openFileReader } from "../io/file.ts";
 import { TOOL } from "../version.ts";
-import type {
-  FindingContext,
-  FindingPageSink,
-  PageFinding,
-  PlugStateInfo,
-  ScanInputInfo,
-  ScanReport,
-} from "./findings.ts";
+import type { FindingContext, FindingPageSink, PageFinding, ScanReport } from "./findings.ts";
 
 /** Name of the manifest inside the extraction directory. */
 export const EXTRACT_MANIFEST = "manifest.json";
 
-/** Version of the manifest format (docs/scan.md). */
-export const EXTRACT_MANIFEST_VERSION = 1;
+/**
+ * Version of the manifest format (docs/scan.md). 2: the glossary's names
+ * (`kind`, `tool` as a string, `path` and `ramblock` per page, `input.format`,
+ * `plugState` with `sources`, `pageByteLength`).
+ */
+export const EXTRACT_MANIFEST_VERSION = 2;
 
 /** One page in the manifest. */
 export interface ExtractedPage {
@@ -37,8 +34,10 @@ export interface ExtractedPage {
   gpa: number;
   /** Offset inside the device's RAMBlock. */
   ramOffset: number;
+  /** The device's PCI path (`""` when unknown). */
+  path: string;
   /** The device's RAMBlock idstr (`""` when unknown). */
-  ramBlock: string;
+  ramblock: string;
   /** Dumps: file offset of the page in the input, when it is stored there as it is; else `null`. */
   fileOffset: number | null;
   /** Streams: stream offset of the record (in the decompressed stream); else `null`. */
@@ -57,9 +56,15 @@ export interface ExtractedPage {
 
 /** What {@linkcode ExtractionSink.finish} adds to the manifest after the pages. */
 export interface ExtractionSummary {
-  /** The input, with its SHA-256 (of the input file or the bytes read from standard input). */
-  input: ScanInputInfo & { sha256: string };
-  /** The scan's report (verdict, plug state, totals). */
+  /**
+   * The input as reports describe it (docs/glossary.md: `path`, `format`,
+   * `container`, `byteLength` …), with its SHA-256 (of the input file or of
+   * the bytes read from standard input).
+   */
+  input: { readonly [key: string]: unknown; sha256: string };
+  /** Where the plug state came from, as reports describe it (docs/glossary.md). */
+  plugState: unknown;
+  /** The scan's report (verdict, totals). */
   report: ScanReport;
 }
 
@@ -92,7 +97,11 @@ export function extractedPageName(page: PageFinding): string {
  * const dir = await createAtomicDirectory("evidence", { inputs: ["s3.raw"] });
  * const sink = await ExtractionSink.create(dir);
  * const report = await scanRawImage(image, { plugMap, baseGpa, pageSink: sink });
- * await sink.finish({ input: { ...report.input, sha256 }, report });
+ * await sink.finish({
+ *   input: { path: "s3.raw", format: "raw", container: "raw", byteLength: image.byteLength, sha256 },
+ *   plugState: { sources: ["plugmap"], layout: null, path: "map.json" },
+ *   report,
+ * });
  * await dir.commit();
  * ```
  */
@@ -123,8 +132,8 @@ export class ExtractionSink implements FindingPageSink {
   static async create(dir: AtomicDirectory): Promise<ExtractionSink> {
     const manifest = await dir.createFile(EXTRACT_MANIFEST);
     await manifest.write(encoder.encode(
-      `{\n  "format": "vmem-dump-scan-extract",\n  "version": ${EXTRACT_MANIFEST_VERSION},\n` +
-        `  "tool": ${JSON.stringify(TOOL)},\n  "pages": [`,
+      `{\n  "kind": "scan-extract-manifest",\n  "version": ${EXTRACT_MANIFEST_VERSION},\n` +
+        `  "tool": ${JSON.stringify(`${TOOL.name} ${TOOL.version}`)},\n  "pages": [`,
     ));
     return new ExtractionSink(dir, manifest);
   }
@@ -153,7 +162,8 @@ export class ExtractionSink implements FindingPageSink {
       file,
       gpa: page.gpa,
       ramOffset: page.ramOffset,
-      ramBlock: context.device.ramBlock,
+      path: context.device.path,
+      ramblock: context.device.ramBlock,
       fileOffset: page.fileOffset,
       streamOffset: page.streamOffset,
       section: page.section,
@@ -208,16 +218,15 @@ export class ExtractionSink implements FindingPageSink {
     await this.drain();
     await this.#chain;
     const r = summary.report;
-    const plugState: PlugStateInfo = r.plugState;
     const tail = {
       input: summary.input,
-      plugState,
+      plugState: summary.plugState,
       pageSize: r.pageSize,
       verdict: r.verdict,
       verdictReason: r.verdictReason,
       findings: r.summary.findings,
       pageFiles: this.#files,
-      pageBytes: this.#bytes,
+      pageByteLength: this.#bytes,
       unknownContent: this.#unknown,
       complete: this.#pages === r.summary.findings,
     };

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertReport } from "../_util/report_schema.ts";
 import { run } from "../../cli/commands/convert.ts";
 import type { CliIo } from "../../cli/io.ts";
 import { main } from "../../cli/main.ts";
@@ -72,11 +73,12 @@ Deno.test("convert run() turns a libvirt image into raw and back into the identi
     const io = memoryIo();
     assert.equal(await run([`${dir}/g.save`, `${dir}/g.mig`, "--json"], io), 0);
     assertBytesEqual(await Deno.readFile(`${dir}/g.mig`), stream);
-    const report = JSON.parse(io.stdout.join(""));
+    // deno-lint-ignore no-explicit-any
+    const report = assertReport(io.stdout.join(""), "convert") as any;
     assert.equal(report.input.container, "libvirt-save");
     assert.equal(report.input.libvirt.hasCookie, true);
     assert.equal(report.output.container, "raw");
-    assert.equal(report.streamBytes, stream.length);
+    assert.equal(report.streamByteLength, stream.length);
 
     assert.equal(
       await run([`${dir}/g.mig`, `${dir}/g2.save`, "--header-from", `${dir}/g.save`], io),

@@ -1,6 +1,7 @@
 /** `vmem-dump filter`: real streams, pipes, usage errors (the dropper itself: tests/migration/filter_test.ts). */
 
 import assert from "node:assert/strict";
+import { assertReport } from "../_util/report_schema.ts";
 import { run as runFilter } from "../../cli/commands/filter.ts";
 import { main } from "../../cli/main.ts";
 import { CLI_MAIN, memoryIo } from "../_util/cli.ts";
@@ -19,9 +20,15 @@ for (const set of SETS) {
         const out = `${dir}/out.mig`;
         const m = memoryIo();
         assert.equal(await runFilter([path, out, "--json"], m.io), 0);
-        const report = JSON.parse(m.out());
+        // deno-lint-ignore no-explicit-any
+        const report = assertReport(m.out(), "filter") as any;
         assert.equal(report.droppedRecords, 2);
-        assert.equal(report.plugState.source, set === "out-q10" ? "in-band" : "two-pass");
+        assert.deepEqual(
+          report.plugState,
+          set === "out-q10"
+            ? { sources: ["early"], layout: "early", path: null }
+            : { sources: ["first-pass"], layout: "late", path: null },
+        );
         const evil = realdataFacts(set).manifest.malicious_writes.during_migration.map((
           w: { gpa: number },
         ) => w.gpa);
@@ -29,7 +36,7 @@ for (const set of SETS) {
           report.dropped.map((d: { gpa: number }) => d.gpa).sort(),
           [...evil].sort(),
         );
-        assert.equal((await Deno.stat(out)).size, report.bytesOut);
+        assert.equal((await Deno.stat(out)).size, report.output.byteLength);
         assert.deepEqual(
           [...Deno.readDirSync(dir)].map((e) => e.name),
           ["out.mig"],

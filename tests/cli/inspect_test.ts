@@ -1,20 +1,22 @@
 import assert from "node:assert/strict";
 import { CLI_MAIN, runCliProcess as cli } from "../_util/cli.ts";
+import { assertReport } from "../_util/report_schema.ts";
 import { realdata, realdataFacts, type RealdataSet, realdataSharedDir } from "../_util/realdata.ts";
 
 async function inspectCountsMatch(set: RealdataSet, scenario: string, pluggedBlocks: number) {
   const path = await realdata(set, `${scenario}.mig`);
   const { code, stdout } = await cli(["inspect", "--json", path]);
   assert.equal(code, 0);
-  const report = JSON.parse(stdout);
-  const vmem = report.ramBlocks.find((b: { idstr: string }) => b.idstr.endsWith("/vmem0mem"));
+  // deno-lint-ignore no-explicit-any
+  const report = assertReport(stdout, "inspect") as any;
+  const vmem = report.ramBlocks.find((b: { ramblock: string }) => b.ramblock.endsWith("/vmem0mem"));
   // Independent count 1: every plugged 2 MiB block has one record per 4 KiB page (README).
   assert.equal(vmem.zeroPages + vmem.pages, pluggedBlocks * 512);
   // Independent count 2: the producer's own parser (analysis.json).
   const theirs = realdataFacts(set).analysis.scenarios[scenario].migration.ram_records;
   for (const b of report.ramBlocks) {
-    const want = theirs[b.idstr] ?? { page: 0, zero: 0 };
-    assert.deepEqual([b.pages, b.zeroPages], [want.page, want.zero], b.idstr);
+    const want = theirs[b.ramblock] ?? { page: 0, zero: 0 };
+    assert.deepEqual([b.pages, b.zeroPages], [want.page, want.zero], b.ramblock);
   }
   return report;
 }
@@ -51,14 +53,17 @@ Deno.test("vmem-dump inspect --json finds the 76,800 virtio-mem records of the l
   });
   const out = await child.output();
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const report = JSON.parse(new TextDecoder().decode(out.stdout));
-  const vmem = report.ramBlocks.find((b: { idstr: string }) => b.idstr === "0000:00:01.0/vmem0mem");
+  // deno-lint-ignore no-explicit-any
+  const report = assertReport(new TextDecoder().decode(out.stdout), "inspect") as any;
+  const vmem = report.ramBlocks.find((b: { ramblock: string }) =>
+    b.ramblock === "0000:00:01.0/vmem0mem"
+  );
   assert.equal(vmem.zeroPages + vmem.pages, 76_800); // 150 plugged blocks × 512 pages (shared README)
-  assert.equal(report.byteLength, 233_671_538); // the shared README's file table
+  assert.equal(report.streamByteLength, 233_671_538); // the shared README's file table
   const theirs = realdataFacts("out").analysis.scenarios["s1-plugged-300M"].migration.ram_records;
   for (const b of report.ramBlocks) {
-    const want = theirs[b.idstr] ?? { page: 0, zero: 0 };
-    assert.deepEqual([b.pages, b.zeroPages], [want.page, want.zero], b.idstr);
+    const want = theirs[b.ramblock] ?? { page: 0, zero: 0 };
+    assert.deepEqual([b.pages, b.zeroPages], [want.page, want.zero], b.ramblock);
   }
 });
 
@@ -72,16 +77,22 @@ Deno.test("vmem-dump inspect reads a gzip stream from stdin and lists every sect
   );
   const { code, stdout } = await cli(["inspect", "--json", "-"], gz);
   assert.equal(code, 0);
-  const report = JSON.parse(stdout);
-  assert.equal(report.container, "gzip");
-  assert.equal(report.byteLength, tiny.byteLength);
+  // deno-lint-ignore no-explicit-any
+  const report = assertReport(stdout, "inspect") as any;
+  assert.deepEqual(report.input, {
+    path: "-",
+    format: "migration",
+    container: "gzip",
+    byteLength: null,
+  });
+  assert.equal(report.streamByteLength, tiny.byteLength);
   const total = report.sections.reduce(
     (a: number, s: { byteLength: number }) => a + s.byteLength,
     0,
   );
   // Sections + header (8) + configuration (5 + name) + EOF (1) + vmdesc (5 + JSON) = the whole stream.
   assert.equal(
-    total + 8 + 5 + report.machineType.length + 1 + 5 + report.vmdescBytes,
+    total + 8 + 5 + report.machineType.length + 1 + 5 + report.vmdescByteLength,
     tiny.byteLength,
   );
   assert.ok(report.sections.every((s: { sectionId: number | null }) => s.sectionId !== null));

@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { assertReport } from "../_util/report_schema.ts";
 import { assertOneErrorLine, execCli } from "../_util/cli.ts";
 import { readFileBytes } from "../_util/files.ts";
 import { qemuAvailable, tempDir } from "../_util/qemu.ts";
@@ -35,7 +36,12 @@ Deno.test({
     await t.step("inspect --json: per-block pages present", async () => {
       const r = await cli(["inspect", "--json", mig]);
       assert.equal(r.code, 0, r.err);
-      const report = JSON.parse(r.out);
+      const report = assertReport(r.out, "inspect") as {
+        mappedRam: { blocks: { pagesPresent: number }[]; pagesPresent: number };
+        capabilities: string[];
+        input: { format: string };
+      };
+      assert.equal(report.input.format, "mapped-ram");
       const independent = await readMappedRamIndependently(mig);
       assert.deepEqual(
         report.mappedRam.blocks.map((b: { pagesPresent: number }) => b.pagesPresent),
@@ -49,13 +55,21 @@ Deno.test({
       const r = await cli(["plugmap", mig]);
       assert.equal(r.code, 0, r.err);
       assert.deepEqual(JSON.parse(r.out).devices[0].plugged, [[0, 14], [64, 36]]);
+      const j = await cli(["plugmap", "--json", mig]);
+      assert.equal(j.code, 0, j.err);
+      assert.equal(
+        (assertReport(j.out, "plugmap").input as { format: string }).format,
+        "mapped-ram",
+      );
     });
 
     await t.step("verify: exit 3 and exactly the written pages", async () => {
       const r = await cli(["verify", "--json", mig]);
       assert.equal(r.code, 3, r.err);
-      const v = JSON.parse(r.out);
-      assert.equal(v.format, "mapped-ram");
+      // deno-lint-ignore no-explicit-any
+      const v = assertReport(r.out, "verify") as any;
+      assert.equal(v.input.format, "mapped-ram");
+      assert.equal(v.verdict, "violations");
       assert.deepEqual(v.violations.map((x: { gpa: number }) => x.gpa), EVIL_GPAS);
       const text = await cli(["verify", mig]);
       assert.equal(text.code, 3);
@@ -67,8 +81,9 @@ Deno.test({
     await t.step("scan: exit 3, the pages with their file offsets", async () => {
       const r = await cli(["scan", "--json", mig]);
       assert.equal(r.code, 3, r.err);
-      const report = JSON.parse(r.out);
-      assert.equal(report.input.kind, "mapped-ram");
+      // deno-lint-ignore no-explicit-any
+      const report = assertReport(r.out, "scan") as any;
+      assert.equal(report.input.format, "mapped-ram");
       const pages = report.devices.flatMap((d: { blocks: { pages: unknown[] }[] }) =>
         d.blocks.flatMap((b) => b.pages)
       ) as { gpa: number; fileOffset: number; source: string }[];
@@ -119,7 +134,11 @@ Deno.test({
       const out = `${tmp.path}/filtered.mig`;
       const r = await cli(["filter", "--json", mig, out]);
       assert.equal(r.code, 0, r.err);
-      assert.equal(JSON.parse(r.out).droppedPages, 2);
+      // deno-lint-ignore no-explicit-any
+      const f = assertReport(r.out, "filter") as any;
+      assert.equal(f.droppedPages, 2);
+      assert.equal(f.output.format, "mapped-ram");
+      assert.deepEqual(f.dropped.map((d: { gpa: number }) => d.gpa), EVIL_GPAS);
       assert.ok((await duKiB(out)) < (await duKiB(mig)));
       const v = await cli(["verify", out]);
       assert.equal(v.code, 0, v.out + v.err);

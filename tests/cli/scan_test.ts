@@ -26,7 +26,8 @@ Deno.test("scan exits 2 on usage errors", async () => {
       [[mig, "--plugmap", blob, "--plugmap-from", mig], /at most one/],
       [[blob, "--base", "0x100000000"], /needs --plugmap FILE or --plugmap-from STREAM/],
       [[blob, "--base", "0x100000001", "--plugmap-from", mig], /multiple of 4096/],
-      [[blob, "--base", "zz"], /--base needs a non-negative integer/],
+      [[blob, "--base", "zz"], /--base needs a size or address/],
+      [[blob, "--base", "4Q"], /--base needs a size or address/],
       [[mig, "--max-findings=-1"], /--max-findings needs a non-negative integer/],
       [[mig, "--max-findings"], /argument missing|ambiguous|--max-findings/],
       [[mig, "--format", "kdump"], /--format must be elf, raw or migration/],
@@ -132,7 +133,7 @@ Deno.test("scan reads zstd-compressed streams through the container layer, early
     const r = run.report!;
     assert.equal(r.input.container, "zstd");
     assert.equal(r.details, "pages");
-    assert.equal(r.plugState.source, name.startsWith("q10") ? "stream-early" : "stream-late");
+    assert.deepEqual(r.plugState.sources, name.startsWith("q10") ? ["early"] : ["first-pass"]);
     assert.deepEqual(listedPages(r).map((p) => p.gpa), EVIL_MIG);
     assert.ok(listedPages(r).every((p) => p.source === "ram-page" && p.streamOffset! > 0));
   }
@@ -258,13 +259,14 @@ Deno.test("scan: an empty or blank --plugmap is a bad plug map (exit 1); a plug 
   }
 });
 
-Deno.test("scan --json: version 2 with tool, verdict and verdictReason; --hexdump-bytes sets the hexdump length", async () => {
+Deno.test("scan --json: version 3 with tool, verdict and verdictReason; --hexdump-bytes sets the hexdump length", async () => {
   const mig = fixture("q10-s3-malicious.mig.zst");
   const run = await scanCli([mig, "--json", "--hexdump-bytes", "100"]);
   assert.equal(run.code, 3);
   const r = run.report!;
-  assert.equal(r.version, 2);
-  assert.equal(r.tool.name, "vmem-dump");
+  assert.equal(r.kind, "scan-report");
+  assert.equal(r.version, 3);
+  assert.match(r.tool, /^vmem-dump \d/);
   assert.equal(r.verdict, "findings");
   assert.equal(r.verdictReason, "2 findings in 2 blocks of 1 device");
   assert.equal(r.hexdumpBytes, 100);
@@ -311,7 +313,7 @@ Deno.test("scan of a late-layout file judged by a wrong plug map reads it again 
     assert.equal(run.code, 3, run.err);
     const r = run.report!;
     assert.equal(r.details, "pages");
-    assert.equal(r.plugState.source, "stream-late");
+    assert.deepEqual(r.plugState.sources, ["device"]);
     assert.deepEqual(listedPages(r).map((p) => p.gpa), EVIL_MIG);
     assert.match(r.warnings.join("\n"), /differs from the stream's own plug state/);
     assert.match(r.warnings.join("\n"), /it was read twice/);

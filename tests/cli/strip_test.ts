@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertReport } from "../_util/report_schema.ts";
 import { run } from "../../cli/commands/strip.ts";
 import { main } from "../../cli/main.ts";
 import { encodeNote, readElfCore } from "../../src/elf/mod.ts";
@@ -58,15 +59,16 @@ Deno.test("strip run() rewrites an ELF dump and reports the removed ranges per d
       ),
       0,
     );
-    const report = JSON.parse(j.out());
-    assert.equal(report.devices[0].byteLength, 16 * 0x20_0000);
+    // deno-lint-ignore no-explicit-any
+    const report = assertReport(j.out(), "strip") as any;
+    assert.equal(report.devices[0].removedByteLength, 16 * 0x20_0000);
     assert.deepEqual(
       report.devices[0].ranges.map((
-        r: { firstBlock: number; lastBlock: number },
-      ) => [r.firstBlock, r.lastBlock]),
+        r: { firstBlockIndex: number; lastBlockIndex: number },
+      ) => [r.firstBlockIndex, r.lastBlockIndex]),
       [[14, 29]],
     );
-    assert.equal(report.kept[1].vaddr, "0x100000000");
+    assert.equal(report.elf.kept[1].vaddr, "0x100000000");
     assert.deepEqual(Deno.readFileSync(`${dir}/out2.elf`), Deno.readFileSync(`${dir}/out.elf`));
   } finally {
     Deno.removeSync(dir, { recursive: true });
@@ -162,7 +164,7 @@ Deno.test("strip run() converts a raw image to ELF or zeroes it with --format ra
       ], io2.io),
       0,
     );
-    assert.equal(JSON.parse(io2.out()).zeroedByteLength, 2 * 0x20_0000);
+    assert.equal(assertReport(io2.out(), "strip").removedByteLength, 2 * 0x20_0000);
     const z = Deno.readFileSync(`${dir}/img.zero`);
     assert.equal(z[14 * 0x20_0000 - 1], 0x5a);
     assert.equal(z[14 * 0x20_0000], 0);
@@ -200,12 +202,13 @@ Deno.test({
       }).output();
       assert.equal(child.code, 0, new TextDecoder().decode(child.stderr));
       Deno.writeFileSync(`${dir}/out.elf`, child.stdout);
-      const report = JSON.parse(new TextDecoder().decode(child.stderr));
+      // deno-lint-ignore no-explicit-any
+      const report = assertReport(new TextDecoder().decode(child.stderr), "strip") as any;
       assert.deepEqual(report.removed, unpluggedRanges("s3-malicious"));
       assert.deepEqual(
         report.devices[0].ranges.map((
-          r: { firstBlock: number; lastBlock: number },
-        ) => [r.firstBlock, r.lastBlock]),
+          r: { firstBlockIndex: number; lastBlockIndex: number },
+        ) => [r.firstBlockIndex, r.lastBlockIndex]),
         [[14, 63], [100, 127]],
       );
       assert.equal(await countMarker(`${dir}/out.elf`, "EVIL-"), 0);

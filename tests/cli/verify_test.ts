@@ -1,6 +1,7 @@
 /** `vmem-dump verify`: exit codes and reports on real streams, `--forward`, usage errors (the verifier itself: tests/migration/verify_test.ts). */
 
 import assert from "node:assert/strict";
+import { assertReport } from "../_util/report_schema.ts";
 import { run as runVerify } from "../../cli/commands/verify.ts";
 import { main } from "../../cli/main.ts";
 import { memoryIo } from "../_util/cli.ts";
@@ -28,16 +29,24 @@ for (const set of SETS) {
       for (const extra of [[], ["--single-pass"]]) {
         const m = memoryIo();
         assert.equal(await runVerify([path, "--json", ...extra], m.io), 3);
-        const report = JSON.parse(m.out());
-        assert.equal(report.clean, false);
+        // deno-lint-ignore no-explicit-any
+        const report = assertReport(m.out(), "verify") as any;
+        assert.equal(report.verdict, "violations");
         assert.deepEqual(report.violations.map((v: { gpa: number }) => v.gpa), [
           0x104e01000,
           0x106a01000,
         ]);
+        // Where the plug state came from, truthfully: no --plugmap was given.
+        const sources = set === "out-q10"
+          ? ["early"]
+          : extra.length === 0
+          ? ["device", "first-pass"]
+          : ["device"];
+        assert.deepEqual(report.plugState.sources, sources);
         for (const v of report.violations) {
-          for (
-            const k of ["ramOffset", "gpa", "streamOffset", "recordKind", "ramBlock", "blockIndex"]
-          ) assert.ok(k in v, k);
+          assert.ok(sources.includes(v.detectedBy), v.detectedBy);
+          assert.equal(v.path, "0000:00:01.0");
+          assert.equal(v.ramblock, "0000:00:01.0/vmem0mem");
         }
       }
       const text = memoryIo();

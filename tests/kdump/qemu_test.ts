@@ -109,9 +109,9 @@ Deno.test({
     assert.equal(cli.code, 4, cli.err + cli.out);
     assert.equal(cli.report!.verdict, "inconclusive");
     assert.equal(cli.report!.summary.findings, 0);
-    assert.equal(cli.report!.coverage!.absentBytes, 78 * BLOCK);
+    assert.equal(cli.report!.coverage!.absentByteLength, 78 * BLOCK);
     assert.deepEqual(cli.report!.coverage!.absent.map((a) => a.reason), ["not-in-dump"]);
-    assert.equal(cli.report!.coverage!.examinedBytes, 0);
-    assert.equal(cli.report!.input.container, "kdump-flattened");
+    assert.equal(cli.report!.coverage!.examinedByteLength, 0);
+    assert.equal(cli.report!.input.container, "flattened");
   },
 });

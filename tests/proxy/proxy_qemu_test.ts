@@ -16,6 +16,7 @@
  */
 
 import assert from "node:assert/strict";
+import { assertReport } from "../_util/report_schema.ts";
 import { evilPage } from "../_util/guest.ts";
 import {
   compareGuestMemory,
@@ -101,12 +102,16 @@ for (const qemu of ["7.2", "10"] as QemuVersion[]) {
             }).catch(() => {});
             const p = await proxy.done();
             assert.equal(p.code, 3, p.err);
-            const verify = (p.json as {
-              verify: { violations: { gpa: number; blockIndex: number }[]; layout: string };
-            }).verify;
+            const report = assertReport(p.out, "proxy") as {
+              verify: {
+                violations: { gpa: number; blockIndex: number }[];
+                plugState: { layout: string };
+              };
+            };
+            const verify = report.verify;
             assert.deepEqual(verify.violations.map((v) => v.gpa), EVIL_GPAS);
             assert.deepEqual(verify.violations.map((v) => v.blockIndex), EVIL_BLOCKS);
-            assert.equal(verify.layout, qemu === "10" ? "early" : "late");
+            assert.equal(verify.plugState.layout, qemu === "10" ? "early" : "late");
             assert.match(p.err, /not given QEMU_VM_EOF/);
             // The destination never completes the load (QEMU 7.2 and 10 exit on a failed incoming migration).
             await assert.rejects(dst.waitIncoming({ timeoutMs: 60_000 }));
@@ -139,9 +144,9 @@ for (const qemu of ["7.2", "10"] as QemuVersion[]) {
             assert.equal(info.status, "completed");
             const p = await proxy.done();
             assert.equal(p.code, 0, p.err);
-            const stats =
-              (p.json as { dropStats: { dropped: { gpa: number }[]; droppedRecords: number } })
-                .dropStats;
+            const stats = (assertReport(p.out, "proxy") as {
+              filter: { dropped: { gpa: number }[]; droppedRecords: number };
+            }).filter;
             assert.deepEqual(stats.dropped.map((d) => d.gpa), EVIL_GPAS);
             assert.equal(stats.droppedRecords, 2);
             await dst.waitIncoming({ timeoutMs: 60_000 });
@@ -187,7 +192,7 @@ for (const set of ["out-small", "out-q10"] as const) {
       const f = await new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", MAIN, "filter", mig, out, "--json"],
       }).output();
-      const report = JSON.parse(new TextDecoder().decode(f.stdout));
+      const report = assertReport(new TextDecoder().decode(f.stdout), "filter");
       assert.equal(f.code, 0, new TextDecoder().decode(f.stderr));
       assert.equal(report.droppedRecords, 2);
       // Same device configuration as the fixture (manifest.json qemu_cmdline).

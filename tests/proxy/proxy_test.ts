@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertJsonError, assertReport } from "../_util/report_schema.ts";
 import { concatBytes } from "../_util/chunkings.ts";
 import { createHash } from "node:crypto";
 import { UnexpectedEofError, UnsupportedFeatureError } from "../../src/errors.ts";
@@ -9,6 +10,8 @@ import type { MigrationRecord } from "../../src/migration/types.ts";
 import { formatEndpoint, isLoopbackHost, parseEndpoint } from "../../src/io/endpoint.ts";
 import { relayMigration, RelayVerificationError } from "../../src/proxy/relay.ts";
 import { run as runProxy } from "../../cli/commands/proxy.ts";
+import { main } from "../../cli/main.ts";
+import { ProxyError } from "../../src/proxy/session.ts";
 import { realdata, realdataAvailable, realdataFacts } from "../_util/realdata.ts";
 import { encodeRecords, fileReader, memoryIo, syntheticRecords } from "./_util.ts";
 
@@ -336,7 +339,11 @@ Deno.test({
       assert.equal(await proxy, 0, m.err());
       const got = await dest.done;
       assert.equal(got.byteLength, src.sent - 8230);
-      assert.equal(JSON.parse(m.out()).dropStats.droppedRecords, 2);
+      // deno-lint-ignore no-explicit-any
+      const report = assertReport(m.out(), "proxy") as any;
+      assert.equal(report.verdict, "done");
+      assert.equal(report.filter.droppedRecords, 2);
+      assert.equal(report.output.byteLength, got.byteLength);
       assert.match(m.err(), /dropped 2 records/);
       assert.ok(
         ![...Deno.readDirSync(dir)].some((e) =>
@@ -358,7 +365,9 @@ Deno.test({
       const got = await dest.done;
       // Late layout: the RAM went through, the device section and EOF did not.
       assert.ok(got.byteLength > 100_000_000 && got.byteLength < 110_449_197);
-      const report = JSON.parse(m.out());
+      // deno-lint-ignore no-explicit-any
+      const report = assertReport(m.out(), "proxy") as any;
+      assert.equal(report.verdict, "violations");
       assert.deepEqual(report.verify.violations.map((v: { gpa: number }) => v.gpa), [
         0x104e01000,
         0x106a01000,
@@ -392,10 +401,14 @@ Deno.test({
     withDir(async (dir) => {
       const file = await realdata("out-q10", "s2-holes-100M.mig");
       const { dest, m, proxy } = proxyInDir(dir, [], { closeAtOnce: true });
+      // A connection failure is a ProxyError (main() prints it and exits 1).
+      const outcome = proxy.then((code) => code, (thrown: unknown) => thrown);
       const src = await fakeSource(`${dir}/p.sock`, file);
-      assert.equal(await proxy, 1, m.err());
+      const e = await outcome;
+      assert.ok(e instanceof ProxyError, `${e} ${m.err()}`);
+      assert.equal(e.code, "destination-gone");
+      assert.match(e.message, /destination/);
       await dest.done;
-      assert.match(m.err(), /destination/);
       assert.ok(
         src.writeError !== undefined || src.sent < 110_431_069,
         "the source could not send everything",
@@ -418,7 +431,6 @@ Deno.test("vmem-dump proxy refuses a stream that asks for postcopy", () =>
   }));
 
 Deno.test("vmem-dump proxy relays over loopback TCP and refuses other addresses without --allow-remote", async () => {
-  const { main } = await import("../../cli/main.ts");
   for (const ep of ["tcp:0.0.0.0:4444", "tcp:10.1.2.3:4444"]) {
     const m = memoryIo();
     assert.equal(await main(["proxy", "--listen", ep, "--connect", "unix:/nonexistent"], m.io), 2);
@@ -479,16 +491,20 @@ Deno.test("vmem-dump proxy --accept-timeout bounds the wait for the source, not 
   withDir(async (dir) => {
     // Nobody connects: exit 1 after the timeout (the destination is never needed).
     const idle = memoryIo();
-    const code = await runProxy([
+    const code = await main([
+      "proxy",
       "--listen",
       `unix:${dir}/idle.sock`,
       "--connect",
       `unix:${dir}/nobody.sock`,
       "--accept-timeout",
       "0.2",
+      "--json",
     ], idle.io);
     assert.equal(code, 1, idle.err());
-    assert.match(idle.err(), /no source connected .* within 0.2 s/);
+    const error = assertJsonError(idle.err());
+    assert.equal(error.code, "accept-timeout");
+    assert.match(error.message, /no source connected .* within 0.2 s/);
     // A source that connects at once and takes longer than the timeout to send: relayed.
     const syn = syntheticRecords({ seed: 93, strayRate: 0, pages: 60 });
     const bytes = await encodeRecords(syn.records);

@@ -14,7 +14,8 @@ import { inSmallTmpfs } from "../_util/tmpfs.ts";
 import { inCi } from "../_util/tools.ts";
 import type { ExtractedPage } from "../../src/scan/extract.ts";
 import { evilPayloadOffsets } from "./_evil.ts";
-import type { ScanReport } from "../../src/scan/findings.ts";
+import type { ScanReportJson } from "./_cli.ts";
+import { assertReport } from "../_util/report_schema.ts";
 import { TOOL_VERSION } from "../../src/version.ts";
 
 const TESTDATA = new URL("../../testdata/migration/", import.meta.url);
@@ -26,11 +27,12 @@ function sha256(bytes: Uint8Array): string {
 }
 
 interface Manifest {
-  format: string;
+  kind: string;
   version: number;
-  tool: { name: string; version: string };
+  tool: string;
   pages: ExtractedPage[];
-  input: { path: string; kind: string; sha256: string; byteLength: number | null };
+  input: { path: string; format: string; sha256: string; byteLength: number | null };
+  plugState: { sources: string[] };
   verdict: string;
   findings: number;
   pageFiles: number;
@@ -57,13 +59,17 @@ for (const set of SETS) {
         const dir = `${tmp}/evidence`;
         const run = await execCli(["scan", mig, "--extract", dir, "--json"]);
         assert.equal(run.code, 3, run.err);
-        const report = JSON.parse(run.out) as ScanReport;
+        const report = assertReport(run.out, "scan") as unknown as ScanReportJson;
         assert.match(run.err, /extracted 2 findings to .*evidence/);
         const m = readManifest(dir);
-        assert.equal(m.format, "vmem-dump-scan-extract");
-        assert.deepEqual(m.tool, { name: "vmem-dump", version: TOOL_VERSION });
+        assert.equal(m.kind, "scan-extract-manifest");
+        assert.equal(m.version, 2);
+        assert.equal(m.tool, `vmem-dump ${TOOL_VERSION}`);
+        // The manifest describes the input and the plug state as the report does.
+        assert.deepEqual(m.plugState, report.plugState);
+        assert.deepEqual({ ...m.input, sha256: undefined }, { ...report.input, sha256: undefined });
         assert.equal(m.input.sha256, sha256(Deno.readFileSync(mig)));
-        assert.equal(m.input.kind, "migration");
+        assert.equal(m.input.format, "migration");
         assert.equal(m.verdict, "findings");
         assert.equal(m.findings, 2);
         assert.equal(m.complete, true);
@@ -90,7 +96,8 @@ for (const set of SETS) {
           assert.equal(p.sha256, sha256(bytes));
           assert.equal(p.byteLength, 4096);
           assert.equal(p.source, "ram-page");
-          assert.equal(p.ramBlock, "0000:00:01.0/vmem0mem");
+          assert.equal(p.ramblock, "0000:00:01.0/vmem0mem");
+          assert.equal(p.path, "0000:00:01.0");
           assert.equal(p.ramOffset, p.gpa - 0x1_0000_0000);
           assert.equal(p.fileOffset, null);
           // The section the record came in: a ram section before the record.

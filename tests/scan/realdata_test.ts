@@ -9,9 +9,8 @@ import { createHash } from "node:crypto";
 import { realdata, realdataFacts, type RealdataSet } from "../_util/realdata.ts";
 import { writeWholeRegionElf } from "../_util/elf_builder.ts";
 import { readFileBytes as readRange } from "../_util/files.ts";
-import { listedPages, scanCli } from "./_cli.ts";
+import { listedPages, scanCli, type ScanReportJson } from "./_cli.ts";
 import { evilPayloadOffsets } from "./_evil.ts";
-import type { ScanReport } from "../../src/scan/findings.ts";
 
 const SETS: RealdataSet[] = ["out-small", "out-q10"];
 const REGION = { gpa: 0x1_0000_0000, byteLength: 0x1000_0000 };
@@ -35,7 +34,7 @@ function sha256(bytes: Uint8Array): string {
 }
 
 /** Checks that hold for every finding of a dump: page-aligned EVIL page, marker at its start. */
-function assertEvilDumpFindings(report: ScanReport, expected: EvilWrite[]) {
+function assertEvilDumpFindings(report: ScanReportJson, expected: EvilWrite[]) {
   const device = report.devices[0]!;
   assert.deepEqual(
     device.blocks.map((b) => b.blockIndex),
@@ -49,8 +48,8 @@ function assertEvilDumpFindings(report: ScanReport, expected: EvilWrite[]) {
     const e = expected.find((x) => x.device_block === b.blockIndex)!;
     assert.equal(b.findings, 1);
     assert.equal(b.nonZeroPages, 1);
-    assert.equal(b.gpa, REGION.gpa + b.blockIndex * device.blockSize);
-    assert.equal(b.ramOffset, b.blockIndex * device.blockSize);
+    assert.equal(b.gpa, REGION.gpa + b.blockIndex * device["block-size"]);
+    assert.equal(b.ramOffset, b.blockIndex * device["block-size"]);
     // The EVIL pages start at the page start: the first non-zero byte is the page's first byte.
     assert.deepEqual(b.firstNonZero, { blockOffset: e.gpa - b.gpa, gpa: e.gpa });
     const p = b.pages[0]!;
@@ -75,7 +74,7 @@ for (const set of SETS) {
     assert.equal(run.code, 3, run.err);
     const report = run.report!;
     assert.equal(report.details, "pages");
-    assert.equal(report.plugState.source, set === "out-q10" ? "stream-early" : "stream-late");
+    assert.deepEqual(report.plugState.sources, set === "out-q10" ? ["early"] : ["first-pass"]);
     const expected = evil(set).mig;
     const payloads = evilPayloadOffsets(set);
     assert.equal(payloads.size, 2);
@@ -119,13 +118,13 @@ for (const set of SETS) {
     ]);
     assert.equal(run.code, 3, run.err);
     const report = run.report!;
-    assert.equal(report.input.kind, "raw");
+    assert.equal(report.input.format, "raw");
     assert.equal(report.input.baseGpa, REGION.gpa);
     const { pre, mig } = evil(set);
     assertEvilDumpFindings(report, [...pre, ...mig]);
     assert.equal(report.verdict, "findings");
-    assert.equal(report.coverage!.absentBytes, 0);
-    assert.equal(report.coverage!.examinedBytes, report.summary.unpluggedBytes);
+    assert.equal(report.coverage!.absentByteLength, 0);
+    assert.equal(report.coverage!.examinedByteLength, report.summary.unpluggedByteLength);
     for (const p of listedPages(report)) {
       assert.equal(p.fileOffset, p.gpa - REGION.gpa);
       assert.equal(p.sha256, sha256(await readRange(raw, p.fileOffset!, 4096)));
@@ -142,11 +141,11 @@ for (const set of SETS) {
     assert.equal(r.verdict, "inconclusive");
     assert.equal(r.summary.findings, 0);
     // Every unplugged byte (78 blocks of 2 MiB) is absent, and the report says why.
-    assert.equal(r.summary.unpluggedBytes, 78 * 0x20_0000);
+    assert.equal(r.summary.unpluggedByteLength, 78 * 0x20_0000);
     assert.deepEqual(r.coverage, {
-      unpluggedBytes: 78 * 0x20_0000,
-      examinedBytes: 0,
-      absentBytes: 78 * 0x20_0000,
+      unpluggedByteLength: 78 * 0x20_0000,
+      examinedByteLength: 0,
+      absentByteLength: 78 * 0x20_0000,
       absent: [{
         reason: "not-in-dump",
         byteLength: 78 * 0x20_0000,
@@ -175,8 +174,8 @@ for (const set of SETS) {
       assert.equal(run.code, 3, run.err);
       const { pre, mig } = evil(set);
       assertEvilDumpFindings(run.report!, [...pre, ...mig]);
-      assert.equal(run.report!.coverage!.absentBytes, 0);
-      assert.equal(run.report!.coverage!.examinedBytes, 78 * 0x20_0000);
+      assert.equal(run.report!.coverage!.absentByteLength, 0);
+      assert.equal(run.report!.coverage!.examinedByteLength, 78 * 0x20_0000);
       // Same bytes as in the raw image.
       const fromRaw = await scanCli([raw, "--base", BASE, "--plugmap-from", plugFrom, "--json"]);
       assert.deepEqual(
@@ -222,17 +221,17 @@ for (const set of SETS) {
           // The plug map is the state of that scenario (s0 nothing, s1 0-99, s2 0-13 and 64-99).
           const plugged = { [s0]: 0, [s1]: 100, [s2]: 50 }[s]!;
           assert.equal(r.devices[0]!.pluggedBlocks, plugged);
-          assert.equal(r.summary.unpluggedBytes, (128 - plugged) * 0x20_0000);
+          assert.equal(r.summary.unpluggedByteLength, (128 - plugged) * 0x20_0000);
           if (name.endsWith(".mig")) {
             assert.equal(r.coverage, null);
             assert.equal(r.verdictReason, "no page record for an unplugged block");
           } else if (verdict === "clean") {
-            assert.equal(r.coverage!.examinedBytes, r.summary.unpluggedBytes);
+            assert.equal(r.coverage!.examinedByteLength, r.summary.unpluggedByteLength);
             assert.deepEqual(r.coverage!.absent, []);
           } else {
-            assert.equal(r.coverage!.examinedBytes, 0);
+            assert.equal(r.coverage!.examinedByteLength, 0);
             assert.deepEqual(r.coverage!.absent.map((a) => [a.reason, a.byteLength]), [
-              [reason, r.summary.unpluggedBytes],
+              [reason, r.summary.unpluggedByteLength],
             ]);
           }
         });

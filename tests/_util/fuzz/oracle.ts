@@ -14,6 +14,7 @@
  */
 
 import { FormatError, OutputError } from "../../../src/errors.ts";
+import { CommandError } from "../../../cli/io.ts";
 
 /** Why a case failed. */
 export type FailureKind =
@@ -96,6 +97,7 @@ export function typedErrorLabel(e: unknown, bound: OffsetBound = {}): string {
     return e.name === "FormatError" ? `${e.name}:${e.format}/${e.code}` : `${e.name}:${e.format}`;
   }
   if (e instanceof OutputError) return `OutputError:${e.code}`;
+  if (e instanceof CommandError) return `CommandError:${e.code}`;
   const name = e instanceof Error ? e.name : typeof e;
   const message = e instanceof Error ? e.message : String(e);
   throw new OracleFailure("untyped-error", `${name}: ${message}`, { cause: e });

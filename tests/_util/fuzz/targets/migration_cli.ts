@@ -52,14 +52,14 @@ const MANY = "100000000";
 
 /** The JSON a successful `verify --json` prints (the fields compared). */
 interface VerifyJson {
-  clean: boolean;
-  layout: string;
+  verdict: string;
+  plugState: { layout: string | null };
   violatingRecords: number;
   violations: { gpa: number; streamOffset: number; records: number }[];
   devices: {
-    ramBlock: string;
-    gpa: number;
-    blockSize: number;
+    ramblock: string;
+    memaddr: number;
+    "block-size": number;
     blocks: number;
     pluggedBlocks: number;
   }[];
@@ -70,10 +70,10 @@ interface ScanJson {
   verdict: string;
   summary: { findings: number };
   devices: {
-    ramBlock: string;
-    gpa: number;
-    blockSize: number;
-    regionSize: number;
+    ramblock: string;
+    memaddr: number;
+    "block-size": number;
+    "region-size": number;
     pluggedBlocks: number;
     blocks: { pages: { gpa: number; streamOffset: number | null }[] }[];
   }[];
@@ -144,7 +144,8 @@ function sameFailure(
   if (errorOf(a) !== errorOf(b)) note(`${an} ${errorOf(a)}, ${bn} ${errorOf(b)}`);
 }
 
-const NO_PLUG_STATE = /carries no virtio-mem plug state/;
+/** How the campaign labels scan's refusal of a stream without plug state. */
+const NO_PLUG_STATE = "CommandError:no-plug-state";
 
 /**
  * The agreement oracles between the commands' answers.
@@ -182,7 +183,13 @@ function checkAgreement(
     `verify counts ${a.violatingRecords} violating records, --single-pass ${b.violatingRecords}`,
   );
   const vDevices = (j: VerifyJson) =>
-    devicesLine(j.devices.map((d) => ({ ...d, plugged: d.pluggedBlocks })));
+    devicesLine(j.devices.map((d) => ({
+      ramBlock: d.ramblock,
+      gpa: d.memaddr,
+      blockSize: d["block-size"],
+      blocks: d.blocks,
+      plugged: d.pluggedBlocks,
+    })));
   agree(
     vDevices(a) === vDevices(b),
     `plug state: verify ${vDevices(a)}, --single-pass ${vDevices(b)}`,
@@ -190,9 +197,9 @@ function checkAgreement(
   // filter must handle every stream verify handles.
   agree(!failed(fl), `verify ${v2.label} but filter failed: ${errorOf(fl)} (${messageOf(fl)})`);
   // scan
-  if (a.layout === "none") {
+  if (a.plugState.layout === "none") {
     agree(
-      failed(sc) && NO_PLUG_STATE.test(sc.err),
+      failed(sc) && sc.error === NO_PLUG_STATE,
       `verify: no virtio-mem state (clean), but scan says ${failed(sc) ? errorOf(sc) : sc.label}`,
     );
     agree(
@@ -222,10 +229,10 @@ function checkAgreement(
     `violations: verify [${fromVerify}], scan [${fromScan}]`,
   );
   const sDevices = devicesLine(s.devices.map((d) => ({
-    ramBlock: d.ramBlock,
-    gpa: d.gpa,
-    blockSize: d.blockSize,
-    blocks: d.regionSize / d.blockSize,
+    ramBlock: d.ramblock,
+    gpa: d.memaddr,
+    blockSize: d["block-size"],
+    blocks: d["region-size"] / d["block-size"],
     plugged: d.pluggedBlocks,
   })));
   agree(sDevices === vDevices(a), `plug state: verify ${vDevices(a)}, scan ${sDevices}`);
