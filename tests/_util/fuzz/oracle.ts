@@ -26,8 +26,8 @@ export type FailureKind =
   | "disagreement"
   /** A command left a temporary or partial file behind. */
   | "leftover-file"
-  /** `filter`'s output does not verify clean. */
-  | "filter-unclean"
+  /** An output still holds what it was to remove (`filter`'s does not verify clean, `strip`'s has findings). */
+  | "output-unclean"
   /** An allocation above the guard's cap (sized by an untrusted field). */
   | "allocation"
   /** The case did not finish within its timeout. */

@@ -22,6 +22,8 @@
  */
 
 import { bytesReader } from "../../../../src/io/byte_reader.ts";
+import { bytesPositional } from "../../../../src/io/positional.ts";
+import { positionalByteReader } from "../../../../src/io/positional_byte_reader.ts";
 import { decodeMigrationBatches } from "../../../../src/migration/decoder.ts";
 import type { MigrationRecord } from "../../../../src/migration/types.ts";
 import type { Anatomy, Field, FieldRole, Span } from "../mutate.ts";
@@ -98,11 +100,20 @@ function tailSections(bytes: Uint8Array, from: number, to: number): Span[] {
 /**
  * Walk a real migration stream.
  *
- * @param bytes The whole stream (raw, not in a container).
+ * A mapped-ram file (`options.mappedRam`) is read with its blocks' regions
+ * skipped, and its anatomy adds each block's mapped-ram header and bitmap
+ * words (little-endian host words; a word's toggles set or clear single
+ * pages, e.g. a page of an unplugged block).
+ *
+ * @param bytes The whole stream (raw, not in a container), or the mapped-ram file.
+ * @param options `mappedRam` for a mapped-ram file.
  * @returns Its fields and spans.
  * @throws {FormatError} when the stream does not decode (seeds are real, unmutated streams).
  */
-export async function migrationAnatomy(bytes: Uint8Array): Promise<Anatomy> {
+export async function migrationAnatomy(
+  bytes: Uint8Array,
+  options: { mappedRam?: boolean } = {},
+): Promise<Anatomy> {
   const fields: Field[] = [];
   const spans: Span[] = [];
   const field = (
@@ -136,7 +147,13 @@ export async function migrationAnatomy(bytes: Uint8Array): Promise<Anatomy> {
   let lastRamEnd = -1;
   let eofAt = -1;
   const records: MigrationRecord[] = [];
-  for await (const batch of decodeMigrationBatches(bytesReader(bytes))) {
+  const reader = options.mappedRam
+    ? positionalByteReader(bytesPositional(bytes))
+    : bytesReader(bytes);
+  const mappedBlocks: { idstr: string; bitmapOffset: number; bitmapByteLength: number }[] = [];
+  for await (
+    const batch of decodeMigrationBatches(reader, { mappedRam: options.mappedRam ?? false })
+  ) {
     for (const r of batch) {
       if ("ramOffset" in r) {
         const { kind, streamOffset, ramBlock, ramOffset, continued } = r;
@@ -200,7 +217,20 @@ export async function migrationAnatomy(bytes: Uint8Array): Promise<Anatomy> {
             field(p, 8, `RAMBlock ${b.idstr} gpa`, "address");
             p += 8;
           }
-          if (b.mappedRam !== undefined) break; // the mapped-ram header follows: not walked here
+          if (b.mappedRam !== undefined) {
+            const m = b.mappedRam;
+            const h = m.headerOffset;
+            field(h, 4, `RAMBlock ${b.idstr} mapped-ram version`, "id");
+            field(h + 4, 8, `RAMBlock ${b.idstr} mapped-ram page_size`, "length");
+            field(h + 12, 8, `RAMBlock ${b.idstr} mapped-ram bitmap_offset`, "offset");
+            field(h + 20, 8, `RAMBlock ${b.idstr} mapped-ram pages_offset`, "offset");
+            mappedBlocks.push({
+              idstr: b.idstr,
+              bitmapOffset: m.bitmapOffset,
+              bitmapByteLength: m.bitmapByteLength,
+            });
+            p = m.areaEnd; // the stream goes on after the block's pages
+          }
         }
         break;
       }
@@ -271,6 +301,37 @@ export async function migrationAnatomy(bytes: Uint8Array): Promise<Anatomy> {
     }
   }
   if (lastRamEnd >= 0 && eofAt > lastRamEnd) spans.push(...tailSections(bytes, lastRamEnd, eofAt));
+  // Mapped-ram bitmaps: the words of a virtio-mem block's device blocks, and words with pages.
+  for (const m of mappedBlocks) {
+    const device = [...devices.values()].find((d) => m.idstr.startsWith(`${d.devicePath}/`));
+    const words = m.bitmapByteLength / 8;
+    const wordsPerBlock = device ? device.blockSize / 4096 / 64 : 0;
+    let kept = 0;
+    for (let w = 0; w < words; w++) {
+      const o = m.bitmapOffset + w * 8;
+      let word = 0n;
+      for (let i = 7; i >= 0; i--) word = (word << 8n) | BigInt(bytes[o + i] ?? 0);
+      const interesting = (wordsPerBlock > 0 && w % wordsPerBlock === 0) ||
+        (word !== 0n && kept < 64);
+      if (!interesting) continue;
+      kept++;
+      if (o + 8 <= bytes.length) {
+        fields.push({
+          offset: o,
+          width: 8,
+          littleEndian: true,
+          name: `${m.idstr} bitmap word ${w}`,
+          role: "flags",
+          values: bitToggles(word),
+        });
+      }
+    }
+    spans.push({
+      start: m.bitmapOffset,
+      end: m.bitmapOffset + m.bitmapByteLength,
+      name: `${m.idstr} bitmap`,
+    });
+  }
   // Page records: a sample, with addresses into the plug state's interesting places.
   const sectionOfLast = new Map<string, number>();
   for (const [i, r] of pages.entries()) sectionOfLast.set(r.ramBlock, i);

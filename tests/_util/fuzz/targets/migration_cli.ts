@@ -310,7 +310,7 @@ export async function runMigrationCommands(
     const vo = await runCommand("verify", ["--json", out]);
     if (vo.code !== 0) {
       throw new OracleFailure(
-        "filter-unclean",
+        "output-unclean",
         `filter's output does not verify clean: ${vo.error ?? vo.label} ${vo.err.trim()}`,
       );
     }
