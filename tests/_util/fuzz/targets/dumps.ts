@@ -25,6 +25,7 @@ import { formatPlugMapJson } from "../../../../src/vmem/mod.ts";
 import { writeWholeRegionElf } from "../../elf_builder.ts";
 import { TINY_REGION, tinyFixture } from "../../tiny_fixtures.ts";
 import { type CommandResult, runCommand } from "../commands.ts";
+import { makeScratchDir } from "../scratch.ts";
 import { agree, type OffsetBound, OracleFailure } from "../oracle.ts";
 import type { CaseContext, FuzzTarget, SeedInput } from "../target.ts";
 import { elfAnatomy, kdumpAnatomy } from "./dump_anatomy.ts";
@@ -52,7 +53,7 @@ async function derived(args: string[], what: string): Promise<void> {
 
 /** Build the derived seeds in a temporary folder. */
 async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "vmem-fuzz-seeds-" });
+  const dir = await makeScratchDir("vmem-fuzz-seeds-");
   try {
     return await fn(dir);
   } finally {
@@ -180,7 +181,7 @@ async function runDump(
     }
     await Deno.remove(`${dir}/out`);
   }
-  if (context.rng.chance(0.3)) {
+  if (context.rng.chance(0.2)) {
     const to = kind === "elf" ? "kdump" : "elf";
     const conv = await runCommand("convert", [path, `${dir}/conv`, "--to", to], bound);
     await leftovers(

@@ -130,7 +130,13 @@ async function runMappedRam(input: Uint8Array, context: CaseContext): Promise<st
     d.blocks.flatMap((b) => b.pages.map((x) => `0x${x.gpa.toString(16)}@${x.fileOffset}`))
   ).sort().join(" ");
   agree(fromVerify === fromScan, `pages: verify [${fromVerify}], scan [${fromScan}]`);
-  const scanDevices = sj.devices.map((d) => ({ ...d, blocks: undefined }));
+  const scanDevices: Device[] = sj.devices.map((d) => ({
+    ramBlock: d.ramBlock,
+    gpa: d.gpa,
+    blockSize: d.blockSize,
+    pluggedBlocks: d.pluggedBlocks,
+    regionSize: d.regionSize!,
+  }));
   agree(
     devicesLine(vj.devices) === devicesLine(scanDevices),
     `plug state: verify ${devicesLine(vj.devices)}, scan ${devicesLine(scanDevices)}`,

@@ -26,7 +26,7 @@ import { bytesPositional } from "../../../../src/io/positional.ts";
 import { positionalByteReader } from "../../../../src/io/positional_byte_reader.ts";
 import { decodeMigrationBatches } from "../../../../src/migration/decoder.ts";
 import type { MigrationRecord } from "../../../../src/migration/types.ts";
-import type { Anatomy, Field, FieldRole, Span } from "../mutate.ts";
+import type { Anatomy, Field, FieldRole, Span, TextNumber } from "../mutate.ts";
 
 const PAGE_MASK = 0xfffn;
 
@@ -72,31 +72,6 @@ function u64be(bytes: Uint8Array, at: number): bigint {
   return v;
 }
 
-/** Find the device-state FULL sections of the tail by header and matching footer. */
-function tailSections(bytes: Uint8Array, from: number, to: number): Span[] {
-  const spans: Span[] = [];
-  let at = from;
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  while (at + 14 < to && bytes[at] === 0x04) {
-    const id = dv.getUint32(at + 1);
-    const len = bytes[at + 5]!;
-    const idstr = new TextDecoder("latin1").decode(bytes.subarray(at + 6, at + 6 + len));
-    let end = -1;
-    for (let p = at + 14 + len; p + 5 < to; p++) {
-      if (bytes[p] !== 0x7e || dv.getUint32(p + 1) !== id) continue;
-      const next = bytes[p + 5];
-      if (next === 0x04 || next === 0x00 || next === 0x08) {
-        end = p + 5;
-        break;
-      }
-    }
-    if (end < 0) break;
-    spans.push({ start: at, end, name: `section ${idstr}` });
-    at = end;
-  }
-  return spans;
-}
-
 /**
  * Walk a real migration stream.
  *
@@ -116,6 +91,7 @@ export async function migrationAnatomy(
 ): Promise<Anatomy> {
   const fields: Field[] = [];
   const spans: Span[] = [];
+  const numbers: TextNumber[] = [];
   const field = (
     offset: number,
     width: 1 | 2 | 4 | 8,
@@ -144,8 +120,6 @@ export async function migrationAnatomy(
   }[] = [];
   let sectionStart = -1;
   let sectionName = "";
-  let lastRamEnd = -1;
-  let eofAt = -1;
   const records: MigrationRecord[] = [];
   const reader = options.mappedRam
     ? positionalByteReader(bytesPositional(bytes))
@@ -191,7 +165,6 @@ export async function migrationAnatomy(
         field(at + 1, 4, `footer of section ${r.sectionId}`, "id");
         if (sectionStart >= 0) {
           spans.push({ start: sectionStart, end: at + 5, name: sectionName });
-          if (sectionName.includes(" ram")) lastRamEnd = at + 5;
           sectionStart = -1;
         }
         break;
@@ -291,16 +264,31 @@ export async function migrationAnatomy(
         }
         break;
       }
-      case "eof":
-        eofAt = at;
-        break;
-      case "vmdesc":
+      case "vmdesc": {
         field(at + 1, 4, "vmdesc length", "length");
         spans.push({ start: at, end: bytes.length, name: "vmdesc" });
+        // The sizes the vmdesc gives for device fields: hints the decoder checks against the
+        // sections. Every "size" value, and a sample of the other numbers.
+        const lengthField: Field = {
+          offset: at + 1,
+          width: 4,
+          littleEndian: false,
+          name: "vmdesc length",
+          role: "length",
+        };
+        const text = new TextDecoder("latin1").decode(bytes.subarray(at + 5));
+        let others = 0;
+        for (const m of text.matchAll(/("[a-z_-]+"):\s*(\d+)/g)) {
+          const digits = m[2]!;
+          const offset = at + 5 + m.index! + m[0].length - digits.length;
+          const isSize = m[1] === '"size"';
+          if (!isSize && others++ % 8 !== 0) continue;
+          numbers.push({ offset, length: digits.length, name: `vmdesc ${m[1]}`, lengthField });
+        }
         break;
+      }
     }
   }
-  if (lastRamEnd >= 0 && eofAt > lastRamEnd) spans.push(...tailSections(bytes, lastRamEnd, eofAt));
   // Mapped-ram bitmaps: the words of a virtio-mem block's device blocks, and words with pages.
   for (const m of mappedBlocks) {
     const device = [...devices.values()].find((d) => m.idstr.startsWith(`${d.devicePath}/`));
@@ -355,5 +343,5 @@ export async function migrationAnatomy(
       field(r.streamOffset + 8, 1, `${r.kind} ${r.ramBlock} idstr length`, "length");
     }
   }
-  return { fields, spans };
+  return { fields, spans, numbers };
 }
