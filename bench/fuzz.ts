@@ -5,6 +5,7 @@
  *   deno task fuzz [--seed N] [--duration 10m] [--target NAME ...] [--workers 2]
  *                  [--out DIR] [--timeout-scale 2] [--json]
  *   deno task fuzz --target NAME --replay CASE_SEED [--replay CASE_SEED ...] [--out DIR]
+ *   deno task fuzz --target NAME --input FILE [--input FILE ...]
  *   deno task fuzz --list
  *
  * Prints the counts (cases per target, outcomes by label, ms per case) and
@@ -41,6 +42,7 @@ if (import.meta.main) {
         default: new URL("../.cache/fuzz-failures", import.meta.url).pathname,
       },
       replay: { type: "string", multiple: true },
+      input: { type: "string", multiple: true },
       "timeout-scale": { type: "string", default: "2" },
       json: { type: "boolean", default: false },
       verbose: { type: "boolean", short: "v", default: false },
@@ -56,10 +58,19 @@ if (import.meta.main) {
   }
   const targets = values.target ?? [...TARGET_NAMES];
   const seed = values.seed === undefined ? (Date.now() & 0x7fffffff) : Number(values.seed);
-  const replay = values.replay?.map((s) => {
-    if (targets.length !== 1) throw new Error("--replay needs exactly one --target");
-    return { target: targets[0]!, caseSeed: Number(s) };
-  });
+  if ((values.replay || values.input) && targets.length !== 1) {
+    throw new Error("--replay and --input need exactly one --target");
+  }
+  const replay = values.replay?.map((s) => ({ target: targets[0]!, caseSeed: Number(s) })) ??
+    (values.input
+      ? await Promise.all(
+        values.input.map(async (path) => ({
+          target: targets[0]!,
+          caseSeed: 0,
+          input: await Deno.readFile(path),
+        })),
+      )
+      : undefined);
   console.error(
     replay
       ? `replaying ${replay.length} case(s) of ${targets[0]}`

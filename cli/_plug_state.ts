@@ -53,8 +53,12 @@ export async function choosePlugState(
         }
         throw e;
       }
-      // Early layout: the stream states it before RAM; use it in-band.
-      if (r.layout === "early") return { plugMap: undefined, source: "in-band", layout: "early" };
+      // Early layout: the stream states it before RAM (the first pass stopped there); use it
+      // in-band. An early section that comes only after RAM pages (no QEMU writes that; the
+      // first pass then read on) is used like a late one: from the first pass.
+      if (r.layout === "early" && r.method === "early") {
+        return { plugMap: undefined, source: "in-band", layout: "early" };
+      }
       return { plugMap: r.plugMap, source: "two-pass", layout: r.layout };
     }
   }

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { FormatError } from "../errors.ts";
 import { parseNotes } from "../elf/note.ts";
 import { concatNoteSegments, readElfCore } from "../elf/reader.ts";
 import { planStrip, stripElf, type StripReport } from "../elf/rewrite.ts";
@@ -84,7 +85,7 @@ export type StripDumpReport =
  * @param output Output path (`-` for ELF or flattened kdump output).
  * @param options Plug map and format options.
  * @returns The report.
- * @throws {TypeError} when the input is neither ELF nor kdump.
+ * @throws {FormatError} (code `bad-magic`, offset 0) when the input is neither ELF nor kdump.
  *
  * @example
  * ```ts ignore
@@ -192,7 +193,16 @@ export async function stripDump(
       throw e;
     }
   }
-  throw new TypeError(`${input} is neither an ELF nor a kdump-compressed dump`);
+  throw notADump("strip", input);
+}
+
+/** The input is neither an ELF nor a kdump dump: a bad input (exit 1, with the offset), not a bad call. */
+function notADump(doing: string, input: string): FormatError {
+  return new FormatError(
+    `Cannot ${doing} ${input}: neither an ELF nor a kdump-compressed dump (a raw memory image ` +
+      `needs --base GPA)`,
+    { format: "elf", code: "bad-magic", offset: 0 },
+  );
 }
 
 /** Excluded ranges clipped to the pages a kdump dump has in its 1st bitmap. */
@@ -272,7 +282,8 @@ export interface ConvertDumpReport {
  * @param output Output path.
  * @param options Target and its options.
  * @returns The report.
- * @throws {TypeError} for an input that is no dump, or a conversion that makes no sense.
+ * @throws {FormatError} (code `bad-magic`, offset 0) for an input that is no dump.
+ * @throws {TypeError} for a conversion that makes no sense.
  *
  * @example
  * ```ts ignore
@@ -290,9 +301,7 @@ export async function convertDump(
     using r = await openPositional(input);
     kind = options.baseGpa !== undefined ? "raw" : await sniffDump(r);
   }
-  if (kind === undefined) {
-    throw new TypeError(`${input} is neither an ELF nor a kdump dump; for a raw image give --base`);
-  }
+  if (kind === undefined) throw notADump("convert", input);
   const exclude = options.plugMap?.unpluggedGpaRanges() ?? [];
   const plugMap = options.plugMap?.toJSON();
   const step = (sha256: string, byteLength: number, removed: GpaRange[]) =>

@@ -113,7 +113,11 @@ export interface KdumpFile extends Disposable {
   close(): void;
 }
 
-function bad(message: string, offset: number, code: "out-of-range" | "bad-header" = "bad-header") {
+function bad(
+  message: string,
+  offset: number,
+  code: "out-of-range" | "bad-header" | "invariant" = "bad-header",
+) {
   return new FormatError(`Cannot read kdump dump: ${message}`, {
     format: "kdump",
     code,
@@ -227,13 +231,29 @@ async function openKdump(
   const vmcoreinfo = subHeader.sizeVmcoreinfo === 0 ? undefined : new TextDecoder().decode(
     await at(subHeader.offsetVmcoreinfo, subHeader.sizeVmcoreinfo, "VMCOREINFO"),
   );
-  const present = new KdumpBitmap(await at(bitmapStart, mapBytes, "1st bitmap"), maxMapnr);
-  const dumpable = twoBitmaps
-    ? new KdumpBitmap(
-      await at(bitmapStart + Math.floor(header.bitmapBlocks / 2) * B, mapBytes, "2nd bitmap"),
-      maxMapnr,
-    )
-    : present;
+  const presentBytes = await at(bitmapStart, mapBytes, "1st bitmap");
+  const present = new KdumpBitmap(presentBytes, maxMapnr);
+  let dumpable = present;
+  if (twoBitmaps) {
+    const secondAt = bitmapStart + Math.floor(header.bitmapBlocks / 2) * B;
+    const dumpableBytes = await at(secondAt, mapBytes, "2nd bitmap");
+    // Every dumped page is a page that exists (makedumpfile and QEMU write the 2nd bitmap as
+    // a subset of the 1st): a dump that says otherwise cannot be copied or trusted.
+    for (let i = 0; i < mapBytes; i++) {
+      const stray = dumpableBytes[i]! & ~presentBytes[i]!;
+      if (stray !== 0) {
+        const pfn = i * 8 + 31 - Math.clz32(stray & -stray);
+        if (pfn >= maxMapnr) break;
+        throw bad(
+          `pfn 0x${pfn.toString(16)} is in the 2nd bitmap (dumped) but not in the 1st (pages ` +
+            `that exist)`,
+          secondAt + i,
+          "invariant",
+        );
+      }
+    }
+    dumpable = new KdumpBitmap(dumpableBytes, maxMapnr);
+  }
   const split = subHeader.split !== 0;
   const startPfn = split ? subHeader.startPfn : 0;
   const endPfn = split ? Math.min(subHeader.endPfn, maxMapnr) : maxMapnr;

@@ -100,6 +100,16 @@ export function validateVmemDevice(device: VmemDevice, label = "device"): void {
   if (typeof d.path !== "string" || typeof d.ramBlock !== "string") {
     throw invariant(`${label}: path and ramBlock must be strings`);
   }
+  // No QEMU device path or RAMBlock idstr holds these (object ids are letters, digits, '-',
+  // '.', '_'), and the range-list form could not carry them (whitespace separates its fields,
+  // '#' starts a comment).
+  for (const [name, v] of [["path", d.path], ["ramBlock", d.ramBlock]] as const) {
+    if (/[\s#]/.test(v) || [...v].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f)) {
+      throw invariant(
+        `${label}: ${name} ${JSON.stringify(v)} contains whitespace, '#' or a control character`,
+      );
+    }
+  }
   for (
     const [name, v] of [["memaddr", d.gpa], ["region size", d.regionSize], [
       "block size",

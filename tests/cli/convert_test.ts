@@ -10,6 +10,7 @@ import {
   QEMU_SAVE_FORMAT_RAW,
 } from "../../src/container/libvirt_save.ts";
 import { openContainer } from "../../src/container/open.ts";
+import { FormatError } from "../../src/errors.ts";
 import { assertBytesEqual } from "../_util/assert.ts";
 import { concatBytes } from "../_util/chunkings.ts";
 import { drain, fakeStream, zstd } from "../container/_helpers.ts";
@@ -140,6 +141,21 @@ Deno.test("vmem-dump convert maps usage mistakes to 2 and bad input to 1 without
     assert.match(
       io.stderr.join(""),
       /error: Cannot decompress zstd data: input ended inside the frame/,
+    );
+    // A dump conversion of a file that is no dump: a bad input with its offset, not a TypeError
+    // (found by the mutation campaign).
+    io.stderr.length = 0;
+    assert.equal(
+      await main(["convert", `${dir}/cut.zst`, `${dir}/out.kdump`, "--to", "kdump"], io),
+      1,
+    );
+    assert.match(
+      io.stderr.join(""),
+      /^error: Cannot convert \S+cut.zst: neither an ELF nor a kdump-compressed dump \(a raw memory image needs --base GPA\) at offset 0x0\n$/,
+    );
+    await assert.rejects(
+      run([`${dir}/cut.zst`, `${dir}/out.elf`, "--to", "elf"], io),
+      (e: unknown) => e instanceof FormatError && e.code === "bad-magic" && e.offset === 0,
     );
     const left = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
     assert.deepEqual(left, ["a.mig", "cut.zst"]);

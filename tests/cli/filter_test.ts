@@ -6,6 +6,10 @@ import { run as runFilter } from "../../cli/commands/filter.ts";
 import { main } from "../../cli/main.ts";
 import { CLI_MAIN, memoryIo } from "../_util/cli.ts";
 import { realdata, realdataAvailable, realdataFacts, type RealdataSet } from "../_util/realdata.ts";
+import { bytesReader } from "../../src/io/byte_reader.ts";
+import { decodeMigration } from "../../src/migration/decoder.ts";
+import { concatBytes } from "../_util/chunkings.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
 
 const SETS: RealdataSet[] = ["out-small", "out-q10"];
 
@@ -101,5 +105,50 @@ Deno.test("vmem-dump filter rejects bad arguments with exit code 2", async () =>
   ) {
     const m = memoryIo();
     assert.equal(await main(args, m.io), 2, args.join(" "));
+  }
+});
+
+Deno.test("vmem-dump filter, like verify, uses a first pass when the early section comes only after RAM pages", async () => {
+  // Found by the mutation campaign: with the early section swapped behind the first RAM PART
+  // section of a real QEMU 10 stream, verify reported its violations (two passes) while filter
+  // refused a seekable file with "plug state not known at the first RAM page (late layout)".
+  const stream = await tinyFixture("q10-tiny.mig");
+  const records: { kind: string; streamOffset: number; idstr?: string }[] = [];
+  for await (const r of decodeMigration(bytesReader(stream))) {
+    if (r.kind === "section-full" || r.kind === "section-part" || r.kind === "section-footer") {
+      records.push({
+        kind: r.kind,
+        streamOffset: r.streamOffset,
+        ...("idstr" in r ? { idstr: r.idstr } : {}),
+      });
+    }
+  }
+  const early = records.findIndex((r) => r.kind === "section-full" && /early$/.test(r.idstr!));
+  const part = records.findIndex((r, i) => i > early && r.kind === "section-part");
+  const section = (i: number) => {
+    const end = records.findIndex((r, j) => j > i && r.kind === "section-footer");
+    return stream.subarray(records[i]!.streamOffset, records[end]!.streamOffset + 5);
+  };
+  const a = section(early);
+  const b = section(part);
+  assert.equal(records[part]!.streamOffset, records[early]!.streamOffset + a.length);
+  const swapped = concatBytes([
+    stream.subarray(0, records[early]!.streamOffset),
+    b,
+    a,
+    stream.subarray(records[early]!.streamOffset + a.length + b.length),
+  ]);
+  const dir = await Deno.makeTempDir({ prefix: "vmem-filter-" });
+  try {
+    await Deno.writeFile(`${dir}/in.mig`, swapped);
+    const v = memoryIo();
+    assert.equal(await main(["verify", `${dir}/in.mig`], v.io), 3, v.err());
+    const f = memoryIo();
+    assert.equal(await runFilter([`${dir}/in.mig`, `${dir}/out.mig`, "--json"], f.io), 0);
+    assert.equal(JSON.parse(f.out()).droppedRecords, 1);
+    const o = memoryIo();
+    assert.equal(await main(["verify", `${dir}/out.mig`], o.io), 0, o.out());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -10,6 +10,8 @@ import { FormatError, UnexpectedEofError, UnsupportedFeatureError } from "../../
 import { bytesPositional } from "../../src/io/positional.ts";
 import { decompressKdumpPage, KdumpBitmap, openFlattened, readKdump } from "../../src/kdump/mod.ts";
 import { buildKdump, flatten, type KdumpSpec } from "./_builder.ts";
+import { assertFormatError } from "../_util/assert.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
 
 const B = 4096;
 
@@ -227,4 +229,22 @@ Deno.test("readKdump() refuses a flattened ELF dump with UnsupportedFeatureError
     (e) => e instanceof UnsupportedFeatureError && /makedumpfile -R/.test(e.message),
     "flattened ELF",
   );
+});
+
+Deno.test("readKdump() rejects a dump whose 2nd bitmap lists a page the 1st does not (real makedumpfile output)", async () => {
+  // Found by the mutation campaign: strip then failed with a RangeError from the writer.
+  const bytes = await tinyFixture("q72-tiny.kdump");
+  const v = new DataView(bytes.buffer);
+  const blockSize = v.getUint32(428, true);
+  const bitmapStart = (1 + v.getUint32(432, true)) * blockSize;
+  const half = (v.getUint32(436, true) / 2) * blockSize;
+  // pfn 0x10 is dumped: clear it in the 1st bitmap only.
+  assert.equal(bytes[bitmapStart + half + 2]! & 1, 1);
+  bytes[bitmapStart + 2] = bytes[bitmapStart + 2]! & ~1;
+  await assertFormatError(readKdump(bytesPositional(bytes)), {
+    code: "invariant",
+    format: "kdump",
+    offset: bitmapStart + half + 2,
+    message: /pfn 0x10 is in the 2nd bitmap/,
+  });
 });

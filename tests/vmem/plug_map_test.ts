@@ -179,6 +179,18 @@ Deno.test("validateVmemDevice() rejects every broken invariant", () => {
     () => validateVmemDevice(s2Device({ node: 128 })),
     /node 128 is not a NUMA node below 128/,
   );
+  // Found by the mutation campaign: a QMP input whose path had a space read fine, but its
+  // range-list form could not be read back.
+  for (const bad of ["0000:00:01. ", "a#b", "a\nb", "a\tb"]) {
+    assertInvariant(
+      () => validateVmemDevice(s2Device({ path: bad })),
+      /path .* contains whitespace/,
+    );
+    assertInvariant(
+      () => validateVmemDevice(s2Device({ ramBlock: `${bad}/vmem0mem` })),
+      /ramBlock .* contains whitespace/,
+    );
+  }
   // Unknown usable/requested sizes are fine.
   validateVmemDevice(s2Device({ usableRegionSize: undefined, requestedSize: undefined }));
 });

@@ -16,6 +16,7 @@
  */
 
 import { caseSeedOf } from "./mutate.ts";
+import { makeScratchDir } from "./scratch.ts";
 import type { FailureReport, WorkerReply, WorkerRequest } from "./worker.ts";
 
 /** Options of {@linkcode runCampaign}. */
@@ -28,8 +29,11 @@ export interface CampaignOptions {
   cases?: number | Partial<Record<string, number>>;
   /** Run until this much time has passed (duration mode). */
   durationMs?: number;
-  /** Run exactly these cases (replay mode). */
-  replay?: { target: string; caseSeed: number }[];
+  /**
+   * Run exactly these cases (replay mode); with `input`, that input as it is
+   * (a failing input saved earlier) instead of the case seed's mutation.
+   */
+  replay?: { target: string; caseSeed: number; input?: Uint8Array }[];
   /** Parallel workers. @default {1} */
   workers?: number;
   /** Multiply every target's timeout (a loaded machine). @default {1} */
@@ -80,6 +84,8 @@ export interface TargetReport {
   failures: CaseRecord[];
   /** Notes by text. */
   notes: Record<string, number>;
+  /** Mutations applied, by kind (`field`, `bit-flip`, `span-move`, `number`, …). */
+  mutations: Record<string, number>;
   /** Total wall time of its cases. */
   ms: number;
   /** The unmutated seed inputs' outcomes (each must pass the oracles). */
@@ -114,6 +120,7 @@ interface Job {
   target: string;
   index: number;
   caseSeed: number;
+  input?: Uint8Array;
 }
 
 /** One worker and the case it is running. */
@@ -125,7 +132,7 @@ class CampaignWorker {
   constructor(readonly options: CampaignOptions) {}
 
   async start(): Promise<Record<string, string[]>> {
-    this.#workDir = await makeWorkDir();
+    this.#workDir = await makeScratchDir("vmem-fuzz-");
     const w = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
     this.#worker = w;
     w.onmessage = (ev: MessageEvent<WorkerReply>) => this.#onMessage?.(ev.data);
@@ -239,20 +246,17 @@ class CampaignWorker {
   }
 }
 
-/** A private folder for a worker's case files, on tmpfs when there is one. */
-async function makeWorkDir(): Promise<string> {
-  for (const dir of ["/dev/shm", undefined]) {
-    try {
-      return await Deno.makeTempDir({ prefix: "vmem-fuzz-", ...(dir ? { dir } : {}) });
-    } catch { /* next */ }
-  }
-  throw new Error("cannot create a folder for the campaign's files");
-}
-
 /** The jobs of a campaign, in round-robin order over the targets. */
 function* jobs(options: CampaignOptions, deadline: number): Generator<Job> {
   if (options.replay) {
-    for (const r of options.replay) yield { target: r.target, index: -1, caseSeed: r.caseSeed };
+    for (const r of options.replay) {
+      yield {
+        target: r.target,
+        index: -1,
+        caseSeed: r.caseSeed,
+        ...(r.input ? { input: r.input } : {}),
+      };
+    }
     return;
   }
   const perTarget = (t: string) =>
@@ -284,7 +288,8 @@ async function saveFailure(
     `${base}.txt`,
     [
       `target: ${record.target}`,
-      `case seed: ${record.caseSeed} (replay: deno task fuzz --target ${record.target} --replay ${record.caseSeed})`,
+      `case seed: ${record.caseSeed} (replay: deno task fuzz --target ${record.target} --replay ${record.caseSeed},`,
+      `  or, after the harness or its seeds changed: --input ${dir}/${record.target}-${record.caseSeed}.bin)`,
       `seed input: ${record.seedName}`,
       `mutations:`,
       ...record.mutations.map((m) => `  ${m}`),
@@ -315,6 +320,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       outcomes: {},
       failures: [],
       notes: {},
+      mutations: {},
       ms: 0,
       baseline: [],
     };
@@ -365,6 +371,10 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
         tr.cases++;
         tr.ms += record.ms;
         for (const n of record.notes) tr.notes[n] = (tr.notes[n] ?? 0) + 1;
+        for (const m of record.mutations) {
+          const kind = m.split(" ")[0]!;
+          tr.mutations[kind] = (tr.mutations[kind] ?? 0) + 1;
+        }
         if (record.failure === undefined) {
           const label = record.outcome ?? "?";
           tr.outcomes[label] = (tr.outcomes[label] ?? 0) + 1;
@@ -415,6 +425,8 @@ export function formatCampaignReport(report: CampaignReport): string {
         (t.ms / Math.max(1, t.cases)).toFixed(0)
       } ms per case`,
     );
+    const kinds = Object.entries(t.mutations).sort((a, b) => b[1] - a[1]);
+    lines.push(`    mutations: ${kinds.map(([k, n]) => `${k} ${n}`).join(", ")}`);
     const outcomes = Object.entries(t.outcomes).sort((a, b) => b[1] - a[1]);
     for (const [label, n] of outcomes) lines.push(`    ${String(n).padStart(6)}  ${label}`);
     for (const [note, n] of Object.entries(t.notes).sort((a, b) => b[1] - a[1])) {

@@ -45,12 +45,26 @@ export interface Span {
   name: string;
 }
 
+/** A decimal number written as text inside a binary input (a size in the vmdesc JSON). */
+export interface TextNumber {
+  /** Offset of its first digit. */
+  offset: number;
+  /** Its digits. */
+  length: number;
+  /** Name for the mutation log. */
+  name: string;
+  /** A length field that counts the text it is in: kept in step when the number's length changes. */
+  lengthField?: Field;
+}
+
 /** The structure of one seed input, as far as mutations need it. */
 export interface Anatomy {
   /** Integer fields. */
   fields: Field[];
   /** Units that can be duplicated, swapped, moved or removed. */
   spans: Span[];
+  /** Numbers written as text (JSON inside a binary format). @default {[]} */
+  numbers?: TextNumber[];
 }
 
 /** A mutated input and what was done to it. */
@@ -82,7 +96,8 @@ export type MutationKind =
   | "span-duplicate"
   | "span-swap"
   | "span-move"
-  | "span-delete";
+  | "span-delete"
+  | "number";
 
 /** How often each kind is drawn (relative). */
 export const DEFAULT_WEIGHTS: Readonly<Record<MutationKind, number>> = {
@@ -96,6 +111,7 @@ export const DEFAULT_WEIGHTS: Readonly<Record<MutationKind, number>> = {
   "span-swap": 1,
   "span-move": 1,
   "span-delete": 1,
+  "number": 2,
 };
 
 /** A PRNG with the helpers mutations need. */
@@ -330,6 +346,30 @@ function applyOne(
         bytes: out,
         what: `field ${f.name} at ${hex(f.offset)}: ${hex(old)} -> ${hex(value)}`,
       };
+    }
+    case "number": {
+      const numbers = (anatomy.numbers ?? []).filter((t) => t.offset + t.length <= n);
+      if (numbers.length === 0) return undefined;
+      const t = rng.pick(numbers);
+      const old = new TextDecoder().decode(bytes.subarray(t.offset, t.offset + t.length));
+      if (!/^\d+$/.test(old)) return undefined; // an earlier mutation of the stack moved it
+      const v = BigInt(old);
+      const same = rng.chance(0.5);
+      const choices = same
+        ? [v + 1n, v - 1n, 0n, 10n ** BigInt(t.length) - 1n, v ^ 1n]
+          .filter((x) => x >= 0n)
+          .map((x) => x.toString().padStart(t.length, "0").slice(-t.length))
+        : [0n, 1n, v * 2n, v + 1000n, 1n << 31n, 1n << 32n, 1n << 53n, (1n << 53n) + 1n, 10n ** 30n]
+          .map((x) => x.toString());
+      const text = rng.pick(choices);
+      const out = splice(bytes, t.offset, t.length, new TextEncoder().encode(text));
+      const delta = text.length - t.length;
+      if (
+        delta !== 0 && t.lengthField && t.lengthField.offset + t.lengthField.width <= out.length
+      ) {
+        writeField(out, t.lengthField, readField(out, t.lengthField) + BigInt(delta));
+      }
+      return { bytes: out, what: `number ${t.name} at ${hex(t.offset)}: ${old} -> ${text}` };
     }
     case "span-duplicate":
     case "span-swap":

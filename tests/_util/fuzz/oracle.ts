@@ -4,7 +4,9 @@
  *
  * A reader may succeed or throw one of the typed errors of `src/errors.ts`
  * (a `FormatError` or one of its subclasses, with a safe integer offset
- * inside the input; an `OutputError` for outputs). Anything else — a
+ * inside the input; an `OutputError` for outputs; the CLI's `CommandError`
+ * for a command's own failures, such as an input without plug state).
+ * Anything else — a
  * `TypeError` from deep inside, a `RangeError` from an allocation, an error
  * from a library below us — is a failure, as are disagreements between
  * commands that read the same input, leftover files, an allocation above the
@@ -26,8 +28,8 @@ export type FailureKind =
   | "disagreement"
   /** A command left a temporary or partial file behind. */
   | "leftover-file"
-  /** `filter`'s output does not verify clean. */
-  | "filter-unclean"
+  /** An output still holds what it was to remove (`filter`'s does not verify clean, `strip`'s has findings). */
+  | "output-unclean"
   /** An allocation above the guard's cap (sized by an untrusted field). */
   | "allocation"
   /** The case did not finish within its timeout. */

@@ -30,7 +30,7 @@ export type WorkerRequest =
     allocationCapBytes: number;
     rssLimitBytes: number;
   }
-  | { type: "case"; target: string; index: number; caseSeed: number }
+  | { type: "case"; target: string; index: number; caseSeed: number; input?: Uint8Array }
   | { type: "baseline"; target: string };
 
 /** A failure as the worker reports it. */
@@ -119,12 +119,22 @@ async function runBaseline(name: string): Promise<void> {
   post({ type: "baseline-done", target: name, results });
 }
 
-async function runCase(name: string, index: number, caseSeed: number): Promise<void> {
+async function runCase(
+  name: string,
+  index: number,
+  caseSeed: number,
+  input: Uint8Array | undefined,
+): Promise<void> {
   const t = loaded.get(name);
   if (t === undefined) throw new Error(`target ${name} not loaded`);
   const rng = new Rng(caseSeed);
   const seed = t.seeds[rng.int(t.seeds.length)]!;
-  const m = t.target.mutate ? t.target.mutate(seed, rng) : mutate(seed.bytes, seed.anatomy, rng);
+  // A given input (a saved failing case) runs as it is, against the first seed's context.
+  const m = input !== undefined
+    ? { bytes: input, mutations: ["input as given"] }
+    : t.target.mutate
+    ? t.target.mutate(seed, rng)
+    : mutate(seed.bytes, seed.anatomy, rng);
   post({
     type: "start",
     target: name,
@@ -195,5 +205,5 @@ self.onmessage = async (ev: MessageEvent<WorkerRequest>) => {
     await runBaseline(m.target);
     return;
   }
-  await runCase(m.target, m.index, m.caseSeed);
+  await runCase(m.target, m.index, m.caseSeed, m.input);
 };

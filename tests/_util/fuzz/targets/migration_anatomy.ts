@@ -22,9 +22,11 @@
  */
 
 import { bytesReader } from "../../../../src/io/byte_reader.ts";
+import { bytesPositional } from "../../../../src/io/positional.ts";
+import { positionalByteReader } from "../../../../src/io/positional_byte_reader.ts";
 import { decodeMigrationBatches } from "../../../../src/migration/decoder.ts";
 import type { MigrationRecord } from "../../../../src/migration/types.ts";
-import type { Anatomy, Field, FieldRole, Span } from "../mutate.ts";
+import type { Anatomy, Field, FieldRole, Span, TextNumber } from "../mutate.ts";
 
 const PAGE_MASK = 0xfffn;
 
@@ -70,41 +72,26 @@ function u64be(bytes: Uint8Array, at: number): bigint {
   return v;
 }
 
-/** Find the device-state FULL sections of the tail by header and matching footer. */
-function tailSections(bytes: Uint8Array, from: number, to: number): Span[] {
-  const spans: Span[] = [];
-  let at = from;
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  while (at + 14 < to && bytes[at] === 0x04) {
-    const id = dv.getUint32(at + 1);
-    const len = bytes[at + 5]!;
-    const idstr = new TextDecoder("latin1").decode(bytes.subarray(at + 6, at + 6 + len));
-    let end = -1;
-    for (let p = at + 14 + len; p + 5 < to; p++) {
-      if (bytes[p] !== 0x7e || dv.getUint32(p + 1) !== id) continue;
-      const next = bytes[p + 5];
-      if (next === 0x04 || next === 0x00 || next === 0x08) {
-        end = p + 5;
-        break;
-      }
-    }
-    if (end < 0) break;
-    spans.push({ start: at, end, name: `section ${idstr}` });
-    at = end;
-  }
-  return spans;
-}
-
 /**
  * Walk a real migration stream.
  *
- * @param bytes The whole stream (raw, not in a container).
+ * A mapped-ram file (`options.mappedRam`) is read with its blocks' regions
+ * skipped, and its anatomy adds each block's mapped-ram header and bitmap
+ * words (little-endian host words; a word's toggles set or clear single
+ * pages, e.g. a page of an unplugged block).
+ *
+ * @param bytes The whole stream (raw, not in a container), or the mapped-ram file.
+ * @param options `mappedRam` for a mapped-ram file.
  * @returns Its fields and spans.
  * @throws {FormatError} when the stream does not decode (seeds are real, unmutated streams).
  */
-export async function migrationAnatomy(bytes: Uint8Array): Promise<Anatomy> {
+export async function migrationAnatomy(
+  bytes: Uint8Array,
+  options: { mappedRam?: boolean } = {},
+): Promise<Anatomy> {
   const fields: Field[] = [];
   const spans: Span[] = [];
+  const numbers: TextNumber[] = [];
   const field = (
     offset: number,
     width: 1 | 2 | 4 | 8,
@@ -133,10 +120,14 @@ export async function migrationAnatomy(bytes: Uint8Array): Promise<Anatomy> {
   }[] = [];
   let sectionStart = -1;
   let sectionName = "";
-  let lastRamEnd = -1;
-  let eofAt = -1;
   const records: MigrationRecord[] = [];
-  for await (const batch of decodeMigrationBatches(bytesReader(bytes))) {
+  const reader = options.mappedRam
+    ? positionalByteReader(bytesPositional(bytes))
+    : bytesReader(bytes);
+  const mappedBlocks: { idstr: string; bitmapOffset: number; bitmapByteLength: number }[] = [];
+  for await (
+    const batch of decodeMigrationBatches(reader, { mappedRam: options.mappedRam ?? false })
+  ) {
     for (const r of batch) {
       if ("ramOffset" in r) {
         const { kind, streamOffset, ramBlock, ramOffset, continued } = r;
@@ -174,7 +165,6 @@ export async function migrationAnatomy(bytes: Uint8Array): Promise<Anatomy> {
         field(at + 1, 4, `footer of section ${r.sectionId}`, "id");
         if (sectionStart >= 0) {
           spans.push({ start: sectionStart, end: at + 5, name: sectionName });
-          if (sectionName.includes(" ram")) lastRamEnd = at + 5;
           sectionStart = -1;
         }
         break;
@@ -200,7 +190,20 @@ export async function migrationAnatomy(bytes: Uint8Array): Promise<Anatomy> {
             field(p, 8, `RAMBlock ${b.idstr} gpa`, "address");
             p += 8;
           }
-          if (b.mappedRam !== undefined) break; // the mapped-ram header follows: not walked here
+          if (b.mappedRam !== undefined) {
+            const m = b.mappedRam;
+            const h = m.headerOffset;
+            field(h, 4, `RAMBlock ${b.idstr} mapped-ram version`, "id");
+            field(h + 4, 8, `RAMBlock ${b.idstr} mapped-ram page_size`, "length");
+            field(h + 12, 8, `RAMBlock ${b.idstr} mapped-ram bitmap_offset`, "offset");
+            field(h + 20, 8, `RAMBlock ${b.idstr} mapped-ram pages_offset`, "offset");
+            mappedBlocks.push({
+              idstr: b.idstr,
+              bitmapOffset: m.bitmapOffset,
+              bitmapByteLength: m.bitmapByteLength,
+            });
+            p = m.areaEnd; // the stream goes on after the block's pages
+          }
         }
         break;
       }
@@ -261,16 +264,62 @@ export async function migrationAnatomy(bytes: Uint8Array): Promise<Anatomy> {
         }
         break;
       }
-      case "eof":
-        eofAt = at;
-        break;
-      case "vmdesc":
+      case "vmdesc": {
         field(at + 1, 4, "vmdesc length", "length");
         spans.push({ start: at, end: bytes.length, name: "vmdesc" });
+        // The sizes the vmdesc gives for device fields: hints the decoder checks against the
+        // sections. Every "size" value, and a sample of the other numbers.
+        const lengthField: Field = {
+          offset: at + 1,
+          width: 4,
+          littleEndian: false,
+          name: "vmdesc length",
+          role: "length",
+        };
+        const text = new TextDecoder("latin1").decode(bytes.subarray(at + 5));
+        let others = 0;
+        for (const m of text.matchAll(/("[a-z_-]+"):\s*(\d+)/g)) {
+          const digits = m[2]!;
+          const offset = at + 5 + m.index! + m[0].length - digits.length;
+          const isSize = m[1] === '"size"';
+          if (!isSize && others++ % 8 !== 0) continue;
+          numbers.push({ offset, length: digits.length, name: `vmdesc ${m[1]}`, lengthField });
+        }
         break;
+      }
     }
   }
-  if (lastRamEnd >= 0 && eofAt > lastRamEnd) spans.push(...tailSections(bytes, lastRamEnd, eofAt));
+  // Mapped-ram bitmaps: the words of a virtio-mem block's device blocks, and words with pages.
+  for (const m of mappedBlocks) {
+    const device = [...devices.values()].find((d) => m.idstr.startsWith(`${d.devicePath}/`));
+    const words = m.bitmapByteLength / 8;
+    const wordsPerBlock = device ? device.blockSize / 4096 / 64 : 0;
+    let kept = 0;
+    for (let w = 0; w < words; w++) {
+      const o = m.bitmapOffset + w * 8;
+      let word = 0n;
+      for (let i = 7; i >= 0; i--) word = (word << 8n) | BigInt(bytes[o + i] ?? 0);
+      const interesting = (wordsPerBlock > 0 && w % wordsPerBlock === 0) ||
+        (word !== 0n && kept < 64);
+      if (!interesting) continue;
+      kept++;
+      if (o + 8 <= bytes.length) {
+        fields.push({
+          offset: o,
+          width: 8,
+          littleEndian: true,
+          name: `${m.idstr} bitmap word ${w}`,
+          role: "flags",
+          values: bitToggles(word),
+        });
+      }
+    }
+    spans.push({
+      start: m.bitmapOffset,
+      end: m.bitmapOffset + m.bitmapByteLength,
+      name: `${m.idstr} bitmap`,
+    });
+  }
   // Page records: a sample, with addresses into the plug state's interesting places.
   const sectionOfLast = new Map<string, number>();
   for (const [i, r] of pages.entries()) sectionOfLast.set(r.ramBlock, i);
@@ -294,5 +343,5 @@ export async function migrationAnatomy(bytes: Uint8Array): Promise<Anatomy> {
       field(r.streamOffset + 8, 1, `${r.kind} ${r.ramBlock} idstr length`, "length");
     }
   }
-  return { fields, spans };
+  return { fields, spans, numbers };
 }

@@ -10,6 +10,9 @@ const TARGETS: Record<string, () => Promise<FuzzTarget>> = {
   "migration-cli": async () => (await import("./migration_cli.ts")).migrationCliTarget,
   "container": async () => (await import("./container.ts")).containerTarget,
   "plugmap": async () => (await import("./plugmap.ts")).plugmapTarget,
+  "elf": async () => (await import("./dumps.ts")).elfTarget,
+  "kdump": async () => (await import("./dumps.ts")).kdumpTarget,
+  "mapped-ram": async () => (await import("./mapped_ram.ts")).mappedRamTarget,
 };
 
 /** Every target name. */

@@ -57,7 +57,12 @@ function seedOf(name: string, text: string): SeedInput {
 /** Real plug maps: of the committed streams, and QEMU's QMP record of the shared fixtures. */
 async function plugmapSeeds(): Promise<SeedInput[]> {
   const seeds: SeedInput[] = [];
-  for (const s of await migrationSeeds(["q72-s3-malicious.mig.zst", "q10-s3-malicious.mig.zst"])) {
+  for (
+    const s of await migrationSeeds([
+      "migration/q72-s3-malicious.mig.zst",
+      "migration/q10-s3-malicious.mig.zst",
+    ])
+  ) {
     const map = await extractPlugMap(decodeMigration(bytesReader(s.bytes)), { complete: true });
     seeds.push(seedOf(`${s.name} plug map (JSON v1)`, formatPlugMapJson(map)));
     seeds.push(seedOf(`${s.name} plug map (range list)`, formatRangeList(map)));
