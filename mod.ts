@@ -31,8 +31,8 @@
  * The subpaths (`./migration`, `./elf`, `./kdump`, `./container`, `./raw`,
  * `./vmem`, `./dumps`, `./scan`, `./proxy`) each list their folder's public
  * surface, which also holds what someone working on that format itself needs:
- * record-level codecs, on-disk constants and layouts, header readers and
- * writers. A symbol that only serves our own implementation (a helper one
+ * record-level codecs, on-disk constants, header readers and writers, and the
+ * types of other folders their signatures name. A symbol that only serves our own implementation (a helper one
  * module shares with another, a cap, a field layout table) is in no `mod.ts`
  * at all; tests import it from its file. Files whose name starts with `_`
  * are never exported. The command-line tool is `./cli`.

@@ -100,5 +100,6 @@ Deno.test("the ./cli export installs as the vmem-dump command", async () => {
   const stderr = new TextDecoder().decode(run.stderr);
   assert.equal(run.code, 0, stderr);
   const report = JSON.parse(new TextDecoder().decode(run.stdout));
-  assert.equal(report.container, "zstd");
+  assert.equal(report.kind, "inspect-report");
+  assert.equal(report.input.container, "zstd");
 });
