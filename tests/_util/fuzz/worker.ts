@@ -15,7 +15,11 @@
 
 /// <reference lib="deno.worker" />
 
-import { installAllocationGuard, takeRefusedAllocations } from "./allocation_guard.ts";
+import {
+  installAllocationGuard,
+  setAllocationCap,
+  takeRefusedAllocations,
+} from "./allocation_guard.ts";
 import { mutate, Rng } from "./mutate.ts";
 import { type FailureKind, failureStack, OracleFailure } from "./oracle.ts";
 import type { FuzzTarget, SeedInput } from "./target.ts";
@@ -75,6 +79,7 @@ export type WorkerReply =
 const loaded = new Map<string, { target: FuzzTarget; seeds: SeedInput[] }>();
 let workDir = "";
 let rssLimit = Infinity;
+let allocationCap = Infinity;
 
 function post(m: WorkerReply, transfer: Transferable[] = []) {
   self.postMessage(m, transfer);
@@ -127,6 +132,8 @@ async function runCase(
 ): Promise<void> {
   const t = loaded.get(name);
   if (t === undefined) throw new Error(`target ${name} not loaded`);
+  // The campaign's own copies of an input are not the reader's allocations.
+  setAllocationCap(Infinity);
   const rng = new Rng(caseSeed);
   const seed = t.seeds[rng.int(t.seeds.length)]!;
   // A given input (a saved failing case) runs as it is, against the first seed's context.
@@ -145,6 +152,7 @@ async function runCase(
     bytes: m.bytes.slice(),
   });
   takeRefusedAllocations();
+  setAllocationCap(allocationCap);
   let outcome: string | undefined;
   let failure: FailureReport | undefined;
   const notes: string[] = [];
@@ -194,7 +202,8 @@ self.onmessage = async (ev: MessageEvent<WorkerRequest>) => {
         seeds[name] = s.map((x) => x.name);
       }
       // After loading the seeds: building them may legitimately need big buffers.
-      installAllocationGuard(m.allocationCapBytes);
+      allocationCap = m.allocationCapBytes;
+      installAllocationGuard(allocationCap);
       post({ type: "ready", seeds });
     } catch (e) {
       post({ type: "init-failed", message: failureStack(e) });

@@ -331,6 +331,32 @@ export function mutateStream(seed: SeedInput, rng: Rng): Mutated {
   return m;
 }
 
+/**
+ * The shared fixtures' `s3-malicious` streams (110 MB, QEMU 7.2 late and QEMU 10.0 early layout,
+ * a real Linux guest), for long campaigns on demand.
+ */
+async function realdataStreamSeeds(): Promise<SeedInput[]> {
+  const { realdata } = await import("../../realdata.ts");
+  const seeds: SeedInput[] = [];
+  for (const set of ["out-small", "out-q10"] as const) {
+    const bytes = await Deno.readFile(await realdata(set, "s3-malicious.mig"));
+    seeds.push({ name: `${set}/s3-malicious.mig`, bytes, anatomy: await migrationAnatomy(bytes) });
+  }
+  return seeds;
+}
+
+/** `migration-cli` on the shared fixtures' 110 MB streams (heavy: named only). */
+export const migrationCliRealdataTarget: FuzzTarget = {
+  name: "migration-cli-realdata",
+  description: "as migration-cli, on the shared fixtures' 110 MB s3-malicious streams (QEMU 7.2 " +
+    "and 10.0, Linux guest); heavy: only when named",
+  timeoutMs: 120_000,
+  heavy: true,
+  seeds: realdataStreamSeeds,
+  mutate: (seed, rng) => mutate(seed.bytes, seed.anatomy, rng),
+  run: runMigrationCommands,
+};
+
 /** The target. */
 export const migrationCliTarget: FuzzTarget = {
   name: "migration-cli",
