@@ -5,6 +5,9 @@ import { assertReport } from "../_util/report_schema.ts";
 import { run as runVerify } from "../../cli/commands/verify.ts";
 import { main } from "../../cli/main.ts";
 import { memoryIo } from "../_util/cli.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
+import { bytesReader } from "../../src/io/byte_reader.ts";
+import { decodeMigration } from "../../src/migration/decoder.ts";
 import {
   realdata,
   realdataAvailable,
@@ -92,5 +95,39 @@ Deno.test("vmem-dump verify rejects bad arguments with exit code 2", async () =>
   for (const args of [["verify"], ["verify", "a", "b"], ["verify", "a", "--max-violations", "x"]]) {
     const m = memoryIo();
     assert.equal(await main(args, m.io), 2, args.join(" "));
+  }
+});
+
+Deno.test("verify, filter, scan and plugmap all refuse an early section whose size disagrees with its bitmap", async () => {
+  // Found by the mutation campaign: one more bit in the early bitmap of a real QEMU 10 stream
+  // (51 plugged blocks, size still 50) was taken by verify and filter (their in-band tables
+  // skipped the plug-map invariants) while scan and plugmap refused it.
+  const stream = await tinyFixture("q10-tiny.mig");
+  let earlyAt = -1;
+  for await (const r of decodeMigration(bytesReader(stream))) {
+    if (r.kind === "virtio-mem-early") earlyAt = r.streamOffset;
+  }
+  const bad = stream.slice();
+  bad[earlyAt + 36 + 7] = bad[earlyAt + 36 + 7]! | 0x02; // block 1 (unplugged) now plugged
+  const dir = await Deno.makeTempDir({ prefix: "vmem-verify-" });
+  try {
+    await Deno.writeFile(`${dir}/in.mig`, bad);
+    for (
+      const args of [
+        ["verify", `${dir}/in.mig`],
+        ["verify", "--single-pass", `${dir}/in.mig`],
+        ["filter", `${dir}/in.mig`, `${dir}/out.mig`],
+        ["scan", `${dir}/in.mig`],
+        ["plugmap", `${dir}/in.mig`],
+      ]
+    ) {
+      const m = memoryIo();
+      assert.equal(await main(args, m.io), 1, `${args[0]}: ${m.out()}`);
+      assert.match(m.err(), /size 0x600000 is not 4 plugged blocks .* at offset 0x[0-9a-f]+\n$/);
+      assert.doesNotMatch(m.err(), /at offset 0x[0-9a-f]+ at offset/);
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["in.mig"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
