@@ -94,6 +94,20 @@ self.addEventListener("error", (e) => {
   post({ type: "uncaught", message: String(e.error ?? e.message), stack: failureStack(e.error) });
 });
 
+/** Bytes the files of a folder take on disk (holes not counted). */
+async function diskBytes(dir: string): Promise<number> {
+  let total = 0;
+  for await (const entry of Deno.readDir(dir)) {
+    const st = await Deno.lstat(`${dir}/${entry.name}`);
+    total += st.blocks !== null ? st.blocks * 512 : st.size;
+  }
+  return total;
+}
+
+/** Outputs may take this many times the input's size (plus a floor) before the case fails. */
+const OUTPUT_FACTOR = 8;
+const OUTPUT_FLOOR = 256 << 20;
+
 async function emptyDir(dir: string): Promise<void> {
   for await (const entry of Deno.readDir(dir)) {
     await Deno.remove(`${dir}/${entry.name}`, { recursive: true });
@@ -177,6 +191,14 @@ async function runCase(
       message: `${r.constructor} of ${r.byteLength} bytes` +
         (failure ? ` (the case then failed: ${failure.message})` : ""),
       stack: r.stack,
+    };
+  }
+  const disk = await diskBytes(workDir);
+  if (failure === undefined && disk > OUTPUT_FLOOR + OUTPUT_FACTOR * m.bytes.length) {
+    failure = {
+      kind: "output-size",
+      message: `the case's files take ${disk} bytes for a ${m.bytes.length}-byte input`,
+      stack: "",
     };
   }
   const rss = Deno.memoryUsage().rss;
