@@ -90,6 +90,24 @@ export class FormatError extends Error {
 }
 
 /**
+ * The sentence of a {@linkcode FormatError} without the ` at offset 0x…` its
+ * constructor appends, for wrapping it into another error that names its own
+ * offset (so the text does not say "at offset" twice).
+ *
+ * @param e The error.
+ * @returns Its message, without the trailing offset.
+ * @example
+ * ```ts ignore
+ * import { FormatError, formatErrorSentence } from "./errors.ts";
+ * const e = new FormatError("Bad thing", { format: "raw", code: "bad-record", offset: 16 });
+ * console.log(formatErrorSentence(e)); // "Bad thing"
+ * ```
+ */
+export function formatErrorSentence(e: FormatError): string {
+  return e.message.replace(/ at offset 0x[0-9a-f]+$/, "");
+}
+
+/**
  * The input ended in the middle of a structure (a truncated file or a dropped
  * connection).
  *

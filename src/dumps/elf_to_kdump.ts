@@ -11,9 +11,10 @@
  * @module
  */
 
-import { UnsupportedFeatureError } from "../errors.ts";
+import { FormatError, UnsupportedFeatureError } from "../errors.ts";
 import type { AtomicOutputOptions } from "../io/file.ts";
 import { parseNotes, parseVmcoreinfo } from "../elf/note.ts";
+import { phdrLayout } from "../elf/phdr.ts";
 import { concatNoteSegments, type ElfCore, planGpaRange } from "../elf/reader.ts";
 import { KDUMP_MAX_BLOCK_SIZE, KDUMP_MIN_BLOCK_SIZE } from "../kdump/header.ts";
 import { kdumpCodecFlag, type KdumpWriteCodec, PageCompressorPool } from "../kdump/compress.ts";
@@ -77,6 +78,42 @@ export interface ElfToKdumpReport extends KdumpWriteResult {
 }
 
 /**
+ * Most guest memory a converted dump describes beyond the file bytes of its
+ * PT_LOADs (`p_memsz` past `p_filesz`, which reads as zeros): 16 GiB. The
+ * kdump needs a 24-byte page descriptor for each such page, so without a
+ * cap one untrusted `p_memsz` of a few bytes' input could make the output
+ * (and the time to write it) grow to any size; 16 GiB is 96 MiB of
+ * descriptors.
+ */
+const MAX_ZERO_FILL_BYTES = 16 * 2 ** 30;
+
+/** Refuse an ELF whose PT_LOADs describe more zero-fill memory than {@linkcode MAX_ZERO_FILL_BYTES}. */
+function checkZeroFill(core: ElfCore): void {
+  let total = 0;
+  for (const s of core.loads) {
+    if (s.gpa === undefined) continue;
+    total += Math.max(0, s.byteLength - s.fileByteLength);
+    if (total > MAX_ZERO_FILL_BYTES) {
+      const memsz = phdrLayout(core.ehdr.elfClass).fields.memByteLength.offset;
+      throw new FormatError(
+        `Cannot convert to kdump: the PT_LOADs describe more than ${
+          MAX_ZERO_FILL_BYTES / 2 ** 30
+        } GiB of memory beyond their file data (program header ${s.index}: p_memsz ` +
+          `0x${s.byteLength.toString(16)}, p_filesz 0x${
+            s.fileByteLength.toString(16)
+          }); each such ` +
+          `page would need a page descriptor`,
+        {
+          format: "elf",
+          code: "too-large",
+          offset: core.ehdr.phdrFileOffset + s.index * core.ehdr.phdrEntrySize + memsz,
+        },
+      );
+    }
+  }
+}
+
+/**
  * Convert an ELF core to a kdump-compressed file.
  *
  * @param core The parsed input (left open).
@@ -126,6 +163,7 @@ export async function elfToKdump(
       0,
     );
   }
+  checkZeroFill(core);
   const exclude = mergeGpaRanges(options.exclude ?? []);
   const kept = subtractGpaRanges(described, exclude);
   const removed = subtractGpaRanges(described, kept);

@@ -9,11 +9,12 @@
  */
 
 import { hex } from "../io/text.ts";
-import { FormatError } from "../errors.ts";
+import { FormatError, formatErrorSentence } from "../errors.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
-import type { VmemDevice } from "../vmem/vmem_device.ts";
+import { validateVmemDevice, type VmemDevice } from "../vmem/vmem_device.ts";
 import type { RamBlockInfo, VirtioMemDeviceRecord, VirtioMemEarlyRecord } from "./types.ts";
 import { findVirtioMemRamBlock } from "./virtio_mem_device.ts";
+import { bitmapFromWireWords } from "./wire_bitmap.ts";
 import { virtioMemGeometry } from "./_plug_state_collector.ts";
 
 /** Where a plug table came from. */
@@ -194,6 +195,29 @@ export class PlugTables {
           JSON.stringify(`${r.devicePath}/…`)
         } of ${hex(regionSize)} bytes in the block list`,
         { format: this.#format, code: "unknown-block", offset: r.streamOffset },
+      );
+    }
+    // The invariants every plug map satisfies (size = plugged blocks × block size, node, …):
+    // the state must be one plugmap and scan accept too.
+    try {
+      validateVmemDevice({
+        path: r.devicePath,
+        ramBlock: block.idstr,
+        gpa,
+        regionSize,
+        blockSize,
+        node: geometry.node,
+        size: geometry.size,
+        usableRegionSize: r.kind === "virtio-mem-device" ? r.state.usableRegionSize : undefined,
+        requestedSize: r.kind === "virtio-mem-device" ? r.state.requestedSize : undefined,
+        bitmap: bitmapFromWireWords(wire, blocks),
+      }, `device ${r.devicePath}`);
+    } catch (e) {
+      if (!(e instanceof FormatError)) throw e;
+      throw new FormatError(
+        `Cannot use the virtio-mem state of ${r.devicePath}: ${formatErrorSentence(e)}`,
+        { format: this.#format, code: "bad-virtio-mem", offset: r.streamOffset },
+        { cause: e },
       );
     }
     return {

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { FormatError } from "../errors.ts";
+import { FormatError, formatErrorSentence } from "../errors.ts";
 import { bitmapFromWireWords } from "./wire_bitmap.ts";
 import { PlugMap } from "../vmem/plug_map.ts";
 import { validateVmemDevice, type VmemDevice } from "../vmem/vmem_device.ts";
@@ -335,7 +335,7 @@ export class PlugStateCollector {
     try {
       return new PlugMap(devices);
     } catch (e) {
-      if (e instanceof FormatError) throw this.bad(e.message, offset, e);
+      if (e instanceof FormatError) throw this.bad(formatErrorSentence(e), offset, e);
       throw e;
     }
   }
@@ -397,7 +397,11 @@ export class PlugStateCollector {
       return device;
     } catch (e) {
       if (e instanceof FormatError || e instanceof RangeError) {
-        throw this.bad(e.message, streamOffset, e);
+        throw this.bad(
+          e instanceof FormatError ? formatErrorSentence(e) : e.message,
+          streamOffset,
+          e,
+        );
       }
       throw e;
     }

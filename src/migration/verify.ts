@@ -403,9 +403,11 @@ export class PlugStateVerifier implements RecordStage {
         );
         this.#tables.setRamBlocks(r.blocks, r.streamOffset);
         for (const t of this.#tables.values()) this.#knownPaths.add(t.devicePath);
-        this.#stream.clear();
+        // A block list stated again (a second ram START) does not unload the pages already
+        // sent, nor the plug state already stated: keep what is tracked and known, so that a
+        // late plug state still judges the pages before it (forgetting them made a stream
+        // with a repeated START section verify clean in one pass).
         this.#state.clear();
-        this.#touched.clear();
         this.#lastRamBlock = undefined;
         return true;
       case "virtio-mem-early":

@@ -11,6 +11,7 @@ import {
 } from "../../src/container/libvirt_save.ts";
 import { openContainer } from "../../src/container/open.ts";
 import { FormatError } from "../../src/errors.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
 import { assertBytesEqual } from "../_util/assert.ts";
 import { concatBytes } from "../_util/chunkings.ts";
 import { drain, fakeStream, zstd } from "../container/_helpers.ts";
@@ -192,4 +193,32 @@ Deno.test("vmem-dump convert runs as a process: a gzip pipe from stdin to zstd o
   const opened = await openContainer(bytesReader(out.stdout));
   assert.equal(opened.kind, "zstd");
   assertBytesEqual(await drain(opened.reader), stream);
+});
+
+Deno.test("convert --to kdump refuses an ELF whose p_memsz describes 1 TiB beyond its file data, at once", async () => {
+  // Found by the mutation campaign: one flipped bit in p_memsz of a real QEMU dump made
+  // convert --to kdump write gigabytes of page descriptors for zero-fill memory (a hang).
+  await withTempDir(async (dir) => {
+    const elf = await tinyFixture("q72-tiny.elf");
+    const v = new DataView(elf.buffer);
+    const phoff = Number(v.getBigUint64(32, true));
+    const last = phoff + 4 * 56; // PT_LOAD 4 (of NOTE + 4 PT_LOADs)
+    assert.equal(v.getUint32(last, true), 1);
+    v.setBigUint64(last + 40, 1n << 40n, true);
+    await Deno.writeFile(`${dir}/in.elf`, elf);
+    const t0 = performance.now();
+    await assert.rejects(
+      run([`${dir}/in.elf`, `${dir}/out.kdump`, "--to", "kdump"], memoryIo()),
+      (e: unknown) =>
+        e instanceof FormatError && e.code === "too-large" && e.offset === last + 40 &&
+        /beyond their file data/.test(e.message),
+    );
+    assert.ok(performance.now() - t0 < 20_000);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["in.elf"]);
+    // A zero-fill tail within the cap still converts: its pages read as zeros.
+    v.setBigUint64(last + 40, 0x400000n + 0x200000n, true);
+    await Deno.writeFile(`${dir}/in.elf`, elf);
+    const io = memoryIo();
+    assert.equal(await run([`${dir}/in.elf`, `${dir}/out.kdump`, "--to", "kdump"], io), 0);
+  });
 });

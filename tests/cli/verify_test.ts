@@ -5,6 +5,10 @@ import { assertReport } from "../_util/report_schema.ts";
 import { run as runVerify } from "../../cli/commands/verify.ts";
 import { main } from "../../cli/main.ts";
 import { memoryIo } from "../_util/cli.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
+import { concatBytes } from "../_util/chunkings.ts";
+import { bytesReader } from "../../src/io/byte_reader.ts";
+import { decodeMigration } from "../../src/migration/decoder.ts";
 import {
   realdata,
   realdataAvailable,
@@ -92,5 +96,79 @@ Deno.test("vmem-dump verify rejects bad arguments with exit code 2", async () =>
   for (const args of [["verify"], ["verify", "a", "b"], ["verify", "a", "--max-violations", "x"]]) {
     const m = memoryIo();
     assert.equal(await main(args, m.io), 2, args.join(" "));
+  }
+});
+
+Deno.test("verify, filter, scan and plugmap all refuse an early section whose size disagrees with its bitmap", async () => {
+  // Found by the mutation campaign: one more bit in the early bitmap of a real QEMU 10 stream
+  // (51 plugged blocks, size still 50) was taken by verify and filter (their in-band tables
+  // skipped the plug-map invariants) while scan and plugmap refused it.
+  const stream = await tinyFixture("q10-tiny.mig");
+  let earlyAt = -1;
+  for await (const r of decodeMigration(bytesReader(stream))) {
+    if (r.kind === "virtio-mem-early") earlyAt = r.streamOffset;
+  }
+  const bad = stream.slice();
+  bad[earlyAt + 36 + 7] = bad[earlyAt + 36 + 7]! | 0x02; // block 1 (unplugged) now plugged
+  const dir = await Deno.makeTempDir({ prefix: "vmem-verify-" });
+  try {
+    await Deno.writeFile(`${dir}/in.mig`, bad);
+    for (
+      const args of [
+        ["verify", `${dir}/in.mig`],
+        ["verify", "--single-pass", `${dir}/in.mig`],
+        ["filter", `${dir}/in.mig`, `${dir}/out.mig`],
+        ["scan", `${dir}/in.mig`],
+        ["plugmap", `${dir}/in.mig`],
+      ]
+    ) {
+      const m = memoryIo();
+      assert.equal(await main(args, m.io), 1, `${args[0]}: ${m.out()}`);
+      assert.match(m.err(), /size 0x600000 is not 4 plugged blocks .* at offset 0x[0-9a-f]+\n$/);
+      assert.doesNotMatch(m.err(), /at offset 0x[0-9a-f]+ at offset/);
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["in.mig"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("verify --single-pass keeps the pages it tracks when the stream states its RAM block list again", async () => {
+  // Found by the mutation campaign: the ram START section (the block list) of a real QEMU 7.2
+  // stream duplicated after the RAM END section; the one-pass verifier forgot the pages it
+  // tracked until the late plug state and said clean, while verify, scan and filter saw the
+  // page in an unplugged block.
+  const stream = await tinyFixture("q72-tiny.mig");
+  const marks: { kind: string; streamOffset: number; idstr?: string }[] = [];
+  for await (const r of decodeMigration(bytesReader(stream))) {
+    if (r.kind === "section-start" || r.kind === "section-end" || r.kind === "section-footer") {
+      marks.push({
+        kind: r.kind,
+        streamOffset: r.streamOffset,
+        ...("idstr" in r ? { idstr: r.idstr } : {}),
+      });
+    }
+  }
+  const footerAfter = (i: number) =>
+    marks.find((m, j) => j > i && m.kind === "section-footer")!.streamOffset + 5;
+  const start = marks.findIndex((m) => m.kind === "section-start" && m.idstr === "ram");
+  const end = marks.findIndex((m) => m.kind === "section-end" && m.idstr === "ram");
+  const startSection = stream.subarray(marks[start]!.streamOffset, footerAfter(start));
+  const at = footerAfter(end);
+  const twice = concatBytes([stream.subarray(0, at), startSection, stream.subarray(at)]);
+  const dir = await Deno.makeTempDir({ prefix: "vmem-verify-" });
+  try {
+    await Deno.writeFile(`${dir}/in.mig`, twice);
+    for (const args of [["verify"], ["verify", "--single-pass"]]) {
+      const m = memoryIo();
+      assert.equal(await main([...args, "--json", `${dir}/in.mig`], m.io), 3, m.err());
+      const report = JSON.parse(m.out());
+      assert.equal(
+        report.violations.filter((v: { reason: string }) => v.reason === "unplugged-block").length,
+        1,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -95,6 +95,16 @@ export function installAllocationGuard(capBytes: number): void {
 }
 
 /**
+ * Change the cap (e.g. `Infinity` while the campaign itself copies and
+ * mutates an input, the cap again while a reader runs).
+ *
+ * @param capBytes Largest allocation allowed from now on.
+ */
+export function setAllocationCap(capBytes: number): void {
+  cap = capBytes;
+}
+
+/**
  * The allocations refused since the last call, and forget them.
  *
  * @returns The refused allocations.

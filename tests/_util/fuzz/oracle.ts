@@ -36,6 +36,8 @@ export type FailureKind =
   | "hang"
   /** The process grew beyond the memory limit. */
   | "memory"
+  /** The case's outputs take far more space than its input (an output sized by a field). */
+  | "output-size"
   /** An exception escaped every handler (the worker died). */
   | "uncaught";
 

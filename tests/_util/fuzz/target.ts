@@ -42,6 +42,11 @@ export interface FuzzTarget {
   description: string;
   /** Timeout of one case on an idle machine, in milliseconds (the campaign scales it). */
   timeoutMs: number;
+  /**
+   * A heavy target (inputs of hundreds of MB): `deno task fuzz` runs it only when named, never
+   * by default and never in CI. @default {false}
+   */
+  heavy?: boolean;
   /** Load the seed inputs (once per worker). */
   seeds(): Promise<SeedInput[]>;
   /**

@@ -15,7 +15,11 @@
 
 /// <reference lib="deno.worker" />
 
-import { installAllocationGuard, takeRefusedAllocations } from "./allocation_guard.ts";
+import {
+  installAllocationGuard,
+  setAllocationCap,
+  takeRefusedAllocations,
+} from "./allocation_guard.ts";
 import { mutate, Rng } from "./mutate.ts";
 import { type FailureKind, failureStack, OracleFailure } from "./oracle.ts";
 import type { FuzzTarget, SeedInput } from "./target.ts";
@@ -75,6 +79,7 @@ export type WorkerReply =
 const loaded = new Map<string, { target: FuzzTarget; seeds: SeedInput[] }>();
 let workDir = "";
 let rssLimit = Infinity;
+let allocationCap = Infinity;
 
 function post(m: WorkerReply, transfer: Transferable[] = []) {
   self.postMessage(m, transfer);
@@ -88,6 +93,20 @@ self.addEventListener("error", (e) => {
   e.preventDefault();
   post({ type: "uncaught", message: String(e.error ?? e.message), stack: failureStack(e.error) });
 });
+
+/** Bytes the files of a folder take on disk (holes not counted). */
+async function diskBytes(dir: string): Promise<number> {
+  let total = 0;
+  for await (const entry of Deno.readDir(dir)) {
+    const st = await Deno.lstat(`${dir}/${entry.name}`);
+    total += st.blocks !== null ? st.blocks * 512 : st.size;
+  }
+  return total;
+}
+
+/** Outputs may take this many times the input's size (plus a floor) before the case fails. */
+const OUTPUT_FACTOR = 8;
+const OUTPUT_FLOOR = 256 << 20;
 
 async function emptyDir(dir: string): Promise<void> {
   for await (const entry of Deno.readDir(dir)) {
@@ -127,6 +146,8 @@ async function runCase(
 ): Promise<void> {
   const t = loaded.get(name);
   if (t === undefined) throw new Error(`target ${name} not loaded`);
+  // The campaign's own copies of an input are not the reader's allocations.
+  setAllocationCap(Infinity);
   const rng = new Rng(caseSeed);
   const seed = t.seeds[rng.int(t.seeds.length)]!;
   // A given input (a saved failing case) runs as it is, against the first seed's context.
@@ -145,6 +166,7 @@ async function runCase(
     bytes: m.bytes.slice(),
   });
   takeRefusedAllocations();
+  setAllocationCap(allocationCap);
   let outcome: string | undefined;
   let failure: FailureReport | undefined;
   const notes: string[] = [];
@@ -171,6 +193,14 @@ async function runCase(
       stack: r.stack,
     };
   }
+  const disk = await diskBytes(workDir);
+  if (failure === undefined && disk > OUTPUT_FLOOR + OUTPUT_FACTOR * m.bytes.length) {
+    failure = {
+      kind: "output-size",
+      message: `the case's files take ${disk} bytes for a ${m.bytes.length}-byte input`,
+      stack: "",
+    };
+  }
   const rss = Deno.memoryUsage().rss;
   if (failure === undefined && rss > rssLimit) {
     failure = { kind: "memory", message: `RSS ${rss} bytes after the case`, stack: "" };
@@ -194,7 +224,8 @@ self.onmessage = async (ev: MessageEvent<WorkerRequest>) => {
         seeds[name] = s.map((x) => x.name);
       }
       // After loading the seeds: building them may legitimately need big buffers.
-      installAllocationGuard(m.allocationCapBytes);
+      allocationCap = m.allocationCapBytes;
+      installAllocationGuard(allocationCap);
       post({ type: "ready", seeds });
     } catch (e) {
       post({ type: "init-failed", message: failureStack(e) });

@@ -21,6 +21,7 @@ import { type CommandResult, runCommand } from "../commands.ts";
 import { agree, type OffsetBound, OracleFailure } from "../oracle.ts";
 import type { CaseContext, FuzzTarget, SeedInput } from "../target.ts";
 import { migrationAnatomy } from "./migration_anatomy.ts";
+import { plugStateLine, type ReportDevice } from "./migration_cli.ts";
 
 const MANY = "100000000";
 const CHUNK = 1 << 16;
@@ -44,23 +45,6 @@ async function mappedRamSeeds(): Promise<SeedInput[]> {
     seeds.push({ name, bytes, anatomy: await migrationAnatomy(bytes, { mappedRam: true }) });
   }
   return seeds;
-}
-
-interface Device {
-  ramBlock: string;
-  gpa: number;
-  blockSize: number;
-  pluggedBlocks: number;
-  blocks?: number;
-  regionSize?: number;
-}
-
-function devicesLine(devices: Device[]): string {
-  return devices.map((d) =>
-    `${d.ramBlock}@0x${d.gpa.toString(16)}:${
-      d.blocks ?? (d.regionSize! / d.blockSize)
-    }x${d.blockSize}:${d.pluggedBlocks}`
-  ).sort().join(" ");
 }
 
 function said(r: CommandResult): string {
@@ -113,11 +97,12 @@ async function runMappedRam(input: Uint8Array, context: CaseContext): Promise<st
   const vj = JSON.parse(v.out) as {
     violationCount: number;
     violations: { gpa: number; fileOffset: number }[];
-    devices: Device[];
+    devices: ReportDevice[];
   };
   const sj = JSON.parse(s.out) as {
     summary: { findings: number };
-    devices: (Device & { blocks: { pages: { gpa: number; fileOffset: number | null }[] }[] })[];
+    devices:
+      (ReportDevice & { blocks: { pages: { gpa: number; fileOffset: number | null }[] }[] })[];
   };
   agree((v.code === 3) === (s.code === 3), `verify exit ${v.code}, scan exit ${s.code}`);
   agree(
@@ -130,36 +115,15 @@ async function runMappedRam(input: Uint8Array, context: CaseContext): Promise<st
     d.blocks.flatMap((b) => b.pages.map((x) => `0x${x.gpa.toString(16)}@${x.fileOffset}`))
   ).sort().join(" ");
   agree(fromVerify === fromScan, `pages: verify [${fromVerify}], scan [${fromScan}]`);
-  const scanDevices: Device[] = sj.devices.map((d) => ({
-    ramBlock: d.ramBlock,
-    gpa: d.gpa,
-    blockSize: d.blockSize,
-    pluggedBlocks: d.pluggedBlocks,
-    regionSize: d.regionSize!,
-  }));
+  const fromV = plugStateLine(vj.devices);
   agree(
-    devicesLine(vj.devices) === devicesLine(scanDevices),
-    `plug state: verify ${devicesLine(vj.devices)}, scan ${devicesLine(scanDevices)}`,
+    fromV === plugStateLine(sj.devices),
+    `plug state: verify ${fromV}, scan ${plugStateLine(sj.devices)}`,
   );
-  const pj = JSON.parse(p.out) as {
-    devices: {
-      ramblock: string;
-      memaddr: number;
-      "block-size": number;
-      "region-size": number;
-      plugged: [number, number][];
-    }[];
-  };
-  const plugmapDevices = devicesLine(pj.devices.map((d) => ({
-    ramBlock: d.ramblock,
-    gpa: d.memaddr,
-    blockSize: d["block-size"],
-    regionSize: d["region-size"],
-    pluggedBlocks: d.plugged.reduce((n, [, c]) => n + c, 0),
-  })));
+  const pj = JSON.parse(p.out) as { devices: ReportDevice[] };
   agree(
-    plugmapDevices === devicesLine(vj.devices),
-    `plug state: verify ${devicesLine(vj.devices)}, plugmap ${plugmapDevices}`,
+    fromV === plugStateLine(pj.devices),
+    `plug state: verify ${fromV}, plugmap ${plugStateLine(pj.devices)}`,
   );
   return `verify ${v.label}`;
 }

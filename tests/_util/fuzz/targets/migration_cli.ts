@@ -60,38 +60,21 @@ interface VerifyJson {
   plugState: { layout: string | null };
   violatingRecords: number;
   violations: { reason?: string; gpa: number; streamOffset: number; records: number }[];
-  devices: {
-    ramblock: string;
-    memaddr: number;
-    "block-size": number;
-    blocks: number;
-    pluggedBlocks: number;
-  }[];
+  devices: ReportDevice[];
 }
 
 /** The JSON a successful `scan --json` prints (the fields compared). */
 interface ScanJson {
   verdict: string;
   summary: { findings: number };
-  devices: {
-    ramblock: string;
-    memaddr: number;
-    "block-size": number;
-    "region-size": number;
-    pluggedBlocks: number;
+  devices: (ReportDevice & {
     blocks: { pages: { gpa: number; streamOffset: number | null }[] }[];
-  }[];
+  })[];
 }
 
 /** The JSON `plugmap` prints. */
 interface PlugmapJson {
-  devices: {
-    ramblock: string;
-    memaddr: number;
-    "block-size": number;
-    "region-size": number;
-    plugged: [number, number][];
-  }[];
+  devices: ReportDevice[];
 }
 
 function parsed<T>(r: CommandResult, what: string): T {
@@ -105,11 +88,25 @@ function parsed<T>(r: CommandResult, what: string): T {
 }
 
 /** A plug state in one comparable line per device. */
-function devicesLine(
-  devices: { ramBlock: string; gpa: number; blockSize: number; blocks: number; plugged: number }[],
-) {
+/** A device as the JSON reports give it (verify, scan: `pluggedBlocks`; plugmap: `plugged` runs). */
+export interface ReportDevice {
+  ramblock: string;
+  memaddr: number;
+  "block-size": number;
+  "region-size": number;
+  pluggedBlocks?: number;
+  plugged?: [number, number][];
+}
+
+/** A plug state in one comparable line, one word per device. */
+export function plugStateLine(devices: readonly ReportDevice[]): string {
   return devices
-    .map((d) => `${d.ramBlock}@0x${d.gpa.toString(16)}:${d.blocks}x${d.blockSize}:${d.plugged}`)
+    .map((d) => {
+      const plugged = d.pluggedBlocks ?? d.plugged?.reduce((n, [, count]) => n + count, 0);
+      return `${d.ramblock}@0x${d.memaddr.toString(16)}:${d["region-size"] / d["block-size"]}x${
+        d["block-size"]
+      }:${plugged}`;
+    })
     .sort()
     .join(" ");
 }
@@ -186,14 +183,7 @@ function checkAgreement(
     a.violatingRecords === b.violatingRecords,
     `verify counts ${a.violatingRecords} violating records, --single-pass ${b.violatingRecords}`,
   );
-  const vDevices = (j: VerifyJson) =>
-    devicesLine(j.devices.map((d) => ({
-      ramBlock: d.ramblock,
-      gpa: d.memaddr,
-      blockSize: d["block-size"],
-      blocks: d.blocks,
-      plugged: d.pluggedBlocks,
-    })));
+  const vDevices = (j: VerifyJson) => plugStateLine(j.devices);
   agree(
     vDevices(a) === vDevices(b),
     `plug state: verify ${vDevices(a)}, --single-pass ${vDevices(b)}`,
@@ -246,24 +236,12 @@ function checkAgreement(
     fromVerify === undefined || fromVerify === fromScan,
     `violations: verify [${fromVerify}], scan [${fromScan}]`,
   );
-  const sDevices = devicesLine(s.devices.map((d) => ({
-    ramBlock: d.ramblock,
-    gpa: d.memaddr,
-    blockSize: d["block-size"],
-    blocks: d["region-size"] / d["block-size"],
-    plugged: d.pluggedBlocks,
-  })));
+  const sDevices = plugStateLine(s.devices);
   agree(sDevices === vDevices(a), `plug state: verify ${vDevices(a)}, scan ${sDevices}`);
   // plugmap
   agree(!failed(pm), `verify ${v2.label} but plugmap failed: ${errorOf(pm)} (${messageOf(pm)})`);
   const p = parsed<PlugmapJson>(pm, "plugmap");
-  const pDevices = devicesLine(p.devices.map((d) => ({
-    ramBlock: d.ramblock,
-    gpa: d.memaddr,
-    blockSize: d["block-size"],
-    blocks: d["region-size"] / d["block-size"],
-    plugged: d.plugged.reduce((n, [, count]) => n + count, 0),
-  })));
+  const pDevices = plugStateLine(p.devices);
   agree(pDevices === vDevices(a), `plug state: verify ${vDevices(a)}, plugmap ${pDevices}`);
 }
 
@@ -352,6 +330,32 @@ export function mutateStream(seed: SeedInput, rng: Rng): Mutated {
   }
   return m;
 }
+
+/**
+ * The shared fixtures' `s3-malicious` streams (110 MB, QEMU 7.2 late and QEMU 10.0 early layout,
+ * a real Linux guest), for long campaigns on demand.
+ */
+async function realdataStreamSeeds(): Promise<SeedInput[]> {
+  const { realdata } = await import("../../realdata.ts");
+  const seeds: SeedInput[] = [];
+  for (const set of ["out-small", "out-q10"] as const) {
+    const bytes = await Deno.readFile(await realdata(set, "s3-malicious.mig"));
+    seeds.push({ name: `${set}/s3-malicious.mig`, bytes, anatomy: await migrationAnatomy(bytes) });
+  }
+  return seeds;
+}
+
+/** `migration-cli` on the shared fixtures' 110 MB streams (heavy: named only). */
+export const migrationCliRealdataTarget: FuzzTarget = {
+  name: "migration-cli-realdata",
+  description: "as migration-cli, on the shared fixtures' 110 MB s3-malicious streams (QEMU 7.2 " +
+    "and 10.0, Linux guest); heavy: only when named",
+  timeoutMs: 120_000,
+  heavy: true,
+  seeds: realdataStreamSeeds,
+  mutate: (seed, rng) => mutate(seed.bytes, seed.anatomy, rng),
+  run: runMigrationCommands,
+};
 
 /** The target. */
 export const migrationCliTarget: FuzzTarget = {

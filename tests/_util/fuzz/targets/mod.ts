@@ -8,11 +8,14 @@ import type { FuzzTarget } from "../target.ts";
 
 const TARGETS: Record<string, () => Promise<FuzzTarget>> = {
   "migration-cli": async () => (await import("./migration_cli.ts")).migrationCliTarget,
+  "migration-cli-realdata": async () =>
+    (await import("./migration_cli.ts")).migrationCliRealdataTarget,
   "container": async () => (await import("./container.ts")).containerTarget,
   "plugmap": async () => (await import("./plugmap.ts")).plugmapTarget,
   "elf": async () => (await import("./dumps.ts")).elfTarget,
   "kdump": async () => (await import("./dumps.ts")).kdumpTarget,
   "mapped-ram": async () => (await import("./mapped_ram.ts")).mappedRamTarget,
+  "selftest": async () => (await import("./selftest.ts")).selftestTarget,
 };
 
 /** Every target name. */
