@@ -443,8 +443,8 @@ async function scanStreamInput(
   const redo = result.rescan || result.report.details === "blocks" ||
     result.provisionalDiscarded;
   if (redo && rereadable && result.plugMap !== undefined) {
-    // The stream's own plug state came after its pages and was not the one used: read it
-    // again, now knowing the state.
+    // The stream's own final plug state came after its pages (a late layout, or an early
+    // section restated) and was not the one used: read it again, judging by that state.
     const again = await scanStream(
       path,
       result.plugMap,
@@ -453,7 +453,7 @@ async function scanStreamInput(
         detail: null,
       },
       settings,
-      { rereadable, sink: await hooks.startExtraction() },
+      { rereadable, final: true, sink: await hooks.startExtraction() },
     );
     again.report.plugState = result.report.plugState;
     again.report.warnings = again.report.warnings.filter((w) =>
@@ -488,6 +488,8 @@ async function scanStream(
   hooks: {
     sink: ExtractionSink | undefined;
     rereadable: boolean;
+    /** `plugMap` is the stream's own final plug state: judge every record by it. */
+    final?: boolean;
     onChunk?: (chunk: Uint8Array) => void;
   },
 ): Promise<ScanMigrationResult> {
@@ -501,6 +503,7 @@ async function scanStream(
     return await scanMigration(decodeMigrationBatches(container.reader), {
       ...(plugMap ? { plugMap, plugState } : {}),
       rereadable: hooks.rereadable,
+      ...(hooks.final ? { plugMapIsFinal: true } : {}),
       maxFindings: settings.maxFindings,
       hexdumpBytes: settings.hexdumpBytes,
       ...(hooks.sink ? { pageSink: hooks.sink } : {}),

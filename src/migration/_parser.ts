@@ -25,6 +25,7 @@ import { parseVirtioMemDeviceBody } from "./virtio_mem_device.ts";
 import { parseCommand } from "./_commands.ts";
 import { parseConfiguration } from "./_configuration.ts";
 import { RamState } from "./_ram_records.ts";
+import { idstrMisreading } from "./_section_identity.ts";
 import {
   type EarlySectionInfo,
   findAmbiguity,
@@ -388,6 +389,15 @@ export class MigrationParser {
     }
     const sectionId = w.u32(at + 1);
     const idstr = latin1Decode(w.bytes.subarray(at + 6, at + 6 + idLen));
+    // What this decoder takes the section for must be what QEMU's loader takes it for.
+    const misread = idstrMisreading(idstr);
+    if (misread !== undefined) {
+      throw bad(
+        `section idstr ${JSON.stringify(idstr)} ${misread}`,
+        "bad-section",
+        w.offset(at + 5),
+      );
+    }
     const header: SectionHeaderRecord = {
       kind: type === C.QEMU_VM_SECTION_START ? "section-start" : "section-full",
       streamOffset: w.offset(at),

@@ -22,6 +22,7 @@ import type { MigrationRecord, RamBlockInfo } from "./types.ts";
 import { bad, MAX_BATCH, type ParseWindow } from "./_window.ts";
 import { MAPPED_RAM_HEADER_SIZE, readMappedRamHeader } from "./mapped_ram/header.ts";
 import { mappedRamBlockLayout } from "./mapped_ram/block_layout.ts";
+import { nulMisreading } from "./_section_identity.ts";
 
 /** Most RAMBlocks accepted in a MEM_SIZE list. */
 const MAX_RAM_BLOCKS = 65536;
@@ -336,6 +337,10 @@ export class RamState {
           "bad-record",
           w.offset(at + 1 + len),
         );
+      }
+      const misread = nulMisreading(idstr);
+      if (misread !== undefined) {
+        throw bad(`RAMBlock idstr ${JSON.stringify(idstr)} ${misread}`, "bad-record", w.offset(at));
       }
       if (m.names.has(idstr)) {
         throw bad(`RAMBlock ${JSON.stringify(idstr)} listed twice`, "bad-record", w.offset(at));

@@ -33,10 +33,8 @@ import {
   QEMU_VM_SECTION_PART,
   QEMU_VM_SECTION_START,
   QEMU_VM_VMDESCRIPTION,
-  RAM_SECTION_IDSTR,
-  VIRTIO_MEM_DEVICE_SUFFIX,
-  VIRTIO_MEM_EARLY_SUFFIX,
 } from "./constants.ts";
+import { sectionRole } from "./_section_identity.ts";
 import type { TailProblemCode } from "./types.ts";
 import { type VmdescSection, vmdescSections } from "./vmdesc.ts";
 
@@ -212,10 +210,9 @@ export class TailPlan {
   /** Note a section the stream has. */
   noteSection(sectionId: number, idstr: string): void {
     this.ids.add(sectionId);
-    if (idstr === RAM_SECTION_IDSTR) this.ramIds.add(sectionId);
-    if (idstr.endsWith(VIRTIO_MEM_DEVICE_SUFFIX) || idstr.endsWith(VIRTIO_MEM_EARLY_SUFFIX)) {
-      this.plugStateIds.add(sectionId);
-    }
+    const role = sectionRole(idstr);
+    if (role === "ram") this.ramIds.add(sectionId);
+    else if (role !== "other") this.plugStateIds.add(sectionId);
   }
 
   /**
@@ -284,13 +281,6 @@ function describe(s: { idstr: string; instanceId: number; versionId: number | un
     (s.versionId === undefined ? "" : ` version ${s.versionId}`);
 }
 
-/** Whether bytes are a printable ASCII idstr. */
-function printable(bytes: Uint8Array): boolean {
-  if (bytes.byteLength === 0) return false;
-  for (let i = 0; i < bytes.byteLength; i++) if (bytes[i]! < 0x20 || bytes[i]! > 0x7e) return false;
-  return true;
-}
-
 /**
  * What QEMU would do with the bytes at `j` if a section had ended just
  * before them, when that could load RAM or plug state: a `ram` or virtio-mem
@@ -311,13 +301,9 @@ function dangerousItem(bytes: Uint8Array, j: number, plan: TailPlan): string | u
       if (j + 6 > n) return undefined;
       const len = bytes[j + 5]!;
       if (j + 6 + len + 8 > n) return undefined;
-      const name = bytes.subarray(j + 6, j + 6 + len);
-      if (!printable(name)) return undefined;
-      const idstr = latin1Decode(name);
-      if (
-        idstr === RAM_SECTION_IDSTR || idstr.endsWith(VIRTIO_MEM_DEVICE_SUFFIX) ||
-        idstr.endsWith(VIRTIO_MEM_EARLY_SUFFIX)
-      ) {
+      // Named as QEMU's loader resolves it: up to a NUL byte, compat names included.
+      const idstr = latin1Decode(bytes.subarray(j + 6, j + 6 + len));
+      if (sectionRole(idstr) !== "other") {
         return `a ${bytes[j] === QEMU_VM_SECTION_FULL ? "FULL" : "START"} section ${
           JSON.stringify(idstr)
         }`;

@@ -33,6 +33,7 @@ import {
 import type { RamBlockInfo, VirtioMemDeviceState, VirtioMemEarlyRecord } from "./types.ts";
 import { QEMU_VM_SECTION_FOOTER, QEMU_VM_SUBSECTION } from "./constants.ts";
 import { firstWireBitBeyond } from "./wire_bitmap.ts";
+import { nulMisreading } from "./_section_identity.ts";
 
 /** Context for {@linkcode parseVirtioMemDeviceBody}. */
 export interface VirtioMemDeviceContext {
@@ -380,6 +381,11 @@ function walkSubsections(c: Cursor, parent: string, depth: number): boolean {
     const len = c.body[c.p + 1]!;
     c.need(2 + len + 4);
     const name = latin1Decode(c.body.subarray(c.p + 2, c.p + 2 + len));
+    // QEMU looks subsections up as C strings: a NUL would make it read another name.
+    const misread = nulMisreading(name);
+    if (misread !== undefined) {
+      throw invalid(`subsection name ${JSON.stringify(name)} ${misread}`, c.at(c.p + 2));
+    }
     // QEMU ends a level at a subsection whose name does not start with the vmstate's name.
     if (!name.startsWith(parent)) return true;
     const version = c.view.getUint32(c.p + 2 + len);

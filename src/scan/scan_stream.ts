@@ -52,6 +52,12 @@ export interface ScanMigrationOptions {
    * `rescan` is set in the result instead. @default {false}
    */
   rereadable?: boolean;
+  /**
+   * `plugMap` is the stream's own final plug state (from an earlier pass):
+   * judge every record by it, not by the early sections seen so far (which
+   * a later section may restate). @default {false}
+   */
+  plugMapIsFinal?: boolean;
   /** Path the report names as input. @default {null} */
   path?: string | null;
   /** Outer container the report names (`raw`, `gzip`, `zstd`, `libvirt-save`). @default {null} */
@@ -159,9 +165,19 @@ interface BlockRoute {
   provisional: VmemDevice | undefined;
   /** Counts kept while the stream's state is unknown. */
   counts: GranuleCounts | undefined;
+  /**
+   * With `final` from the stream's early sections: records per device block
+   * judged plugged, for a later section that restates the plug state.
+   */
+  plugged: Float64Array | undefined;
 }
 
-const NO_ROUTE: BlockRoute = { final: undefined, provisional: undefined, counts: undefined };
+const NO_ROUTE: BlockRoute = {
+  final: undefined,
+  provisional: undefined,
+  counts: undefined,
+  plugged: undefined,
+};
 
 /** Whether two devices have the same geometry and plug bitmap (sizes aside). */
 export function sameDevice(a: VmemDevice, b: VmemDevice): boolean {
@@ -172,7 +188,10 @@ export function sameDevice(a: VmemDevice, b: VmemDevice): boolean {
 }
 
 function isUnplugged(device: VmemDevice, ramOffset: number): boolean {
-  const block = Math.floor(ramOffset / device.blockSize);
+  return isUnpluggedBlock(device, Math.floor(ramOffset / device.blockSize));
+}
+
+function isUnpluggedBlock(device: VmemDevice, block: number): boolean {
   return ((device.bitmap[block >>> 3]! >>> (block & 7)) & 1) === 0;
 }
 
@@ -224,6 +243,8 @@ export class MigrationScanner {
   #final: FindingCollector;
   #provisional: FindingCollector;
   #counts = new Map<string, GranuleCounts>();
+  /** Per RAMBlock: records judged plugged by the early sections, per device block. */
+  #judgedPlugged = new Map<string, Float64Array>();
   #routes = new Map<string, BlockRoute>();
   #lastName = "";
   #lastRoute: BlockRoute = NO_ROUTE;
@@ -325,9 +346,19 @@ export class MigrationScanner {
     if (ramBlock === this.#lastName) return this.#lastRoute;
     let route = this.#routes.get(ramBlock);
     if (route === undefined) {
-      const final = this.#early?.deviceForRamBlock(ramBlock);
+      const judge = this.#options.plugMapIsFinal ? this.#given : this.#early;
+      const final = judge?.deviceForRamBlock(ramBlock);
       if (final !== undefined) {
-        route = { final, provisional: undefined, counts: undefined };
+        let plugged: Float64Array | undefined;
+        if (!this.#options.plugMapIsFinal) {
+          const blocks = final.regionSize / final.blockSize;
+          plugged = this.#judgedPlugged.get(ramBlock);
+          if (plugged === undefined || plugged.length !== blocks) {
+            plugged = new Float64Array(blocks);
+            this.#judgedPlugged.set(ramBlock, plugged);
+          }
+        }
+        route = { final, provisional: undefined, counts: undefined, plugged };
       } else {
         const provisional = this.#given?.deviceForRamBlock(ramBlock);
         const mayBeVmem = !this.#options.rereadable &&
@@ -340,7 +371,7 @@ export class MigrationScanner {
             this.#counts.set(ramBlock, counts);
           }
         }
-        route = { final: undefined, provisional, counts };
+        route = { final: undefined, provisional, counts, plugged: undefined };
         // Records of this block are not judged for good: a late state may need a second pass.
         this.#unjudged.add(ramBlock);
       }
@@ -393,9 +424,12 @@ export class MigrationScanner {
     let content: Uint8Array | undefined;
     let known = false;
     if (device !== undefined) {
+      const block = Math.floor(r.ramOffset / device.blockSize);
       if (r.ramOffset >= device.regionSize) {
         this.#beyondRegion++;
-      } else if (isUnplugged(device, r.ramOffset)) {
+      } else if (!isUnpluggedBlock(device, block)) {
+        if (route.plugged !== undefined) route.plugged[block]! += 1;
+      } else {
         content = this.#content(r);
         known = true;
         (route.final ? this.#final : this.#provisional).addPage(device, {
@@ -460,11 +494,34 @@ export class MigrationScanner {
     const { pageSink: _sink, ...bound } = collectorOptions(this.#options);
     const result = new FindingCollector(bound);
     let details: "pages" | "blocks" = "pages";
+    /** Block totals from the late-layout counts. */
+    let lateTotals = false;
+    /** Records judged plugged by an early section that a later one restated as unplugged. */
+    let restatedRecords = 0;
     let rescan = false;
     const keptProvisional = new Set<number>();
     if (plugMap !== undefined) {
       for (const device of plugMap.devices) {
         result.absorb(this.#final, device);
+        // A later section restated the plug state: records judged plugged under the earlier
+        // one are in blocks the destination ends with unplugged (QEMU 10 keeps their data).
+        const plugged = own === undefined ? undefined : this.#judgedPlugged.get(device.ramBlock);
+        if (plugged !== undefined) {
+          const blocks = Math.min(plugged.length, device.regionSize / device.blockSize);
+          for (let b = 0; b < blocks; b++) {
+            const n = plugged[b]!;
+            if (n === 0 || !isUnpluggedBlock(device, b)) continue;
+            result.addBlockTotals(device, b, {
+              findings: n,
+              nonZeroPages: 0,
+              nonZeroBytes: 0,
+              unknownContent: n,
+              firstNonZeroGpa: -1,
+            });
+            restatedRecords += n;
+            details = "blocks";
+          }
+        }
         const given = this.#given?.deviceForGpa(device.gpa);
         if (
           own !== undefined && this.#given !== undefined &&
@@ -502,6 +559,7 @@ export class MigrationScanner {
             firstNonZeroGpa: c[4]! === 0 ? -1 : device.gpa + c[4]! - 1,
           });
           details = "blocks";
+          lateTotals = true;
         }
       }
     }
@@ -531,7 +589,15 @@ export class MigrationScanner {
           "findings of that device are missing; scan the stream again with the stream's plug state",
       );
     }
-    if (details === "blocks") {
+    if (restatedRecords > 0) {
+      warnings.push(
+        `${restatedRecords} page records were judged by an early section whose plug state a ` +
+          "later section restated with their blocks unplugged: they are findings, counted per " +
+          "block (their content was not kept); scan the stream again with the stream's final " +
+          "plug state to list them",
+      );
+    }
+    if (lateTotals) {
       warnings.push(
         "The stream sent its plug state after its pages: findings are counted per block only; " +
           "scan the stream again with this plug state to list the pages",

@@ -128,14 +128,15 @@ export function encodeRecords(records: readonly MigrationRecord[]): Uint8Array<A
 /** Concatenate byte arrays. */
 export const concat = concatBytes;
 
-function be32(n: number): Uint8Array {
+/** Big-endian 32-bit bytes. */
+export function be32(n: number): Uint8Array {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setUint32(0, n);
   return b;
 }
 
 /** Insert `piece` at stream offset `at`. */
-function splice(bytes: Uint8Array, at: number, piece: Uint8Array): Uint8Array<ArrayBuffer> {
+export function splice(bytes: Uint8Array, at: number, piece: Uint8Array): Uint8Array<ArrayBuffer> {
   return concat([bytes.subarray(0, at), piece, bytes.subarray(at)]);
 }
 
@@ -143,7 +144,7 @@ function splice(bytes: Uint8Array, at: number, piece: Uint8Array): Uint8Array<Ar
  * The base stream with `piece` inserted at stream offset `at` (before EOF)
  * and the vmdesc replaced by `parsed`.
  */
-function withVmdesc(
+export function withVmdesc(
   base: BaseStream,
   parsed: unknown,
   insert: { at: number; piece: Uint8Array } = { at: base.eofAt, piece: new Uint8Array(0) },
@@ -162,12 +163,12 @@ function withVmdesc(
 
 /** The vmdesc's device list, as a deep copy to edit. */
 // deno-lint-ignore no-explicit-any
-function vmdescCopy(base: BaseStream): { devices: any[] } {
+export function vmdescCopy(base: BaseStream): { devices: any[] } {
   return JSON.parse(new TextDecoder().decode(base.vmdesc.json));
 }
 
 /** The records of a `ram` section body carrying the attack page, then EOS. */
-function pageRecords(base: BaseStream, tag: string): MigrationRecord[] {
+export function pageRecords(base: BaseStream, tag: string): MigrationRecord[] {
   return [
     {
       kind: "ram-page",
@@ -182,7 +183,7 @@ function pageRecords(base: BaseStream, tag: string): MigrationRecord[] {
 }
 
 /** A section header record (only the fields the encoder writes matter). */
-function header(
+export function header(
   kind: SectionHeaderRecord["kind"],
   sectionId: number,
   idstr: string,

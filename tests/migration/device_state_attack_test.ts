@@ -13,14 +13,10 @@
  */
 
 import assert from "node:assert/strict";
-import { bytesReader } from "../../src/io/byte_reader.ts";
-import { FormatError } from "../../src/errors.ts";
-import { relayMigration } from "../../src/proxy/relay.ts";
-import { execCli, runCli } from "../_util/cli.ts";
+import { runCli } from "../_util/cli.ts";
 import {
   qemuAvailable,
   type QemuVersion,
-  startDestination,
   startTinyGuest,
   tempDir,
   VMEM_GPA,
@@ -34,36 +30,9 @@ import {
   ATTACKS,
   baseStream,
 } from "./_device_state_attacks.ts";
+import { assertConsumers, assertQemuOutcome, type Expectation } from "./_attack_consumers.ts";
 
 const MiB = 1 << 20;
-
-/** What QEMU does with an attack: loads the injected page, loads the stream, or refuses it. */
-type QemuOutcome =
-  | { loads: "page"; tag: string }
-  | { loads: "stream"; size?: number }
-  | { loads: "refused" };
-
-/** Exit codes every consumer must give, and what QEMU does, per attack and QEMU version. */
-interface Expectation {
-  qemu: QemuOutcome;
-  /** `verify` (all forms): 0 clean, 3 violations, 1 cannot be proven. */
-  verify: 0 | 1 | 3;
-  /**
-   * `plugmap FILE` and `plugmap - --complete` (both read the device state at
-   * the end): 0 the sections' plug state, 1 none can be trusted.
-   */
-  plugmap: 0 | 1;
-  /**
-   * `plugmap -` without `--complete`: in the early layout (QEMU 10) it stops
-   * after the early sections, before the tail an attack changes; in the
-   * late layout (QEMU 7.2) it reads to the end like `plugmap`.
-   */
-  plugmapPipe: 0 | 1;
-  /** `scan` of the stream itself: 0 clean, 3 findings, 1 error. */
-  scan: 0 | 1 | 3;
-  /** `inspect` (it describes; only an input it cannot hold is an error). */
-  inspect: 0 | 1;
-}
 
 function expectations(qemu: QemuVersion): Record<AttackName, Expectation> {
   const late = qemu === "7.2";
@@ -71,6 +40,7 @@ function expectations(qemu: QemuVersion): Record<AttackName, Expectation> {
     "ram-part-after-device": {
       qemu: { loads: "page", tag: "EVIL-PART" },
       verify: 3,
+      violation: { reason: "ram-after-device-state", gpa: ATTACK_PAGE_GPA },
       plugmap: 0,
       plugmapPipe: 0,
       scan: 3,
@@ -79,6 +49,7 @@ function expectations(qemu: QemuVersion): Record<AttackName, Expectation> {
     "ram-full-in-tail": {
       qemu: { loads: "page", tag: "EVIL-FULL" },
       verify: 3,
+      violation: { reason: "ram-after-device-state", gpa: ATTACK_PAGE_GPA },
       plugmap: 0,
       plugmapPipe: 0,
       scan: 3,
@@ -132,103 +103,13 @@ function expectations(qemu: QemuVersion): Record<AttackName, Expectation> {
       : {
         qemu: { loads: "stream", size: 98 * MiB },
         verify: 3,
+        violation: { reason: "plug-state-replaced" },
         plugmap: 1,
         plugmapPipe: 1,
         scan: 3,
         inspect: 0,
       },
   };
-}
-
-/** Run every consumer on `path` and check its verdict. */
-async function consumers(path: string, bytes: Uint8Array, e: Expectation, what: string) {
-  for (const args of [["verify", "--single-pass", path], ["verify", path]]) {
-    const r = await runCli(args);
-    assert.equal(r.code, e.verify, `${what}: ${args.join(" ")}: ${r.out}${r.err}`);
-  }
-  const piped = await execCli(["verify", "-"], { stdinFile: path });
-  assert.equal(piped.code, e.verify, `${what}: verify - < file: ${piped.out}${piped.err}`);
-
-  const out = `${path}.filtered`;
-  const filtered = await runCli(["filter", path, out]);
-  if (e.verify === 0) assert.equal(filtered.code, 0, `${what}: filter: ${filtered.err}`);
-  else {
-    assert.equal(filtered.code, 1, `${what}: filter refuses: ${filtered.err}`);
-    await assert.rejects(Deno.stat(out), Deno.errors.NotFound, `${what}: no filter output`);
-  }
-
-  // The proxy in verify mode never hands QEMU_VM_EOF to the destination.
-  const written: Uint8Array[] = [];
-  const relayed = await relayMigration(bytesReader(bytes), (c) => {
-    written.push(c.slice());
-    return Promise.resolve();
-  }, { mode: "verify" }).then(() => undefined, (x: unknown) => x);
-  if (e.verify === 0) assert.equal(relayed, undefined, `${what}: proxy verify passes`);
-  else {
-    assert.ok(relayed instanceof FormatError, `${what}: proxy verify fails: ${relayed}`);
-    const sent = written.reduce((n, c) => n + c.byteLength, 0);
-    const eofAt = bytes.lastIndexOf(0x06) - 1;
-    assert.ok(
-      sent <= Math.max(0, eofAt),
-      `${what}: the proxy forwarded ${sent} bytes, EOF at ${eofAt}`,
-    );
-  }
-
-  const scan = await runCli(["scan", path, "--json"]);
-  assert.equal(scan.code, e.scan, `${what}: scan: ${scan.err}`);
-
-  const inspect = await runCli(["inspect", "--json", path]);
-  assert.equal(inspect.code, e.inspect, `${what}: inspect: ${inspect.err}`);
-  if (inspect.code === 0 && e.verify !== 0) {
-    const report = JSON.parse(inspect.out);
-    const sees = report.tailMatchesVmdesc === false ||
-      report.sections.some((s: { afterDeviceState?: boolean }) => s.afterDeviceState) ||
-      report.virtioMem.filter((v: { section: string }) => v.section === "early").length > 1;
-    assert.ok(sees, `${what}: inspect shows the anomaly: ${inspect.out.slice(0, 600)}`);
-  }
-
-  // The file shortcut (a jump to the device state through the vmdesc) and a full read agree.
-  const plugmap = await runCli(["plugmap", path]);
-  assert.equal(plugmap.code, e.plugmap, `${what}: plugmap: ${plugmap.err}`);
-  const streamed = await execCli(["plugmap", "-", "--complete"], { stdinFile: path });
-  assert.equal(
-    streamed.code,
-    plugmap.code,
-    `${what}: plugmap - --complete < file: ${streamed.err}`,
-  );
-  if (plugmap.code === 0) {
-    const map = JSON.parse(plugmap.out);
-    assert.equal(map.devices.length, 1, `${what}: plugmap finds the device`);
-    assert.equal(map.devices[0].size, 100 * MiB, `${what}: plugmap's size`);
-    assert.deepEqual(JSON.parse(streamed.out), map, `${what}: same map from a pipe`);
-  }
-  // Without --complete a pipe stops after the early sections (early layout).
-  const head = await execCli(["plugmap", "-"], { stdinFile: path });
-  assert.equal(head.code, e.plugmapPipe, `${what}: plugmap - < file: ${head.err}`);
-  if (head.code === 0) {
-    const map = JSON.parse(head.out);
-    assert.equal(map.devices.length, 1, `${what}: plugmap - finds the device`);
-    assert.equal(map.devices[0].size, 100 * MiB, `${what}: plugmap -'s size`);
-    assert.deepEqual(map.devices[0].plugged, [[0, 14], [64, 36]], `${what}: plugmap -'s blocks`);
-  }
-
-  if (e.verify === 3) {
-    // Violations name where and what.
-    const r = JSON.parse((await runCli(["verify", "--single-pass", "--json", path])).out);
-    const vs = r.violations as { reason: string; gpa: number | null; streamOffset: number }[];
-    assert.ok(
-      vs.length > 0 && vs.every((v) => v.streamOffset > 0),
-      `${what}: ${JSON.stringify(vs)}`,
-    );
-    if (what.startsWith("ram-")) {
-      assert.ok(
-        vs.some((v) => v.reason === "ram-after-device-state" && v.gpa === ATTACK_PAGE_GPA),
-        `${what}: RAM after device state at the injected gpa: ${JSON.stringify(vs)}`,
-      );
-    } else {
-      assert.ok(vs.some((v) => v.reason === "plug-state-replaced"), JSON.stringify(vs));
-    }
-  }
 }
 
 for (const qemu of ["7.2", "10"] as QemuVersion[]) {
@@ -256,7 +137,7 @@ for (const qemu of ["7.2", "10"] as QemuVersion[]) {
       const base = await baseStream(baseBytes);
 
       await t.step("the honest stream verifies clean everywhere", async () => {
-        await consumers(basePath, baseBytes, {
+        await assertConsumers(basePath, baseBytes, {
           qemu: { loads: "stream" },
           verify: 0,
           plugmap: 0,
@@ -277,37 +158,8 @@ for (const qemu of ["7.2", "10"] as QemuVersion[]) {
           const path = `${tmp.path}/${name}.mig`;
           await Deno.writeFile(path, bytes);
 
-          // What real QEMU does with it.
-          await using dst = await startDestination({
-            qemu,
-            guest: "tiny",
-            incoming: `exec:cat ${path}`,
-            ...(qemu === "10" ? { exitOnError: false } : {}),
-          });
-          let status: string;
-          try {
-            const info = await dst.waitMigration(["completed", "failed", "cancelled"], 120_000);
-            status = info.status ?? "";
-          } catch (x) {
-            // QEMU 7.2 exits when a load fails.
-            status = /exited/.test(String(x)) ? "failed" : `error ${x}`;
-          }
-          if (e.qemu.loads === "refused") {
-            assert.equal(status, "failed", `${name}: QEMU ${qemu} refuses it`);
-          } else {
-            assert.equal(status, "completed", `${name}: QEMU ${qemu} loads it`);
-            if (e.qemu.loads === "page") {
-              const page = await dst.gdbReadPhys(ATTACK_PAGE_GPA, 4096);
-              assert.deepEqual(page, attackPage(e.qemu.tag), `${name}: the page landed`);
-              // … in a block the destination holds unplugged.
-              assert.equal((await dst.vmem()).size, 100 * MiB);
-            } else if (e.qemu.size !== undefined) {
-              assert.equal((await dst.vmem()).size, e.qemu.size, `${name}: the device's size`);
-            }
-          }
-          await dst.kill();
-
-          await consumers(path, bytes, e, name);
+          await assertQemuOutcome(qemu, path, e.qemu, name);
+          await assertConsumers(path, bytes, e, name);
 
           if (name === "vmdesc-renamed") {
             // The plug state is found by the section, not by its vmdesc name.
