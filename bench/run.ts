@@ -15,6 +15,7 @@ const ALL = [
   "zstd",
   "proxy",
   "mapped_ram",
+  "startup",
 ];
 const wanted = Deno.args.length > 0 ? Deno.args : ALL;
 let failed = 0;

@@ -12,6 +12,7 @@ import type { parseArgs, ParseArgsOptionsConfig } from "node:util";
 import type { AtomicOutputOptions } from "../src/io/file.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import { type CliIo, UsageError } from "./io.ts";
+import { lazyImport } from "./_lazy.ts";
 
 /** `-h`, `--help`: every command has it. */
 const HELP_OPTION = { help: { type: "boolean", short: "h" } } as const;
@@ -236,7 +237,10 @@ export async function loadPlugMapOption(
   if (plugMapFile === undefined && stream === undefined) return undefined;
   // Loaded on use: the plug-state loaders pull in the stream and container readers, a cost
   // commands without these options (inspect) should not pay at start-up.
-  const { loadPlugState } = await import("../src/input/load_plug_state.ts");
+  const { loadPlugState } = await lazyImport<typeof import("../src/input/load_plug_state.ts")>(
+    "../src/input/load_plug_state.ts",
+    import.meta.url,
+  );
   if (plugMapFile !== undefined) return (await loadPlugState({ plugMapFile })).plugMap;
   return (await loadPlugState({ stream: stream! })).plugMap;
 }

@@ -1,22 +1,15 @@
 /**
- * The mapped-ram branch of `inspect`, `verify`, `scan` and `filter`: each
- * command asks {@linkcode openMappedRamInput} first and hands a mapped-ram
- * file (plain, or in a libvirt "sparse" image) to the functions here.
+ * The mapped-ram branch of `inspect`, `verify`, `scan` and `filter`, loaded
+ * only when `openStreamInput` finds a mapped-ram file (plain, or in a
+ * libvirt "sparse" image), so that streams do not pay for it at start-up.
  * Arguments are parsed by the command; this module opens, runs the library
  * and prints (docs/mapped-ram.md).
  *
  * @module
  */
 
-import { openContainer } from "../src/container/open.ts";
-import { FormatError } from "../src/errors.ts";
 import { openPositional, type PositionalReader } from "../src/io/positional.ts";
-import { positionalByteReader } from "../src/io/positional_byte_reader.ts";
-import {
-  isMappedRamStream,
-  type MappedRamFile,
-  readMappedRamFile,
-} from "../src/migration/mapped_ram/file.ts";
+import { type MappedRamFile, readMappedRamFile } from "../src/migration/mapped_ram/file.ts";
 import { inspectMappedRam } from "../src/migration/mapped_ram/inspect.ts";
 import { type MappedRamVerifyResult, verifyMappedRam } from "../src/migration/mapped_ram/verify.ts";
 import { filterMappedRam, type MappedRamFilterResult } from "../src/migration/mapped_ram/filter.ts";
@@ -29,6 +22,7 @@ import { deviceJson, printReport, type ReportFile, reportJson } from "./_report.
 import { plugStateJson, sourceName } from "./_plug_state.ts";
 import { inspectMappedRamBody } from "./_inspect_report.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
+import type { MappedRamFileInput } from "./_stream_input.ts";
 import { type CliIo, UsageError } from "./io.ts";
 
 /** A mapped-ram file opened for a command. */
@@ -44,43 +38,20 @@ export interface MappedRamInput extends Disposable {
 }
 
 /**
- * Open `path` when it is a mapped-ram file: a regular file whose stream
- * (raw, or the payload of a libvirt "sparse" image) lists the `mapped-ram`
- * capability. Anything else gives `undefined` and is left to the stream
- * path, which reports its errors.
+ * Open the mapped-ram file `openStreamInput` found.
  *
- * @param path The command's input (`-` is never a mapped-ram file here).
- * @returns The opened file, or `undefined`.
+ * @param found What it found.
+ * @returns The opened file (dispose it).
  */
-export async function openMappedRamInput(path: string): Promise<MappedRamInput | undefined> {
-  if (path === "-") return undefined;
-  try {
-    if (!(await Deno.stat(path)).isFile) return undefined;
-  } catch {
-    return undefined;
-  }
-  const file = await openPositional(path);
-  try {
-    const c = await openContainer(positionalByteReader(file, { format: "container" }));
-    const mapped = c.sparse === true ||
-      (c.kind === "raw" && await isMappedRamStream(file, c.payloadOffset));
-    if (mapped && (c.kind === "raw" || c.kind === "libvirt-save")) {
-      return {
-        path,
-        file,
-        container: c.kind,
-        payloadOffset: c.payloadOffset,
-        [Symbol.dispose]: () => file.close(),
-      };
-    }
-  } catch (e) {
-    if (!(e instanceof FormatError)) {
-      file.close();
-      throw e;
-    }
-  }
-  file.close();
-  return undefined;
+export async function openMappedRamInput(found: MappedRamFileInput): Promise<MappedRamInput> {
+  const file = await openPositional(found.path);
+  return {
+    path: found.path,
+    file,
+    container: found.container,
+    payloadOffset: found.payloadOffset,
+    [Symbol.dispose]: () => file.close(),
+  };
 }
 
 /** The `input` object of a report on a mapped-ram file. */

@@ -7,10 +7,11 @@
  */
 
 import { FormatError } from "../src/errors.ts";
-import { loadPlugState, type PlugStateFromStream } from "../src/input/load_plug_state.ts";
+import type { PlugStateFromStream } from "../src/input/load_plug_state.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
 import type { PlugStateJson, PlugStateSourceName } from "./_report.ts";
+import { lazyImport } from "./_lazy.ts";
 
 /** How the plug state of a command was obtained. */
 export interface PlugStateChoice {
@@ -44,6 +45,10 @@ export async function choosePlugState(
     if (info.isFile) {
       let r: PlugStateFromStream;
       try {
+        // Loaded on use: a pipe or an early-layout stream never needs the first pass's reader.
+        const { loadPlugState } = await lazyImport<
+          typeof import("../src/input/load_plug_state.ts")
+        >("../src/input/load_plug_state.ts", import.meta.url);
         r = await loadPlugState({ stream: inPath });
       } catch (e) {
         // The first pass is a helper: when it cannot give one plug state (a restated plug

@@ -114,3 +114,45 @@ export async function summaryLine(
       `${detail ? `; ${detail}` : ""}\n`,
   );
 }
+
+/** Progress over the bytes of an input file, fed by the reader's `onChunk`. */
+export interface InputProgress extends Progress {
+  /** Hand this to the reader (`openStreamInput`'s `onChunk`). */
+  onChunk: (chunk: Uint8Array) => void;
+  /** Set the input's size once it is known (a regular file's). */
+  setTotal(total: number | undefined): void;
+  /** Bytes read so far. */
+  readonly bytes: number;
+}
+
+/**
+ * Progress of a command that reads one input front to back (inspect,
+ * verify, filter, scan of a stream, convert of a stream): the bytes read
+ * from the file (compressed bytes for a compressed file) against its size.
+ *
+ * @param io The command's output.
+ * @param label The command.
+ * @returns The display and its `onChunk` tap.
+ */
+export function inputProgress(io: CliIo, label: string): InputProgress {
+  let total: number | undefined;
+  let bytes = 0;
+  const shown = terminalProgress(io, label, undefined);
+  return {
+    onChunk(chunk) {
+      bytes += chunk.byteLength;
+      shown.update(bytes, total);
+    },
+    setTotal(n) {
+      total = n;
+    },
+    update: shown.update,
+    end: shown.end,
+    get seconds() {
+      return shown.seconds;
+    },
+    get bytes() {
+      return bytes;
+    },
+  };
+}

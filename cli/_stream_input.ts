@@ -1,24 +1,49 @@
 /**
- * Open a migration stream for a command: a file or `-`, unwrapped from its
- * container (gzip, zstd, libvirt save image) when it has one.
+ * Open the input of a stream command (`inspect`, `verify`, `filter`,
+ * `scan`) through the library's one opener (`openInput`): a migration
+ * stream in any container, or a mapped-ram file, which the command hands to
+ * `_mapped_ram.ts` (loaded only then). A dump given to a stream command is a
+ * typed error that says which command reads it.
+ *
+ * @module
  */
 
-import { openFileReader } from "../src/io/file.ts";
+import type { ContainerKind, InnerCompression } from "../src/container/open.ts";
+import type { LibvirtSaveHeader } from "../src/container/libvirt_save.ts";
+import { FormatError } from "../src/errors.ts";
 import type { ByteReader } from "../src/io/byte_reader.ts";
-import { openContainer, type OpenedContainer } from "../src/container/open.ts";
+import { openInput } from "../src/input/open_input.ts";
 
-/** An opened stream. */
+/** An opened migration stream. */
 export interface StreamInput {
+  /** Always `migration`. */
+  kind: "migration";
+  /** The path given (`-` for standard input). */
+  path: string;
   /** Reader over the (decompressed) migration stream. */
   reader: ByteReader;
   /** What wrapped it: `raw`, `gzip`, `zstd` or `libvirt-save`. */
-  container: OpenedContainer["kind"];
-  /** The container details (libvirt header, inner compression). */
-  opened: OpenedContainer;
+  container: ContainerKind;
+  /** How the payload is compressed inside its container. */
+  innerCompression: InnerCompression;
+  /** The libvirt save image header, for container `libvirt-save`. */
+  libvirt: LibvirtSaveHeader | undefined;
   /** File size when the input is a regular file. */
   byteLength: number | undefined;
   /** Close the file. */
   close(): void;
+}
+
+/** A mapped-ram file (a regular file, plain or in a libvirt "sparse" image); read it in place. */
+export interface MappedRamFileInput {
+  /** Always `mapped-ram`. */
+  kind: "mapped-ram";
+  /** The path given. */
+  path: string;
+  /** `raw` or `libvirt-save` (a "sparse" image). */
+  container: "raw" | "libvirt-save";
+  /** File offset of the `QEVM` magic. */
+  payloadOffset: number;
 }
 
 /** Options for {@linkcode openStreamInput}. */
@@ -34,30 +59,67 @@ export interface StreamInputOptions {
    * waits for its input. @default {false}
    */
   recycle?: boolean;
+  /** Recycled read buffers of 64 KiB (the scanner copies what it keeps). @default {undefined} */
+  recycleChunks?: number;
+  /** Called with every chunk read from the file (hashing standard input). @default {undefined} */
+  onChunk?: (chunk: Uint8Array) => void;
+  /** The command, for the error that names the command a dump needs. @default {"this command"} */
+  command?: string;
 }
 
-/** Open `path` (or `-`) as a migration stream, through its container. */
+/** What reads each kind of dump, for the error a stream command gives. */
+const DUMP_READERS: Record<string, string> = {
+  elf: "an ELF dump (scan, strip and convert --to kdump read dumps)",
+  kdump: "a kdump dump (scan, strip and convert --to elf read dumps)",
+  "kdump-flattened": "a flattened kdump dump (scan, strip and convert --to elf read dumps)",
+};
+
+/**
+ * Open `path` (or `-`) as a migration stream, through its container; a
+ * mapped-ram file is returned closed, as a {@linkcode MappedRamFileInput}.
+ *
+ * @param path File path or `-`.
+ * @param options Read sizes and the command's name.
+ * @returns The stream, or the mapped-ram file.
+ * @throws {FormatError} for a dump or an input no format knows (code `bad-magic`).
+ */
 export async function openStreamInput(
   path: string,
   options: StreamInputOptions = {},
-): Promise<StreamInput> {
-  const input = await openFileReader(
-    path,
-    options.recycle ? { recycleChunks: 4, chunkSize: 256 << 10, syncReads: true } : {},
-  );
-  try {
-    const opened = await openContainer(input.reader);
-    return {
-      reader: opened.reader,
-      container: opened.kind,
-      opened,
-      byteLength: input.byteLength,
-      close: input.close,
-    };
-  } catch (e) {
+): Promise<StreamInput | MappedRamFileInput> {
+  const input = await openInput(path, {
+    ...(options.recycle ? { recycleChunks: 4, chunkSize: 256 << 10, syncReads: true } : {}),
+    ...(options.recycleChunks ? { recycleChunks: options.recycleChunks } : {}),
+    ...(options.onChunk ? { onChunk: options.onChunk } : {}),
+  });
+  if (input.kind === "mapped-ram") {
     input.close();
-    throw e;
+    return {
+      kind: "mapped-ram",
+      path,
+      container: input.container === "libvirt-save" ? "libvirt-save" : "raw",
+      payloadOffset: input.payloadOffset,
+    };
   }
+  if (input.kind !== "migration") {
+    input.close();
+    throw new FormatError(
+      `Cannot read ${path} with ${options.command ?? "this command"}: it is ${
+        DUMP_READERS[input.kind] ?? "not a migration stream"
+      }, not a migration stream`,
+      { format: "migration", code: "bad-magic", offset: input.payloadOffset },
+    );
+  }
+  return {
+    kind: "migration",
+    path,
+    reader: input.reader,
+    container: input.container,
+    innerCompression: input.innerCompression,
+    libvirt: input.libvirt,
+    byteLength: input.byteLength,
+    close: input.close,
+  };
 }
 
 /**

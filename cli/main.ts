@@ -17,49 +17,115 @@
 import { FormatError, OutputError } from "../src/errors.ts";
 import { TOOL_VERSION } from "../src/version.ts";
 import { type CliIo, CommandError, type CommandRun, denoIo, UsageError } from "./io.ts";
+import { lazyImport } from "./_lazy.ts";
+
+/**
+ * A permission a command needs (Deno's names). Every command that writes
+ * needs `sys` for `Deno.umask()`, so that no output is wider than the umask
+ * allows (docs/evidence.md); Deno 2.9 grants no narrower `sys` for it.
+ */
+export type CommandPermission = "read" | "write" | "net" | "sys";
+
+/** One subcommand: what `usage` says, what it may touch, and its module (loaded on demand). */
+interface CommandEntry {
+  /** One line for the usage text. */
+  summary: string;
+  /**
+   * What the command needs, and all it gets: `bin/vmem-dump` grants exactly
+   * these (a test keeps the two lists equal), and `main` refuses to start
+   * without them.
+   */
+  permissions: readonly CommandPermission[];
+  /** Load the command's module. */
+  load: () => Promise<{ run: CommandRun }>;
+}
 
 export type { CliIo } from "./io.ts";
 
 /** Subcommands, loaded on demand. */
-const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run: CommandRun }> }> = {
+const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   inspect: {
     summary: "summarise a migration stream (sections, RAM blocks, virtio-mem)",
-    load: () => import("./commands/inspect.ts"),
+    permissions: ["read"],
+    load: () =>
+      lazyImport<typeof import("./commands/inspect.ts")>("./commands/inspect.ts", import.meta.url),
   },
   plugmap: {
     summary: "extract the virtio-mem plug state as JSON",
-    load: () => import("./commands/plugmap.ts"),
+    permissions: ["read"],
+    load: () =>
+      lazyImport<typeof import("./commands/plugmap.ts")>("./commands/plugmap.ts", import.meta.url),
   },
   filter: {
     summary: "drop RAM records of unplugged virtio-mem blocks from a stream",
-    load: () => import("./commands/filter.ts"),
+    permissions: ["read", "write", "sys"],
+    load: () =>
+      lazyImport<typeof import("./commands/filter.ts")>("./commands/filter.ts", import.meta.url),
   },
   verify: {
     summary: "check that no RAM record touches an unplugged block",
-    load: () => import("./commands/verify.ts"),
+    permissions: ["read", "write", "sys"],
+    load: () =>
+      lazyImport<typeof import("./commands/verify.ts")>("./commands/verify.ts", import.meta.url),
   },
   proxy: {
     summary: "relay one migration between two QEMUs, filtering or verifying",
-    load: () => import("./commands/proxy.ts"),
+    permissions: ["read", "write", "sys", "net"],
+    load: () =>
+      lazyImport<typeof import("./commands/proxy.ts")>("./commands/proxy.ts", import.meta.url),
   },
   strip: {
-    summary: "rewrite an ELF dump (or raw image) without unplugged memory",
-    load: () => import("./commands/strip.ts"),
+    summary: "rewrite an ELF or kdump dump (or raw image) without unplugged memory",
+    permissions: ["read", "write", "sys"],
+    load: () =>
+      lazyImport<typeof import("./commands/strip.ts")>("./commands/strip.ts", import.meta.url),
   },
   scan: {
     summary: "find data a guest wrote into unplugged memory",
-    load: () => import("./commands/scan.ts"),
+    permissions: ["read", "write", "sys"],
+    load: () =>
+      lazyImport<typeof import("./commands/scan.ts")>("./commands/scan.ts", import.meta.url),
   },
   convert: {
-    summary: "re-pack a stream: raw, gzip, zstd or libvirt save image",
-    load: () => import("./commands/convert.ts"),
+    summary: "re-pack a stream (raw, gzip, zstd, libvirt) or convert a dump (kdump, ELF)",
+    permissions: ["read", "write", "sys"],
+    load: () =>
+      lazyImport<typeof import("./commands/convert.ts")>("./commands/convert.ts", import.meta.url),
   },
+};
+
+/**
+ * The permissions each command needs, and all it gets (`bin/vmem-dump`
+ * grants these; docs/cli.md).
+ */
+export const COMMAND_PERMISSIONS: Readonly<Record<string, readonly CommandPermission[]>> = Object
+  .fromEntries(Object.entries(COMMANDS).map(([name, c]) => [name, c.permissions]));
+
+/** The flag that grants each permission. */
+const FLAGS: Record<CommandPermission, string> = {
+  read: "--allow-read",
+  write: "--allow-write",
+  net: "--allow-net",
+  sys: "--allow-sys",
 };
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);
   return `usage: vmem-dump COMMAND [options]\n\ncommands:\n${lines.join("\n")}\n\n` +
-    `Run 'vmem-dump COMMAND --help' for the options of a command.\n`;
+    `Run 'vmem-dump COMMAND --help' for the options of a command. Reference: docs/ in the\n` +
+    `checkout (README.md links every page); exit codes and JSON: docs/glossary.md.\n`;
+}
+
+/**
+ * The permissions `command` needs that this process lacks (a scoped grant,
+ * `--allow-read=DIR`, counts as given: the operating system has the last
+ * word on each path).
+ */
+function missingPermissions(command: CommandEntry): CommandPermission[] {
+  return command.permissions.filter((p) => {
+    const status = Deno.permissions.querySync({ name: p });
+    return status.state !== "granted" && !status.partial;
+  });
 }
 
 /**
@@ -85,6 +151,16 @@ export async function main(args: string[], io: CliIo = denoIo()): Promise<number
   try {
     const command = COMMANDS[name];
     if (command === undefined) throw new UsageError(unknownCommand(name));
+    const missing = rest.includes("--help") || rest.includes("-h")
+      ? []
+      : missingPermissions(command);
+    if (missing.length > 0) {
+      throw new CommandError(
+        "permission-denied",
+        `vmem-dump ${name} needs ${missing.map((p) => FLAGS[p]).join(" ")}: run it as ` +
+          `vmem-dump (bin/vmem-dump grants each command what it needs; docs/cli.md)`,
+      );
+    }
     const { run } = await command.load();
     return await run(rest, io);
   } catch (e) {
@@ -93,7 +169,9 @@ export async function main(args: string[], io: CliIo = denoIo()): Promise<number
       await io.err(`error: ${errorLine(e)}\n`);
       if (e instanceof UsageError && COMMANDS[name] === undefined) await io.err(usage());
     }
-    if (debugRequested() && e instanceof Error && e.stack) await io.err(`${e.stack}\n`);
+    if ((debug ?? debugRequested()) && e instanceof Error && e.stack) {
+      await io.err(`${e.stack}\n`);
+    }
     return e instanceof UsageError ? 2 : 1;
   }
 }
@@ -206,6 +284,9 @@ function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, "; ");
 }
 
+/** `VMEM_DUMP_DEBUG=1`, read at start-up (before the permission to read it is dropped). */
+let debug: boolean | undefined;
+
 function debugRequested(): boolean {
   try {
     return Deno.env.get("VMEM_DUMP_DEBUG") === "1";
@@ -215,5 +296,6 @@ function debugRequested(): boolean {
 }
 
 if (import.meta.main) {
+  debug = debugRequested();
   Deno.exit(await main(Deno.args));
 }

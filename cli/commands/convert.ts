@@ -6,11 +6,7 @@
  * @module
  */
 
-import {
-  type ContainerKind,
-  type InnerCompression,
-  openContainer,
-} from "../../src/container/open.ts";
+import type { ContainerKind, InnerCompression } from "../../src/container/open.ts";
 import { createContainerWriter } from "../../src/container/write.ts";
 import {
   buildLibvirtSaveHeader,
@@ -30,7 +26,8 @@ import {
   createAtomicOutput,
   openFileReader,
 } from "../../src/io/file.ts";
-import { grouped } from "../_format.ts";
+import { byteCount, grouped } from "../_format.ts";
+import { inputProgress, summaryLine, terminalProgress } from "../_progress.ts";
 import { gpaRangesJson, printReport, reportJson } from "../_report.ts";
 import { plugStateJson } from "../_plug_state.ts";
 import { fileByteLength } from "../_stream_input.ts";
@@ -46,10 +43,10 @@ import {
   PLUGMAP_OPTIONS,
   plugMapFiles,
 } from "../_args.ts";
-import { convertDump } from "../../src/dumps/rewrite.ts";
-import { UnsupportedFeatureError } from "../../src/errors.ts";
-import { openMappedRamInput } from "../_mapped_ram.ts";
-import { KDUMP_LEVELS, type KdumpWriteCodec } from "../../src/kdump/compress.ts";
+import { FormatError, UnsupportedFeatureError } from "../../src/errors.ts";
+import { openInput } from "../../src/input/open_input.ts";
+import type { KdumpWriteCodec } from "../../src/kdump/compress.ts";
+import { lazyImport } from "../_lazy.ts";
 
 const HELP = `usage: vmem-dump convert IN OUT [--to raw|gzip|zstd|libvirt] [options]
        vmem-dump convert DUMP OUT --to kdump|elf [dump options]
@@ -255,23 +252,30 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
 
   await checkOutput(outPath, policy);
-  const mapped = await openMappedRamInput(inPath);
-  if (mapped !== undefined) {
-    mapped[Symbol.dispose]();
-    throw new UnsupportedFeatureError(
-      "Cannot convert a mapped-ram file: its pages sit at absolute file offsets, which a " +
-        "re-packed copy would not keep (docs/mapped-ram.md)",
-      "container",
-      mapped.payloadOffset,
-    );
-  }
-  const input = await openFileReader(inPath, { format: "container" });
+  const progress = inputProgress(io, "convert");
+  const input = await openInput(inPath, {
+    ...(windowLogMax === undefined ? {} : { zstdWindowLogMax: windowLogMax }),
+    onChunk: progress.onChunk,
+  });
+  progress.setTotal(input.byteLength);
   try {
-    const opened = await openContainer(input.reader, {
-      ...(windowLogMax === undefined ? {} : { zstdWindowLogMax: windowLogMax }),
-    });
+    if (input.kind === "mapped-ram") {
+      throw new UnsupportedFeatureError(
+        "Cannot convert a mapped-ram file: its pages sit at absolute file offsets, which a " +
+          "re-packed copy would not keep (docs/mapped-ram.md)",
+        "container",
+        input.payloadOffset,
+      );
+    }
+    if (input.kind !== "migration") {
+      throw new FormatError(
+        `Cannot re-pack ${inPath}: it is a ${input.kind} dump, not a migration stream ` +
+          "(convert --to kdump or --to elf converts dumps)",
+        { format: "container", code: "bad-magic", offset: input.payloadOffset },
+      );
+    }
     const libvirt = toKind === "libvirt-save"
-      ? await chooseLibvirtHeader(values, opened.libvirt, compression)
+      ? await chooseLibvirtHeader(values, input.libvirt, compression)
       : undefined;
     const inner: InnerCompression = toKind === "libvirt-save"
       ? compression ?? innerOf(libvirt!)
@@ -300,7 +304,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         ...(level === undefined ? {} : { level }),
         ...(long === undefined ? {} : { zstdWindowLog: long }),
       });
-      const reader = opened.reader;
+      const reader = input.reader;
       for (let chunk; (chunk = await reader.readChunk(1 << 20)) !== undefined;) {
         streamBytes += chunk.byteLength;
         await writer.write(chunk);
@@ -317,10 +321,10 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         input: {
           path: inPath,
           format: "migration",
-          container: opened.kind,
+          container: input.container,
           byteLength: input.byteLength ?? null,
-          compression: opened.innerCompression,
-          ...(opened.libvirt ? { libvirt: libvirtSummary(opened.libvirt) } : {}),
+          compression: input.innerCompression,
+          ...(input.libvirt ? { libvirt: libvirtSummary(input.libvirt) } : {}),
         },
         verdict: "done",
         output: {
@@ -333,17 +337,22 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         },
       }, { streamByteLength: streamBytes });
       await printReport(io, text, outPath === "-");
-    } else if (io.stderrIsTerminal) {
-      await io.err(
-        `convert: ${describe(opened.kind, opened.innerCompression)} -> ${
+    } else {
+      await progress.end();
+      await summaryLine(
+        io,
+        `convert: ${inPath} (${describe(input.container, input.innerCompression)}) -> ${outPath} (${
           describe(toKind, inner)
-        }: ` +
-          `${grouped(streamBytes)} stream bytes, ${grouped(containerBytes)} bytes written\n`,
+        })`,
+        progress.bytes,
+        progress.seconds,
+        `${byteCount(streamBytes)} of stream, ${byteCount(containerBytes)} written`,
       );
     }
     return 0;
   } finally {
     input.close();
+    await progress.end();
   }
 }
 
@@ -405,6 +414,15 @@ async function convertDumpCommand(
   if (to === "elf" && kdumpOnly.length > 0) {
     throw new UsageError(`--${kdumpOnly[0]} applies to --to kdump`);
   }
+  // The dump writers (and node:zlib, node:crypto) load only for dump conversions.
+  const { KDUMP_LEVELS } = await lazyImport<typeof import("../../src/kdump/compress.ts")>(
+    "../../src/kdump/compress.ts",
+    import.meta.url,
+  );
+  const { convertDump } = await lazyImport<typeof import("../../src/dumps/rewrite.ts")>(
+    "../../src/dumps/rewrite.ts",
+    import.meta.url,
+  );
   const codec = (values.codec ?? "zlib") as KdumpWriteCodec;
   if (!(codec in KDUMP_LEVELS)) {
     throw new UsageError(`--codec must be zlib, zstd or none, not '${values.codec}'`);
@@ -429,6 +447,8 @@ async function convertDumpCommand(
   // Refuse a bad output before the (possibly slow) plug map extraction.
   await checkOutput(outPath, policy);
   const plugMap = await loadPlugMapOption(values, {});
+  const progress = terminalProgress(io, "convert", undefined);
+  let processed = 0;
   const r = await convertDump(inPath, outPath, {
     to,
     codec,
@@ -439,7 +459,11 @@ async function convertDumpCommand(
     ...(plugMap !== undefined ? { plugMap } : {}),
     ...(baseGpa !== undefined ? { baseGpa } : {}),
     outputPolicy: policy,
-  });
+    onProgress: (done, total) => {
+      processed = done;
+      progress.update(done, total);
+    },
+  }).finally(() => progress.end());
   const removedByteLength = r.removed.reduce((n, x) => n + x.byteLength, 0);
   const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
   if (values.json) {
@@ -533,5 +557,12 @@ async function convertDumpCommand(
     grouped(removedByteLength)
   } bytes of unplugged memory in ${r.removed.length} ranges\n`;
   await say(text);
+  await summaryLine(
+    io,
+    `convert: ${inPath} -> ${outPath}`,
+    processed,
+    progress.seconds,
+    `${r.from} to ${r.to}, ${byteCount(removedByteLength)} of unplugged memory removed`,
+  );
   return 0;
 }

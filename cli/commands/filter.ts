@@ -9,7 +9,7 @@
 import { createAtomicOutput } from "../../src/io/file.ts";
 import { type DropStats, UnpluggedPageDropper } from "../../src/migration/filter.ts";
 import { type PipelineProgress, runMigrationPipeline } from "../../src/migration/pipeline.ts";
-import { openStreamInput } from "../_stream_input.ts";
+import { openStreamInput, type StreamInput } from "../_stream_input.ts";
 import { byteCount, count, formatByteCount, grouped, hex } from "../_format.ts";
 import { type PlugStateSourceName, printReport, reportJson } from "../_report.ts";
 import { dropStatsJson } from "../_stream_reports.ts";
@@ -24,8 +24,8 @@ import {
   plugMapFiles,
 } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
-import { terminalProgress } from "../_progress.ts";
-import { filterMappedRamCommand, openMappedRamInput } from "../_mapped_ram.ts";
+import { inputProgress, summaryLine } from "../_progress.ts";
+import { lazyImport } from "../_lazy.ts";
 
 const HELP =
   `usage: vmem-dump filter IN OUT [--plugmap FILE | --plugmap-from STREAM] [--json] [--force]
@@ -69,28 +69,41 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     outPath,
     outputPolicy(values, [inPath], plugMapFiles(values)),
   );
+  const progress = inputProgress(io, "filter");
   let choice: PlugStateChoice;
-  let input: Awaited<ReturnType<typeof openStreamInput>>;
+  let input: StreamInput;
   try {
-    const mapped = await openMappedRamInput(inPath);
-    if (mapped !== undefined) {
-      using _ = mapped;
-      return await filterMappedRamCommand(mapped, output, values, io);
+    const opened = await openStreamInput(inPath, {
+      recycle: true,
+      command: "filter",
+      onChunk: progress.onChunk,
+    });
+    if (opened.kind === "mapped-ram") {
+      const m = await lazyImport<typeof import("../_mapped_ram.ts")>(
+        "../_mapped_ram.ts",
+        import.meta.url,
+      );
+      using mapped = await m.openMappedRamInput(opened);
+      return await m.filterMappedRamCommand(mapped, output, values, io);
     }
-    choice = await choosePlugState(values, inPath, { twoPass: true });
-    input = await openStreamInput(inPath, { recycle: true });
+    input = opened;
+    try {
+      choice = await choosePlugState(values, inPath, { twoPass: true });
+    } catch (e) {
+      input.close();
+      throw e;
+    }
   } catch (e) {
     await output.abort();
     throw e;
   }
   const dropper = new UnpluggedPageDropper(choice.plugMap ? { plugMap: choice.plugMap } : {});
-  const progress = terminalProgress(io, "filter", input.byteLength);
+  progress.setTotal(input.byteLength);
   let counts: PipelineProgress;
   try {
     counts = await runMigrationPipeline(input.reader, {
       stages: [dropper],
       output: (c) => output.write(c),
-      onBatch: (p) => progress.update(p.bytesIn),
     });
     await output.commit();
   } catch (e) {
@@ -119,6 +132,13 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     await printReport(io, report, outPath === "-");
   } else {
     await io.err(renderDropReport(inPath, outPath, bytesIn, bytesOut, choice, stats));
+    await summaryLine(
+      io,
+      `filter: ${inPath} -> ${outPath}`,
+      progress.bytes,
+      progress.seconds,
+      `dropped ${count(stats.droppedRecords, "record")}`,
+    );
   }
   return 0;
 }

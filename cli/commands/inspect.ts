@@ -7,12 +7,13 @@
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { inspectMigration, type InspectReport } from "../../src/migration/inspect.ts";
 import { openStreamInput } from "../_stream_input.ts";
-import { grouped, hex, table } from "../_format.ts";
+import { count, grouped, hex, table } from "../_format.ts";
+import { inputProgress, summaryLine } from "../_progress.ts";
 import { reportJson } from "../_report.ts";
 import { inspectStreamBody } from "../_inspect_report.ts";
 import type { CliIo } from "../io.ts";
 import { JSON_OPTION, parseCommandArgs } from "../_args.ts";
-import { inspectMappedRamCommand, openMappedRamInput } from "../_mapped_ram.ts";
+import { lazyImport } from "../_lazy.ts";
 
 const HELP = `usage: vmem-dump inspect FILE|- [--json]
 
@@ -37,17 +38,32 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   });
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
-  const mapped = await openMappedRamInput(positionals[0]!);
-  if (mapped !== undefined) {
-    using _ = mapped;
-    return await inspectMappedRamCommand(mapped, values, io, render);
+  const progress = inputProgress(io, "inspect");
+  const input = await openStreamInput(positionals[0]!, {
+    recycle: true,
+    command: "inspect",
+    onChunk: progress.onChunk,
+  });
+  if (input.kind === "mapped-ram") {
+    const m = await lazyImport<typeof import("../_mapped_ram.ts")>(
+      "../_mapped_ram.ts",
+      import.meta.url,
+    );
+    using mapped = await m.openMappedRamInput(input);
+    return await m.inspectMappedRamCommand(mapped, values, io, render);
   }
-  const input = await openStreamInput(positionals[0]!, { recycle: true });
+  let report: InspectReport;
   try {
+    progress.setTotal(input.byteLength);
     // Describe, do not vouch: device state that cannot be proven is reported, not an error.
-    const report = await inspectMigration(
+    report = await inspectMigration(
       decodeMigrationBatches(input.reader, { deviceState: "describe" }),
     );
+  } finally {
+    input.close();
+    await progress.end();
+  }
+  {
     const container = input.container;
     if (values.json) {
       await io.out(reportJson("inspect", {
@@ -59,10 +75,19 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         },
         verdict: "done",
       }, inspectStreamBody(report)));
-    } else await io.out(render(positionals[0]!, container, report));
+    } else {
+      await io.out(render(positionals[0]!, container, report));
+      await summaryLine(
+        io,
+        `inspect: ${positionals[0]}`,
+        progress.bytes,
+        progress.seconds,
+        `${count(report.sections.length, "section")}, device state ${
+          report.tailMatchesVmdesc === false ? "NOT proven" : "accounted for"
+        }`,
+      );
+    }
     return 0;
-  } finally {
-    input.close();
   }
 }
 

@@ -5,22 +5,15 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
-import { openContainer } from "../../src/container/open.ts";
 import { FormatError } from "../../src/errors.ts";
-import { sniffContainer } from "../../src/container/detect.ts";
-import { ELFMAG } from "../../src/elf/constants.ts";
-import { isFlattenedKdump } from "../../src/kdump/flattened.ts";
-import { KDUMP_SIGNATURE } from "../../src/kdump/header.ts";
 import {
   type AtomicDirectory,
   checkOutputDirectory,
   createAtomicDirectory,
-  openFileReader,
 } from "../../src/io/file.ts";
-import { openPositional } from "../../src/io/positional.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
-import { loadPlugState } from "../../src/input/load_plug_state.ts";
+import { openInput } from "../../src/input/open_input.ts";
+import { fileByteLength, type MappedRamFileInput, openStreamInput } from "../_stream_input.ts";
 import type { Coverage } from "../../src/scan/coverage.ts";
 import {
   DEFAULT_MAX_FINDINGS,
@@ -28,12 +21,13 @@ import {
   type ScanReport,
 } from "../../src/scan/findings.ts";
 import { formatScanReport } from "../../src/scan/format_report.ts";
-import { EXTRACT_MANIFEST, ExtractionSink, sha256OfFile } from "../../src/scan/extract.ts";
+import type { ExtractionSink } from "../../src/scan/extract.ts";
 import { HEXDUMP_WINDOW } from "../../src/scan/hexdump.ts";
 import { VERDICT_EXIT_CODES } from "../../src/scan/verdict.ts";
 import { scanMigration, type ScanMigrationResult } from "../../src/scan/scan_stream.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import { count } from "../_format.ts";
+import { inputProgress, summaryLine } from "../_progress.ts";
 import {
   deviceJson,
   type PlugStateJson,
@@ -42,7 +36,6 @@ import {
   reportJson,
 } from "../_report.ts";
 import { plugStateJson } from "../_plug_state.ts";
-import { openMappedRamInput, scanMappedRamInput } from "../_mapped_ram.ts";
 import { type CliIo, CommandError, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
@@ -57,6 +50,7 @@ import {
   plugMapFiles,
   type PlugMapValues,
 } from "../_args.ts";
+import { lazyImport } from "../_lazy.ts";
 
 const HELP = `usage: vmem-dump scan INPUT [--plugmap FILE | --plugmap-from STREAM] [options]
 
@@ -155,7 +149,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (baseGpa !== undefined && baseGpa % 4096 !== 0) {
     throw new UsageError("--base must be a multiple of 4096");
   }
-  const kind = await inputKind(path, values.format, baseGpa);
+  const { kind, mappedRam } = await inputKind(path, values.format, baseGpa);
   if (kind === "raw" && baseGpa === undefined) {
     // A bad input, not a bad command line: exit 1, with the offset.
     throw new FormatError(
@@ -167,7 +161,10 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (kind !== "raw" && baseGpa !== undefined) {
     throw new UsageError("--base applies to raw images only");
   }
-  using mapped = kind === "migration" ? await openMappedRamInput(path) : undefined;
+  const mr = mappedRam === undefined
+    ? undefined
+    : await lazyImport<typeof import("../_mapped_ram.ts")>("../_mapped_ram.ts", import.meta.url);
+  using mapped = mappedRam === undefined ? undefined : await mr!.openMappedRamInput(mappedRam);
   if (kind !== "migration" && path === "-") {
     throw new UsageError(
       "scanning a dump needs a file (it is read at random offsets), not standard input",
@@ -178,11 +175,18 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     ? { source: "plugmap", detail: values.plugmap }
     : { source: "plugmap-from", detail: values["plugmap-from"] ?? null };
   // Refuse a bad --extract DIR before any work.
+  // The extraction code (and node:crypto for the input's hash) loads only with --extract.
+  const extract = values.extract === undefined
+    ? undefined
+    : await lazyImport<typeof import("../../src/scan/extract.ts")>(
+      "../../src/scan/extract.ts",
+      import.meta.url,
+    );
   const extraction = values.extract === undefined ? undefined : {
     path: values.extract,
     policy: {
       ...outputPolicy(values, [path], plugMapFiles(values)),
-      replaceableIfContains: EXTRACT_MANIFEST,
+      replaceableIfContains: extract!.EXTRACT_MANIFEST,
     },
   };
   if (extraction !== undefined) await checkOutputDirectory(extraction.path, extraction.policy);
@@ -194,7 +198,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       } needs --plugmap FILE or --plugmap-from STREAM`,
     );
   }
-  const progress = io.stderrIsTerminal ? progressPrinter(io) : undefined;
+  // Streams: the file's bytes read; dumps: the unplugged memory examined.
+  const progress = inputProgress(io, "scan");
+  let measured = 0;
 
   // The extraction directory and its sink (a stream read twice starts it again).
   let out: { dir: AtomicDirectory; sink: ExtractionSink } | undefined;
@@ -203,7 +209,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     if (out !== undefined) await abortExtraction(out);
     const dir = await createAtomicDirectory(extraction.path, extraction.policy);
     try {
-      out = { dir, sink: await ExtractionSink.create(dir) };
+      out = { dir, sink: await extract!.ExtractionSink.create(dir) };
     } catch (e) {
       await dir.abort();
       throw e;
@@ -211,13 +217,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     return out.sink;
   };
   // Standard input is hashed as it is read; files are hashed afterwards.
-  const stdinHash = path === "-" && extraction !== undefined ? createHash("sha256") : undefined;
+  const stdinHash = path === "-" && extraction !== undefined
+    ? (await import("node:crypto")).createHash("sha256")
+    : undefined;
 
   try {
     let report: ScanReport;
     let firstPass = false;
     if (mapped !== undefined) {
-      const scanned = await scanMappedRamInput(mapped, plugMap, plugState, {
+      const scanned = await mr!.scanMappedRamInput(mapped, plugMap, plugState, {
         ...settings,
         pageSink: await startExtraction(),
       });
@@ -229,10 +237,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       }
       report = scanned;
     } else if (kind === "migration") {
+      progress.setTotal(await fileByteLength(path) ?? undefined);
       const scanned = await scanStreamInput(path, plugMap, plugState, settings, {
         startExtraction,
-        ...(stdinHash ? { onChunk: (c: Uint8Array) => void stdinHash.update(c) } : {}),
+        onChunk: (c: Uint8Array) => {
+          stdinHash?.update(c);
+          progress.onChunk(c);
+        },
       });
+      measured = progress.bytes;
       if (scanned === undefined) {
         throw new CommandError(
           "no-plug-state",
@@ -243,7 +256,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       firstPass = scanned.firstPass;
       if (out !== undefined && scanned.extractionInvalid !== undefined) {
         // Print what was found, then fail: the evidence asked for cannot be written.
-        progress?.done();
+        await progress.end();
         await io.out(
           values.json
             ? reportJson("scan", ...scanReportParts(report, values, false))
@@ -265,15 +278,21 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         plugState,
         path,
         ...(sink ? { pageSink: sink } : {}),
-        ...(progress ? { onProgress: progress.update } : {}),
+        onProgress: (done: number, total: number) => {
+          measured = done;
+          progress.update(done, total);
+        },
       };
-      const { scanDumpFile } = await import("./_scan_dump.ts");
+      const { scanDumpFile } = await lazyImport<typeof import("./_scan_dump.ts")>(
+        "./_scan_dump.ts",
+        import.meta.url,
+      );
       report = await scanDumpFile(kind, path, { ...dumpOptions, baseGpa });
     }
-    progress?.done();
+    await progress.end();
     const [head, body] = scanReportParts(report, values, firstPass);
     if (out !== undefined) {
-      const sha256 = stdinHash?.digest("hex") ?? await sha256OfFile(path);
+      const sha256 = stdinHash?.digest("hex") ?? await extract!.sha256OfFile(path);
       await out.sink.finish({
         input: { ...head.input, sha256 },
         plugState: body.plugState,
@@ -283,11 +302,20 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       await io.err(
         `scan: extracted ${count(out.sink.pages, "finding")} to ${extraction!.path} (manifest ${
           extraction!.path
-        }/${EXTRACT_MANIFEST})\n`,
+        }/${extract!.EXTRACT_MANIFEST})\n`,
       );
       out = undefined;
     }
     await io.out(values.json ? reportJson("scan", head, body) : formatScanReport(report));
+    if (!values.json) {
+      await summaryLine(
+        io,
+        `scan: ${path}`,
+        measured,
+        progress.seconds,
+        `${report.verdict}: ${report.verdictReason}`,
+      );
+    }
     return VERDICT_EXIT_CODES[report.verdict];
   } finally {
     if (out !== undefined) await abortExtraction(out);
@@ -427,6 +455,9 @@ async function scanStreamInput(
   let given = plugMap;
   if (rereadable && given === undefined) {
     try {
+      const { loadPlugState } = await lazyImport<
+        typeof import("../../src/input/load_plug_state.ts")
+      >("../../src/input/load_plug_state.ts", import.meta.url);
       const first = await loadPlugState({ stream: path });
       if (first.layout === "late" && first.plugMap.devices.length > 0) given = first.plugMap;
     } catch (e) {
@@ -494,13 +525,16 @@ async function scanStream(
   },
 ): Promise<ScanMigrationResult> {
   // Recycled read buffers: the scanner copies what it keeps (listed pages, extracted pages).
-  const input = await openFileReader(path, {
+  const input = await openStreamInput(path, {
     recycleChunks: 16,
     ...(hooks.onChunk ? { onChunk: hooks.onChunk } : {}),
+    command: "scan",
   });
+  if (input.kind !== "migration") {
+    throw new TypeError(`Internal error: ${path} became a mapped-ram file between two reads`);
+  }
   try {
-    const container = await openContainer(input.reader);
-    return await scanMigration(decodeMigrationBatches(container.reader), {
+    return await scanMigration(decodeMigrationBatches(input.reader), {
       ...(plugMap ? { plugMap, plugState } : {}),
       rereadable: hooks.rereadable,
       ...(hooks.final ? { plugMapIsFinal: true } : {}),
@@ -508,7 +542,7 @@ async function scanStream(
       hexdumpBytes: settings.hexdumpBytes,
       ...(hooks.sink ? { pageSink: hooks.sink } : {}),
       path,
-      container: container.kind,
+      container: input.container,
       byteLength: input.byteLength ?? null,
     });
   } finally {
@@ -516,50 +550,45 @@ async function scanStream(
   }
 }
 
-/** Decide what INPUT is: --format, else --base means raw, else its first bytes. */
+/** What INPUT is, and the mapped-ram file when it is one. */
+interface InputKind {
+  kind: "elf" | "kdump" | "raw" | "migration";
+  mappedRam?: MappedRamFileInput;
+}
+
+/**
+ * Decide what INPUT is: --format, else --base means raw, else what the
+ * library's opener sees (its container and first bytes; a stream in a
+ * regular file may be a mapped-ram file). No known magic means a raw image.
+ */
 async function inputKind(
   path: string,
   format: string | undefined,
   baseGpa: number | undefined,
-): Promise<"elf" | "kdump" | "raw" | "migration"> {
+): Promise<InputKind> {
   if (format !== undefined) {
     if (format !== "elf" && format !== "raw" && format !== "migration") {
       throw new UsageError(`--format must be elf, raw or migration, not ${format}`);
     }
-    return format;
+    if (format !== "migration" || path === "-") return { kind: format };
+  } else {
+    if (baseGpa !== undefined) return { kind: "raw" };
+    if (path === "-") return { kind: "migration" };
   }
-  if (baseGpa !== undefined) return "raw";
-  if (path === "-") return "migration";
-  using input = await openPositional(path);
-  const head = new Uint8Array(24);
-  const n = await input.readInto(0, head);
-  if (n >= 4 && ELFMAG.every((b, i) => head[i] === b)) return "elf";
-  const signature = new TextDecoder("latin1").decode(head.subarray(0, Math.min(n, 8)));
-  if (signature === KDUMP_SIGNATURE || isFlattenedKdump(head.subarray(0, n))) return "kdump";
-  if (sniffContainer(head.subarray(0, n)) !== undefined) return "migration";
-  return "raw";
-}
-
-/** Progress on a terminal: a percentage at most twice a second. */
-function progressPrinter(
-  io: CliIo,
-): { update: (done: number, total: number) => void; done: () => void } {
-  let last = 0;
-  let shown = false;
-  return {
-    update(done, total) {
-      const now = Date.now();
-      if (now - last < 500 || total === 0) return;
-      last = now;
-      shown = true;
-      void io.err(
-        `\rscan: ${Math.floor((done / total) * 100)}% of ${
-          (total / 2 ** 20).toFixed(0)
-        } MiB unplugged memory`,
-      );
-    },
-    done() {
-      if (shown) void io.err("\r\x1b[K");
-    },
-  };
+  using input = await openInput(path, { allowUnknown: true });
+  if (input.kind === "mapped-ram") {
+    return {
+      kind: "migration",
+      mappedRam: {
+        kind: "mapped-ram",
+        path,
+        container: input.container === "libvirt-save" ? "libvirt-save" : "raw",
+        payloadOffset: input.payloadOffset,
+      },
+    };
+  }
+  if (format === "migration" || input.kind === "migration") return { kind: "migration" };
+  if (input.kind === "elf") return { kind: "elf" };
+  if (input.kind === "kdump" || input.kind === "kdump-flattened") return { kind: "kdump" };
+  return { kind: "raw" };
 }

@@ -7,7 +7,6 @@
  */
 
 import { type DumpKind, sniffDump } from "../../src/dumps/detect.ts";
-import { stripDump } from "../../src/dumps/rewrite.ts";
 import { elfFromRawImage } from "../../src/elf/from_raw.ts";
 import { readElfCore } from "../../src/elf/reader.ts";
 import type { KeptSegment, RemovedRange, StripReport } from "../../src/elf/rewrite.ts";
@@ -18,11 +17,13 @@ import { zeroRawImage } from "../../src/raw/zero.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import type { VmemDevice } from "../../src/vmem/vmem_device.ts";
 import { formatGpaRange, type GpaRange } from "../../src/vmem/ranges.ts";
-import { grouped, hex, table } from "../_format.ts";
+import { byteCount, grouped, hex, table } from "../_format.ts";
+import { summaryLine, terminalProgress } from "../_progress.ts";
 import { deviceJson, gpaRangesJson, reportJson } from "../_report.ts";
 import { plugStateJson } from "../_plug_state.ts";
 import { fileByteLength } from "../_stream_input.ts";
 import { type CliIo, CommandError, UsageError } from "../io.ts";
+import { lazyImport } from "../_lazy.ts";
 import {
   checkPlugMapOptions,
   FORCE_HELP,
@@ -148,9 +149,33 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const exclude = map.unpluggedGpaRanges();
   // With the data on stdout, the report goes to stderr.
   const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
+  // The rewrite reports its progress (bytes processed of bytes to process); raw images do not.
+  const progress = terminalProgress(io, "strip", undefined);
+  let processed = 0;
+  const onProgress = (done: number, total: number) => {
+    processed = done;
+    progress.update(done, total);
+  };
+  const done = async (removedBytes: number) => {
+    await progress.end();
+    if (values.json) return;
+    await summaryLine(
+      io,
+      `strip: ${inPath} -> ${outPath}`,
+      processed,
+      progress.seconds,
+      `${byteCount(removedBytes)} of unplugged memory removed`,
+    );
+  };
 
   if (kind === "kdump" || kind === "kdump-flattened") {
-    const r = await stripDump(inPath, outPath, { plugMap: map, flattened, outputPolicy: policy });
+    const { stripDump } = await loadRewrite();
+    const r = await stripDump(inPath, outPath, {
+      plugMap: map,
+      flattened,
+      outputPolicy: policy,
+      onProgress,
+    }).finally(() => progress.end());
     if (r.format !== "kdump") throw new Error("Internal error: kdump strip gave another format");
     const k = r.kdump;
     const devices = perDevice(
@@ -203,15 +228,18 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       if (nothing) out += `${nothing}\n`;
       await say(out);
     }
+    await done(k.removed.reduce((n, x) => n + x.byteLength, 0));
     return 0;
   }
   if (baseGpa === undefined) {
+    const { stripDump } = await loadRewrite();
     const r = await stripDump(inPath, outPath, {
       plugMap: map,
       outputPolicy: policy,
       pageAlign,
       ...(countNonZero ? { countNonZero: true } : {}),
-    });
+      onProgress,
+    }).finally(() => progress.end());
     if (r.format !== "elf") throw new Error("Internal error: ELF strip gave another format");
     const report = r.elf;
     using core = await readElfCore(inPath);
@@ -272,6 +300,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       }
       await say(out);
     }
+    await done(report.removedByteLength);
     return 0;
   }
 
@@ -280,7 +309,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       outPath,
       policy,
       (write) => zeroRawImage(inPath, write, { baseGpa, exclude, countNonZero }),
-    );
+    ).finally(() => progress.end());
     const devices = perDevice(
       map,
       report.zeroed.map((z) => ({ ...z, fileByteLength: z.byteLength })),
@@ -310,6 +339,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       out += renderDevices(devices, "zeroed");
       await say(out);
     }
+    await done(report.zeroedByteLength);
     return 0;
   }
 
@@ -317,7 +347,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     outPath,
     policy,
     (write) => elfFromRawImage(inPath, write, { baseGpa, exclude, pageAlign }),
-  );
+  ).finally(() => progress.end());
   const devices = perDevice(
     map,
     report.removed.map((r) => ({ ...r, fileByteLength: r.byteLength })),
@@ -357,7 +387,16 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     out += renderDevices(devices, "removed");
     await say(out);
   }
+  await done(report.removedByteLength);
   return 0;
+}
+
+/** The dump rewriters (and the hashing and codecs they need), loaded for dumps only. */
+function loadRewrite() {
+  return lazyImport<typeof import("../../src/dumps/rewrite.ts")>(
+    "../../src/dumps/rewrite.ts",
+    import.meta.url,
+  );
 }
 
 /** Removed ranges grouped by the device that owns them. */

@@ -29,8 +29,8 @@ import {
   plugMapFiles,
 } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
-import { terminalProgress } from "../_progress.ts";
-import { openMappedRamInput, verifyMappedRamCommand } from "../_mapped_ram.ts";
+import { inputProgress, summaryLine } from "../_progress.ts";
+import { lazyImport } from "../_lazy.ts";
 
 const HELP = `usage: vmem-dump verify IN [--forward OUT] [--plugmap FILE | --plugmap-from STREAM]
                         [--json] [--max-violations N] [--single-pass] [--force]
@@ -89,25 +89,35 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const maxViolations = values["max-violations"] === undefined
     ? 10_000
     : parseNumber(values["max-violations"], "--max-violations");
-  const mapped = await openMappedRamInput(inPath);
-  if (mapped !== undefined) {
-    using _ = mapped;
-    return await verifyMappedRamCommand(mapped, { ...values, maxViolations }, io);
-  }
   const forwardPath = values.forward;
   if (values.force && forwardPath === undefined) {
     throw new UsageError("--force applies to --forward OUT only");
   }
-  // Refuse a bad output before any work: it must not be IN or an existing file.
-  const output: AtomicOutput | undefined = forwardPath === undefined
-    ? undefined
-    : await createAtomicOutput(forwardPath, outputPolicy(values, [inPath], plugMapFiles(values)));
+  const progress = inputProgress(io, "verify");
+  const opened = await openStreamInput(inPath, {
+    recycle: true,
+    command: "verify",
+    onChunk: progress.onChunk,
+  });
+  if (opened.kind === "mapped-ram") {
+    const m = await lazyImport<typeof import("../_mapped_ram.ts")>(
+      "../_mapped_ram.ts",
+      import.meta.url,
+    );
+    using mapped = await m.openMappedRamInput(opened);
+    return await m.verifyMappedRamCommand(mapped, { ...values, maxViolations }, io);
+  }
+  const input = opened;
+  let output: AtomicOutput | undefined;
   let choice: PlugStateChoice;
-  let input: Awaited<ReturnType<typeof openStreamInput>>;
   try {
+    // Refuse a bad output before any work: it must not be IN or an existing file.
+    output = forwardPath === undefined
+      ? undefined
+      : await createAtomicOutput(forwardPath, outputPolicy(values, [inPath], plugMapFiles(values)));
     choice = await choosePlugState(values, inPath, { twoPass: !values["single-pass"] });
-    input = await openStreamInput(inPath, { recycle: true });
   } catch (e) {
+    input.close();
     await output?.abort();
     throw e;
   }
@@ -116,14 +126,13 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     maxViolations,
     ...(choice.plugMap ? { plugMap: choice.plugMap } : {}),
   });
-  const progress = terminalProgress(io, "verify", input.byteLength);
+  progress.setTotal(input.byteLength);
   let counts: PipelineProgress;
   try {
     const out = output;
     counts = await runMigrationPipeline(input.reader, {
       stages: [verifier],
       ...(out === undefined ? {} : { output: (c) => out.write(c) }),
-      onBatch: (p) => progress.update(p.bytesIn),
     });
     if (out !== undefined) {
       if (verifier.failed) await out.abort();
@@ -158,6 +167,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     : renderVerifyReport(inPath, streamByteLength, choice, result, forwardPath);
   if (forwardPath === "-") await io.err(text);
   else await io.out(text);
+  if (!values.json) {
+    await summaryLine(
+      io,
+      `verify: ${inPath}`,
+      progress.bytes,
+      progress.seconds,
+      result.clean ? "clean" : count(result.violationCount, "violation"),
+    );
+  }
   return result.clean ? 0 : 3;
 }
 

@@ -23,7 +23,12 @@ import { type GpaRange, mergeGpaRanges, subtractGpaRanges } from "../vmem/ranges
 import { type DumpKind, sniffDump } from "./detect.ts";
 import { rawImageAsElf } from "./raw_as_elf.ts";
 import { elfToKdump, type ElfToKdumpReport } from "./elf_to_kdump.ts";
-import { kdumpElfNotes, kdumpToElf, type KdumpToElfReport } from "./kdump_to_elf.ts";
+import {
+  kdumpDumpedRanges,
+  kdumpElfNotes,
+  kdumpToElf,
+  type KdumpToElfReport,
+} from "./kdump_to_elf.ts";
 import { openKdumpOutput } from "./kdump_output.ts";
 import {
   findProvenance,
@@ -65,6 +70,12 @@ export interface StripDumpOptions {
    * input path is always one of the inputs. @default {{}}
    */
   outputPolicy?: AtomicOutputOptions;
+  /**
+   * Called now and then with the bytes processed so far and the bytes to
+   * process in all (the rewrite's own pass; the hash of the input runs beside
+   * it), for a progress display. @default {undefined}
+   */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** What {@linkcode stripDump} did. */
@@ -126,6 +137,7 @@ export async function stripDump(
       outputPolicy: policyFor(input, options.outputPolicy),
       exclude,
       notes: withProvenanceNote(notes, le, provenance),
+      ...progressOf(options.onProgress, elfCopyBytes(dry.report, options.countNonZero ?? false)),
       ...(options.pageAlign === undefined ? {} : { pageAlign: options.pageAlign }),
       ...(options.countNonZero ? { countNonZero: true } : {}),
     });
@@ -164,9 +176,14 @@ export async function stripDump(
     try {
       const hashing = inputFacts(input);
       hashing.catch(() => {});
+      const onProgress = options.onProgress;
       const kdumpPromise = stripKdump(dump, out.sink, {
         exclude,
         notes,
+        ...(onProgress === undefined ? {} : {
+          onProgress: (pfns: number) =>
+            onProgress(pfns * dump.blockSize, dump.maxMapnr * dump.blockSize),
+        }),
         beforeFinish: async () => {
           const facts = await hashing;
           const real = withProvenanceNote(dump.notes, le, noteFor(facts.sha256));
@@ -252,6 +269,12 @@ export interface ConvertDumpOptions {
    * input path is always one of the inputs. @default {{}}
    */
   outputPolicy?: AtomicOutputOptions;
+  /**
+   * Called now and then with the bytes processed so far and the bytes to
+   * process in all (the rewrite's own pass; the hash of the input runs beside
+   * it), for a progress display. @default {undefined}
+   */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** What {@linkcode convertDump} did. */
@@ -340,6 +363,7 @@ export async function convertDump(
       ...(options.excludeZeroPages ? { excludeZeroPages: true } : {}),
       ...(options.flattened ? { flattened: true } : {}),
       ...(options.workers !== undefined ? { workers: options.workers } : {}),
+      ...progressOf(options.onProgress, described.reduce((n, r) => n + r.byteLength, 0)),
       beforeFinish: async () => {
         const real = withProvenanceNote(baseNotes, le, noteFor((await hashing).sha256));
         if (real.byteLength !== notes.byteLength) {
@@ -372,6 +396,10 @@ export async function convertDump(
     const elf = await kdumpToElf(dump, output, {
       outputPolicy: policyFor(input, options.outputPolicy),
       notes: withProvenanceNote(notesIn, le, provenance),
+      ...progressOf(
+        options.onProgress,
+        kdumpDumpedRanges(dump).reduce((n, r) => n + r.byteLength, 0),
+      ),
     });
     return { from: kind, to: "elf", inputSha256: facts.sha256, provenance, removed: [], elf };
   }
@@ -389,8 +417,23 @@ export async function convertDump(
     outputPolicy: policyFor(input, options.outputPolicy),
     exclude,
     notes: withProvenanceNote(concatNoteSegments(core), le, provenance),
+    ...progressOf(options.onProgress, elfCopyBytes(dry.report, false)),
   });
   return { from: kind, to: "elf", inputSha256: facts.sha256, provenance, removed, elfRewrite };
+}
+
+/** The `onProgress` option of a lower layer, reporting against `total`, or nothing. */
+function progressOf(
+  onProgress: ((done: number, total: number) => void) | undefined,
+  total: number,
+): { onProgress?: (done: number) => void } {
+  return onProgress === undefined ? {} : { onProgress: (done) => onProgress(done, total) };
+}
+
+/** The input bytes an ELF rewrite reads: the kept file data, and the removed with `countNonZero`. */
+function elfCopyBytes(report: StripReport, countNonZero: boolean): number {
+  return report.kept.reduce((n, k) => n + k.fileByteLength, 0) +
+    (countNonZero ? report.removedFileByteLength : 0);
 }
 
 /** The parts of `ranges` inside `within`. */

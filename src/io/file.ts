@@ -422,11 +422,16 @@ function outputMode(inputs: readonly FileIdentity[], fallback: number): number {
   return mode & ~currentUmask();
 }
 
+/**
+ * The process's umask. Without the permission to read it (`Deno.umask()`
+ * needs `--allow-sys`), the narrowest one, 077: an output is never wider
+ * than the umask would allow, whatever it is.
+ */
 function currentUmask(): number {
   try {
     return Deno.umask();
   } catch {
-    return 0o022;
+    return 0o077;
   }
 }
 

@@ -11,6 +11,7 @@ import type { GpaRange } from "../vmem/ranges.ts";
 import type { FindingCollector } from "./findings.ts";
 import type { CoverageCounter } from "./coverage.ts";
 import { forEachNonZeroPage, isAllZero } from "./zero.ts";
+import { loadNativeZeroCompare } from "../io/zero.ts";
 
 /** Guest memory stored in a file: `byteLength` bytes at `fileOffset` hold `[gpa, gpa + byteLength)`. */
 export interface FilePiece {
@@ -73,6 +74,8 @@ export async function scanFilePieces(
   options: ScanFilePiecesOptions,
 ): Promise<number> {
   const { collector, plugMap, chunkSize, pageSize } = options;
+  // Gigabytes of mostly zero memory: compare long runs natively.
+  await loadNativeZeroCompare();
   const buffers = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
   const cut = new Set<number>();
   const reads = readsOf(pieces, chunkSize, pageSize);

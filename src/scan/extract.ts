@@ -138,6 +138,11 @@ export class ExtractionSink implements FindingPageSink {
     return new ExtractionSink(dir, manifest);
   }
 
+  /** Native SHA-256 of a page: an extraction hashes every finding. */
+  hashPage(bytes: Uint8Array): string {
+    return createHash("sha256").update(bytes).digest("hex");
+  }
+
   /** Pages in the manifest so far. */
   get pages(): number {
     return this.#pages;

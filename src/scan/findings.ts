@@ -16,7 +16,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { sha256Hex as sha256HexTs } from "../io/sha256.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import type { VmemDevice } from "../vmem/vmem_device.ts";
 import { TOOL } from "../version.ts";
@@ -306,6 +306,13 @@ export interface FindingPageSink {
   add(page: PageFinding, content: Uint8Array | undefined, context: FindingContext): void;
   /** Wait until what was added is written. */
   drain(): Promise<void>;
+  /**
+   * Hash a page (SHA-256, lowercase hex) for the findings this sink takes:
+   * a sink that hashes many pages brings a native hash. Without it, the
+   * collector hashes with `src/io/sha256.ts`, which needs no `node:crypto`
+   * at start-up. @default {undefined}
+   */
+  hashPage?: (bytes: Uint8Array) => string;
 }
 
 /** Where a finding handed to a {@linkcode FindingPageSink} belongs. */
@@ -330,15 +337,11 @@ export interface FindingCollectorOptions {
 
 const zeroPageHashes = new Map<number, string>();
 
-function sha256Hex(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex");
-}
-
 /** SHA-256 of an all-zero page (cached per size: zero records are common findings). */
 function zeroPageHash(content: Uint8Array): string {
   let h = zeroPageHashes.get(content.byteLength);
   if (h === undefined) {
-    h = sha256Hex(content);
+    h = sha256HexTs(content);
     zeroPageHashes.set(content.byteLength, h);
   }
   return h;
@@ -478,7 +481,7 @@ export class FindingCollector {
     let sha256: string | null = null;
     if (page.content !== undefined) {
       const c = page.content;
-      sha256 = first < 0 ? zeroPageHash(c) : sha256Hex(c);
+      sha256 = first < 0 ? zeroPageHash(c) : (this.pageSink?.hashPage ?? sha256HexTs)(c);
     }
     const finding: PageFinding = {
       gpa: page.gpa,

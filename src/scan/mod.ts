@@ -48,6 +48,7 @@ export * from "./format_report.ts";
 export { type ScanDumpOptions, scanRawImage, type ScanRawOptions } from "./scan_raw.ts";
 export { scanElfCore } from "./scan_elf.ts";
 export {
+  loadPageInflater,
   MigrationScanner,
   scanMigration,
   type ScanMigrationOptions,

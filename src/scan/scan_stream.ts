@@ -7,7 +7,6 @@
  */
 
 import { hex } from "../io/text.ts";
-import { inflateSync } from "node:zlib";
 import { isPageRecord, type MigrationRecord, type RamPageLikeRecord } from "../migration/types.ts";
 import { PlugMap } from "../vmem/plug_map.ts";
 import type { VmemDevice } from "../vmem/vmem_device.ts";
@@ -211,6 +210,29 @@ function collectorOptions(options: ScanMigrationOptions) {
   };
 }
 
+/** `node:zlib`'s inflate, once a COMPRESS_PAGE record needed it. */
+let inflatePage:
+  | ((data: Uint8Array, options: { maxOutputLength: number }) => Uint8Array)
+  | undefined;
+
+/**
+ * Load the inflater that COMPRESS_PAGE records need. `scanMigration` calls
+ * it when a batch holds one; a caller that pushes records into a
+ * {@linkcode MigrationScanner} itself calls it first when its stream may
+ * hold them. (`node:zlib` loads Deno's Node compatibility layer: 30–60 ms
+ * that a scan of a stream without them does not pay.)
+ *
+ * @example
+ * ```ts ignore
+ * import { loadPageInflater, MigrationScanner } from "@vmem-dump/vmem-dump/scan";
+ * await loadPageInflater();
+ * const scanner = new MigrationScanner();
+ * ```
+ */
+export async function loadPageInflater(): Promise<void> {
+  inflatePage ??= (await import("node:zlib")).inflateSync;
+}
+
 /**
  * A push-style stream scanner: feed it every record with `push`, then call
  * `finish`. Use {@linkcode scanMigration} unless records arrive some other way.
@@ -399,8 +421,13 @@ export class MigrationScanner {
       case "ram-zero-page":
         return this.#zeroPage(this.#pageSize, r.fill);
       case "ram-compressed-page":
+        if (inflatePage === undefined) {
+          throw new TypeError(
+            "Cannot scan a COMPRESS_PAGE record: call loadPageInflater() before pushing records",
+          );
+        }
         try {
-          return inflateSync(r.data, { maxOutputLength: this.#pageSize });
+          return inflatePage(r.data, { maxOutputLength: this.#pageSize });
         } catch {
           this.#badCompressed++;
           return undefined;
@@ -669,6 +696,14 @@ export async function scanMigration(
   const scanner = new MigrationScanner(options);
   const sink = options.pageSink !== undefined;
   for await (const item of records) {
+    if (
+      inflatePage === undefined &&
+      (Array.isArray(item)
+        ? item.some((r) => r.kind === "ram-compressed-page")
+        : item.kind === "ram-compressed-page")
+    ) {
+      await loadPageInflater();
+    }
     if (Array.isArray(item)) scanner.pushBatch(item);
     else scanner.push(item);
     if (sink) await scanner.drain();

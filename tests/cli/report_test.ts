@@ -168,3 +168,24 @@ Deno.test("the formatter: plurals, groups, sizes, rates, durations, progress lin
   );
   assert.equal(progressLine("scan", 1024, undefined, 0.1), "scan: 1.00 KiB");
 });
+
+Deno.test("parseSize() takes decimal, hex and binary suffixes as QEMU does; refuses the rest", async () => {
+  const { parseSize } = await import("../../cli/_args.ts");
+  const cases: Array<[string, number]> = [
+    ["4096", 4096],
+    ["0x100000000", 2 ** 32],
+    ["4G", 2 ** 32],
+    ["4g", 2 ** 32],
+    ["2M", 2 ** 21],
+    ["2MiB", 2 ** 21],
+    ["2MB", 2 ** 21],
+    ["512K", 2 ** 19],
+    ["1T", 2 ** 40],
+    ["0x10M", 16 * 2 ** 20],
+    ["7B", 7],
+  ];
+  for (const [text, want] of cases) assert.equal(parseSize(text, "--base"), want, text);
+  for (const bad of ["", "4Q", "-1", "1.5G", "G", "0x", "99999999999P"]) {
+    assert.throws(() => parseSize(bad, "--base"), UsageError, bad);
+  }
+});
