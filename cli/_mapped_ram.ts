@@ -18,7 +18,8 @@ import type { FindingPageSink, PlugStateInfo, ScanReport } from "../src/scan/fin
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import type { AtomicOutput } from "../src/io/file.ts";
 import { count, formatByteCount, grouped, hex, table } from "./_format.ts";
-import { deviceJson, printReport, type ReportFile, reportJson } from "./_report.ts";
+import { printReport, type ReportFile, reportJson } from "./_report.ts";
+import { tableDeviceJson } from "./_stream_reports.ts";
 import { plugStateJson, sourceName } from "./_plug_state.ts";
 import { inspectMappedRamBody } from "./_inspect_report.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
@@ -169,18 +170,7 @@ export async function verifyMappedRamCommand(
           bitmapFileOffset: v.bitmapFileOffset,
           detectedBy: name(v.detectedBy),
         })),
-        devices: r.devices.map((d) => ({
-          ...deviceJson({
-            path: d.devicePath,
-            ramblock: d.ramBlock,
-            memaddr: d.gpa,
-            regionSize: d.blocks * d.blockSize,
-            blockSize: d.blockSize,
-          }),
-          blocks: d.blocks,
-          pluggedBlocks: d.pluggedBlocks,
-          sources: [...new Set(d.sources.map(name))],
-        })),
+        devices: r.devices.map((d) => tableDeviceJson(d, d.sources.map(name))),
       })
       : renderVerify(input.path, r),
   );

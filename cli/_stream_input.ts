@@ -13,6 +13,8 @@ import type { LibvirtSaveHeader } from "../src/container/libvirt_save.ts";
 import { FormatError } from "../src/errors.ts";
 import type { ByteReader } from "../src/io/byte_reader.ts";
 import { openInput } from "../src/input/open_input.ts";
+import { lazyImport } from "./_lazy.ts";
+import type { MappedRamInput } from "./_mapped_ram.ts";
 
 /** An opened migration stream. */
 export interface StreamInput {
@@ -133,4 +135,21 @@ export async function fileByteLength(path: string): Promise<number | null> {
   if (path === "-") return null;
   const info = await Deno.stat(path);
   return info.isFile ? info.size : null;
+}
+
+/**
+ * Load the mapped-ram branch (`_mapped_ram.ts`, only now) and open the file
+ * `openStreamInput` found; dispose it when done.
+ *
+ * @param found What `openStreamInput` returned for a mapped-ram file.
+ * @returns The opened file, with the branch's functions as `branch`.
+ */
+export async function openMappedRam(
+  found: MappedRamFileInput,
+): Promise<MappedRamInput & { branch: typeof import("./_mapped_ram.ts") }> {
+  const branch = await lazyImport<typeof import("./_mapped_ram.ts")>(
+    "./_mapped_ram.ts",
+    import.meta.url,
+  );
+  return Object.assign(await branch.openMappedRamInput(found), { branch });
 }

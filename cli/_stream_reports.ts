@@ -45,18 +45,49 @@ export function verifyResultJson(
       records: v.records,
       detectedBy: name(v.detectedBy),
     })),
-    devices: r.devices.map((d) => ({
-      ...deviceJson({
-        path: d.devicePath,
-        ramblock: d.ramBlock,
-        memaddr: d.gpa,
-        regionSize: d.blocks * d.blockSize,
-        blockSize: d.blockSize,
-      }),
-      blocks: d.blocks,
-      pluggedBlocks: d.pluggedBlocks,
-      sources: [...new Set(d.sources.map(name))],
-    })),
+    devices: r.devices.map((d) => tableDeviceJson(d, d.sources.map(name))),
+  };
+}
+
+/** A device as the record pipeline's plug tables know it (verify, filter, mapped-ram). */
+export interface TableDevice {
+  /** Device path P. */
+  devicePath: string;
+  /** RAMBlock idstr. */
+  ramBlock: string;
+  /** Guest-physical base. */
+  gpa: number;
+  /** Block size. */
+  blockSize: number;
+  /** Device blocks. */
+  blocks: number;
+  /** Plugged blocks. */
+  pluggedBlocks: number;
+}
+
+/**
+ * A device of the plug tables in the glossary's keys, with its block counts
+ * and plug-state sources.
+ *
+ * @param d The device.
+ * @param sources Where its state came from (glossary names; repeats dropped).
+ * @returns The JSON object.
+ */
+export function tableDeviceJson(
+  d: TableDevice,
+  sources: readonly PlugStateSourceName[],
+): Record<string, unknown> {
+  return {
+    ...deviceJson({
+      path: d.devicePath,
+      ramblock: d.ramBlock,
+      memaddr: d.gpa,
+      regionSize: d.blocks * d.blockSize,
+      blockSize: d.blockSize,
+    }),
+    blocks: d.blocks,
+    pluggedBlocks: d.pluggedBlocks,
+    sources: [...new Set(sources)],
   };
 }
 
@@ -96,16 +127,7 @@ export function dropStatsJson(
     renamedRecords: s.renamedRecords,
     renamedByteLength: s.renamedBytes,
     devices: s.devices.map((d) => ({
-      ...deviceJson({
-        path: d.devicePath,
-        ramblock: d.ramBlock,
-        memaddr: d.gpa,
-        regionSize: d.blocks * d.blockSize,
-        blockSize: d.blockSize,
-      }),
-      blocks: d.blocks,
-      pluggedBlocks: d.pluggedBlocks,
-      sources: [name(d.source)],
+      ...tableDeviceJson(d, [name(d.source)]),
       keptRecords: d.keptRecords,
       droppedRecords: d.droppedRecords,
       droppedByteLength: d.droppedBytes,

@@ -9,7 +9,7 @@
 import { createAtomicOutput } from "../../src/io/file.ts";
 import { type DropStats, UnpluggedPageDropper } from "../../src/migration/filter.ts";
 import { type PipelineProgress, runMigrationPipeline } from "../../src/migration/pipeline.ts";
-import { openStreamInput, type StreamInput } from "../_stream_input.ts";
+import { openMappedRam, openStreamInput, type StreamInput } from "../_stream_input.ts";
 import { byteCount, count, formatByteCount, grouped, hex } from "../_format.ts";
 import { type PlugStateSourceName, printReport, reportJson } from "../_report.ts";
 import { dropStatsJson } from "../_stream_reports.ts";
@@ -25,7 +25,6 @@ import {
 } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
-import { lazyImport } from "../_lazy.ts";
 
 const HELP =
   `usage: vmem-dump filter IN OUT [--plugmap FILE | --plugmap-from STREAM] [--json] [--force]
@@ -79,12 +78,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       onChunk: progress.onChunk,
     });
     if (opened.kind === "mapped-ram") {
-      const m = await lazyImport<typeof import("../_mapped_ram.ts")>(
-        "../_mapped_ram.ts",
-        import.meta.url,
-      );
-      using mapped = await m.openMappedRamInput(opened);
-      return await m.filterMappedRamCommand(mapped, output, values, io);
+      using mapped = await openMappedRam(opened);
+      return await mapped.branch.filterMappedRamCommand(mapped, output, values, io);
     }
     input = opened;
     try {

@@ -6,14 +6,13 @@
 
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { inspectMigration, type InspectReport } from "../../src/migration/inspect.ts";
-import { openStreamInput } from "../_stream_input.ts";
+import { openMappedRam, openStreamInput } from "../_stream_input.ts";
 import { count, grouped, hex, table } from "../_format.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
 import { reportJson } from "../_report.ts";
 import { inspectStreamBody } from "../_inspect_report.ts";
 import type { CliIo } from "../io.ts";
 import { JSON_OPTION, parseCommandArgs } from "../_args.ts";
-import { lazyImport } from "../_lazy.ts";
 
 const HELP = `usage: vmem-dump inspect FILE|- [--json]
 
@@ -45,12 +44,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     onChunk: progress.onChunk,
   });
   if (input.kind === "mapped-ram") {
-    const m = await lazyImport<typeof import("../_mapped_ram.ts")>(
-      "../_mapped_ram.ts",
-      import.meta.url,
-    );
-    using mapped = await m.openMappedRamInput(input);
-    return await m.inspectMappedRamCommand(mapped, values, io, render);
+    using mapped = await openMappedRam(input);
+    return await mapped.branch.inspectMappedRamCommand(mapped, values, io, render);
   }
   let report: InspectReport;
   try {

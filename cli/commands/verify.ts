@@ -13,7 +13,7 @@ import {
   PlugStateVerifier,
   type VerifyResult,
 } from "../../src/migration/verify.ts";
-import { openStreamInput } from "../_stream_input.ts";
+import { openMappedRam, openStreamInput } from "../_stream_input.ts";
 import { byteCount, count, formatByteCount, hex } from "../_format.ts";
 import { type PlugStateSourceName, reportJson } from "../_report.ts";
 import { verifyResultJson } from "../_stream_reports.ts";
@@ -30,7 +30,6 @@ import {
 } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
-import { lazyImport } from "../_lazy.ts";
 
 const HELP = `usage: vmem-dump verify IN [--forward OUT] [--plugmap FILE | --plugmap-from STREAM]
                         [--json] [--max-violations N] [--single-pass] [--force]
@@ -100,12 +99,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     onChunk: progress.onChunk,
   });
   if (opened.kind === "mapped-ram") {
-    const m = await lazyImport<typeof import("../_mapped_ram.ts")>(
-      "../_mapped_ram.ts",
-      import.meta.url,
-    );
-    using mapped = await m.openMappedRamInput(opened);
-    return await m.verifyMappedRamCommand(mapped, { ...values, maxViolations }, io);
+    using mapped = await openMappedRam(opened);
+    return await mapped.branch.verifyMappedRamCommand(mapped, { ...values, maxViolations }, io);
   }
   const input = opened;
   let output: AtomicOutput | undefined;

@@ -30,6 +30,18 @@ async function run(
   return { code: out.code, out: decoder.decode(out.stdout), err: decoder.decode(out.stderr) };
 }
 
+/**
+ * The environment of a user typing `deno task` in a shell. `deno task` says
+ * where it was started in INIT_CWD only when INIT_CWD is not set already (npm's
+ * rule), and a test run under `npx deno test` inherits npx's INIT_CWD (the
+ * checkout), so the test drops it as a shell would not have it.
+ */
+function shellEnv(): Record<string, string> {
+  const env = Deno.env.toObject();
+  delete env.INIT_CWD;
+  return env;
+}
+
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "vmem-install-" });
   try {
@@ -108,7 +120,7 @@ Deno.test("deno task vmem-dump from a subfolder resolves relative paths against 
       "vmem-dump",
       "plugmap",
       "../x.mig",
-    ], { cwd: `${dir}/sub` });
+    ], { cwd: `${dir}/sub`, env: shellEnv(), clearEnv: true });
     assert.equal(r.code, 0, r.err);
     assert.equal(JSON.parse(r.out).devices.length, 1);
   }));
