@@ -16,7 +16,7 @@
  */
 
 import { UnsupportedFeatureError } from "../errors.ts";
-import { latin1Decode } from "../io/text.ts";
+import { hex, latin1Decode } from "../io/text.ts";
 import * as C from "./constants.ts";
 import type { MigrationRecord, RamBlockInfo } from "./types.ts";
 import { bad, MAX_BATCH, type ParseWindow } from "./_window.ts";
@@ -63,6 +63,8 @@ export class RamState {
   postcopyPageSummary: number | undefined;
   /** A MEM_SIZE list not yet complete. */
   #memSize: MemSizeProgress | undefined;
+  /** A MEM_SIZE list was read (a later one must repeat it). */
+  #listed = false;
 
   /** @param pageSize The target page size. */
   constructor(pageSize: number) {
@@ -81,6 +83,7 @@ export class RamState {
     c.lastBlock = this.lastBlock;
     c.capabilities = this.capabilities;
     c.postcopyPageSummary = this.postcopyPageSummary;
+    c.#listed = this.#listed;
     return c;
   }
 
@@ -385,6 +388,22 @@ export class RamState {
       }
     }
     this.#memSize = undefined;
+    if (this.#listed) {
+      // QEMU accepts another list in a later START section and re-checks (or resizes) the
+      // blocks it names; the plug state and what every consumer learnt stay. A repeat that
+      // changes nothing is harmless; anything else is refused (QEMU never sends one).
+      const changed = firstListDifference(this.blocks, m.blocks);
+      if (changed !== undefined) {
+        throw bad(
+          `a second RAMBlock list differs from the first (${changed}): QEMU would re-check or ` +
+            "resize its blocks mid-stream, and the pages and plug state already read are about " +
+            "the first",
+          "bad-record",
+          m.streamOffset,
+        );
+      }
+    }
+    this.#listed = true;
     this.blocks = m.blocks;
     this.byName = new Map(m.blocks.map((x) => [x.idstr, x]));
     this.lastBlock = undefined;
@@ -396,4 +415,24 @@ export class RamState {
     });
     return true;
   }
+}
+
+/** How a repeated RAMBlock list differs from the first (`undefined`: it repeats it). */
+function firstListDifference(
+  first: readonly RamBlockInfo[],
+  again: readonly RamBlockInfo[],
+): string | undefined {
+  if (first.length !== again.length) return `${again.length} blocks instead of ${first.length}`;
+  for (let i = 0; i < first.length; i++) {
+    const a = first[i]!;
+    const b = again[i]!;
+    if (
+      a.idstr !== b.idstr || a.usedLength !== b.usedLength || a.gpa !== b.gpa ||
+      a.pageSize !== b.pageSize
+    ) {
+      return `entry ${i}: ${JSON.stringify(b.idstr)} of ${hex(b.usedLength)} bytes instead of ` +
+        `${JSON.stringify(a.idstr)} of ${hex(a.usedLength)} bytes`;
+    }
+  }
+  return undefined;
 }

@@ -175,6 +175,8 @@ export class UnpluggedPageDropper implements RecordStage {
   #renamedBytes = 0;
   #details: DroppedRecord[] = [];
   #sawPage = false;
+  /** The MEM_SIZE list was seen. */
+  #listed = false;
 
   /**
    * Create the filter.
@@ -266,11 +268,15 @@ export class UnpluggedPageDropper implements RecordStage {
         }
         return;
       case "ram-mem-size":
+        // The record after a list names its block (the decoder refuses CONTINUE there).
+        this.#lastEmittedBlock = undefined;
+        this.#lastRamBlock = undefined;
+        // A later list repeats the first (the decoder refuses any other): keep what was learnt.
+        if (this.#listed) return;
+        this.#listed = true;
         this.#tables.setRamBlocks(r.blocks, r.streamOffset);
         this.#counters.clear();
         for (const t of this.#tables.values()) this.#install(t);
-        this.#lastEmittedBlock = undefined;
-        this.#lastRamBlock = undefined;
         return;
       case "virtio-mem-early":
       case "virtio-mem-device": {

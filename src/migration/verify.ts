@@ -236,6 +236,8 @@ export class PlugStateVerifier implements RecordStage {
   #layout: "early" | "late" | "none" = "none";
   /** Inside a `ram` section the decoder tagged as after device state. */
   #afterDeviceState = false;
+  /** The MEM_SIZE list was seen. */
+  #listed = false;
   /** Guest-physical addresses the MEM_SIZE list gives (x-ignore-shared). */
   #blockGpa = new Map<string, number>();
 
@@ -398,17 +400,15 @@ export class PlugStateVerifier implements RecordStage {
         }
         return true;
       case "ram-mem-size":
+        // A later list repeats the first (the decoder refuses any other): the plug state and
+        // the pages already seen stay, as they do in QEMU.
+        if (this.#listed) return true;
+        this.#listed = true;
         this.#blockGpa = new Map(
           r.blocks.flatMap((b) => b.gpa === undefined ? [] : [[b.idstr, b.gpa] as const]),
         );
         this.#tables.setRamBlocks(r.blocks, r.streamOffset);
         for (const t of this.#tables.values()) this.#knownPaths.add(t.devicePath);
-        // A block list stated again (a second ram START) does not unload the pages already
-        // sent, nor the plug state already stated: keep what is tracked and known, so that a
-        // late plug state still judges the pages before it (forgetting them made a stream
-        // with a repeated START section verify clean in one pass).
-        this.#state.clear();
-        this.#lastRamBlock = undefined;
         return true;
       case "virtio-mem-early":
       case "virtio-mem-device": {
