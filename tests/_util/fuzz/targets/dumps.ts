@@ -72,7 +72,8 @@ async function wholeRegionElf(dir: string): Promise<string> {
   return out;
 }
 
-async function elfSeeds(): Promise<SeedInput[]> {
+/** The `elf` target's seeds (the tiny VM's dumps and the derived ones). */
+export async function elfSeeds(): Promise<SeedInput[]> {
   const seed = (name: string, bytes: Uint8Array) => ({ name, bytes, anatomy: elfAnatomy(bytes) });
   const seeds = [
     seed("q72-tiny.elf", await tinyFixture("q72-tiny.elf")),
@@ -92,7 +93,8 @@ async function elfSeeds(): Promise<SeedInput[]> {
   return seeds;
 }
 
-async function kdumpSeeds(): Promise<SeedInput[]> {
+/** The `kdump` target's seeds (the tiny VM's dumps and the derived ones). */
+export async function kdumpSeeds(): Promise<SeedInput[]> {
   const seed = (name: string, bytes: Uint8Array) => ({ name, bytes, anatomy: kdumpAnatomy(bytes) });
   const seeds: SeedInput[] = [];
   for (
