@@ -3,8 +3,8 @@
  * every reader against the campaign's oracles, for as long as asked.
  *
  *   deno task fuzz [--seed N] [--duration 10m] [--target NAME ...] [--workers 2]
- *                  [--out DIR] [--timeout-scale 2] [--json]
- *   deno task fuzz --target NAME --replay CASE_SEED [--replay CASE_SEED ...] [--out DIR]
+ *                  [--out DIR] [--timeout-scale 2] [--budget full|ci] [--json]
+ *   deno task fuzz --target NAME --replay CASE_SEED [--replay CASE_SEED ...] [--budget ci]
  *   deno task fuzz --target NAME --input FILE [--input FILE ...]
  *   deno task fuzz --list
  *
@@ -44,6 +44,8 @@ if (import.meta.main) {
       replay: { type: "string", multiple: true },
       input: { type: "string", multiple: true },
       "timeout-scale": { type: "string", default: "2" },
+      // `ci` as the test suite's campaign runs (a case seed from a CI failure replays under it).
+      budget: { type: "string", default: "full" },
       json: { type: "boolean", default: false },
       verbose: { type: "boolean", short: "v", default: false },
       list: { type: "boolean", default: false },
@@ -60,6 +62,10 @@ if (import.meta.main) {
   const targets = values.target ??
     (await Promise.all(TARGET_NAMES.map(async (n) => (await loadTarget(n)).heavy ? [] : [n])))
       .flat();
+  if (values.budget !== "full" && values.budget !== "ci") {
+    throw new Error(`--budget: full or ci, not ${JSON.stringify(values.budget)}`);
+  }
+  const budget: "full" | "ci" = values.budget;
   const seed = values.seed === undefined ? (Date.now() & 0x7fffffff) : Number(values.seed);
   if ((values.replay || values.input) && targets.length !== 1) {
     throw new Error("--replay and --input need exactly one --target");
@@ -81,8 +87,18 @@ if (import.meta.main) {
         values.cases ? `${values.cases} cases per target` : values.duration
       }, ${values.workers} workers; failing inputs go to ${values.out}`,
   );
+  // The first Ctrl-C stops the campaign after the running cases and prints what it found.
+  const stop = new AbortController();
+  const onInterrupt = () => {
+    if (stop.signal.aborted) Deno.exit(130);
+    console.error("stopping after the running cases (Ctrl-C again to quit at once)");
+    stop.abort();
+  };
+  Deno.addSignalListener("SIGINT", onInterrupt);
   const report = await runCampaign({
+    signal: stop.signal,
     seed,
+    budget,
     targets,
     ...(replay
       ? { replay }
@@ -102,6 +118,7 @@ if (import.meta.main) {
       }
     },
   });
+  Deno.removeSignalListener("SIGINT", onInterrupt);
   console.log(values.json ? JSON.stringify(report, null, 2) : formatCampaignReport(report));
   Deno.exit(report.failures.length === 0 ? 0 : 1);
 }

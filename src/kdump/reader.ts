@@ -56,8 +56,10 @@ export interface KdumpFile extends Disposable {
   readonly reader: PositionalReader;
   /** `raw` (a plain kdump file) or `flattened` (makedumpfile -F / QEMU output). */
   readonly container: "raw" | "flattened";
-  /** Size of the kdump file (flattened: of the file it stands for). */
+  /** Size of the kdump file (flattened: of the file it stands for, as its records claim). */
   readonly byteLength: number;
+  /** Size of the input as stored (flattened: of the flattened file itself; plain: `byteLength`). */
+  readonly storedByteLength: number;
   /** `disk_dump_header`. */
   readonly header: DiskDumpHeader;
   /** `kdump_sub_header`. */
@@ -151,7 +153,7 @@ export async function readKdump(input: string | PositionalReader): Promise<Kdump
     const n = await source.readInto(0, head);
     const flattened = isFlattenedKdump(head.subarray(0, n));
     const reader = flattened ? await openFlattened(source) : source;
-    return await openKdump(reader, flattened ? "flattened" : "raw");
+    return await openKdump(reader, flattened ? "flattened" : "raw", source.byteLength);
   } catch (e) {
     source.close();
     throw e;
@@ -161,6 +163,7 @@ export async function readKdump(input: string | PositionalReader): Promise<Kdump
 async function openKdump(
   reader: PositionalReader,
   container: "raw" | "flattened",
+  storedByteLength: number,
 ): Promise<KdumpFile> {
   const fileByteLength = reader.byteLength;
   const at = (fileOffset: number, byteLength: number, what: string) =>
@@ -384,6 +387,7 @@ async function openKdump(
     reader,
     container,
     byteLength: fileByteLength,
+    storedByteLength,
     header,
     subHeader,
     blockSize: B,

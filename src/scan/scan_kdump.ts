@@ -99,7 +99,8 @@ export async function scanKdump(dump: KdumpFile, options: ScanDumpOptions): Prom
       path: options.path ?? null,
       kind: "kdump",
       container: dump.container === "raw" ? "kdump" : "kdump-flattened",
-      byteLength: dump.byteLength,
+      // The input as stored (docs/glossary.md), not the file a flattened dump's records describe.
+      byteLength: dump.storedByteLength,
       baseGpa: null,
     },
     plugState: options.plugState ?? { source: "plugmap", detail: null },

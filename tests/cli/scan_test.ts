@@ -8,6 +8,8 @@ import type { MigrationRecord, VmdescRecord } from "../../src/migration/types.ts
 import { realdata, realdataFacts } from "../_util/realdata.ts";
 import { listedPages, scanCli } from "../scan/_cli.ts";
 import { execCli } from "../_util/cli.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
+import { tinyPlugMapJson } from "../_util/fuzz/targets/dumps.ts";
 
 const TESTDATA = new URL("../../testdata/migration/", import.meta.url);
 const fixture = (name: string) => decodeURIComponent(new URL(name, TESTDATA).pathname);
@@ -317,6 +319,36 @@ Deno.test("scan of a late-layout file judged by a wrong plug map reads it again 
     assert.deepEqual(listedPages(r).map((p) => p.gpa), EVIL_MIG);
     assert.match(r.warnings.join("\n"), /differs from the stream's own plug state/);
     assert.match(r.warnings.join("\n"), /it was read twice/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("scan --json and --extract name a flattened kdump's size as stored, not the size its records claim", async () => {
+  // Found by the cli-json campaign: input.byteLength was the file the records describe, so one
+  // record at a far offset (an untrusted field) made the report claim a 4 PiB input.
+  const dir = await Deno.makeTempDir({ prefix: "vmem-scan-flat-" });
+  try {
+    const real = await tinyFixture("q72-tiny.kdump-zlib"); // QEMU 7.2, flattened
+    const far = new Uint8Array(real.length + 17);
+    far.set(real.subarray(0, real.length - 16));
+    const v = new DataView(far.buffer);
+    v.setBigInt64(real.length - 16, 1n << 52n, false); // one byte at 4 PiB
+    v.setBigInt64(real.length - 8, 1n, false);
+    far.set(real.subarray(real.length - 16), real.length + 1); // the end marker
+    const pm = `${dir}/plugmap.json`;
+    await Deno.writeTextFile(pm, await tinyPlugMapJson());
+    for (const [name, bytes] of [["real", real], ["far", far]] as const) {
+      const path = `${dir}/${name}.kdump`;
+      await Deno.writeFile(path, bytes);
+      const run = await scanCli([path, "--plugmap", pm, "--json", "--extract", `${dir}/${name}`]);
+      // QEMU left the unplugged memory out: nothing examined, inconclusive.
+      assert.equal(run.code, 4, `${name}: ${run.err}`);
+      assert.equal(run.report!.input.container, "flattened");
+      assert.equal(run.report!.input.byteLength, bytes.length, name);
+      const manifest = JSON.parse(await Deno.readTextFile(`${dir}/${name}/manifest.json`));
+      assert.equal(manifest.input.byteLength, bytes.length, `${name}: manifest`);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { runCampaign } from "../_util/fuzz/campaign.ts";
+import { assertCleanCampaign, runCampaign } from "../_util/fuzz/campaign.ts";
 import { caseSeedOf, mutate, Rng } from "../_util/fuzz/mutate.ts";
 
 const enc = new TextEncoder();
@@ -29,6 +29,31 @@ Deno.test("the campaign reports each kind of misbehaviour as the failure it is, 
   assert.equal(report.targets.selftest!.cases, 8);
   assert.equal(report.targets.selftest!.outcomes["ok"], 2, "the cases after a hang still run");
   assert.match(report.failures[1]!.failure!.stack, /misbehave/, "the allocation's stack is kept");
+  // The suite's campaign tests fail on any of these, naming the case seed that replays it.
+  assert.throws(() => assertCleanCampaign(report, { selftest: 8 }), (e: Error) => {
+    assert.match(e.message, /FAIL selftest case seed 1 .*: hang: no answer within/);
+    assert.match(
+      e.message,
+      /FAIL selftest case seed 4 .*\n {2}replay: deno task fuzz --target selftest --input FILE\n/,
+    );
+    assert.match(e.message, /FAIL selftest case seed 6 .*: leftover-file/);
+    return true;
+  });
+});
+
+Deno.test("a campaign test fails when cases did not run or never got past one outcome", async () => {
+  const cases = ["o", "o"].map((c, i) => ({
+    target: "selftest",
+    caseSeed: i,
+    input: enc.encode(c),
+  }));
+  const report = await runCampaign({ seed: 1, targets: ["selftest"], replay: cases });
+  assert.throws(
+    () => assertCleanCampaign(report, { selftest: 2 }),
+    /every case ended alike \(ok\)/,
+  );
+  assert.throws(() => assertCleanCampaign(report, { selftest: 3 }), /2 of 3 cases ran/);
+  assert.throws(() => assertCleanCampaign(report, { elf: 1 }), /elf: not in the campaign/);
 });
 
 Deno.test("a case seed gives the same mutated bytes every time; different seeds differ", () => {

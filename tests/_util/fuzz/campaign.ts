@@ -1,6 +1,6 @@
 /**
  * The mutation campaign: seeded mutations of real inputs of every reader,
- * run against oracles in Web Workers that can be stopped when a case hangs.
+ * run against oracles in worker processes that are killed when a case hangs.
  *
  * A campaign is a seed, a list of targets and a budget (cases per target,
  * or a duration). Case `i` of target `t` is fully determined by
@@ -15,9 +15,16 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { caseSeedOf } from "./mutate.ts";
 import { makeScratchDir } from "./scratch.ts";
-import type { FailureReport, WorkerReply, WorkerRequest } from "./worker.ts";
+import {
+  type FailureReport,
+  GIVEN_INPUT,
+  REPLY_PREFIX,
+  type WorkerReply,
+  type WorkerRequest,
+} from "./worker.ts";
 
 /** Options of {@linkcode runCampaign}. */
 export interface CampaignOptions {
@@ -44,8 +51,16 @@ export interface CampaignOptions {
   allocationCapBytes?: number;
   /** Process RSS above which a case fails (`memory`). @default {3 GiB} */
   rssLimitBytes?: number;
+  /**
+   * `ci`: targets leave out their slowest steps (e.g. dump conversion, which starts
+   * compression Workers) in most cases; `full`: every step at its usual rate.
+   * @default {"full"}
+   */
+  budget?: "ci" | "full";
   /** Called after every case. */
   onCase?: (record: CaseRecord) => void;
+  /** Stop dispatching cases when aborted (the running ones finish; the report covers them). */
+  signal?: AbortSignal;
 }
 
 /** One case as the campaign saw it. */
@@ -96,8 +111,12 @@ export interface TargetReport {
 export interface CampaignReport {
   /** Campaign seed. */
   seed: number;
+  /** The budget the targets ran under ({@linkcode CampaignOptions.budget}); a replay needs the same. */
+  budget: "ci" | "full";
   /** Wall time. */
   elapsedMs: number;
+  /** Of which: starting the workers (loading the seeds) and running the unmutated seeds. */
+  setupMs: { start: number; baseline: number };
   /** Per target. */
   targets: Record<string, TargetReport>;
   /** Failures of all targets. */
@@ -123,30 +142,49 @@ interface Job {
   input?: Uint8Array;
 }
 
-/** One worker and the case it is running. */
+/** The mutation list of an unmutated seed's baseline run. */
+const UNMUTATED = "(unmutated seed)";
+const WORKER_SCRIPT = decodeURIComponent(new URL("./worker.ts", import.meta.url).pathname);
+/** How much of a worker's standard error is kept for a failure report. */
+const STDERR_KEPT = 16 << 10;
+
+/** One worker process and the case it is running. */
 class CampaignWorker {
-  #worker: Worker | undefined;
+  #child: Deno.ChildProcess | undefined;
+  #stdin: WritableStreamDefaultWriter<Uint8Array> | undefined;
+  #reading: Promise<void> | undefined;
+  #stderr = "";
   #workDir = "";
   #onMessage: ((m: WorkerReply) => void) | undefined;
 
   constructor(readonly options: CampaignOptions) {}
 
+  /** The file a case's input is written to before it runs (outside the case folder). */
+  get inputPath(): string {
+    return `${this.#workDir}.input`;
+  }
+
   async start(): Promise<Record<string, string[]>> {
     this.#workDir = await makeScratchDir("vmem-fuzz-");
-    const w = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
-    this.#worker = w;
-    w.onmessage = (ev: MessageEvent<WorkerReply>) => this.#onMessage?.(ev.data);
-    w.onerror = (ev) => {
-      ev.preventDefault();
-      this.#onMessage?.({ type: "uncaught", message: ev.message, stack: "" });
-    };
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", WORKER_SCRIPT],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#child = child;
+    this.#stdin = child.stdin.getWriter();
+    this.#stderr = "";
+    this.#reading = Promise.all([this.#readReplies(child), this.#readStderr(child)]).then(() => {});
     const reply = await this.#await(
       {
         type: "init",
         targets: this.options.targets,
         workDir: this.#workDir,
+        inputPath: this.inputPath,
         allocationCapBytes: this.options.allocationCapBytes ?? DEFAULT_CAP,
         rssLimitBytes: this.options.rssLimitBytes ?? DEFAULT_RSS_LIMIT,
+        budget: this.options.budget ?? "full",
       },
       INIT_TIMEOUT_MS,
       (m) => m.type === "ready" || m.type === "init-failed" || m.type === "uncaught",
@@ -154,10 +192,43 @@ class CampaignWorker {
     if (reply === undefined) throw new Error("the campaign worker did not start in time");
     if (reply.type !== "ready") {
       throw new Error(
-        `the campaign worker did not start: ${"message" in reply ? reply.message : ""}`,
+        `the campaign worker did not start: ${
+          "message" in reply ? reply.message : ""
+        }\n${this.#stderr}`,
       );
     }
     return reply.seeds;
+  }
+
+  /** Hand each reply line to the waiting request; the end of output means the process died. */
+  async #readReplies(child: Deno.ChildProcess): Promise<void> {
+    let buffered = "";
+    for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
+      buffered += text;
+      for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line.startsWith(REPLY_PREFIX)) {
+          this.#onMessage?.(JSON.parse(line.slice(REPLY_PREFIX.length)) as WorkerReply);
+        }
+      }
+    }
+    if (this.#child === child) {
+      const status = await child.status;
+      this.#onMessage?.({
+        type: "uncaught",
+        message: `the worker process ended (exit ${status.code}${
+          status.signal ? `, ${status.signal}` : ""
+        })`,
+        stack: this.#stderr.slice(-4096),
+      });
+    }
+  }
+
+  async #readStderr(child: Deno.ChildProcess): Promise<void> {
+    for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) {
+      this.#stderr = (this.#stderr + text).slice(-STDERR_KEPT);
+    }
   }
 
   /** Send `request`; resolve with the first reply `until` accepts, or `undefined` after `timeoutMs`. */
@@ -181,7 +252,9 @@ class CampaignWorker {
           onOther?.(m);
         }
       };
-      this.#worker!.postMessage(request);
+      this.#stdin!.write(new TextEncoder().encode(JSON.stringify(request) + "\n")).catch(() => {
+        // The process is gone: its end of output reports it.
+      });
     });
   }
 
@@ -189,8 +262,14 @@ class CampaignWorker {
   async run(job: Job, timeoutMs: number): Promise<CaseRecord & { bytes: Uint8Array | undefined }> {
     const t0 = performance.now();
     let started: Extract<WorkerReply, { type: "start" }> | undefined;
+    const { input, ...rest } = job;
+    let inputFile: string | undefined;
+    if (input !== undefined) {
+      inputFile = `${this.#workDir}.given`;
+      await Deno.writeFile(inputFile, input);
+    }
     const reply = await this.#await(
-      { type: "case", ...job },
+      { type: "case", ...rest, ...(inputFile ? { inputFile } : {}) },
       timeoutMs,
       (m) => m.type === "done" || m.type === "uncaught",
       (m) => {
@@ -203,8 +282,11 @@ class CampaignWorker {
       caseSeed: job.caseSeed,
       seedName: started?.seedName ?? "?",
       mutations: started?.mutations ?? [],
-      bytes: started?.bytes,
+      bytes: undefined as Uint8Array | undefined,
     };
+    if (started !== undefined && (reply === undefined || reply.type !== "done" || reply.failure)) {
+      base.bytes = await Deno.readFile(this.inputPath).catch(() => undefined);
+    }
     const ms = performance.now() - t0;
     if (reply === undefined || reply.type === "uncaught") {
       await this.restart();
@@ -240,9 +322,21 @@ class CampaignWorker {
   }
 
   async stop(): Promise<void> {
-    this.#worker?.terminate();
-    this.#worker = undefined;
-    if (this.#workDir) await Deno.remove(this.#workDir, { recursive: true }).catch(() => {});
+    const child = this.#child;
+    this.#child = undefined;
+    if (child !== undefined) {
+      await this.#stdin?.close().catch(() => {});
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await child.status;
+      await this.#reading;
+    }
+    if (this.#workDir) {
+      for (const path of [this.#workDir, this.inputPath, `${this.#workDir}.given`]) {
+        await Deno.remove(path, { recursive: true }).catch(() => {});
+      }
+    }
   }
 }
 
@@ -267,7 +361,7 @@ function* jobs(options: CampaignOptions, deadline: number): Generator<Job> {
     let any = false;
     for (const t of options.targets) {
       if (i >= perTarget(t)) continue;
-      if (performance.now() > deadline) return;
+      if (performance.now() > deadline || options.signal?.aborted) return;
       any = true;
       yield { target: t, index: i, caseSeed: caseSeedOf(options.seed, t, i) };
     }
@@ -312,7 +406,14 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
   const deadline = options.durationMs !== undefined ? t0 + options.durationMs : Infinity;
   const timeouts = await targetTimeouts(options.targets);
   const scale = options.timeoutScale ?? 1;
-  const report: CampaignReport = { seed: options.seed, elapsedMs: 0, targets: {}, failures: [] };
+  const report: CampaignReport = {
+    seed: options.seed,
+    budget: options.budget ?? "full",
+    elapsedMs: 0,
+    setupMs: { start: 0, baseline: 0 },
+    targets: {},
+    failures: [],
+  };
   for (const t of options.targets) {
     report.targets[t] = {
       cases: 0,
@@ -333,6 +434,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
       const seeds = await w.start();
       for (const [t, names] of Object.entries(seeds)) report.targets[t]!.seeds = names;
     }
+    report.setupMs.start = performance.now() - t0;
     if (!options.replay) {
       // The unmutated seeds first: a failure there is a broken seed or a broken oracle.
       for (const t of options.targets) {
@@ -348,7 +450,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
             index: -1,
             caseSeed: -1,
             seedName: b.seedName,
-            mutations: ["(unmutated seed)"],
+            mutations: [UNMUTATED],
             outcome: undefined,
             failure: b.failure,
             notes: [],
@@ -359,6 +461,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRep
         }
       }
     }
+    report.setupMs.baseline = performance.now() - t0 - report.setupMs.start;
     const queue = jobs(options, deadline);
     const next = () => {
       const r = queue.next();
@@ -408,7 +511,11 @@ export function formatCampaignReport(report: CampaignReport): string {
   const lines = [
     `campaign seed ${report.seed}: ${
       Object.values(report.targets).reduce((a, t) => a + t.cases, 0)
-    } cases in ${(report.elapsedMs / 1000).toFixed(1)} s, ${report.failures.length} failures`,
+    } cases in ${(report.elapsedMs / 1000).toFixed(1)} s (start ${
+      (report.setupMs.start / 1000).toFixed(1)
+    } s, unmutated seeds ${
+      (report.setupMs.baseline / 1000).toFixed(1)
+    } s), ${report.failures.length} failures`,
   ];
   for (const [name, t] of Object.entries(report.targets)) {
     if (t.baseline.length > 0) {
@@ -437,12 +544,42 @@ export function formatCampaignReport(report: CampaignReport): string {
     lines.push(
       `FAIL ${f.target} case seed ${f.caseSeed} (${f.seedName}; ${f.mutations.join("; ")}): ` +
         `${f.failure?.kind}: ${f.failure?.message}`,
-      `  replay: deno task fuzz --target ${f.target} --replay ${f.caseSeed}` +
-        (f.savedAs ? `; input: ${f.savedAs}` : ""),
+      f.mutations[0] === UNMUTATED
+        ? `  an unmutated seed input fails: the seed or the oracle is broken`
+        : `  replay: deno task fuzz --target ${f.target}` +
+          (f.mutations[0] === GIVEN_INPUT
+            ? ` --input ${f.savedAs ?? "FILE"}`
+            : ` --replay ${f.caseSeed}${f.savedAs ? ` (input: ${f.savedAs})` : ""}`) +
+          (report.budget === "ci" ? " --budget ci" : ""),
     );
     if (f.failure?.stack) {
       lines.push(...f.failure.stack.split("\n").slice(0, 12).map((l) => `    ${l}`));
     }
   }
   return lines.join("\n") + "\n";
+}
+
+/**
+ * Fail (throw an `AssertionError` whose message is the whole report, every
+ * failure with the case seed that replays it) unless the campaign ran every
+ * case asked for without a failure and each target saw at least two different
+ * outcomes (a campaign that never reaches a reader, or never gets past its
+ * first check, proves nothing).
+ *
+ * @param report The campaign's report.
+ * @param cases The cases asked for, per target.
+ * @throws {AssertionError} as described.
+ */
+export function assertCleanCampaign(report: CampaignReport, cases: Record<string, number>): void {
+  const text = formatCampaignReport(report);
+  assert.equal(report.failures.length, 0, text);
+  for (const [name, n] of Object.entries(cases)) {
+    const t = report.targets[name];
+    assert.ok(t !== undefined, `${name}: not in the campaign\n${text}`);
+    assert.equal(t.cases, n, `${name}: ${t.cases} of ${n} cases ran\n${text}`);
+    assert.ok(
+      Object.keys(t.outcomes).length >= 2,
+      `${name}: every case ended alike (${Object.keys(t.outcomes).join(", ")})\n${text}`,
+    );
+  }
 }

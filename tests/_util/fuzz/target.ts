@@ -26,6 +26,8 @@ export interface CaseContext {
   seed: SeedInput;
   /** The case's PRNG, after the mutation was drawn (for choices the run makes). */
   rng: Rng;
+  /** `ci`: leave out the slowest steps in most cases (the CI campaign's time budget); `full`: not. */
+  budget: "ci" | "full";
   /**
    * Record something worth counting that is not a failure (e.g. two commands
    * failing with different error codes of the same class); the campaign

@@ -1,19 +1,22 @@
 /**
- * The worker that runs the cases of the mutation campaign. The campaign
- * (`campaign.ts`) runs it in a Web Worker so that a case that hangs, even
- * in a synchronous loop, can be stopped by terminating the worker, and so
- * that the allocation guard replaces the global constructors of this worker
- * only.
+ * The process that runs the cases of the mutation campaign. The campaign
+ * (`campaign.ts`) runs it as a child `deno run` process so that a case that
+ * hangs, even in a synchronous loop, or dies can be stopped by killing it,
+ * so that the allocation guard replaces the global constructors of this
+ * process only, and so that its memory is its own. (A Web Worker served
+ * first, but `deno test` type-checks a Worker's module graph each time one
+ * starts: 15 s per test file on this machine.)
  *
- * Protocol (messages in {@linkcode WorkerRequest} / {@linkcode WorkerReply}):
- * `init` → `ready`; then per case `case` → `start` (the mutated bytes, so
- * the campaign can keep a failing input even if the case never ends) →
- * `done`. An exception that escapes every handler is reported as `uncaught`.
+ * Protocol: one JSON message per line, {@linkcode WorkerRequest}s on
+ * standard input, {@linkcode WorkerReply}s on standard output (each line
+ * starts with {@linkcode REPLY_PREFIX}, other output is ignored). `init` →
+ * `ready`; then per case `case` → `start` (the mutated bytes are written to
+ * the file `inputPath` first, so the campaign keeps a failing input even if
+ * the case never ends) → `done`. An exception that escapes every handler is
+ * reported as `uncaught`.
  *
  * @module
  */
-
-/// <reference lib="deno.worker" />
 
 import {
   installAllocationGuard,
@@ -31,10 +34,13 @@ export type WorkerRequest =
     type: "init";
     targets: string[];
     workDir: string;
+    /** Where each case's input is written before it runs. */
+    inputPath: string;
     allocationCapBytes: number;
     rssLimitBytes: number;
+    budget: "ci" | "full";
   }
-  | { type: "case"; target: string; index: number; caseSeed: number; input?: Uint8Array }
+  | { type: "case"; target: string; index: number; caseSeed: number; inputFile?: string }
   | { type: "baseline"; target: string };
 
 /** A failure as the worker reports it. */
@@ -58,7 +64,6 @@ export type WorkerReply =
     caseSeed: number;
     seedName: string;
     mutations: string[];
-    bytes: Uint8Array;
   }
   | {
     type: "done";
@@ -78,21 +83,23 @@ export type WorkerReply =
 
 const loaded = new Map<string, { target: FuzzTarget; seeds: SeedInput[] }>();
 let workDir = "";
+let inputPath = "";
 let rssLimit = Infinity;
 let allocationCap = Infinity;
+let budget: "ci" | "full" = "full";
 
-function post(m: WorkerReply, transfer: Transferable[] = []) {
-  self.postMessage(m, transfer);
+/** The mutation list of a case that runs a given input (a saved failing case) as it is. */
+export const GIVEN_INPUT = "input as given";
+
+/** Every reply line starts with this; other lines on standard output are not replies. */
+export const REPLY_PREFIX = "@@vmem-fuzz ";
+
+const encoder = new TextEncoder();
+
+function post(m: WorkerReply): void {
+  const bytes = encoder.encode(`${REPLY_PREFIX}${JSON.stringify(m)}\n`);
+  for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
 }
-
-self.addEventListener("unhandledrejection", (e) => {
-  e.preventDefault();
-  post({ type: "uncaught", message: String(e.reason), stack: failureStack(e.reason) });
-});
-self.addEventListener("error", (e) => {
-  e.preventDefault();
-  post({ type: "uncaught", message: String(e.error ?? e.message), stack: failureStack(e.error) });
-});
 
 /** Bytes the files of a folder take on disk (holes not counted). */
 async function diskBytes(dir: string): Promise<number> {
@@ -121,7 +128,13 @@ async function runBaseline(name: string): Promise<void> {
   for (const seed of t.seeds) {
     const rng = new Rng(0);
     try {
-      const outcome = await t.target.run(seed.bytes, { workDir, seed, rng, note: () => {} });
+      const outcome = await t.target.run(seed.bytes, {
+        workDir,
+        seed,
+        rng,
+        budget,
+        note: () => {},
+      });
       results.push({ seedName: seed.name, outcome });
     } catch (e) {
       results.push({
@@ -142,7 +155,7 @@ async function runCase(
   name: string,
   index: number,
   caseSeed: number,
-  input: Uint8Array | undefined,
+  inputFile: string | undefined,
 ): Promise<void> {
   const t = loaded.get(name);
   if (t === undefined) throw new Error(`target ${name} not loaded`);
@@ -151,11 +164,12 @@ async function runCase(
   const rng = new Rng(caseSeed);
   const seed = t.seeds[rng.int(t.seeds.length)]!;
   // A given input (a saved failing case) runs as it is, against the first seed's context.
-  const m = input !== undefined
-    ? { bytes: input, mutations: ["input as given"] }
+  const m = inputFile !== undefined
+    ? { bytes: await Deno.readFile(inputFile), mutations: [GIVEN_INPUT] }
     : t.target.mutate
     ? t.target.mutate(seed, rng)
     : mutate(seed.bytes, seed.anatomy, rng);
+  await Deno.writeFile(inputPath, m.bytes);
   post({
     type: "start",
     target: name,
@@ -163,7 +177,6 @@ async function runCase(
     caseSeed,
     seedName: seed.name,
     mutations: m.mutations,
-    bytes: m.bytes.slice(),
   });
   takeRefusedAllocations();
   setAllocationCap(allocationCap);
@@ -171,7 +184,13 @@ async function runCase(
   let failure: FailureReport | undefined;
   const notes: string[] = [];
   try {
-    outcome = await t.target.run(m.bytes, { workDir, seed, rng, note: (n) => notes.push(n) });
+    outcome = await t.target.run(m.bytes, {
+      workDir,
+      seed,
+      rng,
+      budget,
+      note: (n) => notes.push(n),
+    });
   } catch (e) {
     failure = e instanceof OracleFailure
       ? { kind: e.kind, message: e.message, stack: failureStack(e) }
@@ -209,12 +228,13 @@ async function runCase(
   post({ type: "done", target: name, index, caseSeed, outcome, failure, notes });
 }
 
-self.onmessage = async (ev: MessageEvent<WorkerRequest>) => {
-  const m = ev.data;
+async function handle(m: WorkerRequest): Promise<void> {
   if (m.type === "init") {
     try {
       workDir = m.workDir;
+      inputPath = m.inputPath;
       rssLimit = m.rssLimitBytes;
+      budget = m.budget;
       const seeds: Record<string, string[]> = {};
       for (const name of m.targets) {
         const target = await loadTarget(name);
@@ -236,5 +256,29 @@ self.onmessage = async (ev: MessageEvent<WorkerRequest>) => {
     await runBaseline(m.target);
     return;
   }
-  await runCase(m.target, m.index, m.caseSeed, m.input);
-};
+  await runCase(m.target, m.index, m.caseSeed, m.inputFile);
+}
+
+if (import.meta.main) {
+  // Ctrl-C reaches the whole process group: the campaign stops its workers itself.
+  Deno.addSignalListener("SIGINT", () => {});
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    post({ type: "uncaught", message: String(e.reason), stack: failureStack(e.reason) });
+  });
+  globalThis.addEventListener("error", (e) => {
+    e.preventDefault();
+    post({ type: "uncaught", message: String(e.error ?? e.message), stack: failureStack(e.error) });
+  });
+  // One request at a time, in order: the campaign sends the next after the reply.
+  const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
+  let buffered = "";
+  for await (const text of lines) {
+    buffered += text;
+    for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      if (line.trim() !== "") await handle(JSON.parse(line) as WorkerRequest);
+    }
+  }
+}

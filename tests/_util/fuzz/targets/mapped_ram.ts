@@ -38,7 +38,8 @@ export async function writeSparse(path: string, bytes: Uint8Array): Promise<void
   await f.truncate(bytes.length);
 }
 
-async function mappedRamSeeds(): Promise<SeedInput[]> {
+/** The `mapped-ram` target's seeds (QEMU 10.0 mapped-ram files of the tiny VM). */
+export async function mappedRamSeeds(): Promise<SeedInput[]> {
   const seeds: SeedInput[] = [];
   for (const name of ["q10-tiny.mapped-ram", "q10-tiny.mapped-ram-multifd"]) {
     const bytes = await tinyFixture(name);

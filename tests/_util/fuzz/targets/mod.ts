@@ -14,6 +14,7 @@ const TARGETS: Record<string, () => Promise<FuzzTarget>> = {
   "plugmap": async () => (await import("./plugmap.ts")).plugmapTarget,
   "elf": async () => (await import("./dumps.ts")).elfTarget,
   "kdump": async () => (await import("./dumps.ts")).kdumpTarget,
+  "cli-json": async () => (await import("./cli_json.ts")).cliJsonTarget,
   "mapped-ram": async () => (await import("./mapped_ram.ts")).mappedRamTarget,
   "selftest": async () => (await import("./selftest.ts")).selftestTarget,
 };
