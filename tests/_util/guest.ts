@@ -35,7 +35,7 @@ const GUEST_CACHE = decodeURIComponent(new URL(".cache/guest/", REPO_ROOT).pathn
 
 /** Guest kernel command line (`linuxGuestSpec()` in `linux_guest.ts` appends its extra arguments). */
 export const GUEST_KERNEL_CMDLINE: string = "console=ttyS0 memhp_default_state=online_movable " +
-  "init_on_free=1 nokaslr mitigations=off panic=-1 quiet cryptomgr.notests";
+  "init_on_free=1 nokaslr mitigations=off panic=-1 quiet cryptomgr.notests no_timer_check";
 
 /** Modules loaded by the guest, in load order (dependencies first). */
 export const GUEST_MODULES = [
