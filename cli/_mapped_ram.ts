@@ -17,7 +17,7 @@ import type { InspectReport } from "../src/migration/inspect.ts";
 import type { FindingPageSink, PlugStateInfo, ScanReport } from "../src/scan/findings.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import type { AtomicOutput } from "../src/io/file.ts";
-import { count, formatByteCount, grouped, hex, table } from "./_format.ts";
+import { byteCount, count, formatByteCount, grouped, hex, table } from "./_format.ts";
 import { printReport, type ReportFile, reportJson } from "./_report.ts";
 import { tableDeviceJson } from "./_stream_reports.ts";
 import { plugStateJson, sourceName } from "./_plug_state.ts";
@@ -97,9 +97,9 @@ export async function inspectMappedRamCommand(
   }
   const m = report.mappedRam;
   let out = renderStream(input.path, input.container, report);
-  out += `\nmapped-ram: ${grouped(m.pagesPresent)} pages of ${
+  out += `\nmapped-ram: ${count(m.pagesPresent, "page")} of ${
     formatByteCount(m.pageSize)
-  } present; file ${grouped(m.fileByteLength)} bytes (sparse)${
+  } present; file ${byteCount(m.fileByteLength)} (sparse)${
     m.payloadOffset ? `, stream at ${hex(m.payloadOffset)}` : ""
   }\n`;
   out += table(
@@ -301,7 +301,7 @@ function renderFilter(inPath: string, outPath: string, r: MappedRamFilterResult)
     grouped(r.droppedPages)
   } page${r.droppedPages === 1 ? "" : "s"} of unplugged blocks, kept ${
     grouped(r.keptPages)
-  }; wrote ${grouped(r.dataBytes)} bytes of data in a sparse ${grouped(r.byteLength)}-byte file\n`;
+  }; wrote ${byteCount(r.dataBytes)} of data in a sparse ${grouped(r.byteLength)}-byte file\n`;
   if (r.plugStateSources.length === 0) t += "  no virtio-mem device: nothing to drop\n";
   for (const d of r.dropped.slice(0, 16)) {
     t += `  dropped gpa ${hex(d.gpa)} (${d.ramBlock}+${hex(d.ramOffset)}, block ${d.blockIndex}) ` +
