@@ -165,9 +165,11 @@ export async function main(args: string[], io: CliIo = denoIo()): Promise<number
     const { run } = await command.load();
     return await run(rest, io);
   } catch (e) {
-    if (jsonErrors) await io.err(JSON.stringify({ error: errorObject(e) }) + "\n");
+    // At a terminal, a progress line may be showing: the error starts the line again.
+    const clear = io.stderrIsTerminal ? "\r\x1b[K" : "";
+    if (jsonErrors) await io.err(`${clear}${JSON.stringify({ error: errorObject(e) })}\n`);
     else {
-      await io.err(`error: ${errorLine(e)}\n`);
+      await io.err(`${clear}error: ${errorLine(e)}\n`);
       if (e instanceof UsageError && COMMANDS[name] === undefined) await io.err(usage());
     }
     if ((debug ?? debugRequested()) && e instanceof Error && e.stack) {

@@ -44,6 +44,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     onChunk: progress.onChunk,
   });
   if (input.kind === "mapped-ram") {
+    await progress.end(); // its own summary follows; the detection read drew the line
     using mapped = await openMappedRam(input);
     return await mapped.branch.inspectMappedRamCommand(mapped, values, io, render);
   }

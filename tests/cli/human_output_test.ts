@@ -4,7 +4,8 @@
  * testdata/tiny/): a progress line on stderr while it works, one summary
  * line at the end whose byte count is the input file's size (what the
  * command read), and counts with the right plural ("1 PT_LOAD", never
- * "1 PT_LOADs" or "violation(s)").
+ * "1 PT_LOADs" or "violation(s)"). Mapped-ram files (read at offsets, quick)
+ * are summed up too, and an error at a terminal starts its line again.
  *
  * @module
  */
@@ -17,6 +18,10 @@ import { TINY_REGION, tinyFixture } from "../_util/tiny_fixtures.ts";
 /** A count of one with a plural noun, or a "(s)" plural: what `count()` exists to prevent. */
 const BAD_PLURAL =
   /(?<![\d,.])\b1 (bytes|pages|records|sections|ranges|PT_LOADs|notes|blocks|violations|findings|devices|page records)\b|\w\(s\)/;
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+}
 
 /** The lines a terminal shows for `text` (a carriage return starts the line again). */
 function screen(text: string): string[] {
@@ -42,6 +47,8 @@ Deno.test("each long command shows progress, ends with a summary of its input's 
     await Deno.writeFile(kdump, await tinyFixture("q10-tiny.kdump-zlib"));
     await Deno.writeFile(raw, await tinyFixture("q72-tiny.vmem0.raw"));
     await Deno.writeFile(stream72, await tinyFixture("q72-tiny.mig"));
+    const mapped = `${dir}/q10-tiny.mapped-ram`;
+    await Deno.writeFile(mapped, await tinyFixture("q10-tiny.mapped-ram"));
     const map = ["--plugmap-from", stream];
     const map72 = ["--plugmap-from", stream72]; // the raw region is QEMU 7.2's
     const base = ["--base", `${TINY_REGION.gpa / 2 ** 30}G`];
@@ -63,6 +70,11 @@ Deno.test("each long command shows progress, ends with a summary of its input's 
       ["scan", elf, ["scan", elf, ...map], 4, false],
       ["scan", kdump, ["scan", kdump, ...map], 4, false],
       ["scan", raw, ["scan", raw, ...base, ...map72], 3],
+      // A mapped-ram file is read at offsets (stream parts, bitmaps): quick, but summed up too.
+      ["inspect", mapped, ["inspect", mapped], 0, false],
+      ["verify", mapped, ["verify", mapped], 3, false],
+      ["filter", mapped, ["filter", mapped, `${dir}/m.mig`], 0, false],
+      ["scan", mapped, ["scan", mapped], 3, false],
     ];
     let onePlural = 0;
     for (const [label, input, args, exit, progress = true] of cases) {
@@ -73,7 +85,12 @@ Deno.test("each long command shows progress, ends with a summary of its input's 
       if (progress) assert.match(r.err, new RegExp(`\\r${label}: `), `${what}: no progress line`);
       // The last line is the summary, of the input file's bytes.
       const last = screen(r.err).at(-1)!;
-      const m = new RegExp(`^${label}: .*?: ([\\d,]+) bytes? in [\\d.]+ s \\(`).exec(last);
+      const m = new RegExp(
+        `^${label}: ${
+          escape(input)
+        }(?: \\(\\w+\\))?(?: -> \\S+(?: \\(\\w+\\))?)?: ([\\d,]+) bytes? in [\\d.]+ s \\(`,
+      )
+        .exec(last);
       assert.ok(m, `${what}: summary line: ${JSON.stringify(last)}`);
       const size = (await Deno.stat(input)).size;
       assert.equal(Number(m[1]!.replaceAll(",", "")), size, `${what}: ${last}`);
@@ -84,6 +101,20 @@ Deno.test("each long command shows progress, ends with a summary of its input's 
     }
     // The oracle saw counts of one (a device, a PT_LOAD, …), so it could have failed.
     assert.ok(onePlural >= 3, `only ${onePlural} outputs with a count of one`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("at a terminal, an error after a progress line starts the line again", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-human-" });
+  try {
+    const elf = `${dir}/q10-tiny.elf`;
+    await Deno.writeFile(elf, await tinyFixture("q10-tiny.elf"));
+    const r = await runAtTerminal(["verify", elf]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /\rverify: /, "the detection read drew a progress line");
+    assert.match(screen(r.err).at(-1)!, /^error: Cannot read \S+ with verify: it is an ELF dump/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
