@@ -13,6 +13,7 @@ import type { AtomicOutputOptions } from "../src/io/file.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import { type CliIo, UsageError } from "./io.ts";
 import { lazyImport } from "./_lazy.ts";
+import { nearestName } from "./_nearest.ts";
 
 /** `-h`, `--help`: every command has it. */
 const HELP_OPTION = { help: { type: "boolean", short: "h" } } as const;
@@ -133,7 +134,14 @@ function parseStrict(
       }
     }
     const o = options[name];
-    if (o === undefined) throw new UsageError(`Unknown option '${long ? `--${name}` : arg}'`);
+    if (o === undefined) {
+      const guess = long ? nearestName(name, Object.keys(options)) : undefined;
+      throw new UsageError(
+        `Unknown option '${long ? `--${name}` : arg}'${
+          guess ? `; did you mean '--${guess}'?` : ""
+        }`,
+      );
+    }
     if (o.type === "boolean") {
       if (inline !== undefined) {
         throw new UsageError(`Option '${label(name)}' does not take an argument`);

@@ -17,12 +17,13 @@ import type { InspectReport } from "../src/migration/inspect.ts";
 import type { FindingPageSink, PlugStateInfo, ScanReport } from "../src/scan/findings.ts";
 import type { PlugMap } from "../src/vmem/plug_map.ts";
 import type { AtomicOutput } from "../src/io/file.ts";
-import { count, formatByteCount, grouped, hex, table } from "./_format.ts";
+import { byteCount, count, formatByteCount, grouped, hex, table } from "./_format.ts";
 import { printReport, type ReportFile, reportJson } from "./_report.ts";
 import { tableDeviceJson } from "./_stream_reports.ts";
 import { plugStateJson, sourceName } from "./_plug_state.ts";
 import { inspectMappedRamBody } from "./_inspect_report.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
+import { summaryLine } from "./_progress.ts";
 import type { MappedRamFileInput } from "./_stream_input.ts";
 import { type CliIo, UsageError } from "./io.ts";
 
@@ -65,6 +66,23 @@ function mappedRamInputJson(input: MappedRamInput): ReportFile {
   };
 }
 
+/** The summary line every command ends with (docs/cli.md), of the mapped-ram file's size. */
+async function summary(
+  io: CliIo,
+  label: string,
+  input: MappedRamInput,
+  started: number,
+  detail: string,
+): Promise<void> {
+  await summaryLine(
+    io,
+    label,
+    input.file.byteLength,
+    (performance.now() - started) / 1000,
+    `mapped-ram file, ${detail}`,
+  );
+}
+
 async function read(input: MappedRamInput): Promise<MappedRamFile> {
   return await readMappedRamFile(input.file, { payloadOffset: input.payloadOffset });
 }
@@ -84,6 +102,7 @@ export async function inspectMappedRamCommand(
   io: CliIo,
   renderStream: (path: string, container: unknown, r: InspectReport) => string,
 ): Promise<number> {
+  const started = performance.now();
   const report = await inspectMappedRam(await read(input));
   if (values.json) {
     await io.out(
@@ -97,9 +116,9 @@ export async function inspectMappedRamCommand(
   }
   const m = report.mappedRam;
   let out = renderStream(input.path, input.container, report);
-  out += `\nmapped-ram: ${grouped(m.pagesPresent)} pages of ${
+  out += `\nmapped-ram: ${count(m.pagesPresent, "page")} of ${
     formatByteCount(m.pageSize)
-  } present; file ${grouped(m.fileByteLength)} bytes (sparse)${
+  } present; file ${byteCount(m.fileByteLength)} (sparse)${
     m.payloadOffset ? `, stream at ${hex(m.payloadOffset)}` : ""
   }\n`;
   out += table(
@@ -115,6 +134,13 @@ export async function inspectMappedRamCommand(
     ]),
   );
   await io.out(out);
+  await summary(
+    io,
+    `inspect: ${input.path}`,
+    input,
+    started,
+    `${count(m.pagesPresent, "page")} present`,
+  );
   return 0;
 }
 
@@ -140,6 +166,7 @@ export async function verifyMappedRamCommand(
       "--forward does not apply to a mapped-ram file (it is not a stream): use filter IN OUT",
     );
   }
+  const started = performance.now();
   const plugMap = await loadPlugMapOption(values);
   const r = await verifyMappedRam(await read(input), {
     maxViolations: values.maxViolations,
@@ -174,6 +201,15 @@ export async function verifyMappedRamCommand(
       })
       : renderVerify(input.path, r),
   );
+  if (!values.json) {
+    await summary(
+      io,
+      `verify: ${input.path}`,
+      input,
+      started,
+      r.clean ? "clean" : count(r.violationCount, "violation"),
+    );
+  }
   return r.clean ? 0 : 3;
 }
 
@@ -251,6 +287,7 @@ export async function filterMappedRamCommand(
   values: PlugMapValues & { json?: boolean | undefined },
   io: CliIo,
 ): Promise<number> {
+  const started = performance.now();
   const plugMap = await loadPlugMapOption(values);
   const mr = await read(input);
   const r = await filterMappedRam(mr, output, plugMap ? { plugMap } : {});
@@ -258,6 +295,13 @@ export async function filterMappedRamCommand(
   const outPath = output.path;
   if (!values.json) {
     await io.err(renderFilter(input.path, outPath, r));
+    await summary(
+      io,
+      `filter: ${input.path} -> ${outPath}`,
+      input,
+      started,
+      `dropped ${count(r.droppedPages, "page")}`,
+    );
     return 0;
   }
   const given = values.plugmap !== undefined
@@ -301,7 +345,7 @@ function renderFilter(inPath: string, outPath: string, r: MappedRamFilterResult)
     grouped(r.droppedPages)
   } page${r.droppedPages === 1 ? "" : "s"} of unplugged blocks, kept ${
     grouped(r.keptPages)
-  }; wrote ${grouped(r.dataBytes)} bytes of data in a sparse ${grouped(r.byteLength)}-byte file\n`;
+  }; wrote ${byteCount(r.dataBytes)} of data in a sparse ${grouped(r.byteLength)}-byte file\n`;
   if (r.plugStateSources.length === 0) t += "  no virtio-mem device: nothing to drop\n";
   for (const d of r.dropped.slice(0, 16)) {
     t += `  dropped gpa ${hex(d.gpa)} (${d.ramBlock}+${hex(d.ramOffset)}, block ${d.blockIndex}) ` +

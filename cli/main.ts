@@ -18,6 +18,7 @@ import { FormatError, OutputError } from "../src/errors.ts";
 import { TOOL_VERSION } from "../src/version.ts";
 import { type CliIo, CommandError, type CommandRun, denoIo, UsageError } from "./io.ts";
 import { lazyImport } from "./_lazy.ts";
+import { nearestName } from "./_nearest.ts";
 
 /**
  * A permission a command needs (Deno's names). Every command that writes
@@ -164,9 +165,11 @@ export async function main(args: string[], io: CliIo = denoIo()): Promise<number
     const { run } = await command.load();
     return await run(rest, io);
   } catch (e) {
-    if (jsonErrors) await io.err(JSON.stringify({ error: errorObject(e) }) + "\n");
+    // At a terminal, a progress line may be showing: the error starts the line again.
+    const clear = io.stderrIsTerminal ? "\r\x1b[K" : "";
+    if (jsonErrors) await io.err(`${clear}${JSON.stringify({ error: errorObject(e) })}\n`);
     else {
-      await io.err(`error: ${errorLine(e)}\n`);
+      await io.err(`${clear}error: ${errorLine(e)}\n`);
       if (e instanceof UsageError && COMMANDS[name] === undefined) await io.err(usage());
     }
     if ((debug ?? debugRequested()) && e instanceof Error && e.stack) {
@@ -187,35 +190,8 @@ function wantsJson(args: readonly string[]): boolean {
 
 /** The usage error for a command that does not exist, with the nearest one when close. */
 function unknownCommand(name: string): string {
-  const typed = name.toLowerCase();
-  const names = Object.keys(COMMANDS);
-  const prefixed = typed.length >= 2 ? names.filter((c) => c.startsWith(typed)) : [];
-  const near = names
-    .map((c) => ({ c, d: editDistance(typed, c) }))
-    .sort((a, b) => a.d - b.d)[0]!;
-  const guess = prefixed.length === 1
-    ? prefixed[0]
-    : near.d <= Math.max(1, Math.floor(near.c.length / 3))
-    ? near.c
-    : undefined;
+  const guess = nearestName(name, Object.keys(COMMANDS));
   return `unknown command '${name}'${guess ? `; did you mean '${guess}'?` : ""}`;
-}
-
-/** Levenshtein distance, with a swap of two neighbours counting as one edit. */
-function editDistance(a: string, b: string): number {
-  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i]);
-  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        v = Math.min(v, d[i - 2]![j - 2]! + 1);
-      }
-      d[i]![j] = v;
-    }
-  }
-  return d[a.length]![b.length]!;
 }
 
 /** The JSON error object (docs/glossary.md). */

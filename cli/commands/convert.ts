@@ -26,11 +26,12 @@ import {
   createAtomicOutput,
   openFileReader,
 } from "../../src/io/file.ts";
-import { byteCount, grouped } from "../_format.ts";
+import { byteCount, count, grouped } from "../_format.ts";
 import { inputProgress, summaryLine, terminalProgress } from "../_progress.ts";
 import { gpaRangesJson, printReport, reportJson } from "../_report.ts";
 import { plugStateJson } from "../_plug_state.ts";
 import { fileByteLength } from "../_stream_input.ts";
+import { dumpInputKind } from "../_dump_input.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
@@ -444,11 +445,11 @@ async function convertDumpCommand(
   }
   const baseGpa = values.base === undefined ? undefined : parseSize(values.base, "--base");
   checkPlugMapOptions(values);
-  // Refuse a bad output before the (possibly slow) plug map extraction.
+  // Refuse a bad input and a bad output before the (possibly slow) plug map extraction.
+  if (baseGpa === undefined) await dumpInputKind(inPath, "convert");
   await checkOutput(outPath, policy);
   const plugMap = await loadPlugMapOption(values, {});
   const progress = terminalProgress(io, "convert", undefined);
-  let processed = 0;
   const r = await convertDump(inPath, outPath, {
     to,
     codec,
@@ -459,10 +460,7 @@ async function convertDumpCommand(
     ...(plugMap !== undefined ? { plugMap } : {}),
     ...(baseGpa !== undefined ? { baseGpa } : {}),
     outputPolicy: policy,
-    onProgress: (done, total) => {
-      processed = done;
-      progress.update(done, total);
-    },
+    onProgress: (done, total) => progress.update(done, total),
   }).finally(() => progress.end());
   const removedByteLength = r.removed.reduce((n, x) => n + x.byteLength, 0);
   const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
@@ -539,28 +537,31 @@ async function convertDumpCommand(
   if (r.kdump) {
     const k = r.kdump;
     text += `kdump: ${k.codec} level ${k.level}${k.flattened ? ", flattened" : ""}, ` +
-      `${grouped(k.pageCount)} pages of ${grouped(k.presentPages)} present ` +
+      `${count(k.pageCount, "page")} of ${grouped(k.presentPages)} present ` +
       `(${grouped(k.zeroPages)} all-zero${
         values["exclude-zero"] ? ", excluded" : ", sharing one stored page"
-      }), ${grouped(k.byteLength)} bytes\n`;
+      }), ${byteCount(k.byteLength)}\n`;
   }
   if (r.elf) {
     text +=
-      `elf: ${r.elf.loadCount} PT_LOADs, ${grouped(r.elf.memoryByteLength)} bytes of memory, ` +
-      `${grouped(r.elf.byteLength)} bytes\n`;
+      `elf: ${count(r.elf.loadCount, "PT_LOAD")}, ${
+        byteCount(r.elf.memoryByteLength)
+      } of memory, ` +
+      `${byteCount(r.elf.byteLength)}\n`;
   }
   if (r.elfRewrite) {
-    text += `elf: ${r.elfRewrite.outputLoadCount} PT_LOADs, classic layout, ` +
-      `${grouped(r.elfRewrite.outputByteLength)} bytes\n`;
+    text += `elf: ${count(r.elfRewrite.outputLoadCount, "PT_LOAD")}, classic layout, ` +
+      `${byteCount(r.elfRewrite.outputByteLength)}\n`;
   }
-  text += `removed ${
-    grouped(removedByteLength)
-  } bytes of unplugged memory in ${r.removed.length} ranges\n`;
+  text += `removed ${byteCount(removedByteLength)} of unplugged memory in ${
+    count(r.removed.length, "range")
+  }\n`;
   await say(text);
   await summaryLine(
     io,
     `convert: ${inPath} -> ${outPath}`,
-    processed,
+    // The input file, as every command's summary (the progress counts memory for a kdump).
+    (await fileByteLength(inPath)) ?? 0,
     progress.seconds,
     `${r.from} to ${r.to}, ${byteCount(removedByteLength)} of unplugged memory removed`,
   );

@@ -78,6 +78,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       onChunk: progress.onChunk,
     });
     if (opened.kind === "mapped-ram") {
+      await progress.end(); // its own summary follows; the detection read drew the line
       using mapped = await openMappedRam(opened);
       return await mapped.branch.filterMappedRamCommand(mapped, output, values, io);
     }

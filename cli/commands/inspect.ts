@@ -7,7 +7,7 @@
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { inspectMigration, type InspectReport } from "../../src/migration/inspect.ts";
 import { openMappedRam, openStreamInput } from "../_stream_input.ts";
-import { count, grouped, hex, table } from "../_format.ts";
+import { byteCount, count, grouped, hex, table } from "../_format.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
 import { reportJson } from "../_report.ts";
 import { inspectStreamBody } from "../_inspect_report.ts";
@@ -44,6 +44,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     onChunk: progress.onChunk,
   });
   if (input.kind === "mapped-ram") {
+    await progress.end(); // its own summary follows; the detection read drew the line
     using mapped = await openMappedRam(input);
     return await mapped.branch.inspectMappedRamCommand(mapped, values, io, render);
   }
@@ -87,7 +88,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
 }
 
 function render(path: string, container: unknown, r: InspectReport): string {
-  let out = `stream:   ${path} (${grouped(r.byteLength)} bytes, container ${
+  let out = `stream:   ${path} (${byteCount(r.byteLength)}, container ${
     JSON.stringify(container)
   })\n`;
   out += `header:   QEVM version ${r.version}, machine ${
@@ -95,7 +96,7 @@ function render(path: string, container: unknown, r: InspectReport): string {
   }\n`;
   out += `capabilities: ${r.capabilities.length ? r.capabilities.join(", ") : "none"}\n`;
   out += `end:      ${r.eof ? "QEMU_VM_EOF" : "no EOF"}, vmdesc ${
-    r.vmdescBytes === null ? "absent" : `${grouped(r.vmdescBytes)} bytes`
+    r.vmdescBytes === null ? "absent" : byteCount(r.vmdescBytes)
   }\n`;
   out += `device state: ${
     r.tailMatchesVmdesc === null
@@ -142,7 +143,7 @@ function render(path: string, container: unknown, r: InspectReport): string {
       grouped(b.recordBytes),
     ]),
   );
-  out += `\nvirtio-mem (${r.virtioMem.length} sections):\n`;
+  out += `\nvirtio-mem (${count(r.virtioMem.length, "section")}):\n`;
   if (r.virtioMem.length === 0) out += "  none\n";
   for (const v of r.virtioMem) {
     const parts = [`${v.section} section of ${v.devicePath} at ${hex(v.streamOffset)}`];
@@ -150,7 +151,7 @@ function render(path: string, container: unknown, r: InspectReport): string {
     if (v.regionSize !== undefined) parts.push(`region ${hex(v.regionSize)}`);
     if (v.blockSize !== undefined) parts.push(`block ${hex(v.blockSize)}`);
     if (v.size !== undefined) parts.push(`size ${hex(v.size)}`);
-    if (v.pluggedBlocks !== undefined) parts.push(`${v.pluggedBlocks} blocks plugged`);
+    if (v.pluggedBlocks !== undefined) parts.push(`${count(v.pluggedBlocks, "block")} plugged`);
     if (v.usableRegionSize !== undefined) parts.push(`usable ${hex(v.usableRegionSize)}`);
     if (v.requestedSize !== undefined) parts.push(`requested ${hex(v.requestedSize)}`);
     out += `  ${parts.join(", ")}\n`;

@@ -23,7 +23,7 @@ import {
   type ProxyResult,
   ProxySession,
 } from "../../src/proxy/session.ts";
-import { formatByteCount, grouped, hex } from "../_format.ts";
+import { byteCount, count, formatByteCount, grouped, hex } from "../_format.ts";
 import { type ReportFile, reportJson } from "../_report.ts";
 import { dropStatsJson, verifyResultJson } from "../_stream_reports.ts";
 import { type CliIo, UsageError } from "../io.ts";
@@ -121,8 +121,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const p = e.progress;
     void io.err(
       `\rproxy: ${formatByteCount(p.bytesIn)} in, ${formatByteCount(p.bytesOut)} out, ${
-        grouped(p.pageRecords)
-      } pages${mode === "filter" ? `, ${grouped(p.droppedRecords)} dropped` : ""}   `,
+        count(p.pageRecords, "page")
+      }${mode === "filter" ? `, ${grouped(p.droppedRecords)} dropped` : ""}   `,
     );
   };
   let session: ProxySession;
@@ -149,7 +149,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     if (failure instanceof RelayVerificationError) {
       const vr = failure.result;
       await io.err(
-        `proxy: verification failed: ${vr.violationCount} violation(s); the destination was not given QEMU_VM_EOF\n`,
+        `proxy: verification failed: ${
+          count(vr.violationCount, "violation")
+        }; the destination was not given QEMU_VM_EOF\n`,
       );
       for (const v of vr.violations.slice(0, 64)) {
         await io.err(`  ${describeViolation(v)} at stream offset ${hex(v.streamOffset)}\n`);
@@ -242,15 +244,15 @@ function eventLine(e: ProxyEvent): string | undefined {
 }
 
 function summaryText(r: ProxyResult): string {
-  let summary = `proxy: relayed ${grouped(r.bytesIn)} bytes in, ${
-    grouped(r.bytesOut)
-  } bytes out in ${r.seconds.toFixed(2)} s`;
+  let summary = `proxy: relayed ${byteCount(r.bytesIn)} in, ${byteCount(r.bytesOut)} out in ${
+    r.seconds.toFixed(2)
+  } s`;
   if (r.dropStats) {
-    summary += `; dropped ${grouped(r.dropStats.droppedRecords)} records (${
-      grouped(r.dropStats.droppedBytes)
-    } bytes)`;
+    summary += `; dropped ${count(r.dropStats.droppedRecords, "record")} (${
+      byteCount(r.dropStats.droppedBytes)
+    })`;
   }
-  if (r.verify) summary += `; verified ${grouped(r.verify.pageRecords)} page records, clean`;
+  if (r.verify) summary += `; verified ${count(r.verify.pageRecords, "page record")}, clean`;
   if (r.returnPath.opened) {
     const counts = Object.entries(r.returnPath.messages).map(([k, v]) => `${v} ${k}`);
     summary += `; return path: ${counts.length > 0 ? counts.join(", ") : "no messages"}`;

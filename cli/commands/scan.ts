@@ -12,7 +12,8 @@ import {
   createAtomicDirectory,
 } from "../../src/io/file.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
-import { openInput } from "../../src/input/open_input.ts";
+import { INPUT_KIND_NAMES, openInput } from "../../src/input/open_input.ts";
+import { refuseWrappedDump } from "../_dump_input.ts";
 import { fileByteLength, type MappedRamFileInput, openStreamInput } from "../_stream_input.ts";
 import type { Coverage } from "../../src/scan/coverage.ts";
 import {
@@ -198,7 +199,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       } needs --plugmap FILE or --plugmap-from STREAM`,
     );
   }
-  // Streams: the file's bytes read; dumps: the unplugged memory examined.
+  // Progress: a stream's file bytes read; a dump's unplugged memory examined. The summary's
+  // measure is the input file's size, as every command's (a stream's bytes read, for a pipe).
   const progress = inputProgress(io, "scan");
   let measured = 0;
 
@@ -278,10 +280,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         plugState,
         path,
         ...(sink ? { pageSink: sink } : {}),
-        onProgress: (done: number, total: number) => {
-          measured = done;
-          progress.update(done, total);
-        },
+        onProgress: (done: number, total: number) => progress.update(done, total),
       };
       const { scanDumpFile } = await lazyImport<typeof import("./_scan_dump.ts")>(
         "./_scan_dump.ts",
@@ -290,6 +289,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       report = await scanDumpFile(kind, path, { ...dumpOptions, baseGpa });
     }
     await progress.end();
+    if (kind !== "migration" || mapped !== undefined) measured = await fileByteLength(path) ?? 0;
     const [head, body] = scanReportParts(report, values, firstPass);
     if (out !== undefined) {
       const sha256 = stdinHash?.digest("hex") ?? await extract!.sha256OfFile(path);
@@ -557,9 +557,10 @@ interface InputKind {
 }
 
 /**
- * Decide what INPUT is: --format, else --base means raw, else what the
- * library's opener sees (its container and first bytes; a stream in a
- * regular file may be a mapped-ram file). No known magic means a raw image.
+ * Decide what INPUT is: --format, else what the library's opener sees (its
+ * container and first bytes; a stream in a regular file may be a mapped-ram
+ * file). No known magic means a raw image; --base must name one (a stream,
+ * a dump or a compressed file is refused: --format raw forces it).
  */
 async function inputKind(
   path: string,
@@ -571,11 +572,19 @@ async function inputKind(
       throw new UsageError(`--format must be elf, raw or migration, not ${format}`);
     }
     if (format !== "migration" || path === "-") return { kind: format };
-  } else {
-    if (baseGpa !== undefined) return { kind: "raw" };
-    if (path === "-") return { kind: "migration" };
-  }
+  } else if (path === "-") return { kind: "migration" };
   using input = await openInput(path, { allowUnknown: true });
+  if (format === undefined && baseGpa !== undefined) {
+    // A raw image is read at offsets: a stream, a dump or a compressed file is not one.
+    if (input.kind !== "unknown" || input.container !== "raw") {
+      throw new UsageError(
+        `--base is for raw memory images; ${path} is ${INPUT_KIND_NAMES[input.kind]}${
+          input.container === "raw" ? "" : ` in a ${input.container} container`
+        } (--format raw reads it as a raw image all the same)`,
+      );
+    }
+    return { kind: "raw" };
+  }
   if (input.kind === "mapped-ram") {
     return {
       kind: "migration",
@@ -588,6 +597,7 @@ async function inputKind(
     };
   }
   if (format === "migration" || input.kind === "migration") return { kind: "migration" };
+  if (input.kind !== "unknown") refuseWrappedDump(input, "scan");
   if (input.kind === "elf") return { kind: "elf" };
   if (input.kind === "kdump" || input.kind === "kdump-flattened") return { kind: "kdump" };
   return { kind: "raw" };

@@ -6,22 +6,20 @@
  * @module
  */
 
-import { type DumpKind, sniffDump } from "../../src/dumps/detect.ts";
 import { elfFromRawImage } from "../../src/elf/from_raw.ts";
 import { readElfCore } from "../../src/elf/reader.ts";
 import type { KeptSegment, RemovedRange, StripReport } from "../../src/elf/rewrite.ts";
-import { openPositional } from "../../src/io/positional.ts";
 import { checkOutput, writeAtomically } from "../../src/io/file.ts";
-import { FormatError } from "../../src/errors.ts";
 import { zeroRawImage } from "../../src/raw/zero.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import type { VmemDevice } from "../../src/vmem/vmem_device.ts";
 import { formatGpaRange, type GpaRange } from "../../src/vmem/ranges.ts";
-import { byteCount, grouped, hex, table } from "../_format.ts";
+import { byteCount, count, grouped, hex, table } from "../_format.ts";
 import { summaryLine, terminalProgress } from "../_progress.ts";
 import { deviceJson, gpaRangesJson, reportJson } from "../_report.ts";
 import { plugStateJson } from "../_plug_state.ts";
 import { fileByteLength } from "../_stream_input.ts";
+import { dumpInputKind } from "../_dump_input.ts";
 import { type CliIo, CommandError, UsageError } from "../io.ts";
 import { lazyImport } from "../_lazy.ts";
 import {
@@ -117,18 +115,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const countNonZero = values["count-nonzero"] ?? false;
 
   // Check the input kind before the (possibly slow) plug map extraction.
-  let kind: DumpKind | undefined;
-  if (baseGpa === undefined) {
-    using input = await openPositional(inPath);
-    kind = await sniffDump(input);
-    if (kind === undefined) {
-      // A bad magic is a bad input (exit 1, with the offset), not a bad command line.
-      throw new FormatError(
-        `Cannot strip ${inPath}: neither an ELF nor a kdump-compressed dump (a raw memory image needs --base GPA)`,
-        { format: "elf", code: "bad-magic", offset: 0 },
-      );
-    }
-  }
+  const kind = baseGpa === undefined ? await dumpInputKind(inPath, "strip") : undefined;
   const flattened = values.flattened ?? false;
   if (flattened && kind !== "kdump" && kind !== "kdump-flattened") {
     throw new UsageError("--flattened applies to kdump-compressed dumps");
@@ -149,20 +136,21 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const exclude = map.unpluggedGpaRanges();
   // With the data on stdout, the report goes to stderr.
   const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
-  // The rewrite reports its progress (bytes processed of bytes to process); raw images do not.
+  // The rewriters report their progress (bytes processed of bytes to process: memory for a
+  // kdump, the bytes copied for an ELF, the bytes read for a raw image).
   const progress = terminalProgress(io, "strip", undefined);
-  let processed = 0;
-  const onProgress = (done: number, total: number) => {
-    processed = done;
-    progress.update(done, total);
-  };
+  const onProgress = (done: number, total: number) => progress.update(done, total);
+  const inputFileByteLength = await fileByteLength(inPath);
+  const inputByteLength = inputFileByteLength ?? 0;
+  const onRawProgress = (done: number) => progress.update(done, inputByteLength);
+  // The summary's measure is the input file, as every command's: what it read, at most once.
   const done = async (removedBytes: number) => {
     await progress.end();
     if (values.json) return;
     await summaryLine(
       io,
       `strip: ${inPath} -> ${outPath}`,
-      processed,
+      inputByteLength,
       progress.seconds,
       `${byteCount(removedBytes)} of unplugged memory removed`,
     );
@@ -189,7 +177,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
           path: inPath,
           format: "kdump",
           container: r.inputContainer,
-          byteLength: await fileByteLength(inPath),
+          byteLength: inputFileByteLength,
           sha256: r.inputSha256,
         },
         verdict: "done",
@@ -217,13 +205,13 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       }));
     } else {
       let out = `strip: ${inPath} (kdump${r.inputContainer === "flattened" ? ", flattened" : ""}, ${
-        grouped(k.inputPageCount)
-      } pages) -> ${outPath} (kdump${r.flattened ? ", flattened" : ""}, ${
-        grouped(k.pageCount)
-      } pages, ${grouped(k.byteLength)} bytes)\n`;
-      out += `removed ${grouped(k.removedPresentPages)} pages (${
+        count(k.inputPageCount, "page")
+      }) -> ${outPath} (kdump${r.flattened ? ", flattened" : ""}, ${count(k.pageCount, "page")}, ${
+        byteCount(k.byteLength)
+      })\n`;
+      out += `removed ${count(k.removedPresentPages, "page")} (${
         grouped(k.removedPages)
-      } with data, ${grouped(k.removedDataByteLength)} bytes of stored data)\n`;
+      } with data, ${byteCount(k.removedDataByteLength)} of stored data)\n`;
       out += renderDevices(devices, "removed");
       if (nothing) out += `${nothing}\n`;
       await say(out);
@@ -296,7 +284,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         out +=
           `${nothing}; the output differs from the input by its layout and the provenance note (${
             grew >= 0 ? "+" : ""
-          }${grouped(grew)} bytes)\n`;
+          }${byteCount(grew)})\n`;
       }
       await say(out);
     }
@@ -308,7 +296,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const report = await writeAtomically(
       outPath,
       policy,
-      (write) => zeroRawImage(inPath, write, { baseGpa, exclude, countNonZero }),
+      (write) =>
+        zeroRawImage(inPath, write, { baseGpa, exclude, countNonZero, onProgress: onRawProgress }),
     ).finally(() => progress.end());
     const devices = perDevice(
       map,
@@ -333,9 +322,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       }));
     } else {
       let out = `strip: ${inPath} (raw image at ${hex(baseGpa)}, ${
-        grouped(report.byteLength)
-      } bytes) -> ${outPath} (raw)\n`;
-      out += `zeroed ${grouped(report.zeroedByteLength)} bytes in ${report.zeroed.length} ranges\n`;
+        byteCount(report.byteLength)
+      }) -> ${outPath} (raw)\n`;
+      out += `zeroed ${byteCount(report.zeroedByteLength)} in ${
+        count(report.zeroed.length, "range")
+      }\n`;
       out += renderDevices(devices, "zeroed");
       await say(out);
     }
@@ -346,7 +337,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const report = await writeAtomically(
     outPath,
     policy,
-    (write) => elfFromRawImage(inPath, write, { baseGpa, exclude, pageAlign }),
+    (write) =>
+      elfFromRawImage(inPath, write, { baseGpa, exclude, pageAlign, onProgress: onRawProgress }),
   ).finally(() => progress.end());
   const devices = perDevice(
     map,
@@ -377,12 +369,10 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     }));
   } else {
     let out =
-      `strip: ${inPath} (raw image at ${hex(baseGpa)}, ${
-        grouped(report.inputByteLength)
-      } bytes) -> ` +
-      `${outPath} (ELF64, ${report.kept.length} PT_LOADs, ${
-        grouped(report.outputByteLength)
-      } bytes)\n`;
+      `strip: ${inPath} (raw image at ${hex(baseGpa)}, ${byteCount(report.inputByteLength)}) -> ` +
+      `${outPath} (ELF64, ${count(report.kept.length, "PT_LOAD")}, ${
+        byteCount(report.outputByteLength)
+      })\n`;
     out += renderKept(report.kept);
     out += renderDevices(devices, "removed");
     await say(out);
@@ -509,18 +499,18 @@ function renderDevices(devices: DeviceRemoval[], verb: string): string {
       `device ${d.path} (${d.ramBlock}, ${
         formatGpaRange({ gpa: d.gpa, byteLength: d.regionSize })
       }, ` +
-      `block ${hex(d.blockSize)}): ${verb} ${grouped(d.byteLength)} bytes` +
-      (verb === "removed" ? ` (${grouped(d.fileByteLength)} bytes of file data)` : "") +
-      ` in ${d.ranges.length} ranges\n`;
+      `block ${hex(d.blockSize)}): ${verb} ${byteCount(d.byteLength)}` +
+      (verb === "removed" ? ` (${byteCount(d.fileByteLength)} of file data)` : "") +
+      ` in ${count(d.ranges.length, "range")}\n`;
     for (const r of d.ranges) {
       out +=
         `  ${formatGpaRange(r)}  blocks ${r.firstBlock}-${r.lastBlock}  ${
-          grouped(r.byteLength)
-        } bytes` +
+          byteCount(r.byteLength)
+        }` +
         (verb === "removed" && r.fileByteLength !== r.byteLength
           ? ` (file data ${grouped(r.fileByteLength)})`
           : "") +
-        (r.nonZeroPages !== undefined ? `  ${grouped(r.nonZeroPages)} non-zero pages` : "") + "\n";
+        (r.nonZeroPages !== undefined ? `  ${count(r.nonZeroPages, "non-zero page")}` : "") + "\n";
     }
   }
   return out;
@@ -536,23 +526,23 @@ function renderElf(
 ): string {
   const layout = r.inputLayout.sectionHeadersFirst ? "QEMU >= 7.2 layout" : "classic layout";
   let out = `strip: ${inPath} (ELF${elfClass} ${littleEndian ? "LE" : "BE"}, ${layout}, ` +
-    `${r.inputLoadCount} PT_LOADs, ${grouped(r.inputByteLength)} bytes) -> ${outPath}\n`;
+    `${count(r.inputLoadCount, "PT_LOAD")}, ${byteCount(r.inputByteLength)}) -> ${outPath}\n`;
   out +=
-    `output: ${r.outputLoadCount} PT_LOADs, ${r.notes.count} notes (${
-      grouped(r.notes.byteLength)
-    } bytes), ` +
-    `${grouped(r.outputByteLength)} bytes${
+    `output: ${count(r.outputLoadCount, "PT_LOAD")}, ${count(r.notes.count, "note")} (${
+      byteCount(r.notes.byteLength)
+    }), ` +
+    `${byteCount(r.outputByteLength)}${
       r.extendedNumbering ? ", extended numbering (PN_XNUM)" : ""
     }\n`;
   out += renderKept(r.kept);
-  out += `removed ${grouped(r.removedByteLength)} bytes of memory (${
-    grouped(r.removedFileByteLength)
-  } bytes of file data)\n`;
+  out += `removed ${byteCount(r.removedByteLength)} of memory (${
+    byteCount(r.removedFileByteLength)
+  } of file data)\n`;
   out += renderDevices(devices, "removed");
   const outside = r.removed.filter((x: RemovedRange) =>
     !devices.some((d) => x.gpa >= d.gpa && x.gpa < d.gpa + d.regionSize)
   );
-  if (outside.length > 0) out += `removed outside any device: ${outside.length} ranges\n`;
+  if (outside.length > 0) out += `removed outside any device: ${count(outside.length, "range")}\n`;
   return out;
 }
 

@@ -35,6 +35,11 @@ export interface ElfFromRawImageOptions {
   pageAlign?: number;
   /** Size of each read and write. @default {4194304} */
   chunkSize?: number;
+  /**
+   * Called after each chunk with the input bytes read so far (of the
+   * image's size; the excluded ranges are not read). @default {undefined}
+   */
+  onProgress?: (inputBytesRead: number) => void;
 }
 
 /** What {@linkcode elfFromRawImage} wrote. */
@@ -142,6 +147,7 @@ export async function elfFromRawImage(
     const copyOptions = {
       format: "raw" as const,
       ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
+      ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
     };
     await copyRangesTo(reader, output, plan.steps, copyOptions);
     return {

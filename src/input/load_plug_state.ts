@@ -12,8 +12,8 @@ import { FormatError } from "../errors.ts";
 import { openFileReader } from "../io/file.ts";
 import { openPositional } from "../io/positional.ts";
 import { positionalByteReader } from "../io/positional_byte_reader.ts";
-import { isMappedRamStream } from "../migration/mapped_ram/file.ts";
 import { type ContainerKind, openContainer } from "../container/open.ts";
+import { INPUT_KIND_NAMES, openInput } from "./open_input.ts";
 import {
   type ExtractPlugMapResult,
   extractPlugStateFromFile,
@@ -180,10 +180,12 @@ async function readPlugMapText(path: string): Promise<string> {
 }
 
 /**
- * Extract the plug state of a stream file (or `-`) in any container
- * `openContainer` understands, or of a mapped-ram file (plain or in a
- * libvirt "sparse" image). Uncompressed regular files use the vmdesc
- * shortcut for the late layout; everything else is read once.
+ * Extract the plug state of a stream file (or `-`) in any container, or of a
+ * mapped-ram file (plain or in a libvirt "sparse" image). What the input is
+ * comes from {@linkcode openInput}, as for every other reader of inputs; a
+ * regular file is then read again, ranges on demand: uncompressed streams
+ * use the vmdesc shortcut for the late layout, and stopping early leaves no
+ * read pending. Anything else is read once, from the opened input.
  */
 async function fromStream(path: string, complete: boolean): Promise<PlugStateFromStream> {
   const found = (
@@ -191,48 +193,45 @@ async function fromStream(path: string, complete: boolean): Promise<PlugStateFro
     container: ContainerKind,
     mappedRam = false,
   ): PlugStateFromStream => ({ ...r, source: "stream", path, container, mappedRam });
-  const probe = await openFileReader(path);
-  const regular = path !== "-" && probe.byteLength !== undefined;
-  if (!regular) {
-    try {
-      const container = await openContainer(probe.reader);
-      return found(
-        await extractPlugStateFromReader(container.reader, { complete }),
-        container.kind,
+  const input = await openInput(path);
+  const { kind, container, innerCompression, payloadOffset, byteLength } = input;
+  try {
+    if (kind !== "migration" && kind !== "mapped-ram") {
+      throw new FormatError(
+        `Cannot read the plug state of ${path === "-" ? "standard input" : path}: it is ${
+          INPUT_KIND_NAMES[kind]
+        }, not a migration stream`,
+        { format: "migration", code: "bad-magic", offset: payloadOffset },
       );
-    } finally {
-      probe.close();
     }
+    if (path === "-" || byteLength === undefined) {
+      return found(await extractPlugStateFromReader(input.reader, { complete }), container);
+    }
+  } finally {
+    input.close();
   }
-  // A regular file: ranges are read on demand, so stopping early leaves no read pending.
-  const byteLength = probe.byteLength!;
-  probe.close();
-  const container = await openContainer(fileRangeReader(path));
-  if (container.sparse || container.kind === "raw") {
+  if (kind === "mapped-ram") {
+    // A mapped-ram file: its sections are read in place, the RAM areas jumped over.
     using file = await openPositional(path);
-    if (container.sparse || await isMappedRamStream(file)) {
-      // A mapped-ram file: its sections are read in place, the RAM areas jumped over.
-      return found(
-        await extractPlugStateFromReader(
-          positionalByteReader(file, { startOffset: container.payloadOffset }),
-          { complete, mappedRam: true, seekableFile: { path, byteLength } },
-        ),
-        container.kind,
-        true,
-      );
-    }
+    return found(
+      await extractPlugStateFromReader(
+        positionalByteReader(file, { startOffset: payloadOffset }),
+        { complete, mappedRam: true, seekableFile: { path, byteLength } },
+      ),
+      container,
+      true,
+    );
   }
-  if (container.kind === "raw") {
+  if (container === "raw") {
     return found(await extractPlugStateFromFile(path, { complete }), "raw");
   }
+  const opened = await openContainer(fileRangeReader(path));
   return found(
-    await extractPlugStateFromReader(container.reader, {
+    await extractPlugStateFromReader(opened.reader, {
       complete,
       // A libvirt save image with a raw stream ends with the stream: the vmdesc shortcut works.
-      ...(container.innerCompression === "raw"
-        ? { seekableFile: { path, byteLength, payloadOffset: container.payloadOffset } }
-        : {}),
+      ...(innerCompression === "raw" ? { seekableFile: { path, byteLength, payloadOffset } } : {}),
     }),
-    container.kind,
+    container,
   );
 }

@@ -40,6 +40,19 @@ export type InputKind =
   | "kdump-flattened"
   | "unknown";
 
+/**
+ * Each {@linkcode InputKind} as an error message names it ("it is an ELF
+ * dump, not a migration stream").
+ */
+export const INPUT_KIND_NAMES: Readonly<Record<InputKind, string>> = {
+  migration: "a migration stream",
+  "mapped-ram": "a mapped-ram migration file",
+  elf: "an ELF dump",
+  kdump: "a kdump-compressed dump",
+  "kdump-flattened": "a flattened kdump dump",
+  unknown: "of no known format",
+};
+
 /** Options for {@linkcode openInput}. */
 export interface OpenInputOptions extends Omit<FileReaderOptions, "startOffset" | "format"> {
   /**

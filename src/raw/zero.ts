@@ -28,6 +28,11 @@ export interface ZeroRawImageOptions {
   pageSize?: number;
   /** Size of each read and write. @default {4194304} */
   chunkSize?: number;
+  /**
+   * Called after each chunk with the input bytes read so far (of the
+   * image's size; the excluded ranges are not read). @default {undefined}
+   */
+  onProgress?: (inputBytesRead: number) => void;
 }
 
 /** A zeroed range of the image. */
@@ -124,6 +129,7 @@ export async function zeroRawImage(
     const copyOptions = {
       format: "raw" as const,
       ...(options.chunkSize !== undefined ? { chunkSize: options.chunkSize } : {}),
+      ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
     };
     await copyRangesTo(reader, output, steps, copyOptions);
     for (const [z, c] of counters) z.nonZeroPages = c.count;

@@ -3,8 +3,11 @@
  * runs `vmem-dump` (and the set-up lines between them) is run in order, in
  * a fresh folder that sees the checkout's testdata/, with `vmem-dump` on
  * PATH as `npm install -g .` puts it there; each line's exit code is the one
- * its comment names (`# exit N`), 0 otherwise. The set-up blocks (`npm …`)
- * are not run. (The TypeScript blocks are run by
+ * its comment names (`# exit N`), 0 otherwise. Of the set-up blocks, `npm run
+ * demo` runs here, `npm install -g .` in tests/cli/install_test.ts, `deno
+ * install` of docs/library.md in tests/infra/package_test.ts; `npm test` is
+ * the suite itself, and `deno add jsr:…` needs the published package (its
+ * name is checked). (The TypeScript blocks are run by
  * tests/infra/doc_examples_test.ts.)
  *
  * @module
@@ -76,4 +79,28 @@ Deno.test("every vmem-dump line of README.md runs as written, with the exit code
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("README's set-up lines: `npm run demo` runs, `deno add` names this package", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}/README.md`);
+  assert.match(readme, /^npm install && npm run demo /m);
+  const demo = await new Deno.Command("npm", {
+    args: ["run", "--silent", "demo"],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(demo.stderr);
+  assert.equal(demo.code, 0, err);
+  assert.match(new TextDecoder().decode(demo.stdout), /^stream: {3}testdata\/migration\/q10-s3/);
+  assert.match(
+    err,
+    /^inspect: testdata\/migration\/q10-s3-malicious\.mig\.zst: 159,306 bytes in /m,
+  );
+  // The library lines name the package deno.json publishes (JSR is not asked: no network).
+  const { name } = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)) as { name: string };
+  const add = /^deno add jsr:(\S+)/m.exec(readme);
+  assert.equal(add?.[1], name);
+  assert.match(readme, new RegExp(`from "${name}"`));
 });

@@ -148,6 +148,29 @@ Deno.test("a mistyped command gets 'did you mean', exit 2", async () => {
   assert.match(far.err, /^error: unknown command 'frobnicate'\nusage:/);
 });
 
+Deno.test("a mistyped option gets 'did you mean' too, exit 2", async () => {
+  const stream = new URL("../../testdata/migration/q72-qboot-unplugged.mig", import.meta.url)
+    .pathname;
+  for (
+    const [args, typed, meant] of [
+      [["verify", "--jsn", stream], "--jsn", "--json"],
+      [["scan", "--max-finding", "3", stream], "--max-finding", "--max-findings"],
+      [["plugmap", "--rnages", stream], "--rnages", "--ranges"],
+      [["filter", "--plugmap-frm", stream, stream, "/tmp/x"], "--plugmap-frm", "--plugmap-from"],
+    ] as const
+  ) {
+    const r = await runCli([...args]);
+    assert.equal(r.code, 2, r.err);
+    assert.match(
+      r.err,
+      new RegExp(`^error: Unknown option '${typed}'; did you mean '${meant}'\\?\\n`),
+    );
+  }
+  const far = await runCli(["verify", "--frobnicate", stream]);
+  assert.equal(far.code, 2);
+  assert.match(far.err, /^error: Unknown option '--frobnicate'\n/);
+});
+
 Deno.test("the formatter: plurals, groups, sizes, rates, durations, progress lines", () => {
   assert.equal(count(1, "section"), "1 section");
   assert.equal(count(0, "section"), "0 sections");

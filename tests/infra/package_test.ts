@@ -1,9 +1,10 @@
 /**
- * The package is publishable: an MIT LICENSE and `license` field, a clean
- * `deno publish --dry-run` (offline: JSR is never contacted for a dry run)
+ * The package is publishable: an MIT LICENSE and `license` field, a
+ * `deno publish --dry-run` that succeeds with no warning but the one the
+ * CLI's lazy imports give (offline: JSR is never contacted for a dry run)
  * that ships the library, the CLI and the docs but no tests, benchmarks,
  * scripts or test data, `deno doc --lint` clean on every export, and the
- * `./cli` export installs as a working `vmem-dump` command.
+ * `./cli` export installs as docs/library.md says, as a working `vmem-dump`.
  */
 
 import assert from "node:assert/strict";
@@ -44,11 +45,17 @@ Deno.test("the package is MIT-licensed and exports the library, its subpaths and
   }
 });
 
-Deno.test("deno publish --dry-run is clean and ships no tests, benchmarks, scripts or test data", async () => {
+Deno.test("deno publish --dry-run succeeds, warns only of the lazy imports, ships no tests or test data", async () => {
   const { code, text } = await deno(["publish", "--dry-run", "--allow-dirty"]);
   assert.equal(code, 0, text);
   assert.match(text, /Success Dry run complete/);
-  assert.doesNotMatch(text, /warning/i, text);
+  // One warning is known and meant: cli/_lazy.ts imports the CLI's on-demand modules through a
+  // variable, which keeps them out of the start-up graph (docs/cli.md#start-up). The specifiers
+  // are relative to the module, so they resolve in the published package all the same.
+  const warnings = [...text.matchAll(/warning\[([\w-]+)\][^\n]*\n\s*-->\s*(\S+?):\d+:\d+/g)]
+    .map((m) => `${m[1]} ${m[2]!.slice(ROOT.length)}`);
+  assert.deepEqual(warnings, ["unanalyzable-dynamic-import cli/_lazy.ts"], text);
+  assert.equal(text.match(/warning/gi)?.length, 1, text);
   const files = [...text.matchAll(/file:\/\/\S+/g)].map((m) =>
     decodeURIComponent(new URL(m[0]).pathname).slice(ROOT.length)
   );
@@ -73,16 +80,20 @@ Deno.test("deno doc --lint is clean on every export", async () => {
   }
 });
 
-Deno.test("the ./cli export installs as the vmem-dump command", async () => {
+Deno.test("the ./cli export installs as docs/library.md says, and its commands run", async () => {
+  // The documented command, with the published package replaced by this checkout's export.
+  const docs = Deno.readTextFileSync(`${ROOT}docs/library.md`).replaceAll("\\\n", " ");
+  const line = /^deno install (.*)$/m.exec(docs);
+  assert.ok(line, "docs/library.md shows the deno install command");
+  const args = line[1]!.trim().split(/\s+/);
+  assert.equal(args.at(-1), `jsr:${config.name}/cli`, "it installs this package's ./cli export");
+  assert.match(line[1]!, /^-g -n vmem-dump /);
   await using tmp = await tempDir("vmem-install-");
   const { code, text } = await deno([
     "install",
-    "--global",
+    ...args.slice(0, -1),
     "--root",
     tmp.path,
-    "--name",
-    "vmem-dump",
-    "--allow-read",
     "--config",
     "deno.json",
     config.exports["./cli"]!,
@@ -90,16 +101,25 @@ Deno.test("the ./cli export installs as the vmem-dump command", async () => {
   assert.equal(code, 0, text);
   const bin = `${tmp.path}/bin/vmem-dump`;
   const denoDir = Deno.execPath().slice(0, Deno.execPath().lastIndexOf("/"));
-  const run = await new Deno.Command(bin, {
-    args: ["inspect", "--json", `${ROOT}testdata/migration/q10-s3-malicious.mig.zst`],
-    cwd: tmp.path,
-    stdout: "piped",
-    stderr: "piped",
-    env: { PATH: `${denoDir}:${Deno.env.get("PATH") ?? ""}` },
-  }).output();
-  const stderr = new TextDecoder().decode(run.stderr);
-  assert.equal(run.code, 0, stderr);
-  const report = JSON.parse(new TextDecoder().decode(run.stdout));
+  const run = async (cliArgs: string[]) => {
+    const out = await new Deno.Command(bin, {
+      args: cliArgs,
+      cwd: tmp.path,
+      stdout: "piped",
+      stderr: "piped",
+      env: { PATH: `${denoDir}:${Deno.env.get("PATH") ?? ""}` },
+    }).output();
+    const dec = new TextDecoder();
+    return { code: out.code, out: dec.decode(out.stdout), err: dec.decode(out.stderr) };
+  };
+  const stream = `${ROOT}testdata/migration/q10-s3-malicious.mig.zst`;
+  const inspect = await run(["inspect", "--json", stream]);
+  assert.equal(inspect.code, 0, inspect.err);
+  const report = JSON.parse(inspect.out);
   assert.equal(report.kind, "inspect-report");
   assert.equal(report.input.container, "zstd");
+  // A writing command needs every permission the documented line grants (write, sys).
+  const filter = await run(["filter", stream, "clean.mig"]);
+  assert.equal(filter.code, 0, filter.err);
+  assert.ok(Deno.statSync(`${tmp.path}/clean.mig`).size > 0);
 });
