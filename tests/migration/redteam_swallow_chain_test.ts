@@ -12,7 +12,8 @@
  *
  * Before the fix `verify`, `scan`, `filter` and `plugmap` called both clean
  * while QEMU loaded the page into an unplugged block. Now a footer of any id,
- * and any run of commands after it, leads to the check.
+ * and any run of commands after it, leads to the check; `filter` of a
+ * late-layout file says so too (its first pass found it).
  */
 
 import assert from "node:assert/strict";
@@ -25,6 +26,7 @@ import { ATTACK_BLOCK, baseStream } from "./_device_state_attacks.ts";
 import { assertConsumers, assertQemuOutcome, type Expectation } from "./_attack_consumers.ts";
 import { SWALLOW_CHAIN_ATTACKS, type SwallowChainAttackName } from "./_redteam_attacks.ts";
 import { tinyStream } from "./_stream_util.ts";
+import { runCli } from "../_util/cli.ts";
 
 function expectations(qemu: QemuVersion): Record<SwallowChainAttackName, Expectation> {
   const refused = {
@@ -65,6 +67,21 @@ Deno.test("the decoder finds a swallowed section behind a fresh section id or a 
         assert.equal(await verdict(chunkedStream(bytes, chunking)), whole, chunking.name);
       }
     });
+  }
+});
+
+Deno.test("filter names the hidden section of a late-layout stream, not a missing plug state", async () => {
+  // The first pass (for the plug state of a 7.2 stream) cannot prove the device state; the
+  // in-band pass that follows would only have said the plug state was unknown at the first page.
+  const base = await baseStream(await tinyStream());
+  await using tmp = await tempDir("vmem-redteam-swallow-filter-");
+  for (const name of Object.keys(SWALLOW_CHAIN_ATTACKS) as SwallowChainAttackName[]) {
+    const path = `${tmp.path}/${name}.mig`;
+    await Deno.writeFile(path, SWALLOW_CHAIN_ATTACKS[name](base));
+    const r = await runCli(["filter", path, `${path}.out`]);
+    assert.equal(r.code, 1, `${name}: ${r.err}`);
+    assert.match(r.err, /cannot be proven: the bytes at offset 0x[0-9a-f]+ read as the footer/);
+    await assert.rejects(Deno.stat(`${path}.out`), Deno.errors.NotFound);
   }
 });
 
