@@ -52,8 +52,10 @@ export async function choosePlugState(
         r = await loadPlugState({ stream: inPath });
       } catch (e) {
         // The first pass is a helper: when it cannot give one plug state (a restated plug
-        // state, device state it cannot prove), the full pass over the stream judges it.
-        if (e instanceof FormatError) {
+        // state), the full pass over the stream judges it. Device state that cannot be
+        // proven stays unproven in the full pass too, which in the late layout would only
+        // say that the plug state was unknown at the first page: give the reason.
+        if (e instanceof FormatError && e.code !== "unproven") {
           return { plugMap: undefined, source: "in-band", layout: undefined };
         }
         throw e;

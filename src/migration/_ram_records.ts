@@ -16,6 +16,7 @@
  */
 
 import { UnsupportedFeatureError } from "../errors.ts";
+import { isPowerOfTwo } from "../io/bits.ts";
 import { hex, latin1Decode } from "../io/text.ts";
 import * as C from "./constants.ts";
 import type { MigrationRecord, RamBlockInfo } from "./types.ts";
@@ -350,12 +351,17 @@ export class RamState {
       }
       const block: RamBlockInfo = { idstr, usedLength };
       if (hasPageSizes) {
-        // The page size is sent for blocks whose page size differs; it then starts with 0.
-        if (w.left < n + 1 && !w.atEnd) return w.need(n + 1, "a RAMBlock entry");
-        if (w.left > n && b[at + n] === 0) {
-          if (w.left < n + 8) return w.need(n + 8, "a RAMBlock page size");
-          block.pageSize = w.u64(at + n);
-          n += 8;
+        // QEMU sends a block's page size when it is not the host's (huge pages): always a power
+        // of two above the target page size. What follows an entry without one is the next
+        // entry (its idstr length, never 0) or, after the last, a RAM record header (flags in
+        // its low bits: never such a power of two), so the value says which it is.
+        if (w.left < n + 8 && !w.atEnd) return w.need(n + 8, "a RAMBlock entry");
+        if (w.left >= n + 8 && b[at + n] === 0) {
+          const pageSize = w.u64(at + n);
+          if (pageSize > this.pageSize && isPowerOfTwo(pageSize)) {
+            block.pageSize = pageSize;
+            n += 8;
+          }
         }
       }
       if (hasGpa) {

@@ -15,8 +15,8 @@
  * - the vmdesc is a hint QEMU never reads: where it claims a body longer
  *   than the device's real one, QEMU would end the device early, check the
  *   footer there and go on with what follows. So inside every body, a footer
- *   of a known section followed by something that loads RAM or plug state
- *   makes the tail ambiguous ({@linkcode findAmbiguity}).
+ *   (of any section id) followed, after any commands, by something that
+ *   loads RAM or plug state makes the tail ambiguous ({@linkcode findAmbiguity}).
  *
  * @module
  */
@@ -186,8 +186,6 @@ export class TailPlan {
   readonly mismatches: TailProblem[] = [];
   /** Stream offsets of the footers the walk read. */
   readonly footers = new Set<number>();
-  /** Every section id of the stream. */
-  readonly ids = new Set<number>();
   /** Ids of `ram` sections. */
   readonly ramIds = new Set<number>();
   /** Ids of plug-state sections (early and device sections of virtio-mem). */
@@ -209,7 +207,6 @@ export class TailPlan {
 
   /** Note a section the stream has. */
   noteSection(sectionId: number, idstr: string): void {
-    this.ids.add(sectionId);
     const role = sectionRole(idstr);
     if (role === "ram") this.ramIds.add(sectionId);
     else if (role !== "other") this.plugStateIds.add(sectionId);
@@ -285,7 +282,9 @@ function describe(s: { idstr: string; instanceId: number; versionId: number | un
  * What QEMU would do with the bytes at `j` if a section had ended just
  * before them, when that could load RAM or plug state: a `ram` or virtio-mem
  * START/FULL header, a PART/END of a `ram` or plug-state section, or a
- * PACKAGED command. `undefined` otherwise.
+ * PACKAGED command, also after any other commands (they have no footer and
+ * QEMU reads on after them: a POSTCOPY_ADVISE without payload is harmless
+ * to a destination without postcopy). `undefined` otherwise.
  *
  * QEMU_VM_EOF (one zero byte) is not on the list: `0x7E` + a small id + a
  * zero byte is common in device state, and stopping early loads nothing more
@@ -295,6 +294,28 @@ function describe(s: { idstr: string; instanceId: number; versionId: number | un
 function dangerousItem(bytes: Uint8Array, j: number, plan: TailPlan): string | undefined {
   const n = bytes.byteLength;
   const view = new DataView(bytes.buffer, bytes.byteOffset, n);
+  // Commands other than PACKAGED: skip them by their length (each at least 5 bytes, so this ends).
+  let commands = 0;
+  while (
+    bytes[j] === QEMU_VM_COMMAND && j + 5 <= n && view.getUint16(j + 1) !== MIG_CMD_PACKAGED
+  ) {
+    j += 5 + view.getUint16(j + 3);
+    commands++;
+  }
+  const what = itemAt(bytes, view, j, plan);
+  return what === undefined || commands === 0
+    ? what
+    : `${commands} command${commands === 1 ? "" : "s"}, then ${what}`;
+}
+
+/** {@linkcode dangerousItem} at `j`, after the commands. */
+function itemAt(
+  bytes: Uint8Array,
+  view: DataView,
+  j: number,
+  plan: TailPlan,
+): string | undefined {
+  const n = bytes.byteLength;
   switch (bytes[j]) {
     case QEMU_VM_SECTION_START:
     case QEMU_VM_SECTION_FULL: {
@@ -330,10 +351,14 @@ function dangerousItem(bytes: Uint8Array, j: number, plan: TailPlan): string | u
 
 /**
  * Look for a second reading of the tail that loads more than the walk saw:
- * a footer of a known section (`0x7E` + its id) anywhere before EOF that is
- * not one of the walk's own boundaries, followed by something that loads RAM
- * or plug state. Honest streams have none (tested on every real stream we
- * have); a vmdesc that enlarges a body to hide a section inside it has one.
+ * a footer (`0x7E` + a section id) anywhere before EOF that is not one of
+ * the walk's own boundaries, followed (after any commands) by something
+ * that loads RAM or plug state. Honest streams have none (tested on every
+ * real stream we have); a vmdesc that enlarges a body to hide a section
+ * inside it has one. The footer's id may be one the stream never used
+ * elsewhere: QEMU gives a FULL section any id (it checks only that the
+ * section's footer repeats it), so a hidden harmless section under a fresh
+ * id can come between the device that ends early and the hidden RAM.
  *
  * @param bytes The tail.
  * @param plan The finished walk.
@@ -349,7 +374,7 @@ export function findAmbiguity(bytes: Uint8Array, plan: TailPlan): TailProblem | 
   ) {
     const id = view.getUint32(k + 1);
     const at = plan.base + k;
-    if (!plan.ids.has(id) || plan.footers.has(at)) continue;
+    if (plan.footers.has(at)) continue;
     const what = dangerousItem(bytes, k + 5, plan);
     if (what !== undefined) {
       return {

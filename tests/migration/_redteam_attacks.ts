@@ -21,6 +21,7 @@
  */
 
 import type { MigrationRecord, VirtioMemEarlyRecord } from "../../src/migration/types.ts";
+import { MIG_CMD_POSTCOPY_ADVISE, QEMU_VM_COMMAND } from "../../src/migration/constants.ts";
 import {
   ATTACK_UNPLUGGED_BLOCK,
   type BaseStream,
@@ -348,3 +349,49 @@ export const MEM_SIZE_ATTACKS = {
 
 /** Names of the block-list attacks. */
 export type MemSizeAttackName = keyof typeof MEM_SIZE_ATTACKS;
+
+/** A copy of a FULL section (header to footer) under section id `id`. */
+function underId(section: Uint8Array, id: number): Uint8Array<ArrayBuffer> {
+  const out = section.slice();
+  out.set(be32(id), 1);
+  out.set(be32(id), out.byteLength - 4);
+  return out;
+}
+
+/** A FULL `ram` section with the attack page under section id `id`. */
+function ramFullSection(base: BaseStream, id: number, tag: string): Uint8Array<ArrayBuffer> {
+  return fullSection(id, "ram", 0, 4, ramBody(base, tag));
+}
+
+/**
+ * The swallow with a link between the device that ends early and the hidden
+ * RAM: QEMU reads on over anything it accepts, so the footer right after
+ * the device's real body need not be followed by the RAM itself.
+ */
+export const SWALLOW_CHAIN_ATTACKS = {
+  /**
+   * The section after `P/virtio-mem` once more, under a fresh section id
+   * (QEMU accepts any id for a FULL section: it only checks that the footer
+   * repeats it, and loads the device twice), then the FULL `ram` section.
+   */
+  "swallow-via-fresh-id": (base: BaseStream) =>
+    swallowed(base, (id) =>
+      concat([
+        underId(base.bytes.subarray(base.next.header.streamOffset, base.next.end), 0x7777),
+        ramFullSection(base, id, "EVIL-SWALLOW-ID"),
+      ])),
+
+  /**
+   * A POSTCOPY_ADVISE command without payload (harmless to a destination
+   * without postcopy; commands have no footer), then the FULL `ram` section.
+   */
+  "swallow-via-command": (base: BaseStream) =>
+    swallowed(base, (id) =>
+      concat([
+        new Uint8Array([QEMU_VM_COMMAND, 0, MIG_CMD_POSTCOPY_ADVISE, 0, 0]),
+        ramFullSection(base, id, "EVIL-SWALLOW-CMD"),
+      ])),
+} as const;
+
+/** Names of the swallow-chain attacks. */
+export type SwallowChainAttackName = keyof typeof SWALLOW_CHAIN_ATTACKS;
