@@ -45,6 +45,7 @@ import {
 } from "../_args.ts";
 import { FormatError, UnsupportedFeatureError } from "../../src/errors.ts";
 import { openInput } from "../../src/input/open_input.ts";
+import { openPositional } from "../../src/io/positional.ts";
 import type { KdumpWriteCodec } from "../../src/kdump/compress.ts";
 import { lazyImport } from "../_lazy.ts";
 
@@ -384,6 +385,36 @@ function libvirtSummary(header: LibvirtSaveHeader, compression = header.compress
   };
 }
 
+/**
+ * Refuse, as the usage errors they are and before any work, the conversions of a kdump input that
+ * make no sense: to kdump (strip removes memory from a kdump dump), and to ELF with a plug map
+ * (strip it first). The library's `convertDump` throws a `TypeError` for both (a caller's mistake).
+ */
+async function refuseKdumpMisuse(
+  inPath: string,
+  to: "kdump" | "elf",
+  values: { plugmap?: string | undefined; "plugmap-from"?: string | undefined },
+): Promise<void> {
+  const { sniffDump } = await lazyImport<typeof import("../../src/dumps/detect.ts")>(
+    "../../src/dumps/detect.ts",
+    import.meta.url,
+  );
+  const kind = await (async () => {
+    using input = await openPositional(inPath);
+    return await sniffDump(input);
+  })();
+  if (kind !== "kdump" && kind !== "kdump-flattened") return;
+  if (to === "kdump") {
+    throw new UsageError(
+      `${inPath} is a kdump dump already: convert --to kdump does not apply (strip removes memory from it)`,
+    );
+  }
+  if (values.plugmap !== undefined || values["plugmap-from"] !== undefined) {
+    throw new UsageError(
+      "convert --to elf of a kdump dump takes no plug map (strip it first, then convert)",
+    );
+  }
+}
 /** `convert --to kdump|elf`: dump conversion. */
 async function convertDumpCommand(
   inPath: string,
@@ -444,6 +475,7 @@ async function convertDumpCommand(
   }
   const baseGpa = values.base === undefined ? undefined : parseSize(values.base, "--base");
   checkPlugMapOptions(values);
+  if (baseGpa === undefined) await refuseKdumpMisuse(inPath, to, values);
   // Refuse a bad output before the (possibly slow) plug map extraction.
   await checkOutput(outPath, policy);
   const plugMap = await loadPlugMapOption(values, {});
