@@ -31,7 +31,7 @@ import { inputProgress, summaryLine, terminalProgress } from "../_progress.ts";
 import { gpaRangesJson, printReport, reportJson } from "../_report.ts";
 import { plugStateJson } from "../_plug_state.ts";
 import { fileByteLength } from "../_stream_input.ts";
-import { dumpInputKind } from "../_dump_input.ts";
+import { type DumpInputKind, dumpInputKind } from "../_dump_input.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
@@ -46,6 +46,7 @@ import {
 } from "../_args.ts";
 import { FormatError, UnsupportedFeatureError } from "../../src/errors.ts";
 import { openInput } from "../../src/input/open_input.ts";
+import { openPositional } from "../../src/io/positional.ts";
 import type { KdumpWriteCodec } from "../../src/kdump/compress.ts";
 import { lazyImport } from "../_lazy.ts";
 
@@ -385,6 +386,29 @@ function libvirtSummary(header: LibvirtSaveHeader, compression = header.compress
   };
 }
 
+/**
+ * Refuse, as the usage errors they are and before any work, the conversions of a kdump input that
+ * make no sense: to kdump (strip removes memory from a kdump dump), and to ELF with a plug map
+ * (strip it first). The library's `convertDump` throws a `TypeError` for both (a caller's mistake).
+ */
+function refuseKdumpMisuse(
+  kind: DumpInputKind,
+  inPath: string,
+  to: "kdump" | "elf",
+  values: { plugmap?: string | undefined; "plugmap-from"?: string | undefined },
+): void {
+  if (kind !== "kdump" && kind !== "kdump-flattened") return;
+  if (to === "kdump") {
+    throw new UsageError(
+      `${inPath} is a kdump dump already: convert --to kdump does not apply (strip removes memory from it)`,
+    );
+  }
+  if (values.plugmap !== undefined || values["plugmap-from"] !== undefined) {
+    throw new UsageError(
+      "convert --to elf of a kdump dump takes no plug map (strip it first, then convert)",
+    );
+  }
+}
 /** `convert --to kdump|elf`: dump conversion. */
 async function convertDumpCommand(
   inPath: string,
@@ -446,7 +470,9 @@ async function convertDumpCommand(
   const baseGpa = values.base === undefined ? undefined : parseSize(values.base, "--base");
   checkPlugMapOptions(values);
   // Refuse a bad input and a bad output before the (possibly slow) plug map extraction.
-  if (baseGpa === undefined) await dumpInputKind(inPath, "convert");
+  if (baseGpa === undefined) {
+    refuseKdumpMisuse(await dumpInputKind(inPath, "convert"), inPath, to, values);
+  }
   await checkOutput(outPath, policy);
   const plugMap = await loadPlugMapOption(values, {});
   const progress = terminalProgress(io, "convert", undefined);

@@ -477,7 +477,9 @@ function deviceRemovalJson(d: DeviceRemoval): Record<string, unknown> {
 }
 
 function keptJson(k: KeptSegment) {
-  return { ...k, vaddr: `0x${k.vaddr.toString(16)}` };
+  // A segment without a physical address (all-ones p_paddr, or past 2^53) has gpa null, as the
+  // schema says: JSON.stringify would drop an undefined member.
+  return { ...k, gpa: k.gpa ?? null, vaddr: `0x${k.vaddr.toString(16)}` };
 }
 
 function renderKept(kept: KeptSegment[]): string {

@@ -177,6 +177,8 @@ export class UnpluggedPageDropper implements RecordStage {
   #sawPage = false;
   /** The MEM_SIZE list was seen. */
   #listed = false;
+  /** The section the records belong to, when the decoder tagged it as after device state. */
+  #lateSection: string | undefined;
 
   /**
    * Create the filter.
@@ -253,19 +255,17 @@ export class UnpluggedPageDropper implements RecordStage {
       case "section-part":
       case "section-end":
       case "section-full":
+        // A page in it is refused when it comes (process()); a section without pages loads
+        // nothing, and verify passes it too.
+        this.#lateSection = r.afterDeviceState
+          ? `a ${JSON.stringify(r.idstr)} section (${r.kind.slice(8).toUpperCase()}) at ${
+            hex(r.streamOffset)
+          }`
+          : undefined;
+        return;
       case "command":
-        // The output must verify clean, and RAM loaded after device state never does.
-        if (r.afterDeviceState) {
-          throw new FormatError(
-            `Cannot filter migration stream: ${
-              r.kind === "command"
-                ? "a PACKAGED command"
-                : `a ${JSON.stringify(r.idstr)} section (${r.kind.slice(8).toUpperCase()})`
-            } after device state began: QEMU would load RAM after the devices, so no output ` +
-              "of this stream can verify clean",
-            { format: "migration", code: "bad-section", offset: r.streamOffset },
-          );
-        }
+        // The output must verify clean, and a PACKAGED command after device state never does.
+        if (r.afterDeviceState) this.#late("a PACKAGED command", r.streamOffset);
         return;
       case "ram-mem-size":
         // The record after a list names its block (the decoder refuses CONTINUE there).
@@ -326,6 +326,15 @@ export class UnpluggedPageDropper implements RecordStage {
     }
   }
 
+  /** Refuse the stream: RAM loaded after device state began never verifies clean. */
+  #late(what: string, streamOffset: number): never {
+    throw new FormatError(
+      `Cannot filter migration stream: ${what} after device state began: QEMU would load RAM ` +
+        "after the devices, so no output of this stream can verify clean",
+      { format: "migration", code: "bad-section", offset: streamOffset },
+    );
+  }
+
   #noPlugState(r: RamPageLikeRecord): never {
     throw new UnsupportedFeatureError(
       "Cannot filter migration stream: the virtio-mem plug state is not known at the first RAM page " +
@@ -353,6 +362,9 @@ export class UnpluggedPageDropper implements RecordStage {
         continue;
       }
       this.#pageRecords++;
+      if (this.#lateSection !== undefined) {
+        this.#late(`a page record (${r.kind}) in ${this.#lateSection},`, r.streamOffset);
+      }
       if (!this.#sawPage) {
         this.#sawPage = true;
         if (this.#requirePlugState && !this.#tables.known) this.#noPlugState(r);

@@ -313,19 +313,24 @@ export class MigrationScanner {
    */
   push(r: MigrationRecord): void {
     if (isPageRecord(r)) {
-      if (this.#afterDeviceState !== undefined) this.#lateRecords++;
+      if (this.#afterDeviceState !== undefined) {
+        // What verify rejects is a page loaded late (or a PACKAGED command), not an empty section.
+        this.#firstLate ??= this.#afterDeviceState;
+        this.#lateRecords++;
+      }
       this.#page(r);
       return;
     }
     if (
       r.kind === "section-start" || r.kind === "section-part" || r.kind === "section-end" ||
-      r.kind === "section-full" || r.kind === "command"
+      r.kind === "section-full"
     ) {
       this.#afterDeviceState = r.afterDeviceState
-        ? (this.#firstLate ??= {
-          streamOffset: r.streamOffset,
-          what: r.kind === "command" ? "a PACKAGED command" : `section ${JSON.stringify(r.idstr)}`,
-        })
+        ? { streamOffset: r.streamOffset, what: `section ${JSON.stringify(r.idstr)}` }
+        : undefined;
+    } else if (r.kind === "command") {
+      this.#afterDeviceState = r.afterDeviceState
+        ? (this.#firstLate ??= { streamOffset: r.streamOffset, what: "a PACKAGED command" })
         : undefined;
     }
     switch (r.kind) {

@@ -238,3 +238,37 @@ Deno.test("convert --to kdump refuses an ELF whose p_memsz describes 1 TiB beyon
     assert.equal(await run([`${dir}/in.elf`, `${dir}/out.kdump`, "--to", "kdump"], io), 0);
   });
 });
+
+Deno.test("convert refuses a kdump input to kdump, or to ELF with a plug map, as usage errors before any work", async () => {
+  // Found by the campaign: both reached the library's TypeError, an `internal` JSON error (exit 1).
+  await withTempDir(async (dir) => {
+    for (const name of ["q72-tiny.kdump", "q72-tiny.kdump-zlib"]) { // plain, flattened (real QEMU 7.2)
+      const path = `${dir}/${name}`;
+      await Deno.writeFile(path, await tinyFixture(name));
+      const cases: [string[], RegExp][] = [
+        [["--to", "kdump"], /is a kdump dump already: convert --to kdump does not apply/],
+        [["--to", "kdump", "--flattened", "--plugmap", `${dir}/none.json`], /kdump dump already/],
+        // The plug map file does not exist: refused before it is read.
+        [["--to", "elf", "--plugmap", `${dir}/none.json`], /takes no plug map \(strip it first/],
+        [["--to", "elf", "--plugmap-from", `${dir}/none.mig`], /takes no plug map/],
+      ];
+      for (const [opts, message] of cases) {
+        const io = memoryIo();
+        const code = await main(["convert", path, `${dir}/out`, ...opts, "--json"], io);
+        assert.equal(code, 2, `${name} ${opts.join(" ")}: ${io.stderr.join("")}`);
+        assert.equal(io.stdout.join(""), "");
+        const lines = io.stderr.join("").trimEnd().split("\n");
+        assert.equal(lines.length, 1);
+        const error = JSON.parse(lines[0]!).error;
+        assert.equal(error.code, "usage");
+        assert.match(error.message, message);
+      }
+      // Without the plug map, kdump -> ELF converts.
+      const io = memoryIo();
+      assert.equal(await main(["convert", path, `${dir}/out`, "--to", "elf"], io), 0);
+      await Deno.remove(`${dir}/out`);
+      await Deno.remove(path);
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+  });
+});

@@ -152,3 +152,70 @@ Deno.test("vmem-dump filter, like verify, uses a first pass when the early secti
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a ram section without pages after device state: verify clean, filter passes it, scan warns of nothing; with a page all three object", async () => {
+  // Found by the mutation campaign (seed 2152141986): the RAM START section of a real QEMU 7.2
+  // stream repeated among the device sections (its block list again, no page). verify rightly
+  // passed it (no RAM is loaded late; a repeated list changes nothing), but filter refused at its
+  // header ("no output of this stream can verify clean") and scan warned that verify rejects it.
+  const stream = await Deno.readFile(
+    new URL("../../testdata/migration/q72-qboot-unplugged.mig", import.meta.url),
+  );
+  const at: Record<string, number> = {};
+  for await (const r of decodeMigration(bytesReader(stream))) {
+    const key = r.kind === "section-start" || r.kind === "section-part" ||
+        r.kind === "section-full"
+      ? `${r.kind} ${r.idstr}`
+      : r.kind;
+    at[key] ??= r.streamOffset;
+  }
+  const start = at["section-start ram"]!;
+  const part = at["section-part ram"]!; // right after the START section's footer
+  const late = at["section-full ioapic"]!; // among the device sections
+  const withSection = (section: Uint8Array) =>
+    concatBytes([stream.subarray(0, late), section, stream.subarray(late)]);
+  const empty = withSection(stream.subarray(start, part));
+  const dir = await Deno.makeTempDir({ prefix: "vmem-filter-late-" });
+  try {
+    await Deno.writeFile(`${dir}/empty.mig`, empty);
+    const v = memoryIo();
+    assert.equal(await main(["verify", `${dir}/empty.mig`], v.io), 0, v.out());
+    const f = memoryIo();
+    assert.equal(await main(["filter", `${dir}/empty.mig`, `${dir}/out.mig`], f.io), 0, f.err());
+    const o = memoryIo();
+    assert.equal(await main(["verify", `${dir}/out.mig`], o.io), 0, o.out());
+    const s = memoryIo();
+    assert.equal(await main(["scan", `${dir}/empty.mig`], s.io), 0, s.err());
+    assert.doesNotMatch(s.out() + s.err(), /after device state/);
+    await Deno.remove(`${dir}/out.mig`);
+
+    // A page in a late section: verify reports it, filter refuses (no output), scan warns.
+    const records: { kind: string; streamOffset: number }[] = [];
+    for await (const r of decodeMigration(bytesReader(stream))) {
+      records.push({ kind: r.kind, streamOffset: r.streamOffset });
+    }
+    const footer = records.find((r) => r.kind === "section-footer" && r.streamOffset > part)!;
+    await Deno.writeFile(
+      `${dir}/pages.mig`,
+      withSection(stream.subarray(part, footer.streamOffset + 5)),
+    );
+    const v2 = memoryIo();
+    assert.equal(await main(["verify", `${dir}/pages.mig`, "--json"], v2.io), 3);
+    assert.equal(JSON.parse(v2.out()).violations[0].reason, "ram-after-device-state");
+    const f2 = memoryIo();
+    assert.equal(await main(["filter", `${dir}/pages.mig`, `${dir}/out.mig`], f2.io), 1);
+    assert.match(
+      f2.err(),
+      /^error: Cannot filter migration stream: a page record \(ram-\S+\) in a "ram" section \(PART\) at 0x[0-9a-f]+, after device state began: .* at offset 0x[0-9a-f]+\n$/,
+    );
+    const s2 = memoryIo();
+    await main(["scan", `${dir}/pages.mig`], s2.io);
+    assert.match(s2.out(), /RAM is loaded after device state began \(section "ram" at/);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "empty.mig",
+      "pages.mig",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -6,6 +6,8 @@ import { encodeNote, readElfCore } from "../../src/elf/mod.ts";
 import { buildElf } from "../_util/elf_builder.ts";
 import { realdata, realdataAvailable } from "../_util/realdata.ts";
 import { memoryIo } from "../_util/cli.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
+import { tinyPlugMapJson } from "../_util/fuzz/targets/dumps.ts";
 import { listDir } from "../elf/_helpers.ts";
 import { countMarker, plugMapJson, REGION, unpluggedRanges } from "../elf/_realdata.ts";
 
@@ -218,4 +220,34 @@ Deno.test({
       Deno.removeSync(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("strip --json names a kept PT_LOAD without a physical address with gpa null, as its schema says", async () => {
+  // Found by the cli-json campaign: an all-ones p_paddr (no physical address) left gpa out of the
+  // kept segment, so the report broke its own schema.
+  const dir = await Deno.makeTempDir({ prefix: "vmem-strip-paddr-" });
+  try {
+    const elf = await tinyFixture("q10-tiny.elf");
+    const v = new DataView(elf.buffer);
+    const phoff = Number(v.getBigUint64(32, true));
+    const phdr = phoff + 2 * 56; // PT_LOAD at 0xfffc0000 (the firmware)
+    assert.equal(v.getUint32(phdr, true), 1);
+    v.setBigUint64(phdr + 24, 0xffff_ffff_ffff_ffffn, true); // p_paddr
+    await Deno.writeFile(`${dir}/in.elf`, elf);
+    await Deno.writeTextFile(`${dir}/plugmap.json`, await tinyPlugMapJson());
+    const m = memoryIo();
+    const code = await main(
+      ["strip", `${dir}/in.elf`, `${dir}/out.elf`, "--plugmap", `${dir}/plugmap.json`, "--json"],
+      m.io,
+    );
+    assert.equal(code, 0, m.err());
+    const report = assertReport(m.out(), "strip") as {
+      elf: { kept: { gpa: number | null; inputSegmentIndex: number }[] };
+    };
+    const kept = report.elf.kept.find((k) => k.inputSegmentIndex === 2);
+    assert.equal(kept?.gpa, null);
+    assert.equal(report.elf.kept.filter((k) => k.gpa !== null).length, 3);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
