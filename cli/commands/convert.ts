@@ -46,7 +46,6 @@ import {
 } from "../_args.ts";
 import { FormatError, UnsupportedFeatureError } from "../../src/errors.ts";
 import { openInput } from "../../src/input/open_input.ts";
-import { openPositional } from "../../src/io/positional.ts";
 import type { KdumpWriteCodec } from "../../src/kdump/compress.ts";
 import { lazyImport } from "../_lazy.ts";
 
