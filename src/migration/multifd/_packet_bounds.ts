@@ -9,12 +9,11 @@
  */
 
 import { FormatError } from "../../errors.ts";
+import { hex } from "../../io/text.ts";
 import type { RamBlockInfo } from "../types.ts";
 import { MULTIFD_PACKET } from "./layout.ts";
 import { multifdOffsetSlotStreamOffset } from "./packet.ts";
 import type { MultifdRamPacketRecord } from "./types.ts";
-
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 /** The block list of one stream, for packet checks. */
 export class PacketBounds {

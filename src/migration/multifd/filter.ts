@@ -23,6 +23,7 @@
  */
 
 import { UnsupportedFeatureError } from "../../errors.ts";
+import { hex } from "../../io/text.ts";
 import type { PlugMap } from "../../vmem/plug_map.ts";
 import { type BlockPlugTable, PlugTables } from "../_filter_plug_state.ts";
 import { DEFAULT_PAGE_SIZE } from "../constants.ts";
@@ -230,7 +231,7 @@ export class MultifdChannelFilter {
       }
       if (isNormal && compressed) {
         throw new UnsupportedFeatureError(
-          `Cannot filter multifd channel ${this.#channel}: page ${ramOffset.toString(16)} of ${
+          `Cannot filter multifd channel ${this.#channel}: page ${hex(ramOffset)} of ${
             JSON.stringify(p.ramBlock)
           } lies in an unplugged block but travels in a ${p.compression}-compressed packet; ` +
             "a channel's packets form one compressed stream, so it cannot be removed without " +

@@ -14,9 +14,10 @@
  */
 
 import { FormatError } from "../../errors.ts";
+import { isPowerOfTwo } from "../../io/bits.ts";
 import { viewOf } from "../../io/endian.ts";
 import { getWireUint, setWireUint } from "../../io/wire.ts";
-import { latin1Decode, latin1Encode } from "../_latin1.ts";
+import { hex, latin1Decode, latin1Encode } from "../../io/text.ts";
 import {
   MULTIFD_COMPRESSION_BY_FLAG,
   MULTIFD_FLAG_COMPRESSION_MASK,
@@ -48,7 +49,6 @@ import type {
 
 const WHAT = "Cannot decode multifd channel";
 const EMPTY = new Uint8Array(0);
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 function fail(
   message: string,
@@ -68,7 +68,7 @@ function fail(
 export function checkMultifdPageSize(pageSize: number): void {
   if (
     !Number.isInteger(pageSize) || pageSize < 512 || pageSize > MULTIFD_PACKET_SIZE ||
-    (pageSize & (pageSize - 1)) !== 0
+    !isPowerOfTwo(pageSize)
   ) {
     throw new RangeError(`multifd page size ${pageSize} is not a power of two in 512 … 512 KiB`);
   }

@@ -148,7 +148,7 @@ export class MultifdChannelVerifier {
    */
   control(r: MultifdControlRecord): void {
     if (r.kind === "ram-mem-size") this.#bounds.setRamBlocks(r.blocks);
-    this.#verifier.checkBatch([r]);
+    this.#verifier.process([r]);
   }
 
   /**
@@ -198,7 +198,7 @@ export class MultifdChannelVerifier {
       r.streamOffset = multifdOffsetSlotStreamOffset(p, i);
       batch[i] = r;
     }
-    this.#verifier.checkBatch(batch);
+    this.#verifier.process(batch);
     return !this.#verifier.failed;
   }
 }
