@@ -16,11 +16,36 @@
  * @module
  */
 
-import { wireLayout } from "../../io/wire.ts";
+import { type WireLayout, wireLayout } from "../../io/wire.ts";
 import { MULTIFD_PACKET_SIZE, MULTIFD_RAMBLOCK_NAME_SIZE } from "./constants.ts";
 
+/** Fields of {@linkcode MULTIFD_INIT}. */
+export type MultifdInitField = "magic" | "version" | "uuid" | "channelId" | "unused1" | "unused2";
+
+/** Fields of {@linkcode MULTIFD_PACKET_HDR}. */
+export type MultifdPacketHdrField = "magic" | "version" | "flags";
+
+/** Fields of {@linkcode MULTIFD_PACKET}. */
+export type MultifdPacketField =
+  | MultifdPacketHdrField
+  | "pagesAlloc"
+  | "normalPages"
+  | "nextPacketSize"
+  | "packetNum"
+  | "zeroPages"
+  | "unused32"
+  | "unused64"
+  | "ramBlock";
+
+/** Fields of {@linkcode MULTIFD_PACKET_DEVICE_STATE}. */
+export type MultifdPacketDeviceStateField =
+  | MultifdPacketHdrField
+  | "idstr"
+  | "instanceId"
+  | "nextPacketSize";
+
 /** `MultiFDInit_t`: the 64-byte packet that opens every multifd channel. */
-export const MULTIFD_INIT = wireLayout("MultiFDInit_t", 64, {
+export const MULTIFD_INIT: WireLayout<MultifdInitField> = wireLayout("MultiFDInit_t", 64, {
   magic: ["magic", 0, 4],
   version: ["version", 4, 4],
   uuid: ["uuid", 8, 16],
@@ -30,17 +55,21 @@ export const MULTIFD_INIT = wireLayout("MultiFDInit_t", 64, {
 });
 
 /** `MultiFDPacketHdr_t`: the 12 bytes every packet starts with. */
-export const MULTIFD_PACKET_HDR = wireLayout("MultiFDPacketHdr_t", 12, {
-  magic: ["magic", 0, 4],
-  version: ["version", 4, 4],
-  flags: ["flags", 8, 4],
-});
+export const MULTIFD_PACKET_HDR: WireLayout<MultifdPacketHdrField> = wireLayout(
+  "MultiFDPacketHdr_t",
+  12,
+  {
+    magic: ["magic", 0, 4],
+    version: ["version", 4, 4],
+    flags: ["flags", 8, 4],
+  },
+);
 
 /**
  * `MultiFDPacket_t` without its offset table (which follows at byte 320,
  * one be64 slot per page of a full packet).
  */
-export const MULTIFD_PACKET = wireLayout("MultiFDPacket_t", 320, {
+export const MULTIFD_PACKET: WireLayout<MultifdPacketField> = wireLayout("MultiFDPacket_t", 320, {
   magic: ["magic", 0, 4],
   version: ["version", 4, 4],
   flags: ["flags", 8, 4],
@@ -58,14 +87,18 @@ export const MULTIFD_PACKET = wireLayout("MultiFDPacket_t", 320, {
 });
 
 /** `MultiFDPacketDeviceState_t` (QEMU >= 10.0): device state sent over a multifd channel. */
-export const MULTIFD_PACKET_DEVICE_STATE = wireLayout("MultiFDPacketDeviceState_t", 276, {
-  magic: ["magic", 0, 4],
-  version: ["version", 4, 4],
-  flags: ["flags", 8, 4],
-  idstr: ["idstr", 12, 256],
-  instanceId: ["instance_id", 268, 4],
-  nextPacketSize: ["next_packet_size", 272, 4],
-});
+export const MULTIFD_PACKET_DEVICE_STATE: WireLayout<MultifdPacketDeviceStateField> = wireLayout(
+  "MultiFDPacketDeviceState_t",
+  276,
+  {
+    magic: ["magic", 0, 4],
+    version: ["version", 4, 4],
+    flags: ["flags", 8, 4],
+    idstr: ["idstr", 12, 256],
+    instanceId: ["instance_id", 268, 4],
+    nextPacketSize: ["next_packet_size", 272, 4],
+  },
+);
 
 /** Width of one slot of the offset table. */
 export const MULTIFD_OFFSET_SLOT_SIZE = 8;

@@ -35,3 +35,10 @@ export {
   type MultifdDropStats,
   type MultifdFilterOptions,
 } from "./filter.ts";
+export {
+  MultifdPipeline,
+  type MultifdPipelineMode,
+  type MultifdPipelineOptions,
+  type MultifdPipelineResult,
+  type MultifdProgress,
+} from "./pipeline.ts";

@@ -130,6 +130,11 @@ export class MultifdChannelVerifier {
     return this.#packets;
   }
 
+  /** Violations described so far (cheap; at most `maxViolations`). */
+  get violationCount(): number {
+    return this.#verifier.violations.length;
+  }
+
   /** Violations so far. */
   get violations(): MultifdPlugStateViolation[] {
     return this.#verifier.violations.map((v) => ({ ...v, channel: this.#channel }));
