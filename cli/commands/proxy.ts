@@ -149,7 +149,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     if (failure instanceof RelayVerificationError) {
       const vr = failure.result;
       await io.err(
-        `proxy: verification failed: ${vr.violationCount} violation(s); the destination was not given QEMU_VM_EOF\n`,
+        `proxy: verification failed: ${vr.violationCount} violation(s); ${
+          failure.eofForwarded
+            ? "found after QEMU_VM_EOF was forwarded: those pages were not forwarded, but the destination may have started the VM"
+            : "the destination was not given QEMU_VM_EOF"
+        }\n`,
       );
       for (const v of vr.violations.slice(0, 64)) {
         await io.err(`  ${describeViolation(v)} at stream offset ${hex(v.streamOffset)}\n`);

@@ -32,6 +32,8 @@ export type ToMultifdWorker =
   | { type: "page-size"; pageSize: number }
   | { type: "control"; record: MultifdControlRecord }
   | { type: "setup-complete" }
+  /** The main channel's stream is complete: no more plug state will come. */
+  | { type: "main-complete" }
   | { type: "input"; chunk: Uint8Array<ArrayBuffer> }
   | { type: "input-end" }
   /** The migration was vetoed: forward packets without their pages from now on. */
@@ -45,7 +47,7 @@ export type FromMultifdWorker =
   | { type: "output"; chunk: Uint8Array<ArrayBuffer> }
   | { type: "violations"; violations: MultifdPlugStateViolation[] }
   | { type: "done"; result: MultifdPipelineResult }
-  | { type: "error"; error: SerializedError };
+  | { type: "error"; error: SerializedError; channel: number | undefined };
 
 /** An error as it crosses the thread boundary. */
 export interface SerializedError {

@@ -50,7 +50,7 @@ let wakeOutput: (() => void) | undefined;
 function fail(e: unknown): void {
   if (failed) return;
   failed = true;
-  post({ type: "error", error: serializeError(e) });
+  post({ type: "error", error: serializeError(e), channel: pipeline?.progress.channel });
 }
 
 /** The next input chunk; the one before goes back to the main thread (the decoder is past it). */
@@ -123,6 +123,9 @@ scope.onmessage = (e) => {
       case "input-end":
         inputEnded = true;
         wakeInput?.();
+        return;
+      case "main-complete":
+        pipeline!.mainComplete();
         return;
       case "strip":
         pipeline!.stripPages();

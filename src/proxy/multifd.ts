@@ -98,6 +98,7 @@ class MainChannelTap implements RecordStage {
     if (this.pageSize !== undefined) out.push({ type: "page-size", pageSize: this.pageSize });
     for (const record of this.controls) out.push({ type: "control", record });
     if (this.setupDone) out.push({ type: "setup-complete" });
+    if (this.complete) out.push({ type: "main-complete" });
     return out;
   }
 
@@ -146,6 +147,7 @@ class MainChannelTap implements RecordStage {
 
   end(): readonly MigrationRecord[] {
     this.complete = true;
+    this.#tell({ type: "main-complete" });
     for (const l of this.#completeListeners) l();
     return [];
   }
@@ -226,6 +228,7 @@ class MultifdProxyChannel implements ExtraChannel {
   #writing = false;
   #aborted = false;
   #detached = false;
+  #abortReason: unknown;
   #changed = new Set<() => void>();
   #unsubscribe: () => void;
   readonly done: Promise<ChannelSummary>;
@@ -329,6 +332,7 @@ class MultifdProxyChannel implements ExtraChannel {
         void this.#finish();
         break;
       case "error":
+        if (m.channel !== undefined) this.#label = `multifd channel ${m.channel}`;
         this.#failWith(deserializeError(m.error, this.#label));
         break;
     }
@@ -442,6 +446,7 @@ class MultifdProxyChannel implements ExtraChannel {
     const controls = this.#tap.controls.length;
     for (;;) {
       if (this.#error !== undefined) throw this.#error;
+      if (this.#aborted) throw this.#abortReason;
       const p = this.#progress;
       if (this.#violations.length > 0) return; // vetoed: the EOF is not sent anyway
       if (
@@ -462,13 +467,14 @@ class MultifdProxyChannel implements ExtraChannel {
     this.#post({ type: "strip" });
   }
 
-  abort(_reason: unknown): void {
+  abort(reason: unknown): void {
     if (this.#aborted) return;
     this.#aborted = true;
+    this.#abortReason = reason;
     this.#stopWorker();
     this.#init.source.close();
     this.#destination.then((d) => d.close(), () => {});
-    this.#settle.reject(this.#error ?? _reason);
+    this.#settle.reject(this.#error ?? reason);
     this.#wake();
   }
 }

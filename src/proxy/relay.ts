@@ -116,13 +116,20 @@ export class RelayVerificationError extends VerificationError {
   override name = "RelayVerificationError";
   /** The verification outcome with every violation. */
   readonly result: VerifyResult;
+  /**
+   * The destination had already been given `QEMU_VM_EOF` when the violation
+   * was found (a multifd page that arrived after the main channel's last
+   * sync point; it was not forwarded, but the destination may have loaded).
+   */
+  readonly eofForwarded: boolean;
 
   /**
    * Wrap a failed verification.
    *
    * @param result The failed verification.
+   * @param eofForwarded Whether the destination already had `QEMU_VM_EOF`.
    */
-  constructor(result: VerifyResult) {
+  constructor(result: VerifyResult, eofForwarded = false) {
     const v = result.violations[0]!;
     const more = result.violationCount > 1 ? ` (and ${result.violationCount - 1} more)` : "";
     super(`${describeViolation(v)}${more}`, {
@@ -132,6 +139,7 @@ export class RelayVerificationError extends VerificationError {
       offset: v.streamOffset,
     });
     this.result = result;
+    this.eofForwarded = eofForwarded;
   }
 }
 

@@ -451,7 +451,7 @@ export class ProxySession {
       violationCount: base.violationCount + extra.length,
       violatingRecords: base.violatingRecords + extra.reduce((a, v) => a + v.records, 0),
       violations: [...base.violations, ...extra],
-    });
+    }, this.#relay?.eofForwarded ?? false);
   }
 
   async #connectDestination(): Promise<SocketConnection> {
@@ -501,6 +501,8 @@ export class ProxySession {
         onVerificationFailure: (violation) => this.#veto(violation),
         observers: (options.channelHandlers ?? []).flatMap((h) => h.mainStage ? [h.mainStage] : []),
         beforeEof: async () => {
+          // Every accepted connection first becomes a channel (or fails), then every channel agrees.
+          await Promise.all(this.#pendingChannels);
           await Promise.all(this.#channels.map((c) => c.agree()));
         },
         onComplete: () => {
@@ -581,6 +583,9 @@ export class ProxySession {
     await watcher;
     if (this.#failure !== undefined) throw this.#failure;
     const channels = await Promise.all(this.#channels.map((c) => c.done));
+    // A channel may still find a page after the main channel's last sync point (a
+    // source QEMU never sends one): it was not forwarded, but the EOF was.
+    if (this.#channelViolations.length > 0) throw await this.#verificationError(result.verify);
     return {
       ...result,
       mode,

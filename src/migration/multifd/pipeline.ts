@@ -145,6 +145,8 @@ export class MultifdPipeline {
   #held: MultifdRecord[] = [];
   #heldBytes = 0;
   #strip = false;
+  #mainComplete = false;
+  #wakeHeld: (() => void) | undefined;
   #started = false;
   #channel: number | undefined;
   #packets = 0;
@@ -239,6 +241,15 @@ export class MultifdPipeline {
     this.#release();
   }
 
+  /**
+   * The main channel's stream is complete: no more block list or plug state
+   * will come. A channel that still holds packets then fails.
+   */
+  mainComplete(): void {
+    this.#mainComplete = true;
+    this.#wakeHeld?.();
+  }
+
   /** Hand buffered output to the output now (call before waiting for more input). */
   sendBuffered(): void {
     this.#writer?.sendBuffered();
@@ -282,10 +293,14 @@ export class MultifdPipeline {
       }
       this.#options.onBatch?.(this.progress);
     }
+    // The channel may end before the main channel said what its packets wait for.
+    while (this.#held.length > 0 && !this.#mainComplete) {
+      await new Promise<void>((resolve) => (this.#wakeHeld = resolve));
+    }
     if (this.#held.length > 0) {
       throw new UnsupportedFeatureError(
-        `Cannot ${this.#mode} multifd channel ${this.#channel}: it ended while ${this.#heldBytes} bytes ` +
-          "waited for the main channel's block list or plug state",
+        `Cannot ${this.#mode} multifd channel ${this.#channel}: ${this.#heldBytes} bytes of it ` +
+          "waited for a block list or plug state the main channel never gave",
         "migration",
         this.#held[0]!.streamOffset,
       );
@@ -335,6 +350,7 @@ export class MultifdPipeline {
     }
     if (i === 0) return;
     this.#held.splice(0, i);
+    if (this.#held.length === 0) this.#wakeHeld?.();
     this.#heldBytes = 0;
     for (const r of this.#held) {
       this.#heldBytes += r.kind === "multifd-init"
