@@ -15,25 +15,10 @@
 
 import { compareGuestMemory, readElfLoads } from "./guest_memory.ts";
 import { evilPage } from "./guest.ts";
-import {
-  type QemuGuest,
-  type QemuVersion,
-  startDestination,
-  startGuest,
-  VMEM_GPA,
-} from "./qemu.ts";
-
-const MiB = 1 << 20;
+import { type QemuGuest, type QemuVersion, startDestination, startGuest } from "./qemu.ts";
 
 /** `multifd-compression` values the Debian QEMU builds support. */
 export type MultifdCompressionParameter = "none" | "zlib" | "zstd";
-
-/** Unplugged blocks of the s2/s3 plug shape written into during pause-before-switchover. */
-export const EVIL_BLOCKS = [39, 53];
-/** Block size of the tiny guest's device. */
-export const TINY_BLOCK_SIZE = 2 * MiB;
-/** The gpas of the EVIL pages. */
-export const EVIL_GPAS = EVIL_BLOCKS.map((b) => VMEM_GPA + b * TINY_BLOCK_SIZE + 0x1000);
 
 /**
  * Switch multifd on (before `migrate` on the source, before
@@ -206,8 +191,8 @@ export interface MultifdCaptureOptions {
   channels: number;
   /** `multifd-compression`. @default {"none"} */
   compression?: MultifdCompressionParameter;
-  /** Write EVIL pages into unplugged blocks 39 and 53 during pause-before-switchover. @default {false} */
-  evil?: boolean;
+  /** Pages to write `evilPage("EVIL-MIG", gpa)` to during pause-before-switchover (e.g. in unplugged blocks). @default {[]} */
+  evilGpas?: readonly number[];
   /** Directory for the sockets, captures and dumps. */
   dir: string;
 }
@@ -224,7 +209,7 @@ export interface MultifdCapture {
   sourceElf: string;
   /** Plug state the harness drove (1 = plugged), per 2 MiB device block. */
   plugged: Uint8Array;
-  /** The gpas written during pause-before-switchover (empty without `evil`). */
+  /** The gpas written during pause-before-switchover. */
   evilGpas: number[];
 }
 
@@ -251,9 +236,9 @@ export async function captureMultifdMigration(
   const dstSock = `${dir}/dst.sock`;
   await dst.migrateIncoming(`unix:${dstSock}`);
   const relay = new CapturingRelay(dir, dstSock);
-  const evilGpas = options.evil ? EVIL_GPAS : [];
+  const evilGpas = [...(options.evilGpas ?? [])];
   await src.migrate(`unix:${relay.path}`, {
-    ...(options.evil
+    ...(evilGpas.length > 0
       ? {
         onPreSwitchover: async (g: QemuGuest) => {
           for (const gpa of evilGpas) await g.gdbWritePhys(gpa, evilPage("EVIL-MIG", gpa));

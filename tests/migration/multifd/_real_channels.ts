@@ -54,8 +54,8 @@ import {
   type MultifdCapture,
   type MultifdCompressionParameter,
   replayMultifdMigration,
-  TINY_BLOCK_SIZE,
 } from "../../_util/multifd.ts";
+import { BLOCK, EVIL_GPAS } from "../../proxy/_qemu.ts";
 import {
   compareGuestMemory,
   qemuAvailable,
@@ -133,11 +133,11 @@ function plugMapOf(capture: MultifdCapture): PlugMap {
     path: "",
     ramBlock: "vmem0mem",
     gpa: VMEM_GPA,
-    regionSize: blocks * TINY_BLOCK_SIZE,
-    blockSize: TINY_BLOCK_SIZE,
+    regionSize: blocks * BLOCK,
+    blockSize: BLOCK,
     node: 0,
     usableRegionSize: undefined,
-    size: capture.plugged.reduce((a, b) => a + b, 0) * TINY_BLOCK_SIZE,
+    size: capture.plugged.reduce((a, b) => a + b, 0) * BLOCK,
     requestedSize: undefined,
     bitmap,
   }]);
@@ -178,7 +178,7 @@ export function realChannelTests(qemu: QemuVersion): void {
           qemu,
           channels,
           compression,
-          evil: true,
+          evilGpas: EVIL_GPAS,
           dir: tmp.path,
         });
         const mainBytes = await Deno.readFile(capture.main);
@@ -249,7 +249,7 @@ export function realChannelTests(qemu: QemuVersion): void {
           const expected = new Set<string>();
           for (const b of memSize.blocks) {
             for (let o = 0; o < b.usedLength; o += PAGE) {
-              if (b === vmemBlock && capture.plugged[Math.floor(o / TINY_BLOCK_SIZE)] !== 1) {
+              if (b === vmemBlock && capture.plugged[Math.floor(o / BLOCK)] !== 1) {
                 continue;
               }
               expected.add(`${b.idstr}@${o}`);
