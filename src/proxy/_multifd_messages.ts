@@ -38,10 +38,13 @@ export type ToMultifdWorker =
   | { type: "input-end" }
   /** The migration was vetoed: forward packets without their pages from now on. */
   | { type: "strip" }
-  | { type: "written"; byteLength: number };
+  /** An output chunk was written; its buffer comes back for reuse. */
+  | { type: "written"; chunk: Uint8Array<ArrayBuffer> };
 
 /** Worker → main thread. */
 export type FromMultifdWorker =
+  /** The Worker's modules are loaded (its first message). */
+  | { type: "ready" }
   | { type: "progress"; progress: MultifdProgress }
   | { type: "release"; chunk: Uint8Array<ArrayBuffer> }
   | { type: "output"; chunk: Uint8Array<ArrayBuffer> }

@@ -46,6 +46,9 @@ let current: Uint8Array<ArrayBuffer> | undefined;
 let outputInFlight = 0;
 let maxOutputInFlight = 4 << 20;
 let wakeOutput: (() => void) | undefined;
+/** Output buffers the main thread gave back after writing them. */
+const freeOutput: Uint8Array<ArrayBuffer>[] = [];
+const OUTPUT_CHUNK_SIZE = 1 << 20;
 
 function fail(e: unknown): void {
   if (failed) return;
@@ -85,7 +88,9 @@ function start(m: Extract<ToMultifdWorker, { type: "start" }>): void {
     mode: m.mode,
     ...(plugMap ? { plugMap } : {}),
     output,
-    reuseChunks: false, // output chunks are transferred
+    chunkSize: OUTPUT_CHUNK_SIZE,
+    reuseChunks: false, // output chunks are transferred; they come back in "written"
+    allocateChunk: () => freeOutput.pop() ?? new Uint8Array(OUTPUT_CHUNK_SIZE),
     onViolations: (violations) => post({ type: "violations", violations }),
     onBatch: (progress) => post({ type: "progress", progress }),
   });
@@ -96,6 +101,8 @@ function start(m: Extract<ToMultifdWorker, { type: "start" }>): void {
     post({ type: "done", result });
   }, fail);
 }
+
+post({ type: "ready" });
 
 scope.onmessage = (e) => {
   if (failed) return;
@@ -131,7 +138,10 @@ scope.onmessage = (e) => {
         pipeline!.stripPages();
         return;
       case "written":
-        outputInFlight -= m.byteLength;
+        outputInFlight -= m.chunk.byteLength;
+        if (m.chunk.buffer.byteLength === OUTPUT_CHUNK_SIZE) {
+          freeOutput.push(new Uint8Array(m.chunk.buffer));
+        }
         if (outputInFlight <= maxOutputInFlight) wakeOutput?.();
         return;
     }

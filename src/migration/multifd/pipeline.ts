@@ -67,6 +67,8 @@ export interface MultifdPipelineOptions {
    * @default {true}
    */
   reuseChunks?: boolean;
+  /** Supplies output chunk buffers (see `ByteWriterOptions.allocate`). @default {undefined} */
+  allocateChunk?: () => Uint8Array<ArrayBuffer>;
   /** Most bytes held back while the main channel's state is unknown. @default {67108864} */
   maxHeldBytes?: number;
   /** Verify mode: called with the violations each packet (or late decision) adds. @default {undefined} */
@@ -176,6 +178,7 @@ export class MultifdPipeline {
       this.#writer = new ByteWriter(this.#sink.sink, {
         chunkSize: options.chunkSize ?? 1 << 20,
         reuseChunks: options.reuseChunks ?? true,
+        ...(options.allocateChunk ? { allocate: options.allocateChunk } : {}),
       });
       this.#encoder = new MultifdEncoder(this.#writer);
     }
