@@ -19,8 +19,8 @@ import {
   writeMultifdRamPacketHeader,
 } from "../../mod.ts";
 import { concatBytes } from "../_util/chunkings.ts";
-import { CLI_MAIN } from "../_util/cli.ts";
 import { encodeRecords, syntheticRecords, VMEM_BLOCK, VMEM_GPA, VMEM_RAMBLOCK } from "./_util.ts";
+import { startProxy } from "./_qemu.ts";
 
 const PAGE = 4096;
 
@@ -144,39 +144,13 @@ async function runProxy(
 ) {
   const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-proxy-" });
   try {
-    const dest = fakeDestination(`${dir}/dst.sock`);
+    const dest = fakeDestination(`${dir}/p-dst.sock`);
     // A process, as users run it: `deno test` would type-check each Worker's modules on load.
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        CLI_MAIN,
-        "proxy",
-        "--listen",
-        `unix:${dir}/p.sock`,
-        "--connect",
-        `unix:${dir}/dst.sock`,
-        "--mode",
-        options.mode,
-        "--json",
-        ...(options.extra ?? []),
-      ],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const out = new Response(child.stdout).text();
-    const err = new Response(child.stderr).text();
+    const proxy = await startProxy(dir, "p", ["--mode", options.mode, ...(options.extra ?? [])]);
     await fakeSource(`${dir}/p.sock`, streams, options.order ?? streams.map((_, i) => i));
-    const { code } = await child.status;
+    const { code, err, json } = await proxy.done();
     await dest.close();
-    const received = await dest.received();
-    const m = { out: await out, err: await err };
-    let json: Record<string, unknown> | undefined;
-    try {
-      json = JSON.parse(m.out);
-    } catch { /* none */ }
-    return { code, err: m.err, json, received };
+    return { code, err, json, received: await dest.received() };
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

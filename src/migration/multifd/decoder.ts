@@ -65,45 +65,39 @@ export async function* decodeMultifdChannel(
     );
   }
   let batch: MultifdRecord[] = [readMultifdInit(init, initAt)];
+  /** `n` bytes: at once when buffered, else after the pending batch went out (one place that awaits). */
+  async function* take(
+    n: number,
+    what: string,
+    orEnd: boolean,
+  ): AsyncGenerator<MultifdRecord[], Uint8Array | undefined> {
+    const sync = reader.tryReadSync(n);
+    if (sync !== undefined) return sync;
+    if (batch.length > 0) {
+      yield batch;
+      batch = [];
+    }
+    return orEnd ? await reader.readOrEnd(n, what) : await reader.read(n, what);
+  }
   const hdrSize = MULTIFD_PACKET_HDR.byteLength;
   for (;;) {
     const at = reader.offset;
-    let hdr = reader.tryReadSync(hdrSize);
-    if (hdr === undefined) {
-      if (batch.length > 0) {
-        yield batch;
-        batch = [];
-      }
-      hdr = await reader.readOrEnd(hdrSize, "a multifd packet header");
-      if (hdr === undefined) return;
-    }
+    const hdr = yield* take(hdrSize, "a multifd packet header", true);
+    if (hdr === undefined) break; // a clean end, between packets
     const kind = readMultifdPacketHdr(hdr, at, pageSize);
     const header = new Uint8Array(kind.headerByteLength);
     header.set(hdr);
-    const restSize = kind.headerByteLength - hdrSize;
-    let rest = reader.tryReadSync(restSize);
-    if (rest === undefined) {
-      if (batch.length > 0) {
-        yield batch;
-        batch = [];
-      }
-      rest = await reader.read(restSize, "a multifd packet header");
-    }
-    header.set(rest, hdrSize);
+    header.set(
+      (yield* take(kind.headerByteLength - hdrSize, "a multifd packet header", false))!,
+      hdrSize,
+    );
     const parsed = kind.deviceState
       ? readMultifdDeviceStatePacketHeader(header, at)
       : readMultifdRamPacketHeader(header, at, pageSize);
     if (parsed.dataByteLength > 0) {
-      let data = reader.tryReadSync(parsed.dataByteLength);
-      if (data === undefined) {
-        if (batch.length > 0) {
-          yield batch;
-          batch = [];
-        }
-        data = await reader.read(parsed.dataByteLength, "a multifd packet payload");
-      }
-      parsed.record.data = data;
+      parsed.record.data = (yield* take(parsed.dataByteLength, "a multifd packet payload", false))!;
     }
     batch.push(parsed.record);
   }
+  if (batch.length > 0) yield batch;
 }

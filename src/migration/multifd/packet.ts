@@ -16,7 +16,7 @@
 import { FormatError } from "../../errors.ts";
 import { isPowerOfTwo } from "../../io/bits.ts";
 import { viewOf } from "../../io/endian.ts";
-import { getWireUint, setWireUint } from "../../io/wire.ts";
+import { getWireUint, setWireUint, type WireField } from "../../io/wire.ts";
 import { hex, latin1Decode, latin1Encode } from "../../io/text.ts";
 import {
   MULTIFD_COMPRESSION_BY_FLAG,
@@ -74,6 +74,32 @@ export function checkMultifdPageSize(pageSize: number): void {
   }
 }
 
+/** The `magic` and `version` every multifd record starts with; returns the version. */
+function checkMagicAndVersion(
+  v: DataView,
+  F: { magic: WireField; version: WireField },
+  streamOffset: number,
+  what: string,
+): number {
+  const magic = getWireUint(v, 0, F.magic, false);
+  if (magic !== MULTIFD_MAGIC) {
+    fail(
+      `${what} magic ${hex(magic)} is not ${hex(MULTIFD_MAGIC)}`,
+      "bad-magic",
+      streamOffset + F.magic.offset,
+    );
+  }
+  const version = getWireUint(v, 0, F.version, false);
+  if (version !== MULTIFD_VERSION) {
+    fail(
+      `${what} version ${version} is not ${MULTIFD_VERSION}`,
+      "bad-version",
+      streamOffset + F.version.offset,
+    );
+  }
+  return version;
+}
+
 /**
  * Read `MultiFDInit_t`.
  *
@@ -97,22 +123,7 @@ export function readMultifdInit(bytes: Uint8Array, streamOffset: number): Multif
     );
   }
   const v = viewOf(bytes);
-  const magic = getWireUint(v, 0, F.magic, false);
-  if (magic !== MULTIFD_MAGIC) {
-    fail(
-      `initial packet magic ${hex(magic)} is not ${hex(MULTIFD_MAGIC)}`,
-      "bad-magic",
-      streamOffset + F.magic.offset,
-    );
-  }
-  const version = getWireUint(v, 0, F.version, false);
-  if (version !== MULTIFD_VERSION) {
-    fail(
-      `initial packet version ${version} is not ${MULTIFD_VERSION}`,
-      "bad-version",
-      streamOffset + F.version.offset,
-    );
-  }
+  const version = checkMagicAndVersion(v, F, streamOffset, "initial packet");
   const copy = bytes.slice();
   return {
     kind: "multifd-init",
@@ -171,22 +182,7 @@ export function readMultifdPacketHdr(
 ): MultifdPacketHdr {
   const F = MULTIFD_PACKET_HDR.fields;
   const v = viewOf(bytes);
-  const magic = getWireUint(v, 0, F.magic, false);
-  if (magic !== MULTIFD_MAGIC) {
-    fail(
-      `packet magic ${hex(magic)} is not ${hex(MULTIFD_MAGIC)}`,
-      "bad-magic",
-      streamOffset + F.magic.offset,
-    );
-  }
-  const version = getWireUint(v, 0, F.version, false);
-  if (version !== MULTIFD_VERSION) {
-    fail(
-      `packet version ${version} is not ${MULTIFD_VERSION}`,
-      "bad-version",
-      streamOffset + F.version.offset,
-    );
-  }
+  checkMagicAndVersion(v, F, streamOffset, "packet");
   const flags = getWireUint(v, 0, F.flags, false);
   const at = streamOffset + F.flags.offset;
   if ((flags & ~MULTIFD_KNOWN_FLAGS) !== 0) {
