@@ -81,7 +81,12 @@ export interface MultifdChannelSummary extends ChannelSummary {
   violations: number;
 }
 
-const READ_SIZE = 1 << 20;
+/**
+ * Size of one source read. A unix socket hands over at most its buffer
+ * (about 208 KiB by default) per read, so larger buffers would mostly sit
+ * empty while they count against the read-ahead.
+ */
+const READ_SIZE = 256 << 10;
 
 const WORKER_URL = new URL("./_multifd_worker.ts", import.meta.url).href;
 
