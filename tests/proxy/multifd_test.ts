@@ -9,15 +9,15 @@
  */
 
 import assert from "node:assert/strict";
+import { bytesReader } from "../../mod.ts";
 import {
-  bytesReader,
   decodeMultifdChannel,
   MULTIFD_FLAG_SYNC,
   MULTIFD_FLAG_ZSTD,
   type MultifdRamPacketRecord,
   writeMultifdInit,
   writeMultifdRamPacketHeader,
-} from "../../mod.ts";
+} from "../../src/migration/mod.ts";
 import { concatBytes } from "../_util/chunkings.ts";
 import { encodeRecords, syntheticRecords, VMEM_BLOCK, VMEM_GPA, VMEM_RAMBLOCK } from "./_util.ts";
 import { startProxy } from "./_qemu.ts";

@@ -342,7 +342,7 @@ export function realChannelTests(qemu: QemuVersion): void {
             return v.violations;
           });
           assert.deepEqual(
-            violations.map((v) => v.gpa).toSorted((a, b) => a - b),
+            violations.map((v) => v.gpa ?? -1).toSorted((a, b) => a - b),
             capture.evilGpas,
           );
           for (const v of violations) {
