@@ -46,7 +46,8 @@ export type FromMultifdWorker =
   /** The Worker's modules are loaded (its first message). */
   | { type: "ready" }
   | { type: "progress"; progress: MultifdProgress }
-  | { type: "release"; chunk: Uint8Array<ArrayBuffer> }
+  /** Input chunks the decoder is past, back for reuse. */
+  | { type: "release"; chunks: Uint8Array<ArrayBuffer>[] }
   | { type: "output"; chunk: Uint8Array<ArrayBuffer> }
   | { type: "violations"; violations: MultifdPlugStateViolation[] }
   | { type: "done"; result: MultifdPipelineResult }

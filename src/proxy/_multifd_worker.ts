@@ -56,14 +56,43 @@ function fail(e: unknown): void {
   post({ type: "error", error: serializeError(e), channel: pipeline?.progress.channel });
 }
 
+/** Input chunks the decoder is past, going back to the main thread in batches. */
+let released: Uint8Array<ArrayBuffer>[] = [];
+
+function sendReleased(): void {
+  if (released.length === 0) return;
+  post({ type: "release", chunks: released }, released.map((c) => c.buffer));
+  released = [];
+}
+
+/** The last progress posted: the main thread hears only what its EOF gate and labels need. */
+let reported = { channel: -1, syncPackets: -1, controls: -1, violations: -1 };
+
+function reportProgress(force = false): void {
+  const p = pipeline!.progress;
+  if (
+    !force && p.channel === reported.channel && p.syncPackets === reported.syncPackets &&
+    p.controls === reported.controls && p.violations === reported.violations
+  ) return;
+  reported = {
+    channel: p.channel ?? -1,
+    syncPackets: p.syncPackets,
+    controls: p.controls,
+    violations: p.violations,
+  };
+  post({ type: "progress", progress: p });
+}
+
 /** The next input chunk; the one before goes back to the main thread (the decoder is past it). */
 async function pull(): Promise<Uint8Array | undefined> {
   if (current !== undefined) {
-    const done = current;
+    released.push(current);
     current = undefined;
-    post({ type: "release", chunk: done }, [done.buffer]);
+    if (released.length >= 4) sendReleased();
   }
   while (inputs.length === 0 && !inputEnded) {
+    sendReleased();
+    reportProgress();
     pipeline?.sendBuffered();
     await new Promise<void>((resolve) => (wakeInput = resolve));
     wakeInput = undefined;
@@ -92,12 +121,13 @@ function start(m: Extract<ToMultifdWorker, { type: "start" }>): void {
     reuseChunks: false, // output chunks are transferred; they come back in "written"
     allocateChunk: () => freeOutput.pop() ?? new Uint8Array(OUTPUT_CHUNK_SIZE),
     onViolations: (violations) => post({ type: "violations", violations }),
-    onBatch: (progress) => post({ type: "progress", progress }),
+    onBatch: () => reportProgress(),
   });
   pipeline = p;
   p.run().then((result) => {
-    if (current !== undefined) post({ type: "release", chunk: current }, [current.buffer]);
+    if (current !== undefined) released.push(current);
     current = undefined;
+    sendReleased();
     post({ type: "done", result });
   }, fail);
 }
@@ -117,11 +147,11 @@ scope.onmessage = (e) => {
         return;
       case "control":
         pipeline!.control(m.record);
-        post({ type: "progress", progress: pipeline!.progress });
+        reportProgress(true);
         return;
       case "setup-complete":
         pipeline!.setupComplete();
-        post({ type: "progress", progress: pipeline!.progress });
+        reportProgress(true);
         return;
       case "input":
         inputs.push(m.chunk);

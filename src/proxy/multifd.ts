@@ -367,8 +367,10 @@ class MultifdProxyChannel implements ExtraChannel {
       case "ready":
         break;
       case "release":
-        this.#inputInFlight -= m.chunk.buffer.byteLength;
-        if (m.chunk.buffer.byteLength === READ_SIZE) this.#free.push(m.chunk.buffer);
+        for (const c of m.chunks) {
+          this.#inputInFlight -= c.buffer.byteLength;
+          if (c.buffer.byteLength === READ_SIZE) this.#free.push(c.buffer);
+        }
         break;
       case "output":
         this.#outputs.push(m.chunk);
