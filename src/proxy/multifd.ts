@@ -31,6 +31,7 @@ import {
   isMultifdControlRecord,
   MULTIFD_MAGIC,
   type MultifdControlRecord,
+  type MultifdDroppedPage,
   type MultifdPipelineResult,
   type MultifdPlugStateViolation,
   type MultifdProgress,
@@ -79,6 +80,10 @@ export interface MultifdChannelSummary extends ChannelSummary {
   droppedBytes: number;
   /** Verify mode: violations found. */
   violations: number;
+  /** Filter mode: the first removed pages, described. */
+  dropped?: MultifdDroppedPage[];
+  /** Verify mode: the violations, described. */
+  violationList?: MultifdPlugStateViolation[];
 }
 
 /**
