@@ -328,7 +328,7 @@ export async function elfMemoryReader(elf: string): Promise<{
   const file = await Deno.open(elf);
   const WINDOW = 1 << 20;
   let window = new Uint8Array(0);
-  let windowGpa = -1;
+  let windowGpa = -Infinity;
   return {
     covers(gpa, byteLength) {
       return loads.some((l) => l.gpa <= gpa && gpa + byteLength <= l.gpa + l.memByteLength);

@@ -319,7 +319,7 @@ Deno.test("proxy fails a corrupt or truncated multifd channel with a typed error
     assert.equal(r.code, 1);
     assert.match(
       r.err,
-      /page offset 0x1000000 in "pc\.ram" lies beyond the block's 0x1000000 bytes at offset 0x180\b/,
+      /page offset 0x1000000 in \\?"pc\.ram\\?" lies beyond the block's 0x1000000 bytes at offset 0x180\b/,
     );
   });
 });
