@@ -76,14 +76,12 @@ export interface MultifdChannelSummary extends ChannelSummary {
   syncPackets: number;
   /** Filter mode: pages removed. */
   droppedPages: number;
-  /** Filter mode: bytes removed. */
-  droppedBytes: number;
-  /** Verify mode: violations found. */
-  violations: number;
+  /** Filter mode: bytes removed (the removed pages' data). */
+  droppedByteLength: number;
+  /** Verify mode: violations found (described in the session's verification result). */
+  violationCount: number;
   /** Filter mode: the first removed pages, described. */
   dropped?: MultifdDroppedPage[];
-  /** Verify mode: the violations, described. */
-  violationList?: MultifdPlugStateViolation[];
 }
 
 /**
@@ -460,10 +458,9 @@ class MultifdProxyChannel implements ExtraChannel {
       zeroPages: r.zeroPages,
       syncPackets: r.syncPackets,
       droppedPages: r.dropStats?.droppedPages ?? 0,
-      droppedBytes: r.dropStats?.droppedBytes ?? 0,
-      violations: this.#violations.length,
+      droppedByteLength: r.dropStats?.droppedBytes ?? 0,
+      violationCount: this.#violations.length,
       ...(r.dropStats ? { dropped: r.dropStats.dropped } : {}),
-      ...(r.verify ? { violationList: this.#violations } : {}),
     };
     this.#settle.resolve(summary);
   }
