@@ -188,6 +188,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (io.stderrIsTerminal && lastLine > 0) await io.err("\r\x1b[K");
   await io.err(summaryText(result));
   if (values.json) {
+    const pathOf = new Map(result.dropStats?.devices.map((d) => [d.ramBlock, d.devicePath]));
     await io.out(reportJson("proxy", {
       input: endpointJson(listenAt, null),
       verdict: result.verify ? "clean" : "done",
@@ -205,32 +206,45 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         messages: result.returnPath.messages,
         shut: result.returnPath.shut ?? null,
       },
-      channels: result.channels.map(channelJson),
+      channels: result.channels.map((c) => channelJson(c, pathOf)),
     }));
   }
   return 0;
 }
 
-/** An extra channel's summary in the report (multifd: its dropped pages with the glossary's keys). */
-function channelJson(c: ChannelSummary): Record<string, unknown> {
-  const { bytesIn, bytesOut, dropped, ...rest } = c as MultifdChannelSummary;
+/**
+ * An extra channel's summary in the report (multifd, docs/multifd.md): the
+ * glossary's names, `channel` null when the channel never said its id, the
+ * removed pages named like the `filter` object's (`path` from the main
+ * channel's devices; empty outside filter mode).
+ */
+function channelJson(
+  c: ChannelSummary,
+  pathOf: ReadonlyMap<string, string>,
+): Record<string, unknown> {
+  const m = c as MultifdChannelSummary;
   return {
-    ...rest,
-    streamByteLength: bytesIn,
-    outputByteLength: bytesOut,
-    ...(dropped
-      ? {
-        dropped: dropped.map((d) => ({
-          recordKind: d.recordKind,
-          ramblock: d.ramBlock,
-          ramOffset: d.ramOffset,
-          gpa: d.gpa,
-          blockIndex: d.blockIndex,
-          streamOffset: d.streamOffset,
-          byteLength: d.byteLength,
-        })),
-      }
-      : {}),
+    label: m.label,
+    channel: m.channel ?? null,
+    streamByteLength: m.bytesIn,
+    forwardedByteLength: m.bytesOut,
+    packets: m.packets,
+    pages: m.pages,
+    zeroPages: m.zeroPages,
+    syncPackets: m.syncPackets,
+    droppedPages: m.droppedPages,
+    droppedByteLength: m.droppedByteLength,
+    violationCount: m.violationCount,
+    dropped: (m.dropped ?? []).map((d) => ({
+      recordKind: d.recordKind,
+      path: pathOf.get(d.ramBlock) ?? "",
+      ramblock: d.ramBlock,
+      ramOffset: d.ramOffset,
+      gpa: d.gpa,
+      blockIndex: d.blockIndex,
+      streamOffset: d.streamOffset,
+      byteLength: d.byteLength,
+    })),
   };
 }
 

@@ -62,6 +62,7 @@ export type {
   PlugStateSource,
 } from "../migration/filter.ts";
 export type { MappedRamBlock } from "../migration/mapped_ram/block_layout.ts";
+export type { MultifdDroppedPage } from "../migration/multifd/filter.ts";
 export type { ReturnPathMessage } from "../migration/return_path.ts";
 export type { RecordStage } from "../migration/stage.ts";
 export type {

@@ -39,23 +39,23 @@ import {
 
 interface ChannelSummaryJson {
   label: string;
-  channel: number;
+  channel: number | null;
   packets: number;
   pages: number;
   zeroPages: number;
   syncPackets: number;
   droppedPages: number;
-  dropped?: { gpa: number; channel: number }[];
+  dropped: { gpa: number; path: string; streamOffset: number }[];
 }
 
+/** The parts of the `proxy-report` these tests read (startProxy checks it against its schema). */
 interface ProxyJson {
-  ok: boolean;
+  verdict: "done" | "clean" | "violations";
   channels?: ChannelSummaryJson[];
-  verify?: {
-    clean: boolean;
-    layout: string;
-    violations: { gpa: number; blockIndex: number; channel?: number }[];
-  };
+  verify: {
+    plugState: { layout: string | null };
+    violations: { gpa: number; blockIndex: number; channel?: number; path: string }[];
+  } | null;
 }
 
 const writeEvil = async (g: QemuGuest) => {
@@ -147,8 +147,8 @@ export function multifdProxyTests(qemu: QemuVersion): void {
               "the marker pages went through channels",
             );
             if (mode === "verify") {
-              assert.equal(r.json?.verify?.clean, true);
-              assert.equal(r.json?.verify?.layout, qemu === "10" ? "early" : "late");
+              assert.equal(r.json?.verdict, "clean");
+              assert.equal(r.json?.verify?.plugState.layout, qemu === "10" ? "early" : "late");
             }
             await dst.waitIncoming({ timeoutMs: 60_000 });
             await assertSameMemory(src, dst, dir, mode);
@@ -173,8 +173,9 @@ export function multifdProxyTests(qemu: QemuVersion): void {
             assert.equal(r.migrateError, undefined);
             assert.equal(r.p.code, 0, r.p.err);
             const list = assertChannels(r.json, channels);
-            const dropped = list.flatMap((c) => c.dropped ?? []);
+            const dropped = list.flatMap((c) => c.dropped);
             assert.deepEqual(dropped.map((d) => d.gpa).toSorted((a, b) => a - b), EVIL_GPAS);
+            for (const d of dropped) assert.notEqual(d.path, "", JSON.stringify(d));
             assert.equal(list.reduce((a, c) => a + c.droppedPages, 0), EVIL_GPAS.length);
             await dst.waitIncoming({ timeoutMs: 60_000 });
             for (const gpa of EVIL_GPAS) {
@@ -202,6 +203,7 @@ export function multifdProxyTests(qemu: QemuVersion): void {
             });
             await using dst = r.dst;
             assert.equal(r.p.code, 3, r.p.err);
+            assert.equal(r.json?.verdict, "violations");
             const v = r.json!.verify!;
             assert.deepEqual(v.violations.map((x) => x.gpa), EVIL_GPAS);
             assert.deepEqual(v.violations.map((x) => x.blockIndex), EVIL_BLOCKS);

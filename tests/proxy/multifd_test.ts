@@ -251,9 +251,15 @@ Deno.test("proxy --mode filter removes unplugged pages from multifd packets, cou
   );
   assert.equal(r.received[1]!.byteLength, ch0.byteLength - PAGE);
   const summary = (r.json as {
-    channels: { droppedPages: number; dropped: { gpa: number; recordKind: string }[] }[];
+    channels: {
+      droppedPages: number;
+      droppedByteLength: number;
+      dropped: { gpa: number; recordKind: string; path: string }[];
+    }[];
   }).channels[0]!;
   assert.equal(summary.droppedPages, 2);
+  assert.equal(summary.droppedByteLength, PAGE);
+  for (const d of summary.dropped) assert.notEqual(d.path, "");
   assert.deepEqual(summary.dropped.map((d) => [d.recordKind, d.gpa]), [
     ["ram-page", VMEM_GPA + pluggedPage(6)],
     ["ram-zero-page", VMEM_GPA + pluggedPage(7)],

@@ -5,7 +5,8 @@
  *
  * @example Round trip a captured channel
  * ```ts ignore
- * import { ByteWriter, decodeMultifdChannel, MultifdEncoder, openInput } from "@vmem-dump/vmem-dump";
+ * import { ByteWriter, openInput } from "@vmem-dump/vmem-dump";
+ * import { decodeMultifdChannel, MultifdEncoder } from "@vmem-dump/vmem-dump/migration";
  * const input = await openInput("channel-0.bin");
  * const chunks: Uint8Array[] = [];
  * const enc = new MultifdEncoder(new ByteWriter((c) => { chunks.push(c.slice()); }));
@@ -18,7 +19,12 @@
 
 export * from "./constants.ts";
 export type * from "./types.ts";
-export * from "./layout.ts";
+// The field layout tables (layout.ts) serve the codecs only: in no mod.ts.
+export {
+  MULTIFD_OFFSET_SLOT_SIZE,
+  multifdPageCount,
+  multifdRamPacketHeaderSize,
+} from "./layout.ts";
 export * from "./packet.ts";
 export { decodeMultifdChannel, type DecodeMultifdOptions } from "./decoder.ts";
 export { MultifdEncoder } from "./encoder.ts";

@@ -18,7 +18,7 @@
 import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { FormatError, UnexpectedEofError, UnsupportedFeatureError } from "../../../src/errors.ts";
-import { bytesReader, PullByteReader } from "../../../src/io/byte_reader.ts";
+import { bytesReader } from "../../../src/io/byte_reader.ts";
 import { ByteWriter } from "../../../src/io/byte_writer.ts";
 import { decodeMigrationBatches } from "../../../src/migration/decoder.ts";
 import { MigrationEncoder } from "../../../src/migration/encoder.ts";
@@ -29,7 +29,6 @@ import {
   MultifdChannelFilter,
   MultifdChannelVerifier,
   type MultifdControlRecord,
-  MultifdEncoder,
   type MultifdRamPacketRecord,
   type MultifdRecord,
 } from "../../../src/migration/multifd/mod.ts";
@@ -38,15 +37,8 @@ import { PlugStateVerifier } from "../../../src/migration/verify.ts";
 import { PlugMap } from "../../../src/vmem/plug_map.ts";
 import { assertBytesEqual } from "../../_util/assert.ts";
 import { evilPage } from "../../_util/guest.ts";
-import {
-  chunkedStream,
-  type Chunking,
-  concatBytes,
-  ODD_4095,
-  ONE_BYTE,
-  randomChunking,
-  WHOLE,
-} from "../../_util/chunkings.ts";
+import { decodeMultifdBytes, encodeMultifdBytes } from "../../_util/multifd_codec.ts";
+import { concatBytes, ODD_4095, ONE_BYTE, randomChunking } from "../../_util/chunkings.ts";
 import {
   captureMultifdMigration,
   elfMemoryReader,
@@ -67,35 +59,6 @@ import {
 
 const PAGE = 4096;
 const VMEM_RAMBLOCK_SUFFIX = "/vmem0mem";
-
-/** Decode a whole channel, copying payloads. */
-async function decodeChannel(
-  bytes: Uint8Array,
-  chunking: Chunking = WHOLE,
-): Promise<MultifdRecord[]> {
-  const stream = chunkedStream(bytes, chunking).getReader();
-  const reader = new PullByteReader(async () => {
-    const { value, done } = await stream.read();
-    return done ? undefined : value;
-  });
-  const out: MultifdRecord[] = [];
-  for await (const batch of decodeMultifdChannel(reader)) {
-    for (const r of batch) out.push(r.kind === "multifd-init" ? r : { ...r, data: r.data.slice() });
-  }
-  return out;
-}
-
-async function encodeChannel(records: readonly MultifdRecord[]): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  const enc = new MultifdEncoder(
-    new ByteWriter((c) => {
-      chunks.push(c.slice());
-    }, { chunkSize: 1 << 16 }),
-  );
-  for (const r of records) enc.write(r);
-  await enc.flush();
-  return concatBytes(chunks);
-}
 
 async function decodeMain(bytes: Uint8Array): Promise<MigrationRecord[]> {
   const out: MigrationRecord[] = [];
@@ -184,7 +147,7 @@ export function realChannelTests(qemu: QemuVersion): void {
         const mainBytes = await Deno.readFile(capture.main);
         const main = await decodeMain(mainBytes);
         const channelBytes = await Promise.all(capture.channels.map((p) => Deno.readFile(p)));
-        const decoded = await Promise.all(channelBytes.map((b) => decodeChannel(b)));
+        const decoded = await Promise.all(channelBytes.map((b) => decodeMultifdBytes(b)));
         const controls = main.filter(isMultifdControlRecord);
         const memSize = main.find((r) => r.kind === "ram-mem-size")!;
         assert.ok(memSize.kind === "ram-mem-size");
@@ -213,12 +176,12 @@ export function realChannelTests(qemu: QemuVersion): void {
           "re-encoding every channel gives its bytes, under every chunking",
           async () => {
             for (const [i, bytes] of channelBytes.entries()) {
-              assertBytesEqual(await encodeChannel(decoded[i]!), bytes, `channel ${i}`);
+              assertBytesEqual(await encodeMultifdBytes(decoded[i]!), bytes, `channel ${i}`);
               for (
                 const chunking of [ODD_4095, randomChunking(2, 1 << 12), randomChunking(3, 1 << 17)]
               ) {
                 assertBytesEqual(
-                  await encodeChannel(await decodeChannel(bytes, chunking)),
+                  await encodeMultifdBytes(await decodeMultifdBytes(bytes, chunking)),
                   bytes,
                   `channel ${i}, ${chunking.name}`,
                 );
@@ -228,7 +191,10 @@ export function realChannelTests(qemu: QemuVersion): void {
                 0,
                 decoded[i]![Math.min(16, decoded[i]!.length - 1)]!.streamOffset,
               );
-              assertBytesEqual(await encodeChannel(await decodeChannel(prefix, ONE_BYTE)), prefix);
+              assertBytesEqual(
+                await encodeMultifdBytes(await decodeMultifdBytes(prefix, ONE_BYTE)),
+                prefix,
+              );
             }
           },
         );
@@ -399,7 +365,7 @@ export function realChannelTests(qemu: QemuVersion): void {
             }
             const filtered = await Promise.all(
               decoded.map((records, i) =>
-                encodeChannel(records.map((r) => {
+                encodeMultifdBytes(records.map((r) => {
                   if (r.kind !== "multifd-ram-packet") return r;
                   const out = filters[i]!.filterPacket(r);
                   if (out !== r) assert.ok(out.normalRamOffsets.length < r.normalRamOffsets.length);

@@ -17,20 +17,16 @@
  * @module
  */
 
-import { bytesReader } from "../../../../src/io/byte_reader.ts";
-import { ByteWriter } from "../../../../src/io/byte_writer.ts";
 import {
-  decodeMultifdChannel,
-  MULTIFD_INIT,
   MULTIFD_OFFSET_SLOT_SIZE,
-  MULTIFD_PACKET,
   MultifdChannelFilter,
   MultifdChannelVerifier,
-  MultifdEncoder,
   type MultifdRecord,
 } from "../../../../src/migration/multifd/mod.ts";
+import { MULTIFD_INIT, MULTIFD_PACKET } from "../../../../src/migration/multifd/layout.ts";
 import { parsePlugMapSource } from "../../../../src/vmem/mod.ts";
 import { concatBytes } from "../../chunkings.ts";
+import { decodeMultifdBytes, encodeMultifdBytes } from "../../multifd_codec.ts";
 import type { Anatomy, Field, Span } from "../mutate.ts";
 import { agree, typedErrorLabel } from "../oracle.ts";
 import type { FuzzTarget, SeedInput } from "../target.ts";
@@ -104,26 +100,6 @@ function multifdAnatomy(records: readonly MultifdRecord[]): Anatomy {
   return { fields, spans };
 }
 
-async function decodeAll(bytes: Uint8Array): Promise<MultifdRecord[]> {
-  const out: MultifdRecord[] = [];
-  for await (const batch of decodeMultifdChannel(bytesReader(bytes))) {
-    for (const r of batch) out.push(r.kind === "multifd-init" ? r : { ...r, data: r.data.slice() });
-  }
-  return out;
-}
-
-async function encodeAll(records: readonly MultifdRecord[]): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  const enc = new MultifdEncoder(
-    new ByteWriter((c) => {
-      chunks.push(c.slice());
-    }, { chunkSize: 1 << 16 }),
-  );
-  for (const r of records) enc.write(r);
-  await enc.flush();
-  return concatBytes(chunks);
-}
-
 let states: Map<string, CaptureState> | undefined;
 
 async function multifdSeeds(): Promise<SeedInput[]> {
@@ -135,7 +111,7 @@ async function multifdSeeds(): Promise<SeedInput[]> {
       name,
       JSON.parse(await Deno.readTextFile(new URL(`${name}-state.json`, TESTDATA))) as CaptureState,
     );
-    seeds.push({ name, bytes, anatomy: multifdAnatomy(await decodeAll(bytes)) });
+    seeds.push({ name, bytes, anatomy: multifdAnatomy(await decodeMultifdBytes(bytes)) });
   }
   return seeds;
 }
@@ -152,11 +128,11 @@ async function runMultifd(input: Uint8Array, seedName: string): Promise<string> 
   };
   let records: MultifdRecord[];
   try {
-    records = await decodeAll(input);
+    records = await decodeMultifdBytes(input);
   } catch (e) {
     return `decode ${typedErrorLabel(e, { maxOffset: { migration: input.length } })}`;
   }
-  const again = await encodeAll(records);
+  const again = await encodeMultifdBytes(records);
   agree(
     again.byteLength === input.byteLength && again.every((b, i) => b === input[i]),
     "a decoded channel does not re-encode to its bytes",
@@ -175,7 +151,7 @@ async function runMultifd(input: Uint8Array, seedName: string): Promise<string> 
       if (!verifier.checkPacket(r)) outcome = "violation";
       const out = filter.filterPacket(r);
       if (out !== r) {
-        const [, kept] = await decodeAll(concatBytes([init.bytes, out.header, out.data]));
+        const [, kept] = await decodeMultifdBytes(concatBytes([init.bytes, out.header, out.data]));
         agree(
           kept?.kind === "multifd-ram-packet" &&
             kept.normalRamOffsets.join() === out.normalRamOffsets.join() &&
