@@ -2,7 +2,7 @@
  * Tests of the multifd library on channels captured from real QEMU
  * migrations (tests/_util/multifd.ts): a tiny guest with the s2/s3 plug
  * shape, EVIL pages written into two unplugged blocks during
- * pause-before-switchover, 2 and 4 channels, no compression, zlib and zstd.
+ * pause-before-switchover: 2 channels uncompressed, 4 with zlib, 4 with zstd.
  *
  * Oracles independent of the decoder: the set of pages the stream carries
  * (main channel plus channels) is exactly every page of every RAMBlock
@@ -121,11 +121,12 @@ function gpaOf(ramBlock: string, ramOffset: number): number | undefined {
 
 /** Register the tests for one QEMU build. */
 export function realChannelTests(qemu: QemuVersion): void {
+  // Each channel count and each compression once (a capture is a whole TCG
+  // migration, ~30 s on a loaded machine): the channel count changes how
+  // pages spread, not how a packet is compressed. The proxy tests run
+  // 2 and 4 channels uncompressed and 4 with zstd again, live.
   const combos: [number, MultifdCompressionParameter][] = [
     [2, "none"],
-    [2, "zlib"],
-    [2, "zstd"],
-    [4, "none"],
     [4, "zlib"],
     [4, "zstd"],
   ];
