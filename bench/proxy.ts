@@ -13,15 +13,19 @@
  *    (real s3 RAM sections repeated, bench/_synth.ts) is sent through the
  *    proxy CLI (run under /usr/bin/time) into a sink that discards it. Peak
  *    RSS should not grow with the stream.
+ * 3. The same for a synthetic multifd migration: a small main channel and
+ *    `--multifd-channels` channels of `--multifd-mib` MiB each (full packets
+ *    of plugged pages), with the proxy's CPU time beside its wall time.
  *
  *   deno run -A bench/proxy.ts [--qemu 7.2|10] [--guest linux|tiny] [--fill-mib 150] [--runs 3]
- *                              [--channels 1[,4]] [--gib 2.2] [--small-gib 0.25] [--skip-qemu]
- *                              [--skip-throughput]
+ *                              [--channels 1,4] [--gib 2.2] [--small-gib 0.25] [--skip-qemu]
+ *                              [--skip-throughput] [--multifd-channels 4] [--multifd-mib 256]
  *
  * `--channels N` migrates with N multifd channels (N > 1): both QEMUs get the
  * `multifd` capability and `multifd-channels` N (see {@linkcode channelSetup},
  * the hook for multi-channel runs). A proxy mode that cannot relay such a
- * migration is reported as failed in its row, not as a time.
+ * migration is reported as failed in its row, not as a time. The proxy runs
+ * under /usr/bin/time; each row shows its largest peak RSS.
  */
 
 import { parseArgs } from "node:util";
@@ -33,6 +37,13 @@ import {
   startGuest,
 } from "../tests/_util/qemu.ts";
 import { synthesizeStream } from "./_synth.ts";
+import { concatBytes } from "../tests/_util/chunkings.ts";
+import { encodeRecords, syntheticRecords, VMEM_RAMBLOCK } from "../tests/proxy/_util.ts";
+import {
+  MULTIFD_FLAG_SYNC,
+  writeMultifdInit,
+  writeMultifdRamPacketHeader,
+} from "../src/migration/multifd/mod.ts";
 import { printTable } from "./_measure.ts";
 
 const { values } = parseArgs({
@@ -46,7 +57,9 @@ const { values } = parseArgs({
     "skip-throughput": { type: "boolean" },
     guest: { type: "string", default: "linux" },
     "fill-mib": { type: "string", default: "150" },
-    channels: { type: "string", default: "1" },
+    channels: { type: "string", default: "1,4" },
+    "multifd-channels": { type: "string", default: "4" },
+    "multifd-mib": { type: "string", default: "256" },
   },
 });
 const MiB = 1 << 20;
@@ -136,6 +149,7 @@ async function qemuWallTimes(
   const rows: (string | number)[][] = [];
   for (const channels of channelCounts) {
     const times = new Map<string, number[]>(MODES.map((m) => [m, []]));
+    const rssMiB = new Map<string, number>(MODES.map((m) => [m, 0]));
     const failures = new Map<string, string>();
     for (let i = 0; i < runs; i++) {
       for (const mode of MODES) {
@@ -147,9 +161,10 @@ async function qemuWallTimes(
         await channelSetup(src, channels);
         let uri = `unix:${dst}`;
         let proxy: Awaited<ReturnType<typeof startProxy>> | undefined;
+        const rss = `${dir}/${channels}-${mode}-${i}.rss`;
         if (mode !== "direct") {
           const listen = `${dir}/${channels}-${mode}-${i}.sock`;
-          proxy = await startProxy(listen, dst, mode, undefined, mode === "filter" ? plugArgs : []);
+          proxy = await startProxy(listen, dst, mode, rss, mode === "filter" ? plugArgs : []);
           uri = `unix:${listen}`;
         }
         try {
@@ -160,6 +175,8 @@ async function qemuWallTimes(
           if (proxy) {
             const p = await proxy.done();
             if (p.code !== 0) throw new Error(`proxy ${mode} exited ${p.code}: ${p.err}`);
+            const kib = Number((await Deno.readTextFile(rss)).trim().split("\n").pop());
+            rssMiB.set(mode, Math.max(rssMiB.get(mode)!, kib / 1024));
           }
         } catch (e) {
           if (mode === "direct") throw e;
@@ -182,7 +199,11 @@ async function qemuWallTimes(
       rows.push([
         label,
         m.toFixed(2),
-        mode === "direct" ? "" : `${m >= base ? "+" : ""}${((m / base - 1) * 100).toFixed(0)}%`,
+        mode === "direct"
+          ? ""
+          : `${m >= base ? "+" : ""}${((m / base - 1) * 100).toFixed(0)}%, peak RSS ${
+            rssMiB.get(mode)!.toFixed(0)
+          } MiB`,
       ]);
     }
   }
@@ -241,6 +262,112 @@ async function proxyThroughput(dir: string, file: string, mode: string) {
   return { seconds, rssMiB, received };
 }
 
+/**
+ * A synthetic multifd migration through the proxy into a discarding
+ * destination: the main channel of tests/proxy/_util.ts (early layout, its
+ * device fully plugged, one MULTIFD_FLUSH) and `channels` channels, each its
+ * initial packet, `mib` MiB of full 128-page packets and a SYNC packet. The
+ * source connects every channel before it sends, as QEMU does.
+ */
+async function multifdThroughput(dir: string, channels: number, mib: number, mode: string) {
+  const syn = syntheticRecords({ seed: 3, plugged: new Array(16).fill(true), pages: 12 });
+  const mainBytes = await encodeRecords(syn.records);
+  const offsets = Array.from({ length: 128 }, (_, i) => i * 4096);
+  const data = new Uint8Array(128 * 4096).map((_, i) => ((i * 7) & 0xff) | 1);
+  const packet = concatBytes([
+    writeMultifdRamPacketHeader(
+      { flags: 0, normalRamOffsets: offsets, packetNum: 1, ramBlock: VMEM_RAMBLOCK },
+      4096,
+    ),
+    data,
+  ]);
+  const sync = writeMultifdRamPacketHeader(
+    { flags: MULTIFD_FLAG_SYNC, pagesAlloc: 0, normalRamOffsets: [], packetNum: 2, ramBlock: "" },
+    4096,
+  );
+  const packets = Math.ceil((mib << 20) / packet.byteLength);
+  const total = mainBytes.byteLength +
+    channels * (64 + packets * packet.byteLength + sync.byteLength);
+  const dst = `${dir}/mfd-sink.sock`;
+  const listen = `${dir}/mfd-${mode}.sock`;
+  const timeFile = `${dir}/mfd-time.txt`;
+  const listener = Deno.listen({ transport: "unix", path: dst });
+  let received = 0;
+  const sink = (async () => {
+    const reading: Promise<void>[] = [];
+    for (let i = 0; i <= channels; i++) {
+      const conn = await listener.accept();
+      reading.push((async () => {
+        const buf = new Uint8Array(1 << 20);
+        try {
+          for (;;) {
+            const got = await conn.read(buf);
+            if (got === null) break;
+            received += got;
+          }
+        } catch { /* reset */ }
+        conn.close();
+      })());
+    }
+    listener.close();
+    await Promise.all(reading);
+  })();
+  const argv = [Deno.execPath(), "run", "-A", main, "proxy", "--listen", `unix:${listen}`];
+  argv.push("--connect", `unix:${dst}`, "--mode", mode);
+  const child = new Deno.Command("/usr/bin/time", {
+    args: ["-f", "%e %U %S %M", "-o", timeFile, ...argv],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const err = new Response(child.stderr).text();
+  for (let i = 0; i < 400; i++) {
+    if (await Deno.lstat(listen).then(() => true, () => false)) break;
+    await sleep(25);
+  }
+  const writeAllTo = async (c: Deno.UnixConn, b: Uint8Array) => {
+    for (let at = 0; at < b.byteLength;) at += await c.write(b.subarray(at));
+  };
+  const connect = async (head: Uint8Array) => {
+    const c = await Deno.connect({ transport: "unix", path: listen }).catch(async (e) => {
+      throw new Error(`cannot connect to the proxy (${e.message}): ${await err}`);
+    });
+    await writeAllTo(c, head.subarray(0, 64));
+    await sleep(20);
+    return c;
+  };
+  const mainConn = await connect(mainBytes);
+  const channelConns: Deno.UnixConn[] = [];
+  for (let ch = 0; ch < channels; ch++) {
+    channelConns.push(await connect(writeMultifdInit({ channelId: ch, uuid: new Uint8Array(16) })));
+  }
+  const started = performance.now();
+  const finish = async (c: Deno.UnixConn) => {
+    await c.closeWrite();
+    await sleep(100);
+    c.close();
+  };
+  await Promise.all([
+    (async () => {
+      await writeAllTo(mainConn, mainBytes.subarray(64));
+      await finish(mainConn);
+    })(),
+    ...channelConns.map(async (c) => {
+      for (let k = 0; k < packets; k++) await writeAllTo(c, packet);
+      await writeAllTo(c, sync);
+      await finish(c);
+    }),
+  ]);
+  const status = await child.status;
+  await sink;
+  const seconds = (performance.now() - started) / 1000;
+  if (status.code !== 0) throw new Error(`proxy ${mode} exited ${status.code}: ${await err}`);
+  const line = (await Deno.readTextFile(timeFile)).trim().split("\n").pop()!;
+  const [, user, sys, maxKiB] = line.split(" ").map(Number);
+  await Deno.remove(dst).catch(() => {});
+  if (received !== total) throw new Error(`the sink got ${received} of ${total} bytes`);
+  return { seconds, cpu: user! + sys!, rssMiB: maxKiB! / 1024, bytes: total };
+}
+
 const dir = await Deno.makeTempDir({ prefix: "vmem-bench-proxy-" });
 try {
   const rows: (string | number)[][] = [];
@@ -270,6 +397,19 @@ try {
         ]);
       }
       await Deno.remove(file);
+    }
+  }
+  if (!values["skip-throughput"]) {
+    const channels = Number(values["multifd-channels"]);
+    for (const mode of ["pass", "filter", "verify"]) {
+      const m = await multifdThroughput(dir, channels, Number(values["multifd-mib"]), mode);
+      rows.push([
+        `${(m.bytes / 1e9).toFixed(2)} GB multifd (${channels} channels), proxy ${mode}`,
+        m.seconds.toFixed(2),
+        `${(m.bytes / m.seconds / 1e9).toFixed(2)} GB/s, CPU ${m.cpu.toFixed(2)} s (${
+          (m.cpu / m.seconds).toFixed(2)
+        }× wall), peak RSS ${m.rssMiB.toFixed(0)} MiB`,
+      ]);
     }
   }
   printTable(["case", "seconds", "notes"], rows);

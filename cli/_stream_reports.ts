@@ -44,6 +44,8 @@ export function verifyResultJson(
       streamOffset: v.streamOffset,
       records: v.records,
       detectedBy: name(v.detectedBy),
+      // A page of a multifd channel: `streamOffset` is in that channel.
+      ...("channel" in v && typeof v.channel === "number" ? { channel: v.channel } : {}),
     })),
     devices: r.devices.map((d) => tableDeviceJson(d, d.sources.map(name))),
   };

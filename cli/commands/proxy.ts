@@ -26,6 +26,8 @@ import {
 import { byteCount, count, formatByteCount, grouped, hex } from "../_format.ts";
 import { type ReportFile, reportJson } from "../_report.ts";
 import { dropStatsJson, verifyResultJson } from "../_stream_reports.ts";
+import type { ChannelSummary } from "../../src/proxy/channel.ts";
+import { MultifdChannelHandler, type MultifdChannelSummary } from "../../src/proxy/multifd.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import { JSON_OPTION, loadPlugMapOption, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
 
@@ -50,6 +52,11 @@ and stream the migration to it.
   --accept-timeout S   give up when no source connects within S seconds (default: wait)
   --connect-timeout S  keep retrying the destination for S seconds (default 10)
   --json          print the report as JSON on stdout (docs/filter-verify-proxy.md)
+
+multifd migrations (capability multifd) are relayed channel by channel, each
+in its own worker; every channel is filtered or verified like the main one.
+Compressed multifd channels (multifd-compression zlib, zstd) are verified;
+filter refuses to remove a page with data from them (docs/multifd.md).
 
 Unix sockets are created with mode 0600. The return path (capabilities
 return-path, switchover-ack) is relayed and checked; with it, a vetoed
@@ -135,6 +142,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       acceptTimeoutMs: acceptTimeout * 1000,
       connectTimeoutMs: connectTimeout * 1000,
       onEvent,
+      channelHandlers: [new MultifdChannelHandler()],
     });
   } catch (e) {
     if (e instanceof Deno.errors.AlreadyExists) throw new UsageError(`--listen: ${e.message}`);
@@ -149,12 +157,14 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     if (failure instanceof RelayVerificationError) {
       const vr = failure.result;
       await io.err(
-        `proxy: verification failed: ${
-          count(vr.violationCount, "violation")
-        }; the destination was not given QEMU_VM_EOF\n`,
+        `proxy: verification failed: ${count(vr.violationCount, "violation")}; ${
+          failure.eofForwarded
+            ? "found after QEMU_VM_EOF was forwarded: those pages were not forwarded, but the destination may have started the VM"
+            : "the destination was not given QEMU_VM_EOF"
+        }\n`,
       );
       for (const v of vr.violations.slice(0, 64)) {
-        await io.err(`  ${describeViolation(v)} at stream offset ${hex(v.streamOffset)}\n`);
+        await io.err(`  ${describeViolation(v)} at ${channelOf(v)}offset ${hex(v.streamOffset)}\n`);
       }
       if (values.json) {
         await io.out(reportJson("proxy", {
@@ -178,6 +188,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (io.stderrIsTerminal && lastLine > 0) await io.err("\r\x1b[K");
   await io.err(summaryText(result));
   if (values.json) {
+    const pathOf = new Map(result.dropStats?.devices.map((d) => [d.ramBlock, d.devicePath]));
     await io.out(reportJson("proxy", {
       input: endpointJson(listenAt, null),
       verdict: result.verify ? "clean" : "done",
@@ -195,14 +206,52 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         messages: result.returnPath.messages,
         shut: result.returnPath.shut ?? null,
       },
-      channels: result.channels.map(({ bytesIn, bytesOut, ...rest }) => ({
-        ...rest,
-        streamByteLength: bytesIn,
-        outputByteLength: bytesOut,
-      })),
+      channels: result.channels.map((c) => channelJson(c, pathOf)),
     }));
   }
   return 0;
+}
+
+/**
+ * An extra channel's summary in the report (multifd, docs/multifd.md): the
+ * glossary's names, `channel` null when the channel never said its id, the
+ * removed pages named like the `filter` object's (`path` from the main
+ * channel's devices; empty outside filter mode).
+ */
+function channelJson(
+  c: ChannelSummary,
+  pathOf: ReadonlyMap<string, string>,
+): Record<string, unknown> {
+  const m = c as MultifdChannelSummary;
+  return {
+    label: m.label,
+    channel: m.channel ?? null,
+    streamByteLength: m.bytesIn,
+    forwardedByteLength: m.bytesOut,
+    packets: m.packets,
+    pages: m.pages,
+    zeroPages: m.zeroPages,
+    syncPackets: m.syncPackets,
+    droppedPages: m.droppedPages,
+    droppedByteLength: m.droppedByteLength,
+    violationCount: m.violationCount,
+    dropped: (m.dropped ?? []).map((d) => ({
+      recordKind: d.recordKind,
+      path: pathOf.get(d.ramBlock) ?? "",
+      ramblock: d.ramBlock,
+      ramOffset: d.ramOffset,
+      gpa: d.gpa,
+      blockIndex: d.blockIndex,
+      streamOffset: d.streamOffset,
+      byteLength: d.byteLength,
+    })),
+  };
+}
+
+/** Where a violation was found: "stream " (main channel) or "multifd channel N ". */
+function channelOf(v: object): string {
+  const channel = (v as { channel?: unknown }).channel;
+  return typeof channel === "number" ? `multifd channel ${channel} ` : "stream ";
 }
 
 /** An endpoint as a report's `input` or `output`: a migration stream on a socket. */
@@ -252,7 +301,15 @@ function summaryText(r: ProxyResult): string {
       byteCount(r.dropStats.droppedBytes)
     })`;
   }
-  if (r.verify) summary += `; verified ${count(r.verify.pageRecords, "page record")}, clean`;
+  const channels = r.channels as MultifdChannelSummary[];
+  const channelPages = channels.reduce((a, c) => a + c.pages + c.zeroPages, 0);
+  if (r.verify) {
+    summary += `; verified ${count(r.verify.pageRecords + channelPages, "page record")}${
+      channels.length > 0
+        ? ` (${grouped(channelPages)} in ${count(channels.length, "multifd channel")})`
+        : ""
+    }, clean`;
+  }
   if (r.returnPath.opened) {
     const counts = Object.entries(r.returnPath.messages).map(([k, v]) => `${v} ${k}`);
     summary += `; return path: ${counts.length > 0 ? counts.join(", ") : "no messages"}`;
@@ -261,6 +318,17 @@ function summaryText(r: ProxyResult): string {
   if (r.dropStats) {
     for (const d of r.dropStats.dropped.slice(0, 16)) {
       t += `  dropped ${d.recordKind} gpa ${hex(d.gpa)} (${d.ramBlock}+${hex(d.ramOffset)})\n`;
+    }
+  }
+  for (const c of channels) {
+    t += `  ${c.label}: ${grouped(c.packets)} packets, ${grouped(c.pages)} pages, ${
+      grouped(c.zeroPages)
+    } zero pages, ${c.syncPackets} SYNC`;
+    if (r.dropStats) t += `, dropped ${grouped(c.droppedPages)} pages`;
+    if (r.verify) t += ", clean";
+    t += "\n";
+    for (const d of (c.dropped ?? []).slice(0, 16)) {
+      t += `    dropped ${d.recordKind} gpa ${hex(d.gpa)} (${d.ramBlock}+${hex(d.ramOffset)})\n`;
     }
   }
   return t;

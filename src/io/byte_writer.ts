@@ -20,6 +20,12 @@ export interface ByteWriterOptions {
    * costs page faults; reuse keeps a copy at memcpy speed. @default {false}
    */
   reuseChunks?: boolean;
+  /**
+   * Supplies a fresh `chunkSize`-byte buffer when none can be reused, e.g.
+   * from a pool of buffers a sink hands back after transferring them.
+   * @default {undefined} (`new Uint8Array(chunkSize)`)
+   */
+  allocate?: () => Uint8Array<ArrayBuffer>;
 }
 
 /**
@@ -45,6 +51,7 @@ export class ByteWriter {
   #flushed = 0;
   #reuse: boolean;
   #free: Uint8Array<ArrayBuffer>[] = [];
+  #allocate: () => Uint8Array<ArrayBuffer>;
 
   /**
    * Construct it.
@@ -56,7 +63,9 @@ export class ByteWriter {
     this.#sink = sink;
     this.#chunkSize = options.chunkSize ?? 1 << 20;
     this.#reuse = options.reuseChunks ?? false;
-    this.#buf = new Uint8Array(this.#chunkSize);
+    const chunkSize = this.#chunkSize;
+    this.#allocate = options.allocate ?? (() => new Uint8Array(chunkSize));
+    this.#buf = this.#allocate();
     this.#view = new DataView(this.#buf.buffer);
   }
 
@@ -81,7 +90,7 @@ export class ByteWriter {
     const full = this.#buf;
     const chunk = full.subarray(0, this.#pos);
     this.#flushed += this.#pos;
-    this.#buf = this.#free.pop() ?? new Uint8Array(this.#chunkSize);
+    this.#buf = this.#free.pop() ?? this.#allocate();
     this.#view = new DataView(this.#buf.buffer);
     this.#pos = 0;
     this.#send(chunk, this.#reuse ? full : undefined);

@@ -63,8 +63,10 @@ export function orderedSink(write: (chunk: Uint8Array<ArrayBuffer>) => Promise<v
       tail = tail.then(async () => {
         if (failed === undefined) {
           try {
+            // Counted before the write: a write that transfers the buffer detaches it.
+            const byteLength = chunk.byteLength;
             await write(chunk);
-            written += chunk.byteLength;
+            written += byteLength;
           } catch (error) {
             failed = { error };
           }

@@ -94,6 +94,7 @@ export {
   type VerifyMappedRamOptions,
 } from "./mapped_ram/verify.ts";
 export * from "./mapped_ram/filter.ts";
+export * from "./multifd/mod.ts";
 
 // Types that the exports above name, from other folders (so that their documentation is complete).
 export type { ByteReader, ViewLifetime } from "../io/byte_reader.ts";

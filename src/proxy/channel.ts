@@ -14,14 +14,19 @@
  * The main channel's `QEMU_VM_EOF` is the destination's signal to finish
  * loading and start the VM, so the session withholds it until every extra
  * channel has agreed ({@linkcode ExtraChannel.agree}): each channel checks
- * everything its source sent before that point and resolves, or rejects to
- * veto (verify mode). A failure anywhere aborts every channel.
+ * everything its source sent before that point and resolves. A channel
+ * that finds a violation (verify mode) vetoes at once through
+ * {@linkcode ExtraChannelInit.veto}. A failure anywhere aborts every channel.
+ *
+ * Extra channels connect to the destination only after the main channel
+ * did: QEMU 7.2 takes the first connection as the main channel.
  *
  * @module
  */
 
 import type { SocketConnection } from "../io/socket.ts";
 import type { RecordStage } from "../migration/stage.ts";
+import type { PlugStateViolation } from "../migration/verify.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import type { RelayMode } from "./relay.ts";
 
@@ -67,6 +72,13 @@ export interface ExtraChannelInit {
   mainStage(): RecordStage | undefined;
   /** Report something worth logging. */
   emit(event: ChannelEvent): void;
+  /**
+   * Verify mode: this channel found records in unplugged blocks (call again
+   * for more). The first call vetoes the migration at once: the main
+   * channel forwards nothing more and its destination connection is closed
+   * without `QEMU_VM_EOF`; the violations join the session's report.
+   */
+  veto(violations: readonly PlugStateViolation[]): void;
 }
 
 /** One extra channel, relaying its own stream. */
@@ -83,12 +95,23 @@ export interface ExtraChannel {
   agree(): Promise<void>;
   /** Close both ends now (a failure elsewhere). */
   abort(reason: unknown): void;
+  /**
+   * The migration was vetoed: write nothing more to the destination (it is
+   * failing), but read the source on, e.g. to report every violation.
+   */
+  detachOutput?(): void;
 }
 
 /** Relays the connections that start with one magic number. */
 export interface ChannelHandler {
   /** The big-endian u32 such a connection starts with (multifd: `0x11223344`). */
   readonly magic: number;
+  /**
+   * A stage the session runs on the main channel before its mode stage, to
+   * learn what the channels need from it (multifd: page size, block list,
+   * plug state, sync points). It must forward every batch unchanged.
+   */
+  readonly mainStage?: RecordStage;
   /** Take over one accepted connection. */
   open(init: ExtraChannelInit): ExtraChannel | Promise<ExtraChannel>;
 }

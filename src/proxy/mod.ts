@@ -42,6 +42,11 @@ export {
   ProxyState,
   type ReturnPathSummary,
 } from "./session.ts";
+export {
+  MultifdChannelHandler,
+  type MultifdChannelHandlerOptions,
+  type MultifdChannelSummary,
+} from "./multifd.ts";
 
 // Types that the exports above name, from other folders (so that their documentation is complete).
 export type { ErrorFormat, FormatError, FormatErrorCode, VerificationError } from "../errors.ts";
@@ -57,6 +62,7 @@ export type {
   PlugStateSource,
 } from "../migration/filter.ts";
 export type { MappedRamBlock } from "../migration/mapped_ram/block_layout.ts";
+export type { MultifdDroppedPage } from "../migration/multifd/filter.ts";
 export type { ReturnPathMessage } from "../migration/return_path.ts";
 export type { RecordStage } from "../migration/stage.ts";
 export type {

@@ -78,6 +78,12 @@ export interface RelayOptions {
   /** Called when `OPEN_RETURN_PATH` passes the relay (before it reaches the destination). @default {undefined} */
   onReturnPathOpened?: () => void;
   /**
+   * Stages that observe the stream before the mode stage (they must forward
+   * every batch unchanged), e.g. what extra channels learn from the main one.
+   * @default {[]}
+   */
+  observers?: readonly RecordStage[];
+  /**
    * Awaited before `QEMU_VM_EOF` goes to the destination; a rejection
    * withholds it (the session waits here for its other channels).
    * @default {undefined}
@@ -110,13 +116,20 @@ export class RelayVerificationError extends VerificationError {
   override name = "RelayVerificationError";
   /** The verification outcome with every violation. */
   readonly result: VerifyResult;
+  /**
+   * The destination had already been given `QEMU_VM_EOF` when the violation
+   * was found (a multifd page that arrived after the main channel's last
+   * sync point; it was not forwarded, but the destination may have loaded).
+   */
+  readonly eofForwarded: boolean;
 
   /**
    * Wrap a failed verification.
    *
    * @param result The failed verification.
+   * @param eofForwarded Whether the destination already had `QEMU_VM_EOF`.
    */
-  constructor(result: VerifyResult) {
+  constructor(result: VerifyResult, eofForwarded = false) {
     const v = result.violations[0]!;
     const more = result.violationCount > 1 ? ` (and ${result.violationCount - 1} more)` : "";
     super(`${describeViolation(v)}${more}`, {
@@ -126,6 +139,7 @@ export class RelayVerificationError extends VerificationError {
       offset: v.streamOffset,
     });
     this.result = result;
+    this.eofForwarded = eofForwarded;
   }
 }
 
@@ -187,7 +201,7 @@ export class MigrationRelay {
     const interval = options.progressIntervalMs ?? 500;
     let lastReport = 0;
     this.#pipeline = new MigrationPipeline(source, {
-      stages: [this.#guard, stage],
+      stages: [this.#guard, ...(options.observers ?? []), stage],
       output: async (chunk) => {
         await sink(chunk);
       },
@@ -250,6 +264,11 @@ export class MigrationRelay {
   /** Whether the stream is complete (vmdesc or end of the source seen, output flushed). */
   get complete(): boolean {
     return this.#pipeline.complete;
+  }
+
+  /** Verify mode: the verification outcome so far. */
+  get verifyResult(): VerifyResult | undefined {
+    return this.#verifier?.result;
   }
 
   /** Whether verify mode found a violation. */

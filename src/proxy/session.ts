@@ -57,7 +57,7 @@ import {
 import { QEMU_VM_FILE_MAGIC } from "../migration/constants.ts";
 import * as C from "../migration/constants.ts";
 import { ReturnPathDecoder, type ReturnPathMessage } from "../migration/return_path.ts";
-import type { PlugStateViolation } from "../migration/verify.ts";
+import type { PlugStateViolation, VerifyResult } from "../migration/verify.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import type { ChannelEvent, ChannelHandler, ChannelSummary, ExtraChannel } from "./channel.ts";
 import {
@@ -221,6 +221,11 @@ export class ProxySession {
   #connections: SocketConnection[] = [];
   #vetoed = false;
   #acceptTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Violations the extra channels reported (verify mode). */
+  #channelViolations: PlugStateViolation[] = [];
+  #mainConnected!: () => void;
+  /** Resolves once the main channel is connected to the destination (extra channels connect after it). */
+  #mainDestination: Promise<void> = new Promise((resolve) => (this.#mainConnected = resolve));
   #returnPath: ReturnPathSummary = { opened: false, messages: {}, shut: undefined };
   #mainArrived!: (arrival: { conn: SocketConnection; head: Uint8Array }) => void;
   #mainFailed!: (error: unknown) => void;
@@ -384,6 +389,7 @@ export class ProxySession {
       source: conn,
       head,
       connectDestination: async () => {
+        await this.#mainDestination;
         const d = await this.#connectDestination();
         this.#connections.push(d);
         return d;
@@ -392,10 +398,60 @@ export class ProxySession {
       plugMap: this.#options.plugMap,
       mainStage: () => this.#relay?.stage,
       emit: (e) => this.#emit(e),
+      veto: (violations) => this.#channelVeto(violations),
     });
     this.#channels.push(channel);
     if (this.#failure !== undefined) channel.abort(this.#failure);
-    channel.done.catch((e) => this.#fail(e));
+    if (this.#vetoed) channel.detachOutput?.();
+    // After a veto the destination fails, so channels lose it: not a failure of the session.
+    channel.done.catch((e) => {
+      if (!this.#vetoed) this.#fail(e);
+    });
+  }
+
+  /** The veto: no EOF ever; the destination reads the end of its main channel and fails. */
+  #veto(first: PlugStateViolation): void {
+    if (this.#vetoed) return;
+    this.#vetoed = true;
+    this.#emit({ kind: "verification-failed", violation: first });
+    this.#relay?.detachOutput();
+    void this.#destination?.closeWrite();
+    for (const c of this.#channels) c.detachOutput?.();
+  }
+
+  #channelVeto(violations: readonly PlugStateViolation[]): void {
+    this.#channelViolations.push(...violations);
+    if (violations.length > 0) this.#veto(violations[0]!);
+  }
+
+  /**
+   * The verification outcome with the extra channels' violations added, once
+   * the channels have read their sources to the end (or 10 s passed).
+   */
+  async #verificationError(main: VerifyResult | undefined): Promise<RelayVerificationError> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled(this.#channels.map((c) => c.done)),
+      new Promise((r) => (timer = setTimeout(r, 10_000))),
+    ]);
+    clearTimeout(timer);
+    const base = main ?? this.#relay?.verifyResult ?? {
+      clean: true,
+      layout: "none" as const,
+      pageRecords: 0,
+      violationCount: 0,
+      violatingRecords: 0,
+      violations: [],
+      devices: [],
+    };
+    const extra = this.#channelViolations;
+    return new RelayVerificationError({
+      ...base,
+      clean: false,
+      violationCount: base.violationCount + extra.length,
+      violatingRecords: base.violatingRecords + extra.reduce((a, v) => a + v.records, 0),
+      violations: [...base.violations, ...extra],
+    }, this.#relay?.eofForwarded ?? false);
   }
 
   async #connectDestination(): Promise<SocketConnection> {
@@ -423,6 +479,7 @@ export class ProxySession {
     const destination = await this.#connectDestination();
     this.#connections.push(destination);
     this.#destination = destination;
+    this.#mainConnected();
     this.#emit({ kind: "destination-connected", channel: "main", endpoint: options.connect });
     this.#setState(ProxyState.Relaying);
 
@@ -441,13 +498,11 @@ export class ProxySession {
           this.#returnPath.opened = true;
           this.#emit({ kind: "return-path-opened" });
         },
-        onVerificationFailure: (violation) => {
-          // The veto: no EOF ever; the destination reads the end of its input and fails.
-          this.#vetoed = true;
-          this.#emit({ kind: "verification-failed", violation });
-          void destination.closeWrite();
-        },
+        onVerificationFailure: (violation) => this.#veto(violation),
+        observers: (options.channelHandlers ?? []).flatMap((h) => h.mainStage ? [h.mainStage] : []),
         beforeEof: async () => {
+          // Every accepted connection first becomes a channel (or fails), then every channel agrees.
+          await Promise.all(this.#pendingChannels);
           await Promise.all(this.#channels.map((c) => c.agree()));
         },
         onComplete: () => {
@@ -462,6 +517,11 @@ export class ProxySession {
       },
     );
     this.#relay = relay;
+    if (this.#vetoed) {
+      // An extra channel vetoed before the main channel was relaying.
+      relay.detachOutput();
+      void destination.closeWrite();
+    }
     let destinationEnded = false;
     let vetoTimer: ReturnType<typeof setTimeout> | undefined;
     const watcher = this.#watchDestination(destination, source, relay).finally(() => {
@@ -474,11 +534,15 @@ export class ProxySession {
       result = await relay.run();
     } catch (e) {
       clearTimeout(vetoTimer);
-      if (e instanceof RelayVerificationError) {
+      if (e instanceof RelayVerificationError || this.#vetoed) {
+        // After a veto the destination fails, so a write to it may fail too: the verdict stands.
         source.close();
         destination.close();
         await watcher;
-        throw e;
+        if (e instanceof RelayVerificationError && this.#channelViolations.length === 0) throw e;
+        throw await this.#verificationError(
+          e instanceof RelayVerificationError ? e.result : relay.verifyResult,
+        );
       }
       if (
         this.#failure === undefined &&
@@ -499,6 +563,13 @@ export class ProxySession {
       throw this.#failure;
     }
     if (this.#failure !== undefined) throw this.#failure;
+    if (this.#channelViolations.length > 0) {
+      // An extra channel vetoed: the main channel was clean but its EOF was withheld.
+      source.close();
+      destination.close();
+      await watcher;
+      throw await this.#verificationError(result.verify);
+    }
     // The source is done; let the destination finish reading, then close.
     source.close();
     await destination.closeWrite();
@@ -512,6 +583,9 @@ export class ProxySession {
     await watcher;
     if (this.#failure !== undefined) throw this.#failure;
     const channels = await Promise.all(this.#channels.map((c) => c.done));
+    // A channel may still find a page after the main channel's last sync point (a
+    // source QEMU never sends one): it was not forwarded, but the EOF was.
+    if (this.#channelViolations.length > 0) throw await this.#verificationError(result.verify);
     return {
       ...result,
       mode,

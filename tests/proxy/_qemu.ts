@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import { type QemuGuest, VMEM_GPA } from "../_util/qemu.ts";
+import { assertReport } from "../_util/report_schema.ts";
 
 /** One MiB. */
 export const MiB = 1 << 20;
@@ -102,10 +103,8 @@ export async function startProxy(dir: string, name: string, args: string[]) {
         }),
       ]).finally(() => clearTimeout(timer));
       const o = await out;
-      let json: Record<string, unknown> | undefined;
-      try {
-        json = JSON.parse(o);
-      } catch { /* no JSON */ }
+      // Every report is checked against its schema and the glossary; no report on an error.
+      const json = o.trim() === "" ? undefined : assertReport(o, "proxy");
       return { code: status.code, out: o, err: await err, json };
     },
     kill() {

@@ -16,6 +16,7 @@ const TARGETS: Record<string, () => Promise<FuzzTarget>> = {
   "kdump": async () => (await import("./dumps.ts")).kdumpTarget,
   "cli-json": async () => (await import("./cli_json.ts")).cliJsonTarget,
   "mapped-ram": async () => (await import("./mapped_ram.ts")).mappedRamTarget,
+  "multifd": async () => (await import("./multifd.ts")).multifdTarget,
   "selftest": async () => (await import("./selftest.ts")).selftestTarget,
 };
 

@@ -1,0 +1,331 @@
+/**
+ * `vmem-dump proxy` with multifd channels over real unix sockets, without
+ * QEMU: a synthetic main channel (tests/proxy/_util.ts) and synthetic
+ * channels built with the library's own packet writer, sent by a fake
+ * source to the proxy, which relays them to a fake destination that records
+ * every connection. Real QEMU migrations are in multifd_qemu_*_test.ts.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { bytesReader } from "../../mod.ts";
+import {
+  decodeMultifdChannel,
+  MULTIFD_FLAG_SYNC,
+  MULTIFD_FLAG_ZSTD,
+  type MultifdRamPacketRecord,
+  writeMultifdInit,
+  writeMultifdRamPacketHeader,
+} from "../../src/migration/mod.ts";
+import { concatBytes } from "../_util/chunkings.ts";
+import { encodeRecords, syntheticRecords, VMEM_BLOCK, VMEM_GPA, VMEM_RAMBLOCK } from "./_util.ts";
+import { startProxy } from "./_qemu.ts";
+
+const PAGE = 4096;
+
+/** One packet of a synthetic channel. */
+interface PacketSpec {
+  sync?: boolean;
+  flags?: number;
+  ramBlock?: string;
+  normal?: number[];
+  zero?: number[];
+  /** Replace the packet's header bytes (corruption). */
+  corrupt?: (header: Uint8Array) => void;
+}
+
+/** A channel: initial packet, then the packets (page data: the page's offset repeated). */
+function channel(id: number, packets: PacketSpec[]): Uint8Array {
+  const parts: Uint8Array[] = [writeMultifdInit({ channelId: id, uuid: new Uint8Array(16) })];
+  let num = id;
+  for (const p of packets) {
+    const normal = p.normal ?? [];
+    const header = writeMultifdRamPacketHeader({
+      flags: (p.flags ?? 0) | (p.sync ? MULTIFD_FLAG_SYNC : 0),
+      pagesAlloc: normal.length + (p.zero?.length ?? 0) > 0 ? 128 : 0,
+      normalRamOffsets: normal,
+      zeroRamOffsets: p.zero ?? [],
+      packetNum: num,
+      ramBlock: normal.length + (p.zero?.length ?? 0) > 0 ? p.ramBlock ?? VMEM_RAMBLOCK : "",
+      ...(p.flags ? { nextPacketSize: normal.length > 0 ? 64 : 0 } : {}),
+    }, PAGE);
+    p.corrupt?.(header);
+    parts.push(header);
+    if (p.flags) {
+      if (normal.length > 0) parts.push(new Uint8Array(64).fill(0xcc)); // "compressed" payload
+    } else {
+      for (const o of normal) parts.push(new Uint8Array(PAGE).fill((o >>> 12) & 0xff | 1));
+    }
+    num += 2;
+  }
+  return concatBytes(parts);
+}
+
+/** The synthetic main channel: blocks 0-3 and 8-11 of the 16 MiB device plugged. */
+async function mainChannel() {
+  const plugged = Array.from({ length: 16 }, (_, i) => (i >> 2) % 2 === 0);
+  const syn = syntheticRecords({ seed: 7, plugged, pages: 12, strayRate: 0 });
+  return { bytes: await encodeRecords(syn.records), plugged };
+}
+
+const pluggedPage = (block: number, page = 1) => block * VMEM_BLOCK + page * PAGE;
+
+/** A destination that takes every connection and records what arrives on each, in order. */
+function fakeDestination(path: string) {
+  const listener = Deno.listen({ transport: "unix", path });
+  const conns: { bytes: Uint8Array[]; closed: Promise<void> }[] = [];
+  const accepting = (async () => {
+    for await (const c of listener) {
+      const bytes: Uint8Array[] = [];
+      const closed = (async () => {
+        const buf = new Uint8Array(1 << 16);
+        try {
+          for (;;) {
+            const n = await c.read(buf);
+            if (n === null) break;
+            bytes.push(buf.slice(0, n));
+          }
+        } catch { /* reset */ }
+        try {
+          c.close();
+        } catch { /* closed */ }
+      })();
+      conns.push({ bytes, closed });
+    }
+  })();
+  return {
+    async received(): Promise<Uint8Array[]> {
+      await Promise.all(conns.map((c) => c.closed));
+      return conns.map((c) => concatBytes(c.bytes));
+    },
+    async close() {
+      listener.close();
+      await accepting.catch(() => {});
+      await Promise.all(conns.map((c) => c.closed));
+    },
+  };
+}
+
+/** Write the streams into the proxy's socket: `order` gives the connection order (0 = main). */
+async function fakeSource(path: string, streams: Uint8Array[], order: number[]): Promise<void> {
+  const conns: Deno.Conn[] = [];
+  for (const i of order) {
+    for (let k = 0; k < 200; k++) {
+      try {
+        conns[i] = await Deno.connect({ transport: "unix", path });
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+    // Each connection's first bytes go out before the next connects (the order is seen).
+    await conns[i]!.write(streams[i]!.subarray(0, 64));
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  await Promise.all(streams.map(async (bytes, i) => {
+    const c = conns[i]!;
+    try {
+      for (let at = 64; at < bytes.byteLength;) at += await c.write(bytes.subarray(at));
+      await c.closeWrite();
+    } catch { /* the proxy closed it */ }
+  }));
+  await new Promise((r) => setTimeout(r, 200));
+  for (const c of conns) {
+    try {
+      c.close();
+    } catch { /* closed */ }
+  }
+}
+
+async function runProxy(
+  streams: Uint8Array[],
+  options: { mode: string; order?: number[]; extra?: string[] },
+) {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-proxy-" });
+  try {
+    const dest = fakeDestination(`${dir}/p-dst.sock`);
+    // A process, as users run it: `deno test` would type-check each Worker's modules on load.
+    const proxy = await startProxy(dir, "p", ["--mode", options.mode, ...(options.extra ?? [])]);
+    await fakeSource(`${dir}/p.sock`, streams, options.order ?? streams.map((_, i) => i));
+    const { code, err, json } = await proxy.done();
+    await dest.close();
+    return { code, err, json, received: await dest.received() };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function packets(bytes: Uint8Array): Promise<MultifdRamPacketRecord[]> {
+  const out: MultifdRamPacketRecord[] = [];
+  for await (const batch of decodeMultifdChannel(bytesReader(bytes))) {
+    for (const r of batch) {
+      if (r.kind === "multifd-ram-packet") out.push({ ...r, data: r.data.slice() });
+    }
+  }
+  return out;
+}
+
+const QEVM = [0x51, 0x45, 0x56, 0x4d];
+const startsWith = (b: Uint8Array, head: number[]) => head.every((x, i) => b[i] === x);
+
+Deno.test("proxy relays a main channel and two multifd channels unchanged, the main one connected first", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  const ch0 = channel(0, [
+    { normal: [pluggedPage(0), pluggedPage(1)], zero: [pluggedPage(8)] },
+    { sync: true },
+  ]);
+  const ch1 = channel(1, [
+    { ramBlock: "pc.ram", normal: [0x5000], zero: [0x6000, 0x7000] },
+    { sync: true },
+  ]);
+  // The channels connect before the main channel does.
+  const r = await runProxy([mainBytes, ch0, ch1], { mode: "pass", order: [1, 2, 0] });
+  assert.equal(r.code, 0, r.err);
+  assert.ok(
+    startsWith(r.received[0]!, QEVM),
+    "the destination's first connection is the main channel",
+  );
+  assert.deepEqual(r.received[0], mainBytes);
+  const channels = r.received.slice(1).toSorted((a, b) => a[24]! - b[24]!);
+  assert.deepEqual(channels, [ch0, ch1]);
+  const summaries = (r.json as { channels: { label: string; pages: number; zeroPages: number }[] })
+    .channels;
+  assert.deepEqual(
+    summaries.map((c) => [c.label, c.pages, c.zeroPages]).toSorted(),
+    [["multifd channel 0", 2, 1], ["multifd channel 1", 1, 2]],
+  );
+});
+
+Deno.test("proxy --mode verify vetoes a multifd page in an unplugged block: exit 3, no EOF, the channel goes on without pages", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  const stray = pluggedPage(5, 3); // block 5 is unplugged
+  const ch0 = channel(0, [{ normal: [pluggedPage(0)] }, { sync: true }]);
+  const ch1 = channel(1, [
+    { normal: [pluggedPage(1), stray], zero: [pluggedPage(9)] },
+    { normal: [pluggedPage(2)] },
+    { sync: true },
+  ]);
+  const r = await runProxy([mainBytes, ch0, ch1], { mode: "verify" });
+  assert.equal(r.code, 3, r.err);
+  assert.match(r.err, /multifd channel 1 offset 0x/);
+  const verify = (r.json as {
+    verify: { violations: { gpa: number; channel?: number; streamOffset: number }[] };
+  }).verify;
+  assert.deepEqual(verify.violations.map((v) => [v.gpa, v.channel]), [[VMEM_GPA + stray, 1]]);
+  // The offset of the page's slot in the channel: after the initial packet, slot 1 at 320 + 8.
+  assert.equal(verify.violations[0]!.streamOffset, 64 + 320 + 8);
+  // The destination never got QEMU_VM_EOF: its main channel is cut short.
+  assert.ok(r.received[0]!.byteLength < mainBytes.byteLength);
+  // Channel 1 went on: every packet, none with pages from the violating one on.
+  const dst1 = r.received.slice(1).find((b) => b[24] === 1)!;
+  const got = await packets(dst1);
+  assert.deepEqual(got.map((p) => [p.sync, p.normalRamOffsets.length + p.zeroRamOffsets.length]), [
+    [false, 0],
+    [false, 0],
+    [true, 0],
+  ]);
+});
+
+Deno.test("proxy --mode filter removes unplugged pages from multifd packets, counts and data included", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  const ch0 = channel(0, [
+    {
+      normal: [pluggedPage(0), pluggedPage(6), pluggedPage(8)],
+      zero: [pluggedPage(7), pluggedPage(9)],
+    },
+    { sync: true },
+  ]);
+  const r = await runProxy([mainBytes, ch0], { mode: "filter" });
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(r.received[0], mainBytes);
+  const [pkt, sync] = await packets(r.received[1]!);
+  assert.ok(sync!.sync && !pkt!.sync);
+  assert.deepEqual(pkt!.normalRamOffsets, [pluggedPage(0), pluggedPage(8)]);
+  assert.deepEqual(pkt!.zeroRamOffsets, [pluggedPage(9)]);
+  assert.equal(pkt!.nextPacketSize, 2 * PAGE);
+  const input = (await packets(ch0))[0]!;
+  assert.deepEqual(
+    pkt!.data,
+    concatBytes([input.data.subarray(0, PAGE), input.data.subarray(2 * PAGE)]),
+  );
+  assert.equal(r.received[1]!.byteLength, ch0.byteLength - PAGE);
+  const summary = (r.json as {
+    channels: {
+      droppedPages: number;
+      droppedByteLength: number;
+      dropped: { gpa: number; recordKind: string; path: string }[];
+    }[];
+  }).channels[0]!;
+  assert.equal(summary.droppedPages, 2);
+  assert.equal(summary.droppedByteLength, PAGE);
+  for (const d of summary.dropped) assert.notEqual(d.path, "");
+  assert.deepEqual(summary.dropped.map((d) => [d.recordKind, d.gpa]), [
+    ["ram-page", VMEM_GPA + pluggedPage(6)],
+    ["ram-zero-page", VMEM_GPA + pluggedPage(7)],
+  ]);
+});
+
+Deno.test("proxy --mode filter refuses to remove a page with data from a compressed multifd packet", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  const ch0 = channel(0, [
+    { flags: MULTIFD_FLAG_ZSTD, normal: [pluggedPage(0)], zero: [pluggedPage(6, 2)] },
+    { flags: MULTIFD_FLAG_ZSTD, normal: [pluggedPage(6)] },
+    { sync: true },
+  ]);
+  const r = await runProxy([mainBytes, ch0], { mode: "filter" });
+  assert.equal(r.code, 1);
+  assert.match(
+    r.err,
+    /multifd channel 0: Cannot filter multifd channel 0: page 0x601000 .* zstd-compressed packet.* at offset 0x/,
+  );
+  assert.ok(r.received[0]!.byteLength < mainBytes.byteLength, "no EOF reached the destination");
+});
+
+Deno.test("proxy fails a corrupt or truncated multifd channel with a typed error naming the channel and offset", async (t) => {
+  const { bytes: mainBytes } = await mainChannel();
+  await t.step("bad magic in the second packet", async () => {
+    const ch1 = channel(1, [
+      { normal: [pluggedPage(0)] },
+      { normal: [pluggedPage(1)], corrupt: (h) => (h[0] = 0x99) },
+      { sync: true },
+    ]);
+    const r = await runProxy([mainBytes, channel(0, [{ sync: true }]), ch1], {
+      mode: "pass",
+    });
+    assert.equal(r.code, 1);
+    assert.match(
+      r.err,
+      /multifd channel 1: Cannot decode multifd channel: packet magic 0x99223344 is not 0x11223344 at offset 0x1580\b/,
+    );
+    assert.ok(
+      r.received[0]!.byteLength < mainBytes.byteLength,
+      "no EOF reached the destination: " + r.err + "",
+    );
+  });
+  await t.step("more pages than slots", async () => {
+    const ch0 = channel(0, [
+      { normal: [pluggedPage(0)], corrupt: (h) => new DataView(h.buffer).setUint32(12, 129) },
+      { sync: true },
+    ]);
+    const r = await runProxy([mainBytes, ch0], { mode: "verify" });
+    assert.equal(r.code, 1);
+    assert.match(r.err, /packet allocates 129 pages, more than the 128 .* at offset 0x4c\b/);
+  });
+  await t.step("a channel that ends inside a packet", async () => {
+    const ch0 = channel(0, [{ normal: [pluggedPage(0)] }, { sync: true }]);
+    const r = await runProxy([mainBytes, ch0.subarray(0, ch0.byteLength - 100)], { mode: "pass" });
+    assert.equal(r.code, 1);
+    assert.match(r.err, /multifd channel 0: Cannot read .* input ended/);
+    assert.ok(r.received[0]!.byteLength < mainBytes.byteLength, "no EOF reached the destination");
+  });
+  await t.step("a page beyond its block", async () => {
+    const ch0 = channel(0, [{ ramBlock: "pc.ram", normal: [16 << 20] }, { sync: true }]);
+    const r = await runProxy([mainBytes, ch0], { mode: "verify" });
+    assert.equal(r.code, 1);
+    assert.match(
+      r.err,
+      /page offset 0x1000000 in \\?"pc\.ram\\?" lies beyond the block's 0x1000000 bytes at offset 0x180\b/,
+    );
+  });
+});
