@@ -591,7 +591,8 @@ export class MigrationParser {
         code: "no-vmdesc",
         message: "the stream ends at QEMU_VM_EOF without a vmdesc: nothing gives the sizes of " +
           "the device sections",
-        streamOffset: tail.base + bytes.byteLength - 1,
+        // Where the vmdesc would begin: the same offset as the truncation error in prove mode.
+        streamOffset: tail.base + bytes.byteLength,
       };
     } else if (this.#footers === false) {
       problem = {
