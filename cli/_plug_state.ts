@@ -26,11 +26,14 @@ export interface PlugStateChoice {
 /**
  * Decide where the plug state comes from: `--plugmap`/`--plugmap-from`, a
  * first pass over a seekable IN (late layout or no device), or in-band.
+ * `unprovenIsFinal`: a first pass that cannot prove the device state ends the
+ * command with its error (for `filter`, whose in-band pass would stop at the
+ * first page of a late-layout stream for want of a plug state instead).
  */
 export async function choosePlugState(
   values: PlugMapValues,
   inPath: string,
-  options: { twoPass: boolean },
+  options: { twoPass: boolean; unprovenIsFinal?: boolean },
 ): Promise<PlugStateChoice> {
   const plugMap = await loadPlugMapOption(values);
   if (values.plugmap !== undefined || values["plugmap-from"] !== undefined) {
@@ -52,10 +55,11 @@ export async function choosePlugState(
         r = await loadPlugState({ stream: inPath });
       } catch (e) {
         // The first pass is a helper: when it cannot give one plug state (a restated plug
-        // state), the full pass over the stream judges it. Device state that cannot be
-        // proven stays unproven in the full pass too, which in the late layout would only
-        // say that the plug state was unknown at the first page: give the reason.
-        if (e instanceof FormatError && e.code !== "unproven") {
+        // state, device state it cannot prove), the full pass over the stream judges it.
+        // Except for filter: device state it cannot prove stays unproven in its full pass,
+        // which in the late layout would only say that the plug state was unknown at the
+        // first page: give the reason.
+        if (e instanceof FormatError && !(options.unprovenIsFinal && e.code === "unproven")) {
           return { plugMap: undefined, source: "in-band", layout: undefined };
         }
         throw e;

@@ -84,7 +84,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     }
     input = opened;
     try {
-      choice = await choosePlugState(values, inPath, { twoPass: true });
+      choice = await choosePlugState(values, inPath, { twoPass: true, unprovenIsFinal: true });
     } catch (e) {
       input.close();
       throw e;

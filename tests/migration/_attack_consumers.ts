@@ -11,7 +11,8 @@
  */
 
 import assert from "node:assert/strict";
-import { bytesReader } from "../../src/io/byte_reader.ts";
+import { bytesReader, StreamByteReader } from "../../src/io/byte_reader.ts";
+import { decodeMigration } from "../../src/migration/decoder.ts";
 import { FormatError } from "../../src/errors.ts";
 import { relayMigration } from "../../src/proxy/relay.ts";
 import { execCli, runCli } from "../_util/cli.ts";
@@ -61,6 +62,33 @@ export interface Expectation {
    * device state, or a second early section}
    */
   inspectShows?: (report: InspectJson) => boolean;
+}
+
+/** What QEMU and every consumer do with an honest stream: it loads, and everything says clean. */
+export const HONEST: Expectation = {
+  qemu: { loads: "stream" },
+  verify: 0,
+  plugmap: 0,
+  plugmapPipe: 0,
+  scan: 0,
+  inspect: 0,
+};
+
+/**
+ * The decoder's verdict on a stream (prove mode): `clean`, or the
+ * `FormatError`'s code, offset and message (any other error fails).
+ *
+ * @param stream The stream's bytes, chunked as the test wants.
+ * @returns `clean` or `code@offset: message`.
+ */
+export async function decoderVerdict(stream: ReadableStream<Uint8Array>): Promise<string> {
+  try {
+    for await (const _ of decodeMigration(new StreamByteReader(stream))) { /* decode */ }
+    return "clean";
+  } catch (e) {
+    assert.ok(e instanceof FormatError, String(e));
+    return `${e.code}@${e.offset}: ${e.message}`;
+  }
 }
 
 function tailAnomaly(report: InspectJson): boolean {

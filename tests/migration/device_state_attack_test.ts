@@ -30,7 +30,12 @@ import {
   ATTACKS,
   baseStream,
 } from "./_device_state_attacks.ts";
-import { assertConsumers, assertQemuOutcome, type Expectation } from "./_attack_consumers.ts";
+import {
+  assertConsumers,
+  assertQemuOutcome,
+  type Expectation,
+  HONEST,
+} from "./_attack_consumers.ts";
 
 const MiB = 1 << 20;
 
@@ -137,14 +142,7 @@ for (const qemu of ["7.2", "10"] as QemuVersion[]) {
       const base = await baseStream(baseBytes);
 
       await t.step("the honest stream verifies clean everywhere", async () => {
-        await assertConsumers(basePath, baseBytes, {
-          qemu: { loads: "stream" },
-          verify: 0,
-          plugmap: 0,
-          plugmapPipe: 0,
-          scan: 0,
-          inspect: 0,
-        }, "honest");
+        await assertConsumers(basePath, baseBytes, HONEST, "honest");
         const inspect = JSON.parse((await runCli(["inspect", "--json", basePath])).out);
         assert.equal(inspect.tailMatchesVmdesc, true);
         assert.deepEqual(inspect.tailProblems, []);
