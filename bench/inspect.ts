@@ -7,20 +7,21 @@
  *
  *   deno run -A bench/inspect.ts [--rounds 7] [--cli PATH/cli/main.ts]
  *
- * The `out` streams are streamed out of `shared/realdata/out/fixtures.tar.zst`
- * into a temporary folder (the set unpacks to 6.7 GB; only the `.mig` members
- * are kept); `out-small` and `out-q10` come from the test cache. Each case runs
+ * The `out` streams are streamed once out of `shared/realdata/out/fixtures.tar.zst`
+ * into `.cache/bench/` (bench/_out_stream.ts; the set unpacks to 6.7 GB, never
+ * at once); `out-small` and `out-q10` come from the test cache. Each case runs
  * `--rounds` times, alternating with the pipe copy; the table shows the best
  * and the median of each (a busy machine only ever makes a run slower).
  * `--cli` measures another checkout's CLI (e.g. the commit before a change).
  */
 
 import { parseArgs } from "node:util";
-import { realdata, realdataSharedDir } from "../tests/_util/realdata.ts";
-import { printTable, timeShell } from "./_measure.ts";
+import { realdata } from "../tests/_util/realdata.ts";
+import { outSetFile } from "./_out_stream.ts";
+import { median, printTable, shellQuote, timeShell } from "./_measure.ts";
 
 const deno = Deno.execPath();
-const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+const q = shellQuote;
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -32,52 +33,40 @@ const { values } = parseArgs({
 const main = values.cli;
 const rounds = Number(values.rounds);
 
-const dir = await Deno.makeTempDir({ prefix: "vmem-bench-inspect-" });
-try {
-  const archive = `${realdataSharedDir("out")}/fixtures.tar.zst`;
-  await timeShell(
-    `zstd -q -d --long=30 -c -- ${q(archive)} | tar -x -C ${
-      q(dir)
-    } -f - --wildcards 's3-*.mig' 's1-*.mig'`,
-  );
-  const inputs: [string, string][] = [
-    ["out/s3-malicious", `${dir}/s3-malicious.mig`],
-    ["out/s1-plugged-300M", `${dir}/s1-plugged-300M.mig`],
-    ["out-small/s3-malicious", await realdata("out-small", "s3-malicious.mig")],
-    ["out-q10/s3-malicious", await realdata("out-q10", "s3-malicious.mig")],
-  ];
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const rows: (string | number)[][] = [];
-  for (const [name, file] of inputs) {
-    const size = (await Deno.stat(file)).size;
-    await timeShell(`cat ${q(file)} > /dev/null`); // warm the page cache
-    const pipe: number[] = [];
-    const file1: number[] = [];
-    const stdin: number[] = [];
-    for (let i = 0; i < rounds; i++) {
-      pipe.push(await timeShell(`cat ${q(file)} | cat > /dev/null`));
-      file1.push(await timeShell(`${q(deno)} run -A ${q(main)} inspect ${q(file)} > /dev/null`));
-      stdin.push(
-        await timeShell(`cat ${q(file)} | ${q(deno)} run -A ${q(main)} inspect - > /dev/null`),
-      );
-    }
-    const p = Math.min(...pipe);
-    for (const [what, times] of [["inspect FILE", file1], ["cat | inspect -", stdin]] as const) {
-      rows.push([
-        name,
-        (size / 1e6).toFixed(0) + " MB",
-        what,
-        p.toFixed(3),
-        Math.min(...times).toFixed(3),
-        median(times).toFixed(3),
-        (Math.min(...times) / p).toFixed(2) + "×",
-      ]);
-    }
+const inputs: [string, string][] = [
+  ["out/s3-malicious", await outSetFile("s3-malicious.mig")],
+  ["out/s1-plugged-300M", await outSetFile("s1-plugged-300M.mig")],
+  ["out-small/s3-malicious", await realdata("out-small", "s3-malicious.mig")],
+  ["out-q10/s3-malicious", await realdata("out-q10", "s3-malicious.mig")],
+];
+const rows: (string | number)[][] = [];
+for (const [name, file] of inputs) {
+  const size = (await Deno.stat(file)).size;
+  await timeShell(`cat ${q(file)} > /dev/null`); // warm the page cache
+  const pipe: number[] = [];
+  const file1: number[] = [];
+  const stdin: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    pipe.push(await timeShell(`cat ${q(file)} | cat > /dev/null`));
+    file1.push(await timeShell(`${q(deno)} run -A ${q(main)} inspect ${q(file)} > /dev/null`));
+    stdin.push(
+      await timeShell(`cat ${q(file)} | ${q(deno)} run -A ${q(main)} inspect - > /dev/null`),
+    );
   }
-  printTable(
-    ["stream", "size", "command", "pipe s (best)", "best s", "median s", "best / pipe"],
-    rows,
-  );
-} finally {
-  await Deno.remove(dir, { recursive: true });
+  const p = Math.min(...pipe);
+  for (const [what, times] of [["inspect FILE", file1], ["cat | inspect -", stdin]] as const) {
+    rows.push([
+      name,
+      (size / 1e6).toFixed(0) + " MB",
+      what,
+      p.toFixed(3),
+      Math.min(...times).toFixed(3),
+      median(times).toFixed(3),
+      (Math.min(...times) / p).toFixed(2) + "×",
+    ]);
+  }
 }
+printTable(
+  ["stream", "size", "command", "pipe s (best)", "best s", "median s", "best / pipe"],
+  rows,
+);

@@ -8,6 +8,7 @@
 const ALL = [
   "migration",
   "inspect",
+  "streams",
   "plugmap",
   "filter_verify",
   "strip",

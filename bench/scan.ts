@@ -2,18 +2,10 @@
  * Scan throughput and memory, as ratios against a plain copy of the same file
  * measured in the same run.
  *
- *   deno run -A bench/scan.ts [--only stream|dumps] [--stream FILE] [--runs N]
- *                             [--gib 4] [--small-gib 1] [--dir DIR] [--keep]
+ *   deno run -A bench/scan.ts [--gib 4] [--small-gib 1] [--dir DIR] [--keep]
  *
- * **Streams** (the whole process, start-up included, page cache warm):
- * `vmem-dump scan FILE`, `vmem-dump verify FILE` (same records to examine) and
- * `cat FILE | vmem-dump scan -`, against `cat FILE | cat > /dev/null`. The
- * input is the shared `out` set's `s3-malicious.mig` (231 MB, QEMU 7.2, late
- * layout, two pages in unplugged blocks), streamed once out of
- * `shared/realdata/out/fixtures.tar.zst` into `.cache/bench/` (checked
- * against the producer's SHA-256), or `--stream FILE`. Each time is the best
- * of `--runs` (default 5) runs, the commands interleaved. Target: scan no
- * slower than verify.
+ * (Scanning a migration stream, against `verify` of the same stream and a
+ * pipe copy, is in bench/streams.ts with the other streaming commands.)
  *
  * **Dumps**: synthetic inputs, a raw image of one virtio-mem region (2 MiB
  * blocks) whose every 8th block holds pseudo-random data and the rest zeros,
@@ -38,7 +30,6 @@ import { scanElfCore } from "../src/scan/scan_elf.ts";
 import { scanRawImage } from "../src/scan/scan_raw.ts";
 import { PlugMap } from "../src/vmem/plug_map.ts";
 import { writeElf } from "../tests/_util/elf_builder.ts";
-import { outSetFile } from "./_out_stream.ts";
 import { type ChildResult, printTable, ratio, runChild, timeShell } from "./_measure.ts";
 
 const BLOCK = 2 << 20;
@@ -134,19 +125,12 @@ if (Deno.args[0] === "--child") {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      only: { type: "string" },
-      stream: { type: "string" },
-      runs: { type: "string", default: "5" },
       gib: { type: "string", default: "4" },
       "small-gib": { type: "string", default: "1" },
       dir: { type: "string" },
       keep: { type: "boolean", default: false },
     },
   });
-  if (values.only !== "dumps") {
-    await streamBench(values.stream ?? await outSetFile(), Number(values.runs));
-  }
-  if (values.only === "stream") Deno.exit(0);
   const dir = await Deno.makeTempDir({
     prefix: "vmem-bench-scan-",
     ...(values.dir ? { dir: values.dir } : {}),
@@ -234,84 +218,4 @@ if (Deno.args[0] === "--child") {
     if (!values.keep) await Deno.remove(dir, { recursive: true });
     else console.log(`kept ${dir}`);
   }
-}
-
-// ---------------------------------------------------------------- streams
-
-/**
- * Wall and CPU (user + system, all processes of the pipeline) seconds of a
- * shell command; exit codes 0 and 3 (findings) are success. CPU time is the
- * steadier figure on a shared machine.
- */
-async function timeCommand(command: string): Promise<{ wall: number; cpu: number }> {
-  const t0 = performance.now();
-  const out = await new Deno.Command("bash", {
-    args: ["-c", `TIMEFORMAT='%3U %3S'; time { ${command}; }`],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  const wall = (performance.now() - t0) / 1000;
-  const err = new TextDecoder().decode(out.stderr).trim().split("\n");
-  const [user, sys] = (err.pop() ?? "").split(" ").map(Number);
-  if (out.code !== 0 || user === undefined || sys === undefined || Number.isNaN(user + sys)) {
-    throw new Error(`${command}: exit ${out.code}: ${err.join("\n")}`);
-  }
-  return { wall, cpu: user + sys };
-}
-
-async function streamBench(file: string, runs: number): Promise<void> {
-  const q = (x: string) => `'${x.replaceAll("'", "'\\''")}'`;
-  const main = new URL("../cli/main.ts", import.meta.url).pathname;
-  const cli = `${q(Deno.execPath())} run -A ${q(main)}`;
-  const commands: [string, string][] = [
-    ["cat FILE | cat", `cat ${q(file)} | cat > /dev/null`],
-    ["verify FILE", `${cli} verify ${q(file)} > /dev/null`],
-    ["scan FILE", `${cli} scan ${q(file)} > /dev/null`],
-    ["cat FILE | verify -", `cat ${q(file)} | ${cli} verify - > /dev/null`],
-    ["cat FILE | scan -", `cat ${q(file)} | ${cli} scan - > /dev/null`],
-  ];
-  const size = (await Deno.stat(file)).size;
-  await timeShell(`cat ${q(file)} > /dev/null`); // warm the page cache
-  const best = new Map<string, { wall: number; cpu: number }>(
-    commands.map(([name]) => [name, { wall: Infinity, cpu: Infinity }]),
-  );
-  for (let i = 0; i < runs; i++) {
-    for (const [name, command] of commands) {
-      // A command exits 3 when it finds something: `|| [ $? = 3 ]` keeps that a success.
-      const t = await timeCommand(`${command} || [ $? = 3 ]`);
-      const b = best.get(name)!;
-      b.wall = Math.min(b.wall, t.wall);
-      b.cpu = Math.min(b.cpu, t.cpu);
-    }
-  }
-  const cat = best.get("cat FILE | cat")!;
-  const verify = best.get("verify FILE")!;
-  console.log(`stream ${file} (${(size / 1e6).toFixed(0)} MB), best of ${runs}, whole process:`);
-  printTable(
-    [
-      "command",
-      "wall s",
-      "MB/s",
-      "wall vs cat | cat",
-      "wall vs verify",
-      "CPU s",
-      "CPU vs verify",
-    ],
-    commands.map(([name]) => {
-      const t = best.get(name)!;
-      // scan FILE against verify FILE, cat | scan - against cat | verify -.
-      const peer = name.startsWith("cat FILE | ") ? best.get("cat FILE | verify -")! : verify;
-      const vs = name.startsWith("cat FILE | cat");
-      return [
-        name,
-        t.wall.toFixed(3),
-        (size / t.wall / 1e6).toFixed(0),
-        `${(t.wall / cat.wall).toFixed(2)}×`,
-        vs ? "" : `${(t.wall / peer.wall).toFixed(2)}×`,
-        t.cpu.toFixed(3),
-        vs ? "" : `${(t.cpu / peer.cpu).toFixed(2)}×`,
-      ];
-    }),
-  );
-  console.log();
 }

@@ -52,7 +52,7 @@ export interface MappedRamFileInput {
 export interface StreamInputOptions {
   /**
    * The fast path for consumers that finish each batch before pulling the
-   * next (the record pipeline, inspect): blocking reads of 256 KiB into a
+   * next (the record pipeline, inspect, scan): blocking reads of 256 KiB into a
    * ring of 4 reused buffers (see `syncReads` and `recycleChunks` of
    * `openFileReader`). Measured on the 231 MB `out` s3 stream: 37–48 ms of CPU to
    * read it, against 66–83 ms for asynchronous 1 MiB reads into a ring of
@@ -61,8 +61,6 @@ export interface StreamInputOptions {
    * waits for its input. @default {false}
    */
   recycle?: boolean;
-  /** Recycled read buffers of 64 KiB (the scanner copies what it keeps). @default {undefined} */
-  recycleChunks?: number;
   /** Called with every chunk read from the file (hashing standard input). @default {undefined} */
   onChunk?: (chunk: Uint8Array) => void;
   /** The command, for the error that names the command a dump needs. @default {"this command"} */
@@ -91,7 +89,6 @@ export async function openStreamInput(
 ): Promise<StreamInput | MappedRamFileInput> {
   const input = await openInput(path, {
     ...(options.recycle ? { recycleChunks: 4, chunkSize: 256 << 10, syncReads: true } : {}),
-    ...(options.recycleChunks ? { recycleChunks: options.recycleChunks } : {}),
     ...(options.onChunk ? { onChunk: options.onChunk } : {}),
   });
   if (input.kind === "mapped-ram") {

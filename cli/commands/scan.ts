@@ -524,9 +524,10 @@ async function scanStream(
     onChunk?: (chunk: Uint8Array) => void;
   },
 ): Promise<ScanMigrationResult> {
-  // Recycled read buffers: the scanner copies what it keeps (listed pages, extracted pages).
+  // The fast path (blocking reads into a ring of reused buffers): the scanner handles each batch
+  // before it pulls the next and copies what it keeps (listed pages, extracted pages).
   const input = await openStreamInput(path, {
-    recycleChunks: 16,
+    recycle: true,
     ...(hooks.onChunk ? { onChunk: hooks.onChunk } : {}),
     command: "scan",
   });

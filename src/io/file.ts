@@ -40,6 +40,13 @@ export interface FileReaderOptions {
    */
   syncReads?: boolean;
   /**
+   * The source is a regular file: its blocking reads never wait for a
+   * writer, so `syncReads` stays on while an output's signal listeners are
+   * installed, and the event loop is let turn now and then so that they run.
+   * Set by {@linkcode openFileReader}. @default {false}
+   */
+  regularFile?: boolean;
+  /**
    * Read into a ring of this many (at least 4) reused buffers instead of
    * copying each read into fresh memory (which costs page faults and halves
    * throughput). The reader's `viewLifetime` is then `"until-refill"`: views
@@ -57,6 +64,13 @@ export interface FileReaderOptions {
    */
   onChunk?: (chunk: Uint8Array) => void;
 }
+
+/**
+ * Blocking reads of a regular file after which the event loop is let turn
+ * while signal listeners are installed (256 reads of 256 KiB: 64 MiB, some
+ * tens of milliseconds).
+ */
+const BLOCKING_RUN = 256;
 
 /** Anything with the `read` of `Deno.FsFile` (and optionally its `readSync`). */
 export interface Readable {
@@ -97,6 +111,7 @@ export function fileByteReader(
   let done = false;
   const readSync = options.syncReads && file.readSync ? file.readSync.bind(file) : undefined;
   const readAsync = (p: Uint8Array) => file.read(p);
+  const regularFile = options.regularFile ?? false;
   const readInto = async (
     buf: Uint8Array,
     readOnce: (p: Uint8Array) => Promise<number | null> | number | null,
@@ -123,17 +138,29 @@ export function fileByteReader(
     filled.catch(() => {});
     pending = { buf, filled };
   };
+  // Blocking reads of a regular file since this reader last let the event loop turn (see `pull`).
+  let blockingRun = 0;
   const pull = async (): Promise<Uint8Array | undefined> => {
-    if (readSync !== undefined && pending === undefined && !signalListenersInstalled()) {
+    if (readSync !== undefined && pending === undefined) {
       // Blocking reads: no read-ahead (it would hold back the current chunk
-      // until the next one arrived). Not while an output's signal listeners
-      // are installed: a blocking read keeps them from running, and Ctrl-C
-      // on a stalled pipe must still remove the unfinished output.
-      if (done) return undefined;
-      const buf = ring[turn++ % ring.length]!;
-      const filled = await readInto(buf, readSync);
-      if (filled === 0) return undefined;
-      return recycle > 0 ? buf.subarray(0, filled) : buf.slice(0, filled);
+      // until the next one arrived). While an output's signal listeners are
+      // installed (they run between event-loop turns, and Ctrl-C must still
+      // remove the unfinished output), a pipe gets asynchronous reads (it may
+      // stall for ever), and a regular file (whose reads never wait for a
+      // writer) lets the loop turn after every BLOCKING_RUN reads, in case
+      // nothing else does (a filter that drops everything writes nothing).
+      const listening = signalListenersInstalled();
+      if (!listening || regularFile) {
+        if (listening && ++blockingRun >= BLOCKING_RUN) {
+          blockingRun = 0;
+          await new Promise((resolve) => setTimeout(resolve, 0));
+        }
+        if (done) return undefined;
+        const buf = ring[turn++ % ring.length]!;
+        const filled = await readInto(buf, readSync);
+        if (filled === 0) return undefined;
+        return recycle > 0 ? buf.subarray(0, filled) : buf.slice(0, filled);
+      }
     }
     if (pending === undefined) {
       if (done) return undefined;
@@ -205,7 +232,7 @@ export async function openFileReader(
     const startOffset = options.startOffset ?? 0;
     if (startOffset > 0) await file.seek(startOffset, Deno.SeekMode.Start);
     return {
-      reader: fileByteReader(file, { ...options, startOffset }),
+      reader: fileByteReader(file, { ...options, startOffset, regularFile: info.isFile }),
       byteLength: info.isFile ? info.size : undefined,
       path,
       close,

@@ -31,6 +31,11 @@ const MAX_RAM_BLOCKS = 65536;
 /** Bytes of a RAM record header: the be64 `ramOffset | flags` word. */
 const RECORD_HEADER = 8;
 
+/** Flags of a PAGE record of the last block named. */
+const CONTINUED_PAGE = C.RAM_SAVE_FLAG_PAGE | C.RAM_SAVE_FLAG_CONTINUE;
+/** Flags of a ZERO record of the last block named. */
+const CONTINUED_ZERO = C.RAM_SAVE_FLAG_ZERO | C.RAM_SAVE_FLAG_CONTINUE;
+
 /** A MEM_SIZE block list being read, entry by entry. */
 interface MemSizeProgress {
   /** Stream offset of the MEM_SIZE record. */
@@ -109,6 +114,9 @@ export class RamState {
     const mask = pageSize - 1;
     let p = w.pos;
     while (out.length < MAX_BATCH) {
+      // Most records continue the last block: their runs go through a small loop of their own.
+      p = this.#continuedPages(w, p, out);
+      if (out.length >= MAX_BATCH) break;
       if (end - p < RECORD_HEADER) {
         w.pos = p;
         return w.need(RECORD_HEADER, "a RAM record header");
@@ -235,6 +243,62 @@ export class RamState {
     }
     w.pos = p;
     return false;
+  }
+
+  /**
+   * The hot path: PAGE and ZERO records with CONTINUE from `p` on, for as
+   * long as they come whole and in range. Returns the index of the first
+   * record it leaves to `parseBody` (anything else, a cut record, an
+   * offset past the block: parsed again there, which reports it).
+   *
+   * A loop of its own, small and with only these two records to see, so V8
+   * optimises it early and for good (the rare records of `parseBody` would
+   * otherwise cost it recompilations when they first turn up).
+   */
+  #continuedPages(w: ParseWindow, p: number, out: MigrationRecord[]): number {
+    const block = this.lastBlock;
+    if (block === undefined) return p;
+    const b = w.bytes;
+    const end = b.byteLength;
+    const pageSize = this.pageSize;
+    const mask = pageSize - 1;
+    const usedLength = block.usedLength;
+    const ramBlock = block.idstr;
+    const base = w.base;
+    while (out.length < MAX_BATCH && end - p >= RECORD_HEADER) {
+      const hi = (b[p]! << 24 | b[p + 1]! << 16 | b[p + 2]! << 8 | b[p + 3]!) >>> 0;
+      const lo = (b[p + 4]! << 24 | b[p + 5]! << 16 | b[p + 6]! << 8 | b[p + 7]!) >>> 0;
+      const flags = lo & mask;
+      const ramOffset = hi * 0x1_0000_0000 + (lo - flags);
+      const isPage = flags === CONTINUED_PAGE;
+      if ((!isPage && flags !== CONTINUED_ZERO) || ramOffset >= usedLength) return p;
+      // One length check and one step for both kinds: their first records may come far apart.
+      const q = p + RECORD_HEADER;
+      const next = q + (isPage ? pageSize : 1);
+      if (next > end) return p;
+      const streamOffset = base + p;
+      out.push(
+        isPage
+          ? {
+            kind: "ram-page",
+            streamOffset,
+            ramBlock,
+            ramOffset,
+            continued: true,
+            data: b.subarray(q, next),
+          }
+          : {
+            kind: "ram-zero-page",
+            streamOffset,
+            ramBlock,
+            ramOffset,
+            continued: true,
+            fill: b[q]!,
+          },
+      );
+      p = next;
+    }
+    return p;
   }
 
   /** Find a block by its idstr bytes without building a string for the common case. */

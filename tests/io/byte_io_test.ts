@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { bytesReader, PullByteReader } from "../../src/io/byte_reader.ts";
 import { ByteWriter } from "../../src/io/byte_writer.ts";
-import { fileByteReader } from "../../src/io/file.ts";
+import { createAtomicOutput, fileByteReader, openFileReader } from "../../src/io/file.ts";
 import { UnexpectedEofError } from "../../src/errors.ts";
 import { BYTE_CHUNKINGS, chunkedStream, seededRandom } from "../_util/chunkings.ts";
 import { StreamByteReader } from "../../src/io/byte_reader.ts";
@@ -137,6 +137,47 @@ Deno.test("fileByteReader reads a file byte-exact with read-ahead, copied or rec
     }
   } finally {
     await Deno.remove(path);
+  }
+});
+
+Deno.test("blocking reads of a regular file still let the event loop turn while an output's signal listeners wait", async () => {
+  // 2 MiB read in 4 KiB blocking reads: 512 reads, none of which waits for the event loop.
+  const data = sample(2 << 20, 6);
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/in.bin`;
+    await Deno.writeFile(path, data);
+    const read = async (): Promise<{ turnedAt: number | undefined; bytes: number }> => {
+      const input = await openFileReader(path, {
+        syncReads: true,
+        recycleChunks: 4,
+        chunkSize: 4096,
+      });
+      let turned = false;
+      const timer = setTimeout(() => turned = true, 0);
+      let turnedAt: number | undefined;
+      let bytes = 0;
+      for (let c; (c = await input.reader.readChunk(1 << 20)) !== undefined;) {
+        bytes += c.byteLength;
+        if (turned && turnedAt === undefined) turnedAt = bytes;
+      }
+      clearTimeout(timer);
+      input.close();
+      return { turnedAt, bytes };
+    };
+    // No output: nothing else needs the loop, every read blocks.
+    assert.deepEqual(await read(), { turnedAt: undefined, bytes: data.byteLength });
+    // An atomic output listens for Ctrl-C: the loop turns within 256 reads (1 MiB here).
+    const out = await createAtomicOutput(`${dir}/out.bin`);
+    try {
+      const { turnedAt, bytes } = await read();
+      assert.equal(bytes, data.byteLength);
+      assert.ok(turnedAt !== undefined && turnedAt <= 257 * 4096, `the loop turned at ${turnedAt}`);
+    } finally {
+      await out.abort();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
