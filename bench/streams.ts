@@ -4,6 +4,7 @@
  * against a plain copy measured in the same run, interleaved with it.
  *
  *   deno run -A bench/streams.ts [--runs 5] [--stream FILE] [--cli PATH/cli/main.ts]
+ *                                [--before PATH/cli/main.ts]
  *
  * Input: the shared `out` set's `s3-malicious.mig` (231 MB, QEMU 7.2, late
  * layout, 103,556 page records of which 47,366 are zero pages), streamed once
@@ -23,8 +24,9 @@
  * slower than `verify` (scan FILE / verify FILE, and through a pipe); peak
  * RSS under 150 MiB. On the shared 2-core machine wall times stretch with
  * the load (printed before and after): the CPU ratios are the steadier
- * figure, and `--cli` measures another checkout in the same conditions (for
- * before/after figures).
+ * figure. `--cli` measures another checkout; `--before PATH/cli/main.ts`
+ * measures a second one in the same rounds and prints "before → after"
+ * ratios (the peak RSS, GB/s and records/s columns are the `--cli` one's).
  */
 
 import { parseArgs } from "node:util";
@@ -37,14 +39,20 @@ const { values } = parseArgs({
     runs: { type: "string", default: "5" },
     stream: { type: "string" },
     cli: { type: "string", default: new URL("../cli/main.ts", import.meta.url).pathname },
+    before: { type: "string" },
   },
 });
 const main = values.cli;
+/** Another checkout's CLI measured in the same rounds (`--before`), for before/after ratios. */
+const before = values.before;
 const runs = Number(values.runs);
 const deno = Deno.execPath();
 const q = shellQuote;
-const measure = (pipeline: (vmem: string) => string, okCodes: number[]): Promise<Measured> =>
-  measurePipeline(pipeline, main, okCodes);
+const measure = (
+  pipeline: (vmem: string) => string,
+  okCodes: number[],
+  cli = main,
+): Promise<Measured> => measurePipeline(pipeline, cli, okCodes);
 
 /** Page records of a stream, from `verify --json` (what records/s counts). */
 async function pageRecords(file: string): Promise<number> {
@@ -106,10 +114,12 @@ try {
   await measure(() => `cat ${q(file)} > /dev/null`, [0]); // warm the page cache
   const ours = new Map<string, Measured[]>(cases.map((c) => [c.name, []]));
   const base = new Map<string, Measured[]>(cases.map((c) => [c.name, []]));
+  const old = new Map<string, Measured[]>(cases.map((c) => [c.name, []]));
   // Round by round, so that a busy spell of the machine spreads over every command.
   for (let i = 0; i < runs; i++) {
     for (const c of cases) {
       base.get(c.name)!.push(await measure(() => c.base, [0]));
+      if (before !== undefined) old.get(c.name)!.push(await measure(c.run, c.ok, before));
       ours.get(c.name)!.push(await measure(c.run, c.ok));
     }
   }
@@ -122,12 +132,17 @@ try {
     const tc = med(c.name, ours, "cpu");
     const bc = med(c.name, base, "cpu");
     const startup = c.name.startsWith("start-up");
+    // With --before: "before → after" ratios, the older checkout measured in the same rounds.
+    const was = (k: "wall" | "cpu", ratio: number) =>
+      before === undefined
+        ? `${ratio.toFixed(2)}×`
+        : `${(med(c.name, old, k) / med(c.name, base, k)).toFixed(2)}× → ${ratio.toFixed(2)}×`;
     return [
       c.name,
       `${b.toFixed(3)} / ${t.toFixed(3)}`,
-      `${(t / b).toFixed(2)}×`,
+      was("wall", t / b),
       `${bc.toFixed(3)} / ${tc.toFixed(3)}`,
-      `${(tc / bc).toFixed(2)}×`,
+      was("cpu", tc / bc),
       startup ? "" : (size / t / 1e9).toFixed(2),
       startup ? "" : `${(records / t / 1e6).toFixed(2)} M`,
       Math.max(...ours.get(c.name)!.map((m) => m.rssMiB)).toFixed(0),
@@ -136,7 +151,8 @@ try {
   });
   console.log(
     `${file}: ${(size / 1e6).toFixed(0)} MB, ${records} page records; median of ${runs}; ` +
-      `load average ${loadBefore.join(" ")} before, ${loadAfter.join(" ")} after`,
+      `load average ${loadBefore.join(" ")} before, ${loadAfter.join(" ")} after` +
+      (before === undefined ? "" : `; ratios before → after: ${before} → ${main}`),
   );
   printTable(
     [
@@ -156,7 +172,14 @@ try {
   const vs = (a: string, b: string) => {
     const w = med(a, ours, "wall") / med(b, ours, "wall");
     const c = med(a, ours, "cpu") / med(b, ours, "cpu");
-    return [`${a} / ${b}`, `${w.toFixed(2)}×`, `${c.toFixed(2)}×`, w <= 1 ? "met" : "not met"];
+    const was = (k: "wall" | "cpu") =>
+      before === undefined ? "" : `${(med(a, old, k) / med(b, old, k)).toFixed(2)}× → `;
+    return [
+      `${a} / ${b}`,
+      `${was("wall")}${w.toFixed(2)}×`,
+      `${was("cpu")}${c.toFixed(2)}×`,
+      w <= 1 ? "met" : "not met",
+    ];
   };
   printTable(["scan against verify", "wall", "CPU", "no slower (wall)"], [
     vs("scan FILE", "verify FILE"),

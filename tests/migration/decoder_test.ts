@@ -171,6 +171,21 @@ Deno.test("decodeMigration() names the bad field and its offset", async (t) => {
       offset: rec.streamOffset,
     });
   });
+  await t.step(
+    "RAM offset past the block in a run of CONTINUE records (page and zero page)",
+    async () => {
+      for (const kind of ["ram-page", "ram-zero-page"] as const) {
+        // The 3rd record of a run of CONTINUE records of one kind: the decoder's hot loop reads it.
+        const run = records.filter((r) => r.kind === kind && r.continued);
+        const rec = run[Math.min(2, run.length - 1)]!;
+        await assertFormatError(decodeAll(oneChunk(mutate(rec.streamOffset + 3, 0x7f))), {
+          code: "out-of-range",
+          offset: rec.streamOffset,
+          message: /RAM offset 0x7f[0-9a-f]{8} is past the end of/,
+        });
+      }
+    },
+  );
   await t.step("invalid flag combination", async () => {
     const rec = records.find((r) => r.kind === "ram-zero-page")!;
     await assertFormatError(decodeAll(oneChunk(mutate(rec.streamOffset + 7, 0x0a))), {
