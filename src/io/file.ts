@@ -554,11 +554,38 @@ function removeLiveOutputsSync(): void {
     try {
       o.close();
     } catch { /* already closed */ }
-    try {
-      Deno.removeSync(o.tmp, { recursive: o.directory });
-    } catch { /* already gone */ }
+    if (o.directory) removeDirectorySync(o.tmp);
+    else {
+      try {
+        Deno.removeSync(o.tmp);
+      } catch { /* already gone */ }
+    }
   }
   liveOutputs.clear();
+}
+
+/**
+ * Remove a temporary directory that asynchronous writes may still be filling
+ * (their operations run on other threads while the signal listener runs):
+ * rename it first, so that a file created after that fails instead of
+ * landing in it, then remove it until it is gone (a file created in the
+ * instant before the rename makes one removal fail with ENOTEMPTY).
+ */
+function removeDirectorySync(tmp: string): void {
+  let doomed = tmp;
+  try {
+    Deno.renameSync(tmp, `${tmp}.removing`);
+    doomed = `${tmp}.removing`;
+  } catch { /* gone, or renaming failed: remove it where it is */ }
+  for (let attempt = 0; attempt < 100; attempt++) {
+    try {
+      Deno.removeSync(doomed, { recursive: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return;
+      continue;
+    }
+    return;
+  }
 }
 
 function track(o: LiveOutput, exitOnSignal: boolean): void {
