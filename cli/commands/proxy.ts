@@ -321,10 +321,10 @@ function summaryText(r: ProxyResult): string {
     }
   }
   for (const c of channels) {
-    t += `  ${c.label}: ${grouped(c.packets)} packets, ${grouped(c.pages)} pages, ${
-      grouped(c.zeroPages)
-    } zero pages, ${c.syncPackets} SYNC`;
-    if (r.dropStats) t += `, dropped ${grouped(c.droppedPages)} pages`;
+    t += `  ${c.label}: ${count(c.packets, "packet")}, ${count(c.pages, "page")}, ${
+      count(c.zeroPages, "zero page")
+    }, ${count(c.syncPackets, "SYNC packet")}`;
+    if (r.dropStats) t += `, dropped ${count(c.droppedPages, "page")}`;
     if (r.verify) t += ", clean";
     t += "\n";
     for (const d of (c.dropped ?? []).slice(0, 16)) {

@@ -41,7 +41,8 @@ export interface DecodeMultifdOptions {
  *
  * @example Count the pages of a captured channel
  * ```ts ignore
- * import { decodeMultifdChannel, openInput } from "@vmem-dump/vmem-dump";
+ * import { openInput } from "@vmem-dump/vmem-dump";
+ * import { decodeMultifdChannel } from "@vmem-dump/vmem-dump/migration";
  * const input = await openInput("channel-0.bin");
  * let pages = 0;
  * for await (const batch of decodeMultifdChannel(input.reader)) {

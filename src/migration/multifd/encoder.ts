@@ -15,7 +15,8 @@ import type { MultifdRecord } from "./types.ts";
  *
  * @example Re-encode a channel
  * ```ts ignore
- * import { ByteWriter, decodeMultifdChannel, MultifdEncoder, openInput } from "@vmem-dump/vmem-dump";
+ * import { ByteWriter, openInput } from "@vmem-dump/vmem-dump";
+ * import { decodeMultifdChannel, MultifdEncoder } from "@vmem-dump/vmem-dump/migration";
  * const input = await openInput("channel-0.bin");
  * const chunks: Uint8Array[] = [];
  * const enc = new MultifdEncoder(new ByteWriter((c) => { chunks.push(c.slice()); }));

@@ -82,7 +82,7 @@ export interface MultifdDropStats {
  *
  * @example
  * ```ts ignore
- * import { MultifdChannelFilter } from "@vmem-dump/vmem-dump";
+ * import { MultifdChannelFilter } from "@vmem-dump/vmem-dump/migration";
  * const f = new MultifdChannelFilter({ channel: 1 });
  * for (const r of mainControlRecords) f.control(r);
  * const out = f.filterPacket(packet); // the same record, or a rewritten one

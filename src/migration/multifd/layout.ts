@@ -123,7 +123,7 @@ export function multifdPageCount(pageSize: number): number {
  *
  * @example
  * ```ts
- * import { multifdRamPacketHeaderSize } from "@vmem-dump/vmem-dump";
+ * import { multifdRamPacketHeaderSize } from "@vmem-dump/vmem-dump/migration";
  * console.log(multifdRamPacketHeaderSize(4096)); // 1344
  * ```
  */

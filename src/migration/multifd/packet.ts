@@ -110,7 +110,7 @@ function checkMagicAndVersion(
  *
  * @example
  * ```ts
- * import { readMultifdInit, writeMultifdInit } from "@vmem-dump/vmem-dump";
+ * import { readMultifdInit, writeMultifdInit } from "@vmem-dump/vmem-dump/migration";
  * const bytes = writeMultifdInit({ channelId: 3, uuid: new Uint8Array(16) });
  * console.log(readMultifdInit(bytes, 0).channelId); // 3
  * ```
@@ -374,7 +374,7 @@ export interface MultifdRamPacketFields {
  *
  * @example
  * ```ts
- * import { readMultifdRamPacketHeader, writeMultifdRamPacketHeader } from "@vmem-dump/vmem-dump";
+ * import { readMultifdRamPacketHeader, writeMultifdRamPacketHeader } from "@vmem-dump/vmem-dump/migration";
  * const h = writeMultifdRamPacketHeader(
  *   { flags: 0, normalRamOffsets: [0x2000], packetNum: 7, ramBlock: "pc.ram" },
  *   4096,

@@ -123,7 +123,8 @@ const hasPages = (p: MultifdRamPacketRecord) =>
  *
  * @example Verify a captured channel against its main channel
  * ```ts ignore
- * import { bytesReader, isMultifdControlRecord, MultifdPipeline } from "@vmem-dump/vmem-dump";
+ * import { bytesReader } from "@vmem-dump/vmem-dump";
+ * import { isMultifdControlRecord, MultifdPipeline } from "@vmem-dump/vmem-dump/migration";
  * const p = new MultifdPipeline(bytesReader(channelBytes), { mode: "verify", pageSize: 4096 });
  * for (const r of mainRecords) if (isMultifdControlRecord(r)) p.control(r);
  * const result = await p.run();

@@ -42,7 +42,7 @@ export type MultifdControlRecord = RamMemSizeRecord | VirtioMemEarlyRecord | Vir
  *
  * @example
  * ```ts
- * import { isMultifdControlRecord } from "@vmem-dump/vmem-dump";
+ * import { isMultifdControlRecord } from "@vmem-dump/vmem-dump/migration";
  * console.log(isMultifdControlRecord({ kind: "ram-eos", streamOffset: 0 })); // false
  * ```
  */
@@ -78,7 +78,7 @@ const EMPTY = new Uint8Array(0);
  *
  * @example Verify a captured channel against the main channel's state
  * ```ts ignore
- * import { decodeMultifdChannel, MultifdChannelVerifier } from "@vmem-dump/vmem-dump";
+ * import { decodeMultifdChannel, MultifdChannelVerifier } from "@vmem-dump/vmem-dump/migration";
  * const v = new MultifdChannelVerifier({ channel: 0 });
  * for (const r of mainControlRecords) v.control(r);
  * for await (const batch of decodeMultifdChannel(reader)) {

@@ -19,9 +19,7 @@ import assert from "node:assert/strict";
 import zlib from "node:zlib";
 import { FormatError, UnexpectedEofError, UnsupportedFeatureError } from "../../../src/errors.ts";
 import { bytesReader } from "../../../src/io/byte_reader.ts";
-import { ByteWriter } from "../../../src/io/byte_writer.ts";
 import { decodeMigrationBatches } from "../../../src/migration/decoder.ts";
-import { MigrationEncoder } from "../../../src/migration/encoder.ts";
 import { UnpluggedPageDropper } from "../../../src/migration/filter.ts";
 import {
   decodeMultifdChannel,
@@ -48,6 +46,7 @@ import {
   replayMultifdMigration,
 } from "../../_util/multifd.ts";
 import { BLOCK, EVIL_GPAS } from "../../proxy/_qemu.ts";
+import { encodeRecords } from "../../proxy/_util.ts";
 import {
   compareGuestMemory,
   qemuAvailable,
@@ -68,18 +67,6 @@ async function decodeMain(bytes: Uint8Array): Promise<MigrationRecord[]> {
     }
   }
   return out;
-}
-
-async function encodeMain(records: readonly MigrationRecord[]): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  const enc = new MigrationEncoder(
-    new ByteWriter((c) => {
-      chunks.push(c.slice());
-    }, { chunkSize: 1 << 16 }),
-  );
-  for (const r of records) enc.write(r);
-  await enc.flush();
-  return concatBytes(chunks);
 }
 
 const packetsOf = (records: readonly MultifdRecord[]) =>
@@ -400,7 +387,7 @@ export function realChannelTests(qemu: QemuVersion): void {
             ) {
               await new Promise((r) => setTimeout(r, 25));
             }
-            await replayMultifdMigration(sock, await encodeMain(mainOut), filtered);
+            await replayMultifdMigration(sock, await encodeRecords(mainOut), filtered);
             await dst.waitIncoming({ timeoutMs: 60_000 });
             await dst.dumpGuestMemory(`${tmp.path}/replayed.elf`);
             const cmp = await compareGuestMemory(capture.sourceElf, `${tmp.path}/replayed.elf`, {
