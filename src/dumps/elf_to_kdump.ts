@@ -87,6 +87,33 @@ export interface ElfToKdumpReport extends KdumpWriteResult {
  */
 const MAX_ZERO_FILL_BYTES = 16 * 2 ** 30;
 
+/**
+ * Highest guest-physical address (exclusive) a converted dump may describe: 2 TiB. kdump's two
+ * bitmaps hold a bit for every pfn from 0 up to the highest, and the writer keeps them in memory,
+ * so one untrusted `p_paddr` would otherwise size allocations (and the output's bitmaps) at will;
+ * 2 TiB is a 64 MiB bitmap. QEMU's default x86 physical address width (40 bits) is 1 TiB.
+ */
+const MAX_GPA_END = 2 ** 41;
+
+/** Refuse an ELF whose PT_LOADs describe memory at or beyond {@linkcode MAX_GPA_END}. */
+function checkAddressSpan(core: ElfCore): void {
+  for (const s of core.loads) {
+    if (s.gpa === undefined || s.byteLength === 0 || s.gpa + s.byteLength <= MAX_GPA_END) continue;
+    const paddr = phdrLayout(core.ehdr.elfClass).fields.paddr.offset;
+    throw new FormatError(
+      `Cannot convert to kdump: program header ${s.index} describes memory up to gpa 0x${
+        (s.gpa + s.byteLength).toString(16)
+      }, beyond the ${MAX_GPA_END / 2 ** 40} TiB a converted dump may span (kdump's bitmaps ` +
+        `cover every page frame from 0)`,
+      {
+        format: "elf",
+        code: "too-large",
+        offset: core.ehdr.phdrFileOffset + s.index * core.ehdr.phdrEntrySize + paddr,
+      },
+    );
+  }
+}
+
 /** Refuse an ELF whose PT_LOADs describe more zero-fill memory than {@linkcode MAX_ZERO_FILL_BYTES}. */
 function checkZeroFill(core: ElfCore): void {
   let total = 0;
@@ -164,6 +191,7 @@ export async function elfToKdump(
     );
   }
   checkZeroFill(core);
+  checkAddressSpan(core);
   const exclude = mergeGpaRanges(options.exclude ?? []);
   const kept = subtractGpaRanges(described, exclude);
   const removed = subtractGpaRanges(described, kept);

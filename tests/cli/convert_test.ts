@@ -272,3 +272,25 @@ Deno.test("convert refuses a kdump input to kdump, or to ELF with a plug map, as
     assert.deepEqual([...Deno.readDirSync(dir)], []);
   });
 });
+
+Deno.test("convert --to kdump refuses an ELF whose PT_LOAD lies beyond 2 TiB of guest-physical space, before any allocation", async () => {
+  // Found by the mutation campaign (seed 777, elf case seed 1171810485): one flipped bit of
+  // p_paddr in a real dump put a PT_LOAD near 2 TiB, and convert --to kdump allocated kdump's
+  // bitmaps (a bit for every pfn from 0) by it: 64 MiB each, and more for higher bits.
+  await withTempDir(async (dir) => {
+    const elf = await tinyFixture("q72-tiny.elf");
+    const v = new DataView(elf.buffer);
+    const phoff = Number(v.getBigUint64(32, true));
+    const last = phoff + 4 * 56; // PT_LOAD 4 (of NOTE + 4 PT_LOADs)
+    assert.equal(v.getUint32(last, true), 1);
+    v.setBigUint64(last + 24, 1n << 41n, true); // p_paddr: 2 TiB
+    await Deno.writeFile(`${dir}/in.elf`, elf);
+    await assert.rejects(
+      run([`${dir}/in.elf`, `${dir}/out.kdump`, "--to", "kdump", "--workers", "0"], memoryIo()),
+      (e: unknown) =>
+        e instanceof FormatError && e.code === "too-large" && e.offset === last + 24 &&
+        /beyond the 2 TiB a converted dump may span/.test(e.message),
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["in.elf"]);
+  });
+});
