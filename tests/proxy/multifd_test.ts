@@ -71,8 +71,12 @@ async function mainChannel() {
 
 const pluggedPage = (block: number, page = 1) => block * VMEM_BLOCK + page * PAGE;
 
-/** A destination that takes every connection and records what arrives on each, in order. */
-function fakeDestination(path: string) {
+/**
+ * A destination that takes every connection and records what arrives on each, in order.
+ * With `hold`, it keeps every connection open until `hold` resolves (as QEMU keeps its main
+ * channel open while it waits for multifd channels).
+ */
+function fakeDestination(path: string, hold?: Promise<void>) {
   const listener = Deno.listen({ transport: "unix", path });
   const conns: { bytes: Uint8Array[]; closed: Promise<void> }[] = [];
   const accepting = (async () => {
@@ -87,6 +91,7 @@ function fakeDestination(path: string) {
             bytes.push(buf.slice(0, n));
           }
         } catch { /* reset */ }
+        await hold;
         try {
           c.close();
         } catch { /* closed */ }
@@ -95,6 +100,10 @@ function fakeDestination(path: string) {
     }
   })();
   return {
+    /** Bytes received so far on the connection accepted `i`-th. */
+    byteLength(i: number): number {
+      return conns[i]?.bytes.reduce((a, b) => a + b.byteLength, 0) ?? 0;
+    },
     async received(): Promise<Uint8Array[]> {
       await Promise.all(conns.map((c) => c.closed));
       return conns.map((c) => concatBytes(c.bytes));
@@ -328,4 +337,187 @@ Deno.test("proxy fails a corrupt or truncated multifd channel with a typed error
       /page offset 0x1000000 in \\?"pc\.ram\\?" lies beyond the block's 0x1000000 bytes at offset 0x180\b/,
     );
   });
+});
+
+// ---- Red team: a hostile source's channels (docs/security.md, "multifd") ----
+
+/** Bytes of a RAM packet header with 4 KiB pages: 320 + 128 offset slots. */
+const HEADER = 320 + 128 * 8;
+
+async function connectTo(path: string): Promise<Deno.UnixConn> {
+  for (let k = 0;; k++) {
+    try {
+      return await Deno.connect({ transport: "unix", path });
+    } catch (e) {
+      if (k >= 200) throw e;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
+
+async function writeAll(c: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.byteLength;) at += await c.write(bytes.subarray(at));
+}
+
+async function until(what: string, condition: () => boolean): Promise<void> {
+  for (let i = 0; !condition(); i++) {
+    if (i > 2400) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+Deno.test("red team: verify checks every page QEMU loads from a packet, SYNC packets and zero pages included", async (t) => {
+  const { bytes: mainBytes } = await mainChannel();
+  const stray = pluggedPage(5, 3); // block 5 is unplugged
+  // QEMU loads the pages of a SYNC packet: 7.2's receive thread calls recv_pages whenever
+  // normal_num > 0, whatever the flags; 10.0 sets has_data = normal_num || zero_num for SYNC
+  // packets too (upstream b93d897ea2, "Fix compat with QEMU < 9.0": sources before 9.0 send
+  // pages with SYNC). Only 9.2.0 skipped them (see docs/security.md).
+  await t.step("a SYNC packet carrying a page into an unplugged block", async () => {
+    const ch1 = channel(1, [{ normal: [pluggedPage(1)] }, { sync: true, normal: [stray] }]);
+    const r = await runProxy([mainBytes, channel(0, [{ sync: true }]), ch1], { mode: "verify" });
+    assert.equal(r.code, 3, r.err);
+    const v = (r.json as { verify: { violations: { gpa: number; streamOffset: number }[] } })
+      .verify.violations;
+    assert.deepEqual(v.map((x) => [x.gpa, x.streamOffset]), [
+      [VMEM_GPA + stray, 64 + HEADER + PAGE + 320],
+    ]);
+    assert.ok(r.received[0]!.byteLength < mainBytes.byteLength, "no EOF reached the destination");
+    const dst1 = r.received.slice(1).find((b) => b[24] === 1)!;
+    const got = await packets(dst1);
+    assert.deepEqual(
+      got.map((p) => [p.sync, p.normalRamOffsets.length + p.zeroRamOffsets.length]),
+      [[false, 1], [true, 0]],
+    );
+  });
+  // 10.0 writes (or, for pages it never received, marks) zero pages: multifd_recv_zero_page_process.
+  await t.step("a packet whose only page is a zero page in an unplugged block", async () => {
+    const ch0 = channel(0, [{ zero: [stray] }, { sync: true }]);
+    const r = await runProxy([mainBytes, ch0], { mode: "verify" });
+    assert.equal(r.code, 3, r.err);
+    const v = (r.json as { verify: { violations: { gpa: number; recordKind: string }[] } })
+      .verify.violations;
+    assert.deepEqual(v.map((x) => [x.gpa, x.recordKind]), [[VMEM_GPA + stray, "ram-zero-page"]]);
+  });
+  // QEMU forces ramblock[255] to NUL and resolves the name with strcmp (qemu_ram_block_by_name):
+  // what follows the first NUL is ignored, by QEMU and by the decoder alike.
+  await t.step("the virtio-mem block's name followed by a NUL and other bytes", async () => {
+    const ch0 = channel(0, [
+      {
+        normal: [stray],
+        corrupt: (h) => h.fill(0x41, 64 + VMEM_RAMBLOCK.length + 1, 64 + 256),
+      },
+      { sync: true },
+    ]);
+    const r = await runProxy([mainBytes, ch0], { mode: "verify" });
+    assert.equal(r.code, 3, r.err);
+    const v = (r.json as { verify: { violations: { gpa: number }[] } }).verify.violations;
+    assert.deepEqual(v.map((x) => x.gpa), [VMEM_GPA + stray]);
+  });
+  // QEMU checks only offset <= used_length - page size; an unaligned page would straddle two
+  // device blocks. No sender writes one: refused, and nothing of the packet is forwarded.
+  await t.step("a page offset that is not page aligned", async () => {
+    const ch0 = channel(0, [{ normal: [pluggedPage(4) - 2048] }, { sync: true }]);
+    const r = await runProxy([mainBytes, ch0], { mode: "verify" });
+    assert.equal(r.code, 1, r.err);
+    assert.match(r.err, /is not a multiple of the page size 0x1000 at offset 0x180\b/);
+    assert.ok(r.received[0]!.byteLength < mainBytes.byteLength, "no EOF reached the destination");
+    assert.ok((r.received[1]?.byteLength ?? 0) <= 64, "the packet was not forwarded");
+  });
+});
+
+Deno.test("red team: a page sent after the channel's last SYNC, once the destination had its EOF, is checked and not forwarded (exit 3)", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  const stray = pluggedPage(5, 3);
+  // The SYNC the main channel's only sync point waits for comes first, so the EOF gate opens;
+  // the page comes only after the destination has the whole main channel.
+  const ch0 = channel(0, [{ sync: true }, { normal: [stray] }]);
+  const cut = 64 + HEADER;
+  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-redteam-" });
+  try {
+    const dest = fakeDestination(`${dir}/p-dst.sock`);
+    const proxy = await startProxy(dir, "p", ["--mode", "verify"]);
+    const main = await connectTo(`${dir}/p.sock`);
+    await writeAll(main, mainBytes.subarray(0, 64));
+    await new Promise((r) => setTimeout(r, 30));
+    const c0 = await connectTo(`${dir}/p.sock`);
+    await writeAll(c0, ch0.subarray(0, cut));
+    await writeAll(main, mainBytes.subarray(64));
+    await main.closeWrite();
+    await until(
+      "the destination has the main channel's EOF",
+      () => dest.byteLength(0) === mainBytes.byteLength,
+    );
+    await writeAll(c0, ch0.subarray(cut));
+    await c0.closeWrite();
+    const { code, err, json } = await proxy.done();
+    main.close();
+    c0.close();
+    await dest.close();
+    assert.equal(code, 3, err);
+    assert.match(err, /EOF/);
+    const v = (json as { verify: { violations: { gpa: number; channel: number }[] } }).verify
+      .violations;
+    assert.deepEqual(v.map((x) => [x.gpa, x.channel]), [[VMEM_GPA + stray, 0]]);
+    const received = await dest.received();
+    assert.deepEqual(received[0], mainBytes);
+    const got = await packets(received[1]!);
+    assert.deepEqual(
+      got.map((p) => [p.sync, p.normalRamOffsets.length + p.zeroRamOffsets.length]),
+      [[true, 0], [false, 0]],
+      "the page never reached the destination",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("red team: a channel that connects after the destination had its EOF is checked before anything of it is forwarded (exit 3)", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  const stray = pluggedPage(5, 3);
+  const ch0 = channel(0, [{ sync: true }]);
+  const ch1 = channel(1, [{ normal: [pluggedPage(0), stray] }, { sync: true }]);
+  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-redteam-" });
+  let release!: () => void;
+  // QEMU keeps its main channel open until every channel is there (it loads nothing before).
+  const dest = fakeDestination(`${dir}/p-dst.sock`, new Promise((r) => (release = r)));
+  try {
+    const proxy = await startProxy(dir, "p", ["--mode", "verify"]);
+    const main = await connectTo(`${dir}/p.sock`);
+    await writeAll(main, mainBytes.subarray(0, 64));
+    await new Promise((r) => setTimeout(r, 30));
+    const c0 = await connectTo(`${dir}/p.sock`);
+    await writeAll(c0, ch0);
+    await c0.closeWrite();
+    await writeAll(main, mainBytes.subarray(64));
+    await main.closeWrite();
+    await until(
+      "the destination has the main channel's EOF",
+      () => dest.byteLength(0) === mainBytes.byteLength,
+    );
+    const c1 = await connectTo(`${dir}/p.sock`);
+    await writeAll(c1, ch1);
+    await c1.closeWrite();
+    await until("the late channel is relayed", () => dest.byteLength(2) >= 64 + 2 * HEADER);
+    release();
+    const { code, err, json } = await proxy.done();
+    main.close();
+    c0.close();
+    c1.close();
+    assert.equal(code, 3, err);
+    const v = (json as { verify: { violations: { gpa: number; channel: number }[] } }).verify
+      .violations;
+    assert.deepEqual(v.map((x) => [x.gpa, x.channel]), [[VMEM_GPA + stray, 1]]);
+    const received = await dest.received();
+    const got = await packets(received[2]!);
+    assert.deepEqual(
+      got.map((p) => [p.sync, p.normalRamOffsets.length + p.zeroRamOffsets.length]),
+      [[false, 0], [true, 0]],
+      "no page of the violating packet reached the destination",
+    );
+  } finally {
+    release();
+    await dest.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
