@@ -131,6 +131,8 @@ export async function extractPlugMap(
 
 /** First guess of the vmdesc probe at the end of a file (a q35 vmdesc is about 47 KB); grown ×4. */
 const FIRST_TAIL = 1 << 17;
+/** The longest tail the vmdesc probe reads: EOF, the vmdesc marker, its be32 length, the largest vmdesc. */
+const MAX_TAIL = MAX_VMDESC + 6;
 /** Read size for files: small, so that the early layout reads little more than its sections. */
 const FILE_CHUNK = 1 << 16;
 
@@ -165,7 +167,8 @@ async function viaVmdesc(
   let sections: VmdescSection[] | undefined;
   for (
     let length = Math.min(view.byteLength, FIRST_TAIL);;
-    length = Math.min(length * 4, view.byteLength)
+    // Never more than a vmdesc can take: the file's size is no bound (a 100 GB stream).
+    length = Math.min(length * 4, view.byteLength, MAX_TAIL)
   ) {
     const bytes = new Uint8Array(length);
     const got = await view.readInto(view.byteLength - length, bytes);
@@ -176,7 +179,7 @@ async function viaVmdesc(
       sections = found.sections;
       break;
     }
-    if (length >= view.byteLength || length > MAX_VMDESC) return undefined;
+    if (length >= view.byteLength || length >= MAX_TAIL) return undefined;
   }
   if (sections === undefined) return undefined;
   let tailLength = 0;

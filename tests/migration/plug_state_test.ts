@@ -9,6 +9,7 @@ import {
   fileRangeReader,
 } from "../../src/migration/plug_state.ts";
 import type { MigrationRecord } from "../../src/migration/types.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import {
   buildStream,
@@ -394,4 +395,34 @@ Deno.test({
         /is not a virtio-mem device state this decoder recognises/.test(e.message),
     );
   },
+});
+
+Deno.test("extractPlugStateFromFile() probes at most a vmdesc's worth of a big file's tail when no vmdesc ends it", async () => {
+  // Found by the campaign on the shared 110 MB streams (seed 31337): with the vmdesc moved away
+  // from the end, the tail probe grew x4 to the file's size and allocated all of it (110 MB
+  // here, any size for a bigger stream) before checking the vmdesc cap.
+  const { installAllocationGuard, setAllocationCap, takeRefusedAllocations } = await import(
+    "../_util/fuzz/allocation_guard.ts"
+  );
+  const dir = await Deno.makeTempDir({ prefix: "vmem-plugstate-tail-" });
+  try {
+    const path = `${dir}/big.mig`;
+    await Deno.writeFile(path, await tinyFixture("q72-tiny.mig")); // late layout
+    {
+      using f = await Deno.open(path, { write: true });
+      await f.truncate(100 << 20); // zeros after the vmdesc (a hole)
+    }
+    installAllocationGuard(65 << 20);
+    takeRefusedAllocations();
+    try {
+      await extractPlugStateFromFile(path).catch((e) => {
+        if (!(e instanceof FormatError)) throw e; // the whole stream decides: trailing zeros
+      });
+    } finally {
+      setAllocationCap(Infinity);
+    }
+    assert.deepEqual(takeRefusedAllocations().map((r) => r.byteLength), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

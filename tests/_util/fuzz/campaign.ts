@@ -47,7 +47,7 @@ export interface CampaignOptions {
   timeoutScale?: number;
   /** Write each failing input and its log here. @default {undefined} */
   failDir?: string;
-  /** Largest single allocation allowed inside a case. @default {64 MiB} */
+  /** Largest single allocation allowed inside a case. @default {65 MiB} */
   allocationCapBytes?: number;
   /** Process RSS above which a case fails (`memory`). @default {3 GiB} */
   rssLimitBytes?: number;
@@ -123,7 +123,8 @@ export interface CampaignReport {
   failures: CaseRecord[];
 }
 
-const DEFAULT_CAP = 64 << 20;
+/** Above the library's largest named cap (a 64 MiB vmdesc, read with its 6 header bytes). */
+const DEFAULT_CAP = 65 << 20;
 const DEFAULT_RSS_LIMIT = 3 * 1024 ** 3;
 const INIT_TIMEOUT_MS = 300_000;
 
