@@ -58,7 +58,10 @@ violations. See docs/security.md.
   --single-pass          do not read a late-layout file twice
 ${FORCE_HELP}
 OUT is never IN (same file, however named), an existing OUT is replaced only
-with --force, and OUT gets IN's permissions at most (docs/evidence.md).
+with --force, and OUT gets IN's permissions at most (docs/evidence.md). A
+file OUT appears only if the stream is clean; '-', a FIFO or a device gets the
+stream as it is checked, so after a violation it has had the bytes before the
+first violating record, never QEMU_VM_EOF (the report says how many).
 
 A mapped-ram file (QEMU file: migration with mapped-ram, libvirt "sparse"
 image): a bitmap bit set for a page of an unplugged block is a violation
@@ -124,6 +127,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   });
   progress.setTotal(input.byteLength);
   let counts: PipelineProgress;
+  // Bytes that reached a standard output, FIFO or device before a violation stopped the copy:
+  // they cannot be taken back (a file is removed instead), so the report must say so.
+  let streamedPrefix: number | undefined;
   try {
     const out = output;
     counts = await runMigrationPipeline(input.reader, {
@@ -131,8 +137,10 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       ...(out === undefined ? {} : { output: (c) => out.write(c) }),
     });
     if (out !== undefined) {
-      if (verifier.failed) await out.abort();
-      else await out.commit();
+      if (verifier.failed) {
+        if (out.positional === undefined) streamedPrefix = out.offset;
+        await out.abort();
+      } else await out.commit();
     }
   } catch (e) {
     await output?.abort();
@@ -156,11 +164,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         path: forwardPath,
         format: "migration",
         container: "raw",
-        byteLength: result.clean ? counts.bytesOut : null,
+        byteLength: result.clean ? counts.bytesOut : streamedPrefix ?? null,
         written: result.clean,
       },
     }, { streamByteLength, ...verifyResultJson(values, result, choice.source) })
-    : renderVerifyReport(inPath, streamByteLength, choice, result, forwardPath);
+    : renderVerifyReport(inPath, streamByteLength, choice, result, forwardPath, streamedPrefix);
   if (forwardPath === "-") await io.err(text);
   else await io.out(text);
   if (!values.json) {
@@ -192,6 +200,7 @@ function renderVerifyReport(
   choice: PlugStateChoice,
   r: VerifyResult,
   forwardPath: string | undefined,
+  streamedPrefix: number | undefined,
 ): string {
   const name = (s: string) => SOURCE_TEXT[sourceName(s, choice.source)];
   let t = r.clean
@@ -235,7 +244,11 @@ function renderVerifyReport(
   if (forwardPath !== undefined) {
     t += r.clean
       ? `  forwarded to ${forwardPath}\n`
-      : `  not forwarded: ${forwardPath} was not written\n`;
+      : streamedPrefix === undefined
+      ? `  not forwarded: ${forwardPath} was not written\n`
+      : `  not forwarded in full: ${forwardPath} got the first ${
+        byteCount(streamedPrefix)
+      }, up to the first violation, without QEMU_VM_EOF\n`;
   }
   return t;
 }

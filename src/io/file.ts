@@ -328,10 +328,33 @@ function identityOf(path: string, info: Deno.FileInfo): FileIdentity | undefined
  * ```
  */
 export async function fileIdentity(path: string): Promise<FileIdentity | undefined> {
+  if (path === "-") return await stdioIdentity(0);
   try {
-    return identityOf(path, await Deno.stat(path === "-" ? "/dev/stdin" : path));
+    return identityOf(path, await Deno.stat(path));
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * What standard input (0) or output (1) is connected to, from the
+ * descriptor itself: `Deno.stat("/dev/stdin")` needs `--allow-all` (Deno
+ * guards /dev and /proc), which bin/vmem-dump does not give, and without
+ * it `vmem-dump filter a.mig - >> a.mig` would write into its input.
+ */
+async function stdioIdentity(fd: 0 | 1): Promise<FileIdentity | undefined> {
+  try {
+    const { fstatSync } = await import("node:fs");
+    const info = fstatSync(fd);
+    return {
+      path: "-",
+      dev: info.dev,
+      ino: info.ino,
+      isFile: info.isFile(),
+      mode: info.mode & 0o7777,
+    };
+  } catch {
+    return undefined; // closed, or no such descriptor: nothing to protect
   }
 }
 
@@ -697,7 +720,7 @@ async function writeAllAt(
 export async function checkOutput(path: string, options: AtomicOutputOptions = {}): Promise<void> {
   const guarded = [...await identities(options.inputs), ...await identities(options.protect)];
   if (path === "-") {
-    const stdout = await fileIdentity("/dev/stdout");
+    const stdout = await stdioIdentity(1);
     if (stdout !== undefined) refuseInput("standard output", stdout, guarded);
     return;
   }
@@ -744,7 +767,7 @@ export async function createAtomicOutput(
   const guarded = [...inputs, ...await identities(options.protect)];
   const force = options.force ?? false;
   if (path === "-") {
-    const stdout = await fileIdentity("/dev/stdout");
+    const stdout = await stdioIdentity(1);
     if (stdout !== undefined) refuseInput("standard output", stdout, guarded);
     return directOutput("-", Deno.stdout, false);
   }

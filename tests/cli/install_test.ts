@@ -174,3 +174,36 @@ Deno.test("bin/vmem-dump without deno names the fix", () =>
     assert.equal(r.code, 1);
     assert.match(r.err, /^vmem-dump: deno not found: run 'npm install' in /);
   }));
+
+Deno.test("bin/vmem-dump refuses a standard input or output that is the input file", async () => {
+  // Without --allow-all Deno refuses to stat /dev/stdin and /dev/stdout: the guard must still
+  // see which file the descriptors are (it once saw nothing, and these replaced the evidence).
+  await withDir(async (dir) => {
+    const evidence = `${dir}/ev.mig`;
+    const original = await Deno.readFile(STREAM);
+    const cases = [
+      `"$0" filter "$1" - >> "$1"`, // appends to its own input
+      `"$0" verify "$1" --forward - 1<> "$1"`, // overwrites its input in place
+      `"$0" convert - "$1" --force --to gzip < "$1"`, // replaces the file on standard input
+    ];
+    for (const script of cases) {
+      await Deno.writeFile(evidence, original);
+      const r = await run("sh", ["-c", script, `${ROOT}/bin/vmem-dump`, evidence]);
+      assert.equal(r.code, 1, `${script}: ${r.err}`);
+      assert.match(r.err, /it is the input .*refusing to write over evidence/, script);
+      assert.deepEqual(await Deno.readFile(evidence), original, script);
+      assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["ev.mig"], script);
+    }
+    // Standard input that is another file still works, and gives the output its permissions.
+    await Deno.writeFile(evidence, original, { mode: 0o640 });
+    await Deno.chmod(evidence, 0o640);
+    const r = await run("sh", [
+      "-c",
+      `"$0" convert - "$1.gz" --to gzip < "$1"`,
+      `${ROOT}/bin/vmem-dump`,
+      evidence,
+    ]);
+    assert.equal(r.code, 0, r.err);
+    assert.equal((await Deno.stat(`${evidence}.gz`)).mode! & 0o777, 0o640 & ~Deno.umask());
+  });
+});

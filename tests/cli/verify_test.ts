@@ -92,6 +92,44 @@ Deno.test({
   },
 });
 
+Deno.test(
+  "vmem-dump verify --forward - reports the bytes standard output got before a violation",
+  async () => {
+    // Standard output cannot be taken back: the report must not claim it "was not written".
+    const path = new URL("../../testdata/migration/q72-s3-malicious.mig.zst", import.meta.url)
+      .pathname;
+    const launcher = new URL("../../bin/vmem-dump", import.meta.url).pathname;
+    for (const json of [true, false]) {
+      const r = await new Deno.Command("sh", {
+        args: [launcher, "verify", path, "--forward", "-", ...(json ? ["--json"] : [])],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const err = new TextDecoder().decode(r.stderr);
+      assert.equal(r.code, 3, err);
+      assert.ok(r.stdout.byteLength > 0);
+      if (json) {
+        // deno-lint-ignore no-explicit-any
+        const report = assertReport(err, "verify") as any;
+        assert.equal(report.output.written, false);
+        assert.equal(report.output.byteLength, r.stdout.byteLength);
+        // Everything before the first violating record, nothing from it on.
+        assert.equal(r.stdout.byteLength, report.violations[0].streamOffset);
+      } else {
+        assert.doesNotMatch(err, /was not written/);
+        assert.match(
+          err,
+          new RegExp(
+            `not forwarded in full: - got the first ${
+              r.stdout.byteLength.toLocaleString("en-US")
+            } bytes`,
+          ),
+        );
+      }
+    }
+  },
+);
+
 Deno.test("vmem-dump verify rejects bad arguments with exit code 2", async () => {
   for (const args of [["verify"], ["verify", "a", "b"], ["verify", "a", "--max-violations", "x"]]) {
     const m = memoryIo();
