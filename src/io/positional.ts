@@ -309,6 +309,10 @@ export async function copyRanges(
     written += chunk.byteLength;
     inFlight = bufferIndex;
     pending = sink(chunk);
+    // It fails while the next read is awaited (ENOSPC): mark it handled here, or the process
+    // dies of an unhandled rejection with a stack trace and leaves the temporary output behind.
+    // The loop awaits it before the next write and at the end, so the error still surfaces.
+    pending.catch(() => {});
   };
 
   try {

@@ -79,8 +79,11 @@ export async function scanFilePieces(
   const buffers = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
   const cut = new Set<number>();
   const reads = readsOf(pieces, chunkSize, pageSize);
-  const start = (r: FilePiece, slot: number) =>
-    reader.readInto(r.fileOffset, buffers[slot]!.subarray(0, r.byteLength));
+  const start = (r: FilePiece, slot: number) => {
+    const read = reader.readInto(r.fileOffset, buffers[slot]!.subarray(0, r.byteLength));
+    read.catch(() => {}); // awaited later; a failure while the collector drains is not unhandled
+    return read;
+  };
   let next = reads.next();
   let slot = 0;
   let pending = next.done ? undefined : start(next.value, slot);

@@ -207,3 +207,17 @@ Deno.test("bin/vmem-dump refuses a standard input or output that is the input fi
     assert.equal((await Deno.stat(`${evidence}.gz`)).mode! & 0o777, 0o640 & ~Deno.umask());
   });
 });
+
+Deno.test("bin/vmem-dump names '-' when a /dev or /proc path is refused", async () => {
+  // Deno wants --allow-all for /dev/stdin; its own advice names a flag the launcher never passes.
+  const r = await run("sh", [
+    "-c",
+    `"$0" inspect /dev/stdin < "$1"`,
+    `${ROOT}/bin/vmem-dump`,
+    STREAM,
+  ]);
+  assert.equal(r.code, 1, r.err);
+  assert.equal(r.err.trim().split("\n").length, 1, r.err);
+  assert.match(r.err, /^error: Cannot open \/dev\/stdin: .*give '-' for standard input/);
+  assert.doesNotMatch(r.err, /--allow-all flag/);
+});
