@@ -24,7 +24,7 @@ import {
 import { formatScanReport } from "../../src/scan/format_report.ts";
 import type { ExtractionSink } from "../../src/scan/extract.ts";
 import { HEXDUMP_WINDOW } from "../../src/scan/hexdump.ts";
-import { VERDICT_EXIT_CODES } from "../../src/scan/verdict.ts";
+import { conflictReason, VERDICT_EXIT_CODES } from "../../src/scan/verdict.ts";
 import { scanMigration, type ScanMigrationResult } from "../../src/scan/scan_stream.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import { count } from "../_format.ts";
@@ -95,7 +95,8 @@ Verdict and exit status:
                    by a record (streams)
   0  clean         no findings, and every unplugged byte of every device was
                    examined (streams: no record for an unplugged block)
-  4  inconclusive  no findings, but some unplugged memory was not in the input
+  4  inconclusive  no findings, but some unplugged memory was not in the input, or the
+                   plug map given disagrees with the stream's own plug state
                    (QEMU >= 6.2 leaves it out of its dumps; a raw image may not
                    cover it: check --base), or no virtio-mem devices: nothing to
                    check. The report says how much and why.
@@ -495,7 +496,13 @@ async function scanStreamInput(
       "The stream's own plug state came after its pages and differs from the one first used: " +
         "it was read twice",
     );
-    result = again;
+    // The second pass judged by the stream's state alone: the disagreement still stands.
+    const reason = conflictReason(result.plugStateConflicts, "stream");
+    if (reason !== undefined && again.report.verdict === "clean") {
+      again.report.verdict = "inconclusive";
+      again.report.verdictReason = reason;
+    }
+    result = { ...again, plugStateConflicts: result.plugStateConflicts };
   }
   if (result.plugMap === undefined) return undefined;
   return {

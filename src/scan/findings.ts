@@ -557,6 +557,7 @@ export class FindingCollector {
       pageRecords?: number | null;
       warnings?: string[];
       sortPagesByGpa?: boolean;
+      plugStateConflict?: string | undefined;
     },
   ): ScanReport {
     let listedBudget = this.maxFindings;
@@ -632,7 +633,12 @@ export class FindingCollector {
     }
     summary.truncated = summary.listedPages < summary.findings;
     const coverage = meta.coverage?.total() ?? null;
-    const { verdict, reason } = decideVerdict({ summary, devices, coverage });
+    const { verdict, reason } = decideVerdict({
+      summary,
+      devices,
+      coverage,
+      plugStateConflict: meta.plugStateConflict,
+    });
     return {
       format: "vmem-dump-scan",
       version: SCAN_REPORT_VERSION,

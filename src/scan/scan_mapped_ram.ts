@@ -21,6 +21,7 @@ import {
   type ScanReport,
 } from "./findings.ts";
 import { sameDevice } from "./scan_stream.ts";
+import { conflictReason } from "./verdict.ts";
 
 /** Options for {@linkcode scanMappedRam}. */
 export interface ScanMappedRamOptions extends MappedRamBitmapOptions {
@@ -75,10 +76,21 @@ export async function scanMappedRam(
     ...(options.pageSink === undefined ? {} : { pageSink: options.pageSink }),
   });
   let pagesPresent = 0;
+  const conflicts: string[] = [];
   if (own !== undefined && options.plugMap !== undefined) {
+    for (const d of options.plugMap.devices) {
+      if (own.deviceForGpa(d.gpa) !== undefined) continue;
+      conflicts.push(d.path || d.ramBlock);
+      warnings.push(
+        `The plug map given has device ${d.path || d.ramBlock} at 0x${
+          d.gpa.toString(16)
+        }, which the file's own plug state does not have; the file's state was used`,
+      );
+    }
     for (const d of own.devices) {
       const given = options.plugMap.deviceForGpa(d.gpa);
       if (given === undefined || !sameDevice(given, d)) {
+        conflicts.push(d.path || d.ramBlock);
         warnings.push(
           `The plug map given differs from the file's own plug state for device ${
             d.path || d.ramBlock
@@ -135,6 +147,7 @@ export async function scanMappedRam(
     ? { source: file.plugLayout === "late" ? "stream-late" : "stream-early", detail: null }
     : options.plugState ?? { source: plugMap === undefined ? "none" : "plugmap", detail: null };
   const report = collector.report(plugMap ?? new PlugMap([]), {
+    plugStateConflict: conflictReason(conflicts, "file"),
     input: {
       path: options.path ?? null,
       kind: "mapped-ram",

@@ -18,6 +18,7 @@ import {
   type ScanReport,
   type StreamSection,
 } from "./findings.ts";
+import { conflictReason } from "./verdict.ts";
 import { StreamPlugState } from "../migration/stream_plug_state.ts";
 import { countNonZeroBytes, firstNonZeroIndex } from "./zero.ts";
 
@@ -81,6 +82,12 @@ export interface ScanMigrationResult {
    * device the map does not have). Scan again with `{ plugMap }`.
    */
   rescan: boolean;
+  /**
+   * Devices on which the plug map given and the stream's own plug state
+   * disagree (the stream's judged). Not empty: a report without findings is
+   * `inconclusive`, also after a second pass with the stream's state.
+   */
+  plugStateConflicts: string[];
   /**
    * The plug state the report judged by (the stream's own, else the one
    * given), or `undefined` when there was none: then nothing was checked.
@@ -531,7 +538,20 @@ export class MigrationScanner {
     /** Records judged plugged by an early section that a later one restated as unplugged. */
     let restatedRecords = 0;
     let rescan = false;
+    /** Devices on which the plug map given and the stream's own state disagree. */
+    const conflicts: string[] = [];
     const keptProvisional = new Set<number>();
+    if (own !== undefined && this.#given !== undefined) {
+      for (const d of this.#given.devices) {
+        if (own.deviceForGpa(d.gpa) !== undefined) continue;
+        conflicts.push(d.path || d.ramBlock);
+        warnings.push(
+          `The plug map given has device ${d.path || d.ramBlock} at ${
+            hex(d.gpa)
+          }, which the stream's own plug state does not have; the stream's state was used`,
+        );
+      }
+    }
     if (plugMap !== undefined) {
       for (const device of plugMap.devices) {
         result.absorb(this.#final, device);
@@ -565,6 +585,7 @@ export class MigrationScanner {
             } ` +
               `at ${hex(device.gpa)}; the stream's state was used`,
           );
+          conflicts.push(device.path || device.ramBlock);
         }
         if (own === undefined || (given !== undefined && sameDevice(given, device))) {
           result.absorb(this.#provisional, device);
@@ -653,10 +674,11 @@ export class MigrationScanner {
       details,
       pageRecords: this.#pageRecords,
       warnings,
+      plugStateConflict: conflictReason(conflicts, "stream"),
     });
     const provisionalDiscarded = this.#provisional.devicesWithFindings()
       .some((gpa) => !keptProvisional.has(gpa));
-    return { report, plugMap, provisionalDiscarded, rescan };
+    return { report, plugMap, provisionalDiscarded, rescan, plugStateConflicts: conflicts };
   }
 
   #countsFor(map: PlugMap, device: VmemDevice): GranuleCounts | undefined {

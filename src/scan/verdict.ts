@@ -30,6 +30,11 @@ export interface VerdictInput {
   devices: readonly unknown[];
   /** Dumps: what was examined and absent; `null` for streams (their verdict rests on records). */
   coverage: Coverage | null;
+  /**
+   * Why the plug states disagree, when the plug map given differs from the
+   * input's own (which judged it): no finding then is not a proof.
+   */
+  plugStateConflict?: string | undefined;
 }
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
@@ -39,6 +44,8 @@ const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
  *
  * - any finding: `findings`;
  * - no device in the plug map: `inconclusive` ("nothing to check");
+ * - the plug map given disagrees with the input's own plug state:
+ *   `inconclusive` (judged by one of two states that disagree);
  * - a dump whose unplugged memory was not all examined: `inconclusive`,
  *   saying how much and why (by reason);
  * - otherwise `clean`.
@@ -70,6 +77,9 @@ export function decideVerdict(input: VerdictInput): { verdict: ScanVerdict; reas
   if (input.devices.length === 0) {
     return { verdict: "inconclusive", reason: "no virtio-mem devices: nothing to check" };
   }
+  if (input.plugStateConflict !== undefined) {
+    return { verdict: "inconclusive", reason: input.plugStateConflict };
+  }
   const c = input.coverage;
   if (c === null) {
     return { verdict: "clean", reason: "no page record for an unplugged block" };
@@ -94,4 +104,19 @@ export function decideVerdict(input: VerdictInput): { verdict: ScanVerdict; reas
       formatByteCount(c.unpluggedBytes)
     } unplugged memory was not in the input: ${why.join("; ")}`,
   };
+}
+
+/**
+ * The verdict's reason when the plug map given and the input's own plug state
+ * disagree on some devices (`undefined` when they agree).
+ *
+ * @param devices The devices they disagree on.
+ * @param input What the input is called in the sentence ("stream", "file").
+ * @returns The reason, or `undefined`.
+ */
+export function conflictReason(devices: readonly string[], input: string): string | undefined {
+  if (devices.length === 0) return undefined;
+  return `the plug map given and the ${input}'s own plug state disagree on ${
+    devices.join(", ")
+  }: judged by the ${input}'s state, which is not a proof for the map given`;
 }

@@ -252,10 +252,12 @@ Deno.test("scan: an empty or blank --plugmap is a bad plug map (exit 1); a plug 
     const text = await scanCli([raw, "--base", "0x100000000", "--plugmap", `${dir}/none.json`]);
     assert.equal(text.code, 4);
     assert.match(text.out, /^verdict: inconclusive: no virtio-mem devices: nothing to check$/m);
-    // A stream's own plug state wins over a map without devices.
+    // The stream's own plug state judges over a map without devices, but the two disagree (the
+    // map says there is no device): no finding is then not a proof.
     const stream = await scanCli([mig, "--plugmap", `${dir}/none.json`, "--json"]);
-    assert.equal(stream.code, 0, "the stream's own plug state (one device) wins");
+    assert.equal(stream.code, 4, "the stream's own plug state (one device) judges; they disagree");
     assert.equal(stream.report!.devices.length, 1);
+    assert.match(stream.report!.verdictReason, /disagree/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -351,5 +353,30 @@ Deno.test("scan --json and --extract name a flattened kdump's size as stored, no
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("scan judged by the stream's state while the plug map given disagrees is inconclusive, never clean", async (t) => {
+  // Review finding: s1's own (late) state has 100 blocks plugged; s0's map has none. Judged by
+  // the stream's state s1 has no finding, but that is no proof about the map the user gave
+  // (verify, which takes both, finds 51,200 violations).
+  for (const set of ["out-small", "out-q10"] as const) {
+    await t.step(set, async () => {
+      const s1 = await realdata(set, "s1-plugged-200M.mig");
+      const run = await scanCli([
+        s1,
+        "--plugmap-from",
+        await realdata(set, "s0-unplugged.mig"),
+        "--json",
+      ]);
+      assert.equal(run.code, 4, run.err);
+      assert.equal(run.report!.verdict, "inconclusive");
+      assert.match(run.report!.verdictReason, /disagree on .*judged by the stream's state/);
+      assert.equal(run.report!.summary.findings, 0);
+      // The same stream with its own map: clean.
+      const same = await scanCli([s1, "--plugmap-from", s1, "--json"]);
+      assert.equal(same.code, 0, same.err);
+      assert.equal(same.report!.verdict, "clean");
+    });
   }
 });
