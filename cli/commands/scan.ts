@@ -95,11 +95,11 @@ Verdict and exit status:
                    by a record (streams)
   0  clean         no findings, and every unplugged byte of every device was
                    examined (streams: no record for an unplugged block)
-  4  inconclusive  no findings, but some unplugged memory was not in the input, or the
-                   plug map given disagrees with the stream's own plug state
+  4  inconclusive  no findings, but some unplugged memory was not in the input
                    (QEMU >= 6.2 leaves it out of its dumps; a raw image may not
-                   cover it: check --base), or no virtio-mem devices: nothing to
-                   check. The report says how much and why.
+                   cover it: check --base), or the plug map given disagrees with
+                   the input's own plug state, or no virtio-mem devices: nothing
+                   to check. The report says how much and why.
   1  error         unreadable or malformed input, bad plug map, a stream without
                    plug state, an output refused or not written
   2  usage error
