@@ -12,6 +12,7 @@ const ALL = [
   "plugmap",
   "filter_verify",
   "strip",
+  "kdump",
   "scan",
   "zstd",
   "proxy",

@@ -11,10 +11,22 @@ import { byteCount, count, grouped, hex, table } from "../_format.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
 import { reportJson } from "../_report.ts";
 import { inspectStreamBody } from "../_inspect_report.ts";
-import type { CliIo } from "../io.ts";
-import { JSON_OPTION, parseCommandArgs } from "../_args.ts";
+import { type CliIo, UsageError } from "../io.ts";
+import {
+  checkPlugMapOptions,
+  JSON_OPTION,
+  loadPlugMapOption,
+  parseCommandArgs,
+  parseSize,
+  PLUGMAP_OPTIONS,
+} from "../_args.ts";
+import { lazyImport } from "../_lazy.ts";
+import { describeLibvirtHeader, renderLibvirtHeader } from "../_inspect_libvirt.ts";
+import { sniffDump } from "../../src/dumps/detect.ts";
+import { openPositional } from "../../src/io/positional.ts";
 
 const HELP = `usage: vmem-dump inspect FILE|- [--json]
+       vmem-dump inspect DUMP [--base GPA] [--plugmap F | --plugmap-from STREAM] [--json]
 
 Summarise a QEMU migration stream (raw, gzip, zstd or a libvirt save image):
 header and machine type, every section with its size, the RAM blocks with
@@ -22,23 +34,62 @@ their record counts, the virtio-mem sections, and whether the device state
 after the RAM could be accounted for (and if not, why; docs/security.md). A
 mapped-ram file (QEMU file: migration with mapped-ram, libvirt "sparse" image)
 is read in place, with its blocks' headers and pages present
-(docs/mapped-ram.md).
+(docs/mapped-ram.md). For a libvirt save image its header (version, payload
+compression, domain XML) comes first.
 
-  --json   print the report as JSON (docs/migration.md, docs/glossary.md)
+A guest memory dump is recognised by its magic and described instead:
+ELF (class, layout, PT_LOADs with gpa and file ranges, notes, VMCOREINFO:
+release, page size, PG_offline), kdump-compressed (header, compression,
+dump level, pages present and with data by range, notes, VMCOREINFO), or
+with --base a raw image of guest memory; and vmem-dump's provenance note
+(what a strip or convert removed and why). With a plug map, which memory
+the dump holds is plugged, unplugged or outside virtio-mem, and which
+plugged memory it lacks.
+
+  --json                 print the report as JSON (docs/migration.md, docs/dumps.md,
+                         docs/glossary.md)
+  --base GPA             DUMP is a raw image whose first byte is at GPA
+  --plugmap FILE         dumps: show the dump's memory by plug state
+  --plugmap-from STREAM  dumps: take that plug map from a migration stream
+
+Exit status: 0 described, 1 error (bad input), 2 usage error.
 `;
 
 /** Run `inspect`. */
 export async function run(args: string[], io: CliIo): Promise<number> {
   const parsed = await parseCommandArgs(args, io, {
-    options: JSON_OPTION,
+    options: { ...JSON_OPTION, ...PLUGMAP_OPTIONS, base: { type: "string" } },
     help: HELP,
     positionals: 1,
     usage: "inspect takes exactly one input (a file or -)",
   });
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
+  // Dumps are chosen by magic (or --base); everything else is a stream.
+  const path = positionals[0]!;
+  const baseGpa = values.base === undefined ? undefined : parseSize(values.base, "--base");
+  const dumpOnly = baseGpa !== undefined || values.plugmap !== undefined ||
+    values["plugmap-from"] !== undefined;
+  if (baseGpa !== undefined || await looksLikeDump(path)) {
+    if (path === "-") throw new UsageError("inspect --base needs a file, not standard input");
+    checkPlugMapOptions(values);
+    // The dump readers load only for dumps (a stream's inspect starts fast).
+    const d = await lazyImport<typeof import("../_inspect_dump.ts")>(
+      "../_inspect_dump.ts",
+      import.meta.url,
+    );
+    const description = await d.describeDump(path, baseGpa);
+    const map = await loadPlugMapOption(values);
+    await d.printDump(io, path, description, map, values.json ?? false);
+    return 0;
+  }
+  if (dumpOnly) {
+    throw new UsageError(
+      "--base, --plugmap and --plugmap-from apply to dumps; this input is a migration stream",
+    );
+  }
   const progress = inputProgress(io, "inspect");
-  const input = await openStreamInput(positionals[0]!, {
+  const input = await openStreamInput(path, {
     recycle: true,
     command: "inspect",
     onChunk: progress.onChunk,
@@ -61,6 +112,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
   {
     const container = input.container;
+    const libvirt = input.libvirt;
     if (values.json) {
       await io.out(reportJson("inspect", {
         input: {
@@ -68,11 +120,14 @@ export async function run(args: string[], io: CliIo): Promise<number> {
           format: "migration",
           container,
           byteLength: input.byteLength ?? null,
+          ...(libvirt ? { libvirt: describeLibvirtHeader(libvirt) } : {}),
         },
         verdict: "done",
       }, inspectStreamBody(report)));
     } else {
-      await io.out(render(positionals[0]!, container, report));
+      await io.out(
+        (libvirt ? renderLibvirtHeader(libvirt) : "") + render(positionals[0]!, container, report),
+      );
       await summaryLine(
         io,
         `inspect: ${positionals[0]}`,
@@ -157,4 +212,15 @@ function render(path: string, container: unknown, r: InspectReport): string {
     out += `  ${parts.join(", ")}\n`;
   }
   return out;
+}
+
+/** Whether `path` starts like a dump (ELF, kdump, flattened kdump). */
+async function looksLikeDump(path: string): Promise<boolean> {
+  if (path === "-") return false;
+  try {
+    using r = await openPositional(path);
+    return (await sniffDump(r)) !== undefined;
+  } catch {
+    return false; // not a readable regular file: the stream path reports it
+  }
 }

@@ -6,7 +6,6 @@
  * @module
  */
 
-import { elfFromRawImage } from "../../src/elf/from_raw.ts";
 import { readElfCore } from "../../src/elf/reader.ts";
 import type { KeptSegment, RemovedRange, StripReport } from "../../src/elf/rewrite.ts";
 import { checkOutput, writeAtomically } from "../../src/io/file.ts";
@@ -334,12 +333,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     return 0;
   }
 
-  const report = await writeAtomically(
-    outPath,
-    policy,
-    (write) =>
-      elfFromRawImage(inPath, write, { baseGpa, exclude, pageAlign, onProgress: onRawProgress }),
-  ).finally(() => progress.end());
+  const { stripRawImage } = await loadRewrite();
+  const r = await stripRawImage(inPath, outPath, {
+    plugMap: map,
+    baseGpa,
+    outputPolicy: policy,
+    pageAlign,
+    onProgress: onRawProgress,
+  }).finally(() => progress.end());
+  const report = r.elf;
   const devices = perDevice(
     map,
     report.removed.map((r) => ({ ...r, fileByteLength: r.byteLength })),
@@ -351,6 +353,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         format: "raw",
         container: "raw",
         byteLength: report.inputByteLength,
+        sha256: r.inputSha256,
         baseGpa,
       },
       verdict: "done",
@@ -365,6 +368,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       removedByteLength: report.removedByteLength,
       removed: gpaRangesJson(report.removed),
       elf: { kept: report.kept.map(keptJson) },
+      provenance: r.provenance,
       devices: devices.map(deviceRemovalJson),
     }));
   } else {

@@ -17,7 +17,12 @@ import { parseNotes, parseVmcoreinfo } from "../elf/note.ts";
 import { phdrLayout } from "../elf/phdr.ts";
 import { concatNoteSegments, type ElfCore, planGpaRange } from "../elf/reader.ts";
 import { KDUMP_MAX_BLOCK_SIZE, KDUMP_MIN_BLOCK_SIZE } from "../kdump/header.ts";
-import { kdumpCodecFlag, type KdumpWriteCodec, PageCompressorPool } from "../kdump/compress.ts";
+import {
+  KDUMP_LEVELS,
+  kdumpCodecFlag,
+  type KdumpWriteCodec,
+  PageCompressorPool,
+} from "../kdump/compress.ts";
 import { KdumpWriter, type KdumpWriteResult } from "../kdump/writer.ts";
 import { type GpaRange, mergeGpaRanges, subtractGpaRanges } from "../vmem/ranges.ts";
 import { type KdumpTarget, openKdumpOutput } from "./kdump_output.ts";
@@ -27,7 +32,7 @@ import { type KernelUtsname, kernelUtsname } from "./kernel_utsname.ts";
 export interface ElfToKdumpOptions {
   /** Page codec. @default {"zlib"} */
   codec?: KdumpWriteCodec;
-  /** Codec level. @default {1} */
+  /** Codec level. @default {the codec's default in KDUMP_LEVELS: zlib 1, zstd 2} */
   level?: number;
   /** Clear all-zero pages from the 2nd bitmap instead of sharing one stored zero page. @default {false} */
   excludeZeroPages?: boolean;
@@ -37,7 +42,7 @@ export interface ElfToKdumpOptions {
   notes?: Uint8Array;
   /** Write the flattened container. @default {false} */
   flattened?: boolean;
-  /** Compression workers. @default {navigator.hardwareConcurrency} */
+  /** Compression workers (0: the calling thread compresses). @default {0} */
   workers?: number;
   /** Pages per compression batch. @default {256} */
   batchPages?: number;
@@ -164,7 +169,7 @@ export async function elfToKdump(
   options: ElfToKdumpOptions = {},
 ): Promise<ElfToKdumpReport> {
   const codec = options.codec ?? "zlib";
-  const level = options.level ?? 1;
+  const level = options.level ?? KDUMP_LEVELS[codec][2];
   const vmcoreinfoNote = core.notes.find((n) => n.kind === "vmcoreinfo");
   const info = vmcoreinfoNote ? parseVmcoreinfo(vmcoreinfoNote.desc) : new Map<string, string>();
   const B = Number(info.get("PAGESIZE") ?? 4096);
@@ -280,18 +285,19 @@ export async function elfToKdump(
         if (writer.needsDrain) await writer.drain();
       }
       await writer.drain();
+      pool.release(b);
       processed += job.count * B;
       options.onProgress?.(processed);
     };
 
-    let buf = new Uint8Array(batchPages * B);
+    let buf = pool.takePages(batchPages);
     let pfns = new Float64Array(batchPages);
     let count = 0;
     let slotPfn = -1; // pfn of the last slot in the batch
     const submit = async () => {
       if (count === 0) return;
       inFlight.push({ pfns, count, done: pool.compress(buf, count) });
-      buf = new Uint8Array(batchPages * B);
+      buf = pool.takePages(batchPages);
       pfns = new Float64Array(batchPages);
       count = 0;
       slotPfn = -1;

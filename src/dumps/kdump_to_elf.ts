@@ -21,6 +21,7 @@ import {
   PF_W,
   PF_X,
 } from "../elf/constants.ts";
+import { UnsupportedFeatureError } from "../errors.ts";
 import type { ElfHeader } from "../elf/ehdr.ts";
 import { encodeNote, parseNotes } from "../elf/note.ts";
 import { planElfCore, type PlannedLoad } from "../elf/writer.ts";
@@ -83,20 +84,38 @@ export function kdumpElfNotes(dump: KdumpFile): Uint8Array {
 export function kdumpDumpedRanges(dump: KdumpFile): GpaRange[] {
   const B = dump.blockSize;
   const out: GpaRange[] = [];
-  for (let pfn = dump.dumpable.nextSet(0, dump.maxMapnr); pfn >= 0;) {
-    let end = pfn + 1;
-    while (end < dump.maxMapnr && dump.isDumpable(end)) end++;
-    if (dump.isDumpable(pfn)) out.push({ gpa: pfn * B, byteLength: (end - pfn) * B });
-    pfn = dump.dumpable.nextSet(end, dump.maxMapnr);
-  }
+  dump.dumpable.forEachRun(0, dump.maxMapnr, (pfn, n) => {
+    out.push({ gpa: pfn * B, byteLength: n * B });
+  });
   return out;
 }
 
-function machineOf(name: string): number {
+/** `struct elf_prstatus` sizes by machine (the NT_PRSTATUS descriptor). */
+const PRSTATUS_MACHINES: ReadonlyMap<number, number> = new Map([
+  [336, EM_X86_64],
+  [392, EM_AARCH64],
+  [144, EM_386],
+]);
+
+/**
+ * The ELF machine of a kdump dump: from `utsname.machine` (QEMU < 9 and
+ * makedumpfile fill it in; QEMU 10 writes "Unknown"), else from the size of
+ * its NT_PRSTATUS notes (one `struct elf_prstatus` per CPU, whose size
+ * differs by architecture); 0 when neither tells.
+ */
+function machineOf(dump: KdumpFile, notes: Uint8Array): number {
+  const name = dump.header.utsname.machine;
   if (name === "x86_64") return EM_X86_64;
   if (name === "aarch64" || name === "arm64") return EM_AARCH64;
   if (/^i[3-6]86$/.test(name)) return EM_386;
-  return 0;
+  const sizes = new Set(
+    parseNotes(notes, 0, dump.header.littleEndian).filter((n) => n.kind === "prstatus")
+      .map((n) => n.desc.byteLength),
+  );
+  if (sizes.size !== 1) return 0;
+  const machine = PRSTATUS_MACHINES.get([...sizes][0]!) ?? 0;
+  // A 64-bit prstatus in a 32-bit dump (or the reverse) tells nothing.
+  return (machine === EM_386) === (dump.header.wordSize === 4) ? machine : 0;
 }
 
 /**
@@ -122,6 +141,18 @@ export async function kdumpToElf(
 ): Promise<KdumpToElfReport> {
   const le = dump.header.littleEndian;
   const elfClass = dump.header.wordSize === 8 ? 64 : 32;
+  const notes = options.notes ?? kdumpElfNotes(dump);
+  const machine = machineOf(dump, notes);
+  if (machine === 0) {
+    // crash and gdb refuse an ELF core of machine 0: say so instead of writing one.
+    throw new UnsupportedFeatureError(
+      `Cannot write an ELF core of ${
+        JSON.stringify(dump.header.utsname.machine)
+      }: neither utsname.machine nor the NT_PRSTATUS notes name a machine we know (x86_64, aarch64, i386)`,
+      "kdump",
+      0,
+    );
+  }
   const ident = new Uint8Array(EI_NIDENT);
   ident.set(ELFMAG);
   ident[4] = elfClass === 64 ? 2 : 1;
@@ -132,7 +163,7 @@ export async function kdumpToElf(
     littleEndian: le,
     ident,
     type: ET_CORE,
-    machine: machineOf(dump.header.utsname.machine),
+    machine,
     version: 1,
     entry: 0n,
     phdrFileOffset: 0,
@@ -156,7 +187,6 @@ export async function kdumpToElf(
     fileByteLength: r.byteLength,
     inputFileOffset: r.gpa,
   }));
-  const notes = options.notes ?? kdumpElfNotes(dump);
   const plan = planElfCore(template, notes, loads, { pageAlign: dump.blockSize });
   const written = await copyRangesTo(kdumpPhysicalReader(dump), output, plan.steps, {
     format: "kdump",

@@ -20,6 +20,10 @@ export * from "./kernel_utsname.ts";
 export * from "./kdump_to_elf.ts";
 export * from "./raw_as_elf.ts";
 export * from "./rewrite.ts";
+export * from "./vmcoreinfo_summary.ts";
+export * from "./describe_elf.ts";
+export * from "./describe_kdump.ts";
+export * from "./describe_raw.ts";
 
 // Types that the exports above name, from other folders (so that their documentation is complete).
 export type { ElfHeader } from "../elf/ehdr.ts";

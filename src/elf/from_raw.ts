@@ -1,8 +1,8 @@
 /**
  * Turns a raw image of guest-physical memory (QEMU `pmemsave`, a copy of a
  * memory-backend file) into an ELF core that holds only the ranges that are
- * not excluded: one PT_LOAD per kept run, `p_vaddr = p_paddr`, an empty
- * PT_NOTE first, classic layout.
+ * not excluded: one PT_LOAD per kept run, `p_vaddr = p_paddr`, a PT_NOTE
+ * first (empty, or the notes given), classic layout.
  *
  * @module
  */
@@ -40,6 +40,8 @@ export interface ElfFromRawImageOptions {
    * image's size; the excluded ranges are not read). @default {undefined}
    */
   onProgress?: (inputBytesRead: number) => void;
+  /** The PT_NOTE contents (e.g. a provenance note). @default {empty} */
+  notes?: Uint8Array;
 }
 
 /** What {@linkcode elfFromRawImage} wrote. */
@@ -141,7 +143,7 @@ export async function elfFromRawImage(
       shstrIndex: 0,
     };
     ident[6] = EV_CURRENT;
-    const plan = planElfCore(template, new Uint8Array(0), loads, {
+    const plan = planElfCore(template, options.notes ?? new Uint8Array(0), loads, {
       pageAlign: options.pageAlign ?? 4096,
     });
     const copyOptions = {

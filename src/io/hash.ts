@@ -53,3 +53,41 @@ export async function sha256Positional(
   }
   return hash.digest("hex");
 }
+
+/**
+ * SHA-256 of a file, computed on a Web Worker of its own so that the
+ * calling thread goes on with other work (a rewrite hashes its input while
+ * it converts it).
+ *
+ * @param path The file.
+ * @returns The SHA-256 in lowercase hex.
+ * @throws {UnexpectedEofError} when the file shrinks while it is read; the
+ *   worker's error otherwise.
+ *
+ * @example
+ * ```ts ignore
+ * import { sha256File } from "@vmem-dump/vmem-dump";
+ * console.log(await sha256File("guest.elf"));
+ * ```
+ */
+export function sha256File(path: string): Promise<string> {
+  const worker = new Worker(new URL("./_hash_worker.ts", import.meta.url).href, {
+    type: "module",
+  });
+  return new Promise<string>((resolve, reject) => {
+    worker.onmessage = (e: MessageEvent<{ sha256?: string; error?: string; eof?: number }>) => {
+      worker.terminate();
+      const { sha256, error, eof } = e.data;
+      if (sha256 !== undefined) resolve(sha256);
+      else if (eof !== undefined) {
+        reject(new UnexpectedEofError(`Cannot hash ${path}: ${error}`, "raw", eof));
+      } else reject(new Error(`Cannot hash ${path}: ${error}`));
+    };
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      worker.terminate();
+      reject(new Error(`Cannot hash ${path}: ${e.message}`));
+    };
+    worker.postMessage({ path });
+  });
+}

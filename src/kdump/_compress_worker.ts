@@ -1,15 +1,17 @@
 /**
  * Web Worker body of {@linkcode PageCompressorPool}: compresses the page
- * batches it is sent and transfers the results back.
+ * batches it is sent with one compression context for its whole life, and
+ * transfers the results back with the pages buffer (for reuse).
  *
  * @module
  */
 
-import { compressPageBatch, type KdumpWriteCodec } from "./compress.ts";
+import { compressPageBatch, type KdumpWriteCodec, PageCompressor } from "./compress.ts";
 
 interface Request {
   id: number;
   buffer: ArrayBuffer;
+  out: ArrayBuffer | undefined;
   count: number;
   blockSize: number;
   codec: KdumpWriteCodec;
@@ -21,13 +23,33 @@ const scope = globalThis as unknown as {
   postMessage(message: unknown, transfer: Transferable[]): void;
 };
 
+/** The compression context (a pool uses one codec and level). */
+let compressor: PageCompressor | undefined;
+
 scope.onmessage = (e: MessageEvent<Request>) => {
-  const { id, buffer, count, blockSize, codec, level } = e.data;
+  const { id, buffer, out, count, blockSize, codec, level } = e.data;
   try {
-    const b = compressPageBatch(new Uint8Array(buffer), count, blockSize, codec, level);
+    if (compressor === undefined || compressor.codec !== codec || compressor.level !== level) {
+      compressor?.close();
+      compressor = new PageCompressor(codec, level);
+    }
+    const b = compressPageBatch(
+      new Uint8Array(buffer),
+      count,
+      blockSize,
+      compressor,
+      out === undefined ? undefined : new Uint8Array(out),
+    );
     scope.postMessage(
-      { id, data: b.data.buffer, sizes: b.sizes.buffer, flags: b.flags.buffer },
-      [b.data.buffer, b.sizes.buffer, b.flags.buffer],
+      {
+        id,
+        pages: buffer,
+        data: b.data.buffer,
+        dataLength: b.data.byteLength,
+        sizes: b.sizes.buffer,
+        flags: b.flags.buffer,
+      },
+      [buffer, b.data.buffer, b.sizes.buffer, b.flags.buffer],
     );
   } catch (err) {
     scope.postMessage({ id, error: err instanceof Error ? err.message : String(err) }, []);

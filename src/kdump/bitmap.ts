@@ -7,6 +7,8 @@
  * @module
  */
 
+import { forEachSetRun } from "../io/bits.ts";
+
 /** Pfns per rank checkpoint (crash's `BITMAP_SECT_LEN` idea). */
 const RANK_STEP = 4096;
 
@@ -84,6 +86,45 @@ export class KdumpBitmap {
     const rest = end % 8;
     if (rest) n += POPCOUNT8[this.#bytes[lastByte]! & ((1 << rest) - 1)]!;
     return n;
+  }
+
+  /**
+   * Call `fn` for every run of set pfns in `[from, end)` (clamped to
+   * `bitCount`), in ascending order; zero and all-ones bytes are skipped a
+   * word at a time.
+   *
+   * @param from First pfn.
+   * @param end End pfn (exclusive).
+   * @param fn Receives the first pfn and the length of each run.
+   *
+   * @example
+   * ```ts
+   * import { KdumpBitmap } from "@vmem-dump/vmem-dump/kdump";
+   * const runs: number[][] = [];
+   * new KdumpBitmap(new Uint8Array([0b0111_0011]), 8).forEachRun(0, 8, (p, n) => runs.push([p, n]));
+   * console.log(runs); // [[0, 2], [4, 3]]
+   * ```
+   */
+  forEachRun(from: number, end: number, fn: (firstPfn: number, count: number) => void): void {
+    forEachSetRun(this.#bytes, Math.max(0, from), Math.min(end, this.bitCount), fn);
+  }
+
+  /**
+   * A copy of the bits below `bitCount` (`ceil(bitCount / 8)` bytes, LSB
+   * first; bits beyond `bitCount` cleared), to change and write out.
+   *
+   * @returns The copy.
+   *
+   * @example
+   * ```ts
+   * import { KdumpBitmap } from "@vmem-dump/vmem-dump/kdump";
+   * console.log(new KdumpBitmap(new Uint8Array([0xff, 0xff]), 12).copyBytes()); // Uint8Array(2) [ 255, 15 ]
+   * ```
+   */
+  copyBytes(): Uint8Array<ArrayBuffer> {
+    const out = this.#bytes.slice(0, Math.ceil(this.bitCount / 8));
+    if (this.bitCount % 8 !== 0) out[out.length - 1]! &= (1 << (this.bitCount % 8)) - 1;
+    return out;
   }
 
   /**

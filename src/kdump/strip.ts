@@ -3,7 +3,8 @@
  * pfns of excluded guest-physical ranges are cleared in both bitmaps, their
  * descriptors and data are left out, and every kept page's stored bytes are
  * copied as they are. Headers, notes (or a replacement), VMCOREINFO, erase
- * information and the split range are carried over.
+ * information and the split range are carried over; a file of a split dump
+ * keeps the set's 2nd bitmap outside its own range (minus the removed pfns).
  *
  * @module
  */
@@ -70,14 +71,10 @@ export async function stripKdump(
     const end = Math.min(maxMapnr, Math.floor((r.gpa + r.byteLength) / B));
     if (first < end) runs.push([first, end]);
   }
-  const present = new Uint8Array(Math.ceil(maxMapnr / 8));
-  for (
-    let pfn = dump.present.nextSet(0, maxMapnr);
-    pfn >= 0;
-    pfn = dump.present.nextSet(pfn + 1, maxMapnr)
-  ) {
-    present[pfn >>> 3]! |= 1 << (pfn & 7);
-  }
+  const present = dump.present.copyBytes();
+  // A split file carries the whole set's 2nd bitmap: the bits of the other
+  // files' pages are kept (minus the removed pfns), so the set stays one dump.
+  const setDumpable = dump.subHeader.split !== 0 ? dump.dumpable.copyBytes() : undefined;
   let removedPresentPages = 0;
   let removedPages = 0;
   const removed: GpaRange[] = [];
@@ -87,6 +84,7 @@ export async function stripKdump(
       const had = dump.isPresent(pfn);
       if (had) {
         present[pfn >>> 3]! &= ~(1 << (pfn & 7));
+        if (setDumpable) setDumpable[pfn >>> 3]! &= ~(1 << (pfn & 7));
         removedPresentPages++;
         if (dump.isDumpable(pfn)) removedPages++;
         if (runStart < 0) runStart = pfn;
@@ -144,7 +142,9 @@ export async function stripKdump(
       ? { vmcoreinfoInNotes: sub.offsetVmcoreinfo - sub.offsetNote }
       : {}),
     ...(eraseinfo !== undefined ? { eraseinfo } : {}),
-    ...(sub.split !== 0 ? { split: { startPfn: sub.startPfn, endPfn: sub.endPfn } } : {}),
+    ...(setDumpable !== undefined
+      ? { split: { startPfn: sub.startPfn, endPfn: sub.endPfn, dumpable: setDumpable } }
+      : {}),
   });
   let removedDataByteLength = 0;
   for await (const batch of dump.iteratePages(0, maxMapnr, { raw: true })) {

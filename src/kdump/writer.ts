@@ -15,6 +15,7 @@
  * @module
  */
 
+import { clearBitRange } from "../io/bits.ts";
 import { viewOf } from "../io/endian.ts";
 import { getWireUint, setWireUint } from "../io/wire.ts";
 import {
@@ -27,7 +28,7 @@ import {
   writeKdumpSubHeader,
 } from "./header.ts";
 import { MAKEDUMPFILE_DATA_HEADER, MAKEDUMPFILE_HEADER, MAX_SIZE_MDF_HEADER } from "./flattened.ts";
-import { PAGE_DESC, PAGE_DESC_SIZE, writePageDesc } from "./page_desc.ts";
+import { PAGE_DESC, PAGE_DESC_SIZE } from "./page_desc.ts";
 
 /** Where a kdump writer puts bytes: anywhere, in any order. */
 export interface KdumpSink {
@@ -82,8 +83,17 @@ export interface KdumpWriterOptions {
   vmcoreinfoInNotes?: number;
   /** makedumpfile erase information, stored after VMCOREINFO. @default {none} */
   eraseinfo?: Uint8Array;
-  /** For one file of a split dump: its pfn range. @default {undefined} */
-  split?: { startPfn: number; endPfn: number };
+  /**
+   * For one file of a split dump (makedumpfile `--split`): its pfn range,
+   * and the 2nd bitmap of the whole set (`ceil(maxMapnr / 8)` bytes). Every
+   * file of a set carries the set's 2nd bitmap; readers (crash, makedumpfile
+   * `--reassemble`) take the pages of other files from it. Pages given to
+   * {@linkcode KdumpWriter.addPage} must lie in the range; the bits outside
+   * it are written from `dumpable` (which must be a subset of `present`
+   * there). Without `dumpable` only this file's pages are marked.
+   * @default {undefined}
+   */
+  split?: { startPfn: number; endPfn: number; dumpable?: Uint8Array };
   /** How many bytes of page data to gather per write. @default {4194304} */
   bufferByteLength?: number;
 }
@@ -144,6 +154,7 @@ export class KdumpWriter {
   readonly #dataStart: number;
   readonly #bufferSize: number;
   #descs: Uint8Array;
+  #descView: DataView;
   #descCount = 0; // in #descs
   #pageCount = 0; // total
   #data: Uint8Array;
@@ -175,6 +186,7 @@ export class KdumpWriter {
       throw new RangeError(`A bitmap of ${options.present.byteLength} bytes is too small`);
     }
     this.#mapBlocks = Math.max(1, Math.ceil(mapBytes / B));
+    if (options.split?.dumpable !== undefined) checkSplitDumpable(options, mapBytes);
     this.#dumpable = new Uint8Array(this.#mapBlocks * B);
     const separateInfo = options.vmcoreinfoInNotes === undefined
       ? (options.vmcoreinfo?.byteLength ?? 0)
@@ -188,6 +200,7 @@ export class KdumpWriter {
     this.#bufferSize = Math.max(2 * B, options.bufferByteLength ?? 4 << 20);
     this.#data = new Uint8Array(this.#bufferSize + 2 * B);
     this.#descs = new Uint8Array(Math.ceil(this.#bufferSize / 64) * PAGE_DESC_SIZE);
+    this.#descView = viewOf(this.#descs);
   }
 
   /** Pages added so far. */
@@ -276,6 +289,12 @@ export class KdumpWriter {
     if (!(pfn > this.#lastPfn && pfn < this.#o.maxMapnr)) {
       throw new RangeError(`KdumpWriter: pfn 0x${pfn.toString(16)} is out of order or range`);
     }
+    const split = this.#o.split;
+    if (split !== undefined && !(pfn >= split.startPfn && pfn < split.endPfn)) {
+      throw new RangeError(
+        `KdumpWriter: pfn 0x${pfn.toString(16)} is outside this split file's range`,
+      );
+    }
     if ((this.#o.present[pfn >>> 3]! >> (pfn & 7) & 1) === 0) {
       throw new RangeError(`KdumpWriter: pfn 0x${pfn.toString(16)} is not in the 1st bitmap`);
     }
@@ -290,16 +309,30 @@ export class KdumpWriter {
       const bigger = new Uint8Array(this.#descs.byteLength * 2);
       bigger.set(this.#descs);
       this.#descs = bigger;
+      this.#descView = viewOf(bigger);
     }
-    writePageDesc(viewOf(this.#descs), this.#descCount * PAGE_DESC_SIZE, this.#le, {
-      fileOffset,
-      byteLength,
-      flags,
-      pageFlags: 0n,
-    });
+    // The fields one by one: no object and no bigint per page.
+    const v = this.#descView;
+    const at = this.#descCount * PAGE_DESC_SIZE;
+    const f = PAGE_DESC.fields;
+    setWireUint(v, at, f.fileOffset, fileOffset, this.#le);
+    setWireUint(v, at, f.byteLength, byteLength, this.#le);
+    setWireUint(v, at, f.flags, flags, this.#le);
+    setWireUint(v, at, f.pageFlags, 0, this.#le);
     this.#descCount++;
     this.#pageCount++;
     this.#dumpable[pfn >>> 3]! |= 1 << (pfn & 7);
+  }
+
+  /** The 2nd bitmap to write: this file's pages, and for a split file the set's bits outside its range. */
+  #setDumpable(): Uint8Array {
+    const split = this.#o.split;
+    if (split?.dumpable === undefined) return this.#dumpable;
+    const out = new Uint8Array(this.#dumpable.byteLength);
+    out.set(split.dumpable.subarray(0, Math.ceil(this.#o.maxMapnr / 8)));
+    clearSplitInside(out, split, this.#o.maxMapnr);
+    for (let i = 0; i < out.byteLength; i++) out[i]! |= this.#dumpable[i]!;
+    return out;
   }
 
   /** Write out buffered descriptors and data. */
@@ -397,7 +430,7 @@ export class KdumpWriter {
     const present = new Uint8Array(this.#mapBlocks * B);
     present.set(o.present.subarray(0, Math.ceil(o.maxMapnr / 8)));
     await this.#sink.writeAt(mapAt, present);
-    await this.#sink.writeAt(mapAt + this.#mapBlocks * B, this.#dumpable);
+    await this.#sink.writeAt(mapAt + this.#mapBlocks * B, this.#setDumpable());
     await this.#sink.close?.();
     return {
       byteLength: end,
@@ -504,3 +537,32 @@ export function flattenedSink(out: SequentialSink): KdumpSink {
 }
 
 const RECORD = MAKEDUMPFILE_DATA_HEADER;
+
+/** Clear the bits of a split file's own range, and those beyond `maxMapnr`. */
+function clearSplitInside(
+  bits: Uint8Array,
+  split: { startPfn: number; endPfn: number },
+  maxMapnr: number,
+): void {
+  clearBitRange(bits, Math.min(split.startPfn, maxMapnr), Math.min(split.endPfn, maxMapnr));
+  clearBitRange(bits, maxMapnr, bits.byteLength * 8);
+}
+
+/** A split set's 2nd bitmap must cover the pfns and, outside the file's range, be a subset of the 1st. */
+function checkSplitDumpable(options: KdumpWriterOptions, mapBytes: number): void {
+  const split = options.split!;
+  if (split.dumpable!.byteLength < mapBytes) {
+    throw new RangeError(`A split 2nd bitmap of ${split.dumpable!.byteLength} bytes is too small`);
+  }
+  const outside = split.dumpable!.slice(0, mapBytes);
+  clearSplitInside(outside, split, options.maxMapnr);
+  for (let i = 0; i < mapBytes; i++) {
+    if ((outside[i]! & ~options.present[i]!) !== 0) {
+      throw new RangeError(
+        `KdumpWriter: the split 2nd bitmap marks pfns near 0x${
+          (i * 8).toString(16)
+        } that the 1st bitmap lacks`,
+      );
+    }
+  }
+}

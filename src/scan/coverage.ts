@@ -22,11 +22,18 @@ import type { GpaRange } from "../vmem/ranges.ts";
  *   the dump claims zeros without holding the bytes.
  * - `outside-image`: outside the guest-physical range a raw image covers
  *   (a wrong `--base` moves all of it there).
+ * - `removed-unplugged`: the dump's provenance note says vmem-dump removed
+ *   it as unplugged memory (`strip`, `convert --plugmap`; `removed.ts`).
  */
 export type AbsentReason = string;
 
 /** The {@linkcode AbsentReason} codes the scanners of this package use. */
-export const ABSENT_REASONS = ["not-in-dump", "zero-fill", "outside-image"] as const;
+export const ABSENT_REASONS = [
+  "not-in-dump",
+  "zero-fill",
+  "outside-image",
+  "removed-unplugged",
+] as const;
 
 /** Unplugged memory absent from the input for one reason. */
 export interface AbsentMemory {

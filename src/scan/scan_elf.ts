@@ -15,6 +15,8 @@ import { CoverageCounter, unpluggedRangesPerDevice } from "./coverage.ts";
 import { type FilePiece, scanFilePieces } from "./_memory_pages.ts";
 import { dumpCollector, SCAN_CHUNK_SIZE, type ScanDumpOptions } from "./scan_raw.ts";
 import { SCAN_PAGE_SIZE } from "./zero.ts";
+import { findProvenance } from "../dumps/provenance.ts";
+import { countAbsent, removedMemory } from "./removed.ts";
 
 /** Why unplugged memory that no PT_LOAD covers is absent, in words. */
 export const ELF_NOT_IN_DUMP_DETAIL =
@@ -30,7 +32,8 @@ export const ELF_ZERO_FILL_DETAIL =
  * memory is never read); each 4 KiB page there that is not all zero is a
  * finding. Reads are double-buffered chunks of `chunkSize` bytes.
  * Coverage: unplugged memory with file bytes is examined; memory no PT_LOAD
- * covers is absent as `not-in-dump`, memory in a zero-fill tail
+ * covers is absent as `not-in-dump` (or `removed-unplugged` where the
+ * dump's provenance note says vmem-dump removed it), memory in a zero-fill tail
  * (`p_memsz > p_filesz`) as `zero-fill`: the report's verdict is then
  * `inconclusive` unless there are findings.
  *
@@ -57,11 +60,13 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
   const collector = dumpCollector(options);
   const coverage = new CoverageCounter(plugMap);
   const data: FilePiece[] = [];
+  // Memory our provenance note says was removed is absent for that reason.
+  const removed = removedMemory(findProvenance(core.notes));
   for (const range of unpluggedRangesPerDevice(plugMap)) {
     for (const p of planGpaRange(core, range)) {
       if (p.kind === "data") data.push(p);
       else if (p.kind === "zero") coverage.absent(p, "zero-fill", ELF_ZERO_FILL_DETAIL);
-      else coverage.absent(p, "not-in-dump", ELF_NOT_IN_DUMP_DETAIL);
+      else countAbsent(coverage, p, removed, "not-in-dump", ELF_NOT_IN_DUMP_DETAIL);
     }
   }
   const total = data.reduce((n, p) => n + p.byteLength, 0);

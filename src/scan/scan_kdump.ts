@@ -9,6 +9,10 @@
  * @module
  */
 
+import { findProvenance } from "../dumps/provenance.ts";
+import { parseNotes } from "../elf/note.ts";
+import { intersectGpaRanges } from "../vmem/ranges.ts";
+import { REMOVED_UNPLUGGED_REASON, removedMemory } from "./removed.ts";
 import type { KdumpFile } from "../kdump/reader.ts";
 import type { ScanReport } from "./findings.ts";
 import { CoverageCounter, unpluggedRangesPerDevice } from "./coverage.ts";
@@ -49,6 +53,9 @@ export async function scanKdump(dump: KdumpFile, options: ScanDumpOptions): Prom
   const coverage = new CoverageCounter(plugMap);
   let total = 0;
   const pfnRanges: [number, number][] = [];
+  const removed = removedMemory(
+    findProvenance(parseNotes(dump.notes, dump.subHeader.offsetNote, dump.header.littleEndian)),
+  );
   for (const r of unpluggedRangesPerDevice(plugMap)) {
     if (r.gpa % B !== 0 || r.byteLength % B !== 0) {
       throw new RangeError(
@@ -60,9 +67,21 @@ export async function scanKdump(dump: KdumpFile, options: ScanDumpOptions): Prom
     const first = r.gpa / B;
     const end = first + r.byteLength / B;
     const inDump = countDumpable(dump, first, end);
-    // Absent pfns may be anywhere in the range; only their sum is counted.
+    // Absent pfns may be anywhere in the range; only their sums are counted: those
+    // in ranges our provenance note says were removed, and the rest.
+    let removedAbsent = 0;
+    for (const x of removed === undefined ? [] : intersectGpaRanges([r], removed.ranges)) {
+      const f = Math.ceil(x.gpa / B);
+      const e = Math.floor((x.gpa + x.byteLength) / B);
+      if (e > f) removedAbsent += e - f - countDumpable(dump, f, e);
+    }
     coverage.absent(
-      { gpa: r.gpa, byteLength: (end - first - inDump) * B },
+      { gpa: r.gpa, byteLength: removedAbsent * B },
+      REMOVED_UNPLUGGED_REASON,
+      removed?.detail ?? "",
+    );
+    coverage.absent(
+      { gpa: r.gpa, byteLength: (end - first - inDump - removedAbsent) * B },
       "not-in-dump",
       KDUMP_NOT_IN_DUMP_DETAIL,
     );

@@ -31,6 +31,7 @@ export {
   type BlockRun,
   formatGpaRange,
   type GpaRange,
+  intersectGpaRanges,
   mergeGpaRanges,
   type RamRange,
   subtractGpaRanges,
@@ -52,3 +53,4 @@ export {
 export { parsePlugMapSource, type PlugMapSourceFormat } from "./plug_map_source.ts";
 export { plugMapFromQmp } from "./qmp.ts";
 export { formatRangeList, plugMapFromRangeList } from "./range_list.ts";
+export { type PlugOverlay, plugOverlay } from "./plug_overlay.ts";

@@ -141,3 +141,24 @@ export function subtractGpaRanges(
   }
   return out;
 }
+
+/**
+ * The parts of `ranges` inside some range of `within`.
+ *
+ * @param ranges Ranges in any order (merged first).
+ * @param within Ranges to keep, in any order.
+ * @returns Sorted, disjoint ranges.
+ *
+ * @example
+ * ```ts
+ * import { intersectGpaRanges } from "@vmem-dump/vmem-dump/vmem";
+ * console.log(intersectGpaRanges([{ gpa: 0, byteLength: 16 }], [{ gpa: 4, byteLength: 20 }]));
+ * // [{ gpa: 4, byteLength: 12 }]
+ * ```
+ */
+export function intersectGpaRanges(
+  ranges: readonly GpaRange[],
+  within: readonly GpaRange[],
+): GpaRange[] {
+  return subtractGpaRanges(ranges, subtractGpaRanges(ranges, within));
+}

@@ -2,8 +2,10 @@
  * Every command's `--json` report against its schema in `schemas/` and the
  * glossary, on real QEMU streams from testdata/ and dumps made from a real
  * guest's memory: inspect, plugmap, verify, filter, scan, strip, convert
- * (the stream and the dump variants). The mapped-ram variants are checked in
- * tests/cli/mapped_ram_cli_test.ts (they need QEMU 10), proxy's in
+ * (the stream and the dump variants); inspect of dumps also on the Linux
+ * guest's dumps of QEMU 7.2 and 10.0 (tests/_util/kernel_dumps.ts). The
+ * mapped-ram variants are checked in tests/cli/mapped_ram_cli_test.ts (they
+ * need QEMU 10), proxy's in
  * tests/proxy/proxy_test.ts. The validator is tested here too, so that a
  * report that breaks its schema fails.
  *
@@ -12,6 +14,8 @@
 
 import assert from "node:assert/strict";
 import { runCli } from "../_util/cli.ts";
+import { kernelDumps, kernelDumpsAvailable } from "../_util/kernel_dumps.ts";
+import { QEMU_VERSIONS } from "../_util/qemu.ts";
 import { schemaFolderLoader, validate } from "../_util/json_schema.ts";
 import { assertJsonError, assertReport, glossaryProblems } from "../_util/report_schema.ts";
 
@@ -95,6 +99,90 @@ Deno.test("inspect --json matches its schema (raw and zstd, early and late layou
     assert.equal((r.input as { path: string }).path, path);
     assert.equal(r.streamVersion, 3);
   }
+});
+
+Deno.test({
+  name:
+    "inspect --json of dumps matches its schema: QEMU 7.2 and 10.0 ELF and kdump dumps (plain, flattened), a stripped dump's provenance, a raw image; the variants do not mix",
+  ignore: !QEMU_VERSIONS.every(kernelDumpsAvailable),
+  fn: () =>
+    withDir(async (dir) => {
+      for (const qemu of QEMU_VERSIONS) {
+        const d = await kernelDumps(qemu);
+        const elf = await report("inspect", [d.elf, "--plugmap", d.plugmap]);
+        assert.deepEqual(elf.input, {
+          path: d.elf,
+          format: "elf",
+          container: null,
+          byteLength: (await Deno.stat(d.elf)).size,
+        });
+        const info = elf.vmcoreinfo as { release: string; buildId: string; pageSize: number };
+        assert.equal(info.release, d.vmcoreinfo.osrelease);
+        assert.equal(info.buildId, d.vmcoreinfo.buildId);
+        assert.equal(info.pageSize, d.vmcoreinfo.pageSize);
+        const overlay = elf.memoryByPlugState as { pluggedByteLength: number };
+        assert.equal(overlay.pluggedByteLength, d.device.pluggedBytes);
+        for (const [format, path] of Object.entries(d.kdump)) {
+          const k = await report("inspect", [path]);
+          assert.equal((k.input as { format: string }).format, "kdump");
+          assert.equal(
+            (k.input as { container: string }).container,
+            format === "kdump-zlib" ? "flattened" : "raw",
+            format,
+          );
+          assert.equal(k.compression, "zlib");
+          assert.equal((k.vmcoreinfo as { release: string }).release, d.vmcoreinfo.osrelease);
+          // The schema's variants do not mix: a kdump report with an ELF field, or no
+          // container, or an ELF report without its VMCOREINFO, fails.
+          const mixed = [
+            (r: Record<string, unknown>) => (r.elfClass = 64),
+            (r: Record<string, unknown>) => ((r.input as { container: unknown }).container = null),
+            (r: Record<string, unknown>) => delete r.present,
+          ];
+          for (const mutate of mixed) {
+            const bad = structuredClone(k);
+            mutate(bad);
+            assert.notDeepEqual(validate(bad, "inspect-report.schema.json", load), []);
+          }
+        }
+        const bad = structuredClone(elf);
+        delete bad.vmcoreinfo;
+        assert.notDeepEqual(validate(bad, "inspect-report.schema.json", load), []);
+      }
+      // A stripped dump carries its provenance; a raw image with --base in QEMU's size syntax.
+      const d = await kernelDumps("10");
+      const raw = await report("inspect", [
+        d.raw,
+        "--base",
+        String(d.device.gpa),
+        "--plugmap",
+        d.plugmap,
+      ]);
+      assert.equal((raw.input as { baseGpa: number }).baseGpa, d.device.gpa);
+      const sized = await report("inspect", [d.raw, "--base", `${d.device.gpa / 2 ** 30}G`]);
+      assert.deepEqual(sized.memory, raw.memory);
+      const stripped = `${dir}/s.kdump`;
+      await report("strip", [
+        d.raw,
+        `${dir}/s.elf`,
+        "--base",
+        String(d.device.gpa),
+        "--plugmap",
+        d.plugmap,
+      ]);
+      await report("convert", [`${dir}/s.elf`, stripped, "--to", "kdump"]);
+      const s = await report("inspect", [stripped]);
+      const p = s.provenance as {
+        steps: Array<{ command: string; removed: unknown[]; input: { name: string } }>;
+      };
+      // The conversion removed nothing more, so the note keeps the one step that did.
+      assert.deepEqual(p.steps.map((x) => x.command), ["strip"]);
+      assert.deepEqual(p.steps[0]!.removed, d.unpluggedRanges);
+      assert.equal(p.steps[0]!.input.name, d.raw);
+      const noNote = structuredClone(raw);
+      noNote.provenance = null;
+      assert.notDeepEqual(validate(noNote, "inspect-report.schema.json", load), []);
+    }),
 });
 
 Deno.test("plugmap --json matches its schema (stream, early with the device section, plug-map file)", () =>

@@ -4,11 +4,12 @@ import { run } from "../../cli/commands/strip.ts";
 import { main } from "../../cli/main.ts";
 import { encodeNote, readElfCore } from "../../src/elf/mod.ts";
 import { buildElf } from "../_util/elf_builder.ts";
-import { realdata, realdataAvailable } from "../_util/realdata.ts";
+import { realdata, realdataAvailable, sha256File } from "../_util/realdata.ts";
 import { memoryIo } from "../_util/cli.ts";
 import { tinyFixture } from "../_util/tiny_fixtures.ts";
 import { tinyPlugMapJson } from "../_util/fuzz/targets/dumps.ts";
 import { listDir } from "../elf/_helpers.ts";
+import { findProvenance } from "../../src/dumps/provenance.ts";
 import { countMarker, plugMapJson, REGION, unpluggedRanges } from "../elf/_realdata.ts";
 
 /** A small dump of the s2 layout: pc.ram stand-in plus the whole 256 MiB region described, 4 MiB of it in the file. */
@@ -150,6 +151,15 @@ Deno.test("strip run() converts a raw image to ELF or zeroes it with --format ra
     assert.match(io.out(), /raw image at 0x100000000/);
     using core = await readElfCore(`${dir}/img.elf`);
     assert.deepEqual(core.loads.map((s) => [s.gpa, s.byteLength]), [[REGION.gpa, 14 * 0x20_0000]]);
+    // The ELF records what went, and from which image (hashed independently here).
+    const note = findProvenance(core.notes);
+    assert.ok(note, "the ELF of a raw image carries the provenance note");
+    assert.deepEqual(note.steps[0]!.removed, [{
+      gpa: REGION.gpa + 14 * 0x20_0000,
+      byteLength: 2 * 0x20_0000,
+    }]);
+    assert.equal(note.steps[0]!.input.sha256, await sha256File(`${dir}/img.raw`));
+    assert.equal(note.steps[0]!.input.byteLength, image.byteLength);
 
     const io2 = memoryIo();
     assert.equal(

@@ -86,11 +86,13 @@ export interface CrashRun {
 /**
  * Run crash once on `dump` with the command file: every command's output is
  * redirected to its own file (crash's `cmd > file`), so stdout keeps only
- * crash's own messages (warnings, errors; they go to both).
+ * crash's own messages (warnings, errors; they go to both). `dump` may be
+ * the files of a split dump (makedumpfile `--split`), which crash reads as
+ * one.
  */
 export async function runCrash(
   vmlinux: string,
-  dump: string,
+  dump: string | readonly string[],
   outDir: string,
   probes: Probe[],
 ): Promise<CrashRun> {
@@ -102,7 +104,8 @@ export async function runCrash(
   lines.push("exit");
   const cmdFile = `${outDir}.cmds`;
   Deno.writeTextFileSync(cmdFile, lines.join("\n") + "\n");
-  const result = await runTool("crash", ["-s", vmlinux, dump, "-i", cmdFile], {
+  const dumps = typeof dump === "string" ? [dump] : dump;
+  const result = await runTool("crash", ["-s", vmlinux, ...dumps, "-i", cmdFile], {
     timeoutMs: CRASH_TIMEOUT_MS,
   });
   const read = (name: string) => {
@@ -115,6 +118,30 @@ export async function runCrash(
   const rd = new Map<number, string>();
   for (const p of probes) rd.set(p.gpa, read(`rd-${p.gpa.toString(16)}.txt`));
   return { result, sys: read("sys.txt"), kmem: read("kmem.txt"), rd };
+}
+
+/**
+ * Run crash on each dump (a file, or the files of a split set) with the same
+ * probes, two sessions at a time: more only thrash a 2-core machine into
+ * timeouts. Results in the order of `dumps`.
+ */
+export async function runCrashes(
+  vmlinux: string,
+  dumps: ReadonlyArray<{ name: string; dump: string | readonly string[] }>,
+  outDir: string,
+  probes: Probe[],
+): Promise<CrashRun[]> {
+  const runs: CrashRun[] = [];
+  for (let i = 0; i < dumps.length; i += 2) {
+    runs.push(
+      ...await Promise.all(
+        dumps.slice(i, i + 2).map((d) =>
+          runCrash(vmlinux, d.dump, `${outDir}/crash-${d.name}`, probes)
+        ),
+      ),
+    );
+  }
+  return runs;
 }
 
 /** The bytes of `rd -p -8` output lines ("       100000000:  00 11 ...   ascii"). */
