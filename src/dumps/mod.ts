@@ -27,6 +27,7 @@ export * from "./describe_raw.ts";
 
 // Types that the exports above name, from other folders (so that their documentation is complete).
 export type { ElfHeader } from "../elf/ehdr.ts";
+export type { RawToElfReport } from "../elf/from_raw.ts";
 export type { ElfNote, ElfNoteKind } from "../elf/note.ts";
 export type { ElfPhdr } from "../elf/phdr.ts";
 export type { ElfCore, ElfCoreLayout, LoadSegment, NoteSegment } from "../elf/reader.ts";

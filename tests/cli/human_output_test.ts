@@ -42,11 +42,15 @@ Deno.test("each long command shows progress, ends with a summary of its input's 
     const kdump = `${dir}/q10-tiny.kdump`;
     const raw = `${dir}/q72-tiny.vmem0.raw`;
     const stream72 = `${dir}/q72-tiny.mig`;
+    // QEMU 7.2's kdump names its machine (x86_64); QEMU 10's of the tiny guest says "Unknown" and
+    // has no NT_PRSTATUS to tell it by, so convert --to elf refuses it (docs/dumps.md).
+    const kdump72 = `${dir}/q72-tiny.kdump`;
     await Deno.writeFile(stream, await tinyFixture("q10-tiny.mig"));
     await Deno.writeFile(elf, await tinyFixture("q10-tiny.elf"));
     await Deno.writeFile(kdump, await tinyFixture("q10-tiny.kdump-zlib"));
     await Deno.writeFile(raw, await tinyFixture("q72-tiny.vmem0.raw"));
     await Deno.writeFile(stream72, await tinyFixture("q72-tiny.mig"));
+    await Deno.writeFile(kdump72, await tinyFixture("q72-tiny.kdump"));
     const mapped = `${dir}/q10-tiny.mapped-ram`;
     await Deno.writeFile(mapped, await tinyFixture("q10-tiny.mapped-ram"));
     const map = ["--plugmap-from", stream];
@@ -65,7 +69,7 @@ Deno.test("each long command shows progress, ends with a summary of its input's 
       ["strip", raw, ["strip", raw, `${dir}/r.elf`, ...base, ...map72], 0],
       ["strip", raw, ["strip", raw, `${dir}/r.raw`, ...base, "--format", "raw", ...map72], 0],
       ["convert", elf, ["convert", elf, `${dir}/e.kdump`, "--to", "kdump", ...map], 0],
-      ["convert", kdump, ["convert", kdump, `${dir}/k.elf`, "--to", "elf"], 0],
+      ["convert", kdump72, ["convert", kdump72, `${dir}/k.elf`, "--to", "elf"], 0],
       // QEMU 10 leaves unplugged memory out of its dumps: nothing to read, no progress to show.
       ["scan", elf, ["scan", elf, ...map], 4, false],
       ["scan", kdump, ["scan", kdump, ...map], 4, false],
