@@ -13,6 +13,7 @@ import type { VmemDevice } from "../../src/vmem/vmem_device.ts";
 import { formatRangeList } from "../../src/vmem/range_list.ts";
 import { byteCount, count, exactSize, hex, table } from "../_format.ts";
 import { fileByteLength } from "../_stream_input.ts";
+import { summaryLine } from "../_progress.ts";
 import {
   gpaRangesJson,
   type PlugStateJson,
@@ -98,6 +99,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   let plugState: PlugStateJson;
   let extraction: Record<string, unknown> = {};
   const warnings: string[] = [];
+  const started = performance.now();
+  /** The stream read (for the summary line): bytes decoded and read at the end, and how. */
+  let read: { byteLength: number; detail: string } | undefined;
   if (values.plugmap !== undefined) {
     map = (await loadPlugState({ plugMapFile: values.plugmap })).plugMap;
     input = {
@@ -135,6 +139,12 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       );
     }
     plugState = { sources: sourcesOf(r.layout, map), layout: r.layout, path: null };
+    read = {
+      byteLength: r.streamBytes + r.extraBytes,
+      detail: `${count(map.devices.length, "device")}, ${r.layout} layout, found by ${r.method}${
+        byteLength === null ? "" : `; the input has ${byteCount(byteLength)}`
+      }`,
+    };
     extraction = {
       method: r.method,
       complete: !stoppedEarly,
@@ -168,6 +178,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     await io.out(formatRangeList(map));
   } else {
     await io.out(formatPlugMapJson(map));
+  }
+  // A trace on stderr for scripts and logs, as every command leaves (not with --json).
+  if (read !== undefined && !values.json) {
+    const seconds = (performance.now() - started) / 1000;
+    await summaryLine(io, `plugmap: ${sources[0]}`, read.byteLength, seconds, read.detail);
   }
   return 0;
 }
