@@ -237,6 +237,16 @@ export function errorObject(e: unknown): ErrorObject {
  * else with its class name (a bug: `VMEM_DUMP_DEBUG=1` shows the stack).
  */
 export function errorLine(e: unknown): string {
+  // Deno guards /dev and /proc behind --allow-all, which bin/vmem-dump never gives: say what
+  // works instead of a flag the launcher cannot pass (an input, or an output the output helper
+  // reports).
+  const guarded = e instanceof Error
+    ? /\brequires all access to "(\/(?:dev|proc)\/[^"]*)"/i.exec(e.message)
+    : null;
+  if (guarded && (e instanceof Deno.errors.NotCapable || e instanceof OutputError)) {
+    return `Cannot open ${guarded[1]}: vmem-dump may not open /dev or /proc paths (Deno ` +
+      "guards them behind --allow-all); give '-' for standard input or output";
+  }
   if (
     e instanceof UsageError || e instanceof FormatError || e instanceof OutputError ||
     e instanceof CommandError
@@ -248,13 +258,6 @@ export function errorLine(e: unknown): string {
     if (os) {
       const why = os[1]!.charAt(0).toLowerCase() + os[1]!.slice(1);
       return oneLine(os[3] === undefined ? why : `cannot ${os[2]} ${os[3]}: ${why}`);
-    }
-    // Deno guards /dev and /proc behind --allow-all, which bin/vmem-dump never gives: say
-    // what works instead of a flag the launcher cannot pass.
-    const guarded = /^Requires all access to "(\/(?:dev|proc)\/[^"]*)"/.exec(e.message);
-    if (e instanceof Deno.errors.NotCapable && guarded) {
-      return `Cannot open ${guarded[1]}: vmem-dump may not open /dev or /proc paths (Deno ` +
-        "guards them behind --allow-all); give '-' for standard input or output";
     }
     const known = e instanceof TypeError || e instanceof RangeError || e.name === "Error" ||
       e.name === "ProxyError" || Object.values(Deno.errors).some((k) => e instanceof k);

@@ -221,3 +221,18 @@ Deno.test("bin/vmem-dump names '-' when a /dev or /proc path is refused", async 
   assert.match(r.err, /^error: Cannot open \/dev\/stdin: .*give '-' for standard input/);
   assert.doesNotMatch(r.err, /--allow-all flag/);
 });
+
+Deno.test("bin/vmem-dump names '-' when a /dev output is refused, and writes nothing", async () => {
+  // The output helper reports Deno's refusal of /dev/stdout as an OutputError: same advice.
+  const r = await run("sh", [
+    "-c",
+    `"$0" filter "$1" /dev/stdout`,
+    `${ROOT}/bin/vmem-dump`,
+    STREAM,
+  ]);
+  assert.equal(r.code, 1, r.err);
+  assert.equal(r.out, "");
+  assert.equal(r.err.trim().split("\n").length, 1, r.err);
+  assert.match(r.err, /^error: Cannot open \/dev\/stdout: .*give '-' for standard input or output/);
+  assert.doesNotMatch(r.err, /--allow-all flag/);
+});
