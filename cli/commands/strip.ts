@@ -15,7 +15,7 @@ import type { VmemDevice } from "../../src/vmem/vmem_device.ts";
 import { formatGpaRange, type GpaRange } from "../../src/vmem/ranges.ts";
 import { byteCount, count, grouped, hex, table } from "../_format.ts";
 import { summaryLine, terminalProgress } from "../_progress.ts";
-import { deviceJson, gpaRangesJson, reportJson } from "../_report.ts";
+import { deviceJson, gpaRangesJson, type ReportFile, reportJson } from "../_report.ts";
 import { plugStateJson } from "../_plug_state.ts";
 import { fileByteLength } from "../_stream_input.ts";
 import { dumpInputKind } from "../_dump_input.ts";
@@ -135,6 +135,12 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const exclude = map.unpluggedGpaRanges();
   // With the data on stdout, the report goes to stderr.
   const say = outPath === "-" ? (t: string) => io.err(t) : (t: string) => io.out(t);
+  /** The JSON report: the envelope, the plug state judged by, then what the input's kind adds. */
+  const sayReport = (input: ReportFile, output: ReportFile, body: Record<string, unknown>) =>
+    say(reportJson("strip", { input, verdict: "done", output }, {
+      plugState: plugStateJson(values, null, [given]),
+      ...body,
+    }));
   // The rewriters report their progress (bytes processed of bytes to process: memory for a
   // kdump, the bytes copied for an ELF, the bytes read for a raw image).
   const progress = terminalProgress(io, "strip", undefined);
@@ -171,37 +177,36 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     );
     const nothing = r.removedNothing ? nothingRemoved(r.provenance.steps.length > 1) : undefined;
     if (values.json) {
-      await say(reportJson("strip", {
-        input: {
+      await sayReport(
+        {
           path: inPath,
           format: "kdump",
           container: r.inputContainer,
           byteLength: inputFileByteLength,
           sha256: r.inputSha256,
         },
-        verdict: "done",
-        output: {
+        {
           path: outPath,
           format: "kdump",
           container: r.flattened ? "flattened" : "raw",
           byteLength: k.byteLength,
         },
-      }, {
-        plugState: plugStateJson(values, null, [given]),
-        removedByteLength: k.removed.reduce((n, x) => n + x.byteLength, 0),
-        removed: gpaRangesJson(k.removed),
-        removedNothing: r.removedNothing,
-        ...(nothing ? { reason: nothing } : {}),
-        kdump: {
-          inputPageCount: k.inputPageCount,
-          outputPageCount: k.pageCount,
-          removedPages: k.removedPages,
-          removedPresentPages: k.removedPresentPages,
-          removedDataByteLength: k.removedDataByteLength,
+        {
+          removedByteLength: k.removed.reduce((n, x) => n + x.byteLength, 0),
+          removed: gpaRangesJson(k.removed),
+          removedNothing: r.removedNothing,
+          ...(nothing ? { reason: nothing } : {}),
+          kdump: {
+            inputPageCount: k.inputPageCount,
+            outputPageCount: k.pageCount,
+            removedPages: k.removedPages,
+            removedPresentPages: k.removedPresentPages,
+            removedDataByteLength: k.removedDataByteLength,
+          },
+          provenance: r.provenance,
+          devices: devices.map(deviceRemovalJson),
         },
-        provenance: r.provenance,
-        devices: devices.map(deviceRemovalJson),
-      }));
+      );
     } else {
       let out = `strip: ${inPath} (kdump${r.inputContainer === "flattened" ? ", flattened" : ""}, ${
         count(k.inputPageCount, "page")
@@ -233,42 +238,41 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const devices = perDevice(map, report.removed);
     const nothing = r.removedNothing ? nothingRemoved(r.provenance.steps.length > 1) : undefined;
     if (values.json) {
-      await say(reportJson("strip", {
-        input: {
+      await sayReport(
+        {
           path: inPath,
           format: "elf",
           container: "raw",
           byteLength: report.inputByteLength,
           sha256: r.inputSha256,
         },
-        verdict: "done",
-        output: {
+        {
           path: outPath,
           format: "elf",
           container: "raw",
           byteLength: report.outputByteLength,
         },
-      }, {
-        plugState: plugStateJson(values, null, [given]),
-        removedByteLength: report.removedByteLength,
-        removed: report.removed,
-        removedNothing: r.removedNothing,
-        ...(nothing ? { reason: nothing } : {}),
-        elf: {
-          elfClass: core.ehdr.elfClass,
-          littleEndian: core.ehdr.littleEndian,
-          machine: core.ehdr.machine,
-          inputLoadCount: report.inputLoadCount,
-          outputLoadCount: report.outputLoadCount,
-          inputLayout: report.inputLayout,
-          extendedNumbering: report.extendedNumbering,
-          notes: report.notes,
-          removedFileByteLength: report.removedFileByteLength,
-          kept: report.kept.map(keptJson),
+        {
+          removedByteLength: report.removedByteLength,
+          removed: report.removed,
+          removedNothing: r.removedNothing,
+          ...(nothing ? { reason: nothing } : {}),
+          elf: {
+            elfClass: core.ehdr.elfClass,
+            littleEndian: core.ehdr.littleEndian,
+            machine: core.ehdr.machine,
+            inputLoadCount: report.inputLoadCount,
+            outputLoadCount: report.outputLoadCount,
+            inputLayout: report.inputLayout,
+            extendedNumbering: report.extendedNumbering,
+            notes: report.notes,
+            removedFileByteLength: report.removedFileByteLength,
+            kept: report.kept.map(keptJson),
+          },
+          provenance: r.provenance,
+          devices: devices.map(deviceRemovalJson),
         },
-        provenance: r.provenance,
-        devices: devices.map(deviceRemovalJson),
-      }));
+      );
     } else {
       let out = renderElf(
         inPath,
@@ -303,22 +307,21 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       report.zeroed.map((z) => ({ ...z, fileByteLength: z.byteLength })),
     );
     if (values.json) {
-      await say(reportJson("strip", {
-        input: {
+      await sayReport(
+        {
           path: inPath,
           format: "raw",
           container: "raw",
           byteLength: report.byteLength,
           baseGpa,
         },
-        verdict: "done",
-        output: { path: outPath, format: "raw", container: "raw", byteLength: report.byteLength },
-      }, {
-        plugState: plugStateJson(values, null, [given]),
-        removedByteLength: report.zeroedByteLength,
-        removed: report.zeroed,
-        devices: devices.map(deviceRemovalJson),
-      }));
+        { path: outPath, format: "raw", container: "raw", byteLength: report.byteLength },
+        {
+          removedByteLength: report.zeroedByteLength,
+          removed: report.zeroed,
+          devices: devices.map(deviceRemovalJson),
+        },
+      );
     } else {
       let out = `strip: ${inPath} (raw image at ${hex(baseGpa)}, ${
         byteCount(report.byteLength)
@@ -347,8 +350,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     report.removed.map((r) => ({ ...r, fileByteLength: r.byteLength })),
   );
   if (values.json) {
-    await say(reportJson("strip", {
-      input: {
+    await sayReport(
+      {
         path: inPath,
         format: "raw",
         container: "raw",
@@ -356,21 +359,20 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         sha256: r.inputSha256,
         baseGpa,
       },
-      verdict: "done",
-      output: {
+      {
         path: outPath,
         format: "elf",
         container: "raw",
         byteLength: report.outputByteLength,
       },
-    }, {
-      plugState: plugStateJson(values, null, [given]),
-      removedByteLength: report.removedByteLength,
-      removed: gpaRangesJson(report.removed),
-      elf: { kept: report.kept.map(keptJson) },
-      provenance: r.provenance,
-      devices: devices.map(deviceRemovalJson),
-    }));
+      {
+        removedByteLength: report.removedByteLength,
+        removed: gpaRangesJson(report.removed),
+        elf: { kept: report.kept.map(keptJson) },
+        provenance: r.provenance,
+        devices: devices.map(deviceRemovalJson),
+      },
+    );
   } else {
     let out =
       `strip: ${inPath} (raw image at ${hex(baseGpa)}, ${byteCount(report.inputByteLength)}) -> ` +
