@@ -238,7 +238,7 @@ export class MultifdPipeline {
 
   /**
    * The main channel has left its setup phase (its early sections are all
-   * known): filter mode may judge packets now.
+   * known): filter and verify mode may judge packets now.
    */
   setupComplete(): void {
     this.#setupDone = true;
@@ -323,7 +323,9 @@ export class MultifdPipeline {
 
   #mustWait(r: MultifdRecord): boolean {
     if (r.kind !== "multifd-ram-packet" || !hasPages(r)) return false;
-    if (this.#mode === "verify") return !this.#verifier!.ready;
+    // Both judging modes wait for the main channel's setup phase: an early plug state is then
+    // known, and no page of a block it shows unplugged is forwarded before it is judged.
+    if (this.#mode === "verify") return !this.#setupDone || !this.#verifier!.ready;
     if (this.#mode === "filter") return !this.#setupDone;
     return false;
   }
