@@ -23,7 +23,7 @@ import { tableDeviceJson } from "./_stream_reports.ts";
 import { plugStateJson, sourceName } from "./_plug_state.ts";
 import { inspectMappedRamBody } from "./_inspect_report.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
-import { summaryLine } from "./_progress.ts";
+import { summaryLine, terminalProgress } from "./_progress.ts";
 import type { MappedRamFileInput } from "./_stream_input.ts";
 import { type CliIo, UsageError } from "./io.ts";
 
@@ -290,7 +290,17 @@ export async function filterMappedRamCommand(
   const started = performance.now();
   const plugMap = await loadPlugMapOption(values);
   const mr = await read(input);
-  const r = await filterMappedRam(mr, output, plugMap ? { plugMap } : {});
+  // On a terminal: how far into the file the copy has got (holes count: the layout is kept).
+  const progress = terminalProgress(io, "filter", input.file.byteLength);
+  let r: MappedRamFilterResult;
+  try {
+    r = await filterMappedRam(mr, output, {
+      ...(plugMap ? { plugMap } : {}),
+      onProgress: (n) => progress.update(n),
+    });
+  } finally {
+    await progress.end();
+  }
   await output.commit();
   const outPath = output.path;
   if (!values.json) {

@@ -6,14 +6,14 @@
  * @module
  */
 
-import { loadPlugState } from "../../src/input/load_plug_state.ts";
+import { loadPlugState, type PlugStateFromStream } from "../../src/input/load_plug_state.ts";
 import { formatPlugMapJson } from "../../src/vmem/plug_map_json.ts";
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import type { VmemDevice } from "../../src/vmem/vmem_device.ts";
 import { formatRangeList } from "../../src/vmem/range_list.ts";
 import { byteCount, count, exactSize, hex, table } from "../_format.ts";
 import { fileByteLength } from "../_stream_input.ts";
-import { summaryLine } from "../_progress.ts";
+import { summaryLine, terminalProgress } from "../_progress.ts";
 import {
   gpaRangesJson,
   type PlugStateJson,
@@ -116,7 +116,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const byteLength = await fileByteLength(path);
     // A regular file gives the whole state; a pipe stops after the early section unless asked.
     const complete = values.early ? false : byteLength !== null || (values.complete ?? false);
-    const r = await loadPlugState({ stream: path, complete });
+    // On a terminal: how far into the file reading has got (a long read of a big compressed
+    // stream or a pipe), with rate and time left against the file's size.
+    const progress = terminalProgress(io, "plugmap", byteLength ?? undefined);
+    let r: PlugStateFromStream;
+    try {
+      r = await loadPlugState({ stream: path, complete, onProgress: (n) => progress.update(n) });
+    } finally {
+      await progress.end();
+    }
     input = {
       path,
       format: r.mappedRam ? "mapped-ram" : "migration",

@@ -10,7 +10,7 @@
 
 import { FormatError } from "../errors.ts";
 import { openFileReader } from "../io/file.ts";
-import { openPositional } from "../io/positional.ts";
+import { observedPositional, openPositional } from "../io/positional.ts";
 import { positionalByteReader } from "../io/positional_byte_reader.ts";
 import { type ContainerKind, openContainer } from "../container/open.ts";
 import { INPUT_KIND_NAMES, openInput } from "./open_input.ts";
@@ -42,6 +42,15 @@ export interface StreamSource {
    * before the first RAM page). @default {false}
    */
   complete?: boolean | undefined;
+  /**
+   * Progress: called as the input is read with how far into the file (or
+   * standard input) reading has got, in bytes of the file as stored
+   * (compressed bytes for a compressed stream): the furthest file offset
+   * read so far, never more than the file's size. Reading a regular file may
+   * jump ahead (to the vmdesc at its end, over the RAM of a mapped-ram file)
+   * and end before the file's size. @default {undefined}
+   */
+  onProgress?: ((fileOffsetReached: number) => void) | undefined;
 }
 
 /**
@@ -90,7 +99,7 @@ export type LoadedPlugState = PlugStateFromFile | PlugStateFromStream;
  * anything else once to its end. A stream without a virtio-mem device gives
  * a map without devices (`layout: "none"`).
  *
- * @param source `{ stream, complete? }`.
+ * @param source `{ stream, complete?, onProgress? }`.
  * @returns The validated map, and where and how it was found.
  * @throws {FormatError} for a malformed stream or device state.
  *
@@ -125,7 +134,7 @@ export function loadPlugState(source: PlugMapFileSource): Promise<PlugStateFromF
 /**
  * Load a plug state from either source; `source` of the result tells which.
  *
- * @param source `{ plugMapFile }` or `{ stream, complete? }`.
+ * @param source `{ plugMapFile }` or `{ stream, complete?, onProgress? }`.
  * @returns The validated map, and where and how it was found.
  * @throws {FormatError} for a malformed plug-map file, stream or device state.
  */
@@ -135,7 +144,7 @@ export async function loadPlugState(source: PlugStateOrigin): Promise<LoadedPlug
     const { map, format } = parsePlugMapSource(await readPlugMapText(source.plugMapFile));
     return { source: "plug-map-file", path: source.plugMapFile, format, plugMap: map };
   }
-  return await fromStream(source.stream, source.complete ?? false);
+  return await fromStream(source.stream, source.complete ?? false, source.onProgress);
 }
 
 /** The text of a plug-map file (or `-`), at most 64 MiB of UTF-8. */
@@ -187,13 +196,29 @@ async function readPlugMapText(path: string): Promise<string> {
  * use the vmdesc shortcut for the late layout, and stopping early leaves no
  * read pending. Anything else is read once, from the opened input.
  */
-async function fromStream(path: string, complete: boolean): Promise<PlugStateFromStream> {
+async function fromStream(
+  path: string,
+  complete: boolean,
+  onProgress: ((fileOffsetReached: number) => void) | undefined,
+): Promise<PlugStateFromStream> {
   const found = (
     r: ExtractPlugMapResult,
     container: ContainerKind,
     mappedRam = false,
   ): PlugStateFromStream => ({ ...r, source: "stream", path, container, mappedRam });
-  const input = await openInput(path);
+  // Every read tells where it ended; progress is the furthest point (reads may jump back).
+  let reached = 0;
+  const onFileRead = onProgress === undefined ? undefined : (fileOffset: number) => {
+    if (fileOffset <= reached) return;
+    reached = fileOffset;
+    onProgress(reached);
+  };
+  const tell = onFileRead === undefined ? {} : { onFileRead };
+  let piped = 0;
+  const input = await openInput(
+    path,
+    onFileRead === undefined ? {} : { onChunk: (c) => onFileRead(piped += c.byteLength) },
+  );
   const { kind, container, innerCompression, payloadOffset, byteLength } = input;
   try {
     if (kind !== "migration" && kind !== "mapped-ram") {
@@ -205,7 +230,10 @@ async function fromStream(path: string, complete: boolean): Promise<PlugStateFro
       );
     }
     if (path === "-" || byteLength === undefined) {
-      return found(await extractPlugStateFromReader(input.reader, { complete }), container);
+      return found(
+        await extractPlugStateFromReader(input.reader, { complete, ...tell }),
+        container,
+      );
     }
   } finally {
     input.close();
@@ -213,9 +241,10 @@ async function fromStream(path: string, complete: boolean): Promise<PlugStateFro
   if (kind === "mapped-ram") {
     // A mapped-ram file: its sections are read in place, the RAM areas jumped over.
     using file = await openPositional(path);
+    const read = onFileRead === undefined ? file : observedPositional(file, onFileRead);
     return found(
       await extractPlugStateFromReader(
-        positionalByteReader(file, { startOffset: payloadOffset }),
+        positionalByteReader(read, { startOffset: payloadOffset }),
         { complete, mappedRam: true, seekableFile: { path, byteLength } },
       ),
       container,
@@ -223,12 +252,13 @@ async function fromStream(path: string, complete: boolean): Promise<PlugStateFro
     );
   }
   if (container === "raw") {
-    return found(await extractPlugStateFromFile(path, { complete }), "raw");
+    return found(await extractPlugStateFromFile(path, { complete, ...tell }), "raw");
   }
-  const opened = await openContainer(fileRangeReader(path));
+  const opened = await openContainer(fileRangeReader(path, onFileRead));
   return found(
     await extractPlugStateFromReader(opened.reader, {
       complete,
+      ...tell,
       // A libvirt save image with a raw stream ends with the stream: the vmdesc shortcut works.
       ...(innerCompression === "raw" ? { seekableFile: { path, byteLength, payloadOffset } } : {}),
     }),

@@ -160,6 +160,38 @@ export function bytesPositional(bytes: Uint8Array): PositionalReader & Disposabl
   };
 }
 
+/**
+ * A view of `file` that tells `onFileRead` where each read ended (the file
+ * offset just past the bytes read), for progress. Closing the view closes
+ * `file`.
+ *
+ * @param file The file.
+ * @param onFileRead Told after every read.
+ * @returns The observed view.
+ *
+ * @example
+ * ```ts ignore
+ * import { bytesPositional, observedPositional } from "./positional.ts";
+ * const r = observedPositional(bytesPositional(new Uint8Array(8)), (end) => console.log(end));
+ * await r.readInto(2, new Uint8Array(4)); // prints 6
+ * ```
+ */
+export function observedPositional(
+  file: PositionalReader,
+  onFileRead: (fileOffsetReached: number) => void,
+): PositionalReader {
+  return {
+    byteLength: file.byteLength,
+    readInto: async (fileOffset: number, into: Uint8Array) => {
+      const n = await file.readInto(fileOffset, into);
+      onFileRead(fileOffset + n);
+      return n;
+    },
+    close: () => file.close(),
+    identity: file.identity,
+  };
+}
+
 /** Options for {@linkcode readAt}. */
 export interface ReadAtOptions {
   /** Format named in the truncation error. @default {"elf"} */

@@ -37,7 +37,7 @@ import {
   READ_CHUNK_SIZE,
   readFileRange,
 } from "../io/file.ts";
-import { openPositional, type PositionalReader } from "../io/positional.ts";
+import { observedPositional, openPositional, type PositionalReader } from "../io/positional.ts";
 import { positionalByteReader } from "../io/positional_byte_reader.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import { decodeMigrationBatches, type DecodeOptions } from "./decoder.ts";
@@ -159,9 +159,13 @@ async function viaVmdesc(
   file: { path: string; byteLength: number; payloadOffset?: number },
   ramFrom: number,
   earlySections: number,
+  onFileRead: ((fileOffsetReached: number) => void) | undefined,
 ): Promise<ExtractPlugMapResult | undefined> {
   using handle = await openPositional(file.path);
-  const view = payloadView(handle, file.payloadOffset ?? 0);
+  const view = payloadView(
+    onFileRead === undefined ? handle : observedPositional(handle, onFileRead),
+    file.payloadOffset ?? 0,
+  );
   let probeBytes = 0;
   let eofAt = -1;
   let sections: VmdescSection[] | undefined;
@@ -225,7 +229,7 @@ async function viaVmdesc(
  *    the same stream to its end.
  *
  * @param path File path or `-`.
- * @param options `complete` to also get usable/requested size in the early layout.
+ * @param options `complete` to also get usable/requested size in the early layout; `onFileRead`.
  * @returns The map, the layout, the method and the bytes read.
  * @throws {FormatError} when the stream or a device state is invalid.
  *
@@ -238,9 +242,14 @@ async function viaVmdesc(
  */
 export async function extractPlugStateFromFile(
   path: string,
-  options: ExtractPlugMapOptions = {},
+  options: ExtractPlugMapOptions & Pick<ExtractPlugStateFromReaderOptions, "onFileRead"> = {},
 ): Promise<ExtractPlugMapResult> {
-  const probe = await openFileReader(path);
+  const onFileRead = options.onFileRead;
+  let piped = 0;
+  const probe = await openFileReader(
+    path,
+    onFileRead === undefined ? {} : { onChunk: (chunk) => onFileRead(piped += chunk.byteLength) },
+  );
   const byteLength = path === "-" ? undefined : probe.byteLength;
   if (byteLength === undefined) {
     // Standard input or a FIFO: read it as a stream.
@@ -251,7 +260,7 @@ export async function extractPlugStateFromFile(
     }
   }
   probe.close(); // nothing was read yet: only the size was wanted
-  const source = new FileRangeSource(path);
+  const source = new FileRangeSource(path, onFileRead);
   try {
     return await extractPlugStateFromReader(source.reader, {
       ...options,
@@ -274,13 +283,16 @@ class FileRangeSource {
   #fileOffset = 0;
   #size = FILE_CHUNK;
   #stream: OpenedFileReader | undefined;
+  #onFileRead: ((fileOffsetReached: number) => void) | undefined;
 
-  constructor(path: string) {
+  constructor(path: string, onFileRead?: (fileOffsetReached: number) => void) {
     this.#path = path;
+    this.#onFileRead = onFileRead;
     this.reader = new PullByteReader(async () => {
       if (this.#stream !== undefined) return await this.#stream.reader.readChunk(READ_CHUNK_SIZE);
       const chunk = await readFileRange(this.#path, this.#fileOffset, this.#size);
       this.#fileOffset += chunk.byteLength;
+      this.#onFileRead?.(this.#fileOffset);
       this.#size = Math.min(this.#size * 2, READ_CHUNK_SIZE);
       return chunk.byteLength > 0 ? chunk : undefined;
     });
@@ -289,7 +301,13 @@ class FileRangeSource {
   /** From here on, read the rest of the file with large read-ahead reads. */
   async streamOn(): Promise<void> {
     if (this.#stream === undefined) {
-      this.#stream = await openFileReader(this.#path, { startOffset: this.#fileOffset });
+      const tell = this.#onFileRead;
+      this.#stream = await openFileReader(this.#path, {
+        startOffset: this.#fileOffset,
+        ...(tell === undefined
+          ? {}
+          : { onChunk: (chunk) => tell(this.#fileOffset += chunk.byteLength) }),
+      });
     }
   }
 
@@ -304,6 +322,7 @@ class FileRangeSource {
  * holds no open file between reads, so stopping early leaves nothing behind.
  *
  * @param path A regular file.
+ * @param onFileRead Told the file offset just past each read (for progress).
  * @returns A reader at offset 0.
  *
  * @example
@@ -313,8 +332,11 @@ class FileRangeSource {
  * console.log(await reader.read(4)); // "QEVM"
  * ```
  */
-export function fileRangeReader(path: string): PullByteReader {
-  return new FileRangeSource(path).reader;
+export function fileRangeReader(
+  path: string,
+  onFileRead?: (fileOffsetReached: number) => void,
+): PullByteReader {
+  return new FileRangeSource(path, onFileRead).reader;
 }
 
 /** Options for {@linkcode extractPlugStateFromReader}. */
@@ -334,6 +356,14 @@ export interface ExtractPlugStateFromReaderOptions extends ExtractPlugMapOptions
    * @default {false}
    */
   mappedRam?: boolean;
+  /**
+   * Called after every read from the file with the file offset just past
+   * the bytes read (for progress: the largest value is how far reading has
+   * got; reads of a regular file may jump to the vmdesc at its end). Here
+   * only the reads of `seekableFile` are told: the reader's own are the
+   * caller's to count. @default {undefined}
+   */
+  onFileRead?: (fileOffsetReached: number) => void;
 }
 
 /**
@@ -345,7 +375,7 @@ export interface ExtractPlugStateFromReaderOptions extends ExtractPlugMapOptions
  * problem of the device state is an error (code `unproven`).
  *
  * @param reader The stream.
- * @param options `complete`, and the file the stream ends with.
+ * @param options `complete`, the file the stream ends with, `onFileRead`.
  * @returns The map, the layout, the method and the bytes read.
  * @throws {FormatError} when the stream or a device state is invalid.
  *
@@ -396,7 +426,7 @@ export async function extractPlugStateFromReader(
     if (collector.early.size > 0 && !options.complete) return result("early", false);
     // Phase 2: jump to the device state of a regular file.
     if (file !== undefined && !collector.sawEnd && ramFrom !== undefined && !options.mappedRam) {
-      const fast = await viaVmdesc(file, ramFrom, collector.earlySectionCount);
+      const fast = await viaVmdesc(file, ramFrom, collector.earlySectionCount, options.onFileRead);
       if (fast !== undefined) return fast;
     }
     // Phase 3: stream on.

@@ -13,6 +13,7 @@
 import assert from "node:assert/strict";
 import { main } from "../../cli/main.ts";
 import { memoryIo } from "../_util/cli.ts";
+import { formatByteCount } from "../../cli/_format.ts";
 import { TINY_REGION, tinyFixture } from "../_util/tiny_fixtures.ts";
 
 /** A count of one with a plural noun, or a "(s)" plural: what `count()` exists to prevent. */
@@ -77,7 +78,7 @@ Deno.test("each long command shows progress, ends with a summary of its input's 
       // A mapped-ram file is read at offsets (stream parts, bitmaps): quick, but summed up too.
       ["inspect", mapped, ["inspect", mapped], 0, false],
       ["verify", mapped, ["verify", mapped], 3, false],
-      ["filter", mapped, ["filter", mapped, `${dir}/m.mig`], 0, false],
+      ["filter", mapped, ["filter", mapped, `${dir}/m.mig`], 0],
       ["scan", mapped, ["scan", mapped], 3, false],
     ];
     let onePlural = 0;
@@ -105,6 +106,45 @@ Deno.test("each long command shows progress, ends with a summary of its input's 
     }
     // The oracle saw counts of one (a device, a PT_LOAD, …), so it could have failed.
     assert.ok(onePlural >= 3, `only ${onePlural} outputs with a count of one`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("plugmap of a stream and filter of a mapped-ram file show progress against the file's size, only at a terminal", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-human-" });
+  try {
+    const stream72 = `${dir}/q72-tiny.mig`;
+    const mapped = `${dir}/q10-tiny.mapped-ram`;
+    await Deno.writeFile(stream72, await tinyFixture("q72-tiny.mig"));
+    await Deno.writeFile(mapped, await tinyFixture("q10-tiny.mapped-ram"));
+    const demo = "testdata/migration/q10-s3-malicious.mig.zst";
+    const cases: Array<[label: string, input: string, args: string[]]> = [
+      ["plugmap", stream72, ["plugmap", stream72]], // through the vmdesc
+      ["plugmap", demo, ["plugmap", demo]], // zstd, read to its end
+      ["plugmap", mapped, ["plugmap", mapped]],
+      ["filter", mapped, ["filter", mapped, `${dir}/m.mig`]], // the copy, not the detection read
+    ];
+    for (const [label, input, args] of cases) {
+      const what = args.join(" ").replaceAll(`${dir}/`, "");
+      const size = (await Deno.stat(input)).size;
+      const r = await runAtTerminal(args);
+      assert.equal(r.code, 0, `${what}\n${r.err}`);
+      // A line with the file's size as the total; gone from the screen before the summary.
+      assert.match(
+        r.err,
+        new RegExp(`\\r${label}: [^\\r\\n]+ of ${escape(formatByteCount(size))} \\(\\d+%\\)`),
+        `${what}: no progress against the file's size: ${JSON.stringify(r.err)}`,
+      );
+      assert.match(screen(r.err).at(-1)!, new RegExp(`^${label}: ${escape(input)}`), what);
+      await Deno.remove(`${dir}/m.mig`).catch(() => {});
+      // Not a terminal: no progress line, the summary only.
+      const m = memoryIo();
+      assert.equal(await main(args, m.io), 0, what);
+      assert.doesNotMatch(m.err(), /\r/, what);
+      assert.match(m.err(), new RegExp(`^${label}: ${escape(input)}.* in [\\d.]+ s `, "m"), what);
+      await Deno.remove(`${dir}/m.mig`).catch(() => {});
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

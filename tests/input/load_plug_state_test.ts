@@ -5,6 +5,7 @@ import { realVirtioMem } from "../vmem/_plug_stream.ts";
 import { withTempFile } from "../_util/files.ts";
 import { realdataAvailable } from "../_util/realdata.ts";
 import { qmpReply, S2_JSON } from "../vmem/_fixtures.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
 
 Deno.test("loadPlugState() reads every plug-map file format to the same map", async () => {
   const want = JSON.stringify(S2_JSON);
@@ -123,4 +124,65 @@ Deno.test({
       await Deno.remove(zst);
     }
   },
+});
+
+Deno.test("loadPlugState() tells how far into the file it has read: never backwards, never past the size, to the end when it reads the end", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-plug-progress-" });
+  try {
+    const tiny72 = `${dir}/q72-tiny.mig`;
+    const mapped = `${dir}/q10-tiny.mapped-ram`;
+    await Deno.writeFile(tiny72, await tinyFixture("q72-tiny.mig"));
+    await Deno.writeFile(mapped, await tinyFixture("q10-tiny.mapped-ram"));
+    const demo = "testdata/migration/q10-s3-malicious.mig.zst";
+    // toEnd: whether the reads reach the end (undefined: a small file's detection read may).
+    const cases: Array<[path: string, complete: boolean, method: string, toEnd?: boolean]> = [
+      // Late layout, uncompressed: the vmdesc probe reads the end of the file.
+      [tiny72, false, "vmdesc", true],
+      // zstd, read to its end for the device section; then only up to the early section.
+      [demo, true, "stream", true],
+      [demo, false, "early"],
+      // A mapped-ram file: its sections are read in place, the RAM areas jumped over (they sit
+      // in the ram section, before the early section), up to the device state at its end.
+      [mapped, true, "stream", true],
+    ];
+    for (const [path, complete, method, toEnd] of cases) {
+      const size = (await Deno.stat(path)).size;
+      const told: number[] = [];
+      const r = await loadPlugState({ stream: path, complete, onProgress: (n) => told.push(n) });
+      const quiet = await loadPlugState({ stream: path, complete });
+      const what = `${path} complete=${complete}`;
+      assert.equal(r.method, method, what);
+      // The hook only watches: the same state either way.
+      assert.equal(JSON.stringify(r.plugMap), JSON.stringify(quiet.plugMap), what);
+      assert.ok(told.length > 0, `${what}: no progress`);
+      for (let i = 1; i < told.length; i++) assert.ok(told[i]! > told[i - 1]!, `${what}: ${told}`);
+      assert.ok(told.at(-1)! <= size, `${what}: ${told.at(-1)} > ${size}`);
+      if (toEnd) assert.equal(told.at(-1), size, what);
+      else if (toEnd === false) assert.ok(told.at(-1)! < size, `${what}: read all ${size} bytes`);
+    }
+
+    // A pipe (a FIFO: no size) is read in order: the bytes read, up to the whole stream.
+    const fifo = `${dir}/fifo`;
+    const fifoMade = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert.ok(fifoMade.success, "mkfifo");
+    const bytes = await Deno.readFile(tiny72);
+    const writer = (async () => {
+      using f = await Deno.open(fifo, { write: true });
+      for (let at = 0; at < bytes.byteLength; at += 1 << 16) {
+        await f.write(bytes.subarray(at, at + (1 << 16)));
+      }
+    })();
+    const told: number[] = [];
+    const r = await loadPlugState({
+      stream: fifo,
+      complete: true,
+      onProgress: (n) => told.push(n),
+    });
+    await writer;
+    assert.equal(r.method, "stream");
+    assert.equal(told.at(-1), bytes.byteLength);
+    for (let i = 1; i < told.length; i++) assert.ok(told[i]! > told[i - 1]!, `fifo: ${told}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

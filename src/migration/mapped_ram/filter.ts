@@ -59,8 +59,13 @@ export interface FilterMappedRamOptions extends MappedRamBitmapOptions {
   plugMap?: PlugMap;
   /** Dropped pages listed at most (all are counted). @default {10000} */
   maxListed?: number;
-  /** Called with the number of input bytes read so far. @default {undefined} */
-  onProgress?: (inputBytesRead: number) => void;
+  /**
+   * Called as the copy goes with how far into the file it has got: the
+   * output's bytes done, data, bitmaps and holes alike (the output keeps the
+   * input's layout, so this is a file offset; it ends at the file's size).
+   * @default {undefined}
+   */
+  onProgress?: (fileOffsetReached: number) => void;
 }
 
 /** A stretch of the file that belongs to a block: its bitmap and pages. */
@@ -100,6 +105,13 @@ export async function filterMappedRam(
   options: FilterMappedRamOptions = {},
 ): Promise<MappedRamFilterResult> {
   const maxListed = options.maxListed ?? 10_000;
+  // Told in order, never backwards (a hole is counted when handed over, just before it is done).
+  let reached = 0;
+  const onProgress = (fileOffset: number) => {
+    if (fileOffset <= reached) return;
+    reached = fileOffset;
+    options.onProgress?.(reached);
+  };
   const byteOrder = options.byteOrder ?? "little";
   const states = mappedRamPlugStates(file, options.plugMap);
   const result: MappedRamFilterResult = {
@@ -155,6 +167,8 @@ export async function filterMappedRam(
     }
   };
 
+  /** Output bytes of the bitmap and hole steps handed to the copy (the rest is data it read). */
+  let notRead = 0;
   async function* steps(): AsyncGenerator<CopyStep> {
     let cursor = 0;
     const copyTo = function* (end: number): Generator<CopyStep> {
@@ -166,6 +180,7 @@ export async function filterMappedRam(
     };
     const holeTo = function* (end: number): Generator<CopyStep> {
       if (end > cursor) {
+        notRead += end - cursor;
         yield { kind: "hole", byteLength: end - cursor };
         cursor = end;
       }
@@ -179,6 +194,7 @@ export async function filterMappedRam(
         const bytes = piece.bits;
         if (byteOrder === "big") swapBitmapWords(bytes);
         result.dataBytes += bytes.byteLength;
+        notRead += bytes.byteLength;
         yield { kind: "bytes", data: bytes };
         cursor += bytes.byteLength;
       }
@@ -202,7 +218,8 @@ export async function filterMappedRam(
 
   await copyRangesTo(file.reader, output, steps(), {
     format: "migration",
-    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.onProgress ? { onProgress: (read: number) => onProgress(notRead + read) } : {}),
   });
+  if (options.onProgress) onProgress(file.byteLength);
   return result;
 }
