@@ -12,7 +12,7 @@ import type { ContainerKind, InnerCompression } from "../src/container/open.ts";
 import type { LibvirtSaveHeader } from "../src/container/libvirt_save.ts";
 import { FormatError } from "../src/errors.ts";
 import type { ByteReader } from "../src/io/byte_reader.ts";
-import { openInput } from "../src/input/open_input.ts";
+import { type Input, openInput, type OpenInputOptions } from "../src/input/open_input.ts";
 import { lazyImport } from "./_lazy.ts";
 import type { MappedRamInput } from "./_mapped_ram.ts";
 
@@ -87,10 +87,39 @@ export async function openStreamInput(
   path: string,
   options: StreamInputOptions = {},
 ): Promise<StreamInput | MappedRamFileInput> {
-  const input = await openInput(path, {
+  return asStreamInput(await openInput(path, streamOpenOptions(options)), options);
+}
+
+/**
+ * The `openInput` options of a stream command's read: the fast path
+ * (`recycle`) and the tap. A command that opens its input before it knows
+ * the kind (scan) opens it with these and hands it to
+ * {@linkcode asStreamInput}, so that a stream is opened once.
+ *
+ * @param options Read sizes and the tap.
+ * @returns Options for `openInput`.
+ */
+export function streamOpenOptions(options: StreamInputOptions): OpenInputOptions {
+  return {
     ...(options.recycle ? { recycleChunks: 4, chunkSize: 256 << 10, syncReads: true } : {}),
     ...(options.onChunk ? { onChunk: options.onChunk } : {}),
-  });
+  };
+}
+
+/**
+ * An opened input as a stream command takes it: the stream, or a mapped-ram
+ * file (closed: it is read in place); anything else is closed and refused.
+ *
+ * @param input What `openInput` opened (with {@linkcode streamOpenOptions}).
+ * @param options The command's name, for the error.
+ * @returns The stream, or the mapped-ram file.
+ * @throws {FormatError} for a dump or an input no format knows (code `bad-magic`).
+ */
+export function asStreamInput(
+  input: Input,
+  options: Pick<StreamInputOptions, "command"> = {},
+): StreamInput | MappedRamFileInput {
+  const path = input.path;
   if (input.kind === "mapped-ram") {
     input.close();
     return {

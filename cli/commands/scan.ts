@@ -14,7 +14,15 @@ import {
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { INPUT_KIND_NAMES, openInput } from "../../src/input/open_input.ts";
 import { refuseWrappedDump } from "../_dump_input.ts";
-import { fileByteLength, type MappedRamFileInput, openStreamInput } from "../_stream_input.ts";
+import {
+  asStreamInput,
+  fileByteLength,
+  type MappedRamFileInput,
+  openStreamInput,
+  type StreamInput,
+  type StreamInputOptions,
+  streamOpenOptions,
+} from "../_stream_input.ts";
 import type { Coverage } from "../../src/scan/coverage.ts";
 import {
   DEFAULT_MAX_FINDINGS,
@@ -151,7 +159,16 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (baseGpa !== undefined && baseGpa % 4096 !== 0) {
     throw new UsageError("--base must be a multiple of 4096");
   }
-  const { kind, mappedRam } = await inputKind(path, values.format, baseGpa);
+  // Progress: a stream's file bytes read; a dump's unplugged memory examined. The summary's
+  // measure is the input file's size, as every command's (a stream's bytes read, for a pipe).
+  // A stream file is opened once, here, with the scan's fast reads: the detection read counts.
+  const progress = inputProgress(io, "scan");
+  const { kind, mappedRam, opened } = await inputKind(path, values.format, baseGpa, {
+    recycle: true,
+    onChunk: progress.onChunk,
+  });
+  // Closed however the command ends (the scan closes it too when it read it: closing is idempotent).
+  using _opened = { [Symbol.dispose]: () => opened?.close() };
   if (kind === "raw" && baseGpa === undefined) {
     // A bad input, not a bad command line: exit 1, with the offset.
     throw new FormatError(
@@ -200,9 +217,6 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       } needs --plugmap FILE or --plugmap-from STREAM`,
     );
   }
-  // Progress: a stream's file bytes read; a dump's unplugged memory examined. The summary's
-  // measure is the input file's size, as every command's (a stream's bytes read, for a pipe).
-  const progress = inputProgress(io, "scan");
   let measured = 0;
 
   // The extraction directory and its sink (a stream read twice starts it again).
@@ -242,6 +256,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     } else if (kind === "migration") {
       progress.setTotal(await fileByteLength(path) ?? undefined);
       const scanned = await scanStreamInput(path, plugMap, plugState, settings, {
+        opened,
         startExtraction,
         onChunk: (c: Uint8Array) => {
           stdinHash?.update(c);
@@ -448,6 +463,8 @@ async function scanStreamInput(
   plugState: PlugStateInfo,
   settings: ScanSettings,
   hooks: {
+    /** The stream, opened already (a file: read by the first scan; a pipe is opened there). */
+    opened: StreamInput | undefined;
     startExtraction: () => Promise<ExtractionSink | undefined>;
     onChunk?: (chunk: Uint8Array) => void;
   },
@@ -468,7 +485,8 @@ async function scanStreamInput(
     }
   }
   let result = await scanStream(path, given, plugState, settings, {
-    ...hooks,
+    ...(hooks.onChunk ? { onChunk: hooks.onChunk } : {}),
+    ...(hooks.opened ? { input: hooks.opened } : {}),
     rereadable,
     sink: await hooks.startExtraction(),
   });
@@ -529,11 +547,13 @@ async function scanStream(
     /** `plugMap` is the stream's own final plug state: judge every record by it. */
     final?: boolean;
     onChunk?: (chunk: Uint8Array) => void;
+    /** The stream opened already (with the options below), else it is opened here. */
+    input?: StreamInput;
   },
 ): Promise<ScanMigrationResult> {
   // The fast path (blocking reads into a ring of reused buffers): the scanner handles each batch
   // before it pulls the next and copies what it keeps (listed pages, extracted pages).
-  const input = await openStreamInput(path, {
+  const input = hooks.input ?? await openStreamInput(path, {
     recycle: true,
     ...(hooks.onChunk ? { onChunk: hooks.onChunk } : {}),
     command: "scan",
@@ -558,10 +578,12 @@ async function scanStream(
   }
 }
 
-/** What INPUT is, and the mapped-ram file when it is one. */
+/** What INPUT is, and the mapped-ram file or the opened stream file when it is one. */
 interface InputKind {
   kind: "elf" | "kdump" | "raw" | "migration";
   mappedRam?: MappedRamFileInput;
+  /** A stream file, opened with the scan's options (the caller closes it). */
+  opened?: StreamInput;
 }
 
 /**
@@ -574,6 +596,7 @@ async function inputKind(
   path: string,
   format: string | undefined,
   baseGpa: number | undefined,
+  streamOptions: StreamInputOptions,
 ): Promise<InputKind> {
   if (format !== undefined) {
     if (format !== "elf" && format !== "raw" && format !== "migration") {
@@ -581,7 +604,12 @@ async function inputKind(
     }
     if (format !== "migration" || path === "-") return { kind: format };
   } else if (path === "-") return { kind: "migration" };
-  using input = await openInput(path, { allowUnknown: true });
+  const input = await openInput(path, { allowUnknown: true, ...streamOpenOptions(streamOptions) });
+  if (input.kind === "migration" && (format !== undefined || baseGpa === undefined)) {
+    // A stream: asStreamInput gives it back as one (only other kinds are closed or refused).
+    return { kind: "migration", opened: asStreamInput(input, { command: "scan" }) as StreamInput };
+  }
+  using _input = input;
   if (format === undefined && baseGpa !== undefined) {
     // A raw image is read at offsets: a stream, a dump or a compressed file is not one.
     if (input.kind !== "unknown" || input.container !== "raw") {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { createGzipCompressor } from "./gzip.ts";
+import type { StreamCompressor } from "./compressor.ts";
 import {
   type LibvirtSaveHeader,
   QEMU_SAVE_FORMAT_GZIP,
@@ -15,7 +15,6 @@ import {
   withLibvirtCompression,
 } from "./libvirt_save.ts";
 import type { ContainerKind, InnerCompression } from "./open.ts";
-import { createZstdCompressor } from "./zstd.ts";
 
 /** Options for {@linkcode createContainerWriter}. */
 export interface ContainerWriterOptions {
@@ -74,6 +73,9 @@ function libvirtInner(header: LibvirtSaveHeader): InnerCompression {
  * @param options Container kind, compression, libvirt header, level.
  * @returns The writer; call `close()` at the end.
  * @throws {TypeError} when the options contradict each other.
+ * @throws {RangeError} from the first `write()` or `close()`, for a level or
+ *   window log out of range (the compressor, and `node:zlib` with it, loads
+ *   only then: raw output never pays for it).
  *
  * @example zstd-compress a stream into memory
  * ```ts
@@ -137,20 +139,29 @@ export function createContainerWriter(
       },
     };
   }
-  const compressor = inner === "gzip"
-    ? createGzipCompressor(sink, options.level === undefined ? {} : { level: options.level })
-    : createZstdCompressor(sink, {
-      ...(options.level === undefined ? {} : { level: options.level }),
-      ...(options.zstdWindowLog === undefined ? {} : { windowLog: options.zstdWindowLog }),
-    });
+  // Loaded on first use: node:zlib brings Deno's Node compatibility layer (~25 ms of CPU).
+  let loading: Promise<StreamCompressor> | undefined;
+  const compressor = () =>
+    loading ??= inner === "gzip"
+      ? import("./gzip.ts").then((m) =>
+        m.createGzipCompressor(sink, options.level === undefined ? {} : { level: options.level })
+      )
+      : import("./zstd.ts").then((m) =>
+        m.createZstdCompressor(sink, {
+          ...(options.level === undefined ? {} : { level: options.level }),
+          ...(options.zstdWindowLog === undefined ? {} : { windowLog: options.zstdWindowLog }),
+        })
+      );
   return {
     async write(chunk) {
+      const c = await compressor();
       await writeHeader();
-      await compressor.write(chunk);
+      await c.write(chunk);
     },
     async close() {
+      const c = await compressor();
       await writeHeader();
-      await compressor.close();
+      await c.close();
     },
   };
 }

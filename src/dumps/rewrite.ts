@@ -16,21 +16,15 @@ import { elfFromRawImage, type RawToElfReport } from "../elf/from_raw.ts";
 import { sha256File, sha256Positional } from "../io/hash.ts";
 import { FormatError, UnexpectedEofError } from "../errors.ts";
 import { openPositional } from "../io/positional.ts";
-import { type KdumpFile, readKdump } from "../kdump/reader.ts";
-import { stripKdump, type StripKdumpReport } from "../kdump/strip.ts";
+import type { KdumpFile } from "../kdump/reader.ts";
+import type { StripKdumpReport } from "../kdump/strip.ts";
 import type { KdumpWriteCodec } from "../kdump/compress.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import { type GpaRange, intersectGpaRanges, mergeGpaRanges } from "../vmem/ranges.ts";
 import { type DumpKind, sniffDump } from "./detect.ts";
 import { rawImageAsElf } from "./raw_as_elf.ts";
-import { elfToKdump, type ElfToKdumpReport } from "./elf_to_kdump.ts";
-import {
-  kdumpDumpedRanges,
-  kdumpElfNotes,
-  kdumpToElf,
-  type KdumpToElfReport,
-} from "./kdump_to_elf.ts";
-import { openKdumpOutput } from "./kdump_output.ts";
+import type { ElfToKdumpReport } from "./elf_to_kdump.ts";
+import type { KdumpToElfReport } from "./kdump_to_elf.ts";
 import {
   findProvenance,
   nextProvenance,
@@ -38,6 +32,31 @@ import {
   provenanceStep,
   withProvenanceNote,
 } from "./provenance.ts";
+
+/**
+ * The kdump side of the rewrites (its reader, writer and codecs), loaded
+ * when a kdump is read or written: it evaluates node:zlib, and with it
+ * Deno's Node compatibility layer (~25 ms of CPU at start), which stripping
+ * an ELF dump or a raw image does not need.
+ */
+async function kdumpSide() {
+  const [reader, strip, toKdump, toElf, output] = await Promise.all([
+    import("../kdump/reader.ts"),
+    import("../kdump/strip.ts"),
+    import("./elf_to_kdump.ts"),
+    import("./kdump_to_elf.ts"),
+    import("./kdump_output.ts"),
+  ]);
+  return {
+    readKdump: reader.readKdump,
+    stripKdump: strip.stripKdump,
+    elfToKdump: toKdump.elfToKdump,
+    kdumpToElf: toElf.kdumpToElf,
+    kdumpElfNotes: toElf.kdumpElfNotes,
+    kdumpDumpedRanges: toElf.kdumpDumpedRanges,
+    openKdumpOutput: output.openKdumpOutput,
+  };
+}
 
 /** The input of a rewrite as the provenance note names it. */
 interface InputFacts {
@@ -171,6 +190,7 @@ export async function stripDump(
     };
   }
   if (kind === "kdump" || kind === "kdump-flattened") {
+    const { readKdump, stripKdump, openKdumpOutput } = await kdumpSide();
     using dump = await readKdump(input);
     const le = dump.header.littleEndian;
     const existing = findProvenance(parseNotes(dump.notes, dump.subHeader.offsetNote, le));
@@ -457,6 +477,7 @@ export async function convertDump(
     const notes = withProvenanceNote(baseNotes, le, noteFor("0".repeat(64)));
     const hashing = inputFacts(input);
     hashing.catch(() => {});
+    const { elfToKdump } = await kdumpSide();
     const kdump = await elfToKdump(core, output, {
       outputPolicy: policyFor(input, options.outputPolicy),
       exclude,
@@ -488,6 +509,7 @@ export async function convertDump(
   // to ELF
   const facts = await inputFacts(input);
   if (kind === "kdump" || kind === "kdump-flattened") {
+    const { readKdump, kdumpElfNotes, kdumpToElf, kdumpDumpedRanges } = await kdumpSide();
     using dump = await readKdump(input);
     const le = dump.header.littleEndian;
     const notesIn = kdumpElfNotes(dump);

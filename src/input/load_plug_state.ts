@@ -252,7 +252,14 @@ async function fromStream(
     );
   }
   if (container === "raw") {
-    return found(await extractPlugStateFromFile(path, { complete, ...tell }), "raw");
+    return found(
+      await extractPlugStateFromFile(path, {
+        complete,
+        regularFileByteLength: byteLength,
+        ...tell,
+      }),
+      "raw",
+    );
   }
   const opened = await openContainer(fileRangeReader(path, onFileRead));
   return found(

@@ -9,7 +9,7 @@
 import { FormatError } from "../errors.ts";
 import type { ByteReader } from "../io/byte_reader.ts";
 import { type FileReaderOptions, openFileReader } from "../io/file.ts";
-import { bytesPositional, openPositional } from "../io/positional.ts";
+import { bytesPositional, openPositional, type PositionalReader } from "../io/positional.ts";
 import { hexBytes } from "../io/text.ts";
 import {
   type ContainerKind,
@@ -97,8 +97,43 @@ export interface Input extends Disposable {
 /** Bytes of the payload looked at to tell the kinds apart (the flattened kdump header needs 24). */
 const HEAD_LENGTH = 24;
 
+/** Bytes of a stream held to read its configuration section (mapped-ram or not) without a reopen. */
+const CONFIGURATION_HEAD_LENGTH = 4096;
+
 function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
   return bytes.byteLength >= prefix.byteLength && prefix.every((b, i) => bytes[i] === b);
+}
+
+/**
+ * A positional view of the file `path` that answers from `head` (the
+ * payload's first bytes, already read, at `payloadOffset`) and opens the
+ * file only for a read beyond them: the configuration section that says
+ * whether a stream is a mapped-ram file comes right after the header, so
+ * the file is mostly not opened a second time.
+ */
+function headFirst(
+  path: string,
+  byteLength: number,
+  payloadOffset: number,
+  head: Uint8Array,
+): PositionalReader & Disposable {
+  let file: Promise<PositionalReader & Disposable> | undefined;
+  const close = () => void file?.then((f) => f.close(), () => {});
+  return {
+    byteLength,
+    async readInto(fileOffset, into) {
+      const at = fileOffset - payloadOffset;
+      const end = Math.min(at + into.byteLength, byteLength - payloadOffset); // not past EOF
+      if (at >= 0 && end <= head.byteLength) {
+        into.set(head.subarray(at, end));
+        return Math.max(0, end - at);
+      }
+      file ??= openPositional(path);
+      return await (await file).readInto(fileOffset, into);
+    },
+    close,
+    [Symbol.dispose]: close,
+  };
 }
 
 /** Tell a payload's kind from its first bytes (and, for a stream in a file, its configuration). */
@@ -115,7 +150,9 @@ async function payloadKind(
       return "migration";
     }
     const { isMappedRamStream } = await import("../migration/mapped_ram/file.ts");
-    using file = await openPositional(path);
+    // Its configuration section follows the 8-byte header: the first 4 KiB hold it.
+    await opened.reader.fill(CONFIGURATION_HEAD_LENGTH);
+    using file = headFirst(path, byteLength, opened.payloadOffset, opened.reader.buffered());
     return await isMappedRamStream(file, opened.payloadOffset) ? "mapped-ram" : "migration";
   }
   // The dump readers load only when a dump is seen: a stream does not pay for them.

@@ -4,9 +4,18 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import type { PositionalReader } from "./positional.ts";
 import { UnexpectedEofError } from "../errors.ts";
+import { hexBytes } from "./text.ts";
+
+/**
+ * Inputs up to this size are read into one buffer and hashed by Web Crypto
+ * (`crypto.subtle.digest`): no `node:crypto` to load, which costs ~30 ms of
+ * CPU at start (Deno's Node compatibility layer comes with it) against a
+ * few ms to hash 16 MiB. Larger inputs stream through `node:crypto`, loaded
+ * only then.
+ */
+const ONE_SHOT_MAX = 16 << 20;
 
 /**
  * Hash every byte of a positional input.
@@ -27,6 +36,15 @@ export async function sha256Positional(
   reader: PositionalReader,
   chunkSize = 4 << 20,
 ): Promise<string> {
+  if (reader.byteLength <= ONE_SHOT_MAX) {
+    const all = new Uint8Array(reader.byteLength);
+    const n = all.byteLength > 0 ? await reader.readInto(0, all) : 0;
+    if (n < all.byteLength) {
+      throw new UnexpectedEofError("Cannot hash the input: it shrank while it was read", "raw", n);
+    }
+    return hexBytes(new Uint8Array(await crypto.subtle.digest("SHA-256", all))).replaceAll(" ", "");
+  }
+  const { createHash } = await import("node:crypto");
   const hash = createHash("sha256");
   const bufs = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
   const read = async (at: number, buf: Uint8Array) => {

@@ -57,6 +57,17 @@ export interface ExtractPlugMapOptions {
   complete?: boolean;
 }
 
+/** Options for {@linkcode extractPlugStateFromFile}. */
+export interface ExtractPlugStateFromFileOptions
+  extends ExtractPlugMapOptions, Pick<ExtractPlugStateFromReaderOptions, "onFileRead"> {
+  /**
+   * The size of `path`, when the caller knows it is a regular file (it
+   * opened it already): the file is then not opened once more to find out.
+   * @default {undefined}
+   */
+  regularFileByteLength?: number;
+}
+
 /** How a plug map was obtained, with the bytes it took. */
 export interface ExtractPlugMapResult {
   /** The plug map (no devices when the stream has no virtio-mem device). */
@@ -242,28 +253,32 @@ async function viaVmdesc(
  */
 export async function extractPlugStateFromFile(
   path: string,
-  options: ExtractPlugMapOptions & Pick<ExtractPlugStateFromReaderOptions, "onFileRead"> = {},
+  options: ExtractPlugStateFromFileOptions = {},
 ): Promise<ExtractPlugMapResult> {
+  const { regularFileByteLength, ...rest } = options;
   const onFileRead = options.onFileRead;
-  let piped = 0;
-  const probe = await openFileReader(
-    path,
-    onFileRead === undefined ? {} : { onChunk: (chunk) => onFileRead(piped += chunk.byteLength) },
-  );
-  const byteLength = path === "-" ? undefined : probe.byteLength;
+  let byteLength = regularFileByteLength;
   if (byteLength === undefined) {
-    // Standard input or a FIFO: read it as a stream.
-    try {
-      return await extractPlugStateFromReader(probe.reader, options);
-    } finally {
-      probe.close();
+    let piped = 0;
+    const probe = await openFileReader(
+      path,
+      onFileRead === undefined ? {} : { onChunk: (chunk) => onFileRead(piped += chunk.byteLength) },
+    );
+    byteLength = path === "-" ? undefined : probe.byteLength;
+    if (byteLength === undefined) {
+      // Standard input or a FIFO: read it as a stream.
+      try {
+        return await extractPlugStateFromReader(probe.reader, rest);
+      } finally {
+        probe.close();
+      }
     }
+    probe.close(); // nothing was read yet: only the size was wanted
   }
-  probe.close(); // nothing was read yet: only the size was wanted
   const source = new FileRangeSource(path, onFileRead);
   try {
     return await extractPlugStateFromReader(source.reader, {
-      ...options,
+      ...rest,
       seekableFile: { path, byteLength },
       beforeStreaming: () => source.streamOn(),
     });

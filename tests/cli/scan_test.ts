@@ -380,3 +380,36 @@ Deno.test("scan judged by the stream's state while the plug map given disagrees 
     });
   }
 });
+
+Deno.test("scan of a named pipe reads it once: what told the input's kind is scanned, not lost to a second open", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-scan-fifo-" });
+  try {
+    // The early layout: a pipe and the file give the same findings (no first pass over a file).
+    const file = `${dir}/q10-tiny.mig`;
+    const bytes = await tinyFixture("q10-tiny.mig");
+    await Deno.writeFile(file, bytes);
+    const want = await execCli(["scan", file, "--json"]);
+    assert.equal(want.code, 3, want.err);
+    const fifo = `${dir}/stream.fifo`;
+    assert.ok((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success, "mkfifo");
+    const child = execCli(["scan", fifo, "--json"], { timeoutMs: 120_000 });
+    // One writer: a second open of the pipe by the scan would wait for another one forever.
+    {
+      using w = await Deno.open(fifo, { write: true });
+      for (let at = 0; at < bytes.byteLength; at += 1 << 16) {
+        await w.write(bytes.subarray(at, at + (1 << 16)));
+      }
+    }
+    const got = await child;
+    assert.equal(got.code, 3, got.err);
+    // The same pages found (stream offsets included) and the same summary.
+    const found = (text: string) => {
+      const r = JSON.parse(text);
+      return JSON.stringify({ verdict: r.verdict, summary: r.summary, devices: r.devices });
+    };
+    assert.equal(found(got.out), found(want.out));
+    assert.ok(JSON.parse(got.out).summary.findings > 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
