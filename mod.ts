@@ -234,7 +234,6 @@ export {
   type ExtraChannel,
   type ExtraChannelInit,
   MultifdChannelHandler,
-  type MultifdChannelHandlerOptions,
   type MultifdChannelSummary,
   type MultifdDroppedPage,
   type ProxyEvent,

@@ -1,14 +1,23 @@
 /**
  * Cost of the migration proxy.
  *
- * 1. Wall time of a real loopback migration (QEMU under TCG; the Linux guest
- *    with 200 MiB plugged and `--fill-mib` of pattern data, or the tiny guest
- *    with the s2/s3 plug shape) straight to a destination on a unix socket,
- *    and through `vmem-dump proxy` in each mode, from `migrate` to the
- *    destination's `completed`. Each round migrates once directly and once
- *    per mode, so all modes see the same machine load; the table shows the
- *    median of `--runs` rounds and each mode's added time against the
- *    direct migration (target: at most +10 %).
+ * 1. Added time of a real loopback migration (QEMU under TCG; the Linux
+ *    guest with 200 MiB plugged and `--fill-mib` of pattern data, or the
+ *    tiny guest with the s2/s3 plug shape, VM stopped first) straight to a
+ *    destination on a unix socket, through two floors that copy bytes
+ *    without looking at them (`bench/_relay_floor.ts`, a Deno byte copy,
+ *    and `socat` when installed), and through `vmem-dump proxy` in each
+ *    mode. Each round migrates once per row, so all rows see the same
+ *    machine load; the table shows medians of `--runs` rounds. The time is
+ *    QEMU's own: from the source's MIGRATION `setup` event to the
+ *    destination's MIGRATION `completed` event (capability `events`; the
+ *    timestamps are microseconds, no polling). Beside it: the relay's CPU
+ *    seconds during the migration (its start-up excluded: it is measured
+ *    once the relay sat idle, as a proxy started ahead of `migrate` does),
+ *    both QEMUs' CPU seconds, the relay's peak RSS and the load average
+ *    before and after. On a machine whose cores the two QEMUs already
+ *    keep busy, the relay's CPU time is added to the migration almost one
+ *    for one: compare it with the floors'.
  * 2. Proxy throughput and peak RSS at two stream sizes: a synthetic stream
  *    (real s3 RAM sections repeated, bench/_synth.ts) is sent through the
  *    proxy CLI (run under /usr/bin/time) into a sink that discards it. Peak
@@ -24,8 +33,8 @@
  * `--channels N` migrates with N multifd channels (N > 1): both QEMUs get the
  * `multifd` capability and `multifd-channels` N (see {@linkcode channelSetup},
  * the hook for multi-channel runs). A proxy mode that cannot relay such a
- * migration is reported as failed in its row, not as a time. The proxy runs
- * under /usr/bin/time; each row shows its largest peak RSS.
+ * migration is reported as failed in its row, not as a time. The relays run
+ * under /usr/bin/time; each row shows the largest peak RSS.
  */
 
 import { parseArgs } from "node:util";
@@ -44,7 +53,8 @@ import {
   writeMultifdInit,
   writeMultifdRamPacketHeader,
 } from "../src/migration/multifd/mod.ts";
-import { printTable } from "./_measure.ts";
+import { median, printTable } from "./_measure.ts";
+import type { QmpEvent } from "../tests/_util/qmp.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -65,49 +75,121 @@ const { values } = parseArgs({
 const MiB = 1 << 20;
 const main = new URL("../cli/main.ts", import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const MODES = ["direct", "pass", "filter", "verify"] as const;
+const PROXY_MODES = ["pass", "filter", "verify"] as const;
+const socatPath = ["/usr/bin/socat", "/bin/socat"].find((p) => {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+});
+/**
+ * What each round migrates through: nothing (`direct`), the floors (a Deno
+ * byte copy, `bench/_relay_floor.ts`, and `socat` when installed), then the
+ * proxy in each mode.
+ */
+const MODES = [
+  "direct",
+  "relay",
+  ...(socatPath ? ["socat"] : []),
+  ...PROXY_MODES,
+] as const;
+const floorScript = new URL("./_relay_floor.ts", import.meta.url).pathname;
+const TICKS = 100; // USER_HZ of /proc/PID/stat
 
-/** Start the proxy CLI (optionally under /usr/bin/time) and wait for its socket. */
-async function startProxy(
+/** The load averages, as `uptime` shows them. */
+function loadAverage(): string {
+  return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+}
+
+/** CPU seconds (user + system, threads and waited-for children included) of a live process. */
+function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields 14-17 (utime stime cutime cstime) are at 11-14 after the name.
+  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / TICKS;
+}
+
+/** The one child of `pid` (the command /usr/bin/time runs). */
+async function childOf(pid: number): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const c = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim();
+    if (c !== "") return Number(c.split(" ")[0]);
+    await sleep(5);
+  }
+  throw new Error(`process ${pid} started no child`);
+}
+
+/**
+ * A relay under /usr/bin/time (for its CPU time and peak RSS): the proxy
+ * CLI in a mode, or a floor (`relay`, `socat`). Resolves once the listen
+ * socket exists.
+ */
+async function startRelay(
   listen: string,
   connect: string,
   mode: string,
-  rssFile?: string,
+  timeFile: string,
   extra: string[] = [],
 ) {
-  const argv = [
-    Deno.execPath(),
-    "run",
-    "-A",
-    main,
-    "proxy",
-    "--listen",
-    `unix:${listen}`,
-    "--connect",
-    `unix:${connect}`,
-    "--mode",
-    mode,
-    ...extra,
-  ];
-  const cmd = rssFile ? ["/usr/bin/time", "-f", "%M", "-o", rssFile, ...argv] : argv;
-  const child = new Deno.Command(cmd[0]!, { args: cmd.slice(1), stdout: "null", stderr: "piped" })
-    .spawn();
+  const argv = mode === "relay"
+    ? [Deno.execPath(), "run", "-A", floorScript, listen, connect]
+    : mode === "socat"
+    ? [socatPath!, "-b", String(1 << 20), `UNIX-LISTEN:${listen},fork`, `UNIX-CONNECT:${connect}`]
+    : [
+      Deno.execPath(),
+      "run",
+      "-A",
+      main,
+      "proxy",
+      "--listen",
+      `unix:${listen}`,
+      "--connect",
+      `unix:${connect}`,
+      "--mode",
+      mode,
+      ...extra,
+    ];
+  const child = new Deno.Command("/usr/bin/time", {
+    args: ["-f", "%e %U %S %M", "-o", timeFile, ...argv],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
   const err = new Response(child.stderr).text();
+  const pid = await childOf(child.pid);
   for (let i = 0; i < 400; i++) {
     try {
       if ((await Deno.lstat(listen)).isSocket) break;
     } catch { /* not yet */ }
     await sleep(25);
   }
+  // Start-up (module loading, JIT of the CLI, Workers started ahead) is not
+  // part of the migration: a proxy is started before the source migrates.
+  // Wait until the relay is idle (its CPU time stops growing).
+  let cpuAtStart = cpuSeconds(pid);
+  for (let i = 0, still = 0; i < 100 && still < 2; i++) {
+    await sleep(50);
+    const now = cpuSeconds(pid);
+    still = now === cpuAtStart ? still + 1 : 0;
+    cpuAtStart = now;
+  }
   return {
-    async done() {
+    /** Wait for the proxy to exit (a floor is stopped); its CPU seconds since the start and peak RSS. */
+    async done(): Promise<{ code: number; err: string; cpu: number; rssMiB: number }> {
+      if (mode === "relay" || mode === "socat") {
+        try {
+          Deno.kill(pid, "SIGTERM");
+        } catch { /* gone */ }
+      }
       const st = await child.status;
-      return { code: st.code, err: await err };
+      const line = (await Deno.readTextFile(timeFile)).trim().split("\n").pop()!;
+      const [, user, sys, maxKiB] = line.split(" ").map(Number);
+      const code = mode === "relay" || mode === "socat" ? 0 : st.code;
+      return { code, err: await err, cpu: user! + sys! - cpuAtStart, rssMiB: maxKiB! / 1024 };
     },
     kill() {
       try {
-        child.kill("SIGKILL");
+        Deno.kill(pid, "SIGKILL");
       } catch { /* gone */ }
     },
   };
@@ -117,14 +199,30 @@ async function startProxy(
  * The multi-channel hook: what a migration with `channels` channels needs on
  * both QEMUs before `migrate` / `migrate-incoming`. One channel: nothing.
  * More: multifd with that many channels (the proxy relays them once it
- * registers a multifd channel handler, issue 10 §2).
+ * registers a multifd channel handler, issue 10 §2). Both get the `events`
+ * capability: the migration is timed by QEMU's own MIGRATION events.
  */
 async function channelSetup(guest: QemuGuest, channels: number): Promise<void> {
   const on = channels > 1;
   await guest.qmp("migrate-set-capabilities", {
-    capabilities: [{ capability: "multifd", state: on }],
+    capabilities: [{ capability: "multifd", state: on }, { capability: "events", state: true }],
   });
   if (on) await guest.qmp("migrate-set-parameters", { "multifd-channels": channels });
+}
+
+/** Seconds of a QMP event's timestamp (CLOCK_REALTIME, microseconds). */
+function eventSeconds(e: QmpEvent): number {
+  return e.timestamp!.seconds + e.timestamp!.microseconds / 1e6;
+}
+
+/** One measured migration of one mode. */
+interface Sample {
+  seconds: number;
+  /** CPU seconds of the relay during the migration (start-up excluded). */
+  relayCpu: number;
+  /** CPU seconds of both QEMUs during the migration. */
+  qemuCpu: number;
+  rssMiB: number;
 }
 
 async function qemuWallTimes(
@@ -148,8 +246,8 @@ async function qemuWallTimes(
   const plugArgs = qemu === "7.2" ? ["--plugmap-from", `${dir}/size.mig`] : [];
   const rows: (string | number)[][] = [];
   for (const channels of channelCounts) {
-    const times = new Map<string, number[]>(MODES.map((m) => [m, []]));
-    const rssMiB = new Map<string, number>(MODES.map((m) => [m, 0]));
+    const loadBefore = loadAverage();
+    const samples = new Map<string, Sample[]>(MODES.map((m) => [m, []]));
     const failures = new Map<string, string>();
     for (let i = 0; i < runs; i++) {
       for (const mode of MODES) {
@@ -160,50 +258,72 @@ async function qemuWallTimes(
         await d.migrateIncoming(`unix:${dst}`);
         await channelSetup(src, channels);
         let uri = `unix:${dst}`;
-        let proxy: Awaited<ReturnType<typeof startProxy>> | undefined;
-        const rss = `${dir}/${channels}-${mode}-${i}.rss`;
+        let relay: Awaited<ReturnType<typeof startRelay>> | undefined;
         if (mode !== "direct") {
           const listen = `${dir}/${channels}-${mode}-${i}.sock`;
-          proxy = await startProxy(listen, dst, mode, rss, mode === "filter" ? plugArgs : []);
+          const time = `${dir}/${channels}-${mode}-${i}.time`;
+          relay = await startRelay(listen, dst, mode, time, mode === "filter" ? plugArgs : []);
           uri = `unix:${listen}`;
         }
         try {
-          const t0 = performance.now();
+          src.qmpClient.events.length = 0;
+          const qemuCpu0 = cpuSeconds(src.pid) + cpuSeconds(d.pid);
           await src.migrate(uri, { timeoutMs: 120_000 });
           await d.waitIncoming({ timeoutMs: 120_000 });
-          times.get(mode)!.push((performance.now() - t0) / 1000);
-          if (proxy) {
-            const p = await proxy.done();
+          const qemuCpu = cpuSeconds(src.pid) + cpuSeconds(d.pid) - qemuCpu0;
+          const setup = await src.qmpClient.waitEvent("MIGRATION", {
+            match: (e) => e.data?.status === "setup",
+            timeoutMs: 5_000,
+          });
+          const completed = await d.qmpClient.waitEvent("MIGRATION", {
+            match: (e) => e.data?.status === "completed",
+            timeoutMs: 5_000,
+          });
+          const sample: Sample = {
+            seconds: eventSeconds(completed) - eventSeconds(setup),
+            relayCpu: 0,
+            qemuCpu,
+            rssMiB: 0,
+          };
+          if (relay) {
+            const p = await relay.done();
             if (p.code !== 0) throw new Error(`proxy ${mode} exited ${p.code}: ${p.err}`);
-            const kib = Number((await Deno.readTextFile(rss)).trim().split("\n").pop());
-            rssMiB.set(mode, Math.max(rssMiB.get(mode)!, kib / 1024));
+            sample.relayCpu = p.cpu;
+            sample.rssMiB = p.rssMiB;
           }
+          samples.get(mode)!.push(sample);
         } catch (e) {
           if (mode === "direct") throw e;
           failures.set(mode, (e instanceof Error ? e.message : String(e)).split("\n")[0]!);
-          proxy?.kill();
+          relay?.kill();
         }
       }
     }
-    const base = median(times.get("direct")!);
+    const loadAfter = loadAverage();
+    const base = median(samples.get("direct")!.map((s) => s.seconds));
     for (const mode of MODES) {
       const label = `QEMU ${qemu} ${guest} guest, ${(streamBytes / 1e6).toFixed(0)} MB stream, ${
         channels === 1 ? "1 channel" : `${channels} multifd channels`
-      }, ${mode}`;
+      }, ${mode === "relay" ? "floor: Deno byte copy" : mode === "socat" ? "floor: socat" : mode}`;
       const failed = failures.get(mode);
       if (failed !== undefined) {
         rows.push([label, "failed", failed.slice(0, 100)]);
         continue;
       }
-      const m = median(times.get(mode)!);
+      const ss = samples.get(mode)!;
+      const m = median(ss.map((s) => s.seconds));
+      const qemuCpu = `QEMU CPU ${median(ss.map((s) => s.qemuCpu)).toFixed(2)} s`;
+      const added = m - base;
       rows.push([
         label,
-        m.toFixed(2),
+        m.toFixed(3),
         mode === "direct"
-          ? ""
-          : `${m >= base ? "+" : ""}${((m / base - 1) * 100).toFixed(0)}%, peak RSS ${
-            rssMiB.get(mode)!.toFixed(0)
-          } MiB`,
+          ? `${qemuCpu}; load ${loadBefore} -> ${loadAfter}`
+          : `${added >= 0 ? "+" : ""}${((m / base - 1) * 100).toFixed(0)}% (${
+            added >= 0 ? "+" : ""
+          }${(added * 1000).toFixed(0)} ms), relay CPU ${
+            median(ss.map((s) => s.relayCpu)).toFixed(2)
+          } s, ${qemuCpu}, peak RSS ${Math.max(...ss.map((s) => s.rssMiB)).toFixed(0)} MiB`,
       ]);
     }
   }
@@ -231,7 +351,7 @@ async function proxyThroughput(dir: string, file: string, mode: string) {
     conn.close();
     return n;
   })();
-  const proxy = await startProxy(listen, dst, mode, rss);
+  const proxy = await startRelay(listen, dst, mode, rss);
   const t0 = performance.now();
   // The source: stream the file into the proxy's socket.
   let conn: Deno.UnixConn | undefined;
@@ -258,8 +378,7 @@ async function proxyThroughput(dir: string, file: string, mode: string) {
   if (p.code !== 0 && !(mode === "verify" && p.code === 3)) {
     throw new Error(`proxy ${mode} exited ${p.code}: ${p.err}`);
   }
-  const rssMiB = Number((await Deno.readTextFile(rss)).trim().split("\n").pop()) / 1024;
-  return { seconds, rssMiB, received };
+  return { seconds, rssMiB: p.rssMiB, received };
 }
 
 /**

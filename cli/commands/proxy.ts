@@ -54,7 +54,7 @@ and stream the migration to it.
   --json          print the report as JSON on stdout (docs/filter-verify-proxy.md)
 
 multifd migrations (capability multifd) are relayed channel by channel, each
-in its own worker; every channel is filtered or verified like the main one.
+on its own connection; every channel is filtered or verified like the main one.
 Compressed multifd channels (multifd-compression zlib, zstd) are verified;
 filter refuses to remove a page with data from them (docs/multifd.md).
 

@@ -88,6 +88,16 @@ export interface PullByteReaderOptions {
    * the source reuses its buffers for later chunks. @default {"stable"}
    */
   viewLifetime?: ViewLifetime;
+  /**
+   * With `viewLifetime` `"until-refill"`: copy reads that span chunks into
+   * two buffers used in turn instead of a fresh one each time (a stitched
+   * view then stays valid only until the next read that spans chunks, which
+   * the `"until-refill"` contract allows). For streams whose records are
+   * larger than a chunk (multifd packets), where a fresh buffer per record
+   * costs an allocation, zeroing and page faults per record.
+   * @default {false}
+   */
+  reuseStitchBuffers?: boolean;
 }
 
 /** Reads larger than this are refused (a caller bug, never a size from input). */
@@ -128,6 +138,10 @@ export class PullByteReader implements ByteReader {
   /** The rest of a chunk whose head was copied into #chunk by a stitch; read after #chunk. */
   #next: Uint8Array | undefined;
   #ended = false;
+  #reuseStitch: boolean;
+  /** The two stitch buffers (`reuseStitchBuffers`), used in turn. */
+  #stitch: Uint8Array<ArrayBuffer>[] = [];
+  #stitchTurn = 0;
   /** How long returned views stay valid. */
   readonly viewLifetime: ViewLifetime;
 
@@ -143,6 +157,8 @@ export class PullByteReader implements ByteReader {
     this.#base = options.startOffset ?? 0;
     this.#onCancel = options.onCancel;
     this.viewLifetime = options.viewLifetime ?? "stable";
+    this.#reuseStitch = this.viewLifetime === "until-refill" &&
+      (options.reuseStitchBuffers ?? false);
   }
 
   /** Absolute offset of the next unread byte. */
@@ -199,7 +215,7 @@ export class PullByteReader implements ByteReader {
       if (have >= n) return true;
     }
     // Stitch: the unread bytes plus just enough of the following chunks, copied once.
-    const out = new Uint8Array(n);
+    const out = this.#stitchBuffer(n);
     out.set(this.#chunk.subarray(this.#pos));
     this.#base += this.#pos;
     this.#pos = 0;
@@ -216,6 +232,23 @@ export class PullByteReader implements ByteReader {
     }
     this.#chunk = out;
     return true;
+  }
+
+  /**
+   * A buffer for `n` stitched bytes: fresh, or with `reuseStitchBuffers` the
+   * one not used last time (the current chunk may be the other one, and its
+   * unread tail is copied first), grown when too small.
+   */
+  #stitchBuffer(n: number): Uint8Array {
+    if (!this.#reuseStitch) return new Uint8Array(n);
+    const turn = this.#stitchTurn;
+    this.#stitchTurn = 1 - turn;
+    let buf = this.#stitch[turn];
+    if (buf === undefined || buf.byteLength < n) {
+      buf = new Uint8Array(Math.min(MAX_CONTIGUOUS, Math.max(n, 2 * (buf?.byteLength ?? 0))));
+      this.#stitch[turn] = buf;
+    }
+    return buf.subarray(0, n);
   }
 
   #eofError(n: number, have: number, what: string | undefined): UnexpectedEofError {

@@ -132,7 +132,8 @@ export class SocketConnection {
    *
    * @param options `head`: bytes already read (from `readHead`); `beforeRead`:
    * called before every read (a relay pushes out what it buffered);
-   * `arenaSize`, `readSize`: defaults 8 MiB and 1 MiB.
+   * `arenaSize`, `readSize`: defaults 8 MiB and 1 MiB; `reuseStitchBuffers`:
+   * see `PullByteReaderOptions` (for records larger than a read).
    * @returns The reader.
    */
   byteReader(
@@ -141,6 +142,7 @@ export class SocketConnection {
       beforeRead?: () => void;
       arenaSize?: number;
       readSize?: number;
+      reuseStitchBuffers?: boolean;
     } = {},
   ): PullByteReader {
     const arenaSize = options.arenaSize ?? 8 << 20;
@@ -162,7 +164,7 @@ export class SocketConnection {
       const view = arena.subarray(at, at + n);
       at += n;
       return view;
-    }, { viewLifetime: "until-refill" });
+    }, { viewLifetime: "until-refill", reuseStitchBuffers: options.reuseStitchBuffers ?? false });
   }
 }
 

@@ -42,11 +42,7 @@ export {
   ProxyState,
   type ReturnPathSummary,
 } from "./session.ts";
-export {
-  MultifdChannelHandler,
-  type MultifdChannelHandlerOptions,
-  type MultifdChannelSummary,
-} from "./multifd.ts";
+export { MultifdChannelHandler, type MultifdChannelSummary } from "./multifd.ts";
 
 // Types that the exports above name, from other folders (so that their documentation is complete).
 export type { ErrorFormat, FormatError, FormatErrorCode, VerificationError } from "../errors.ts";

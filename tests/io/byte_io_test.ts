@@ -3,7 +3,7 @@ import { bytesReader, PullByteReader } from "../../src/io/byte_reader.ts";
 import { ByteWriter } from "../../src/io/byte_writer.ts";
 import { createAtomicOutput, fileByteReader, openFileReader } from "../../src/io/file.ts";
 import { UnexpectedEofError } from "../../src/errors.ts";
-import { BYTE_CHUNKINGS, chunkedStream, seededRandom } from "../_util/chunkings.ts";
+import { BYTE_CHUNKINGS, chunkedStream, seededRandom, splitBytes } from "../_util/chunkings.ts";
 import { StreamByteReader } from "../../src/io/byte_reader.ts";
 
 function sample(n: number, seed = 1): Uint8Array {
@@ -27,6 +27,37 @@ Deno.test("PullByteReader returns exact bytes and offsets under every chunking",
       }
       assert.equal(await r.readOrEnd(1), undefined);
       assert.equal(await r.peekByte(), undefined);
+    });
+  }
+});
+
+Deno.test("PullByteReader with reuseStitchBuffers joins reads across recycled chunks byte-exact in two buffers", async (t) => {
+  const data = sample(60_000);
+  for (const chunking of BYTE_CHUNKINGS) {
+    await t.step(chunking.name, async () => {
+      // An "until-refill" source: each chunk is scribbled over once the next one is pulled.
+      const chunks = splitBytes(data, chunking, { copy: true });
+      let last: Uint8Array | undefined;
+      const r = new PullByteReader(() => {
+        last?.fill(0xee);
+        last = chunks.shift();
+        return Promise.resolve(last);
+      }, { viewLifetime: "until-refill", reuseStitchBuffers: true });
+      const rnd = seededRandom(11);
+      const joinBuffers = new Set<ArrayBufferLike>();
+      const chunkBuffers = new Set(chunks.map((c) => c.buffer));
+      let at = 0;
+      while (at < data.byteLength) {
+        // Records of 5000 bytes (larger than most chunks, as multifd packets are) and a few small ones.
+        const n = Math.min(data.byteLength - at, rnd() < 0.2 ? 7 : 5000);
+        const got = await r.read(n);
+        assert.deepEqual(got, data.subarray(at, at + n), `at ${at}`);
+        if (!chunkBuffers.has(got.buffer)) joinBuffers.add(got.buffer);
+        at += n;
+      }
+      assert.equal(await r.readOrEnd(1), undefined);
+      // Two buffers (each perhaps first made for a small read, then grown once), not one per read.
+      assert.ok(joinBuffers.size <= 4, `${joinBuffers.size} join buffers`);
     });
   }
 });

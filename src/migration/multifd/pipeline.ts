@@ -1,7 +1,7 @@
 /**
  * The record pipeline of one multifd channel: decode the channel, pass,
  * filter or verify every packet, encode what goes on. The proxy runs one per
- * channel (in a Worker); tests run it in-process on captured channels.
+ * channel, on the thread that owns its sockets; tests run it on captured channels.
  *
  * The channel's packets cannot be judged alone: the page size, the block
  * list and the plug state come from the main channel. The caller hands them
