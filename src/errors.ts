@@ -36,7 +36,8 @@ export type FormatErrorCode =
   | "bad-json"
   | "invariant"
   | "verification"
-  | "unproven";
+  | "unproven"
+  | "split-set";
 
 /** Details shared by every {@linkcode FormatError}. */
 export interface FormatErrorDetails {

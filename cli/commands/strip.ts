@@ -54,6 +54,10 @@ IN is an ELF core (QEMU dump-guest-memory, /proc/vmcore copy, ...), or with
   --count-nonzero        also read the removed bytes and count non-zero pages
   --page-align N         align segment data to N bytes (default 4096, 0 = packed)
   --flattened            kdump: write the flattened container (default: plain)
+  --split-set FILE       kdump: another file of IN's split set (makedumpfile
+                         --split); give each other file once. Required for a
+                         file of a split dump: the set must be one dump, cut
+                         in one run, with one plug state, or strip fails (exit 1)
   --json                 print the report as JSON
 ${FORCE_HELP}
 IN may also be a kdump-compressed dump (makedumpfile, QEMU kdump-*, plain or
@@ -84,6 +88,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       "count-nonzero": { type: "boolean" },
       "page-align": { type: "string" },
       flattened: { type: "boolean" },
+      "split-set": { type: "string", multiple: true },
       ...JSON_OPTION,
       ...FORCE_OPTION,
     },
@@ -95,7 +100,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parsed;
   const [inPath, outPath] = positionals as [string, string];
   if (inPath === "-") throw new UsageError("strip needs a seekable input file, not standard input");
-  const policy = outputPolicy(values, [inPath], plugMapFiles(values));
+  const splitSet = (values["split-set"] ?? []) as string[];
+  const policy = outputPolicy(values, [inPath, ...splitSet], plugMapFiles(values));
   const plugMapCheck = { requiredBy: "strip" };
   checkPlugMapOptions(values, plugMapCheck);
   const format = values.format ?? "elf";
@@ -118,6 +124,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const flattened = values.flattened ?? false;
   if (flattened && kind !== "kdump" && kind !== "kdump-flattened") {
     throw new UsageError("--flattened applies to kdump-compressed dumps");
+  }
+  if (splitSet.length > 0 && kind !== "kdump" && kind !== "kdump-flattened") {
+    throw new UsageError("--split-set applies to kdump-compressed dumps (files of a split dump)");
   }
   if (
     kind !== undefined && kind !== "elf" && (values["page-align"] !== undefined || countNonZero)
@@ -166,6 +175,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const r = await stripDump(inPath, outPath, {
       plugMap: map,
       flattened,
+      splitSet,
       outputPolicy: policy,
       onProgress,
     }).finally(() => progress.end());

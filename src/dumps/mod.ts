@@ -24,6 +24,7 @@ export * from "./vmcoreinfo_summary.ts";
 export * from "./describe_elf.ts";
 export * from "./describe_kdump.ts";
 export * from "./describe_raw.ts";
+export * from "./split_set.ts";
 
 // Types that the exports above name, from other folders (so that their documentation is complete).
 export type { ElfHeader } from "../elf/ehdr.ts";

@@ -18,11 +18,13 @@ import { FormatError, UnexpectedEofError } from "../errors.ts";
 import { openPositional } from "../io/positional.ts";
 import type { KdumpFile } from "../kdump/reader.ts";
 import type { StripKdumpReport } from "../kdump/strip.ts";
+import { kdumpSubHeaderLayout } from "../kdump/header.ts";
 import type { KdumpWriteCodec } from "../kdump/compress.ts";
 import type { PlugMap } from "../vmem/plug_map.ts";
 import { type GpaRange, intersectGpaRanges, mergeGpaRanges } from "../vmem/ranges.ts";
 import { type DumpKind, sniffDump } from "./detect.ts";
 import { rawImageAsElf } from "./raw_as_elf.ts";
+import { checkSplitSet } from "./split_set.ts";
 import type { ElfToKdumpReport } from "./elf_to_kdump.ts";
 import type { KdumpToElfReport } from "./kdump_to_elf.ts";
 import {
@@ -105,6 +107,13 @@ export interface StripDumpOptions {
   countNonZero?: boolean;
   /** kdump only: write the flattened container (default: plain, also for flattened input). */
   flattened?: boolean;
+  /**
+   * kdump only: the other files of the input's split set (makedumpfile
+   * `--split`). Required when the input is a file of a split dump: the set
+   * is checked ({@linkcode checkSplitSet}) before anything is written.
+   * Refused for an input that is not split. @default {[]}
+   */
+  splitSet?: readonly string[];
   /**
    * The output policy (inputs never replaced, `force`, permissions); the
    * input path is always one of the inputs. @default {{}}
@@ -192,6 +201,7 @@ export async function stripDump(
   if (kind === "kdump" || kind === "kdump-flattened") {
     const { readKdump, stripKdump, openKdumpOutput } = await kdumpSide();
     using dump = await readKdump(input);
+    await checkSplitMembers(input, dump, options.splitSet ?? []);
     const le = dump.header.littleEndian;
     const existing = findProvenance(parseNotes(dump.notes, dump.subHeader.offsetNote, le));
     const flattened = options.flattened ?? false;
@@ -252,6 +262,51 @@ export async function stripDump(
     }
   }
   throw notADump("strip", input);
+}
+
+/**
+ * A file of a split dump is stripped only with the rest of its set named,
+ * and the set must check out: a member cut from another dump, or stripped
+ * with another plug map, would make the stripped set a mix of two dumps.
+ */
+async function checkSplitMembers(
+  input: string,
+  dump: KdumpFile,
+  others: readonly string[],
+): Promise<void> {
+  const split = dump.subHeader.split !== 0;
+  if (!split && others.length === 0) return;
+  const splitField = dump.header.blockSize +
+    kdumpSubHeaderLayout(dump.header.wordSize).fields.split.offset;
+  if (!split) {
+    throw new FormatError(
+      `Cannot strip ${input} as a member of a split set: it is not a file of a split dump ` +
+        `(split flag 0); give no other files`,
+      { format: "kdump", code: "split-set", offset: splitField },
+    );
+  }
+  if (others.length === 0) {
+    const { startPfn, endPfn } = dump.subHeader;
+    throw new FormatError(
+      `Cannot strip ${input} alone: it is one file of a split dump (pfns 0x${
+        startPfn.toString(16)
+      }-0x${endPfn.toString(16)} of 0x${dump.maxMapnr.toString(16)}); name the other files ` +
+        `of its set (--split-set FILE for each) so that they are checked to be one dump with ` +
+        `one plug state`,
+      { format: "kdump", code: "split-set", offset: splitField },
+    );
+  }
+  const { readKdump } = await kdumpSide();
+  const opened: KdumpFile[] = [];
+  try {
+    for (const path of others) opened.push(await readKdump(path));
+    checkSplitSet([
+      { name: input, dump },
+      ...opened.map((d, i) => ({ name: others[i]!, dump: d })),
+    ]);
+  } finally {
+    for (const d of opened) d.close();
+  }
 }
 
 /** Options for {@linkcode stripRawImage}. */

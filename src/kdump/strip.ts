@@ -130,6 +130,7 @@ export async function stripKdump(
     nrCpus: h.nrCpus,
     currentCpu: h.currentCpu,
     timestampSeconds: h.timestampSeconds,
+    timestampMicroseconds: h.timestampMicroseconds,
     physBase: sub.physBase,
     dumpLevel: sub.dumpLevel,
     notes: options.notes ?? dump.notes,

@@ -66,6 +66,8 @@ export interface KdumpWriterOptions {
   currentCpu?: number;
   /** `timestamp.tv_sec`. @default {0} */
   timestampSeconds?: number;
+  /** `timestamp.tv_usec` (with `tv_sec`, what tells the files of one split run from another's). @default {0} */
+  timestampMicroseconds?: number;
   /** `phys_base`. @default {0n} */
   physBase?: bigint;
   /** `dump_level` (makedumpfile `-d`). @default {0} */
@@ -407,7 +409,7 @@ export class KdumpWriter {
       headerVersion: 6,
       utsname: o.utsname,
       timestampSeconds: o.timestampSeconds ?? 0,
-      timestampMicroseconds: 0,
+      timestampMicroseconds: o.timestampMicroseconds ?? 0,
       status: o.status,
       blockSize: B,
       subHdrSize: this.#subHdrSize,

@@ -9,7 +9,8 @@
  *   more blocks: strip then removes real pages of QEMU's output.
  * - makedumpfile's split dump (`--split`, two files) of the whole-region
  *   ELF (the dump a QEMU < 6.2 writes, the EVIL pages in unplugged blocks),
- *   stripped file by file with the real plug map; read as a set by crash and
+ *   stripped file by file (each naming the other with --split-set) with the
+ *   real plug map; read as a set by crash and
  *   reassembled by `makedumpfile --reassemble` for the other readers.
  * - makedumpfile's flattened output (`-F`) of the same ELF.
  *
@@ -129,7 +130,16 @@ for (const qemu of QEMU_VERSIONS) {
         const stripped = split.map((f) => f.replace(".kdump", ".stripped"));
         for (const [i, f] of split.entries()) {
           const r = assertReport(
-            await cli(["strip", f, stripped[i]!, "--plugmap", d.plugmap, "--json"]),
+            await cli([
+              "strip",
+              f,
+              stripped[i]!,
+              "--split-set",
+              split[1 - i]!,
+              "--plugmap",
+              d.plugmap,
+              "--json",
+            ]),
             "strip",
           );
           // Every file carries the set's 1st bitmap: each clears all unplugged pfns.
