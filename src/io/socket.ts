@@ -133,7 +133,8 @@ export class SocketConnection {
    * @param options `head`: bytes already read (from `readHead`); `beforeRead`:
    * called before every read (a relay pushes out what it buffered);
    * `arenaSize`, `readSize`: defaults 8 MiB and 1 MiB; `reuseStitchBuffers`:
-   * see `PullByteReaderOptions` (for records larger than a read).
+   * see `PullByteReaderOptions` (for records larger than a read), and reads
+   * that span chunks are then read into place (`readInto`).
    * @returns The reader.
    */
   byteReader(
@@ -164,7 +165,19 @@ export class SocketConnection {
       const view = arena.subarray(at, at + n);
       at += n;
       return view;
-    }, { viewLifetime: "until-refill", reuseStitchBuffers: options.reuseStitchBuffers ?? false });
+    }, {
+      viewLifetime: "until-refill",
+      ...(options.reuseStitchBuffers
+        ? {
+          reuseStitchBuffers: true,
+          // Joined reads fill their buffer from the socket directly.
+          readInto: (buffer: Uint8Array) => {
+            beforeRead?.();
+            return this.read(buffer);
+          },
+        }
+        : {}),
+    });
   }
 }
 
