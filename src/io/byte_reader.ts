@@ -98,6 +98,14 @@ export interface PullByteReaderOptions {
    * @default {false}
    */
   reuseStitchBuffers?: boolean;
+  /**
+   * Reads from the source straight into a buffer (`null` at its end), for a
+   * source that can (a socket): a read that spans chunks then copies only
+   * the unread rest of the current chunk into its join buffer and reads the
+   * remainder into place, instead of pulling chunks and copying them too.
+   * @default {undefined}
+   */
+  readInto?: (buffer: Uint8Array) => Promise<number | null>;
 }
 
 /** Reads larger than this are refused (a caller bug, never a size from input). */
@@ -139,6 +147,7 @@ export class PullByteReader implements ByteReader {
   #next: Uint8Array | undefined;
   #ended = false;
   #reuseStitch: boolean;
+  #readInto: ((buffer: Uint8Array) => Promise<number | null>) | undefined;
   /** The two stitch buffers (`reuseStitchBuffers`), used in turn. */
   #stitch: Uint8Array<ArrayBuffer>[] = [];
   #stitchTurn = 0;
@@ -159,6 +168,7 @@ export class PullByteReader implements ByteReader {
     this.viewLifetime = options.viewLifetime ?? "stable";
     this.#reuseStitch = this.viewLifetime === "until-refill" &&
       (options.reuseStitchBuffers ?? false);
+    this.#readInto = options.readInto;
   }
 
   /** Absolute offset of the next unread byte. */
@@ -219,7 +229,15 @@ export class PullByteReader implements ByteReader {
     out.set(this.#chunk.subarray(this.#pos));
     this.#base += this.#pos;
     this.#pos = 0;
+    const readInto = this.#readInto;
     while (have < n) {
+      if (readInto !== undefined && this.#next === undefined && !this.#ended) {
+        // Straight into place: no chunk to copy.
+        const got = await readInto(out.subarray(have, n));
+        if (got === null) this.#ended = true;
+        else have += got;
+        continue;
+      }
       const next = await this.#pullChunk();
       if (next === undefined) {
         this.#chunk = out.subarray(0, have);

@@ -7,6 +7,9 @@
  * - A unix socket is created with mode 0600: bound under a temporary name,
  *   chmod-ed, then hard-linked into place, so it is never reachable with
  *   looser permissions and never replaces an existing file.
+ * - TCP connections send without Nagle's delay (`TCP_NODELAY`): the relay
+ *   writes what it read at once, so a burst's last segment never waits for
+ *   an acknowledgement.
  * - Connection reads land in a reused arena (fresh buffers per read would
  *   make memory grow with the stream until the garbage collector catches
  *   up), so views handed out stay valid only for a while: see
@@ -46,6 +49,13 @@ export class SocketConnection {
    */
   constructor(conn: Deno.Conn) {
     this.#conn = conn;
+    // A relay writes what it read at once (it coalesces into large writes itself):
+    // Nagle's algorithm could only hold a burst's last segment back for an ACK.
+    if (conn.remoteAddr.transport === "tcp") {
+      try {
+        (conn as Deno.TcpConn).setNoDelay(true);
+      } catch { /* the connection is already gone: its reads and writes say so */ }
+    }
   }
 
   /** Whether {@linkcode SocketConnection.close} was called. */
@@ -133,7 +143,8 @@ export class SocketConnection {
    * @param options `head`: bytes already read (from `readHead`); `beforeRead`:
    * called before every read (a relay pushes out what it buffered);
    * `arenaSize`, `readSize`: defaults 8 MiB and 1 MiB; `reuseStitchBuffers`:
-   * see `PullByteReaderOptions` (for records larger than a read).
+   * see `PullByteReaderOptions` (for records larger than a read), and reads
+   * that span chunks are then read into place (`readInto`).
    * @returns The reader.
    */
   byteReader(
@@ -164,7 +175,19 @@ export class SocketConnection {
       const view = arena.subarray(at, at + n);
       at += n;
       return view;
-    }, { viewLifetime: "until-refill", reuseStitchBuffers: options.reuseStitchBuffers ?? false });
+    }, {
+      viewLifetime: "until-refill",
+      ...(options.reuseStitchBuffers
+        ? {
+          reuseStitchBuffers: true,
+          // Joined reads fill their buffer from the socket directly.
+          readInto: (buffer: Uint8Array) => {
+            beforeRead?.();
+            return this.read(buffer);
+          },
+        }
+        : {}),
+    });
   }
 }
 

@@ -92,6 +92,33 @@ export async function* decodeMigration(
   for await (const batch of decodeMigrationBatches(reader, options)) yield* batch;
 }
 
+/** The input bytes each batch of {@linkcode decodeMigrationBatches} was parsed from. */
+const BATCH_BYTES = new WeakMap<readonly MigrationRecord[], Uint8Array>();
+
+/**
+ * The input bytes a batch of {@linkcode decodeMigrationBatches} was parsed
+ * from (a view, valid as long as the batch's own views). They may hold more
+ * than the records (bytes the parser consumed without a record of their
+ * own), so a caller that forwards them instead of encoding the records
+ * checks their length first (see `MigrationPipeline`).
+ *
+ * @param batch A batch as the decoder yielded it.
+ * @returns The bytes, or `undefined` for any other array.
+ *
+ * @example
+ * ```ts ignore
+ * import { batchInputBytes, decodeMigrationBatches } from "./decoder.ts";
+ * import { openInput } from "@vmem-dump/vmem-dump";
+ * const input = await openInput("s1.mig");
+ * for await (const batch of decodeMigrationBatches(input.reader)) {
+ *   console.log(batch.length, batchInputBytes(batch)?.byteLength);
+ * }
+ * ```
+ */
+export function batchInputBytes(batch: readonly MigrationRecord[]): Uint8Array | undefined {
+  return BATCH_BYTES.get(batch);
+}
+
 /**
  * Like {@linkcode decodeMigration}, but yields records in batches: the
  * page records that could be decoded from buffered bytes without waiting
@@ -133,6 +160,7 @@ export async function* decodeMigrationBatches(
     w.reset(reader.buffered(), reader.offset, atEnd);
     const batch: MigrationRecord[] = [];
     parser.parse(batch);
+    if (batch.length > 0) BATCH_BYTES.set(batch, w.bytes.subarray(0, w.pos));
     reader.advance(w.pos);
     if (batch.length > 0) yield batch;
     if (parser.done) return;

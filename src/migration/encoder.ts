@@ -105,6 +105,32 @@ export class MigrationEncoder {
     this.#w.bytes(b);
   }
 
+  /**
+   * Write `bytes`, which the caller knows to be exactly the encoding of the
+   * page records `records` (the input they were decoded from, forwarded
+   * unchanged): one copy instead of one encode per record. Keeps the
+   * CONTINUE bookkeeping of {@linkcode MigrationEncoder.write}.
+   *
+   * @param records Page records only, in order.
+   * @param bytes Their encoding.
+   */
+  writeVerbatim(records: readonly RamPageLikeRecord[], bytes: Uint8Array): void {
+    const first = records[0];
+    if (first !== undefined && first.continued && first.ramBlock !== this.#lastBlock) {
+      throw new TypeError(
+        `Cannot encode a CONTINUE record for ${JSON.stringify(first.ramBlock)}: the last block ` +
+          `named was ${JSON.stringify(this.#lastBlock)}`,
+      );
+    }
+    for (let i = records.length - 1; i >= 0; i--) {
+      if (!records[i]!.continued) {
+        this.#lastBlock = records[i]!.ramBlock;
+        break;
+      }
+    }
+    this.#w.bytes(bytes);
+  }
+
   /** Encode one record (synchronously into the writer's buffer). */
   write(r: MigrationRecord): void {
     const w = this.#w;

@@ -26,10 +26,10 @@
 import type { ByteReader } from "../io/byte_reader.ts";
 import { ByteWriter } from "../io/byte_writer.ts";
 import { orderedSink } from "../io/ordered_sink.ts";
-import { decodeMigrationBatches, type DecodeOptions } from "./decoder.ts";
-import { MigrationEncoder } from "./encoder.ts";
+import { batchInputBytes, decodeMigrationBatches, type DecodeOptions } from "./decoder.ts";
+import { MigrationEncoder, pageRecordByteLength } from "./encoder.ts";
 import type { RecordStage } from "./stage.ts";
-import type { MigrationRecord } from "./types.ts";
+import { isPageRecord, type MigrationRecord, type RamPageLikeRecord } from "./types.ts";
 
 /** Counts of a running or finished pipeline. */
 export interface PipelineProgress {
@@ -180,7 +180,9 @@ export class MigrationPipeline {
       this.#records += batch.length;
       let out: readonly MigrationRecord[] = batch;
       for (let i = 0; i < stages.length && out.length > 0; i++) out = stages[i]!.process(out);
-      if (out.length > 0) await this.#write(out);
+      if (out.length > 0) {
+        await this.#write(out, out === batch ? batchInputBytes(batch) : undefined);
+      }
       onBatch?.(this.progress);
       // QEMU's last record: the stream is complete even if the input stays open.
       if (batch[batch.length - 1]!.kind === "vmdesc") await this.#end();
@@ -205,9 +207,21 @@ export class MigrationPipeline {
     this.#options.onComplete?.(this.progress);
   }
 
-  async #write(records: readonly MigrationRecord[]): Promise<void> {
+  /**
+   * Encode `records` into the output. `input`: the bytes they were decoded
+   * from, when every stage forwarded the batch unchanged; a batch of page
+   * records only whose bytes are exactly their encoding is copied as it is
+   * (one copy, not one encode per record: most of a stream is such batches).
+   */
+  async #write(records: readonly MigrationRecord[], input?: Uint8Array): Promise<void> {
     const enc = this.#encoder;
     if (enc === undefined || this.#detached) return;
+    if (input !== undefined && encodedPageBytes(records) === input.byteLength) {
+      enc.writeVerbatim(records as readonly RamPageLikeRecord[], input);
+      await enc.flushIfFull();
+      this.#sink!.check();
+      return;
+    }
     let from = 0;
     if (this.#options.beforeEof !== undefined && !this.#eofWritten) {
       const at = records.findIndex((r) => r.kind === "eof");
@@ -227,6 +241,17 @@ export class MigrationPipeline {
     await enc.flushIfFull();
     this.#sink!.check();
   }
+}
+
+/** The encoded length of `records` if they are all page records, else -1. */
+function encodedPageBytes(records: readonly MigrationRecord[]): number {
+  let n = 0;
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
+    if (!isPageRecord(r)) return -1;
+    n += pageRecordByteLength(r);
+  }
+  return n;
 }
 
 /**

@@ -62,6 +62,68 @@ Deno.test("PullByteReader with reuseStitchBuffers joins reads across recycled ch
   }
 });
 
+Deno.test("PullByteReader with readInto reads joined bytes into place, byte-exact under every chunking", async (t) => {
+  const data = sample(60_000);
+  for (const chunking of BYTE_CHUNKINGS) {
+    await t.step(chunking.name, async () => {
+      // One source, read two ways: whole chunks (pull) or into a buffer (readInto).
+      const sizes = splitBytes(data, chunking).map((c) => c.byteLength);
+      let at = 0;
+      let intoReads = 0;
+      const nextSize = () => sizes.shift();
+      const r = new PullByteReader(() => {
+        const size = nextSize();
+        if (size === undefined) return Promise.resolve(undefined);
+        const chunk = data.slice(at, at + size);
+        at += size;
+        return Promise.resolve(chunk);
+      }, {
+        viewLifetime: "until-refill",
+        reuseStitchBuffers: true,
+        readInto: (buffer) => {
+          const size = nextSize();
+          if (size === undefined) return Promise.resolve(null);
+          const n = Math.min(size, buffer.byteLength);
+          if (n < size) sizes.unshift(size - n); // the rest of that chunk comes next
+          buffer.set(data.subarray(at, at + n));
+          at += n;
+          intoReads++;
+          return Promise.resolve(n);
+        },
+      });
+      const rnd = seededRandom(12);
+      let pos = 0;
+      while (pos < data.byteLength) {
+        const n = Math.min(data.byteLength - pos, rnd() < 0.2 ? 7 : 5000);
+        assert.deepEqual(await r.read(n), data.subarray(pos, pos + n), `at ${pos}`);
+        pos += n;
+      }
+      assert.equal(await r.readOrEnd(1), undefined);
+      if (sizes.length === 0 && chunking.kind !== "whole") assert.ok(intoReads > 0);
+    });
+  }
+});
+
+Deno.test("PullByteReader with readInto reports a truncated join at the offset where the input ended", async () => {
+  const data = sample(1000);
+  let served = false;
+  const r = new PullByteReader(() => {
+    if (served) return Promise.resolve(undefined);
+    served = true;
+    return Promise.resolve(data.slice(0, 100));
+  }, {
+    viewLifetime: "until-refill",
+    reuseStitchBuffers: true,
+    readInto: () => Promise.resolve(null),
+  });
+  await r.read(40);
+  await assert.rejects(r.read(500, "a packet"), (e: unknown) => {
+    assert.ok(e instanceof UnexpectedEofError);
+    assert.equal(e.offset, 100);
+    return true;
+  });
+});
+
 Deno.test("PullByteReader reports truncation with the offset where the input ended", async () => {
   const r = bytesReader(new Uint8Array(10), { startOffset: 100 });
   await r.read(4);

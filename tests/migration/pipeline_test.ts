@@ -9,12 +9,14 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../../src/errors.ts";
 import { bytesReader, PullByteReader } from "../../src/io/byte_reader.ts";
+import { MigrationEncoder } from "../../src/migration/encoder.ts";
 import { MigrationPipeline, runMigrationPipeline } from "../../src/migration/pipeline.ts";
 import { PassThroughStage, type RecordStage } from "../../src/migration/stage.ts";
 import type { MigrationRecord } from "../../src/migration/types.ts";
 import { PlugStateVerifier } from "../../src/migration/verify.ts";
 import { BYTE_CHUNKINGS, concatBytes, splitBytes } from "../_util/chunkings.ts";
 import { decodeBatches, encodeRecords, syntheticRecords } from "../proxy/_util.ts";
+import { realdata, realdataAvailable } from "../_util/realdata.ts";
 
 /** Collects what a pipeline writes (chunks are reused after the promise: copy). */
 function collector() {
@@ -63,6 +65,52 @@ Deno.test("runMigrationPipeline() passes a stream through byte for byte under ev
       assert.equal(r.bytesOut, bytes.byteLength);
     });
   }
+});
+
+Deno.test({
+  name:
+    "MigrationPipeline copies unchanged page batches verbatim and encodes changed ones: a real stream comes out byte-exact",
+  ignore: !realdataAvailable("out-q10"),
+  fn: async () => {
+    const bytes = await Deno.readFile(await realdata("out-q10", "s2-holes-100M.mig"));
+    // A stage that replaces every 50th batch by a copy of its records (same bytes, new array):
+    // those batches take the encoder, the others the verbatim copy.
+    let batches = 0;
+    const copying: RecordStage = {
+      process: (b) => (++batches % 50 === 0 ? b.map((r) => ({ ...r })) : b),
+      end: () => [],
+    };
+    const verbatim = { calls: 0, bytes: 0 };
+    const original = MigrationEncoder.prototype.writeVerbatim;
+    MigrationEncoder.prototype.writeVerbatim = function (records, input) {
+      verbatim.calls++;
+      verbatim.bytes += input.byteLength;
+      return original.call(this, records, input);
+    };
+    try {
+      for (const readSize of [1 << 20, 4099]) {
+        verbatim.calls = verbatim.bytes = batches = 0;
+        let at = 0;
+        const out = collector();
+        await runMigrationPipeline(
+          new PullByteReader(() => {
+            const c = at < bytes.byteLength ? bytes.subarray(at, at + readSize) : undefined;
+            at += readSize;
+            return Promise.resolve(c);
+          }),
+          { stages: [copying], output: out.output },
+        );
+        const got = out.bytes();
+        assert.equal(got.byteLength, bytes.byteLength);
+        assert.ok(got.every((b, i) => b === bytes[i]), `read size ${readSize}: bytes differ`);
+        // Most of the stream went verbatim, not all of it.
+        assert.ok(verbatim.bytes > bytes.byteLength / 2, `${verbatim.bytes} bytes verbatim`);
+        assert.ok(verbatim.bytes < bytes.byteLength, `${verbatim.bytes} bytes verbatim`);
+      }
+    } finally {
+      MigrationEncoder.prototype.writeVerbatim = original;
+    }
+  },
 });
 
 Deno.test("MigrationPipeline is complete at the vmdesc although its input stays open", async () => {
