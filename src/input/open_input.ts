@@ -149,7 +149,7 @@ async function payloadKind(
     if (path === "-" || byteLength === undefined || opened.innerCompression !== "raw") {
       return "migration";
     }
-    const { isMappedRamStream } = await import("../migration/mapped_ram/file.ts");
+    const { isMappedRamStream } = await import("../migration/mapped_ram/is_mapped_ram_stream.ts");
     // Its configuration section follows the 8-byte header: the first 4 KiB hold it.
     await opened.reader.fill(CONFIGURATION_HEAD_LENGTH);
     using file = headFirst(path, byteLength, opened.payloadOffset, opened.reader.buffered());

@@ -84,6 +84,7 @@ export {
   readBitmapPieces,
 } from "./mapped_ram/bitmap.ts";
 export * from "./mapped_ram/file.ts";
+export { isMappedRamStream } from "./mapped_ram/is_mapped_ram_stream.ts";
 export * from "./mapped_ram/unplugged_pages.ts";
 export * from "./mapped_ram/inspect.ts";
 export {
