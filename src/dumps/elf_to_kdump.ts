@@ -25,6 +25,7 @@ import {
 } from "../kdump/compress.ts";
 import { KdumpWriter, type KdumpWriteResult } from "../kdump/writer.ts";
 import { type GpaRange, mergeGpaRanges, subtractGpaRanges } from "../vmem/ranges.ts";
+import { loadNativeZeroCompare } from "../io/zero.ts";
 import { type KdumpTarget, openKdumpOutput } from "./kdump_output.ts";
 import { type KernelUtsname, kernelUtsname } from "./kernel_utsname.ts";
 
@@ -44,7 +45,7 @@ export interface ElfToKdumpOptions {
   flattened?: boolean;
   /** Compression workers (0: the calling thread compresses). @default {0} */
   workers?: number;
-  /** Pages per compression batch. @default {256} */
+  /** Pages per compression batch (one read of the input each). @default {1024} */
   batchPages?: number;
   /** Called with guest bytes processed so far. */
   onProgress?: (byteLength: number) => void;
@@ -231,6 +232,9 @@ export async function elfToKdump(
       ...(core.reader.identity === undefined ? [] : [core.reader.identity]),
     ],
   });
+  // Zero pages (two thirds of a typical dump) are found by a native compare of 64 KiB windows
+  // (profile of the 344 MB s1 dump: 62 ms of word-wise checks became 34 + 15 ms).
+  await loadNativeZeroCompare();
   const pool = new PageCompressorPool({
     codec,
     level,
@@ -258,7 +262,10 @@ export async function elfToKdump(
       ...(vmcoreinfoNote ? { vmcoreinfo: vmcoreinfoNote.desc } : {}),
       ...vmcoreinfoPlace(baseNotes, core.ehdr.littleEndian),
     });
-    const batchPages = options.batchPages ?? 256;
+    // 1024 pages (4 MiB of 4 KiB pages) per batch: each batch is one read of the input, and
+    // 4 MiB reads cost less CPU than 1 MiB ones (344 MB: 0.09 vs 0.13 s; in the profile of a
+    // conversion the reads' own time went from 123 to 24 ms).
+    const batchPages = options.batchPages ?? 1024;
     const inFlight: Array<
       { pfns: Float64Array; count: number; done: ReturnType<typeof pool.compress> }
     > = [];

@@ -213,8 +213,11 @@ export function forEachNonZeroPage(
       pageSize <= ZERO_WINDOW && windowIsZero(chunk.subarray(first * pageSize, last * pageSize))
     ) continue;
     for (let p = first; p < last; p++) {
+      const base = p * wordsPerPage;
+      // Most pages with data have some in their first words: look there before reducing all.
       const nonZero = w !== undefined
-        ? orWords(w, p * wordsPerPage, (p + 1) * wordsPerPage) !== 0
+        ? (w[base]! | w[base + 1]! | w[base + 2]! | w[base + 3]!) !== 0 ||
+          orWords(w, base, base + wordsPerPage) !== 0
         : !isAllZero(chunk.subarray(p * pageSize, (p + 1) * pageSize));
       if (nonZero) {
         found++;

@@ -7,6 +7,7 @@
  */
 
 import { compressPageBatch, type KdumpWriteCodec, PageCompressor } from "./compress.ts";
+import { loadNativeZeroCompare } from "../io/zero.ts";
 
 interface Request {
   id: number;
@@ -23,12 +24,17 @@ const scope = globalThis as unknown as {
   postMessage(message: unknown, transfer: Transferable[]): void;
 };
 
+// Zero pages are found by a native compare of 64 KiB windows, as on the calling thread
+// (loaded while the first batch is on its way; the handler waits for it).
+const nativeZero = loadNativeZeroCompare();
+
 /** The compression context (a pool uses one codec and level). */
 let compressor: PageCompressor | undefined;
 
-scope.onmessage = (e: MessageEvent<Request>) => {
+scope.onmessage = async (e: MessageEvent<Request>) => {
   const { id, buffer, out, count, blockSize, codec, level } = e.data;
   try {
+    await nativeZero;
     if (compressor === undefined || compressor.codec !== codec || compressor.level !== level) {
       compressor?.close();
       compressor = new PageCompressor(codec, level);
