@@ -7,8 +7,9 @@
  *    destination on a unix socket, through two floors that copy bytes
  *    without looking at them (`bench/_relay_floor.ts`, a Deno byte copy,
  *    and `socat` when installed), and through `vmem-dump proxy` in each
- *    mode. Each round migrates once per row, so all rows see the same
- *    machine load; the table shows medians of `--runs` rounds. The time is
+ *    mode. Each round migrates once per row (each round starting one row
+ *    later), so all rows see the same machine load; the table shows medians
+ *    of `--runs` rounds. The time is
  *    QEMU's own: from the source's MIGRATION `setup` event to the
  *    destination's MIGRATION `completed` event (capability `events`; the
  *    timestamps are microseconds, no polling). Beside it: the relay's CPU
@@ -29,6 +30,7 @@
  *   deno run -A bench/proxy.ts [--qemu 7.2|10] [--guest linux|tiny] [--fill-mib 150] [--runs 3]
  *                              [--channels 1,4] [--gib 2.2] [--small-gib 0.25] [--skip-qemu]
  *                              [--skip-throughput] [--multifd-channels 4] [--multifd-mib 256]
+ *                              [--before OTHER-CHECKOUT/cli/main.ts]
  *
  * `--channels N` migrates with N multifd channels (N > 1): both QEMUs get the
  * `multifd` capability and `multifd-channels` N (see {@linkcode channelSetup},
@@ -67,6 +69,7 @@ const { values } = parseArgs({
     "skip-throughput": { type: "boolean" },
     guest: { type: "string", default: "linux" },
     "fill-mib": { type: "string", default: "150" },
+    before: { type: "string" },
     channels: { type: "string", default: "1,4" },
     "multifd-channels": { type: "string", default: "4" },
     "multifd-mib": { type: "string", default: "256" },
@@ -86,14 +89,17 @@ const socatPath = ["/usr/bin/socat", "/bin/socat"].find((p) => {
 /**
  * What each round migrates through: nothing (`direct`), the floors (a Deno
  * byte copy, `bench/_relay_floor.ts`, and `socat` when installed), then the
- * proxy in each mode.
+ * proxy in each mode (and with `--before`, another checkout's proxy in each
+ * mode, rows `MODE (before)`).
  */
-const MODES = [
+const beforeCli = values.before;
+const MODES: readonly string[] = [
   "direct",
   "relay",
   ...(socatPath ? ["socat"] : []),
   ...PROXY_MODES,
-] as const;
+  ...(beforeCli ? PROXY_MODES.map((m) => `${m} (before)`) : []),
+];
 const floorScript = new URL("./_relay_floor.ts", import.meta.url).pathname;
 const TICKS = 100; // USER_HZ of /proc/PID/stat
 
@@ -140,14 +146,14 @@ async function startRelay(
       Deno.execPath(),
       "run",
       "-A",
-      main,
+      mode.endsWith(" (before)") ? beforeCli! : main,
       "proxy",
       "--listen",
       `unix:${listen}`,
       "--connect",
       `unix:${connect}`,
       "--mode",
-      mode,
+      mode.replace(" (before)", ""),
       ...extra,
     ];
   const child = new Deno.Command("/usr/bin/time", {
@@ -250,9 +256,12 @@ async function qemuWallTimes(
     const samples = new Map<string, Sample[]>(MODES.map((m) => [m, []]));
     const failures = new Map<string, string>();
     for (let i = 0; i < runs; i++) {
-      for (const mode of MODES) {
+      // Each round starts one row later, so no row always follows the same one.
+      const order = MODES.map((_, k) => MODES[(k + i) % MODES.length]!);
+      for (const mode of order) {
         if (failures.has(mode)) continue;
-        const dst = `${dir}/${channels}-${mode}-${i}-dst.sock`;
+        const name = `${dir}/${channels}-${mode.replace(/\W+/g, "-")}-${i}`;
+        const dst = `${name}-dst.sock`;
         await using d = await startDestination({ qemu, guest, incoming: "defer" });
         await channelSetup(d, channels);
         await d.migrateIncoming(`unix:${dst}`);
@@ -260,9 +269,15 @@ async function qemuWallTimes(
         let uri = `unix:${dst}`;
         let relay: Awaited<ReturnType<typeof startRelay>> | undefined;
         if (mode !== "direct") {
-          const listen = `${dir}/${channels}-${mode}-${i}.sock`;
-          const time = `${dir}/${channels}-${mode}-${i}.time`;
-          relay = await startRelay(listen, dst, mode, time, mode === "filter" ? plugArgs : []);
+          const listen = `${name}.sock`;
+          const time = `${name}.time`;
+          relay = await startRelay(
+            listen,
+            dst,
+            mode,
+            time,
+            mode.startsWith("filter") ? plugArgs : [],
+          );
           uri = `unix:${listen}`;
         }
         try {
@@ -378,7 +393,7 @@ async function proxyThroughput(dir: string, file: string, mode: string) {
   if (p.code !== 0 && !(mode === "verify" && p.code === 3)) {
     throw new Error(`proxy ${mode} exited ${p.code}: ${p.err}`);
   }
-  return { seconds, rssMiB: p.rssMiB, received };
+  return { seconds, rssMiB: p.rssMiB, cpu: p.cpu, received };
 }
 
 /**
@@ -512,7 +527,9 @@ try {
         rows.push([
           `${(size / 1e9).toFixed(2)} GB stream, proxy ${mode}`,
           m.seconds.toFixed(2),
-          `${(size / m.seconds / 1e9).toFixed(2)} GB/s, peak RSS ${m.rssMiB.toFixed(0)} MiB`,
+          `${(size / m.seconds / 1e9).toFixed(2)} GB/s, CPU ${m.cpu.toFixed(2)} s (${
+            (m.cpu / (size / 1e9)).toFixed(2)
+          } s per GB), peak RSS ${m.rssMiB.toFixed(0)} MiB`,
         ]);
       }
       await Deno.remove(file);
