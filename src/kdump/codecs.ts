@@ -2,13 +2,15 @@
  * Per-page codecs of kdump-compressed dumps: zlib and zstd through one kept
  * `node:zlib` context per codec (`src/io/zlib_context.ts`: a fresh context
  * per page costs 3-7 times the decoding), with the one-shot functions as the
- * fallback; LZO and Snappy are recognised but not decoded.
+ * fallback; LZO by our own decoder (`_lzo1x.ts`); Snappy is recognised but
+ * not decoded.
  *
  * @module
  */
 
 import { deflateSync, inflateSync, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import { ZlibContext } from "../io/zlib_context.ts";
+import { decompressLzo1x, LzoError } from "./_lzo1x.ts";
 import { FormatError, UnsupportedFeatureError } from "../errors.ts";
 import {
   DUMP_DH_COMPRESSED_LZO,
@@ -55,7 +57,7 @@ export function kdumpCodecName(flags: number): string {
  * @param blockSize The dump's page size.
  * @param fileOffset File offset of the data, for errors.
  * @returns The page, `blockSize` bytes; `data` itself when stored as is.
- * @throws {UnsupportedFeatureError} for LZO and Snappy pages.
+ * @throws {UnsupportedFeatureError} for Snappy pages.
  * @throws {FormatError} `bad-record` for unknown flags, corrupt data or a wrong length.
  *
  * @example
@@ -94,10 +96,22 @@ export function decompressKdumpPage(
     } else {
       out = oneShot(data, flags, blockSize, name, fileOffset);
     }
-  } else if (flags === DUMP_DH_COMPRESSED_LZO || flags === DUMP_DH_COMPRESSED_SNAPPY) {
+  } else if (flags === DUMP_DH_COMPRESSED_LZO) {
+    const page = new Uint8Array(blockSize);
+    try {
+      out = page.subarray(0, decompressLzo1x(data, page));
+    } catch (e) {
+      if (!(e instanceof LzoError)) throw e;
+      throw new FormatError(
+        `Cannot decompress kdump page: corrupt lzo data (${e.message} at byte ${e.at} of ` +
+          `${data.byteLength})`,
+        { format: "kdump", code: "bad-record", offset: fileOffset + e.at },
+      );
+    }
+  } else if (flags === DUMP_DH_COMPRESSED_SNAPPY) {
     throw new UnsupportedFeatureError(
-      `Cannot decompress kdump page: ${kdumpCodecName(flags)} pages are not supported ` +
-        `(makedumpfile -c or QEMU kdump-zlib dumps are)`,
+      `Cannot decompress kdump page: snappy pages are not supported ` +
+        `(makedumpfile -c, -l or -z, and QEMU kdump-zlib or kdump-lzo dumps are)`,
       "kdump",
       fileOffset,
     );

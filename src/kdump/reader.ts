@@ -97,7 +97,7 @@ export interface KdumpFile extends Disposable {
    * `undefined` when the page is not in the dump.
    *
    * @throws {FormatError} for a bad descriptor or corrupt data.
-   * @throws {UnsupportedFeatureError} for LZO and Snappy pages.
+   * @throws {UnsupportedFeatureError} for Snappy pages.
    */
   readPage(pfn: number): Promise<Uint8Array<ArrayBuffer> | undefined>;
   /**
