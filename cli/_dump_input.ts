@@ -9,12 +9,45 @@
 
 import { FormatError, UnsupportedFeatureError } from "../src/errors.ts";
 import { type Input, INPUT_KIND_NAMES, openInput } from "../src/input/open_input.ts";
+import { UsageError } from "./io.ts";
 
 /** The dump kinds. */
 export type DumpInputKind = "elf" | "kdump" | "kdump-flattened";
 
 /** Bytes read to tell the kind (the flattened kdump header needs 24). */
 const PROBE_CHUNK = 64 << 10;
+
+/**
+ * Refuse, before anything opens it, an input path that cannot be read at
+ * random offsets: a FIFO, a socket or a device. Opening a FIFO takes what
+ * its writer sent, and opening it again waits for a writer that is gone, so
+ * a command that reads dumps must tell before its first open. A path that
+ * does not exist is left to the opener to report.
+ *
+ * @param path The input path (not `-`: each command words that refusal itself).
+ * @param command What needs it, for the message (`strip`, `scanning a dump`).
+ * @throws {UsageError} when the path is not a regular file (exit 2).
+ */
+export async function requireRegularFile(path: string, command: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch {
+    return;
+  }
+  if (info.isFile) return;
+  const what = info.isFifo
+    ? "a FIFO"
+    : info.isDirectory
+    ? "a directory"
+    : info.isSocket
+    ? "a socket"
+    : "a device";
+  throw new UsageError(
+    `${command} reads its input at random offsets: ${path} is ${what}, not a regular file ` +
+      "(copy it to a file first)",
+  );
+}
 
 /**
  * Refuse a dump inside a compressed container or a libvirt image: the dump

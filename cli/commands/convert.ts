@@ -31,7 +31,7 @@ import { inputProgress, summaryLine, terminalProgress } from "../_progress.ts";
 import { gpaRangesJson, printReport, reportJson } from "../_report.ts";
 import { plugStateJson } from "../_plug_state.ts";
 import { fileByteLength } from "../_stream_input.ts";
-import { type DumpInputKind, dumpInputKind } from "../_dump_input.ts";
+import { type DumpInputKind, dumpInputKind, requireRegularFile } from "../_dump_input.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
@@ -431,6 +431,7 @@ async function convertDumpCommand(
   io: CliIo,
 ): Promise<number> {
   if (inPath === "-") throw new UsageError("convert --to kdump|elf needs a file as input, not -");
+  await requireRegularFile(inPath, `convert --to ${to}`);
   if (values.compression !== undefined || values.long !== undefined) {
     throw new UsageError("--compression and --long apply to stream containers, not dumps");
   }

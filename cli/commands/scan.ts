@@ -13,7 +13,7 @@ import {
 } from "../../src/io/file.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { INPUT_KIND_NAMES, openInput } from "../../src/input/open_input.ts";
-import { refuseWrappedDump } from "../_dump_input.ts";
+import { refuseWrappedDump, requireRegularFile } from "../_dump_input.ts";
 import {
   asStreamInput,
   fileByteLength,
@@ -163,9 +163,25 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   // measure is the input file's size, as every command's (a stream's bytes read, for a pipe).
   // A stream file is opened once, here, with the scan's fast reads: the detection read counts.
   const progress = inputProgress(io, "scan");
+  // A pipe or FIFO is read once: only a stream can be scanned from it, and what --extract
+  // records of it is hashed as it is read (opening a FIFO again would wait for a gone writer).
+  const regularFile = path !== "-" && await isRegularFile(path);
+  if (
+    !regularFile && path !== "-" && (values.format === "elf" || values.format === "raw" ||
+      (values.format === undefined && baseGpa !== undefined))
+  ) {
+    await requireRegularFile(path, "scanning a dump");
+  }
+  const inputHash = !regularFile && values.extract !== undefined
+    ? (await import("node:crypto")).createHash("sha256")
+    : undefined;
+  const onChunk = inputHash === undefined ? progress.onChunk : (c: Uint8Array) => {
+    inputHash.update(c);
+    progress.onChunk(c);
+  };
   const { kind, mappedRam, opened } = await inputKind(path, values.format, baseGpa, {
     recycle: true,
-    onChunk: progress.onChunk,
+    onChunk,
   });
   // Closed however the command ends (the scan closes it too when it read it: closing is idempotent).
   using _opened = { [Symbol.dispose]: () => opened?.close() };
@@ -189,6 +205,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       "scanning a dump needs a file (it is read at random offsets), not standard input",
     );
   }
+  if (kind !== "migration" && !regularFile) await requireRegularFile(path, "scanning a dump");
 
   const plugState: PlugStateInfo = values.plugmap !== undefined
     ? { source: "plugmap", detail: values.plugmap }
@@ -233,10 +250,6 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     }
     return out.sink;
   };
-  // Standard input is hashed as it is read; files are hashed afterwards.
-  const stdinHash = path === "-" && extraction !== undefined
-    ? (await import("node:crypto")).createHash("sha256")
-    : undefined;
 
   try {
     let report: ScanReport;
@@ -258,10 +271,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       const scanned = await scanStreamInput(path, plugMap, plugState, settings, {
         opened,
         startExtraction,
-        onChunk: (c: Uint8Array) => {
-          stdinHash?.update(c);
-          progress.onChunk(c);
-        },
+        onChunk,
       });
       measured = progress.bytes;
       if (scanned === undefined) {
@@ -308,7 +318,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     if (kind !== "migration" || mapped !== undefined) measured = await fileByteLength(path) ?? 0;
     const [head, body] = scanReportParts(report, values, firstPass);
     if (out !== undefined) {
-      const sha256 = stdinHash?.digest("hex") ?? await extract!.sha256OfFile(path);
+      const sha256 = inputHash?.digest("hex") ?? await extract!.sha256OfFile(path);
       await out.sink.finish({
         input: { ...head.input, sha256 },
         plugState: body.plugState,
@@ -469,7 +479,7 @@ async function scanStreamInput(
     onChunk?: (chunk: Uint8Array) => void;
   },
 ): Promise<StreamScan | undefined> {
-  const rereadable = path !== "-" && (await Deno.stat(path)).isFile;
+  const rereadable = path !== "-" && await isRegularFile(path);
   let given = plugMap;
   if (rereadable && given === undefined) {
     try {
@@ -575,6 +585,15 @@ async function scanStream(
     });
   } finally {
     input.close();
+  }
+}
+
+/** Whether `path` names a regular file (a missing path: false, and its opener reports it). */
+async function isRegularFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
   }
 }
 

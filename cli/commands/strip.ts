@@ -18,7 +18,7 @@ import { summaryLine, terminalProgress } from "../_progress.ts";
 import { deviceJson, gpaRangesJson, type ReportFile, reportJson } from "../_report.ts";
 import { plugStateJson } from "../_plug_state.ts";
 import { fileByteLength } from "../_stream_input.ts";
-import { dumpInputKind } from "../_dump_input.ts";
+import { dumpInputKind, requireRegularFile } from "../_dump_input.ts";
 import { type CliIo, CommandError, UsageError } from "../io.ts";
 import { lazyImport } from "../_lazy.ts";
 import {
@@ -100,6 +100,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parsed;
   const [inPath, outPath] = positionals as [string, string];
   if (inPath === "-") throw new UsageError("strip needs a seekable input file, not standard input");
+  await requireRegularFile(inPath, "strip");
   const splitSet = (values["split-set"] ?? []) as string[];
   const policy = outputPolicy(values, [inPath, ...splitSet], plugMapFiles(values));
   const plugMapCheck = { requiredBy: "strip" };

@@ -105,6 +105,11 @@ class FilePositionalReader implements PositionalReader {
  * ```
  */
 export async function openPositional(path: string): Promise<PositionalReader & Disposable> {
+  // Told before opening: opening a FIFO would take its writer's data from the command that
+  // reads it as a stream.
+  if (!(await Deno.stat(path)).isFile) {
+    throw new TypeError(`Cannot read ${path} at random offsets: not a regular file`);
+  }
   const file = await Deno.open(path, { read: true });
   try {
     const info = await file.stat();
