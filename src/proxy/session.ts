@@ -405,7 +405,16 @@ export class ProxySession {
     if (this.#vetoed) channel.detachOutput?.();
     // After a veto the destination fails, so channels lose it: not a failure of the session.
     channel.done.catch((e) => {
-      if (!this.#vetoed) this.#fail(e);
+      if (this.#vetoed) return;
+      this.#fail(
+        e instanceof SocketClosedError
+          ? new ProxyError(
+            `${channel.label}: writing to the destination failed: ${e.message}; closed both connections`,
+            "destination-gone",
+            { cause: e },
+          )
+          : e,
+      );
     });
   }
 

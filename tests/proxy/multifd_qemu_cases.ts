@@ -86,7 +86,10 @@ async function migrateThroughProxy(
       migrateError = e;
     });
     const p = await proxy.done();
-    return { p, json: p.json as ProxyJson | undefined, dst, migrateError };
+    // The proxy's stderr and both QEMUs' logs, for a failed assertion on the outcome.
+    const why = `${p.err}\n--- source QEMU ---\n${src.qemuLog().slice(-2000)}\n` +
+      `--- destination QEMU ---\n${dst.qemuLog().slice(-2000)}`;
+    return { p, why, json: p.json as ProxyJson | undefined, dst, migrateError };
   } catch (e) {
     proxy.kill();
     await dst.kill();
@@ -120,11 +123,11 @@ function assertChannels(json: ProxyJson | undefined, channels: number): ChannelS
  * no EOF for the destination, which never loads.
  */
 async function assertVetoed(
-  r: { p: { code: number; err: string }; json: ProxyJson | undefined },
+  r: { p: { code: number; err: string }; why: string; json: ProxyJson | undefined },
   dst: QemuGuest,
   channels: number,
 ): Promise<void> {
-  assert.equal(r.p.code, 3, r.p.err);
+  assert.equal(r.p.code, 3, r.why);
   assert.equal(r.json?.verdict, "violations");
   const v = r.json!.verify!;
   assert.deepEqual(v.violations.map((x) => x.gpa), EVIL_GPAS);
@@ -162,7 +165,7 @@ export function multifdProxyTests(qemu: QemuVersion): void {
             });
             await using dst = r.dst;
             assert.equal(r.migrateError, undefined);
-            assert.equal(r.p.code, 0, r.p.err);
+            assert.equal(r.p.code, 0, r.why);
             const list = assertChannels(r.json, channels);
             assert.ok(
               list.reduce((a, c) => a + c.pages, 0) >= 100,
@@ -193,7 +196,7 @@ export function multifdProxyTests(qemu: QemuVersion): void {
             });
             await using dst = r.dst;
             assert.equal(r.migrateError, undefined);
-            assert.equal(r.p.code, 0, r.p.err);
+            assert.equal(r.p.code, 0, r.why);
             const list = assertChannels(r.json, channels);
             const dropped = list.flatMap((c) => c.dropped);
             assert.deepEqual(dropped.map((d) => d.gpa).toSorted((a, b) => a - b), EVIL_GPAS);
@@ -250,7 +253,7 @@ export function multifdProxyTests(qemu: QemuVersion): void {
           evil: false,
         });
         await using dst = r.dst;
-        assert.equal(r.p.code, 0, r.p.err);
+        assert.equal(r.p.code, 0, r.why);
         assertChannels(r.json, channels);
         await dst.waitIncoming({ timeoutMs: 60_000 });
         await assertSameMemory(src, dst, dir, "clean");

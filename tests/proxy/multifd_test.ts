@@ -76,11 +76,17 @@ const pluggedPage = (block: number, page = 1) => block * VMEM_BLOCK + page * PAG
  * With `hold`, it keeps every connection open until `hold` resolves (as QEMU keeps its main
  * channel open while it waits for multifd channels).
  */
-function fakeDestination(path: string, hold?: Promise<void>) {
+function fakeDestination(path: string, hold?: Promise<void>, closeChannels = false) {
   const listener = Deno.listen({ transport: "unix", path });
   const conns: { bytes: Uint8Array[]; closed: Promise<void> }[] = [];
   const accepting = (async () => {
     for await (const c of listener) {
+      if (closeChannels && conns.length > 0) {
+        // A destination whose multifd channel broke off: it closes at once.
+        c.close();
+        conns.push({ bytes: [], closed: Promise.resolve() });
+        continue;
+      }
       const bytes: Uint8Array[] = [];
       const closed = (async () => {
         const buf = new Uint8Array(1 << 16);
@@ -149,11 +155,11 @@ async function fakeSource(path: string, streams: Uint8Array[], order: number[]):
 
 async function runProxy(
   streams: Uint8Array[],
-  options: { mode: string; order?: number[]; extra?: string[] },
+  options: { mode: string; order?: number[]; extra?: string[]; closeChannels?: boolean },
 ) {
   const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-proxy-" });
   try {
-    const dest = fakeDestination(`${dir}/p-dst.sock`);
+    const dest = fakeDestination(`${dir}/p-dst.sock`, undefined, options.closeChannels);
     // A process, as users run it: `deno test` would type-check each Worker's modules on load.
     const proxy = await startProxy(dir, "p", ["--mode", options.mode, ...(options.extra ?? [])]);
     await fakeSource(`${dir}/p.sock`, streams, options.order ?? streams.map((_, i) => i));
@@ -337,6 +343,19 @@ Deno.test("proxy fails a corrupt or truncated multifd channel with a typed error
       /page offset 0x1000000 in \\?"pc\.ram\\?" lies beyond the block's 0x1000000 bytes at offset 0x180\b/,
     );
   });
+});
+
+Deno.test("proxy fails with destination-gone, naming the channel, when the destination closes a multifd channel", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  // Enough pages that the channel's writes outlast the destination's close.
+  const pages = Array.from({ length: 64 }, (_, i) => pluggedPage(i % 2 === 0 ? 0 : 1, i >> 1));
+  const ch0 = channel(0, [{ normal: pages }, { normal: pages }, { sync: true }]);
+  const r = await runProxy([mainBytes, ch0], { mode: "pass", closeChannels: true });
+  assert.equal(r.code, 1, r.err);
+  const error = JSON.parse(r.err.trim().split("\n").at(-1)!).error;
+  assert.equal(error.code, "destination-gone", r.err);
+  assert.match(error.message, /^multifd channel 0: writing to the destination failed: /);
+  assert.ok(r.received[0]!.byteLength < mainBytes.byteLength, "no EOF reached the destination");
 });
 
 // ---- Red team: a hostile source's channels (docs/security.md, "multifd") ----
