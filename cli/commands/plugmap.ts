@@ -142,7 +142,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const stoppedEarly = r.layout === "early" && r.method === "early";
     if (stoppedEarly && !values.early) {
       warnings.push(
-        "read up to the early section only (standard input cannot be read twice): usable and " +
+        `read up to the early section only (${
+          path === "-" ? "standard input" : "a pipe"
+        } cannot be read twice): usable and ` +
           "requested size are unknown (null); --complete reads to the end",
       );
     }

@@ -77,6 +77,15 @@ Deno.test("FIFO inputs: streams are read once, dumps are refused before the FIFO
       }
     });
 
+    await t.step("plugmap of a stream FIFO stops at the early section and says why", async () => {
+      await withFifo(dir, stream, async (fifo) => {
+        const r = await execCli(["plugmap", fifo], { timeoutMs });
+        assert.equal(r.code, 0, r.err);
+        assert.equal(JSON.parse(r.out).devices[0]["usable-region-size"], null);
+        assert.match(r.err, /early section only \(a pipe cannot be read twice\)/);
+      });
+    });
+
     const elf = await tinyFixture("q10-tiny.elf");
     const kdump = await tinyFixture("q10-tiny.kdump-zlib");
     const cases: [string, Uint8Array, (fifo: string) => string[], RegExp][] = [
