@@ -397,6 +397,7 @@ export class ProxySession {
       mode: this.#options.mode ?? "pass",
       plugMap: this.#options.plugMap,
       mainStage: () => this.#relay?.stage,
+      eofForwarded: () => this.#relay?.eofForwarded ?? false,
       emit: (e) => this.#emit(e),
       veto: (violations) => this.#channelVeto(violations),
     });
