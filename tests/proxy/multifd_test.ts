@@ -108,14 +108,17 @@ function fakeDestination(path: string, hold?: Promise<void>, closeChannels = fal
   return {
     /**
      * Close every connection but the first (the main channel), as QEMU 7.2 does once its load
-     * is done (`multifd_load_cleanup`).
+     * is done (`multifd_load_cleanup`). Resolves once their reads have ended: only then is the
+     * socket really closed (a pending read keeps it open).
      */
-    closeChannels(): void {
-      for (const c of conns.slice(1)) {
+    async closeChannels(): Promise<void> {
+      const channels = conns.slice(1);
+      for (const c of channels) {
         try {
           c.conn?.close();
         } catch { /* closed */ }
       }
+      await Promise.all(channels.map((c) => c.closed));
     },
     /** Bytes received so far on the connection accepted `i`-th. */
     byteLength(i: number): number {
@@ -531,7 +534,7 @@ Deno.test("proxy --mode filter: QEMU 7.2's empty packet after a channel's last S
       "the destination has the main channel and the channel's SYNC",
       () => dest.byteLength(0) === mainBytes.byteLength && dest.byteLength(1) === cut - PAGE,
     );
-    dest.closeChannels();
+    await dest.closeChannels();
     await writeAll(c0, ch0.subarray(cut));
     await c0.closeWrite();
     const { code, err, json } = await proxy.done();
@@ -575,7 +578,7 @@ Deno.test("proxy fails with destination-gone when the destination closed a chann
       "the destination has the main channel and the channel's SYNC",
       () => dest.byteLength(0) === mainBytes.byteLength && dest.byteLength(1) === cut,
     );
-    dest.closeChannels();
+    await dest.closeChannels();
     await writeAll(c0, ch0.subarray(cut));
     await c0.closeWrite();
     const { code, err } = await proxy.done();
