@@ -263,6 +263,15 @@ export class ProxySession {
     return this.#state;
   }
 
+  /**
+   * Whether the main channel's `QEMU_VM_EOF` was handed to the destination
+   * (after a failure: whether the destination may have loaded and started
+   * the VM).
+   */
+  get eofForwarded(): boolean {
+    return this.#relay?.eofForwarded ?? false;
+  }
+
   #emit(event: ProxyEvent): void {
     this.#options.onEvent?.(event);
   }

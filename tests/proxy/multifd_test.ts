@@ -597,6 +597,40 @@ Deno.test("proxy fails with destination-gone when the destination closed a chann
   }
 });
 
+Deno.test("proxy says the EOF was forwarded when a channel fails after the destination had it", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  const ch0 = channel(0, [{ sync: true }, { corrupt: (h) => (h[0] = 0x99) }]);
+  const cut = 64 + HEADER;
+  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-late-error-" });
+  const dest = fakeDestination(`${dir}/p-dst.sock`);
+  try {
+    const proxy = await startProxy(dir, "p", ["--mode", "pass"]);
+    const main = await connectTo(`${dir}/p.sock`);
+    await writeAll(main, mainBytes.subarray(0, 64));
+    await new Promise((r) => setTimeout(r, 30));
+    const c0 = await connectTo(`${dir}/p.sock`);
+    await writeAll(c0, ch0.subarray(0, cut));
+    await writeAll(main, mainBytes.subarray(64));
+    await main.closeWrite();
+    await until(
+      "the destination has the main channel's EOF",
+      () => dest.byteLength(0) === mainBytes.byteLength,
+    );
+    await writeAll(c0, ch0.subarray(cut));
+    await c0.closeWrite();
+    const { code, err } = await proxy.done();
+    main.close();
+    c0.close();
+    assert.equal(code, 1, err);
+    assert.match(err, /multifd channel 0: Cannot decode multifd channel: packet magic 0x99223344/);
+    assert.match(err, /relay failed after QEMU_VM_EOF was forwarded/);
+    assert.doesNotMatch(err, /without forwarding QEMU_VM_EOF/);
+  } finally {
+    await dest.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("red team: a channel that connects after the destination had its EOF is checked before anything of it is forwarded (exit 3)", async () => {
   const { bytes: mainBytes } = await mainChannel();
   const stray = pluggedPage(5, 3);
