@@ -181,7 +181,11 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     }
     if (failure instanceof ProxyError) throw failure;
     if (!(failure instanceof UnsupportedFeatureError)) {
-      await io.err("proxy: relay failed; closed both connections without forwarding QEMU_VM_EOF\n");
+      await io.err(
+        session.eofForwarded
+          ? "proxy: relay failed after QEMU_VM_EOF was forwarded (the destination may have started the VM); closed both connections\n"
+          : "proxy: relay failed; closed both connections without forwarding QEMU_VM_EOF\n",
+      );
     }
     throw failure;
   }

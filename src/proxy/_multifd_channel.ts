@@ -16,14 +16,31 @@
  *   still decide about this channel's pages.
  * - A pipeline error names the channel (`multifd channel N: …`); a failed
  *   write to the destination fails the channel unless the migration was
- *   vetoed (then the destination is failing anyway).
+ *   vetoed (then the destination is failing anyway), or unless the
+ *   destination closed the channel after its load: see
+ *   {@linkcode MultifdProxyChannel.agree} and "After the last SYNC" below.
+ *
+ * ## After the last SYNC
+ * A QEMU source before 9.0 may send one more packet after a channel's last
+ * SYNC: empty, flags 0 (upstream f5f48a7891 describes the race: the last
+ * pages and the SYNC are queued before the channel's thread wakes up, so it
+ * sends them as one packet, then an empty one). The destination waits for
+ * nothing after its last sync point: once it has `QEMU_VM_EOF` it finishes
+ * loading and closes its multifd connections (7.2: `multifd_load_cleanup`),
+ * maybe before the proxy relays that packet. A write that then finds the
+ * channel closed is not a failure when everything up to the channel's last
+ * SYNC was written before, the EOF was forwarded after every channel
+ * agreed, and nothing after that SYNC carries a page or device state: the
+ * rest of the channel is read and not forwarded. A page (or another SYNC)
+ * after it fails the channel (`destination-gone`): the destination never
+ * loaded it.
  *
  * Private to src/proxy.
  *
  * @module
  */
 
-import type { SocketConnection } from "../io/socket.ts";
+import { SocketClosedError, type SocketConnection } from "../io/socket.ts";
 import {
   MultifdPipeline,
   type MultifdPipelineResult,
@@ -52,6 +69,12 @@ export class MultifdProxyChannel implements ExtraChannel {
   #outputError: unknown;
   #aborted = false;
   #detached = false;
+  /** The sync points the EOF gate waited for, once this channel agreed. */
+  #agreedSyncPoints: number | undefined;
+  /** The destination closed the channel after its load: nothing more is written. */
+  #destinationDone = false;
+  /** Bytes not forwarded because the destination had closed the channel after its load. */
+  #notForwarded = 0;
   #abortReason: unknown;
   #changed = new Set<() => void>();
   #unsubscribe: () => void;
@@ -82,12 +105,22 @@ export class MultifdProxyChannel implements ExtraChannel {
         ...(init.plugMap ? { plugMap: init.plugMap } : {}),
         output: async (chunk) => {
           const destination = await this.#destination;
+          if (this.#destinationDone) {
+            this.#notForwarded += chunk.byteLength;
+            return;
+          }
           try {
             await destination.write(chunk);
             this.#bytesOut += chunk.byteLength;
           } catch (e) {
             // After a veto the destination fails and may be gone: not this channel's failure.
-            if (!this.#detached) throw this.#outputError = e;
+            if (this.#detached) return;
+            if (e instanceof SocketClosedError && this.#afterLoad()) {
+              this.#destinationDone = true;
+              this.#notForwarded += chunk.byteLength;
+              return;
+            }
+            throw this.#outputError = this.#lostAfterLoad(e) ?? e;
           }
         },
         chunkSize: OUTPUT_CHUNK_SIZE,
@@ -119,6 +152,47 @@ export class MultifdProxyChannel implements ExtraChannel {
   /** Name for logs and reports. */
   get label(): string {
     return this.#label;
+  }
+
+  /**
+   * Whether the destination may have closed this channel because its load
+   * is done, losing nothing: this channel agreed to the EOF, which was
+   * forwarded; it has had no SYNC since the last one the EOF gate waited
+   * for; every byte up to that SYNC was written; nothing after it is to be
+   * loaded.
+   */
+  #afterLoad(): boolean {
+    const agreed = this.#agreedSyncPoints;
+    if (agreed === undefined || !this.#init.eofForwarded()) return false;
+    const last = this.#pipeline.lastSync;
+    return this.#pipeline.progress.syncPackets === agreed && this.#bytesOut >= last.outputEnd &&
+      last.loadsSince === 0;
+  }
+
+  /**
+   * The error for a destination that closed this channel after the EOF was
+   * forwarded although something after the channel's last SYNC was to be
+   * loaded (`undefined` when that is not the case).
+   */
+  #lostAfterLoad(cause: unknown): SocketClosedError | undefined {
+    if (this.#agreedSyncPoints === undefined || !this.#init.eofForwarded()) return undefined;
+    const p = this.#pipeline.progress;
+    const loads = this.#pipeline.lastSync.loadsSince;
+    if (p.syncPackets > this.#agreedSyncPoints) {
+      return new SocketClosedError(
+        `the destination closed the channel after QEMU_VM_EOF, but the channel sent ${
+          p.syncPackets - this.#agreedSyncPoints
+        } SYNC packets after its sync points`,
+        { cause },
+      );
+    }
+    if (loads === 0 || p.syncPackets < this.#agreedSyncPoints) return undefined;
+    return new SocketClosedError(
+      `the destination closed the channel after QEMU_VM_EOF, before ${loads} ${
+        loads === 1 ? "page" : "pages"
+      } the channel sent after its last SYNC`,
+      { cause },
+    );
   }
 
   /** Hand what the main channel showed to the pipeline (it may release held packets). */
@@ -170,6 +244,20 @@ export class MultifdProxyChannel implements ExtraChannel {
   async #finish(): Promise<void> {
     while (!this.#aborted && !this.#tap.complete) await this.#waitChange();
     if (this.#aborted) return;
+    if (this.#destinationDone) {
+      // What followed the channel's last SYNC was read on: it must not have needed loading.
+      const lost = this.#lostAfterLoad(undefined);
+      if (lost !== undefined) {
+        this.#failWith(lost);
+        return;
+      }
+      this.#init.emit({
+        kind: "channel",
+        label: this.#label,
+        message: `the destination closed the channel after its load; the ${this.#notForwarded} ` +
+          "bytes after its last SYNC (no pages) were not forwarded",
+      });
+    }
     const destination = await this.#destination;
     await destination.closeWrite();
     this.#init.source.close();
@@ -220,6 +308,7 @@ export class MultifdProxyChannel implements ExtraChannel {
       const p = this.#pipeline.progress;
       if (p.controls >= controls && (p.syncPackets >= syncPoints || this.#result !== undefined)) {
         this.#pipeline.sendBuffered();
+        this.#agreedSyncPoints = syncPoints;
         return;
       }
       await this.#waitChange();

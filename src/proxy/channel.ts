@@ -70,6 +70,12 @@ export interface ExtraChannelInit {
    * relaying, e.g. to share the plug state it learnt from the stream.
    */
   mainStage(): RecordStage | undefined;
+  /**
+   * Whether the main channel's `QEMU_VM_EOF` was handed to the destination
+   * (every channel agreed before that: a destination that closes a channel
+   * afterwards may have finished loading).
+   */
+  eofForwarded(): boolean;
   /** Report something worth logging. */
   emit(event: ChannelEvent): void;
   /**

@@ -263,6 +263,15 @@ export class ProxySession {
     return this.#state;
   }
 
+  /**
+   * Whether the main channel's `QEMU_VM_EOF` was handed to the destination
+   * (after a failure: whether the destination may have loaded and started
+   * the VM).
+   */
+  get eofForwarded(): boolean {
+    return this.#relay?.eofForwarded ?? false;
+  }
+
   #emit(event: ProxyEvent): void {
     this.#options.onEvent?.(event);
   }
@@ -397,6 +406,7 @@ export class ProxySession {
       mode: this.#options.mode ?? "pass",
       plugMap: this.#options.plugMap,
       mainStage: () => this.#relay?.stage,
+      eofForwarded: () => this.#relay?.eofForwarded ?? false,
       emit: (e) => this.#emit(e),
       veto: (violations) => this.#channelVeto(violations),
     });

@@ -78,7 +78,7 @@ const pluggedPage = (block: number, page = 1) => block * VMEM_BLOCK + page * PAG
  */
 function fakeDestination(path: string, hold?: Promise<void>, closeChannels = false) {
   const listener = Deno.listen({ transport: "unix", path });
-  const conns: { bytes: Uint8Array[]; closed: Promise<void> }[] = [];
+  const conns: { conn?: Deno.Conn; bytes: Uint8Array[]; closed: Promise<void> }[] = [];
   const accepting = (async () => {
     for await (const c of listener) {
       if (closeChannels && conns.length > 0) {
@@ -102,10 +102,24 @@ function fakeDestination(path: string, hold?: Promise<void>, closeChannels = fal
           c.close();
         } catch { /* closed */ }
       })();
-      conns.push({ bytes, closed });
+      conns.push({ conn: c, bytes, closed });
     }
   })();
   return {
+    /**
+     * Close every connection but the first (the main channel), as QEMU 7.2 does once its load
+     * is done (`multifd_load_cleanup`). Resolves once their reads have ended: only then is the
+     * socket really closed (a pending read keeps it open).
+     */
+    async closeChannels(): Promise<void> {
+      const channels = conns.slice(1);
+      for (const c of channels) {
+        try {
+          c.conn?.close();
+        } catch { /* closed */ }
+      }
+      await Promise.all(channels.map((c) => c.closed));
+    },
     /** Bytes received so far on the connection accepted `i`-th. */
     byteLength(i: number): number {
       return conns[i]?.bytes.reduce((a, b) => a + b.byteLength, 0) ?? 0;
@@ -487,6 +501,132 @@ Deno.test("red team: a page sent after the channel's last SYNC, once the destina
       "the page never reached the destination",
     );
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("proxy --mode filter: QEMU 7.2's empty packet after a channel's last SYNC, written after the destination's load closed the channel, is not a failure", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  // QEMU < 9.0 (upstream f5f48a7891, "Separate SYNC request with normal jobs"): when the
+  // migration thread queues the last pages and the SYNC before the channel's thread wakes up,
+  // that thread sends one packet with the pages and the SYNC flag, then an empty packet with
+  // flags 0. The destination needs nothing of it: once it has QEMU_VM_EOF it finishes loading
+  // and closes its multifd connections, maybe before the proxy relays that packet.
+  const ch0 = channel(0, [
+    { normal: [pluggedPage(0)] },
+    { sync: true, normal: [pluggedPage(1), pluggedPage(6)] }, // block 6 is unplugged
+    {},
+  ]);
+  const cut = 64 + 2 * HEADER + PAGE + 2 * PAGE;
+  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-trailing-" });
+  const dest = fakeDestination(`${dir}/p-dst.sock`);
+  try {
+    const proxy = await startProxy(dir, "p", ["--mode", "filter"]);
+    const main = await connectTo(`${dir}/p.sock`);
+    await writeAll(main, mainBytes.subarray(0, 64));
+    await new Promise((r) => setTimeout(r, 30));
+    const c0 = await connectTo(`${dir}/p.sock`);
+    await writeAll(c0, ch0.subarray(0, cut));
+    await writeAll(main, mainBytes.subarray(64));
+    await main.closeWrite();
+    // The destination loads once it has the SYNC packet (less the unplugged page) and the EOF.
+    await until(
+      "the destination has the main channel and the channel's SYNC",
+      () => dest.byteLength(0) === mainBytes.byteLength && dest.byteLength(1) === cut - PAGE,
+    );
+    await dest.closeChannels();
+    await writeAll(c0, ch0.subarray(cut));
+    await c0.closeWrite();
+    const { code, err, json } = await proxy.done();
+    main.close();
+    c0.close();
+    assert.equal(code, 0, err);
+    assert.match(err, /multifd channel 0: the destination closed the channel after its load/);
+    const summary = (json as { channels: { droppedPages: number; packets: number }[] })
+      .channels[0]!;
+    assert.deepEqual([summary.droppedPages, summary.packets], [1, 3]);
+    const received = await dest.received();
+    assert.deepEqual(received[0], mainBytes);
+    const got = await packets(received[1]!);
+    assert.deepEqual(got.map((p) => [p.sync, p.normalRamOffsets]), [
+      [false, [pluggedPage(0)]],
+      [true, [pluggedPage(1)]],
+    ]);
+  } finally {
+    await dest.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("proxy fails with destination-gone when the destination closed a channel after its load and a page follows the channel's last SYNC", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  // No QEMU sends a page after a channel's last SYNC; the destination never waits for one.
+  const ch0 = channel(0, [{ sync: true }, { normal: [pluggedPage(1)] }]);
+  const cut = 64 + HEADER;
+  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-trailing-" });
+  const dest = fakeDestination(`${dir}/p-dst.sock`);
+  try {
+    const proxy = await startProxy(dir, "p", ["--mode", "pass"]);
+    const main = await connectTo(`${dir}/p.sock`);
+    await writeAll(main, mainBytes.subarray(0, 64));
+    await new Promise((r) => setTimeout(r, 30));
+    const c0 = await connectTo(`${dir}/p.sock`);
+    await writeAll(c0, ch0.subarray(0, cut));
+    await writeAll(main, mainBytes.subarray(64));
+    await main.closeWrite();
+    await until(
+      "the destination has the main channel and the channel's SYNC",
+      () => dest.byteLength(0) === mainBytes.byteLength && dest.byteLength(1) === cut,
+    );
+    await dest.closeChannels();
+    await writeAll(c0, ch0.subarray(cut));
+    await c0.closeWrite();
+    const { code, err } = await proxy.done();
+    main.close();
+    c0.close();
+    assert.equal(code, 1, err);
+    const error = JSON.parse(err.trim().split("\n").at(-1)!).error;
+    assert.equal(error.code, "destination-gone", err);
+    assert.match(
+      error.message,
+      /^multifd channel 0: .*closed the channel after QEMU_VM_EOF, before 1 page .* after its last SYNC/,
+    );
+  } finally {
+    await dest.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("proxy says the EOF was forwarded when a channel fails after the destination had it", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  const ch0 = channel(0, [{ sync: true }, { corrupt: (h) => (h[0] = 0x99) }]);
+  const cut = 64 + HEADER;
+  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-late-error-" });
+  const dest = fakeDestination(`${dir}/p-dst.sock`);
+  try {
+    const proxy = await startProxy(dir, "p", ["--mode", "pass"]);
+    const main = await connectTo(`${dir}/p.sock`);
+    await writeAll(main, mainBytes.subarray(0, 64));
+    await new Promise((r) => setTimeout(r, 30));
+    const c0 = await connectTo(`${dir}/p.sock`);
+    await writeAll(c0, ch0.subarray(0, cut));
+    await writeAll(main, mainBytes.subarray(64));
+    await main.closeWrite();
+    await until(
+      "the destination has the main channel's EOF",
+      () => dest.byteLength(0) === mainBytes.byteLength,
+    );
+    await writeAll(c0, ch0.subarray(cut));
+    await c0.closeWrite();
+    const { code, err } = await proxy.done();
+    main.close();
+    c0.close();
+    assert.equal(code, 1, err);
+    assert.match(err, /multifd channel 0: Cannot decode multifd channel: packet magic 0x99223344/);
+    assert.match(err, /relay failed after QEMU_VM_EOF was forwarded/);
+    assert.doesNotMatch(err, /without forwarding QEMU_VM_EOF/);
+  } finally {
+    await dest.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -158,6 +158,8 @@ export class MultifdPipeline {
   #syncPackets = 0;
   #controlCount = 0;
   #violationsReported = 0;
+  #lastSyncOutputEnd = 0;
+  #loadsSinceSync = 0;
 
   /**
    * Set the pipeline up (nothing is read until {@linkcode MultifdPipeline.run}).
@@ -200,6 +202,20 @@ export class MultifdPipeline {
       violations: this.#verifier?.violationCount ?? 0,
       droppedPages: this.#filter?.droppedPages ?? 0,
     };
+  }
+
+  /**
+   * Where the channel stands after its latest SYNC packet: `outputEnd`, the
+   * output offset just after that packet (0 before any); `loadsSince`, what
+   * the packets forwarded after it give the destination to load (their
+   * pages, with data or zero, plus one per device-state packet). A
+   * destination loads a SYNC packet's own pages before it handles the flag,
+   * so once it has passed its last sync point it had every byte up to
+   * `outputEnd`; after it, QEMU sends nothing it would load (QEMU < 9.0 may
+   * send one empty packet, see docs/multifd.md).
+   */
+  get lastSync(): { outputEnd: number; loadsSince: number } {
+    return { outputEnd: this.#lastSyncOutputEnd, loadsSince: this.#loadsSinceSync };
   }
 
   /** Whether verify mode found a violation (pages are stripped from then on). */
@@ -387,6 +403,12 @@ export class MultifdPipeline {
       throw new TypeError("MultifdPipeline: a packet before the initial packet");
     }
     this.#encoder?.write(out);
+    if (out.kind === "multifd-ram-packet") {
+      if (out.sync) {
+        this.#lastSyncOutputEnd = this.#writer?.offset ?? 0;
+        this.#loadsSinceSync = 0;
+      } else this.#loadsSinceSync += out.normalRamOffsets.length + out.zeroRamOffsets.length;
+    } else if (out.kind === "multifd-device-state-packet") this.#loadsSinceSync++;
   }
 
   /** The packet without pages (or itself when it has none). */
