@@ -39,7 +39,9 @@ const SETTLE_MS = 1000;
  */
 export function terminalProgress(io: CliIo, label: string, total: number | undefined): Progress {
   const start = performance.now();
-  let last = 0;
+  // The first update always draws (performance.now() counts from the process's start, which
+  // may be less than REDRAW_MS ago).
+  let last = -Infinity;
   let shown = false;
   let whole = total;
   return {

@@ -212,3 +212,26 @@ Deno.test("parseSize() takes decimal, hex and binary suffixes as QEMU does; refu
     assert.throws(() => parseSize(bad, "--base"), UsageError, bad);
   }
 });
+
+Deno.test("a terminal's progress line is drawn at the first update, however soon after the process started", async () => {
+  // A fresh process: performance.now() counts from its start, so it is below the redraw interval.
+  const progress = new URL("../../cli/_progress.ts", import.meta.url).href;
+  const script = `
+    import { terminalProgress } from ${JSON.stringify(progress)};
+    let text = "";
+    const io = { stderrIsTerminal: true, err: async (t) => { text += t; } };
+    const p = terminalProgress(io, "inspect", 100);
+    p.update(10);
+    await p.end();
+    console.log(JSON.stringify({ now: performance.now(), text }));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=js", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const { now, text } = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.ok(now < 250, `the process was not fresh enough to test this: ${now} ms`);
+  assert.match(text, /^\rinspect: 10 B of 100 B \(10%\)/);
+});
