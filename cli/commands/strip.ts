@@ -102,6 +102,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (inPath === "-") throw new UsageError("strip needs a seekable input file, not standard input");
   await requireRegularFile(inPath, "strip");
   const splitSet = (values["split-set"] ?? []) as string[];
+  // A member is read at random offsets too: a FIFO, socket or device is refused by its name.
+  for (const member of splitSet) await requireRegularFile(member, "strip --split-set");
   const policy = outputPolicy(values, [inPath, ...splitSet], plugMapFiles(values));
   const plugMapCheck = { requiredBy: "strip" };
   checkPlugMapOptions(values, plugMapCheck);
