@@ -32,8 +32,11 @@ export type { PlugStateSource } from "./_filter_plug_state.ts";
 /** Options for {@linkcode UnpluggedPageDropper} and {@linkcode DropUnpluggedPagesStream}. */
 export interface DropUnpluggedPagesOptions {
   /**
-   * Out-of-band plug state (e.g. from `loadPlugState`). It takes precedence over
-   * the stream's own early section for the devices it describes.
+   * Out-of-band plug state (e.g. from `loadPlugState`). Pages of the blocks it
+   * marks unplugged are dropped; so are those of blocks the stream's own state
+   * marks unplugged once it is known (the destination takes the stream's
+   * state), and a page already passed in such a block (late layout) is an
+   * error, unless `allowPlugStateMismatch`.
    * @default {undefined} (use the stream's `virtio-mem-device-early` sections)
    */
   plugMap?: PlugMap;
@@ -44,8 +47,10 @@ export interface DropUnpluggedPagesOptions {
    */
   requirePlugState?: boolean;
   /**
-   * Accept a `plugMap` that marks a block unplugged which the stream's own
-   * state marks plugged (the destination would then miss plugged memory).
+   * Let `plugMap` alone decide: accept one that marks a block unplugged which
+   * the stream's own state marks plugged (the destination would then miss
+   * plugged memory), and keep the pages of blocks it marks plugged which the
+   * stream marks unplugged (the output then does not verify clean).
    * @default {false}
    */
   allowPlugStateMismatch?: boolean;
@@ -130,6 +135,8 @@ export interface DropStats {
 interface DeviceCounters {
   table: BlockPlugTable;
   kept: number;
+  /** 1 for each device block a kept record landed in. */
+  keptBlocks: Uint8Array;
   droppedRecords: number;
   droppedBytes: number;
   blocks: Map<number, { records: number; bytes: number }>;
@@ -241,6 +248,7 @@ export class UnpluggedPageDropper implements RecordStage {
     this.#counters.set(table.ramBlock, {
       table,
       kept: old?.kept ?? 0,
+      keptBlocks: old?.keptBlocks ?? new Uint8Array(table.plugged.length),
       droppedRecords: old?.droppedRecords ?? 0,
       droppedBytes: old?.droppedBytes ?? 0,
       blocks: old?.blocks ?? new Map(),
@@ -318,11 +326,42 @@ export class UnpluggedPageDropper implements RecordStage {
               { format: "migration", code: "invariant", offset: r.streamOffset },
             );
           }
+          this.#unplugAsStream(current, inBand, r.devicePath, r.streamOffset);
         }
         return;
       }
       default:
         return;
+    }
+  }
+
+  /**
+   * The stream states a block unplugged that the plug map marks plugged: the
+   * destination takes the stream's state, so a page kept there would load
+   * into an unplugged block and the output would never verify clean. Pages
+   * of such a block from here on are dropped; one kept before (late layout)
+   * cannot be taken back: refuse the stream.
+   */
+  #unplugAsStream(
+    current: BlockPlugTable,
+    inBand: BlockPlugTable,
+    devicePath: string,
+    streamOffset: number,
+  ): void {
+    const kept = this.#counters.get(current.ramBlock)?.keptBlocks;
+    const n = Math.min(current.plugged.length, inBand.plugged.length);
+    for (let i = 0; i < n; i++) {
+      if (current.plugged[i] !== 1 || inBand.plugged[i] === 1) continue;
+      if (kept !== undefined && kept[i] === 1) {
+        throw new FormatError(
+          `Cannot filter migration stream: the plug map marks block ${i} (gpa ${
+            hex(current.gpa + i * current.blockSize)
+          }) of ${devicePath} plugged, but the stream marks it unplugged after pages of it were ` +
+            "passed; the destination would load them into an unplugged block",
+          { format: "migration", code: "invariant", offset: streamOffset },
+        );
+      }
+      current.plugged[i] = 0;
     }
   }
 
@@ -413,6 +452,7 @@ export class UnpluggedPageDropper implements RecordStage {
           continue;
         }
         counters!.kept++;
+        counters!.keptBlocks[blockIndex] = 1;
       }
       // Kept.
       if (!r.continued) {
