@@ -25,6 +25,7 @@ import {
 } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
+import { pinInputs } from "../_input_pin.ts";
 
 const HELP =
   `usage: vmem-dump filter IN OUT [--plugmap FILE | --plugmap-from STREAM] [--json] [--force]
@@ -63,11 +64,14 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
   const [inPath, outPath] = positionals as [string, string];
+  // Pinned before the first open: the first pass and the full pass open IN apart, and the
+  // output appears only if IN stayed the same file, unchanged (checked at the commit).
+  using pin = await pinInputs([inPath, ...plugMapFiles(values)]);
   // Refuse a bad output before any work: it must not be IN or an existing file.
-  const output = await createAtomicOutput(
-    outPath,
-    outputPolicy(values, [inPath], plugMapFiles(values)),
-  );
+  const output = await createAtomicOutput(outPath, {
+    ...outputPolicy(values, [inPath], plugMapFiles(values)),
+    beforeCommit: pin.check,
+  });
   const progress = inputProgress(io, "filter");
   let choice: PlugStateChoice;
   let input: StreamInput;

@@ -21,6 +21,7 @@ import { fileByteLength } from "../_stream_input.ts";
 import { dumpInputKind, requireRegularFile } from "../_dump_input.ts";
 import { type CliIo, CommandError, UsageError } from "../io.ts";
 import { lazyImport } from "../_lazy.ts";
+import { pinInputs } from "../_input_pin.ts";
 import {
   checkPlugMapOptions,
   FORCE_HELP,
@@ -104,7 +105,13 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const splitSet = (values["split-set"] ?? []) as string[];
   // A member is read at random offsets too: a FIFO, socket or device is refused by its name.
   for (const member of splitSet) await requireRegularFile(member, "strip --split-set");
-  const policy = outputPolicy(values, [inPath, ...splitSet], plugMapFiles(values));
+  // Pinned before the first open (the kind is told by one open, the dump read and hashed by
+  // others): the output appears only if every input stayed the same file, unchanged.
+  using pin = await pinInputs([inPath, ...splitSet, ...plugMapFiles(values)]);
+  const policy = {
+    ...outputPolicy(values, [inPath, ...splitSet], plugMapFiles(values)),
+    beforeCommit: pin.check,
+  };
   const plugMapCheck = { requiredBy: "strip" };
   checkPlugMapOptions(values, plugMapCheck);
   const format = values.format ?? "elf";

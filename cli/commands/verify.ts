@@ -30,6 +30,7 @@ import {
 } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
+import { pinInputs } from "../_input_pin.ts";
 
 const HELP = `usage: vmem-dump verify IN [--forward OUT] [--plugmap FILE | --plugmap-from STREAM]
                         [--json] [--max-violations N] [--single-pass] [--force]
@@ -95,6 +96,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (values.force && forwardPath === undefined) {
     throw new UsageError("--force applies to --forward OUT only");
   }
+  // Pinned before the first open: the first pass and the full pass open IN apart.
+  using pin = await pinInputs([inPath, ...plugMapFiles(values)]);
   const progress = inputProgress(io, "verify");
   const opened = await openStreamInput(inPath, {
     recycle: true,
@@ -104,16 +107,21 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (opened.kind === "mapped-ram") {
     await progress.end(); // its own summary follows; the detection read drew the line
     using mapped = await openMappedRam(opened);
-    return await mapped.branch.verifyMappedRamCommand(mapped, { ...values, maxViolations }, io);
+    return await mapped.branch.verifyMappedRamCommand(
+      mapped,
+      { ...values, maxViolations, pin },
+      io,
+    );
   }
   const input = opened;
   let output: AtomicOutput | undefined;
   let choice: PlugStateChoice;
   try {
     // Refuse a bad output before any work: it must not be IN or an existing file.
-    output = forwardPath === undefined
-      ? undefined
-      : await createAtomicOutput(forwardPath, outputPolicy(values, [inPath], plugMapFiles(values)));
+    output = forwardPath === undefined ? undefined : await createAtomicOutput(forwardPath, {
+      ...outputPolicy(values, [inPath], plugMapFiles(values)),
+      beforeCommit: pin.check,
+    });
     choice = await choosePlugState(values, inPath, { twoPass: !values["single-pass"] });
   } catch (e) {
     input.close();
@@ -149,6 +157,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     input.close();
     await progress.end();
   }
+  await pin.check();
   const streamByteLength = counts.bytesIn;
   const result = verifier.result;
   const text = values.json
