@@ -104,6 +104,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     counts = await runMigrationPipeline(input.reader, {
       stages: [dropper],
       output: (c) => output.write(c),
+      // QEMU_VM_EOF goes out only if IN did not change: a pipe or FIFO cannot take it back.
+      beforeEof: pin.check,
     });
     await output.commit();
   } catch (e) {

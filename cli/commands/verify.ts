@@ -142,7 +142,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const out = output;
     counts = await runMigrationPipeline(input.reader, {
       stages: [verifier],
-      ...(out === undefined ? {} : { output: (c) => out.write(c) }),
+      // QEMU_VM_EOF goes out only if IN did not change: a pipe or FIFO cannot take it back.
+      ...(out === undefined ? {} : { output: (c) => out.write(c), beforeEof: pin.check }),
     });
     if (out !== undefined) {
       if (verifier.failed) {

@@ -141,3 +141,34 @@ Deno.test("an input that changes between two reads gives no verdict and no outpu
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("verify --forward FIFO: QEMU_VM_EOF is withheld when IN changed while it was read", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vmem-changed-eof-" });
+  try {
+    // QEMU 7.2's tiny stream with every block unplugged and no page in them: clean, late layout.
+    const clean = new URL("../../testdata/migration/q72-tiny-unplugged.mig", import.meta.url);
+    const bytes = await Deno.readFile(clean);
+    const input = `${dir}/in.mig`;
+    await Deno.writeFile(input, bytes);
+    await Deno.utime(input, 1.6e9, 1.6e9);
+    const fifo = `${dir}/out.fifo`;
+    assert.equal((await new Deno.Command("mkfifo", { args: [fifo] }).output()).code, 0);
+    const reader = new Deno.Command("sh", {
+      args: ["-c", 'exec cat "$1" > "$2"', "sh", fifo, `${dir}/got`],
+      stdin: "null",
+    }).spawn();
+    // A writer that has IN open writes into it while verify reads it: same size, new mtime.
+    const r = await runWithMoves(["verify", input, "--forward", fifo], input, [async (p) => {
+      using f = await Deno.open(p, { write: true });
+      await f.write(new Uint8Array([0x51]));
+    }]);
+    await reader.status;
+    assertInputChanged(r, input);
+    const got = await Deno.readFile(`${dir}/got`);
+    // Everything before QEMU_VM_EOF went out as it was checked; the EOF and vmdesc did not.
+    assert.ok(got.byteLength < bytes.byteLength, `${got.byteLength} of ${bytes.byteLength}`);
+    assert.ok(got.every((b, i) => b === bytes[i]));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
