@@ -15,6 +15,7 @@ import { type PlugStateSourceName, printReport, reportJson } from "../_report.ts
 import { dropStatsJson } from "../_stream_reports.ts";
 import type { CliIo } from "../io.ts";
 import {
+  checkStdinOnce,
   FORCE_HELP,
   FORCE_OPTION,
   JSON_OPTION,
@@ -64,6 +65,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
   const [inPath, outPath] = positionals as [string, string];
+  checkStdinOnce(inPath, values);
   // Pinned before the first open: the first pass and the full pass open IN apart, and the
   // output appears only if IN stayed the same file, unchanged (checked at the commit).
   using pin = await pinInputs([inPath, ...plugMapFiles(values)]);

@@ -49,6 +49,7 @@ import { plugStateJson } from "../_plug_state.ts";
 import { type CliIo, CommandError, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
+  checkStdinOnce,
   FORCE_OPTION,
   JSON_OPTION,
   loadPlugMapOption,
@@ -140,6 +141,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
   const path = positionals[0]!;
+  checkStdinOnce(path, values);
   const plugMapCheck = {
     bothMessage: "give at most one of --plugmap FILE and --plugmap-from STREAM",
   };

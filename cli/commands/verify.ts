@@ -19,6 +19,7 @@ import { type PlugStateSourceName, reportJson } from "../_report.ts";
 import { verifyResultJson } from "../_stream_reports.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
+  checkStdinOnce,
   FORCE_HELP,
   FORCE_OPTION,
   JSON_OPTION,
@@ -89,6 +90,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
   const inPath = positionals[0]!;
+  checkStdinOnce(inPath, values);
   const maxViolations = values["max-violations"] === undefined
     ? 10_000
     : parseNumber(values["max-violations"], "--max-violations");
