@@ -19,6 +19,9 @@ import type { PlugMap } from "../vmem/plug_map.ts";
 import {
   type BlockPlugTable,
   firstDroppedButPlugged,
+  type KeptMap,
+  keptMap,
+  narrowToStream,
   type PlugStateSource,
   PlugTables,
 } from "./_filter_plug_state.ts";
@@ -135,8 +138,8 @@ export interface DropStats {
 interface DeviceCounters {
   table: BlockPlugTable;
   kept: number;
-  /** 1 for each device block a kept record landed in. */
-  keptBlocks: Uint8Array;
+  /** Where kept records landed. */
+  passed: KeptMap;
   droppedRecords: number;
   droppedBytes: number;
   blocks: Map<number, { records: number; bytes: number }>;
@@ -248,7 +251,7 @@ export class UnpluggedPageDropper implements RecordStage {
     this.#counters.set(table.ramBlock, {
       table,
       kept: old?.kept ?? 0,
-      keptBlocks: old?.keptBlocks ?? new Uint8Array(table.plugged.length),
+      passed: old?.passed ?? keptMap(table),
       droppedRecords: old?.droppedRecords ?? 0,
       droppedBytes: old?.droppedBytes ?? 0,
       blocks: old?.blocks ?? new Map(),
@@ -336,11 +339,11 @@ export class UnpluggedPageDropper implements RecordStage {
   }
 
   /**
-   * The stream states a block unplugged that the plug map marks plugged: the
+   * The stream states memory unplugged that the plug map marks plugged: the
    * destination takes the stream's state, so a page kept there would load
-   * into an unplugged block and the output would never verify clean. Pages
-   * of such a block from here on are dropped; one kept before (late layout)
-   * cannot be taken back: refuse the stream.
+   * into an unplugged block and the output would never verify clean. Such
+   * pages are dropped from here on; one kept before (late layout) cannot be
+   * taken back: refuse the stream.
    */
   #unplugAsStream(
     current: BlockPlugTable,
@@ -348,21 +351,21 @@ export class UnpluggedPageDropper implements RecordStage {
     devicePath: string,
     streamOffset: number,
   ): void {
-    const kept = this.#counters.get(current.ramBlock)?.keptBlocks;
-    const n = Math.min(current.plugged.length, inBand.plugged.length);
-    for (let i = 0; i < n; i++) {
-      if (current.plugged[i] !== 1 || inBand.plugged[i] === 1) continue;
-      if (kept !== undefined && kept[i] === 1) {
-        throw new FormatError(
-          `Cannot filter migration stream: the plug map marks block ${i} (gpa ${
-            hex(current.gpa + i * current.blockSize)
-          }) of ${devicePath} plugged, but the stream marks it unplugged after pages of it were ` +
-            "passed; the destination would load them into an unplugged block",
-          { format: "migration", code: "invariant", offset: streamOffset },
-        );
-      }
-      current.plugged[i] = 0;
+    const { table, keptAt } = narrowToStream(
+      current,
+      inBand,
+      this.#counters.get(current.ramBlock)?.passed,
+    );
+    if (keptAt >= 0) {
+      throw new FormatError(
+        `Cannot filter migration stream: the plug map marks gpa ${
+          hex(current.gpa + keptAt)
+        } of ${devicePath} plugged, but the stream marks it unplugged after a page there was ` +
+          "passed; the destination would load it into an unplugged block",
+        { format: "migration", code: "invariant", offset: streamOffset },
+      );
     }
+    if (table !== current) this.#install(table);
   }
 
   /** Refuse the stream: RAM loaded after device state began never verifies clean. */
@@ -451,8 +454,9 @@ export class UnpluggedPageDropper implements RecordStage {
           }
           continue;
         }
-        counters!.kept++;
-        counters!.keptBlocks[blockIndex] = 1;
+        const c = counters!;
+        c.kept++;
+        c.passed.bytes[Math.floor(r.ramOffset / c.passed.granule)] = 1;
       }
       // Kept.
       if (!r.continued) {

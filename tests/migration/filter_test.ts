@@ -433,57 +433,76 @@ Deno.test({
   },
 });
 
-Deno.test("UnpluggedPageDropper drops by the stream's own state where a plug map is more generous; refuses once such a page was passed (QEMU 7.2 and 10.0 tiny streams)", async () => {
-  // The tiny VM: 8 blocks of 2 MiB, blocks 0, 4 and 5 plugged, one page in block 3 (s3). This
-  // map also marks blocks 1-3 plugged: a page kept there would load into an unplugged block.
-  const { map } = parsePlugMapSource(JSON.stringify({
-    version: 1,
-    devices: [{
-      path: "0000:00:01.0",
-      ramblock: "0000:00:01.0/vmem0mem",
-      memaddr: 0x1_0000_0000,
-      "region-size": 16 << 20,
-      "block-size": 2 << 20,
-      node: 0,
-      "usable-region-size": 16 << 20,
-      size: 12 << 20,
-      "requested-size": 12 << 20,
-      plugged: [[0, 6]],
-    }],
-  }));
-  const filtered = async (name: string) => {
-    const dropper = new UnpluggedPageDropper({ plugMap: map });
-    const chunks: Uint8Array[] = [];
-    await runMigrationPipeline(bytesReader(await tinyFixture(name)), {
-      stages: [dropper],
-      output: (c) => {
-        chunks.push(c.slice());
-        return Promise.resolve();
-      },
-    });
-    return { stats: dropper.stats, out: concatBytes(chunks) };
+Deno.test("UnpluggedPageDropper drops by the stream's own state where a plug map is more generous; refuses once such a page was passed (QEMU 7.2 and 10.0 tiny streams)", async (t) => {
+  // The tiny VM: 8 blocks of 2 MiB, blocks 0, 4 and 5 plugged, one page in block 3 (s3). Both
+  // maps also mark block 3 plugged: a page kept there would load into an unplugged block. The
+  // second has 4 MiB blocks (as a range list's map may): compared by address, not by index.
+  const device = {
+    path: "0000:00:01.0",
+    ramblock: "0000:00:01.0/vmem0mem",
+    memaddr: 0x1_0000_0000,
+    "region-size": 16 << 20,
+    node: 0,
+    "usable-region-size": 16 << 20,
+    size: 12 << 20,
+    "requested-size": 12 << 20,
   };
-
-  // QEMU 10.0 (early layout): the stream states the plug state before its pages; block 3's page
-  // is dropped and the output verifies clean.
-  const { stats, out } = await filtered("q10-tiny.mig");
-  assert.equal(stats.droppedRecords, 1);
-  assert.deepEqual(stats.devices[0]!.droppedBlocks.map((b) => b.blockIndex), [3]);
-  const verifier = new PlugStateVerifier({ mode: "report" });
-  await runMigrationPipeline(bytesReader(out), { stages: [verifier] });
-  assert.equal(verifier.result.clean, true);
-
-  // QEMU 7.2 (late layout): the page went out before the device section said block 3 is
-  // unplugged: refused at that section's record.
+  const maps = [
+    ["2 MiB blocks 0-5 plugged", { ...device, "block-size": 2 << 20, plugged: [[0, 6]] }],
+    ["4 MiB blocks 0-2 plugged", { ...device, "block-size": 4 << 20, plugged: [[0, 3]] }],
+  ] as const;
   const late = await tinyFixture("q72-tiny.mig");
   let deviceAt = -1;
   for await (const b of decodeMigrationBatches(bytesReader(late))) {
     for (const r of b) if (r.kind === "virtio-mem-device") deviceAt = r.streamOffset;
   }
   assert.ok(deviceAt > 0);
-  await assertFormatError(filtered("q72-tiny.mig"), {
-    code: "invariant",
-    offset: deviceAt,
-    message: "block 3 (gpa 0x100600000) of 0000:00:01.0 plugged, but the stream marks it unplugged",
+  for (const [name, d] of maps) {
+    await t.step(name, async () => {
+      const { map } = parsePlugMapSource(JSON.stringify({ version: 1, devices: [d] }));
+      const filtered = async (fixture: string) => {
+        const dropper = new UnpluggedPageDropper({ plugMap: map });
+        const chunks: Uint8Array[] = [];
+        await runMigrationPipeline(bytesReader(await tinyFixture(fixture)), {
+          stages: [dropper],
+          output: (c) => {
+            chunks.push(c.slice());
+            return Promise.resolve();
+          },
+        });
+        return { stats: dropper.stats, out: concatBytes(chunks) };
+      };
+
+      // QEMU 10.0 (early layout): the stream states its plug state before its pages; block 3's
+      // page, and only it, is dropped, and the output verifies clean.
+      const { stats, out } = await filtered("q10-tiny.mig");
+      assert.equal(stats.droppedRecords, 1);
+      assert.equal(stats.dropped[0]!.gpa, 0x1_0060_1000);
+      const verifier = new PlugStateVerifier({ mode: "report" });
+      await runMigrationPipeline(bytesReader(out), { stages: [verifier] });
+      assert.equal(verifier.result.clean, true);
+
+      // QEMU 7.2 (late layout): the page went out before the device section said block 3 is
+      // unplugged: refused at that section's record, naming the MiB of the page.
+      await assertFormatError(filtered("q72-tiny.mig"), {
+        code: "invariant",
+        offset: deviceAt,
+        message: "marks gpa 0x100600000 of 0000:00:01.0 plugged, but the stream marks it unplugged",
+      });
+    });
+  }
+  await t.step("a 4 MiB map that drops memory the stream marks plugged is refused", async () => {
+    // 4 MiB blocks 0-1 plugged (0-8 MiB): the stream's plugged 2 MiB blocks 4-5 (8-12 MiB) lie in
+    // the map's unplugged block 2. Compared index by index (2 MiB block 2 is unplugged too), this
+    // went unseen and the filter dropped plugged memory.
+    const coarse = { ...device, "block-size": 4 << 20, size: 8 << 20, "requested-size": 8 << 20 };
+    const { map } = parsePlugMapSource(
+      JSON.stringify({ version: 1, devices: [{ ...coarse, plugged: [[0, 2]] }] }),
+    );
+    const dropper = new UnpluggedPageDropper({ plugMap: map });
+    await assertFormatError(
+      runMigrationPipeline(bytesReader(await tinyFixture("q10-tiny.mig")), { stages: [dropper] }),
+      { code: "invariant", message: "marks block 2 (gpa 0x100800000) of 0000:00:01.0 unplugged" },
+    );
   });
 });

@@ -25,7 +25,13 @@
 import { FormatError, UnsupportedFeatureError } from "../../errors.ts";
 import { hex } from "../../io/text.ts";
 import type { PlugMap } from "../../vmem/plug_map.ts";
-import { type BlockPlugTable, PlugTables } from "../_filter_plug_state.ts";
+import {
+  type BlockPlugTable,
+  type KeptMap,
+  keptMap,
+  narrowToStream,
+  PlugTables,
+} from "../_filter_plug_state.ts";
 import { DEFAULT_PAGE_SIZE } from "../constants.ts";
 import type { DroppedRecord } from "../filter.ts";
 import { PacketBounds } from "./_packet_bounds.ts";
@@ -103,9 +109,9 @@ export class MultifdChannelFilter {
   #details: MultifdDroppedPage[] = [];
   #lastName: string | undefined;
   #lastTable: BlockPlugTable | undefined;
-  #lastKept: Uint8Array | undefined;
-  /** Per RAMBlock: 1 for each device block this channel forwarded a page of. */
-  #kept = new Map<string, Uint8Array>();
+  #lastKept: KeptMap | undefined;
+  /** Per RAMBlock: where this channel forwarded pages. */
+  #kept = new Map<string, KeptMap>();
 
   /**
    * Create the filter.
@@ -172,21 +178,17 @@ export class MultifdChannelFilter {
       if (r.kind === "virtio-mem-early") this.#tables.set(t);
       return;
     }
-    const kept = this.#kept.get(t.ramBlock);
-    const n = Math.min(current.plugged.length, t.plugged.length);
-    for (let i = 0; i < n; i++) {
-      if (current.plugged[i] !== 1 || t.plugged[i] === 1) continue;
-      if (kept !== undefined && kept[i] === 1) {
-        throw new FormatError(
-          `Cannot filter multifd channel ${this.#channel}: the plug map marks block ${i} (gpa ${
-            hex(current.gpa + i * current.blockSize)
-          }) of ${r.devicePath} plugged, but the stream marks it unplugged after this channel ` +
-            "passed pages of it; the destination would load them into an unplugged block",
-          { format: "migration", code: "invariant", offset: r.streamOffset },
-        );
-      }
-      current.plugged[i] = 0;
+    const { table, keptAt } = narrowToStream(current, t, this.#kept.get(t.ramBlock));
+    if (keptAt >= 0) {
+      throw new FormatError(
+        `Cannot filter multifd channel ${this.#channel}: the plug map marks gpa ${
+          hex(current.gpa + keptAt)
+        } of ${r.devicePath} plugged, but the stream marks it unplugged after this channel ` +
+          "passed a page there; the destination would load it into an unplugged block",
+        { format: "migration", code: "invariant", offset: r.streamOffset },
+      );
     }
+    if (table !== current) this.#tables.set(table);
   }
 
   /**
@@ -216,7 +218,7 @@ export class MultifdChannelFilter {
     }
     this.#bounds.check(p);
     let table: BlockPlugTable | undefined;
-    let kept: Uint8Array | undefined;
+    let kept: KeptMap | undefined;
     if (p.ramBlock === this.#lastName) {
       table = this.#lastTable;
       kept = this.#lastKept;
@@ -225,7 +227,7 @@ export class MultifdChannelFilter {
       if (table !== undefined) {
         kept = this.#kept.get(p.ramBlock);
         if (kept === undefined) {
-          kept = new Uint8Array(table.plugged.length);
+          kept = keptMap(table);
           this.#kept.set(p.ramBlock, kept);
         }
       }
@@ -239,7 +241,7 @@ export class MultifdChannelFilter {
       const ramOffset = i < normal.length ? normal[i]! : zero[i - normal.length]!;
       const blockIndex = Math.floor(ramOffset / table.blockSize);
       if (table.plugged[blockIndex] === 1) {
-        kept![blockIndex] = 1;
+        kept!.bytes[Math.floor(ramOffset / kept!.granule)] = 1;
         continue;
       }
       drop ??= new Array<boolean>(n).fill(false);

@@ -136,9 +136,9 @@ Deno.test("multifd filter: the stream's own plug state narrows a generous plug m
   await assertFormatError(() => g.control(c.late), {
     code: "invariant",
     offset: c.late.streamOffset,
-    message: `block ${c.target} (gpa 0x${
+    message: `marks gpa 0x${
       (c.device.gpa + c.target * c.device.blockSize).toString(16)
-    }) of 0000:00:01.0 plugged, but the stream marks it unplugged`,
+    } of 0000:00:01.0 plugged, but the stream marks it unplugged`,
   });
 
   // A stream state equal to the map changes nothing, early or late.
