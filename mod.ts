@@ -86,6 +86,7 @@ export {
   FormatError,
   type FormatErrorCode,
   type FormatErrorDetails,
+  InputChangedError,
   OutputError,
   type OutputErrorCode,
   type OutputErrorDetails,

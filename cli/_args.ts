@@ -232,6 +232,28 @@ export function checkPlugMapOptions(values: PlugMapValues, check: PlugMapCheck =
 }
 
 /**
+ * Refuse standard input as both the input and the plug map
+ * (`verify - --plugmap-from -`): the plug map's reader would take the first
+ * part of it (the early sections, or all of it) and the input's the rest.
+ *
+ * @param inPath The command's input (`-`: standard input).
+ * @param values The plug-map options.
+ * @throws {UsageError} when both are `-`.
+ */
+export function checkStdinOnce(inPath: string, values: PlugMapValues): void {
+  const option = values.plugmap === "-"
+    ? "--plugmap"
+    : values["plugmap-from"] === "-"
+    ? "--plugmap-from"
+    : undefined;
+  if (inPath === "-" && option !== undefined) {
+    throw new UsageError(
+      `standard input cannot be both the input and ${option}: give one of them as a file`,
+    );
+  }
+}
+
+/**
  * Check the plug-map options (see {@linkcode checkPlugMapOptions}) and load
  * the map they name, `undefined` when neither is given.
  */

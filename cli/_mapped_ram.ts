@@ -19,6 +19,7 @@ import type { PlugMap } from "../src/vmem/plug_map.ts";
 import type { AtomicOutput } from "../src/io/file.ts";
 import { byteCount, count, formatByteCount, grouped, hex, table } from "./_format.ts";
 import { printReport, type ReportFile, reportJson } from "./_report.ts";
+import type { InputPin } from "./_input_pin.ts";
 import { tableDeviceJson } from "./_stream_reports.ts";
 import { plugStateJson, sourceName } from "./_plug_state.ts";
 import { inspectMappedRamBody } from "./_inspect_report.ts";
@@ -148,7 +149,8 @@ export async function inspectMappedRamCommand(
  * `verify` of a mapped-ram file: exit 0 clean, 3 violations.
  *
  * @param input The file.
- * @param values Plug-map options, `--json`, `--max-violations`, `--forward`.
+ * @param values Plug-map options, `--json`, `--max-violations`, `--forward`, and the input pin
+ *   checked before the verdict.
  * @param io Output.
  * @returns The exit code.
  */
@@ -158,6 +160,7 @@ export async function verifyMappedRamCommand(
     json?: boolean | undefined;
     forward?: string | undefined;
     maxViolations: number;
+    pin?: InputPin;
   },
   io: CliIo,
 ): Promise<number> {
@@ -172,6 +175,7 @@ export async function verifyMappedRamCommand(
     maxViolations: values.maxViolations,
     ...(plugMap ? { plugMap } : {}),
   });
+  await values.pin?.check();
   const given = values.plugmap !== undefined
     ? "plugmap"
     : values["plugmap-from"] !== undefined

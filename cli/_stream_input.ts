@@ -65,6 +65,12 @@ export interface StreamInputOptions {
   onChunk?: (chunk: Uint8Array) => void;
   /** The command, for the error that names the command a dump needs. @default {"this command"} */
   command?: string;
+  /**
+   * The error for a dump, instead of the one that names the commands that
+   * read dumps (for a command that reads dumps too, from a file only).
+   * @default {undefined}
+   */
+  dumpError?: (kind: string) => Error;
 }
 
 /** What reads each kind of dump, for the error a stream command gives. */
@@ -117,7 +123,7 @@ export function streamOpenOptions(options: StreamInputOptions): OpenInputOptions
  */
 export function asStreamInput(
   input: Input,
-  options: Pick<StreamInputOptions, "command"> = {},
+  options: Pick<StreamInputOptions, "command" | "dumpError"> = {},
 ): StreamInput | MappedRamFileInput {
   const path = input.path;
   if (input.kind === "mapped-ram") {
@@ -131,6 +137,7 @@ export function asStreamInput(
   }
   if (input.kind !== "migration") {
     input.close();
+    if (input.kind !== "unknown" && options.dumpError) throw options.dumpError(input.kind);
     throw new FormatError(
       `Cannot read ${path} with ${options.command ?? "this command"}: it is ${
         DUMP_READERS[input.kind] ?? "not a migration stream"

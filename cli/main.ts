@@ -14,7 +14,7 @@
  * @module
  */
 
-import { FormatError, OutputError } from "../src/errors.ts";
+import { FormatError, InputChangedError, OutputError } from "../src/errors.ts";
 import { TOOL_VERSION } from "../src/version.ts";
 import { type CliIo, CommandError, type CommandRun, denoIo, UsageError } from "./io.ts";
 import { lazyImport } from "./_lazy.ts";
@@ -216,6 +216,7 @@ export function errorObject(e: unknown): ErrorObject {
   if (e instanceof FormatError) return { code: e.code, message, offset: e.offset };
   if (e instanceof OutputError) return { code: e.code, message, offset: e.offset ?? null };
   if (e instanceof CommandError) return { code: e.code, message, offset: null };
+  if (e instanceof InputChangedError) return { code: e.code, message, offset: null };
   if (e instanceof Error) {
     // Typed errors of modules main does not load (ProxyError): a stable kebab-case code.
     const code = (e as { code?: unknown }).code;
@@ -249,7 +250,7 @@ export function errorLine(e: unknown): string {
   }
   if (
     e instanceof UsageError || e instanceof FormatError || e instanceof OutputError ||
-    e instanceof CommandError
+    e instanceof CommandError || e instanceof InputChangedError
   ) {
     return oneLine(e.message);
   }

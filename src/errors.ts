@@ -272,3 +272,39 @@ export class OutputError extends Error {
     this.osCode = details.osCode;
   }
 }
+
+/**
+ * A file changed while it was read. A reader that opens a file more than
+ * once (a first pass for the plug state and the full pass, the kind told by
+ * one open and the dump read by another) found another file under its path,
+ * or the file was written meanwhile: what was read may come from two files.
+ *
+ * @example
+ * ```ts
+ * import { InputChangedError } from "@vmem-dump/vmem-dump";
+ * const e = new InputChangedError("s1.mig", "it is another file now");
+ * console.log(e.code, e.path); // "input-changed" "s1.mig"
+ * ```
+ */
+export class InputChangedError extends Error {
+  /** The error class name. */
+  override name = "InputChangedError";
+  /** Stable code for programs. */
+  readonly code = "input-changed";
+  /** The path of the file that changed, as it was given. */
+  readonly path: string;
+
+  /**
+   * Construct it.
+   *
+   * @param path The path, as it was given.
+   * @param why How it changed ("it is another file now").
+   */
+  constructor(path: string, why: string) {
+    super(
+      `${path} changed while it was read (${why}): what was read may come from two files; ` +
+        "read it again when nothing writes it",
+    );
+    this.path = path;
+  }
+}

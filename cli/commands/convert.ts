@@ -33,6 +33,7 @@ import { plugStateJson } from "../_plug_state.ts";
 import { fileByteLength } from "../_stream_input.ts";
 import { type DumpInputKind, dumpInputKind, requireRegularFile } from "../_dump_input.ts";
 import { type CliIo, UsageError } from "../io.ts";
+import { pinInputs } from "../_input_pin.ts";
 import {
   checkPlugMapOptions,
   FORCE_OPTION,
@@ -203,7 +204,13 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parsed;
   const [inPath, outPath] = positionals as [string, string];
   if (values.to === "kdump" || values.to === "elf") {
-    const policy = outputPolicy(values, [inPath], plugMapFiles(values));
+    // Pinned before the first open (the kind is told by one open, the dump read and hashed by
+    // others): the output appears only if IN stayed the same file, unchanged.
+    using pin = await pinInputs([inPath, ...plugMapFiles(values)]);
+    const policy = {
+      ...outputPolicy(values, [inPath], plugMapFiles(values)),
+      beforeCommit: pin.check,
+    };
     return await convertDumpCommand(inPath, outPath, values.to, values, policy, io);
   }
   const dumpOnly = [

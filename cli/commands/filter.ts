@@ -15,6 +15,7 @@ import { type PlugStateSourceName, printReport, reportJson } from "../_report.ts
 import { dropStatsJson } from "../_stream_reports.ts";
 import type { CliIo } from "../io.ts";
 import {
+  checkStdinOnce,
   FORCE_HELP,
   FORCE_OPTION,
   JSON_OPTION,
@@ -25,6 +26,7 @@ import {
 } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
+import { pinInputs } from "../_input_pin.ts";
 
 const HELP =
   `usage: vmem-dump filter IN OUT [--plugmap FILE | --plugmap-from STREAM] [--json] [--force]
@@ -63,11 +65,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
   const [inPath, outPath] = positionals as [string, string];
+  checkStdinOnce(inPath, values);
+  // Pinned before the first open: the first pass and the full pass open IN apart, and the
+  // output appears only if IN stayed the same file, unchanged (checked at the commit).
+  using pin = await pinInputs([inPath, ...plugMapFiles(values)]);
   // Refuse a bad output before any work: it must not be IN or an existing file.
-  const output = await createAtomicOutput(
-    outPath,
-    outputPolicy(values, [inPath], plugMapFiles(values)),
-  );
+  const output = await createAtomicOutput(outPath, {
+    ...outputPolicy(values, [inPath], plugMapFiles(values)),
+    beforeCommit: pin.check,
+  });
   const progress = inputProgress(io, "filter");
   let choice: PlugStateChoice;
   let input: StreamInput;
@@ -100,6 +106,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     counts = await runMigrationPipeline(input.reader, {
       stages: [dropper],
       output: (c) => output.write(c),
+      // QEMU_VM_EOF goes out only if IN did not change: a pipe or FIFO cannot take it back.
+      beforeEof: pin.check,
     });
     await output.commit();
   } catch (e) {

@@ -24,6 +24,7 @@ import { lazyImport } from "../_lazy.ts";
 import { describeLibvirtHeader, renderLibvirtHeader } from "../_inspect_libvirt.ts";
 import { sniffDump } from "../../src/dumps/detect.ts";
 import { openPositional } from "../../src/io/positional.ts";
+import { requireRegularFile } from "../_dump_input.ts";
 
 const HELP = `usage: vmem-dump inspect FILE|- [--json]
        vmem-dump inspect DUMP [--base GPA] [--plugmap F | --plugmap-from STREAM] [--json]
@@ -72,6 +73,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     values["plugmap-from"] !== undefined;
   if (baseGpa !== undefined || await looksLikeDump(path)) {
     if (path === "-") throw new UsageError("inspect --base needs a file, not standard input");
+    await requireRegularFile(path, "inspect --base");
     checkPlugMapOptions(values);
     // The dump readers load only for dumps (a stream's inspect starts fast).
     const d = await lazyImport<typeof import("../_inspect_dump.ts")>(
@@ -93,6 +95,13 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     recycle: true,
     command: "inspect",
     onChunk: progress.onChunk,
+    // Only a dump that is not a regular file gets here (a file's was told by looksLikeDump).
+    dumpError: (kind) =>
+      new UsageError(
+        `inspect reads ${kind === "elf" ? "an ELF" : "a kdump"} dump at random offsets: ${
+          path === "-" ? "standard input is not a file" : `${path} is not a regular file`
+        } (copy it to a file first)`,
+      ),
   });
   if (input.kind === "mapped-ram") {
     await progress.end(); // its own summary follows; the detection read drew the line

@@ -23,6 +23,7 @@ import {
 } from "../_report.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import { JSON_OPTION, parseCommandArgs, PLUGMAP_OPTIONS } from "../_args.ts";
+import { pinInputs } from "../_input_pin.ts";
 
 const HELP = `usage: vmem-dump plugmap [FILE|-] [options]
 
@@ -119,12 +120,16 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     // On a terminal: how far into the file reading has got (a long read of a big compressed
     // stream or a pipe), with rate and time left against the file's size.
     const progress = terminalProgress(io, "plugmap", byteLength ?? undefined);
+    // Pinned before the first open: a regular file is opened more than once (its kind, its
+    // sections, the device state at its end), and the map must come from one file.
+    using pin = await pinInputs([path]);
     let r: PlugStateFromStream;
     try {
       r = await loadPlugState({ stream: path, complete, onProgress: (n) => progress.update(n) });
     } finally {
       await progress.end();
     }
+    await pin.check();
     input = {
       path,
       format: r.mappedRam ? "mapped-ram" : "migration",

@@ -37,6 +37,7 @@ import { scanMigration, type ScanMigrationResult } from "../../src/scan/scan_str
 import type { PlugMap } from "../../src/vmem/plug_map.ts";
 import { count } from "../_format.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
+import { pinInputs } from "../_input_pin.ts";
 import {
   deviceJson,
   type PlugStateJson,
@@ -48,6 +49,7 @@ import { plugStateJson } from "../_plug_state.ts";
 import { type CliIo, CommandError, UsageError } from "../io.ts";
 import {
   checkPlugMapOptions,
+  checkStdinOnce,
   FORCE_OPTION,
   JSON_OPTION,
   loadPlugMapOption,
@@ -139,6 +141,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
   const path = positionals[0]!;
+  checkStdinOnce(path, values);
   const plugMapCheck = {
     bothMessage: "give at most one of --plugmap FILE and --plugmap-from STREAM",
   };
@@ -163,6 +166,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   // measure is the input file's size, as every command's (a stream's bytes read, for a pipe).
   // A stream file is opened once, here, with the scan's fast reads: the detection read counts.
   const progress = inputProgress(io, "scan");
+  // Pinned before the first open: the kind is told by one open and a dump read by another, a
+  // stream file may be read in a first pass, and --extract hashes a file after the scan.
+  using pin = await pinInputs([path, ...plugMapFiles(values)]);
   // A pipe or FIFO is read once: only a stream can be scanned from it, and what --extract
   // records of it is hashed as it is read (opening a FIFO again would wait for a gone writer).
   const regularFile = path !== "-" && await isRegularFile(path);
@@ -324,6 +330,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
         plugState: body.plugState,
         report,
       });
+      await pin.check();
       await out.dir.commit();
       await io.err(
         `scan: extracted ${count(out.sink.pages, "finding")} to ${extraction!.path} (manifest ${
@@ -332,6 +339,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       );
       out = undefined;
     }
+    await pin.check();
     await io.out(values.json ? reportJson("scan", head, body) : formatScanReport(report));
     if (!values.json) {
       await summaryLine(

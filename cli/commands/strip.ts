@@ -21,6 +21,7 @@ import { fileByteLength } from "../_stream_input.ts";
 import { dumpInputKind, requireRegularFile } from "../_dump_input.ts";
 import { type CliIo, CommandError, UsageError } from "../io.ts";
 import { lazyImport } from "../_lazy.ts";
+import { pinInputs } from "../_input_pin.ts";
 import {
   checkPlugMapOptions,
   FORCE_HELP,
@@ -102,7 +103,15 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (inPath === "-") throw new UsageError("strip needs a seekable input file, not standard input");
   await requireRegularFile(inPath, "strip");
   const splitSet = (values["split-set"] ?? []) as string[];
-  const policy = outputPolicy(values, [inPath, ...splitSet], plugMapFiles(values));
+  // A member is read at random offsets too: a FIFO, socket or device is refused by its name.
+  for (const member of splitSet) await requireRegularFile(member, "strip --split-set");
+  // Pinned before the first open (the kind is told by one open, the dump read and hashed by
+  // others): the output appears only if every input stayed the same file, unchanged.
+  using pin = await pinInputs([inPath, ...splitSet, ...plugMapFiles(values)]);
+  const policy = {
+    ...outputPolicy(values, [inPath, ...splitSet], plugMapFiles(values)),
+    beforeCommit: pin.check,
+  };
   const plugMapCheck = { requiredBy: "strip" };
   checkPlugMapOptions(values, plugMapCheck);
   const format = values.format ?? "elf";

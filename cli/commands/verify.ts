@@ -19,6 +19,7 @@ import { type PlugStateSourceName, reportJson } from "../_report.ts";
 import { verifyResultJson } from "../_stream_reports.ts";
 import { type CliIo, UsageError } from "../io.ts";
 import {
+  checkStdinOnce,
   FORCE_HELP,
   FORCE_OPTION,
   JSON_OPTION,
@@ -30,6 +31,7 @@ import {
 } from "../_args.ts";
 import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
+import { pinInputs } from "../_input_pin.ts";
 
 const HELP = `usage: vmem-dump verify IN [--forward OUT] [--plugmap FILE | --plugmap-from STREAM]
                         [--json] [--max-violations N] [--single-pass] [--force]
@@ -88,6 +90,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
   const inPath = positionals[0]!;
+  checkStdinOnce(inPath, values);
   const maxViolations = values["max-violations"] === undefined
     ? 10_000
     : parseNumber(values["max-violations"], "--max-violations");
@@ -95,6 +98,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (values.force && forwardPath === undefined) {
     throw new UsageError("--force applies to --forward OUT only");
   }
+  // Pinned before the first open: the first pass and the full pass open IN apart.
+  using pin = await pinInputs([inPath, ...plugMapFiles(values)]);
   const progress = inputProgress(io, "verify");
   const opened = await openStreamInput(inPath, {
     recycle: true,
@@ -104,16 +109,21 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   if (opened.kind === "mapped-ram") {
     await progress.end(); // its own summary follows; the detection read drew the line
     using mapped = await openMappedRam(opened);
-    return await mapped.branch.verifyMappedRamCommand(mapped, { ...values, maxViolations }, io);
+    return await mapped.branch.verifyMappedRamCommand(
+      mapped,
+      { ...values, maxViolations, pin },
+      io,
+    );
   }
   const input = opened;
   let output: AtomicOutput | undefined;
   let choice: PlugStateChoice;
   try {
     // Refuse a bad output before any work: it must not be IN or an existing file.
-    output = forwardPath === undefined
-      ? undefined
-      : await createAtomicOutput(forwardPath, outputPolicy(values, [inPath], plugMapFiles(values)));
+    output = forwardPath === undefined ? undefined : await createAtomicOutput(forwardPath, {
+      ...outputPolicy(values, [inPath], plugMapFiles(values)),
+      beforeCommit: pin.check,
+    });
     choice = await choosePlugState(values, inPath, { twoPass: !values["single-pass"] });
   } catch (e) {
     input.close();
@@ -134,7 +144,8 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const out = output;
     counts = await runMigrationPipeline(input.reader, {
       stages: [verifier],
-      ...(out === undefined ? {} : { output: (c) => out.write(c) }),
+      // QEMU_VM_EOF goes out only if IN did not change: a pipe or FIFO cannot take it back.
+      ...(out === undefined ? {} : { output: (c) => out.write(c), beforeEof: pin.check }),
     });
     if (out !== undefined) {
       if (verifier.failed) {
@@ -149,6 +160,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     input.close();
     await progress.end();
   }
+  await pin.check();
   const streamByteLength = counts.bytesIn;
   const result = verifier.result;
   const text = values.json

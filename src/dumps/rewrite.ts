@@ -14,7 +14,7 @@ import { planStrip, stripElf, type StripReport } from "../elf/rewrite.ts";
 import { type AtomicOutputOptions, writeAtomically } from "../io/file.ts";
 import { elfFromRawImage, type RawToElfReport } from "../elf/from_raw.ts";
 import { sha256File, sha256Positional } from "../io/hash.ts";
-import { FormatError, UnexpectedEofError } from "../errors.ts";
+import { FormatError, formatErrorSentence, UnexpectedEofError } from "../errors.ts";
 import { openPositional } from "../io/positional.ts";
 import type { KdumpFile } from "../kdump/reader.ts";
 import type { StripKdumpReport } from "../kdump/strip.ts";
@@ -299,13 +299,33 @@ async function checkSplitMembers(
   const { readKdump } = await kdumpSide();
   const opened: KdumpFile[] = [];
   try {
-    for (const path of others) opened.push(await readKdump(path));
+    for (const path of others) opened.push(await readSplitMember(readKdump, path));
     checkSplitSet([
       { name: input, dump },
       ...opened.map((d, i) => ({ name: others[i]!, dump: d })),
     ]);
   } finally {
     for (const d of opened) d.close();
+  }
+}
+
+/**
+ * Open one other file of a split set; a malformed file is an error that
+ * names it (the offset alone would not say which of the files it is in).
+ */
+async function readSplitMember(
+  readKdump: (path: string) => Promise<KdumpFile>,
+  path: string,
+): Promise<KdumpFile> {
+  try {
+    return await readKdump(path);
+  } catch (e) {
+    if (!(e instanceof FormatError)) throw e;
+    throw new FormatError(
+      `Cannot use ${path} as a member of the split set: ${formatErrorSentence(e)}`,
+      { format: e.format, code: e.code, offset: e.offset },
+      { cause: e },
+    );
   }
 }
 

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { checkPinnedIdentity, pinnedIdentity } from "./pinned_files.ts";
 import { type ErrorFormat, OutputError } from "../errors.ts";
 import { type ByteReader, PullByteReader } from "./byte_reader.ts";
 
@@ -229,6 +230,7 @@ export async function openFileReader(
   try {
     const info = await file.stat();
     if (info.isDirectory) throw new TypeError(`Cannot read ${path}: it is a directory`);
+    checkPinnedIdentity(path, info);
     const startOffset = options.startOffset ?? 0;
     if (startOffset > 0) await file.seek(startOffset, Deno.SeekMode.Start);
     return {
@@ -259,6 +261,7 @@ export async function readFileRange(
   byteLength: number,
 ): Promise<Uint8Array<ArrayBuffer>> {
   using file = await Deno.open(path, { read: true });
+  if (pinnedIdentity(path) !== undefined) checkPinnedIdentity(path, await file.stat());
   await file.seek(fileOffset, Deno.SeekMode.Start);
   const out = new Uint8Array(byteLength);
   let filled = 0;
@@ -388,6 +391,14 @@ export interface AtomicOutputOptions {
    * caller removes its outputs on signals itself. @default {true}
    */
   exitOnSignal?: boolean;
+  /**
+   * Called by `commit()` before the output is put in place (standard
+   * output, a FIFO or a device: before it is closed). What it throws aborts
+   * the output (the temporary file is removed) and is rethrown: the last
+   * check that the inputs did not change while they were read.
+   * @default {undefined}
+   */
+  beforeCommit?: () => Promise<void>;
 }
 
 /** An output that appears under its final name only when committed. */
@@ -769,7 +780,7 @@ export async function createAtomicOutput(
   if (path === "-") {
     const stdout = await stdioIdentity(1);
     if (stdout !== undefined) refuseInput("standard output", stdout, guarded);
-    return directOutput("-", Deno.stdout, false);
+    return directOutput("-", Deno.stdout, false, options.beforeCommit);
   }
   const found = await existing(path, guarded, force, "file");
   if (found.kind === "direct") {
@@ -779,7 +790,7 @@ export async function createAtomicOutput(
     } catch (e) {
       throw ioError(e, "opening", path);
     }
-    return directOutput(path, file, true);
+    return directOutput(path, file, true, options.beforeCommit);
   }
   const mode = outputMode(inputs, options.mode ?? 0o600);
   const tmp = temporaryPath(path);
@@ -846,6 +857,7 @@ export async function createAtomicOutput(
         try {
           await Deno.chmod(tmp, mode);
         } catch { /* a file system without permission bits */ }
+        await options.beforeCommit?.();
         // The inputs may have moved onto the destination meanwhile: look again.
         if (force) {
           const dest = await fileIdentity(path);
@@ -911,6 +923,7 @@ function directOutput(
   path: string,
   file: { write(p: Uint8Array): Promise<number>; writeSync(p: Uint8Array): number; close(): void },
   closeAtEnd: boolean,
+  beforeCommit?: () => Promise<void>,
 ): AtomicOutput {
   const name = path === "-" ? "standard output" : path;
   // Standard output, FIFOs and devices get blocking writes: Deno's asynchronous
@@ -946,13 +959,14 @@ function directOutput(
         await writeAllAt(sink, zeros.subarray(0, n), name, at);
       }
     },
-    commit() {
+    async commit() {
+      // What it throws leaves the output open for abort() to close.
+      await beforeCommit?.();
       try {
         close();
       } catch (e) {
-        return Promise.reject(ioError(e, "closing", name));
+        throw ioError(e, "closing", name);
       }
-      return Promise.resolve();
     },
     abort() {
       try {
@@ -1198,6 +1212,13 @@ export async function createAtomicDirectory(
     },
     async commit() {
       if (state !== "open") return;
+      try {
+        await options.beforeCommit?.();
+      } catch (e) {
+        state = "aborted";
+        await removeTmp();
+        throw e;
+      }
       state = "committed";
       try {
         try {

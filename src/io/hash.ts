@@ -4,8 +4,9 @@
  * @module
  */
 
+import { pinnedIdentity } from "./pinned_files.ts";
 import type { PositionalReader } from "./positional.ts";
-import { UnexpectedEofError } from "../errors.ts";
+import { InputChangedError, UnexpectedEofError } from "../errors.ts";
 import { hexBytes } from "./text.ts";
 
 /**
@@ -93,10 +94,13 @@ export function sha256File(path: string): Promise<string> {
     type: "module",
   });
   return new Promise<string>((resolve, reject) => {
-    worker.onmessage = (e: MessageEvent<{ sha256?: string; error?: string; eof?: number }>) => {
+    worker.onmessage = (
+      e: MessageEvent<{ sha256?: string; error?: string; eof?: number; changed?: string }>,
+    ) => {
       worker.terminate();
-      const { sha256, error, eof } = e.data;
+      const { sha256, error, eof, changed } = e.data;
       if (sha256 !== undefined) resolve(sha256);
+      else if (changed !== undefined) reject(new InputChangedError(path, changed));
       else if (eof !== undefined) {
         reject(new UnexpectedEofError(`Cannot hash ${path}: ${error}`, "raw", eof));
       } else reject(new Error(`Cannot hash ${path}: ${error}`));
@@ -106,6 +110,7 @@ export function sha256File(path: string): Promise<string> {
       worker.terminate();
       reject(new Error(`Cannot hash ${path}: ${e.message}`));
     };
-    worker.postMessage({ path });
+    // The worker opens the file itself: it checks the pin there (pins are per thread).
+    worker.postMessage({ path, pin: pinnedIdentity(path) });
   });
 }

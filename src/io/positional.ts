@@ -10,6 +10,7 @@
  * @module
  */
 
+import { checkPinnedIdentity } from "./pinned_files.ts";
 import { type AtomicOutputOptions, createAtomicOutput, type FileIdentity } from "./file.ts";
 import { isAllZero } from "./zero.ts";
 import { type ErrorFormat, UnexpectedEofError } from "../errors.ts";
@@ -116,6 +117,7 @@ export async function openPositional(path: string): Promise<PositionalReader & D
     if (!info.isFile) {
       throw new TypeError(`Cannot read ${path} at random offsets: not a regular file`);
     }
+    checkPinnedIdentity(path, info);
     const identity = info.dev !== null && info.ino !== null
       ? {
         path,

@@ -237,9 +237,100 @@ export class PlugTables {
   }
 }
 
-/** First block index that `a` marks unplugged but `b` marks plugged, or -1. */
+/** Most entries of a kept-pages map (4 MiB of memory; a RAMBlock up to 4 TiB gets 1 MiB granules). */
+const MAX_KEPT_ENTRIES = 1 << 22;
+
+/**
+ * Where pages of a RAMBlock were passed: one byte per `granule` bytes, 1
+ * where a passed page lies. The granule is 1 MiB, the smallest virtio-mem
+ * block, so the map is exact whatever block sizes the tables compared
+ * later have; for a RAMBlock over 4 TiB it doubles until the map has at
+ * most 4 Mi entries (a passed page then counts for its whole granule).
+ */
+export interface KeptMap {
+  /** Bytes of the RAMBlock one entry stands for. */
+  granule: number;
+  /** One entry per granule: 1 where a page was passed. */
+  bytes: Uint8Array;
+}
+
+/**
+ * An empty kept-pages map for `table`'s RAMBlock.
+ *
+ * @param table The table in use.
+ * @returns The map (mark a passed page at `Math.floor(ramOffset / granule)`).
+ */
+export function keptMap(table: BlockPlugTable): KeptMap {
+  const byteLength = table.plugged.length * table.blockSize;
+  let granule = 1 << 20;
+  while (byteLength / granule > MAX_KEPT_ENTRIES) granule *= 2;
+  return { granule, bytes: new Uint8Array(Math.ceil(byteLength / granule)) };
+}
+
+/** Whether `t` marks the RAMBlock offset `ramOffset` plugged. */
+function pluggedAt(t: BlockPlugTable, ramOffset: number): boolean {
+  return t.plugged[Math.floor(ramOffset / t.blockSize)] === 1;
+}
+
+/** The RAMBlock bytes two tables both describe, in steps of the finer block size. */
+function commonSteps(a: BlockPlugTable, b: BlockPlugTable): { step: number; end: number } {
+  return {
+    step: Math.min(a.blockSize, b.blockSize),
+    end: Math.min(a.plugged.length * a.blockSize, b.plugged.length * b.blockSize),
+  };
+}
+
+/**
+ * First block index of `a` that marks memory unplugged which `b` marks
+ * plugged, or -1. Compared by RAMBlock offset: the two may have different
+ * block sizes (a range list's map has the largest that fits its ranges).
+ */
 export function firstDroppedButPlugged(a: BlockPlugTable, b: BlockPlugTable): number {
-  const n = Math.min(a.plugged.length, b.plugged.length);
-  for (let i = 0; i < n; i++) if (a.plugged[i] === 0 && b.plugged[i] === 1) return i;
+  const { step, end } = commonSteps(a, b);
+  for (let off = 0; off < end; off += step) {
+    if (!pluggedAt(a, off) && pluggedAt(b, off)) return Math.floor(off / a.blockSize);
+  }
   return -1;
+}
+
+/**
+ * The stricter of a plug map's table and the stream's own state of the same
+ * RAMBlock: memory either marks unplugged is unplugged (the destination
+ * takes the stream's state). Compared by RAMBlock offset; the result has
+ * the finer block size of the two, and is `map` itself when the stream
+ * unplugs nothing the map marks plugged.
+ *
+ * @param map The table in use (from a plug map).
+ * @param stream The table of the stream's own statement.
+ * @param kept Where pages were already passed (see {@linkcode keptMap}).
+ * @returns The table, and the first RAMBlock offset the map marks plugged,
+ * the stream unplugged, and a passed page may lie at (-1: none).
+ */
+export function narrowToStream(
+  map: BlockPlugTable,
+  stream: BlockPlugTable,
+  kept: KeptMap | undefined,
+): { table: BlockPlugTable; keptAt: number } {
+  const { step, end } = commonSteps(map, stream);
+  let plugged: Uint8Array | undefined;
+  let keptAt = -1;
+  for (let off = 0; off < end; off += step) {
+    if (!pluggedAt(map, off) || pluggedAt(stream, off)) continue;
+    if (keptAt < 0 && kept !== undefined) {
+      // A granule coarser than the step counts whole: a page anywhere in it may be in this step.
+      for (let at = off; at < off + step; at += kept.granule) {
+        if (kept.bytes[Math.floor(at / kept.granule)] === 1) {
+          keptAt = Math.max(off, Math.floor(at / kept.granule) * kept.granule);
+          break;
+        }
+      }
+    }
+    if (plugged === undefined) {
+      plugged = new Uint8Array((map.plugged.length * map.blockSize) / step);
+      for (let i = 0; i < plugged.length; i++) plugged[i] = pluggedAt(map, i * step) ? 1 : 0;
+    }
+    plugged[off / step] = 0;
+  }
+  if (plugged === undefined) return { table: map, keptAt };
+  return { table: { ...map, blockSize: step, plugged }, keptAt };
 }

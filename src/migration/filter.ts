@@ -19,6 +19,9 @@ import type { PlugMap } from "../vmem/plug_map.ts";
 import {
   type BlockPlugTable,
   firstDroppedButPlugged,
+  type KeptMap,
+  keptMap,
+  narrowToStream,
   type PlugStateSource,
   PlugTables,
 } from "./_filter_plug_state.ts";
@@ -32,8 +35,11 @@ export type { PlugStateSource } from "./_filter_plug_state.ts";
 /** Options for {@linkcode UnpluggedPageDropper} and {@linkcode DropUnpluggedPagesStream}. */
 export interface DropUnpluggedPagesOptions {
   /**
-   * Out-of-band plug state (e.g. from `loadPlugState`). It takes precedence over
-   * the stream's own early section for the devices it describes.
+   * Out-of-band plug state (e.g. from `loadPlugState`). Pages of the blocks it
+   * marks unplugged are dropped; so are those of blocks the stream's own state
+   * marks unplugged once it is known (the destination takes the stream's
+   * state), and a page already passed in such a block (late layout) is an
+   * error, unless `allowPlugStateMismatch`.
    * @default {undefined} (use the stream's `virtio-mem-device-early` sections)
    */
   plugMap?: PlugMap;
@@ -44,8 +50,10 @@ export interface DropUnpluggedPagesOptions {
    */
   requirePlugState?: boolean;
   /**
-   * Accept a `plugMap` that marks a block unplugged which the stream's own
-   * state marks plugged (the destination would then miss plugged memory).
+   * Let `plugMap` alone decide: accept one that marks a block unplugged which
+   * the stream's own state marks plugged (the destination would then miss
+   * plugged memory), and keep the pages of blocks it marks plugged which the
+   * stream marks unplugged (the output then does not verify clean).
    * @default {false}
    */
   allowPlugStateMismatch?: boolean;
@@ -130,6 +138,8 @@ export interface DropStats {
 interface DeviceCounters {
   table: BlockPlugTable;
   kept: number;
+  /** Where kept records landed. */
+  passed: KeptMap;
   droppedRecords: number;
   droppedBytes: number;
   blocks: Map<number, { records: number; bytes: number }>;
@@ -241,6 +251,7 @@ export class UnpluggedPageDropper implements RecordStage {
     this.#counters.set(table.ramBlock, {
       table,
       kept: old?.kept ?? 0,
+      passed: old?.passed ?? keptMap(table),
       droppedRecords: old?.droppedRecords ?? 0,
       droppedBytes: old?.droppedBytes ?? 0,
       blocks: old?.blocks ?? new Map(),
@@ -318,12 +329,43 @@ export class UnpluggedPageDropper implements RecordStage {
               { format: "migration", code: "invariant", offset: r.streamOffset },
             );
           }
+          this.#unplugAsStream(current, inBand, r.devicePath, r.streamOffset);
         }
         return;
       }
       default:
         return;
     }
+  }
+
+  /**
+   * The stream states memory unplugged that the plug map marks plugged: the
+   * destination takes the stream's state, so a page kept there would load
+   * into an unplugged block and the output would never verify clean. Such
+   * pages are dropped from here on; one kept before (late layout) cannot be
+   * taken back: refuse the stream.
+   */
+  #unplugAsStream(
+    current: BlockPlugTable,
+    inBand: BlockPlugTable,
+    devicePath: string,
+    streamOffset: number,
+  ): void {
+    const { table, keptAt } = narrowToStream(
+      current,
+      inBand,
+      this.#counters.get(current.ramBlock)?.passed,
+    );
+    if (keptAt >= 0) {
+      throw new FormatError(
+        `Cannot filter migration stream: the plug map marks gpa ${
+          hex(current.gpa + keptAt)
+        } of ${devicePath} plugged, but the stream marks it unplugged after a page there was ` +
+          "passed; the destination would load it into an unplugged block",
+        { format: "migration", code: "invariant", offset: streamOffset },
+      );
+    }
+    if (table !== current) this.#install(table);
   }
 
   /** Refuse the stream: RAM loaded after device state began never verifies clean. */
@@ -412,7 +454,9 @@ export class UnpluggedPageDropper implements RecordStage {
           }
           continue;
         }
-        counters!.kept++;
+        const c = counters!;
+        c.kept++;
+        c.passed.bytes[Math.floor(r.ramOffset / c.passed.granule)] = 1;
       }
       // Kept.
       if (!r.continued) {

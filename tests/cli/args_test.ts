@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import { parseArgs } from "node:util";
 import { parseCommandArgs } from "../../cli/_args.ts";
 import { UsageError } from "../../cli/io.ts";
-import { memoryIo } from "../_util/cli.ts";
+import { assertOneErrorLine, execCli, memoryIo } from "../_util/cli.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
 
 const OPTIONS = {
   json: { type: "boolean" },
@@ -81,5 +82,27 @@ Deno.test("parseCommandArgs() parses like node:util parseArgs (strict, positiona
       continue;
     }
     assert.deepEqual(got, want, JSON.stringify(args));
+  }
+});
+
+Deno.test("standard input is not both the input and the plug map: exit 2 before either is read", async () => {
+  const stdin = await tinyFixture("q72-tiny.mig");
+  for (
+    const args of [
+      ["verify", "-", "--plugmap-from", "-"],
+      ["verify", "-", "--plugmap", "-"],
+      ["filter", "-", "out.mig", "--plugmap-from", "-"],
+      ["scan", "-", "--plugmap", "-"],
+      ["scan", "-", "--plugmap-from", "-"],
+    ]
+  ) {
+    // Before: the plug map's reader took the start of the stream and the input's the rest
+    // ("unknown magic", exit 1), or a stream cut to fit the reads would have been judged.
+    const r = await execCli(args, { stdin, timeoutMs: 60_000 });
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.err}`);
+    assertOneErrorLine(
+      r.err,
+      /^error: standard input cannot be both the input and --plugmap(-from)?: /,
+    );
   }
 });

@@ -2,7 +2,8 @@
  * Inputs that are FIFOs (`mkfifo`, `<(…)` in bash): every command reads one
  * once. A stream is scanned, inspected and extracted from as it comes (the
  * extraction manifest's hash is of the bytes read); a dump, read at random
- * offsets, is refused with exit 2 before the FIFO is opened. Before these
+ * offsets, is refused with exit 2 before the FIFO is opened (inspect, which
+ * tells a dump by reading the FIFO, refuses it with exit 2 then). Before these
  * fixes, scan --extract, scan/strip/convert of a dump hung on a second open
  * of the FIFO, and inspect sometimes saw an empty stream.
  *
@@ -104,6 +105,38 @@ Deno.test("FIFO inputs: streams are read once, dumps are refused before the FIFO
         /^convert --to elf/,
       ],
     ];
+    // inspect describes dumps too, but from a file: a dump FIFO is a usage error that says so
+    // (it was exit 1, "it is an ELF dump (scan, strip and convert read dumps)").
+    for (
+      const [name, bytes, args, pattern] of [
+        [
+          "inspect of an ELF dump FIFO",
+          elf,
+          (f: string) => ["inspect", f],
+          /inspect reads an ELF dump at random offsets: .* is not a regular file/,
+        ],
+        [
+          "inspect of a kdump FIFO",
+          kdump,
+          (f: string) => ["inspect", f],
+          /inspect reads a kdump dump at random offsets: .* is not a regular file/,
+        ],
+        [
+          "inspect --base of a FIFO",
+          elf,
+          (f: string) => ["inspect", f, "--base", "4G"],
+          /inspect --base reads its input at random offsets: .* is a FIFO, not a regular file/,
+        ],
+      ] as const
+    ) {
+      await t.step(`${name}: exit 2, one line`, async () => {
+        await withFifo(dir, bytes, async (fifo) => {
+          const r = await execCli(args(fifo), { timeoutMs });
+          assert.equal(r.code, 2, r.err);
+          assertOneErrorLine(r.err, pattern);
+        });
+      });
+    }
     for (const [name, bytes, args, command] of cases) {
       await t.step(`${name} from a FIFO: exit 2, nothing written`, async () => {
         await withFifo(dir, bytes, async (fifo) => {

@@ -11,10 +11,14 @@
  * bytes, not by `src/`. No output appears. The complete set strips, and so
  * does a set mixed from two makedumpfile runs over one dump (their files are
  * the same bytes: the header's timestamp is the dump's, not the run's).
+ * A member that is no kdump file, or is cut short, fails with its own name
+ * and the offset in it (QEMU 7.2's tiny kdump, made a split file); a FIFO
+ * member is refused by name (exit 2) before it is opened.
  */
 import assert from "node:assert/strict";
 import { writeWholeRegionElf } from "../_util/elf_builder.ts";
-import { runCli } from "../_util/cli.ts";
+import { assertOneErrorLine, runCli } from "../_util/cli.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
 import { kernelDumps, kernelDumpsAvailable } from "../_util/kernel_dumps.ts";
 import { requireTool, toolAvailable } from "../_util/tools.ts";
 import { makedumpfile } from "./_readers.ts";
@@ -192,4 +196,54 @@ Deno.test({
       Deno.removeSync(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("strip --split-set: a member that cannot be read is named in the error, with the offset; a FIFO member is refused by name", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "vmem-split-member-" });
+  try {
+    // QEMU 7.2's tiny kdump made a file of a split dump (split flag 1, pfns 0 to max_mapnr): the
+    // members are opened before the set is compared, so each one's own read errors come first.
+    const kdump = await tinyFixture("q72-tiny.kdump");
+    const v = new DataView(kdump.buffer);
+    const B = v.getInt32(428, true); // block_size
+    assert.ok(v.getUint32(8, true) >= 6, "header version 6: start_pfn_64/end_pfn_64");
+    const maxMapnr = v.getBigUint64(B + 96, true); // kdump_sub_header.max_mapnr_64
+    v.setUint32(B + 12, 1, true); // split
+    v.setBigUint64(B + 80, 0n, true); // start_pfn_64
+    v.setBigUint64(B + 88, maxMapnr, true); // end_pfn_64
+    const input = `${dir}/in.kdump`;
+    Deno.writeFileSync(input, kdump);
+    const pm = ["--plugmap", `${dir}/plug.txt`];
+    Deno.writeTextFileSync(`${dir}/plug.txt`, "0x100000000-0x100200000\n");
+    const out = `${dir}/out.kdump`;
+
+    // Not a kdump file at all: the magic at offset 0 of the member.
+    const elf = `${dir}/member.elf`;
+    Deno.writeFileSync(elf, await tinyFixture("q72-tiny.elf"));
+    let r = await strip([input, "--split-set", elf, ...pm], out);
+    assert.equal(r.code, 1);
+    assert.equal(r.error!.code, "bad-magic");
+    assert.match(r.error!.message, /^Cannot use .*member\.elf as a member of the split set: /);
+    assert.equal(r.error!.offset, 0);
+    assert.equal(r.exists, false);
+
+    // A member cut short: its bitmap_blocks (offset 436) puts the bitmaps past its end.
+    const short = `${dir}/member.short`;
+    Deno.writeFileSync(short, kdump.subarray(0, 3 * B));
+    r = await strip([input, "--split-set", short, ...pm], out);
+    assert.equal(r.code, 1);
+    assert.match(r.error!.message, /^Cannot use .*member\.short as a member of the split set: /);
+    assert.equal(r.error!.offset, 436);
+    assert.equal(r.exists, false);
+
+    // A FIFO member: refused by name before anything opens it (it cannot be read twice).
+    const fifo = `${dir}/member.fifo`;
+    assert.equal((await new Deno.Command("mkfifo", { args: [fifo] }).output()).code, 0);
+    const f = await runCli(["strip", input, out, "--split-set", fifo, ...pm]);
+    assert.equal(f.code, 2, f.err);
+    assertOneErrorLine(f.err, /strip --split-set reads .*member\.fifo is a FIFO/);
+    assert.throws(() => Deno.statSync(out), Deno.errors.NotFound);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });

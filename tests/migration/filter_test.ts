@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { FormatError, UnsupportedFeatureError } from "../../src/errors.ts";
 import { ByteWriter } from "../../src/io/byte_writer.ts";
-import { StreamByteReader } from "../../src/io/byte_reader.ts";
+import { bytesReader, StreamByteReader } from "../../src/io/byte_reader.ts";
 import { createHash } from "node:crypto";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { MigrationEncoder } from "../../src/migration/encoder.ts";
@@ -10,7 +10,11 @@ import {
   DropUnpluggedPagesStream,
   UnpluggedPageDropper,
 } from "../../src/migration/filter.ts";
+import { runMigrationPipeline } from "../../src/migration/pipeline.ts";
 import type { MigrationRecord } from "../../src/migration/types.ts";
+import { PlugStateVerifier } from "../../src/migration/verify.ts";
+import { parsePlugMapSource } from "../../src/vmem/plug_map_source.ts";
+import { tinyFixture } from "../_util/tiny_fixtures.ts";
 import { type RecordOrBatch, stageBatches } from "../../src/migration/stage.ts";
 import { PlugMap } from "../../src/vmem/plug_map.ts";
 import { assertFormatError } from "../_util/assert.ts";
@@ -18,6 +22,7 @@ import {
   BYTE_CHUNKINGS,
   chunkedFileStream,
   chunkedStream,
+  concatBytes,
   FILE_CHUNKINGS,
   seededRandom,
 } from "../_util/chunkings.ts";
@@ -202,7 +207,8 @@ Deno.test("UnpluggedPageDropper refuses a plug map that would drop blocks the st
   const stats = run({ plugMap: syntheticPlugMap(stricter), allowPlugStateMismatch: true });
   assert.ok(stats.droppedRecords > 0);
   assert.deepEqual(stats.devices[0]!.droppedBlocks.map((b) => b.blockIndex), [1]);
-  // A map that is more generous than the stream only keeps more: allowed.
+  // A map that is more generous than the stream: the stream's own state still drops (no page
+  // of its unplugged blocks here; see the tiny streams' test below for one).
   assert.equal(run({ plugMap: syntheticPlugMap(plugged.map(() => true)) }).droppedRecords, 0);
 });
 
@@ -358,7 +364,12 @@ Deno.test({
     const bitmap = d.bitmap.slice();
     bitmap[53 >> 3]! |= 1 << (53 & 7);
     const lenient = new PlugMap([{ ...d, bitmap, size: d.size + d.blockSize }]);
-    const { out, stats, inBytes } = await filterRealFile(path, lenient);
+    // By default the stream's own (early) state drops block 53's page too.
+    assert.equal((await filterRealFile(path, lenient)).stats.droppedRecords, 2);
+    // The map alone decides (allowPlugStateMismatch): block 53's page stays.
+    const { out, stats, inBytes } = await filterRealFile(path, lenient, {
+      allowPlugStateMismatch: true,
+    });
     assert.equal(stats.droppedRecords, 1);
     assert.equal(stats.dropped[0]!.blockIndex, 39);
     assert.equal(stats.renamedRecords, 1);
@@ -420,4 +431,78 @@ Deno.test({
       });
     }
   },
+});
+
+Deno.test("UnpluggedPageDropper drops by the stream's own state where a plug map is more generous; refuses once such a page was passed (QEMU 7.2 and 10.0 tiny streams)", async (t) => {
+  // The tiny VM: 8 blocks of 2 MiB, blocks 0, 4 and 5 plugged, one page in block 3 (s3). Both
+  // maps also mark block 3 plugged: a page kept there would load into an unplugged block. The
+  // second has 4 MiB blocks (as a range list's map may): compared by address, not by index.
+  const device = {
+    path: "0000:00:01.0",
+    ramblock: "0000:00:01.0/vmem0mem",
+    memaddr: 0x1_0000_0000,
+    "region-size": 16 << 20,
+    node: 0,
+    "usable-region-size": 16 << 20,
+    size: 12 << 20,
+    "requested-size": 12 << 20,
+  };
+  const maps = [
+    ["2 MiB blocks 0-5 plugged", { ...device, "block-size": 2 << 20, plugged: [[0, 6]] }],
+    ["4 MiB blocks 0-2 plugged", { ...device, "block-size": 4 << 20, plugged: [[0, 3]] }],
+  ] as const;
+  const late = await tinyFixture("q72-tiny.mig");
+  let deviceAt = -1;
+  for await (const b of decodeMigrationBatches(bytesReader(late))) {
+    for (const r of b) if (r.kind === "virtio-mem-device") deviceAt = r.streamOffset;
+  }
+  assert.ok(deviceAt > 0);
+  for (const [name, d] of maps) {
+    await t.step(name, async () => {
+      const { map } = parsePlugMapSource(JSON.stringify({ version: 1, devices: [d] }));
+      const filtered = async (fixture: string) => {
+        const dropper = new UnpluggedPageDropper({ plugMap: map });
+        const chunks: Uint8Array[] = [];
+        await runMigrationPipeline(bytesReader(await tinyFixture(fixture)), {
+          stages: [dropper],
+          output: (c) => {
+            chunks.push(c.slice());
+            return Promise.resolve();
+          },
+        });
+        return { stats: dropper.stats, out: concatBytes(chunks) };
+      };
+
+      // QEMU 10.0 (early layout): the stream states its plug state before its pages; block 3's
+      // page, and only it, is dropped, and the output verifies clean.
+      const { stats, out } = await filtered("q10-tiny.mig");
+      assert.equal(stats.droppedRecords, 1);
+      assert.equal(stats.dropped[0]!.gpa, 0x1_0060_1000);
+      const verifier = new PlugStateVerifier({ mode: "report" });
+      await runMigrationPipeline(bytesReader(out), { stages: [verifier] });
+      assert.equal(verifier.result.clean, true);
+
+      // QEMU 7.2 (late layout): the page went out before the device section said block 3 is
+      // unplugged: refused at that section's record, naming the MiB of the page.
+      await assertFormatError(filtered("q72-tiny.mig"), {
+        code: "invariant",
+        offset: deviceAt,
+        message: "marks gpa 0x100600000 of 0000:00:01.0 plugged, but the stream marks it unplugged",
+      });
+    });
+  }
+  await t.step("a 4 MiB map that drops memory the stream marks plugged is refused", async () => {
+    // 4 MiB blocks 0-1 plugged (0-8 MiB): the stream's plugged 2 MiB blocks 4-5 (8-12 MiB) lie in
+    // the map's unplugged block 2. Compared index by index (2 MiB block 2 is unplugged too), this
+    // went unseen and the filter dropped plugged memory.
+    const coarse = { ...device, "block-size": 4 << 20, size: 8 << 20, "requested-size": 8 << 20 };
+    const { map } = parsePlugMapSource(
+      JSON.stringify({ version: 1, devices: [{ ...coarse, plugged: [[0, 2]] }] }),
+    );
+    const dropper = new UnpluggedPageDropper({ plugMap: map });
+    await assertFormatError(
+      runMigrationPipeline(bytesReader(await tinyFixture("q10-tiny.mig")), { stages: [dropper] }),
+      { code: "invariant", message: "marks block 2 (gpa 0x100800000) of 0000:00:01.0 unplugged" },
+    );
+  });
 });

@@ -16,16 +16,22 @@
  * compressed packets too.
  *
  * The plug state comes from the main channel (see
- * {@linkcode MultifdChannelFilter.control}); a plug map takes precedence
- * over the stream's early section, as in `UnpluggedPageDropper`.
+ * {@linkcode MultifdChannelFilter.control}); the stream's own state narrows
+ * a plug map, as in `UnpluggedPageDropper`.
  *
  * @module
  */
 
-import { UnsupportedFeatureError } from "../../errors.ts";
+import { FormatError, UnsupportedFeatureError } from "../../errors.ts";
 import { hex } from "../../io/text.ts";
 import type { PlugMap } from "../../vmem/plug_map.ts";
-import { type BlockPlugTable, PlugTables } from "../_filter_plug_state.ts";
+import {
+  type BlockPlugTable,
+  type KeptMap,
+  keptMap,
+  narrowToStream,
+  PlugTables,
+} from "../_filter_plug_state.ts";
 import { DEFAULT_PAGE_SIZE } from "../constants.ts";
 import type { DroppedRecord } from "../filter.ts";
 import { PacketBounds } from "./_packet_bounds.ts";
@@ -44,7 +50,7 @@ export interface MultifdFilterOptions {
   channel: number;
   /** Target page size. @default {4096} */
   pageSize?: number;
-  /** Out-of-band plug state; takes precedence over the stream's early section. @default {undefined} */
+  /** Out-of-band plug state; the stream's own state narrows it when it comes. @default {undefined} */
   plugMap?: PlugMap;
   /** Dropped pages described one by one. @default {1000} */
   maxDropDetails?: number;
@@ -103,6 +109,9 @@ export class MultifdChannelFilter {
   #details: MultifdDroppedPage[] = [];
   #lastName: string | undefined;
   #lastTable: BlockPlugTable | undefined;
+  #lastKept: KeptMap | undefined;
+  /** Per RAMBlock: where this channel forwarded pages. */
+  #kept = new Map<string, KeptMap>();
 
   /**
    * Create the filter.
@@ -143,22 +152,43 @@ export class MultifdChannelFilter {
   }
 
   /**
-   * Take a main-channel record: the block list or plug state. The late
-   * device section is ignored (its state comes after every page; filter a
-   * late-layout migration with a plug map).
+   * Take a main-channel record: the block list or plug state. Without a plug
+   * map the early section gives the state; the late device section comes
+   * after every page (filter a late-layout migration with a plug map). With
+   * a plug map, the stream's own state (early or late) narrows it: the
+   * destination takes the stream's, so a block the map marks plugged and the
+   * stream unplugged loses its pages from here on, and a page of it this
+   * channel already forwarded is an error.
    *
    * @param r The record.
-   * @throws {FormatError} when a plug map does not fit the stream.
+   * @throws {FormatError} when a plug map does not fit the stream, or a page
+   * of a block the stream marks unplugged was forwarded under the map.
    */
   control(r: MultifdControlRecord): void {
     this.#lastName = undefined;
     if (r.kind === "ram-mem-size") {
       this.#bounds.setRamBlocks(r.blocks);
       this.#tables.setRamBlocks(r.blocks, r.streamOffset);
-    } else if (r.kind === "virtio-mem-early") {
-      const t = this.#tables.tableFromRecord(r);
-      if (t !== undefined && this.#tables.get(t.ramBlock) === undefined) this.#tables.set(t);
+      return;
     }
+    const t = this.#tables.tableFromRecord(r);
+    if (t === undefined) return;
+    const current = this.#tables.get(t.ramBlock);
+    if (current === undefined) {
+      if (r.kind === "virtio-mem-early") this.#tables.set(t);
+      return;
+    }
+    const { table, keptAt } = narrowToStream(current, t, this.#kept.get(t.ramBlock));
+    if (keptAt >= 0) {
+      throw new FormatError(
+        `Cannot filter multifd channel ${this.#channel}: the plug map marks gpa ${
+          hex(current.gpa + keptAt)
+        } of ${r.devicePath} plugged, but the stream marks it unplugged after this channel ` +
+          "passed a page there; the destination would load it into an unplugged block",
+        { format: "migration", code: "invariant", offset: r.streamOffset },
+      );
+    }
+    if (table !== current) this.#tables.set(table);
   }
 
   /**
@@ -188,18 +218,32 @@ export class MultifdChannelFilter {
     }
     this.#bounds.check(p);
     let table: BlockPlugTable | undefined;
-    if (p.ramBlock === this.#lastName) table = this.#lastTable;
-    else {
+    let kept: KeptMap | undefined;
+    if (p.ramBlock === this.#lastName) {
+      table = this.#lastTable;
+      kept = this.#lastKept;
+    } else {
       table = this.#tables.get(p.ramBlock);
+      if (table !== undefined) {
+        kept = this.#kept.get(p.ramBlock);
+        if (kept === undefined) {
+          kept = keptMap(table);
+          this.#kept.set(p.ramBlock, kept);
+        }
+      }
       this.#lastName = p.ramBlock;
       this.#lastTable = table;
+      this.#lastKept = kept;
     }
     if (table === undefined) return p;
     let drop: boolean[] | undefined;
     for (let i = 0; i < n; i++) {
       const ramOffset = i < normal.length ? normal[i]! : zero[i - normal.length]!;
       const blockIndex = Math.floor(ramOffset / table.blockSize);
-      if (table.plugged[blockIndex] === 1) continue;
+      if (table.plugged[blockIndex] === 1) {
+        kept!.bytes[Math.floor(ramOffset / kept!.granule)] = 1;
+        continue;
+      }
       drop ??= new Array<boolean>(n).fill(false);
       drop[i] = true;
     }
