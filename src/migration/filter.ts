@@ -136,6 +136,12 @@ export interface DropStats {
 }
 
 interface DeviceCounters {
+  /**
+   * The table the report describes, in whose block geometry `blocks` counts:
+   * the table in use, except that one with another block size (a plug map
+   * narrowed by the stream's late statement) does not replace it once drops
+   * were counted (no page follows a late statement).
+   */
   table: BlockPlugTable;
   kept: number;
   /** Where kept records landed. */
@@ -248,8 +254,10 @@ export class UnpluggedPageDropper implements RecordStage {
   #install(table: BlockPlugTable): void {
     this.#tables.set(table);
     const old = this.#counters.get(table.ramBlock);
+    const regrid = old !== undefined && old.droppedRecords > 0 &&
+      old.table.blockSize !== table.blockSize;
     this.#counters.set(table.ramBlock, {
-      table,
+      table: regrid ? old.table : table,
       kept: old?.kept ?? 0,
       passed: old?.passed ?? keptMap(table),
       droppedRecords: old?.droppedRecords ?? 0,
@@ -435,8 +443,10 @@ export class UnpluggedPageDropper implements RecordStage {
           const c = counters!;
           c.droppedRecords++;
           c.droppedBytes += byteLength;
-          const b = c.blocks.get(blockIndex);
-          if (b === undefined) c.blocks.set(blockIndex, { records: 1, bytes: byteLength });
+          // Counted in the report's block geometry (see DeviceCounters.table).
+          const reportIndex = Math.floor(r.ramOffset / c.table.blockSize);
+          const b = c.blocks.get(reportIndex);
+          if (b === undefined) c.blocks.set(reportIndex, { records: 1, bytes: byteLength });
           else {
             b.records++;
             b.bytes += byteLength;
@@ -447,7 +457,7 @@ export class UnpluggedPageDropper implements RecordStage {
               ramBlock: r.ramBlock,
               ramOffset: r.ramOffset,
               gpa: table.gpa + r.ramOffset,
-              blockIndex,
+              blockIndex: reportIndex,
               streamOffset: r.streamOffset,
               byteLength,
             });

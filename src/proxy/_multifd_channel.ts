@@ -178,11 +178,11 @@ export class MultifdProxyChannel implements ExtraChannel {
     if (this.#agreedSyncPoints === undefined || !this.#init.eofForwarded()) return undefined;
     const p = this.#pipeline.progress;
     const loads = this.#pipeline.lastSync.loadsSince;
-    if (p.syncPackets > this.#agreedSyncPoints) {
+    const extra = p.syncPackets - this.#agreedSyncPoints;
+    if (extra > 0) {
       return new SocketClosedError(
-        `the destination closed the channel after QEMU_VM_EOF, but the channel sent ${
-          p.syncPackets - this.#agreedSyncPoints
-        } SYNC packets after its sync points`,
+        `the destination closed the channel after QEMU_VM_EOF, but the channel sent ${extra} ` +
+          `SYNC ${extra === 1 ? "packet" : "packets"} after its sync points`,
         { cause },
       );
     }

@@ -506,3 +506,41 @@ Deno.test("UnpluggedPageDropper drops by the stream's own state where a plug map
     );
   });
 });
+
+Deno.test("UnpluggedPageDropper reports its drops in the block geometry they were counted in when a late statement narrows a coarser plug map (QEMU 7.2 tiny stream)", async () => {
+  // A 4 MiB map with blocks 0 and 2 plugged (2 MiB blocks 0, 1, 4, 5); the stream: 0, 4 and 5.
+  // The page in 2 MiB block 3 is dropped by the map; the late statement then narrows the map to
+  // 2 MiB blocks (block 1, which no page touched, unplugged). The report gave the drop's 4 MiB
+  // block index in 2 MiB blocks: "block 1 (gpa 0x100200000)" for a page at 0x100601000.
+  const { map } = parsePlugMapSource(JSON.stringify({
+    version: 1,
+    devices: [{
+      path: "0000:00:01.0",
+      ramblock: "0000:00:01.0/vmem0mem",
+      memaddr: 0x1_0000_0000,
+      "region-size": 16 << 20,
+      "block-size": 4 << 20,
+      node: 0,
+      "usable-region-size": 16 << 20,
+      size: 8 << 20,
+      "requested-size": 8 << 20,
+      plugged: [[0, 1], [2, 1]],
+    }],
+  }));
+  const dropper = new UnpluggedPageDropper({ plugMap: map });
+  await runMigrationPipeline(bytesReader(await tinyFixture("q72-tiny.mig")), {
+    stages: [dropper],
+  });
+  const { devices, dropped } = dropper.stats;
+  assert.deepEqual(dropped.map((d) => d.gpa), [0x1_0060_1000]);
+  const device = devices[0]!;
+  assert.equal(device.droppedBlocks.length, 1);
+  const block = device.droppedBlocks[0]!;
+  assert.ok(
+    block.gpa <= dropped[0]!.gpa && dropped[0]!.gpa < block.gpa + device.blockSize,
+    `the dropped page 0x1_0060_1000 lies in its block (gpa ${block.gpa.toString(16)}, ` +
+      `${device.blockSize} bytes)`,
+  );
+  assert.equal(block.gpa, device.gpa + block.blockIndex * device.blockSize);
+  assert.equal(dropped[0]!.blockIndex, block.blockIndex);
+});

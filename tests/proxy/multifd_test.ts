@@ -597,6 +597,45 @@ Deno.test("proxy fails with destination-gone when the destination closed a chann
   }
 });
 
+Deno.test("proxy fails with destination-gone when the destination closed a channel after its load and a SYNC follows the channel's last sync point", async () => {
+  const { bytes: mainBytes } = await mainChannel();
+  // The main channel has one sync point; a second SYNC is one the destination never waits for.
+  const ch0 = channel(0, [{ sync: true }, {}, { sync: true }]);
+  const cut = 64 + HEADER;
+  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-trailing-" });
+  const dest = fakeDestination(`${dir}/p-dst.sock`);
+  try {
+    const proxy = await startProxy(dir, "p", ["--mode", "pass"]);
+    const main = await connectTo(`${dir}/p.sock`);
+    await writeAll(main, mainBytes.subarray(0, 64));
+    await new Promise((r) => setTimeout(r, 30));
+    const c0 = await connectTo(`${dir}/p.sock`);
+    await writeAll(c0, ch0.subarray(0, cut));
+    await writeAll(main, mainBytes.subarray(64));
+    await main.closeWrite();
+    await until(
+      "the destination has the main channel and the channel's SYNC",
+      () => dest.byteLength(0) === mainBytes.byteLength && dest.byteLength(1) === cut,
+    );
+    await dest.closeChannels();
+    await writeAll(c0, ch0.subarray(cut));
+    await c0.closeWrite();
+    const { code, err } = await proxy.done();
+    main.close();
+    c0.close();
+    assert.equal(code, 1, err);
+    const error = JSON.parse(err.trim().split("\n").at(-1)!).error;
+    assert.equal(error.code, "destination-gone", err);
+    assert.match(
+      error.message,
+      /^multifd channel 0: .*closed the channel after QEMU_VM_EOF, but the channel sent 1 SYNC packet after its sync points/,
+    );
+  } finally {
+    await dest.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("proxy says the EOF was forwarded when a channel fails after the destination had it", async () => {
   const { bytes: mainBytes } = await mainChannel();
   const ch0 = channel(0, [{ sync: true }, { corrupt: (h) => (h[0] = 0x99) }]);

@@ -112,6 +112,8 @@ export class MultifdChannelFilter {
   #lastKept: KeptMap | undefined;
   /** Per RAMBlock: where this channel forwarded pages. */
   #kept = new Map<string, KeptMap>();
+  /** RAMBlocks this channel forwarded pages of while no plug state described them. */
+  #untracked = new Set<string>();
 
   /**
    * Create the filter.
@@ -158,11 +160,18 @@ export class MultifdChannelFilter {
    * a plug map, the stream's own state (early or late) narrows it: the
    * destination takes the stream's, so a block the map marks plugged and the
    * stream unplugged loses its pages from here on, and a page of it this
-   * channel already forwarded is an error.
+   * channel already forwarded is an error. The state of a device the plug
+   * map does not describe decides from where it comes (early or late); when
+   * this channel already forwarded pages of its RAMBlock and it marks any
+   * block unplugged, that is an error (as `UnpluggedPageDropper` refuses a
+   * late statement after pages it passed).
    *
    * @param r The record.
    * @throws {FormatError} when a plug map does not fit the stream, or a page
    * of a block the stream marks unplugged was forwarded under the map.
+   * @throws {UnsupportedFeatureError} when the state of a device the plug map
+   * does not describe marks blocks unplugged after this channel forwarded
+   * pages of its RAMBlock.
    */
   control(r: MultifdControlRecord): void {
     this.#lastName = undefined;
@@ -175,7 +184,18 @@ export class MultifdChannelFilter {
     if (t === undefined) return;
     const current = this.#tables.get(t.ramBlock);
     if (current === undefined) {
-      if (r.kind === "virtio-mem-early") this.#tables.set(t);
+      // A plug map that does not describe this device: its pages went on as they came.
+      if (this.#untracked.has(t.ramBlock) && t.plugged.includes(0)) {
+        throw new UnsupportedFeatureError(
+          `Cannot filter multifd channel ${this.#channel}: the plug state of ${r.devicePath} ` +
+            `arrives after this channel passed pages of ${JSON.stringify(t.ramBlock)}, which ` +
+            "the plug map does not describe (late layout); give a plug map that describes it",
+          "migration",
+          r.streamOffset,
+        );
+      }
+      // From here on the stream's state decides (a page after a late statement too).
+      this.#tables.set(t);
       return;
     }
     const { table, keptAt } = narrowToStream(current, t, this.#kept.get(t.ramBlock));
@@ -235,7 +255,10 @@ export class MultifdChannelFilter {
       this.#lastTable = table;
       this.#lastKept = kept;
     }
-    if (table === undefined) return p;
+    if (table === undefined) {
+      this.#untracked.add(p.ramBlock);
+      return p;
+    }
     let drop: boolean[] | undefined;
     for (let i = 0; i < n; i++) {
       const ramOffset = i < normal.length ? normal[i]! : zero[i - normal.length]!;

@@ -161,3 +161,31 @@ Deno.test("multifd filter: the stream's own plug state narrows a generous plug m
   };
   h.control(same);
 });
+
+Deno.test("multifd filter: the state of a device the plug map does not describe decides, and is refused after this channel passed pages of it", async () => {
+  const c = await capture();
+  // A map for other devices only: the capture's virtio-mem device is not in it.
+  const other = parsePlugMapSource(JSON.stringify({ version: 1, devices: [] })).map;
+  const pages = (s: ReturnType<MultifdChannelFilter["filterPacket"]>[]) =>
+    s.reduce((n, p) => n + p.normalRamOffsets.length + p.zeroRamOffsets.length, 0);
+
+  // Late layout: the channel forwarded the device's pages as they came (the map says nothing);
+  // a statement that then marks a block of them unplugged cannot be honoured: refused.
+  const f = new MultifdChannelFilter({ channel: 0, plugMap: other });
+  f.control(c.memSize);
+  assert.equal(pages(c.packets.map((p) => f.filterPacket(p))), pages(c.packets));
+  await assertFormatError(() => f.control(c.late), {
+    name: "UnsupportedFeatureError",
+    offset: c.late.streamOffset,
+    message:
+      /plug state of 0000:00:01\.0 arrives after this channel passed pages of "0000:00:01\.0\/vmem0mem", which the plug map does not describe/,
+  });
+
+  // A statement before any page of the device decides for the pages after it (late, too).
+  const g = new MultifdChannelFilter({ channel: 0, plugMap: other });
+  g.control(c.memSize);
+  g.control(c.late);
+  const out = c.packets.map((p) => g.filterPacket(p));
+  assert.equal(pages(out), pages(c.packets) - c.pages);
+  assert.equal(g.stats.droppedPages, c.pages);
+});
