@@ -366,7 +366,7 @@ Deno.test("proxy fails with destination-gone, naming the channel, when the desti
   const ch0 = channel(0, [{ normal: pages }, { normal: pages }, { sync: true }]);
   const r = await runProxy([mainBytes, ch0], { mode: "pass", closeChannels: true });
   assert.equal(r.code, 1, r.err);
-  const error = JSON.parse(r.err.trim().split("\n").at(-1)!).error;
+  const error = errorOf(r.err);
   assert.equal(error.code, "destination-gone", r.err);
   assert.match(error.message, /^multifd channel 0: writing to the destination failed: /);
   assert.ok(r.received[0]!.byteLength < mainBytes.byteLength, "no EOF reached the destination");
@@ -459,17 +459,26 @@ Deno.test("red team: verify checks every page QEMU loads from a packet, SYNC pac
   });
 });
 
-Deno.test("red team: a page sent after the channel's last SYNC, once the destination had its EOF, is checked and not forwarded (exit 3)", async () => {
+/**
+ * Relay the synthetic main channel and one multifd channel `ch0` whose first `cut` bytes go
+ * before the main channel's end; the rest goes once the destination has the whole main channel
+ * (its EOF) and `channelBytes` bytes of the channel (when given). With `closeChannels`, the
+ * destination then closes its multifd connections first, as QEMU does once its load is complete.
+ */
+async function relayAfterEof(options: {
+  mode: string;
+  ch0: Uint8Array;
+  cut: number;
+  channelBytes?: number;
+  closeChannels?: boolean;
+}) {
   const { bytes: mainBytes } = await mainChannel();
-  const stray = pluggedPage(5, 3);
-  // The SYNC the main channel's only sync point waits for comes first, so the EOF gate opens;
-  // the page comes only after the destination has the whole main channel.
-  const ch0 = channel(0, [{ sync: true }, { normal: [stray] }]);
-  const cut = 64 + HEADER;
-  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-redteam-" });
+  const { ch0, cut } = options;
+  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-after-eof-" });
+  const dest = fakeDestination(`${dir}/p-dst.sock`);
+  let closed = false;
   try {
-    const dest = fakeDestination(`${dir}/p-dst.sock`);
-    const proxy = await startProxy(dir, "p", ["--mode", "verify"]);
+    const proxy = await startProxy(dir, "p", ["--mode", options.mode]);
     const main = await connectTo(`${dir}/p.sock`);
     await writeAll(main, mainBytes.subarray(0, 64));
     await new Promise((r) => setTimeout(r, 30));
@@ -478,196 +487,127 @@ Deno.test("red team: a page sent after the channel's last SYNC, once the destina
     await writeAll(main, mainBytes.subarray(64));
     await main.closeWrite();
     await until(
-      "the destination has the main channel's EOF",
-      () => dest.byteLength(0) === mainBytes.byteLength,
+      "the destination has the main channel's EOF (and the channel's bytes asked for)",
+      () =>
+        dest.byteLength(0) === mainBytes.byteLength &&
+        (options.channelBytes === undefined || dest.byteLength(1) === options.channelBytes),
     );
+    if (options.closeChannels) await dest.closeChannels();
     await writeAll(c0, ch0.subarray(cut));
     await c0.closeWrite();
     const { code, err, json } = await proxy.done();
     main.close();
     c0.close();
     await dest.close();
-    assert.equal(code, 3, err);
-    assert.match(err, /EOF/);
-    const v = (json as { verify: { violations: { gpa: number; channel: number }[] } }).verify
-      .violations;
-    assert.deepEqual(v.map((x) => [x.gpa, x.channel]), [[VMEM_GPA + stray, 0]]);
-    const received = await dest.received();
-    assert.deepEqual(received[0], mainBytes);
-    const got = await packets(received[1]!);
-    assert.deepEqual(
-      got.map((p) => [p.sync, p.normalRamOffsets.length + p.zeroRamOffsets.length]),
-      [[true, 0], [false, 0]],
-      "the page never reached the destination",
-    );
+    closed = true;
+    return { code, err, json, mainBytes, received: await dest.received() };
   } finally {
+    if (!closed) await dest.close();
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** The JSON error object on the last line of a failed run's stderr. */
+const errorOf = (err: string) => JSON.parse(err.trim().split("\n").at(-1)!).error;
+
+Deno.test("red team: a page sent after the channel's last SYNC, once the destination had its EOF, is checked and not forwarded (exit 3)", async () => {
+  const stray = pluggedPage(5, 3);
+  // The SYNC the main channel's only sync point waits for comes first, so the EOF gate opens;
+  // the page comes only after the destination has the whole main channel.
+  const r = await relayAfterEof({
+    mode: "verify",
+    ch0: channel(0, [{ sync: true }, { normal: [stray] }]),
+    cut: 64 + HEADER,
+  });
+  assert.equal(r.code, 3, r.err);
+  assert.match(r.err, /EOF/);
+  const v = (r.json as { verify: { violations: { gpa: number; channel: number }[] } }).verify
+    .violations;
+  assert.deepEqual(v.map((x) => [x.gpa, x.channel]), [[VMEM_GPA + stray, 0]]);
+  assert.deepEqual(r.received[0], r.mainBytes);
+  const got = await packets(r.received[1]!);
+  assert.deepEqual(
+    got.map((p) => [p.sync, p.normalRamOffsets.length + p.zeroRamOffsets.length]),
+    [[true, 0], [false, 0]],
+    "the page never reached the destination",
+  );
 });
 
 Deno.test("proxy --mode filter: QEMU 7.2's empty packet after a channel's last SYNC, written after the destination's load closed the channel, is not a failure", async () => {
-  const { bytes: mainBytes } = await mainChannel();
   // QEMU < 9.0 (upstream f5f48a7891, "Separate SYNC request with normal jobs"): when the
   // migration thread queues the last pages and the SYNC before the channel's thread wakes up,
   // that thread sends one packet with the pages and the SYNC flag, then an empty packet with
   // flags 0. The destination needs nothing of it: once it has QEMU_VM_EOF it finishes loading
   // and closes its multifd connections, maybe before the proxy relays that packet.
-  const ch0 = channel(0, [
-    { normal: [pluggedPage(0)] },
-    { sync: true, normal: [pluggedPage(1), pluggedPage(6)] }, // block 6 is unplugged
-    {},
-  ]);
   const cut = 64 + 2 * HEADER + PAGE + 2 * PAGE;
-  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-trailing-" });
-  const dest = fakeDestination(`${dir}/p-dst.sock`);
-  try {
-    const proxy = await startProxy(dir, "p", ["--mode", "filter"]);
-    const main = await connectTo(`${dir}/p.sock`);
-    await writeAll(main, mainBytes.subarray(0, 64));
-    await new Promise((r) => setTimeout(r, 30));
-    const c0 = await connectTo(`${dir}/p.sock`);
-    await writeAll(c0, ch0.subarray(0, cut));
-    await writeAll(main, mainBytes.subarray(64));
-    await main.closeWrite();
+  const r = await relayAfterEof({
+    mode: "filter",
+    ch0: channel(0, [
+      { normal: [pluggedPage(0)] },
+      { sync: true, normal: [pluggedPage(1), pluggedPage(6)] }, // block 6 is unplugged
+      {},
+    ]),
+    cut,
     // The destination loads once it has the SYNC packet (less the unplugged page) and the EOF.
-    await until(
-      "the destination has the main channel and the channel's SYNC",
-      () => dest.byteLength(0) === mainBytes.byteLength && dest.byteLength(1) === cut - PAGE,
-    );
-    await dest.closeChannels();
-    await writeAll(c0, ch0.subarray(cut));
-    await c0.closeWrite();
-    const { code, err, json } = await proxy.done();
-    main.close();
-    c0.close();
-    assert.equal(code, 0, err);
-    assert.match(err, /multifd channel 0: the destination closed the channel after its load/);
-    const summary = (json as { channels: { droppedPages: number; packets: number }[] })
-      .channels[0]!;
-    assert.deepEqual([summary.droppedPages, summary.packets], [1, 3]);
-    const received = await dest.received();
-    assert.deepEqual(received[0], mainBytes);
-    const got = await packets(received[1]!);
-    assert.deepEqual(got.map((p) => [p.sync, p.normalRamOffsets]), [
-      [false, [pluggedPage(0)]],
-      [true, [pluggedPage(1)]],
-    ]);
-  } finally {
-    await dest.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+    channelBytes: cut - PAGE,
+    closeChannels: true,
+  });
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.err, /multifd channel 0: the destination closed the channel after its load/);
+  const summary = (r.json as { channels: { droppedPages: number; packets: number }[] })
+    .channels[0]!;
+  assert.deepEqual([summary.droppedPages, summary.packets], [1, 3]);
+  assert.deepEqual(r.received[0], r.mainBytes);
+  const got = await packets(r.received[1]!);
+  assert.deepEqual(got.map((p) => [p.sync, p.normalRamOffsets]), [
+    [false, [pluggedPage(0)]],
+    [true, [pluggedPage(1)]],
+  ]);
 });
 
-Deno.test("proxy fails with destination-gone when the destination closed a channel after its load and a page follows the channel's last SYNC", async () => {
-  const { bytes: mainBytes } = await mainChannel();
-  // No QEMU sends a page after a channel's last SYNC; the destination never waits for one.
-  const ch0 = channel(0, [{ sync: true }, { normal: [pluggedPage(1)] }]);
+Deno.test("proxy fails with destination-gone when the destination closed a channel after its load and more than an empty packet follows the channel's last SYNC", async (t) => {
   const cut = 64 + HEADER;
-  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-trailing-" });
-  const dest = fakeDestination(`${dir}/p-dst.sock`);
-  try {
-    const proxy = await startProxy(dir, "p", ["--mode", "pass"]);
-    const main = await connectTo(`${dir}/p.sock`);
-    await writeAll(main, mainBytes.subarray(0, 64));
-    await new Promise((r) => setTimeout(r, 30));
-    const c0 = await connectTo(`${dir}/p.sock`);
-    await writeAll(c0, ch0.subarray(0, cut));
-    await writeAll(main, mainBytes.subarray(64));
-    await main.closeWrite();
-    await until(
-      "the destination has the main channel and the channel's SYNC",
-      () => dest.byteLength(0) === mainBytes.byteLength && dest.byteLength(1) === cut,
-    );
-    await dest.closeChannels();
-    await writeAll(c0, ch0.subarray(cut));
-    await c0.closeWrite();
-    const { code, err } = await proxy.done();
-    main.close();
-    c0.close();
-    assert.equal(code, 1, err);
-    const error = JSON.parse(err.trim().split("\n").at(-1)!).error;
-    assert.equal(error.code, "destination-gone", err);
-    assert.match(
-      error.message,
-      /^multifd channel 0: .*closed the channel after QEMU_VM_EOF, before 1 page .* after its last SYNC/,
-    );
-  } finally {
-    await dest.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("proxy fails with destination-gone when the destination closed a channel after its load and a SYNC follows the channel's last sync point", async () => {
-  const { bytes: mainBytes } = await mainChannel();
-  // The main channel has one sync point; a second SYNC is one the destination never waits for.
-  const ch0 = channel(0, [{ sync: true }, {}, { sync: true }]);
-  const cut = 64 + HEADER;
-  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-trailing-" });
-  const dest = fakeDestination(`${dir}/p-dst.sock`);
-  try {
-    const proxy = await startProxy(dir, "p", ["--mode", "pass"]);
-    const main = await connectTo(`${dir}/p.sock`);
-    await writeAll(main, mainBytes.subarray(0, 64));
-    await new Promise((r) => setTimeout(r, 30));
-    const c0 = await connectTo(`${dir}/p.sock`);
-    await writeAll(c0, ch0.subarray(0, cut));
-    await writeAll(main, mainBytes.subarray(64));
-    await main.closeWrite();
-    await until(
-      "the destination has the main channel and the channel's SYNC",
-      () => dest.byteLength(0) === mainBytes.byteLength && dest.byteLength(1) === cut,
-    );
-    await dest.closeChannels();
-    await writeAll(c0, ch0.subarray(cut));
-    await c0.closeWrite();
-    const { code, err } = await proxy.done();
-    main.close();
-    c0.close();
-    assert.equal(code, 1, err);
-    const error = JSON.parse(err.trim().split("\n").at(-1)!).error;
-    assert.equal(error.code, "destination-gone", err);
-    assert.match(
-      error.message,
-      /^multifd channel 0: .*closed the channel after QEMU_VM_EOF, but the channel sent 1 SYNC packet after its sync points/,
-    );
-  } finally {
-    await dest.close();
-    await Deno.remove(dir, { recursive: true });
+  const cases: [string, PacketSpec[], RegExp][] = [
+    [
+      // No QEMU sends a page after a channel's last SYNC; the destination never waits for one.
+      "a page",
+      [{ sync: true }, { normal: [pluggedPage(1)] }],
+      /closed the channel after QEMU_VM_EOF, before 1 page .* after its last SYNC/,
+    ],
+    [
+      // The main channel has one sync point; a second SYNC is one the destination never waits for.
+      "a SYNC after the main channel's last sync point",
+      [{ sync: true }, {}, { sync: true }],
+      /closed the channel after QEMU_VM_EOF, but the channel sent 1 SYNC packet after its sync points/,
+    ],
+  ];
+  for (const [name, specs, message] of cases) {
+    await t.step(name, async () => {
+      const r = await relayAfterEof({
+        mode: "pass",
+        ch0: channel(0, specs),
+        cut,
+        channelBytes: cut,
+        closeChannels: true,
+      });
+      assert.equal(r.code, 1, r.err);
+      const error = errorOf(r.err);
+      assert.equal(error.code, "destination-gone", r.err);
+      assert.match(error.message, new RegExp(`^multifd channel 0: .*${message.source}`));
+    });
   }
 });
 
 Deno.test("proxy says the EOF was forwarded when a channel fails after the destination had it", async () => {
-  const { bytes: mainBytes } = await mainChannel();
-  const ch0 = channel(0, [{ sync: true }, { corrupt: (h) => (h[0] = 0x99) }]);
-  const cut = 64 + HEADER;
-  const dir = await Deno.makeTempDir({ prefix: "vmem-multifd-late-error-" });
-  const dest = fakeDestination(`${dir}/p-dst.sock`);
-  try {
-    const proxy = await startProxy(dir, "p", ["--mode", "pass"]);
-    const main = await connectTo(`${dir}/p.sock`);
-    await writeAll(main, mainBytes.subarray(0, 64));
-    await new Promise((r) => setTimeout(r, 30));
-    const c0 = await connectTo(`${dir}/p.sock`);
-    await writeAll(c0, ch0.subarray(0, cut));
-    await writeAll(main, mainBytes.subarray(64));
-    await main.closeWrite();
-    await until(
-      "the destination has the main channel's EOF",
-      () => dest.byteLength(0) === mainBytes.byteLength,
-    );
-    await writeAll(c0, ch0.subarray(cut));
-    await c0.closeWrite();
-    const { code, err } = await proxy.done();
-    main.close();
-    c0.close();
-    assert.equal(code, 1, err);
-    assert.match(err, /multifd channel 0: Cannot decode multifd channel: packet magic 0x99223344/);
-    assert.match(err, /relay failed after QEMU_VM_EOF was forwarded/);
-    assert.doesNotMatch(err, /without forwarding QEMU_VM_EOF/);
-  } finally {
-    await dest.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  const r = await relayAfterEof({
+    mode: "pass",
+    ch0: channel(0, [{ sync: true }, { corrupt: (h) => (h[0] = 0x99) }]),
+    cut: 64 + HEADER,
+  });
+  assert.equal(r.code, 1, r.err);
+  assert.match(r.err, /multifd channel 0: Cannot decode multifd channel: packet magic 0x99223344/);
+  assert.match(r.err, /relay failed after QEMU_VM_EOF was forwarded/);
+  assert.doesNotMatch(r.err, /without forwarding QEMU_VM_EOF/);
 });
 
 Deno.test("red team: a channel that connects after the destination had its EOF is checked before anything of it is forwarded (exit 3)", async () => {
