@@ -18,6 +18,21 @@ export type DumpInputKind = "elf" | "kdump" | "kdump-flattened";
 const PROBE_CHUNK = 64 << 10;
 
 /**
+ * Whether `path` names a regular file (after following links). A missing
+ * path gives `false`: its opener reports it.
+ *
+ * @param path The path.
+ * @returns Whether it is a regular file.
+ */
+export async function isRegularFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Refuse, before anything opens it, an input path that cannot be read at
  * random offsets: a FIFO, a socket or a device. Opening a FIFO takes what
  * its writer sent, and opening it again waits for a writer that is gone, so

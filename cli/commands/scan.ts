@@ -13,7 +13,7 @@ import {
 } from "../../src/io/file.ts";
 import { decodeMigrationBatches } from "../../src/migration/decoder.ts";
 import { INPUT_KIND_NAMES, openInput } from "../../src/input/open_input.ts";
-import { refuseWrappedDump, requireRegularFile } from "../_dump_input.ts";
+import { isRegularFile, refuseWrappedDump, requireRegularFile } from "../_dump_input.ts";
 import {
   asStreamInput,
   fileByteLength,
@@ -172,12 +172,9 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   // A pipe or FIFO is read once: only a stream can be scanned from it, and what --extract
   // records of it is hashed as it is read (opening a FIFO again would wait for a gone writer).
   const regularFile = path !== "-" && await isRegularFile(path);
-  if (
-    !regularFile && path !== "-" && (values.format === "elf" || values.format === "raw" ||
-      (values.format === undefined && baseGpa !== undefined))
-  ) {
-    await requireRegularFile(path, "scanning a dump");
-  }
+  const dumpByOption = values.format === "elf" || values.format === "raw" ||
+    (values.format === undefined && baseGpa !== undefined);
+  if (dumpByOption && path !== "-") await requireRegularFile(path, "scanning a dump");
   const inputHash = !regularFile && values.extract !== undefined
     ? (await import("node:crypto")).createHash("sha256")
     : undefined;
@@ -211,7 +208,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       "scanning a dump needs a file (it is read at random offsets), not standard input",
     );
   }
-  if (kind !== "migration" && !regularFile) await requireRegularFile(path, "scanning a dump");
+  if (kind !== "migration") await requireRegularFile(path, "scanning a dump");
 
   const plugState: PlugStateInfo = values.plugmap !== undefined
     ? { source: "plugmap", detail: values.plugmap }
@@ -276,6 +273,7 @@ export async function run(args: string[], io: CliIo): Promise<number> {
       progress.setTotal(await fileByteLength(path) ?? undefined);
       const scanned = await scanStreamInput(path, plugMap, plugState, settings, {
         opened,
+        rereadable: regularFile,
         startExtraction,
         onChunk,
       });
@@ -483,11 +481,13 @@ async function scanStreamInput(
   hooks: {
     /** The stream, opened already (a file: read by the first scan; a pipe is opened there). */
     opened: StreamInput | undefined;
+    /** Whether the input is a regular file (it can be read again). */
+    rereadable: boolean;
     startExtraction: () => Promise<ExtractionSink | undefined>;
     onChunk?: (chunk: Uint8Array) => void;
   },
 ): Promise<StreamScan | undefined> {
-  const rereadable = path !== "-" && await isRegularFile(path);
+  const rereadable = hooks.rereadable;
   let given = plugMap;
   if (rereadable && given === undefined) {
     try {
@@ -593,15 +593,6 @@ async function scanStream(
     });
   } finally {
     input.close();
-  }
-}
-
-/** Whether `path` names a regular file (a missing path: false, and its opener reports it). */
-async function isRegularFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
   }
 }
 

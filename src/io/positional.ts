@@ -108,15 +108,13 @@ class FilePositionalReader implements PositionalReader {
 export async function openPositional(path: string): Promise<PositionalReader & Disposable> {
   // Told before opening: opening a FIFO would take its writer's data from the command that
   // reads it as a stream.
-  if (!(await Deno.stat(path)).isFile) {
-    throw new TypeError(`Cannot read ${path} at random offsets: not a regular file`);
-  }
+  const notRegular = () =>
+    new TypeError(`Cannot read ${path} at random offsets: not a regular file`);
+  if (!(await Deno.stat(path)).isFile) throw notRegular();
   const file = await Deno.open(path, { read: true });
   try {
     const info = await file.stat();
-    if (!info.isFile) {
-      throw new TypeError(`Cannot read ${path} at random offsets: not a regular file`);
-    }
+    if (!info.isFile) throw notRegular(); // replaced between the two
     checkPinnedIdentity(path, info);
     const identity = info.dev !== null && info.ino !== null
       ? {
