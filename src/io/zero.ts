@@ -16,6 +16,8 @@
  * @module
  */
 
+import { simdCountNonZeroBytes } from "./_simd_zero_count.ts";
+
 /** Window compared against zeros before pages are looked at one by one (small enough to stay in cache). */
 const ZERO_WINDOW = 64 * 1024;
 
@@ -132,9 +134,13 @@ export function firstNonZeroIndex(bytes: Uint8Array): number {
   return -1;
 }
 
+/** Below this many bytes the JavaScript word loop answers (no copy into the SIMD module). */
+const SIMD_MIN_BYTES = 256;
+
 /**
- * Number of non-zero bytes in `bytes`. Zero words are skipped; only the
- * four bytes of a non-zero word are tested one by one.
+ * Number of non-zero bytes in `bytes`: a WebAssembly SIMD loop (see
+ * `_simd_zero_count.ts`), or where that cannot run, and for short inputs,
+ * a loop over 32-bit words that skips zero words.
  *
  * @param bytes The bytes to count.
  * @returns How many of them are not zero.
@@ -146,6 +152,21 @@ export function firstNonZeroIndex(bytes: Uint8Array): number {
  * ```
  */
 export function countNonZeroBytes(bytes: Uint8Array): number {
+  if (bytes.byteLength >= SIMD_MIN_BYTES) {
+    const n = simdCountNonZeroBytes(bytes);
+    if (n >= 0) return n;
+  }
+  return countNonZeroBytesByWords(bytes);
+}
+
+/**
+ * {@linkcode countNonZeroBytes} without the SIMD loop (its fallback, and the
+ * tests' second opinion on it). Internal: not re-exported by any `mod.ts`.
+ *
+ * @param bytes The bytes to count.
+ * @returns How many of them are not zero.
+ */
+export function countNonZeroBytesByWords(bytes: Uint8Array): number {
   const { head, words, tail } = wordSplit(bytes);
   let n = 0;
   for (let i = 0; i < head; i++) if (bytes[i] !== 0) n++;

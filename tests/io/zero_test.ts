@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import {
   countNonZeroBytes,
+  countNonZeroBytesByWords,
   firstNonZeroIndex,
   forEachNonZeroPage,
   isAllZero,
 } from "../../src/io/zero.ts";
+import { simdCountNonZeroBytes } from "../../src/io/_simd_zero_count.ts";
 import { seededRandom } from "../_util/chunkings.ts";
 
 /** Byte-by-byte answers to compare the word-wise code against. */
@@ -36,6 +38,31 @@ Deno.test("isAllZero(), firstNonZeroIndex() and countNonZeroBytes() agree with a
     assert.equal(isAllZero(view), want.zero, `round ${round}`);
     assert.equal(firstNonZeroIndex(view), want.first, `round ${round}`);
     assert.equal(countNonZeroBytes(view), want.count, `round ${round}`);
+  }
+});
+
+Deno.test("countNonZeroBytes() (the SIMD loop) and its word-loop fallback agree with a byte loop across windows, lengths and offsets", () => {
+  const random = seededRandom(11);
+  // Long then short inputs in turn: a short one must not count bytes a longer one left behind.
+  const lengths = [200_000, 17, 65_536, 65_537, 255, 256, 257, 4096, 131_071, 4095, 1, 0, 70_000];
+  const backing = new Uint8Array(200_016);
+  for (const [round, length] of lengths.entries()) {
+    for (const density of [0, 0.001, 0.5, 1]) {
+      const start = round % 16;
+      const view = backing.subarray(start, start + length);
+      backing.fill(0);
+      for (let i = 0; i < view.byteLength; i++) {
+        if (random() < density) view[i] = 1 + Math.floor(random() * 255);
+      }
+      // Non-zero bytes just outside the view must not be counted.
+      if (start > 0) backing[start - 1] = 0x80;
+      if (start + length < backing.byteLength) backing[start + length] = 0x01;
+      const want = naive(view).count;
+      // Deno always has WebAssembly SIMD: -1 (no kernel) would be a broken module.
+      assert.equal(simdCountNonZeroBytes(view), want, `length ${length} density ${density}`);
+      assert.equal(countNonZeroBytes(view), want, `length ${length} density ${density}`);
+      assert.equal(countNonZeroBytesByWords(view), want, `length ${length} density ${density}`);
+    }
   }
 });
 
