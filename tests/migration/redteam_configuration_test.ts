@@ -1,28 +1,37 @@
 /**
- * Red team, proven with real QEMU 10.0: a stream without a configuration
- * section. Only a destination with `send-configuration` off loads one
- * (migration/savevm.c `qemu_loadvm_state_header`), and such a destination
- * checks none of its own capabilities against the stream, though two of them
- * change how it reads the RAMBlock list: `x-ignore-shared` adds a GPA after
- * each entry, `mapped-ram` a 28-byte header after which QEMU reads the block's
- * pages from file offsets the header gives and then seeks on to
- * `pages_offset + used_length` (migration/ram.c `parse_ramblock_mapped_ram`).
+ * Red team, proven with real QEMU 10.0: how the destination reads the
+ * RAMBlock list depends on two of its capabilities, `x-ignore-shared` (a GPA
+ * after each entry) and `mapped-ram` (a 28-byte header after which QEMU reads
+ * the block's pages from file offsets the header gives and then seeks on to
+ * `pages_offset + used_length`; migration/ram.c `parse_ramblock_mapped_ram`).
+ * The configuration section is where the stream states them, and QEMU checks
+ * them against its own there (migration/savevm.c
+ * `configuration_validate_capabilities`). Two ways past that check:
  *
- * The crafted file is one stream to the verifier and another to a mapped-ram
- * destination. The mapped-ram header QEMU reads after the virtio-mem block's
- * entry is, byte for byte, what the verifier reads as EOS, the `ram` footer, a
- * `ram` PART section and a MULTIFD_FLUSH record (the header has version 0, a
- * page size so large that the block has no pages, and its pages at 32 MiB);
- * the verifier goes on through pages of plugged blocks, the real device state,
- * EOF and vmdesc: clean. QEMU seeks to 32 MiB + used_length, into the data of
- * one of those pages, where a second RAMBlock list hides: its header loads a
- * page into an unplugged block (bitmap and page in other pages' data), and
- * QEMU seeks on to EOS, footer and QEMU_VM_EOF hidden in a third page. No
- * `P/virtio-mem` section is ever loaded, so the device's post-load discard of
- * unplugged blocks never runs and the page stays.
+ * - `nul-capability`: the capability named `mapped-ram\0`: QEMU compares the
+ *   name as a C string (`get_capability`), so to it the stream has
+ *   mapped-ram, as the destination does; the verifier took the name as
+ *   written, no mapped-ram, and read the stream as a plain one.
+ * - `no-configuration`: no configuration section at all: only a destination
+ *   with `send-configuration` off loads it, and that one checks nothing.
  *
- * The decoder now refuses a stream without a configuration section in its
- * `prove` mode (verify, filter, the proxy, scan): exit 1.
+ * The crafted file is then one stream to the verifier and another to a
+ * mapped-ram destination. The mapped-ram header QEMU reads after the
+ * virtio-mem block's entry is, byte for byte, what the verifier reads as EOS,
+ * the `ram` footer, a `ram` PART section and a MULTIFD_FLUSH record (the
+ * header has version 0, a page size so large that the block has no pages, and
+ * its pages at 32 MiB); the verifier goes on through the early section, pages
+ * of plugged blocks, the real device state, EOF and vmdesc: clean. QEMU seeks
+ * to 32 MiB + used_length, into the data of one of those pages, where the
+ * early section and a second RAMBlock list hide: its header loads a page into
+ * an unplugged block (bitmap and page in other pages' data), and QEMU seeks on
+ * to EOS, footer and QEMU_VM_EOF hidden in a third page. No `P/virtio-mem`
+ * section is ever loaded, so the device's post-load discard of unplugged
+ * blocks never runs and the page stays.
+ *
+ * The decoder now refuses both: a capability name with a NUL byte, and (in
+ * its `prove` mode: verify, filter, the proxy, scan) a stream without a
+ * configuration section.
  */
 
 import assert from "node:assert/strict";
@@ -121,7 +130,11 @@ class Builder {
  * The crafted file from a real QEMU 10.0 stream of the tiny guest (early
  * layout: the early section comes before the RAM and stays).
  */
-function craft(bytes: Uint8Array, records: MigrationRecord[]): Uint8Array<ArrayBuffer> {
+function craft(
+  bytes: Uint8Array,
+  records: MigrationRecord[],
+  configuration: Uint8Array,
+): Uint8Array<ArrayBuffer> {
   const start = records.find((r) => r.kind === "section-start") as SectionHeaderRecord;
   const memSize = records.find((r) => r.kind === "ram-mem-size")!;
   if (memSize.kind !== "ram-mem-size") throw new Error("no block list");
@@ -141,7 +154,8 @@ function craft(bytes: Uint8Array, records: MigrationRecord[]): Uint8Array<ArrayB
   const early = bytes.subarray(earlyHeader.streamOffset, earlyFooter.streamOffset + 5);
 
   const b = new Builder(vmem.idstr);
-  b.push(bytes.subarray(0, 8)); // QEVM, version; no configuration section
+  b.push(bytes.subarray(0, 8)); // QEVM, version
+  b.push(configuration);
   b.push(bytes.subarray(start.streamOffset, memSize.streamOffset)); // START ram
   b.push(be64(R + 0x04)); // MEM_SIZE: the virtio-mem block only (QEMU needs no other)
   b.push(cstr8(vmem.idstr));
@@ -207,13 +221,45 @@ function craft(bytes: Uint8Array, records: MigrationRecord[]): Uint8Array<ArrayB
   return concat(b.parts);
 }
 
+/** The real configuration section with a capabilities subsection naming `name`. */
+function withCapability(bytes: Uint8Array, records: MigrationRecord[], name: string) {
+  const config = records.find((r) => r.kind === "configuration")!;
+  const end = records[records.indexOf(config) + 1]!.streamOffset;
+  if (config.kind !== "configuration" || config.subsections.length > 0) {
+    throw new Error("expected a configuration section without subsections");
+  }
+  const sub = "configuration/capabilities";
+  return concat([
+    bytes.subarray(config.streamOffset, end),
+    new Uint8Array([0x05]), // a subsection: name, version 1, capability count, names
+    cstr8(sub),
+    be32(1),
+    be32(1),
+    cstr8(name),
+  ]);
+}
+
+const VARIANTS = {
+  "nul-capability": {
+    configuration: (bytes: Uint8Array, records: MigrationRecord[]) =>
+      withCapability(bytes, records, "mapped-ram\0"),
+    extraArgs: [] as string[],
+    refusal: /capability "mapped-ram\\u0000" contains a NUL byte/,
+  },
+  "no-configuration": {
+    configuration: () => new Uint8Array(0),
+    extraArgs: ["-global", "migration.send-configuration=off"],
+    refusal: /no configuration section/,
+  },
+};
+
 Deno.test({
   name:
-    "real QEMU 10 with mapped-ram and send-configuration off loads a page into an unplugged block from a stream without configuration section; verify refuses it",
+    "real QEMU 10 with mapped-ram loads a page into an unplugged block from a stream that hides mapped-ram from the verifier; verify refuses it",
   ignore: !qemuAvailable("10", "tiny"),
   sanitizeResources: false,
-  fn: async () => {
-    await using tmp = await tempDir("vmem-redteam-noconfig-");
+  fn: async (t) => {
+    await using tmp = await tempDir("vmem-redteam-config-");
     const basePath = `${tmp.path}/base.mig`;
     {
       await using src = await startTinyGuest({ qemu: "10", layout: LAYOUT });
@@ -223,54 +269,66 @@ Deno.test({
     const bytes = await Deno.readFile(basePath);
     const records: MigrationRecord[] = [];
     for await (const r of decodeMigration(bytesReader(bytes))) records.push(r);
-    const crafted = craft(bytes, records);
-    const path = `${tmp.path}/crafted.mig`;
-    await Deno.writeFile(path, crafted);
-
-    // QEMU: the destination restores mapped-ram files and sends no configuration.
-    {
-      await using dst = await startDestination({
-        qemu: "10",
-        guest: "tiny",
-        layout: LAYOUT,
-        incoming: "defer",
-        extraArgs: ["-global", "migration.send-configuration=off"],
+    for (const [name, v] of Object.entries(VARIANTS)) {
+      await t.step(name, async () => {
+        const crafted = craft(bytes, records, v.configuration(bytes, records));
+        const path = `${tmp.path}/${name}.mig`;
+        await Deno.writeFile(path, crafted);
+        await assertQemuLoadsThePage(path, v.extraArgs, name);
+        await assertRefused(path, crafted, v.refusal, name);
+        await Deno.remove(path);
       });
-      await dst.qmp("migrate-set-capabilities", {
-        capabilities: [{ capability: "mapped-ram", state: true }],
-      });
-      await dst.migrateIncoming(`file:${path}`, { exitOnError: false });
-      const info = await dst.waitMigration(["completed", "failed", "cancelled"], 120_000);
-      assert.equal(
-        info.status,
-        "completed",
-        `QEMU loads it: ${JSON.stringify(info)}\n${dst.diagnostics()}`,
-      );
-      const page = await dst.gdbReadPhys(VMEM_GPA + ATTACK_OFFSET, PAGE);
-      assert.deepEqual(page, evilPage(TAG, VMEM_GPA + ATTACK_OFFSET), "the page landed");
-      // … in a block the destination holds unplugged (the early section's state: 2 blocks).
-      assert.equal((await dst.vmem()).size, PLUGGED_BLOCKS * 2 * MiB);
-      await dst.kill();
     }
-
-    // Every consumer refuses it: the stream does not say how the destination reads it.
-    for (const args of [["verify", path], ["verify", "--single-pass", path], ["scan", path]]) {
-      const r = await runCli(args);
-      assert.equal(r.code, 1, `${args.join(" ")}: ${r.out}${r.err}`);
-      assert.match(r.err, /no configuration section/, args.join(" "));
-    }
-    const piped = await execCli(["verify", "-"], { stdinFile: path });
-    assert.equal(piped.code, 1, `verify - < file: ${piped.out}${piped.err}`);
-    // The proxy's verify mode refuses it at the header: nothing reaches the destination.
-    const written: Uint8Array[] = [];
-    const relayed = await relayMigration(bytesReader(crafted), (c) => {
-      written.push(c.slice());
-      return Promise.resolve();
-    }, { mode: "verify" }).then(() => undefined, (x: unknown) => x);
-    assert.ok(relayed instanceof FormatError, `proxy verify fails: ${relayed}`);
-    assert.ok(written.reduce((n, c) => n + c.byteLength, 0) <= 8, "the proxy forwarded no record");
-    const filtered = await runCli(["filter", path, `${path}.out`]);
-    assert.equal(filtered.code, 1, `filter: ${filtered.err}`);
-    await assert.rejects(Deno.stat(`${path}.out`), Deno.errors.NotFound);
   },
 });
+
+/** A destination that restores mapped-ram files loads the page into the unplugged block. */
+async function assertQemuLoadsThePage(path: string, extraArgs: string[], what: string) {
+  await using dst = await startDestination({
+    qemu: "10",
+    guest: "tiny",
+    layout: LAYOUT,
+    incoming: "defer",
+    extraArgs,
+  });
+  await dst.qmp("migrate-set-capabilities", {
+    capabilities: [{ capability: "mapped-ram", state: true }],
+  });
+  await dst.migrateIncoming(`file:${path}`, { exitOnError: false });
+  const info = await dst.waitMigration(["completed", "failed", "cancelled"], 120_000);
+  assert.equal(
+    info.status,
+    "completed",
+    `${what}: QEMU loads it: ${JSON.stringify(info)}\n${dst.diagnostics()}`,
+  );
+  const page = await dst.gdbReadPhys(VMEM_GPA + ATTACK_OFFSET, PAGE);
+  assert.deepEqual(page, evilPage(TAG, VMEM_GPA + ATTACK_OFFSET), `${what}: the page landed`);
+  // … in a block the destination holds unplugged (the early section's state: 2 blocks).
+  assert.equal((await dst.vmem()).size, PLUGGED_BLOCKS * 2 * MiB, `${what}: plugged size`);
+  await dst.kill();
+}
+
+/** Every consumer refuses the file (exit 1, the reason named); nothing reaches a destination. */
+async function assertRefused(path: string, crafted: Uint8Array, refusal: RegExp, what: string) {
+  for (const args of [["verify", path], ["verify", "--single-pass", path], ["scan", path]]) {
+    const r = await runCli(args);
+    assert.equal(r.code, 1, `${what}: ${args.join(" ")}: ${r.out}${r.err}`);
+    assert.match(r.err, refusal, `${what}: ${args.join(" ")}`);
+  }
+  const piped = await execCli(["verify", "-"], { stdinFile: path });
+  assert.equal(piped.code, 1, `${what}: verify - < file: ${piped.out}${piped.err}`);
+  // The proxy's verify mode refuses it at the configuration: no record reaches the destination.
+  const written: Uint8Array[] = [];
+  const relayed = await relayMigration(bytesReader(crafted), (c) => {
+    written.push(c.slice());
+    return Promise.resolve();
+  }, { mode: "verify" }).then(() => undefined, (x: unknown) => x);
+  assert.ok(relayed instanceof FormatError, `${what}: proxy verify fails: ${relayed}`);
+  assert.ok(
+    written.reduce((n, c) => n + c.byteLength, 0) <= 8,
+    `${what}: the proxy forwarded a record`,
+  );
+  const filtered = await runCli(["filter", path, `${path}.out`]);
+  assert.equal(filtered.code, 1, `${what}: filter: ${filtered.err}`);
+  await assert.rejects(Deno.stat(`${path}.out`), Deno.errors.NotFound);
+}
