@@ -12,6 +12,7 @@ import { latin1Decode } from "../io/text.ts";
 import { QEMU_VM_SUBSECTION } from "./constants.ts";
 import type { ConfigurationRecord, ConfigurationSubsection } from "./types.ts";
 import { bad, type ParseWindow } from "./_window.ts";
+import { nulMisreading } from "./_section_identity.ts";
 
 /** Longest machine type name accepted. */
 const MAX_MACHINE_NAME = 256;
@@ -29,8 +30,8 @@ const MAX_TARGET_PAGE_BITS = 16;
  *
  * @param w The window, at the section's first byte.
  * @param mappedRam Whether mapped-ram files are decoded (the decoder's `mappedRam` option).
- * @throws {FormatError} (code `bad-section`) for a name too long, an unknown subsection
- *   or target page bits out of range.
+ * @throws {FormatError} (code `bad-section`) for a name too long, an unknown subsection,
+ *   target page bits out of range or a capability name with a NUL byte.
  * @throws {UnsupportedFeatureError} for the mapped-ram capability unless `mappedRam`.
  */
 export function parseConfiguration(
@@ -93,7 +94,18 @@ export function parseConfiguration(
         if (!have(q - at + 1)) return void w.need(q - at + 1, "a capability name");
         const len = b[q]!;
         if (!have(q - at + 1 + len)) return void w.need(q - at + 1 + len, "a capability name");
-        capabilities.push(latin1Decode(b.subarray(q + 1, q + 1 + len)));
+        const capability = latin1Decode(b.subarray(q + 1, q + 1 + len));
+        // QEMU looks the name up as a C string (savevm.c `get_capability`): `mapped-ram\0x` is
+        // mapped-ram to it. Two capabilities change how the RAMBlock list is read.
+        const misread = nulMisreading(capability);
+        if (misread !== undefined) {
+          throw bad(
+            `capability ${JSON.stringify(capability)} ${misread}`,
+            "bad-section",
+            w.offset(q),
+          );
+        }
+        capabilities.push(capability);
         q += 1 + len;
       }
       bodyLength = q - p;

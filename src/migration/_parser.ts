@@ -182,9 +182,20 @@ export class MigrationParser {
             w.need(1, "the stream");
             break;
           }
-          this.#phase = w.left > 0 && w.bytes[w.pos] === C.QEMU_VM_CONFIGURATION
-            ? "configuration"
-            : "items";
+          if (w.left > 0 && w.bytes[w.pos] === C.QEMU_VM_CONFIGURATION) {
+            this.#phase = "configuration";
+          } else if (w.left > 0 && this.#options.deviceState === "prove") {
+            // Only a destination with send-configuration off loads such a stream, and it then
+            // checks none of its own capabilities against it: with x-ignore-shared or mapped-ram
+            // set there it reads the RAMBlock list (and so everything after it) differently.
+            throw bad(
+              "no configuration section: only a destination with send-configuration off loads " +
+                "the stream, and it reads the RAMBlock list by capabilities the stream does not " +
+                "state (x-ignore-shared, mapped-ram), so what it loads cannot be told",
+              "unproven",
+              w.offset(),
+            );
+          } else this.#phase = "items";
           break;
         case "configuration": {
           const r = parseConfiguration(w, this.#options.mappedRam);

@@ -33,7 +33,8 @@ export interface DecodeOptions {
   /**
    * `prove`: the device-state tail must be accounted for section by section
    * (see docs/security.md), else a `FormatError` (code `unproven`, or
-   * `UnexpectedEofError` when it ends without EOF and vmdesc). `describe`:
+   * `UnexpectedEofError` when it ends without EOF and vmdesc); so must the
+   * configuration section (`unproven` at offset 8 without one). `describe`:
    * decode what can be decoded and emit `tail-problem` records for the rest
    * (an undelimited tail as `opaque` records), for tools that report on a
    * stream rather than vouch for it (`inspect`, plug-state extraction).
