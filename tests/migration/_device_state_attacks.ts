@@ -135,6 +135,18 @@ export function be32(n: number): Uint8Array {
   return b;
 }
 
+/** Big-endian 64-bit bytes (`n` a safe integer). */
+export function be64(n: number): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n));
+  return b;
+}
+
+/** A counted string as QEMU writes idstrs: a length byte, then the bytes (latin1, NULs kept). */
+export function cstr8(s: string): Uint8Array {
+  return concat([new Uint8Array([s.length]), Uint8Array.from(s, (c) => c.charCodeAt(0))]);
+}
+
 /** Insert `piece` at stream offset `at`. */
 export function splice(bytes: Uint8Array, at: number, piece: Uint8Array): Uint8Array<ArrayBuffer> {
   return concat([bytes.subarray(0, at), piece, bytes.subarray(at)]);

@@ -49,7 +49,7 @@ import {
   tempDir,
   VMEM_GPA,
 } from "../_util/qemu.ts";
-import { be32, concat } from "./_device_state_attacks.ts";
+import { be32, be64, concat, cstr8 } from "./_device_state_attacks.ts";
 
 const MiB = 1 << 20;
 const PAGE = 4096;
@@ -58,17 +58,7 @@ const LAYOUT = { regionBytes: 16 * MiB, blockBytes: 2 * MiB, requestedBytes: 0 }
 /** Blocks 0 and 1 plugged; the page goes into block 5. */
 const PLUGGED_BLOCKS = 2;
 const ATTACK_OFFSET = 5 * 2 * MiB + 0x3000;
-const TAG = "EVIL-NO-CONFIGURATION";
-
-function be64(n: number): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, BigInt(n));
-  return b;
-}
-
-function cstr8(s: string): Uint8Array {
-  return concat([new Uint8Array([s.length]), Uint8Array.from(s, (c) => c.charCodeAt(0))]);
-}
+const TAG = "EVIL-HIDDEN-MAPPED-RAM";
 
 /** A file written front to back whose RAM record data can be placed at chosen file offsets. */
 class Builder {
@@ -82,8 +72,7 @@ class Builder {
     this.pos += b.byteLength;
   }
   #nextOffset(): number {
-    const off = (this.#page++ % (PLUGGED_BLOCKS * 512)) * PAGE;
-    return off;
+    return (this.#page++ % (PLUGGED_BLOCKS * 2 * MiB / PAGE)) * PAGE;
   }
   /** A PAGE record (CONTINUE) of a plugged block with `data`. */
   page(data: Uint8Array, named = false): void {
