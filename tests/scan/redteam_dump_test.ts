@@ -18,6 +18,8 @@
  * - kdump, two descriptors with one data offset but their own size and
  *   flags (zlib of a zero page, then 4096 bytes stored as is from there):
  *   the scan decoded the shared offset once, with the first one's codec.
+ * - flattened kdump, two records over the same bytes: makedumpfile -R keeps
+ *   the last, crash the one its binary search meets.
  * - kdump, `bitmap_blocks` odd and `max_mapnr` one past a block of bits:
  *   crash (and the scan) read one bitmap, libkdumpfile (drgn) two, and ranks
  *   the descriptors by bytes the scan never read.
@@ -26,9 +28,9 @@ import assert from "node:assert/strict";
 import { type BuildLoad, readPhdrsIndependently, writeElf } from "../_util/elf_builder.ts";
 import { readFileBytes } from "../_util/files.ts";
 import { type KernelDumps, kernelDumps, kernelDumpsAvailable } from "../_util/kernel_dumps.ts";
-import { requireTool, toolAvailable } from "../_util/tools.ts";
+import { requireTool, runTool, toolAvailable } from "../_util/tools.ts";
 import { vmlinuxAvailable } from "../_util/vmlinux.ts";
-import { assertVmlinuxOfGuest, rdBytes, runCrash } from "../elf/_crash.ts";
+import { assertVmlinuxOfGuest, hex, rdBytes, runCrash } from "../elf/_crash.ts";
 import { cli, drgnRead, requireDrgn } from "../kdump/_readers.ts";
 import { listedPages, scanCli } from "./_cli.ts";
 
@@ -121,6 +123,79 @@ function rank(bytes: Uint8Array, l: KdumpLayout, pfn: number): number {
   }
   for (let bit = 0; bit < pfn % 8; bit++) n += (bytes[l.secondBitmap + (pfn >> 3)]! >> bit) & 1;
   return n;
+}
+
+// --- the flattened container (makedumpfile's makedumpfile_data_header, big-endian), read here ---
+
+/** One flattened record: offset, size, bytes. */
+function record(offset: number, bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(16 + bytes.byteLength);
+  const v = new DataView(out.buffer);
+  v.setBigInt64(0, BigInt(offset), false);
+  v.setBigInt64(8, BigInt(bytes.byteLength), false);
+  out.set(bytes, 16);
+  return out;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** Records of a flattened file: [offset, size, where its bytes are], in file order. */
+function records(flat: Uint8Array): Array<[number, number, number]> {
+  const v = new DataView(flat.buffer, flat.byteOffset, flat.byteLength);
+  const out: Array<[number, number, number]> = [];
+  for (let at = 4096;;) {
+    const offset = Number(v.getBigInt64(at, false));
+    const size = Number(v.getBigInt64(at + 8, false));
+    if (offset === -1) return out;
+    out.push([offset, size, at + 16]);
+    at += 16 + size;
+  }
+}
+
+/** The file a flattened file stands for, the last record winning (makedumpfile -R). */
+function unflatten(flat: Uint8Array, byteLength: number): Uint8Array {
+  const out = new Uint8Array(byteLength);
+  for (const [offset, size, at] of records(flat)) out.set(flat.subarray(at, at + size), offset);
+  return out;
+}
+
+/**
+ * Where crash 8.0.2 reads byte `offset` of a flattened file (makedumpfile.c: records sorted by
+ * offset as they are read, a later one before an equal one; then `read_flattened_format`'s binary
+ * search): the file offset of the record's bytes.
+ */
+function crashPick(flat: Uint8Array, offset: number): number | undefined {
+  const sorted: Array<[number, number, number]> = [];
+  for (const r of records(flat)) {
+    let i = sorted.length;
+    while (i > 0 && sorted[i - 1]![0] >= r[0]) i--;
+    sorted.splice(i, 0, r);
+  }
+  let lo = 0;
+  let hi = sorted.length;
+  for (;;) {
+    const index = (lo + hi) >> 1;
+    const [start, size, at] = sorted[index]!;
+    if (start <= offset && offset < start + size) return at;
+    if (index === lo && lo + 1 === hi) return undefined;
+    if (offset < start) hi = index;
+    else lo = index;
+  }
+}
+
+/** A crash command file. */
+async function commands(dir: string, lines: string[]): Promise<string> {
+  const path = await Deno.makeTempFile({ dir, suffix: ".cmds" });
+  await Deno.writeTextFile(path, lines.join("\n") + "\n");
+  return path;
 }
 
 Deno.test({
@@ -229,6 +304,53 @@ Deno.test({
         const r = await scan(d, shared);
         assert.equal(r.code, 3, r.err);
         assert.deepEqual(r.gpas, [pfnB * PAGE]);
+      }
+
+      // Flattened kdump: a record with the guest's page over the shared zero page's data, before
+      // the record that holds it. makedumpfile -R (and the scan) keep the last record; crash sorts
+      // the records by offset and takes the one its binary search meets first.
+      {
+        const flat = `${dir}/honest.flat`;
+        await cli(["convert", honest, flat, "--to", "kdump", "--flattened"]);
+        const flatBytes = Deno.readFileSync(flat);
+        assert.deepEqual(unflatten(flatBytes, base.byteLength), base, "the same dump, flattened");
+        const v = new DataView(base.buffer, base.byteOffset);
+        const zeroPage = Number(v.getBigUint64(l.descTable + 24 * rank(base, l, pfnA), true));
+        assert.equal(v.getUint32(l.descTable + 24 * rank(base, l, pfnA) + 8, true), PAGE);
+        const guestPage = await readFileBytes(d.raw, evil.gpa - d.device.gpa, PAGE);
+        // n records of one byte each (copies of the dump's own bytes) shift crash's search
+        let attack: Uint8Array | undefined;
+        for (let n = 0; n < 64 && attack === undefined; n++) {
+          const steer = Array.from(
+            { length: n },
+            (_, i) => record(8192 + i, base.subarray(8192 + i, 8193 + i)),
+          );
+          const candidate = concat([
+            flatBytes.subarray(0, 4096),
+            ...steer,
+            record(zeroPage, guestPage),
+            flatBytes.subarray(4096),
+          ]);
+          if (crashPick(candidate, zeroPage) === 4096 + 17 * n + 16) attack = candidate;
+        }
+        assert.ok(attack, "a record count that steers crash's search to the guest's page");
+        const steered = `${dir}/overlapping-records.flat`;
+        Deno.writeFileSync(steered, attack);
+        const minimal = await runTool("crash", [
+          "--minimal",
+          "-s",
+          d.vmlinux,
+          steered,
+          "-i",
+          await commands(dir, [`rd -p -8 ${hex(evil.gpa)} 16`, "exit"]),
+        ], { timeoutMs: 600_000 });
+        assert.deepEqual(rdBytes(minimal.stdout), [...guestPage.subarray(0, 16)], minimal.stderr);
+        const r = await scan(d, steered);
+        assert.equal(r.code, 1, r.err);
+        assert.match(
+          r.err,
+          /record at (0x[0-9a-f]+) gives byte 0x[0-9a-f]+ .* another value .* at offset \1"/,
+        );
       }
 
       // kdump: one more bitmap block and max_mapnr one past a whole block of bits. crash counts
