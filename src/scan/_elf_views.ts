@@ -44,37 +44,31 @@ export interface ElfView {
 
 /**
  * Every program header's file bytes that some reader maps to physical
- * memory: each PT_LOAD's, and, as crash reads them, each header's after the
- * first whatever its type (with one such header, up to the end of the file).
- * Headers whose address or offset is past 2^53 lie outside every plug map
- * and are left out, unless their bytes would cover `within`: then the core
- * is refused.
+ * memory: each PT_LOAD's (also one whose `p_memsz` runs past 2^53, which
+ * the plan leaves out), and, as crash reads them, each header's after the
+ * first whatever its type (with one such header, up to the end of the
+ * file). Headers at addresses past 2^53 lie outside every plug map and are
+ * left out; one whose bytes cover `within` from a file offset past 2^53 is
+ * refused.
  *
  * @throws {FormatError} when a header that maps unplugged memory has a file offset past 2^53.
  */
 function readerViews(core: ElfCore, within: readonly GpaRange[]): ElfView[] {
   const views: ElfView[] = [];
-  for (const s of core.loads) {
-    if (s.gpa === undefined || s.fileOffset === undefined || s.fileByteLength === 0) continue;
-    views.push({
-      index: s.index,
-      gpa: s.gpa,
-      fileOffset: s.fileOffset,
-      byteLength: s.fileByteLength,
-    });
-  }
   const fields = phdrLayout(core.ehdr.elfClass).fields;
   const entry = core.ehdr.phdrEntrySize;
   const crashSingle = core.phdrCount === 2;
-  for (let i = 1; i < core.phdrs.length; i++) {
+  for (let i = 0; i < core.phdrs.length; i++) {
     const p = core.phdrs[i]!;
-    if (p.type === PT_LOAD && !crashSingle) continue; // a PT_LOAD: listed above
+    // crash skips the first header (its notes) and takes every other one; drgn every PT_LOAD.
+    if (p.type !== PT_LOAD && i === 0) continue;
     let length = p.fileByteLength;
-    if (crashSingle && p.fileOffset < BigInt(core.byteLength)) {
+    if (crashSingle && i === 1 && p.fileOffset < BigInt(core.byteLength)) {
       const toEnd = BigInt(core.byteLength) - p.fileOffset;
       if (toEnd > length) length = toEnd;
     }
     if (length === 0n || p.paddr >= MAX_SAFE) continue;
+    // Not `p_memsz`: a PT_LOAD whose memory runs past 2^53 still shows its file bytes.
     const end = p.paddr + length > MAX_SAFE ? MAX_SAFE : p.paddr + length;
     const gpa = Number(p.paddr);
     const byteLength = Number(end - p.paddr);
@@ -82,7 +76,7 @@ function readerViews(core: ElfCore, within: readonly GpaRange[]): ElfView[] {
     if (!hits) continue;
     if (p.fileOffset > MAX_SAFE - length) {
       throw new FormatError(
-        `Cannot scan program header ${i}: crash reads guest memory at gpa 0x${
+        `Cannot scan program header ${i}: a reader takes guest memory at gpa 0x${
           gpa.toString(16)
         } from its file offset 0x${p.fileOffset.toString(16)}, past 2^53`,
         {

@@ -15,6 +15,8 @@
  *   an address, drgn the last, the scan's plan the lowest-starting one.
  * - ELF, a PT_NULL program header with the EVIL page: crash takes every
  *   header after the first as a PT_LOAD, whatever its type.
+ * - ELF, the first PT_LOAD with a `p_memsz` running past 2^53: the scan's
+ *   plan leaves it out (no gpa), crash reads its file bytes.
  * - kdump, two descriptors with one data offset but their own size and
  *   flags (zlib of a zero page, then 4096 bytes stored as is from there):
  *   the scan decoded the shared offset once, with the first one's codec.
@@ -239,12 +241,24 @@ Deno.test({
         await f.write(new Uint8Array(4));
       }
 
+      // The same PT_LOAD first, its p_memsz running past 2^53 (its file bytes are the page).
+      const huge = `${dir}/memsz-past-2p53.elf`;
+      await writeElf(huge, { notes, loads: [attack, ...loads, region] });
+      {
+        using f = await Deno.open(huge, { read: true, write: true });
+        await f.seek(64 + 56 + 40, Deno.SeekMode.Start); // program header 1's p_memsz
+        const memsz = new Uint8Array(8);
+        new DataView(memsz.buffer).setBigUint64(0, (1n << 53n) - 0x8000_0000n, true);
+        await f.write(memsz);
+      }
+
       // What the readers show at the guest's page.
       const evilBytes = [...(await readFileBytes(d.raw, evil.gpa - d.device.gpa, 16))];
       assert.deepEqual(evilBytes.slice(0, 5), EVIL);
       assert.deepEqual(await crashRead(d, honest, evil.gpa, dir), new Array(16).fill(0));
       assert.deepEqual(await crashRead(d, first, evil.gpa, dir), evilBytes, "crash: first wins");
       assert.deepEqual(await crashRead(d, nullPhdr, evil.gpa, dir), evilBytes, "crash: PT_NULL");
+      assert.deepEqual(await crashRead(d, huge, evil.gpa, dir), evilBytes, "crash: p_memsz");
       assert.deepEqual(await drgnRead(honest, [evil.gpa], 16), ["00".repeat(16)]);
       assert.deepEqual(
         await drgnRead(last, [evil.gpa], 16),
@@ -256,7 +270,7 @@ Deno.test({
       const h = await scan(d, honest);
       assert.equal(h.code, 0, h.err);
       assert.deepEqual(h.gpas, []);
-      for (const file of [first, last, nullPhdr]) {
+      for (const file of [first, last, nullPhdr, huge]) {
         const r = await scan(d, file);
         assert.equal(r.code, 3, `${file}: ${r.err}`);
         assert.deepEqual(r.gpas, [evil.gpa], file);
