@@ -77,15 +77,16 @@ export interface FlattenedReader extends PositionalReader, Disposable {
 
 /**
  * Index a flattened file and return a reader of the file it stands for.
- * Records may come in any order and may overwrite earlier ones (the last
- * one wins, as when makedumpfile `-R` writes them out); bytes no record
- * covers read as zero. The index holds one entry per record; no record data
- * is read until asked for.
+ * Records may come in any order; records that overlap must agree on the
+ * bytes they share (crash and makedumpfile `-R` pick different ones); bytes
+ * no record covers read as zero. The index holds one entry per record; no
+ * record data is read until asked for, except where records overlap.
  *
  * @param source The flattened file.
  * @returns A reader of the real file; closing it closes `source`.
  * @throws {FormatError} `bad-magic`/`bad-version` for a wrong header, `bad-record` for
- *   negative or overlong records, {@linkcode UnexpectedEofError} without a terminator.
+ *   negative or overlong records or overlapping records that differ,
+ *   {@linkcode UnexpectedEofError} without a terminator.
  *
  * @example
  * ```ts ignore
@@ -161,12 +162,21 @@ export async function openFlattened(source: PositionalReader): Promise<Flattened
     if (piece.byteLength > 0) pieces.push(piece);
     position = dataStart + piece.byteLength;
   }
-  const index = overlapping ? resolveOverlaps(pieces) : pieces;
+  const index = overlapping ? await resolveOverlaps(source, pieces) : pieces;
   return new FlattenedFileReader(source, index, end, pieces.length);
 }
 
-/** Turn pieces in write order into sorted, disjoint pieces (later writes win). */
-function resolveOverlaps(pieces: Piece[]): Piece[] {
+/**
+ * Turn pieces in write order into sorted, disjoint pieces. Records that
+ * overlap must agree on the bytes they share: makedumpfile `-R` keeps the
+ * last one, but crash (makedumpfile.c `read_flattened_format`) sorts the
+ * records by offset and takes whichever one its binary search meets first,
+ * so a dump whose overlapping records differ reads differently in each (no
+ * makedumpfile or QEMU output has overlapping records).
+ *
+ * @throws {FormatError} `bad-record` at the later record's header when they differ.
+ */
+async function resolveOverlaps(source: PositionalReader, pieces: Piece[]): Promise<Piece[]> {
   const out: Piece[] = []; // sorted by fileOffset, disjoint
   for (const p of pieces) {
     const pEnd = p.fileOffset + p.byteLength;
@@ -184,6 +194,7 @@ function resolveOverlaps(pieces: Piece[]): Piece[] {
     while (i < out.length && out[i]!.fileOffset < pEnd) {
       const q = out[i]!;
       const qEnd = q.fileOffset + q.byteLength;
+      await assertSameBytes(source, p, q);
       if (q.fileOffset < p.fileOffset) {
         replaced.push({ ...q, byteLength: p.fileOffset - q.fileOffset });
       }
@@ -202,6 +213,39 @@ function resolveOverlaps(pieces: Piece[]): Piece[] {
     out.splice(lo, i - lo, ...before, p, ...after);
   }
   return out;
+}
+
+/** Fail unless pieces `p` (the later record) and `q` hold the same bytes where they overlap. */
+async function assertSameBytes(source: PositionalReader, p: Piece, q: Piece): Promise<void> {
+  const from = Math.max(p.fileOffset, q.fileOffset);
+  const to = Math.min(p.fileOffset + p.byteLength, q.fileOffset + q.byteLength);
+  const a = new Uint8Array(Math.min(INDEX_WINDOW, to - from));
+  const b = new Uint8Array(a.byteLength);
+  for (let at = from; at < to; at += a.byteLength) {
+    const n = Math.min(a.byteLength, to - at);
+    const x = a.subarray(0, n);
+    const y = b.subarray(0, n);
+    const got = (await source.readInto(p.sourceOffset + (at - p.fileOffset), x)) +
+      (await source.readInto(q.sourceOffset + (at - q.fileOffset), y));
+    if (got < 2 * n) {
+      throw new UnexpectedEofError(
+        "Cannot read flattened dump: the file shrank while it was indexed",
+        "kdump",
+        source.byteLength,
+      );
+    }
+    for (let k = 0; k < n; k++) {
+      if (x[k] !== y[k]) {
+        throw new FormatError(
+          `Cannot read flattened dump: the record at 0x${
+            (p.sourceOffset - DATA_HEADER_SIZE).toString(16)
+          } gives byte 0x${(at + k).toString(16)} of the dump another value than an earlier ` +
+            `record (crash reads one of them, makedumpfile -R the last)`,
+          { format: "kdump", code: "bad-record", offset: p.sourceOffset - DATA_HEADER_SIZE },
+        );
+      }
+    }
+  }
 }
 
 class FlattenedFileReader implements FlattenedReader {

@@ -26,6 +26,11 @@ import {
 } from "./header.ts";
 import { checkPageDesc, PAGE_DESC_SIZE, type PageDesc, readPageDesc } from "./page_desc.ts";
 
+/** What makes two descriptors the same stored page: data offset, size and flags. */
+function storedPageKey(desc: PageDesc): string {
+  return `${desc.fileOffset}/${desc.byteLength}/${desc.flags}`;
+}
+
 /** Descriptors read at a time by {@linkcode KdumpFile.iteratePages}. */
 const DESC_BATCH = 4096;
 
@@ -212,6 +217,23 @@ async function openKdump(
       hf.bitmapBlocks.offset,
     );
   }
+  // Where the 2nd bitmap is, as crash and libkdumpfile (drgn) find it. crash reads two
+  // bitmaps when bitmap_blocks holds two whole-block bitmaps and takes the 2nd from the
+  // middle byte of the area (bitmap_len / 2, diskdump.c); libkdumpfile when max_mapnr fits
+  // in half the area's bits, from its middle block (bitmap_blocks / 2, rounded down). Both
+  // agree with this reader only when bitmap_blocks is even and both tests give the same
+  // answer (every makedumpfile and QEMU file); otherwise they rank pages into the
+  // descriptor table with another bitmap than ours, and show other pages for a pfn.
+  const halfBitsCover = maxMapnr <= header.bitmapBlocks * B * 4;
+  if (twoBitmaps !== halfBitsCover || (twoBitmaps && header.bitmapBlocks % 2 !== 0)) {
+    throw bad(
+      `bitmap_blocks ${header.bitmapBlocks} (block size 0x${B.toString(16)}) for ${maxMapnr} ` +
+        `pfns: crash and libkdumpfile would take the 2nd bitmap from different places ` +
+        `(an even count of two whole-block bitmaps is needed)`,
+      hf.bitmapBlocks.offset,
+      "invariant",
+    );
+  }
   // Notes and VMCOREINFO live in the sub-header blocks.
   for (
     const [name, offset, size] of [
@@ -340,17 +362,23 @@ async function openKdump(
         )
       );
       const batch: KdumpPage[] = [];
-      const shared = new Map<number, Uint8Array>(); // data offset → decoded page, for repeats
-      const seen = new Set<number>();
+      // Descriptors that repeat one stored page (the shared zero page) decode it once. A
+      // repeat is the same data offset, size and flags: two descriptors that share an offset
+      // but read other bytes from it (a size or codec of their own) are two pages, as every
+      // reader decodes each descriptor by its own fields.
+      const shared = new Map<string, Uint8Array>(); // storedPageKey → decoded page
+      const seen = new Set<string>();
       for (const d of descs) {
-        if (seen.has(d.fileOffset)) shared.set(d.fileOffset, new Uint8Array(0));
-        seen.add(d.fileOffset);
+        const key = storedPageKey(d);
+        if (seen.has(key)) shared.set(key, new Uint8Array(0));
+        seen.add(key);
       }
       let i = 0;
       while (i < descs.length) {
         const first = descs[i]!;
-        if (shared.get(first.fileOffset)?.byteLength) {
-          batch.push({ pfn: pfns[i]!, data: shared.get(first.fileOffset)!, desc: first });
+        const firstKey = storedPageKey(first);
+        if (shared.get(firstKey)?.byteLength) {
+          batch.push({ pfn: pfns[i]!, data: shared.get(firstKey)!, desc: first });
           i++;
           continue;
         }
@@ -360,7 +388,7 @@ async function openKdump(
         while (
           j < descs.length && descs[j]!.fileOffset === end &&
           end + descs[j]!.byteLength - first.fileOffset <= chunkSize &&
-          !shared.has(descs[j]!.fileOffset)
+          !shared.has(storedPageKey(descs[j]!))
         ) {
           end += descs[j]!.byteLength;
           j++;
@@ -373,7 +401,8 @@ async function openKdump(
             d.fileOffset - first.fileOffset + d.byteLength,
           );
           const page = options.raw ? raw : decompressKdumpPage(raw, d.flags, B, d.fileOffset);
-          if (shared.has(d.fileOffset)) shared.set(d.fileOffset, page);
+          const key = storedPageKey(d);
+          if (shared.has(key)) shared.set(key, page);
           batch.push({ pfn: pfns[k]!, data: page, desc: d });
         }
         i = j;

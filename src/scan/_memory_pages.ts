@@ -23,10 +23,13 @@ export interface FilePiece {
   fileOffset: number;
 }
 
+/** What {@linkcode scanFilePieces} needs of a {@linkcode FindingCollector}. */
+export type FindingTarget = Pick<FindingCollector, "addPage" | "pageSink" | "drain">;
+
 /** Options for {@linkcode scanFilePieces}. */
 export interface ScanFilePiecesOptions {
   /** Where findings go. */
-  collector: FindingCollector;
+  collector: FindingTarget;
   /** Counts the bytes examined (each piece must lie inside one device). */
   coverage: CoverageCounter;
   /** The plug state (to find the device of a page). */
@@ -145,7 +148,7 @@ export async function scanFilePieces(
  * page-aligned; `chunk` must lie in unplugged memory of `plugMap`.
  */
 function collectNonZeroPages(
-  collector: FindingCollector,
+  collector: FindingTarget,
   plugMap: PlugMap,
   chunk: Uint8Array,
   chunkGpa: number,

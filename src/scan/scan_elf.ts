@@ -12,7 +12,9 @@
 import { type ElfCore, iterateGpaRange, planGpaRange } from "../elf/reader.ts";
 import type { ScanReport } from "./findings.ts";
 import { CoverageCounter, unpluggedRangesPerDevice } from "./coverage.ts";
-import { type FilePiece, scanFilePieces } from "./_memory_pages.ts";
+import { type FilePiece, type FindingTarget, scanFilePieces } from "./_memory_pages.ts";
+import { type ElfView, otherViews } from "./_elf_views.ts";
+import { readAt } from "../io/positional.ts";
 import { dumpCollector, SCAN_CHUNK_SIZE, type ScanDumpOptions } from "./scan_raw.ts";
 import { SCAN_PAGE_SIZE } from "./zero.ts";
 import { findProvenance } from "../dumps/provenance.ts";
@@ -35,7 +37,11 @@ export const ELF_ZERO_FILL_DETAIL =
  * covers is absent as `not-in-dump` (or `removed-unplugged` where the
  * dump's provenance note says vmem-dump removed it), memory in a zero-fill tail
  * (`p_memsz > p_filesz`) as `zero-fill`: the report's verdict is then
- * `inconclusive` unless there are findings.
+ * `inconclusive` unless there are findings. Where program headers overlap,
+ * the readers disagree on which one shows an address (crash the first, drgn
+ * the last, and crash takes every header after the first as a PT_LOAD
+ * whatever its type), so every such header's bytes in unplugged memory are
+ * read too, and a non-zero page there is a finding.
  *
  * @param core A core from `readElfCore`.
  * @param options Plug map, listing bound, chunk size.
@@ -62,16 +68,34 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
   const data: FilePiece[] = [];
   // Memory our provenance note says was removed is absent for that reason.
   const removed = removedMemory(findProvenance(core.notes));
-  for (const range of unpluggedRangesPerDevice(plugMap)) {
-    for (const p of planGpaRange(core, range)) {
-      if (p.kind === "data") data.push(p);
-      else if (p.kind === "zero") coverage.absent(p, "zero-fill", ELF_ZERO_FILL_DETAIL);
-      else countAbsent(coverage, p, removed, "not-in-dump", ELF_NOT_IN_DUMP_DETAIL);
-    }
+  const ranges = unpluggedRangesPerDevice(plugMap);
+  const plan = ranges.flatMap((range) => [...planGpaRange(core, range)]);
+  for (const p of plan) {
+    if (p.kind === "data") data.push(p);
+    else if (p.kind === "zero") coverage.absent(p, "zero-fill", ELF_ZERO_FILL_DETAIL);
+    else countAbsent(coverage, p, removed, "not-in-dump", ELF_NOT_IN_DUMP_DETAIL);
   }
-  const total = data.reduce((n, p) => n + p.byteLength, 0);
-  await scanFilePieces(core.reader, data, {
-    collector,
+  // What crash and drgn show where program headers overlap (or where crash takes a header
+  // that is no PT_LOAD as one) is read too: a non-zero page there is a finding, unless the
+  // plan's own view of that gpa already is one. Coverage stays the plan's.
+  const others = otherViews(core, ranges, plan);
+  const total = [...data, ...others.flatMap((o) => o.pieces)]
+    .reduce((n, p) => n + p.byteLength, 0);
+  const found = new Set<number>();
+  const recorded: FindingTarget = {
+    addPage: (device, page) => {
+      found.add(page.gpa);
+      collector.addPage(device, page);
+    },
+    get pageSink() {
+      return collector.pageSink;
+    },
+    drain: () => collector.drain(),
+  };
+  const onBytes = (base: number) =>
+    options.onProgress ? (n: number) => options.onProgress!(base + n, total) : undefined;
+  let done = await scanFilePieces(core.reader, data, {
+    collector: recorded,
     coverage,
     plugMap,
     chunkSize,
@@ -85,8 +109,31 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
       }
       return page;
     },
-    ...(options.onProgress ? { onBytes: (n: number) => options.onProgress!(n, total) } : {}),
+    ...(onBytes(0) ? { onBytes: onBytes(0)! } : {}),
   });
+  const unseen: FindingTarget = {
+    addPage: (device, page) => {
+      if (found.has(page.gpa)) return;
+      found.add(page.gpa);
+      collector.addPage(device, page);
+    },
+    get pageSink() {
+      return collector.pageSink;
+    },
+    drain: () => collector.drain(),
+  };
+  for (const { view, pieces } of others) {
+    done += await scanFilePieces(core.reader, pieces, {
+      collector: unseen,
+      coverage: new CoverageCounter(plugMap), // counted once, by the plan
+      plugMap,
+      chunkSize,
+      pageSize: SCAN_PAGE_SIZE,
+      format: "elf",
+      readPage: (pageGpa) => readViewPage(core, view, pageGpa),
+      ...(onBytes(done) ? { onBytes: onBytes(done)! } : {}),
+    });
+  }
   return collector.report(plugMap, {
     input: {
       path: options.path ?? null,
@@ -99,4 +146,19 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
     coverage,
     sortPagesByGpa: true,
   });
+}
+
+/** The page at `pageGpa` as `view` shows it (bytes outside the view read as zero). */
+async function readViewPage(core: ElfCore, view: ElfView, pageGpa: number): Promise<Uint8Array> {
+  const page = new Uint8Array(SCAN_PAGE_SIZE);
+  const from = Math.max(pageGpa, view.gpa);
+  const to = Math.min(pageGpa + SCAN_PAGE_SIZE, view.gpa + view.byteLength);
+  if (from < to) {
+    const bytes = await readAt(core.reader, {
+      fileOffset: view.fileOffset + (from - view.gpa),
+      byteLength: to - from,
+    }, { format: "elf", what: `program header ${view.index}` });
+    page.set(bytes, from - pageGpa);
+  }
+  return page;
 }

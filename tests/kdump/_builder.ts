@@ -140,15 +140,16 @@ export function buildKdump(spec: KdumpSpec): KdumpBuilt {
 
 /**
  * Wrap a file in the flattened container: records of `recordSize` bytes in
- * the order `order` gives (default: reversed), plus a duplicate record of
- * garbage at 0 written first (a later record overwrites it).
+ * the order `order` gives (default: reversed), plus a record of the file's
+ * first 100 bytes written first (a later record covers it again, with the
+ * same bytes: records that overlap must agree).
  */
 export function flatten(
   file: Uint8Array,
   recordSize: number,
   order: "forward" | "reverse" = "reverse",
 ): Uint8Array<ArrayBuffer> {
-  const records: [number, Uint8Array][] = [[0, new Uint8Array(100).fill(0xee)]];
+  const records: [number, Uint8Array][] = [[0, file.slice(0, 100)]];
   const parts: [number, Uint8Array][] = [];
   for (let off = 0; off < file.length; off += recordSize) {
     parts.push([off, file.subarray(off, Math.min(file.length, off + recordSize))]);
