@@ -276,7 +276,10 @@ async function parseCore(
       phoff < ehSize || phoff > byteLength ? at.phoff : countFieldOffset,
     );
   }
-  const phTable = viewOf(await readAt(reader, { fileOffset: phoff, byteLength: phTableBytes }));
+  // No program headers: e_phoff means nothing then (it may point anywhere), so nothing is read there.
+  const phTable = phdrCount === 0
+    ? new DataView(new ArrayBuffer(0))
+    : viewOf(await readAt(reader, { fileOffset: phoff, byteLength: phTableBytes }));
   const phdrs: ElfPhdr[] = [];
   for (let i = 0; i < phdrCount; i++) phdrs.push(readPhdr(phTable, i * phEntSize, elfClass, le));
 

@@ -173,6 +173,18 @@ Deno.test("readElfCore() rejects corrupt files with typed errors and offsets", a
     new DataView(b.buffer).setBigUint64(32, 1n << 40n, true);
     await assertFormatError(readElfCore(bytesPositional(b)), { code: "out-of-range", offset: 32 });
   });
+  await t.step("no program headers, e_phoff past the end: nothing is read there", async () => {
+    // Found by the mutation campaign (cli-json case 3934873498): an empty table at an
+    // e_phoff far past the file was read anyway, and the end-of-file error named an
+    // offset 2^50 bytes beyond the 222-byte input.
+    const b = fresh();
+    const v = new DataView(b.buffer);
+    v.setUint16(56, 0, true); // e_phnum
+    v.setBigUint64(32, 0x5003800080000n, true); // e_phoff
+    using core = await readElfCore(bytesPositional(b));
+    assert.equal(core.phdrCount, 0);
+    assert.deepEqual(core.loads, []);
+  });
   await t.step("64-bit offset above 2^53", async () => {
     const b = fresh();
     const at = patchPhdr64(b, 1, 8, 1n << 60n);
