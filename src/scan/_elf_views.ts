@@ -24,7 +24,6 @@ import { FormatError } from "../errors.ts";
 import type { ElfCore, GpaPiece } from "../elf/reader.ts";
 import { phdrLayout } from "../elf/phdr.ts";
 import { PT_LOAD } from "../elf/constants.ts";
-import { subtractGpaRanges } from "../vmem/ranges.ts";
 import type { GpaRange } from "../vmem/ranges.ts";
 import type { FilePiece } from "./_memory_pages.ts";
 
@@ -72,7 +71,8 @@ function readerViews(core: ElfCore, within: readonly GpaRange[]): ElfView[] {
     const end = p.paddr + length > MAX_SAFE ? MAX_SAFE : p.paddr + length;
     const gpa = Number(p.paddr);
     const byteLength = Number(end - p.paddr);
-    const hits = within.some((r) => r.gpa < gpa + byteLength && gpa < r.gpa + r.byteLength);
+    const next = within[firstRangeEndingAfter(within, gpa)];
+    const hits = next !== undefined && next.gpa < gpa + byteLength;
     if (!hits) continue;
     if (p.fileOffset > MAX_SAFE - length) {
       throw new FormatError(
@@ -99,7 +99,7 @@ function readerViews(core: ElfCore, within: readonly GpaRange[]): ElfView[] {
  * together from the view's own bytes.
  *
  * @param core A parsed core.
- * @param ranges Unplugged ranges, each inside one device.
+ * @param ranges Unplugged ranges, ascending, each inside one device.
  * @param plan The plan's pieces over `ranges`.
  * @returns The views with their pieces (views without any are left out).
  */
@@ -108,23 +108,56 @@ export function otherViews(
   ranges: readonly GpaRange[],
   plan: readonly GpaPiece[],
 ): Array<{ view: ElfView; pieces: FilePiece[] }> {
+  // The plan's data pieces by program header, ascending (the plan is in ascending gpa).
+  const readBy = new Map<number, GpaPiece[]>();
+  for (const p of plan) {
+    if (p.kind !== "data") continue;
+    const list = readBy.get(p.segmentIndex);
+    if (list === undefined) readBy.set(p.segmentIndex, [p]);
+    else list.push(p);
+  }
   const out: Array<{ view: ElfView; pieces: FilePiece[] }> = [];
   for (const view of readerViews(core, ranges)) {
-    const read = plan.filter((p) => p.kind === "data" && p.segmentIndex === view.index);
+    const read = readBy.get(view.index) ?? [];
+    const viewEnd = view.gpa + view.byteLength;
     const pieces: FilePiece[] = [];
-    for (const r of ranges) {
-      const from = Math.max(r.gpa, view.gpa);
-      const to = Math.min(r.gpa + r.byteLength, view.gpa + view.byteLength);
-      if (from >= to) continue;
-      for (const x of subtractGpaRanges([{ gpa: from, byteLength: to - from }], read)) {
-        pieces.push({
-          gpa: x.gpa,
-          byteLength: x.byteLength,
-          fileOffset: view.fileOffset + (x.gpa - view.gpa),
-        });
+    const add = (from: number, to: number) =>
+      pieces.push({
+        gpa: from,
+        byteLength: to - from,
+        fileOffset: view.fileOffset + (from - view.gpa),
+      });
+    // One sweep over the ranges the view meets and the pieces the plan reads from it.
+    let k = 0;
+    for (let i = firstRangeEndingAfter(ranges, view.gpa); i < ranges.length; i++) {
+      const r = ranges[i]!;
+      if (r.gpa >= viewEnd) break;
+      let from = Math.max(r.gpa, view.gpa);
+      const to = Math.min(r.gpa + r.byteLength, viewEnd);
+      while (k < read.length && read[k]!.gpa + read[k]!.byteLength <= from) k++;
+      for (let j = k; from < to; j++) {
+        const q = read[j];
+        if (q === undefined || q.gpa >= to) {
+          add(from, to);
+          break;
+        }
+        if (q.gpa > from) add(from, q.gpa);
+        from = Math.max(from, q.gpa + q.byteLength);
       }
     }
     if (pieces.length > 0) out.push({ view, pieces });
   }
   return out;
+}
+
+/** Index of the first of the sorted, disjoint `ranges` that ends after `gpa`. */
+function firstRangeEndingAfter(ranges: readonly GpaRange[], gpa: number): number {
+  let lo = 0;
+  let hi = ranges.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ranges[mid]!.gpa + ranges[mid]!.byteLength <= gpa) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

@@ -123,11 +123,17 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
     drain: () => collector.drain(),
   };
   for (const { view, pieces } of others) {
+    // Buffers no larger than the view needs: a core may have very many small headers.
+    const longest = pieces.reduce((n, p) => Math.max(n, p.byteLength), 0);
+    const viewChunk = Math.min(
+      chunkSize,
+      Math.ceil((longest + SCAN_PAGE_SIZE) / SCAN_PAGE_SIZE) * SCAN_PAGE_SIZE,
+    );
     done += await scanFilePieces(core.reader, pieces, {
       collector: unseen,
       coverage: new CoverageCounter(plugMap), // counted once, by the plan
       plugMap,
-      chunkSize,
+      chunkSize: viewChunk,
       pageSize: SCAN_PAGE_SIZE,
       format: "elf",
       readPage: (pageGpa) => readViewPage(core, view, pageGpa),
