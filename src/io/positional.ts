@@ -212,7 +212,7 @@ export interface ReadAtOptions {
  * @param range File offset and byte length.
  * @param options Error format and description.
  * @returns The bytes.
- * @throws {UnexpectedEofError} when the file ends first.
+ * @throws {UnexpectedEofError} when the file ends first, at the offset where it ended.
  *
  * @example
  * ```ts
@@ -234,7 +234,9 @@ export async function readAt(
       `Cannot read ${options.what ?? `${byteLength} bytes`} at 0x${fileOffset.toString(16)}: ` +
         `file ended after ${have} of ${byteLength} bytes`,
       options.format ?? "elf",
-      Math.max(fileOffset, reader.byteLength),
+      // Where the file ended, even for a range that starts past it: an error's offset
+      // names a byte of the input (the range itself is in the message).
+      reader.byteLength,
     );
   }
   const out = new Uint8Array(byteLength);

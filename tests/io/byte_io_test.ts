@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { bytesReader, PullByteReader } from "../../src/io/byte_reader.ts";
 import { ByteWriter } from "../../src/io/byte_writer.ts";
 import { createAtomicOutput, fileByteReader, openFileReader } from "../../src/io/file.ts";
+import { bytesPositional, readAt } from "../../src/io/positional.ts";
 import { UnexpectedEofError } from "../../src/errors.ts";
 import { BYTE_CHUNKINGS, chunkedStream, seededRandom, splitBytes } from "../_util/chunkings.ts";
 import { StreamByteReader } from "../../src/io/byte_reader.ts";
@@ -133,6 +134,21 @@ Deno.test("PullByteReader reports truncation with the offset where the input end
     assert.match(e.message, /a thing/);
     return true;
   });
+});
+
+Deno.test("readAt reports a range past the end at the offset where the file ended, even when it starts beyond it", async () => {
+  // A range at an untrusted offset far past the file (the mutation campaign's ELF case
+  // 3934873498 read an empty table 2^50 bytes out) names the file's end, a byte of the input.
+  const r = bytesPositional(new Uint8Array(222));
+  const ranges: [number, number][] = [[200, 40], [0x5003800080000, 0], [1 << 30, 8]];
+  for (const [fileOffset, byteLength] of ranges) {
+    await assert.rejects(readAt(r, { fileOffset, byteLength }), (e: unknown) => {
+      assert.ok(e instanceof UnexpectedEofError);
+      assert.equal(e.offset, 222);
+      assert.match(e.message, new RegExp(`at 0x${fileOffset.toString(16)}`));
+      return true;
+    });
+  }
 });
 
 Deno.test("PullByteReader.tryReadSync never awaits and never crosses a chunk", async () => {

@@ -1,7 +1,7 @@
 /**
  * The anatomy of a real migration stream for the mutation campaign: its
- * length, count, offset and id fields (section headers and footers,
- * commands, the RAMBlock list, page record headers, the virtio-mem state and
+ * length, count, offset and id fields (the configuration section's
+ * subsections and capabilities, section headers and footers, commands, the RAMBlock list, page record headers, the virtio-mem state and
  * its plug bitmap, the vmdesc length) and its sections as spans (so that
  * sections can be duplicated, swapped, moved after the device state or
  * removed).
@@ -70,6 +70,45 @@ function u64be(bytes: Uint8Array, at: number): bigint {
   let v = 0n;
   for (let i = 0; i < 8; i++) v = (v << 8n) | BigInt(bytes[at + i] ?? 0);
   return v;
+}
+
+/**
+ * The configuration section's fields (migration/savevm.c
+ * `vmstate_configuration`): the machine type's length, then per subsection
+ * its name length and version, the target page bits, the capability count,
+ * each capability's name length and its last byte (a NUL there is a name QEMU
+ * reads shorter, which must be refused).
+ */
+function configurationFields(
+  bytes: Uint8Array,
+  at: number,
+  field: (offset: number, width: 1 | 4, name: string, role: FieldRole, values?: bigint[]) => void,
+): void {
+  const u32 = (o: number) => new DataView(bytes.buffer, bytes.byteOffset).getUint32(o);
+  field(at + 1, 4, "configuration machine-type length", "length");
+  let p = at + 5 + u32(at + 1);
+  while (p + 2 <= bytes.length && bytes[p] === 0x05) {
+    const nameLength = bytes[p + 1]!;
+    const name = new TextDecoder("latin1").decode(bytes.subarray(p + 2, p + 2 + nameLength));
+    field(p + 1, 1, `configuration subsection ${name} name length`, "length");
+    const body = p + 2 + nameLength + 4;
+    field(body - 4, 4, `configuration subsection ${name} version`, "id");
+    if (name === "configuration/target-page-bits") {
+      field(body, 4, "target page bits", "other", [0n, 9n, 10n, 12n, 16n, 17n, 0xffffffffn]);
+      p = body + 4;
+    } else if (name === "configuration/capabilities") {
+      field(body, 4, "capability count", "count");
+      let q = body + 4;
+      for (let i = 0, n = u32(body); i < n && q < bytes.length; i++) {
+        const length = bytes[q]!;
+        field(q, 1, `capability ${i} name length`, "length");
+        if (length > 0) field(q + length, 1, `capability ${i} name's last byte`, "other", [0n]);
+        q += 1 + length;
+      }
+      p = q;
+    } else if (name === "configuration/uuid") p = body + 16;
+    else break;
+  }
 }
 
 /**
@@ -142,7 +181,7 @@ export async function migrationAnatomy(
         field(at + 4, 4, "header version", "id");
         break;
       case "configuration":
-        field(at + 1, 4, "configuration machine-type length", "length");
+        configurationFields(bytes, at, field);
         break;
       case "section-start":
       case "section-full": {
