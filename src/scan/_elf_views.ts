@@ -66,6 +66,10 @@ function readerViews(core: ElfCore, within: readonly GpaRange[]): ElfView[] {
       const toEnd = BigInt(core.byteLength) - p.fileOffset;
       if (toEnd > length) length = toEnd;
     }
+    // A reader finds no bytes past the end of the file (its read fails there): those it cannot show.
+    const fileEnd = BigInt(core.byteLength);
+    if (p.fileOffset >= fileEnd) continue;
+    if (length > fileEnd - p.fileOffset) length = fileEnd - p.fileOffset;
     if (length === 0n || p.paddr >= MAX_SAFE) continue;
     // Not `p_memsz`: a PT_LOAD whose memory runs past 2^53 still shows its file bytes.
     const end = p.paddr + length > MAX_SAFE ? MAX_SAFE : p.paddr + length;

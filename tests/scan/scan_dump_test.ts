@@ -167,6 +167,40 @@ Deno.test("scanElfCore() scans unplugged memory through the PT_LOADs, cut pages 
   assert.equal(page.fileOffset, null);
 });
 
+Deno.test("scanElfCore() leaves out the bytes past the end of the file of a header crash would read as a load", async () => {
+  const mem = image();
+  // Header 1, made a PT_NULL (crash reads every header after the first as a load), would give
+  // unplugged block 2 bytes from a file offset past the end of the file: no reader can show
+  // them, so they are neither a finding nor an error.
+  const elf = buildElf({
+    extraNotes: [new Uint8Array(16)],
+    loads: [{ paddr: BigInt(GPA), data: mem }],
+  });
+  const view = new DataView(elf.buffer);
+  const phdr1 = Number(view.getBigUint64(32, true)) + 56;
+  assert.equal(view.getUint32(phdr1, true), 4); // PT_NOTE
+  view.setUint32(phdr1, 0, true); // PT_NULL
+  // [p_offset, findings]: wholly past the end, the two pages of image() and nothing else; the
+  // last 8 file bytes (the region's last 8 bytes, 0x33 at the end), a third finding at the
+  // header's gpa, which is what crash shows there.
+  const cases: Array<[number, number]> = [[elf.byteLength + 0x1000_0000, 2], [
+    elf.byteLength - 8,
+    3,
+  ]];
+  for (const [fileOffset, findings] of cases) {
+    view.setBigUint64(phdr1 + 8, BigInt(fileOffset), true); // p_offset
+    view.setBigUint64(phdr1 + 24, BigInt(GPA + 2 * BLOCK), true); // p_paddr
+    view.setBigUint64(phdr1 + 32, BigInt(2 * 4096), true); // p_filesz
+    using core = await readElfCore(bytesPositional(elf));
+    const report = await scanElfCore(core, { plugMap: testMap([0]), chunkSize: 1 << 16 });
+    assert.equal(report.summary.findings, findings, `p_offset 0x${fileOffset.toString(16)}`);
+    if (findings === 3) {
+      const block2 = report.devices[0]!.blocks.find((b) => b.blockIndex === 2)!;
+      assert.deepEqual(block2.firstNonZero, { blockOffset: 7, gpa: GPA + 2 * BLOCK + 7 });
+    }
+  }
+});
+
 Deno.test("scanElfCore() gives file offsets of pages inside one PT_LOAD", async () => {
   const elf = buildElf({ loads: [{ paddr: BigInt(GPA), data: image() }] });
   using core = await readElfCore(bytesPositional(elf));
