@@ -12,7 +12,7 @@
  * @module
  */
 
-import { UnsupportedFeatureError } from "../errors.ts";
+import { FormatError, UnsupportedFeatureError } from "../errors.ts";
 import type { AtomicOutputOptions } from "../io/file.ts";
 import {
   type ChunkSink,
@@ -168,6 +168,33 @@ function firstEndingAfter(ranges: readonly GpaRange[], gpa: number): number {
 }
 
 /**
+ * A PT_LOAD whose end lies past 2^53 has no gpa and is kept whole, but crash
+ * and drgn read its file bytes from `p_paddr` on: when its memory
+ * (`p_paddr` + `p_memsz`, unwrapped) reaches an excluded range, the output
+ * would show them at an unplugged gpa. No dumper writes such a header.
+ */
+function refuseUncut(core: ElfCore, s: LoadSegment, exclude: readonly GpaRange[]): void {
+  const start = s.phdr.paddr;
+  const end = start + BigInt(s.byteLength);
+  const hit = exclude.find((x) => BigInt(x.gpa) < end && start < BigInt(x.gpa + x.byteLength));
+  if (hit === undefined) return;
+  const { ehdr } = core;
+  throw new FormatError(
+    `Cannot strip PT_LOAD ${s.index}: p_paddr 0x${start.toString(16)} + p_memsz 0x${
+      s.byteLength.toString(16)
+    } runs past 2^53 and covers the excluded gpa 0x${
+      Math.max(hit.gpa, Number(start)).toString(16)
+    } (crash and drgn read its bytes there)`,
+    {
+      format: "elf",
+      code: "too-large",
+      offset: ehdr.phdrFileOffset + s.index * phdrSize(ehdr.elfClass) +
+        (ehdr.elfClass === 64 ? 40 : 20),
+    },
+  );
+}
+
+/**
  * Compute the output of a strip from the input headers alone: output
  * program headers, copy plan and report.
  *
@@ -175,6 +202,8 @@ function firstEndingAfter(ranges: readonly GpaRange[], gpa: number): number {
  * @param options Ranges to exclude and layout options.
  * @returns The plan and report.
  * @throws {UnsupportedFeatureError} for program header types other than PT_NULL, PT_NOTE, PT_LOAD.
+ * @throws {FormatError} `too-large` for a PT_LOAD without a gpa (its end past 2^53) whose
+ *   memory reaches an excluded range: crash and drgn show its bytes there, and it cannot be cut.
  *
  * @example
  * ```ts ignore
@@ -226,6 +255,7 @@ export function planStrip(core: ElfCore, options: StripOptions): StripPlan {
   };
 
   for (const s of core.loads) {
+    if (s.gpa === undefined && s.byteLength > 0) refuseUncut(core, s, exclude);
     if (s.gpa === undefined || s.byteLength === 0) {
       keep(s, 0, s.byteLength);
       continue;

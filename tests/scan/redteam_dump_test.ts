@@ -32,7 +32,8 @@ import { readFileBytes } from "../_util/files.ts";
 import { type KernelDumps, kernelDumps, kernelDumpsAvailable } from "../_util/kernel_dumps.ts";
 import { requireTool, runTool, toolAvailable } from "../_util/tools.ts";
 import { vmlinuxAvailable } from "../_util/vmlinux.ts";
-import { assertVmlinuxOfGuest, hex, rdBytes, runCrash } from "../elf/_crash.ts";
+import { assertReadError, assertVmlinuxOfGuest, hex, rdBytes, runCrash } from "../elf/_crash.ts";
+import { runCli } from "../_util/cli.ts";
 import { cli, drgnRead, requireDrgn } from "../kdump/_readers.ts";
 import { listedPages, scanCli } from "./_cli.ts";
 
@@ -274,6 +275,36 @@ Deno.test({
         const r = await scan(d, file);
         assert.equal(r.code, 3, `${file}: ${r.err}`);
         assert.deepEqual(r.gpas, [evil.gpa], file);
+      }
+
+      // The rewriting commands. strip cuts unplugged memory out of every PT_LOAD and keeps no
+      // other header: crash and drgn find nothing at the guest's page in its output. The PT_LOAD
+      // whose end runs past 2^53 has no gpa and cannot be cut: strip and convert --to elf kept it
+      // whole (exit 0, crash and drgn showed the page); now they refuse it, leaving no output.
+      for (const file of [first, last, nullPhdr]) {
+        const out = `${file}.stripped`;
+        const r = await runCli(["strip", file, out, "--plugmap", d.plugmap]);
+        assert.equal(r.code, 0, `${file}: ${r.err}`);
+        const s = await scan(d, out);
+        assert.equal(s.code, 4, `${out}: unplugged memory is gone (absent): ${s.err}`);
+        assert.deepEqual(s.gpas, []);
+        assert.deepEqual(await drgnRead(out, [evil.gpa], 16), ["fault"], `drgn: ${out}`);
+        const run = await runCrash(
+          d.vmlinux,
+          out,
+          `${dir}/crash-stripped-${file.slice(dir.length + 1)}`,
+          [
+            { gpa: evil.gpa, plugged: false, expected: [] },
+          ],
+        );
+        assertReadError(run.rd.get(evil.gpa) ?? "", evil.gpa, `crash: ${out}`);
+      }
+      for (const args of [["strip"], ["convert", "--to", "elf"]]) {
+        const out = `${huge}.${args[0]}`;
+        const r = await runCli([args[0]!, huge, out, ...args.slice(1), "--plugmap", d.plugmap]);
+        assert.equal(r.code, 1, `${args[0]}: ${r.out}`);
+        assert.match(r.err, /PT_LOAD 1: .* runs past 2\^53 .* at offset 0xa0$/m, args[0]);
+        await assert.rejects(Deno.stat(out), Deno.errors.NotFound, `${args[0]}: no output`);
       }
 
       // kdump: two descriptors share a data offset, each with its own size and codec.
