@@ -28,6 +28,7 @@
  */
 import assert from "node:assert/strict";
 import { type BuildLoad, readPhdrsIndependently, writeElf } from "../_util/elf_builder.ts";
+import { concatBytes } from "../_util/chunkings.ts";
 import { readFileBytes } from "../_util/files.ts";
 import { type KernelDumps, kernelDumps, kernelDumpsAvailable } from "../_util/kernel_dumps.ts";
 import { requireTool, runTool, toolAvailable } from "../_util/tools.ts";
@@ -137,16 +138,6 @@ function record(offset: number, bytes: Uint8Array): Uint8Array {
   v.setBigInt64(0, BigInt(offset), false);
   v.setBigInt64(8, BigInt(bytes.byteLength), false);
   out.set(bytes, 16);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
   return out;
 }
 
@@ -370,7 +361,7 @@ Deno.test({
             { length: n },
             (_, i) => record(8192 + i, base.subarray(8192 + i, 8193 + i)),
           );
-          const candidate = concat([
+          const candidate = concatBytes([
             flatBytes.subarray(0, 4096),
             ...steer,
             record(zeroPage, guestPage),
