@@ -21,7 +21,7 @@ import { byteCount, count, formatByteCount, grouped, hex, table } from "./_forma
 import { printReport, type ReportFile, reportJson } from "./_report.ts";
 import type { InputPin } from "./_input_pin.ts";
 import { tableDeviceJson } from "./_stream_reports.ts";
-import { plugStateJson, sourceName } from "./_plug_state.ts";
+import { plugStateJson, requirePlugState, sourceName } from "./_plug_state.ts";
 import { inspectMappedRamBody } from "./_inspect_report.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
 import { summaryLine, terminalProgress } from "./_progress.ts";
@@ -176,6 +176,7 @@ export async function verifyMappedRamCommand(
     ...(plugMap ? { plugMap } : {}),
   });
   await values.pin?.check();
+  requirePlugState(r.devices.length, "file");
   const given = values.plugmap !== undefined
     ? "plugmap"
     : values["plugmap-from"] !== undefined
@@ -305,6 +306,7 @@ export async function filterMappedRamCommand(
   } finally {
     await progress.end();
   }
+  requirePlugState(r.plugStateSources.length, "file");
   await output.commit();
   const outPath = output.path;
   if (!values.json) {

@@ -12,6 +12,7 @@ import type { PlugMap } from "../src/vmem/plug_map.ts";
 import { loadPlugMapOption, type PlugMapValues } from "./_args.ts";
 import type { PlugStateJson, PlugStateSourceName } from "./_report.ts";
 import { lazyImport } from "./_lazy.ts";
+import { CommandError } from "./io.ts";
 
 /** How the plug state of a command was obtained. */
 export interface PlugStateChoice {
@@ -117,4 +118,24 @@ export function plugStateJson(
     layout,
     path: values.plugmap ?? values["plugmap-from"] ?? null,
   };
+}
+
+/**
+ * A clean verdict needs a plug state to be judged by. A stream (or mapped-ram
+ * file) without any virtio-mem state, checked without `--plugmap`, proves
+ * nothing: its destination keeps the plug state of its own command line, and
+ * pages a guest wrote into blocks unplugged there still load (a hostile source
+ * can leave the device section out). So it is an error, as for `scan`.
+ *
+ * @param devices Devices the verdict covers.
+ * @param what `stream` or `file`.
+ * @throws {CommandError} `no-plug-state` when there are none.
+ */
+export function requirePlugState(devices: number, what: "stream" | "file"): void {
+  if (devices > 0) return;
+  throw new CommandError(
+    "no-plug-state",
+    `the ${what} carries no virtio-mem plug state, so nothing could be verified; ` +
+      "give --plugmap FILE or --plugmap-from STREAM",
+  );
 }

@@ -24,7 +24,12 @@ import {
   PLUGMAP_OPTIONS,
   plugMapFiles,
 } from "../_args.ts";
-import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
+import {
+  choosePlugState,
+  type PlugStateChoice,
+  requirePlugState,
+  sourceName,
+} from "../_plug_state.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
 import { pinInputs } from "../_input_pin.ts";
 
@@ -106,9 +111,14 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     counts = await runMigrationPipeline(input.reader, {
       stages: [dropper],
       output: (c) => output.write(c),
-      // QEMU_VM_EOF goes out only if IN did not change: a pipe or FIFO cannot take it back.
-      beforeEof: pin.check,
+      // QEMU_VM_EOF goes out only if IN did not change and there was a plug state to drop
+      // by: a pipe or FIFO cannot take it back.
+      beforeEof: async () => {
+        await pin.check();
+        requirePlugState(dropper.stats.devices.length, "stream");
+      },
     });
+    requirePlugState(dropper.stats.devices.length, "stream");
     await output.commit();
   } catch (e) {
     await output.abort();

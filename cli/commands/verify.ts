@@ -29,7 +29,12 @@ import {
   PLUGMAP_OPTIONS,
   plugMapFiles,
 } from "../_args.ts";
-import { choosePlugState, type PlugStateChoice, sourceName } from "../_plug_state.ts";
+import {
+  choosePlugState,
+  type PlugStateChoice,
+  requirePlugState,
+  sourceName,
+} from "../_plug_state.ts";
 import { inputProgress, summaryLine } from "../_progress.ts";
 import { pinInputs } from "../_input_pin.ts";
 
@@ -144,9 +149,17 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const out = output;
     counts = await runMigrationPipeline(input.reader, {
       stages: [verifier],
-      // QEMU_VM_EOF goes out only if IN did not change: a pipe or FIFO cannot take it back.
-      ...(out === undefined ? {} : { output: (c) => out.write(c), beforeEof: pin.check }),
+      // QEMU_VM_EOF goes out only if IN did not change and there was a plug state to check
+      // against: a pipe or FIFO cannot take it back.
+      ...(out === undefined ? {} : {
+        output: (c) => out.write(c),
+        beforeEof: async () => {
+          await pin.check();
+          requirePlugState(verifier.result.devices.length, "stream");
+        },
+      }),
     });
+    requirePlugState(verifier.result.devices.length, "stream");
     if (out !== undefined) {
       if (verifier.failed) {
         if (out.positional === undefined) streamedPrefix = out.offset;

@@ -18,7 +18,7 @@
  * @module
  */
 
-import { VerificationError } from "../errors.ts";
+import { FormatError, VerificationError } from "../errors.ts";
 import type { ByteReader } from "../io/byte_reader.ts";
 import type { ByteSink } from "../io/byte_writer.ts";
 import { type DropStats, UnpluggedPageDropper } from "../migration/filter.ts";
@@ -222,9 +222,30 @@ export class MigrationRelay {
           }
         }
       },
-      ...(options.beforeEof ? { beforeEof: options.beforeEof } : {}),
+      // filter and verify judge by a plug state: a stream that brought none (and no plug map)
+      // proves nothing, so its EOF is withheld (its destination keeps the plug state of its
+      // own command line, and pages in blocks unplugged there would load).
+      ...(mode === "pass" && options.beforeEof === undefined ? {} : {
+        beforeEof: async () => {
+          if (mode !== "pass" && !this.#judgedByPlugState()) {
+            throw new FormatError(
+              "Cannot prove the stream: it carries no virtio-mem plug state to judge its pages " +
+                "by (give a plug map)",
+              { format: "migration", code: "unproven", offset: this.#pipeline.progress.bytesIn },
+            );
+          }
+          await options.beforeEof?.();
+        },
+      }),
       onComplete: (p) => options.onComplete?.(this.#progress(p)),
     });
+  }
+
+  /** Whether the mode's stage had a plug state (the stream's own, or the plug map's devices). */
+  #judgedByPlugState(): boolean {
+    if (this.#verifier !== undefined) return this.#verifier.result.devices.length > 0;
+    if (this.#dropper !== undefined) return this.#dropper.stats.devices.length > 0;
+    return true;
   }
 
   #progress(p: PipelineProgress): RelayProgress {

@@ -19,10 +19,11 @@
 
 import assert from "node:assert/strict";
 import { FormatError } from "../../src/errors.ts";
-import { StreamByteReader } from "../../src/io/byte_reader.ts";
+import { bytesReader, StreamByteReader } from "../../src/io/byte_reader.ts";
 import { decodeMigration } from "../../src/migration/decoder.ts";
+import { relayMigration } from "../../src/proxy/relay.ts";
 import { BYTE_CHUNKINGS, chunkedStream } from "../_util/chunkings.ts";
-import { runCli } from "../_util/cli.ts";
+import { execCli, runCli } from "../_util/cli.ts";
 import { qemuAvailable, type QemuVersion, startTinyGuest, tempDir } from "../_util/qemu.ts";
 import { ATTACK_BLOCK, ATTACK_PAGE_GPA, baseStream } from "./_device_state_attacks.ts";
 import { assertConsumers, assertQemuOutcome, type Expectation } from "./_attack_consumers.ts";
@@ -145,6 +146,47 @@ for (const qemu of ["7.2", "10"] as QemuVersion[]) {
           }, `${name}, filtered`);
         });
       }
+      if (qemu !== "7.2") return;
+      // The late layout without its device section carries no plug state at all: QEMU keeps
+      // the page in the block its own command line has unplugged. Nothing may call it clean
+      // (verify, filter and the proxy said 0 and passed it on before).
+      await t.step("repeated-list-no-device-section (no plug state in the stream)", async () => {
+        const name = "repeated-list-no-device-section";
+        const bytes = MEM_SIZE_ATTACKS[name](base);
+        const path = `${tmp.path}/${name}.mig`;
+        await Deno.writeFile(path, bytes);
+        // (The device keeps the size its command line gave it: no section told it otherwise.)
+        await assertQemuOutcome(qemu, path, {
+          loads: "stream",
+          page: { gpa: ATTACK_PAGE_GPA, startsWith: "EVIL-MEMSIZE-KEPT" },
+        }, name);
+        const noState = (r: { code: number; err: string }, what: string) => {
+          assert.equal(r.code, 1, `${what}: ${r.err}`);
+          assert.match(r.err, /no-plug-state|carries no virtio-mem plug state/, what);
+        };
+        for (const args of [["verify", path], ["verify", "--single-pass", path], ["scan", path]]) {
+          noState(await runCli(args), args.join(" "));
+        }
+        noState(await execCli(["verify", "-"], { stdinFile: path }), "verify - < file");
+        const out = `${path}.filtered`;
+        noState(await runCli(["filter", path, out]), "filter");
+        await assert.rejects(Deno.stat(out), Deno.errors.NotFound, "no filter output");
+        // The proxy's library relay, in both judging modes: no QEMU_VM_EOF goes out.
+        const eofAt = bytes.lastIndexOf(0x06) - 1;
+        for (const mode of ["verify", "filter"] as const) {
+          let sent = 0;
+          const relayed = await relayMigration(bytesReader(bytes), (c) => {
+            sent += c.byteLength;
+            return Promise.resolve();
+          }, { mode }).then(() => undefined, (x: unknown) => x);
+          // (filter of a late-layout pipe without a plug map is refused at its first page.)
+          assert.ok(
+            relayed instanceof FormatError && (mode === "filter" || relayed.code === "unproven"),
+            `proxy ${mode}: ${relayed}`,
+          );
+          assert.ok(sent <= eofAt, `proxy ${mode} forwarded ${sent} bytes, EOF at ${eofAt}`);
+        }
+      });
     },
   });
 }
