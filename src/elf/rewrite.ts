@@ -23,7 +23,7 @@ import {
 } from "../io/positional.ts";
 import { PT_LOAD, PT_NOTE, PT_NULL, U64_ALL_ONES } from "./constants.ts";
 import { parseNotes } from "./note.ts";
-import { phdrSize } from "./phdr.ts";
+import { phdrLayout, phdrSize } from "./phdr.ts";
 import {
   concatNoteSegments,
   type ElfCore,
@@ -188,8 +188,8 @@ function refuseUncut(core: ElfCore, s: LoadSegment, exclude: readonly GpaRange[]
     {
       format: "elf",
       code: "too-large",
-      offset: ehdr.phdrFileOffset + s.index * phdrSize(ehdr.elfClass) +
-        (ehdr.elfClass === 64 ? 40 : 20),
+      offset: ehdr.phdrFileOffset + s.index * ehdr.phdrEntrySize +
+        phdrLayout(ehdr.elfClass).fields.memByteLength.offset,
     },
   );
 }

@@ -86,7 +86,7 @@ export function simdCountNonZeroBytes(bytes: Uint8Array): number {
   const { countZero, memory } = kernel;
   let nonZero = 0;
   for (let at = 0; at < bytes.byteLength; at += WINDOW) {
-    const part = bytes.subarray(at, at + WINDOW);
+    const part = bytes.byteLength <= WINDOW ? bytes : bytes.subarray(at, at + WINDOW);
     memory.set(part, 0);
     // The loop reads whole 16-byte lanes: the bytes after the part up to the
     // next lane boundary must be zero (an earlier, longer part left its bytes).

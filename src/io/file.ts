@@ -346,29 +346,31 @@ export async function fileIdentity(path: string): Promise<FileIdentity | undefin
  * it `vmem-dump filter a.mig - >> a.mig` would write into its input.
  */
 async function stdioIdentity(fd: 0 | 1): Promise<FileIdentity | undefined> {
+  return (await stdioInfo(fd))?.identity;
+}
+
+/**
+ * {@linkcode stdioIdentity} and whether the descriptor is a pipe or a socket
+ * (where a write may wait for a reader), from one `fstat`.
+ */
+async function stdioInfo(
+  fd: 0 | 1,
+): Promise<{ identity: FileIdentity; pipe: boolean } | undefined> {
   try {
     const { fstatSync } = await import("node:fs");
     const info = fstatSync(fd);
     return {
-      path: "-",
-      dev: info.dev,
-      ino: info.ino,
-      isFile: info.isFile(),
-      mode: info.mode & 0o7777,
+      identity: {
+        path: "-",
+        dev: info.dev,
+        ino: info.ino,
+        isFile: info.isFile(),
+        mode: info.mode & 0o7777,
+      },
+      pipe: info.isFIFO() || info.isSocket(),
     };
   } catch {
     return undefined; // closed, or no such descriptor: nothing to protect
-  }
-}
-
-/** Whether standard input or output is a pipe or a socket (where a write may wait for a reader). */
-async function stdioIsPipe(fd: 0 | 1): Promise<boolean> {
-  try {
-    const { fstatSync } = await import("node:fs");
-    const info = fstatSync(fd);
-    return info.isFIFO() || info.isSocket();
-  } catch {
-    return false;
   }
 }
 
@@ -789,9 +791,9 @@ export async function createAtomicOutput(
   const guarded = [...inputs, ...await identities(options.protect)];
   const force = options.force ?? false;
   if (path === "-") {
-    const stdout = await stdioIdentity(1);
-    if (stdout !== undefined) refuseInput("standard output", stdout, guarded);
-    return directOutput("-", Deno.stdout, false, await stdioIsPipe(1), options.beforeCommit);
+    const stdout = await stdioInfo(1);
+    if (stdout !== undefined) refuseInput("standard output", stdout.identity, guarded);
+    return directOutput("-", Deno.stdout, false, stdout?.pipe ?? false, options.beforeCommit);
   }
   const found = await existing(path, guarded, force, "file");
   if (found.kind === "direct") {

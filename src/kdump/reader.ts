@@ -366,19 +366,19 @@ async function openKdump(
       // repeat is the same data offset, size and flags: two descriptors that share an offset
       // but read other bytes from it (a size or codec of their own) are two pages, as every
       // reader decodes each descriptor by its own fields.
+      const keys = descs.map(storedPageKey);
       const shared = new Map<string, Uint8Array>(); // storedPageKey → decoded page
       const seen = new Set<string>();
-      for (const d of descs) {
-        const key = storedPageKey(d);
+      for (const key of keys) {
         if (seen.has(key)) shared.set(key, new Uint8Array(0));
         seen.add(key);
       }
       let i = 0;
       while (i < descs.length) {
         const first = descs[i]!;
-        const firstKey = storedPageKey(first);
-        if (shared.get(firstKey)?.byteLength) {
-          batch.push({ pfn: pfns[i]!, data: shared.get(firstKey)!, desc: first });
+        const repeated = shared.get(keys[i]!);
+        if (repeated?.byteLength) {
+          batch.push({ pfn: pfns[i]!, data: repeated, desc: first });
           i++;
           continue;
         }
@@ -388,7 +388,7 @@ async function openKdump(
         while (
           j < descs.length && descs[j]!.fileOffset === end &&
           end + descs[j]!.byteLength - first.fileOffset <= chunkSize &&
-          !shared.has(storedPageKey(descs[j]!))
+          !shared.has(keys[j]!)
         ) {
           end += descs[j]!.byteLength;
           j++;
@@ -401,8 +401,7 @@ async function openKdump(
             d.fileOffset - first.fileOffset + d.byteLength,
           );
           const page = options.raw ? raw : decompressKdumpPage(raw, d.flags, B, d.fileOffset);
-          const key = storedPageKey(d);
-          if (shared.has(key)) shared.set(key, page);
+          if (shared.has(keys[k]!)) shared.set(keys[k]!, page);
           batch.push({ pfn: pfns[k]!, data: page, desc: d });
         }
         i = j;

@@ -81,9 +81,11 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
   const others = otherViews(core, ranges, plan);
   const total = [...data, ...others.flatMap((o) => o.pieces)]
     .reduce((n, p) => n + p.byteLength, 0);
+  // Pages found so far, by gpa: the plan's, then each view's that are not among them.
   const found = new Set<number>();
-  const recorded: FindingTarget = {
+  const target = (skipFound: boolean): FindingTarget => ({
     addPage: (device, page) => {
+      if (skipFound && found.has(page.gpa)) return;
       found.add(page.gpa);
       collector.addPage(device, page);
     },
@@ -91,11 +93,13 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
       return collector.pageSink;
     },
     drain: () => collector.drain(),
-  };
-  const onBytes = (base: number) =>
-    options.onProgress ? (n: number) => options.onProgress!(base + n, total) : undefined;
+  });
+  const progressFrom = (base: number) =>
+    options.onProgress === undefined
+      ? {}
+      : { onBytes: (n: number) => options.onProgress!(base + n, total) };
   let done = await scanFilePieces(core.reader, data, {
-    collector: recorded,
+    collector: target(false),
     coverage,
     plugMap,
     chunkSize,
@@ -109,19 +113,9 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
       }
       return page;
     },
-    ...(onBytes(0) ? { onBytes: onBytes(0)! } : {}),
+    ...progressFrom(0),
   });
-  const unseen: FindingTarget = {
-    addPage: (device, page) => {
-      if (found.has(page.gpa)) return;
-      found.add(page.gpa);
-      collector.addPage(device, page);
-    },
-    get pageSink() {
-      return collector.pageSink;
-    },
-    drain: () => collector.drain(),
-  };
+  const unseen = target(true);
   for (const { view, pieces } of others) {
     // Buffers no larger than the view needs: a core may have very many small headers.
     const longest = pieces.reduce((n, p) => Math.max(n, p.byteLength), 0);
@@ -137,7 +131,7 @@ export async function scanElfCore(core: ElfCore, options: ScanDumpOptions): Prom
       pageSize: SCAN_PAGE_SIZE,
       format: "elf",
       readPage: (pageGpa) => readViewPage(core, view, pageGpa),
-      ...(onBytes(done) ? { onBytes: onBytes(done)! } : {}),
+      ...progressFrom(done),
     });
   }
   return collector.report(plugMap, {
